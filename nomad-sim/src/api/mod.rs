@@ -1,0 +1,508 @@
+//! HTTP entry point: routing, request counting, fault injection, ACL checks,
+//! query parsing, blocking queries and Nomad-style responses.
+//!
+//! Errors are plain text (`text/plain; charset=utf-8`) with Nomad's status
+//! codes; successes are JSON with `X-Nomad-Index`, `X-Nomad-KnownLeader` and
+//! `X-Nomad-LastContact` on reads.
+
+mod allocs;
+mod nodes;
+mod stream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::App;
+use crate::acl::{Capability, Identity, token_from_headers};
+use crate::clock::parse_go_duration;
+use crate::faults::FaultAction;
+use crate::state::Cluster;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+pub type Resp = Response<Body>;
+
+/// Errors a handler can return; each maps to one status and a plain-text body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Permission denied")]
+    PermissionDenied,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Invalid method")]
+    InvalidMethod,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PermissionDenied => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidMethod => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<crate::state::StateError> for ApiError {
+    fn from(e: crate::state::StateError) -> Self {
+        use crate::state::StateError as S;
+        match e {
+            // Nomad's write RPCs return plain errors, which the HTTP layer
+            // maps to 500 (not 404) for an unknown node.
+            S::NodeNotFound | S::InvalidEligibility(_) | S::EligibleWhileDraining => {
+                ApiError::Internal(e.to_string())
+            }
+            S::AllocNotFound => ApiError::NotFound(e.to_string()),
+            S::BadRequest(m) => ApiError::BadRequest(m),
+        }
+    }
+}
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+pub fn text(status: StatusCode, body: impl Into<String>) -> Resp {
+    let mut r = Response::new(full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", "text/plain; charset=utf-8".parse().unwrap());
+    r
+}
+
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// Adds Nomad's query-meta headers (`setMeta`).
+pub fn set_meta(r: &mut Resp, index: u64, known_leader: bool) {
+    let h = r.headers_mut();
+    h.insert("x-nomad-index", index.to_string().parse().unwrap());
+    h.insert("x-nomad-lastcontact", "0".parse().unwrap());
+    h.insert(
+        "x-nomad-knownleader",
+        if known_leader { "true" } else { "false" }.parse().unwrap(),
+    );
+}
+
+fn err_resp(e: &ApiError) -> Resp {
+    text(e.status(), e.to_string())
+}
+
+/// Parsed common query parameters.
+#[derive(Debug, Default, Clone)]
+pub struct Query {
+    pub index: u64,
+    pub wait: Duration,
+    pub prefix: String,
+    pub filter: Option<String>,
+    pub per_page: Option<usize>,
+    pub next_token: Option<String>,
+    pub namespace: String,
+    pub resources: bool,
+    pub os: bool,
+    pub reverse: bool,
+    pub task_states: bool,
+    pub pretty: bool,
+    pub topics: Vec<String>,
+    pub raw: Vec<(String, String)>,
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn parse_bool(v: &str) -> bool {
+    matches!(v, "" | "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
+/// Parses the common parameters the way `command/agent/http.go` does.
+pub fn parse_query(app: &App, q: Option<&str>) -> Result<Query, ApiError> {
+    let pairs = parse_pairs(q);
+    let mut out = Query {
+        namespace: "default".into(),
+        task_states: true,
+        ..Default::default()
+    };
+    let mut wait_set = false;
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "index" => {
+                out.index = v
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest("Invalid index".into()))?
+            }
+            "wait" => {
+                out.wait = parse_go_duration(v)
+                    .ok_or_else(|| ApiError::BadRequest("Invalid wait time".into()))?;
+                wait_set = true;
+            }
+            "stale" if !matches!(v.as_str(), "" | "true" | "false") => {
+                return Err(ApiError::BadRequest(
+                    "Expect `true` or `false` for `stale` query string parameter".into(),
+                ));
+            }
+            "prefix" => out.prefix = v.clone(),
+            "filter" => out.filter = Some(v.clone()),
+            "per_page" => {
+                out.per_page = Some(v.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("Failed to parse value of \"per_page\" ({v})"))
+                })?)
+            }
+            "next_token" => out.next_token = Some(v.clone()),
+            "namespace" => out.namespace = v.clone(),
+            "resources" => out.resources = parse_bool(v),
+            "os" => out.os = parse_bool(v),
+            "reverse" => out.reverse = parse_bool(v),
+            "task_states" => out.task_states = parse_bool(v),
+            "pretty" => out.pretty = v.is_empty() || parse_bool(v),
+            "topic" => out.topics.push(v.clone()),
+            "region" if !v.is_empty() && *v != app.cfg.region => {
+                return Err(ApiError::Internal("No path to region".into()));
+            }
+            _ => {}
+        }
+    }
+    // Nomad's blockingRPC: cap at 5 min, default 5 min, plus up to wait/16
+    // of random jitter.
+    let max = Duration::from_secs(300);
+    if !wait_set || out.wait.is_zero() || out.wait > max {
+        out.wait = max;
+    }
+    let jitter_ns = (out.wait.as_nanos() / 16) as u64;
+    if jitter_ns > 0 {
+        out.wait += Duration::from_nanos(rand::rng().random_range(0..jitter_ns));
+    }
+    out.raw = pairs;
+    Ok(out)
+}
+
+/// Runs a blocking query: `probe` returns the current index of the watched
+/// data and a receiver that fires when that data may have changed. Returns
+/// once the index is above `q.index` or the wait ran out.
+pub async fn block_until(
+    app: &App,
+    q: &Query,
+    probe: impl Fn(&Cluster) -> (u64, Option<watch::Receiver<u64>>),
+) {
+    if q.index == 0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + q.wait;
+    loop {
+        let (idx, rx) = {
+            let c = app.cluster.read().unwrap();
+            probe(&c)
+        };
+        if idx > q.index {
+            return;
+        }
+        let Some(mut rx) = rx else { return };
+        tokio::select! {
+            r = rx.changed() => {
+                if r.is_err() {
+                    // The watched object is gone; re-probe (it will fall
+                    // back to a table watch).
+                    continue;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+/// Serializes `v` (pretty with `?pretty`).
+pub fn to_json<T: serde::Serialize>(v: &T, pretty: bool) -> Vec<u8> {
+    if pretty {
+        serde_json::to_vec_pretty(v).unwrap()
+    } else {
+        serde_json::to_vec(v).unwrap()
+    }
+}
+
+fn route_pattern(method: &Method, path: &str) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let pat = match segs.as_slice() {
+        ["v1", "node", _] => "/v1/node/:id".to_string(),
+        ["v1", "node", _, sub] => format!("/v1/node/:id/{sub}"),
+        ["v1", "allocation", _] => "/v1/allocation/:id".to_string(),
+        ["sim", "nodes", _, sub] => format!("/sim/nodes/:id/{sub}"),
+        ["sim", "allocations", _, sub] => format!("/sim/allocations/:id/{sub}"),
+        ["sim", "workload", _] => "/sim/workload/:id".to_string(),
+        _ => path.to_string(),
+    };
+    format!("{method} {pat}")
+}
+
+/// One request, end to end. An `Err` closes the connection without an
+/// answer (the dropped-connection fault).
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Result<Resp, std::io::Error> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    {
+        let mut s = app.stats.lock().unwrap();
+        *s.requests.entry(route_pattern(&method, &path)).or_default() += 1;
+    }
+    let known_leader;
+    if path.starts_with("/v1/") {
+        let faults = app.faults.lock().unwrap().clone();
+        known_leader = !(faults.leader_lost && faults.applies(&path));
+        if faults.applies(&path) && faults.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        }
+        let action = faults.decide(&path);
+        if action != FaultAction::None {
+            let mut s = app.stats.lock().unwrap();
+            *s.faults.entry(format!("{action:?}")).or_default() += 1;
+        }
+        match action {
+            FaultAction::Drop => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "nomad-sim: injected dropped connection",
+                ));
+            }
+            FaultAction::Error => {
+                let r = text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "rpc error: nomad-sim injected fault",
+                );
+                count_status(&app, r.status());
+                return Ok(r);
+            }
+            FaultAction::NoLeader => {
+                let mut r = text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader");
+                set_meta(&mut r, 0, false);
+                count_status(&app, r.status());
+                return Ok(r);
+            }
+            FaultAction::None => {}
+        }
+    } else {
+        known_leader = true;
+    }
+    let res = if path.starts_with("/sim/") || path == "/sim" {
+        crate::control::handle(&app, req).await
+    } else {
+        route_v1(&app, req, &path, known_leader).await
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(e) => err_resp(&e),
+    };
+    count_status(&app, r.status());
+    Ok(r)
+}
+
+fn count_status(app: &App, s: StatusCode) {
+    let mut st = app.stats.lock().unwrap();
+    *st.responses.entry(s.as_u16()).or_default() += 1;
+}
+
+/// Checks the request's token against `cap`.
+pub fn authorize(
+    app: &App,
+    headers: &hyper::HeaderMap,
+    cap: Capability,
+) -> Result<Option<Identity>, ApiError> {
+    let tok = token_from_headers(headers);
+    app.acl
+        .check(tok.as_deref(), cap)
+        .map_err(|_| ApiError::PermissionDenied)
+}
+
+/// Reads a request body for a write endpoint (Nomad's `decodeBody`).
+pub async fn read_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest("Request body is empty".into()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+async fn route_v1(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    path: &str,
+    known_leader: bool,
+) -> Result<Resp, ApiError> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let is_get = method == Method::GET;
+    let is_write = method == Method::PUT || method == Method::POST;
+    match segs.as_slice() {
+        ["v1", "nodes"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            nodes::list(app, req, known_leader).await
+        }
+        ["v1", "node", ""] | ["v1", "node"] => Err(ApiError::BadRequest("Missing node ID".into())),
+        ["v1", "node", id] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            nodes::read(app, req, id, known_leader).await
+        }
+        ["v1", "node", id, "allocations"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            nodes::allocations(app, req, id, known_leader).await
+        }
+        ["v1", "node", id, "drain"] => {
+            if !is_write {
+                return Err(ApiError::InvalidMethod);
+            }
+            nodes::drain(app, req, id).await
+        }
+        ["v1", "node", id, "eligibility"] => {
+            if !is_write {
+                return Err(ApiError::InvalidMethod);
+            }
+            nodes::eligibility(app, req, id).await
+        }
+        ["v1", "node", id, "purge"] => {
+            if !is_write {
+                return Err(ApiError::InvalidMethod);
+            }
+            nodes::purge(app, req, id).await
+        }
+        ["v1", "allocations"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            allocs::list(app, req, known_leader).await
+        }
+        ["v1", "allocation", id] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            allocs::read(app, req, id, known_leader).await
+        }
+        ["v1", "event", "stream"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            stream::events(app, req).await
+        }
+        ["v1", "status", "leader"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            stream::leader(app, req, known_leader)
+        }
+        ["v1", "agent", "self"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            stream::agent_self(app, req)
+        }
+        _ => Err(ApiError::NotFound(format!("Invalid URL path {path}"))),
+    }
+}
+
+/// Paginates an ID-ordered list like Nomad's paginator: `next_token` is the
+/// ID of the first item of the next page.
+pub fn paginate<T>(items: Vec<(String, T)>, q: &Query) -> (Vec<T>, Option<String>) {
+    let mut items = items;
+    if q.reverse {
+        items.reverse();
+    }
+    let start = match &q.next_token {
+        Some(t) if !t.is_empty() => items
+            .iter()
+            .position(|(id, _)| {
+                if q.reverse {
+                    id.as_str() <= t.as_str()
+                } else {
+                    id.as_str() >= t.as_str()
+                }
+            })
+            .unwrap_or(items.len()),
+        _ => 0,
+    };
+    let mut it: Vec<(String, T)> = items.into_iter().skip(start).collect();
+    let mut next = None;
+    if let Some(pp) = q.per_page
+        && pp > 0
+        && it.len() > pp
+    {
+        next = Some(it[pp].0.clone());
+        it.truncate(pp);
+    }
+    (it.into_iter().map(|(_, t)| t).collect(), next)
+}
+
+pub fn now_instant() -> Instant {
+    Instant::now()
+}

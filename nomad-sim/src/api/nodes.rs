@@ -1,0 +1,268 @@
+//! `/v1/nodes` and `/v1/node/:id[/...]`.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{Map, Value};
+
+use super::{
+    ApiError, Resp, authorize, block_until, json_bytes, paginate, parse_query, read_body, set_meta,
+    text, to_json,
+};
+use crate::App;
+use crate::acl::Capability;
+use crate::filter::{self, Expr};
+use crate::wire::{DrainRequest, EligibilityRequest, Node, NodePurgeResponse};
+
+pub(super) fn parse_filter(f: &Option<String>) -> Result<Option<Expr>, ApiError> {
+    match f {
+        Some(s) if !s.is_empty() => filter::parse(s)
+            .map(Some)
+            .map_err(|e| ApiError::BadRequest(format!("failed to create result paginator: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// The datum a filter sees: the Go struct's fields. Only the top-level
+/// fields the expression reads are built. The synthetic `Drain` bool is not
+/// a Go field, so (as in Nomad) it is not filterable.
+fn node_datum(n: &Node, fields: &[String]) -> Value {
+    let mut m = Map::new();
+    let mut full: Option<Value> = None;
+    for f in fields {
+        let v = match f.as_str() {
+            "ID" => Value::String(n.id.clone()),
+            "Name" => Value::String(n.name.clone()),
+            "Datacenter" => Value::String(n.datacenter.clone()),
+            "NodePool" => Value::String(n.node_pool.clone()),
+            "NodeClass" => Value::String(n.node_class.clone()),
+            "Status" => Value::String(n.status.clone()),
+            "SchedulingEligibility" => Value::String(n.scheduling_eligibility.clone()),
+            "HTTPAddr" => Value::String(n.http_addr.clone()),
+            "Attributes" => serde_json::to_value(&n.attributes).unwrap(),
+            "Meta" => serde_json::to_value(&n.meta).unwrap(),
+            "Drain" => continue,
+            other => {
+                let fv = full.get_or_insert_with(|| serde_json::to_value(n).unwrap());
+                match fv.get(other) {
+                    Some(v) => v.clone(),
+                    None => continue,
+                }
+            }
+        };
+        m.insert(f.clone(), v);
+    }
+    Value::Object(m)
+}
+
+pub(super) async fn list(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    kl: bool,
+) -> Result<Resp, ApiError> {
+    authorize(app, req.headers(), Capability::NodeRead)?;
+    let q = parse_query(app, req.uri().query())?;
+    let expr = parse_filter(&q.filter)?;
+    block_until(app, &q, |c| (c.nodes_index, Some(c.nodes_tx.subscribe()))).await;
+    let c = app.cluster.read().unwrap();
+    let mut fields = Vec::new();
+    if let Some(e) = &expr {
+        e.fields(&mut fields);
+    }
+    let mut items: Vec<(String, Vec<u8>)> = Vec::new();
+    for (id, rec) in c.nodes.range(q.prefix.clone()..) {
+        if !id.starts_with(&q.prefix) {
+            break;
+        }
+        if let Some(e) = &expr {
+            let keep = e
+                .eval(&node_datum(&rec.node, &fields))
+                .map_err(|e| ApiError::BadRequest(format!("failed to read result page: {e}")))?;
+            if !keep {
+                continue;
+            }
+        }
+        items.push((
+            id.clone(),
+            serde_json::to_vec(&rec.node.stub(q.resources, q.os)).unwrap(),
+        ));
+    }
+    let index = c.nodes_index;
+    drop(c);
+    let (page, next) = paginate(items, &q);
+    let mut body = Vec::with_capacity(page.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, p) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(p);
+    }
+    body.push(b']');
+    if q.pretty {
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        body = to_json(&v, true);
+    }
+    let mut r = json_bytes(StatusCode::OK, body);
+    set_meta(&mut r, index, kl);
+    if let Some(n) = next {
+        r.headers_mut()
+            .insert("x-nomad-nexttoken", n.parse().unwrap());
+    }
+    Ok(r)
+}
+
+pub(super) async fn read(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+    kl: bool,
+) -> Result<Resp, ApiError> {
+    authorize(app, req.headers(), Capability::NodeRead)?;
+    let q = parse_query(app, req.uri().query())?;
+    block_until(app, &q, |c| match c.nodes.get(id) {
+        Some(r) => (
+            r.node.modify_index,
+            c.watches.get(id).map(|w| w.node.subscribe()),
+        ),
+        None => (c.nodes_index, Some(c.nodes_tx.subscribe())),
+    })
+    .await;
+    let c = app.cluster.read().unwrap();
+    match c.nodes.get(id) {
+        Some(rec) => {
+            let body = to_json(&rec.node, q.pretty);
+            let idx = rec.node.modify_index;
+            drop(c);
+            let mut r = json_bytes(StatusCode::OK, body);
+            set_meta(&mut r, idx, kl);
+            Ok(r)
+        }
+        None => {
+            // setMeta runs before the 404, so the headers are there too.
+            let mut r = text(StatusCode::NOT_FOUND, "node not found");
+            set_meta(&mut r, c.nodes_index, kl);
+            Ok(r)
+        }
+    }
+}
+
+fn node_allocs_index(c: &crate::state::Cluster, id: &str) -> u64 {
+    let m = c.node_allocs(id).map(|a| a.alloc.modify_index).max();
+    match m {
+        Some(i) => i,
+        None => c.allocs_index.max(1),
+    }
+}
+
+pub(super) async fn allocations(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+    kl: bool,
+) -> Result<Resp, ApiError> {
+    authorize(app, req.headers(), Capability::NodeRead)?;
+    authorize(app, req.headers(), Capability::ReadJob)?;
+    let q = parse_query(app, req.uri().query())?;
+    block_until(app, &q, |c| {
+        let rx = match c.watches.get(id) {
+            Some(w) => w.allocs.subscribe(),
+            None => c.allocs_tx.subscribe(),
+        };
+        (node_allocs_index(c, id), Some(rx))
+    })
+    .await;
+    let c = app.cluster.read().unwrap();
+    let idx = node_allocs_index(&c, id);
+    let mut body = Vec::new();
+    body.push(b'[');
+    for (i, a) in c.node_allocs(id).enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        a.alloc.write_full(&mut body);
+    }
+    body.push(b']');
+    drop(c);
+    if q.pretty {
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        body = to_json(&v, true);
+    }
+    let mut r = json_bytes(StatusCode::OK, body);
+    set_meta(&mut r, idx, kl);
+    Ok(r)
+}
+
+fn accessor(id: &Option<crate::acl::Identity>) -> String {
+    match id {
+        Some(i) => i.accessor_string(),
+        None => "token:acls-disabled".into(),
+    }
+}
+
+fn write_resp<T: serde::Serialize>(v: &T, index: u64) -> Resp {
+    let mut r = json_bytes(StatusCode::OK, to_json(v, false));
+    r.headers_mut()
+        .insert("x-nomad-index", index.to_string().parse().unwrap());
+    r
+}
+
+pub(super) async fn drain(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let headers = req.headers().clone();
+    let q = parse_query(app, req.uri().query())?;
+    let _ = q;
+    let body: DrainRequest = read_body(req).await?;
+    let ident = authorize(app, &headers, Capability::NodeWrite)?;
+    let out = app.write().update_drain(id, &body, &accessor(&ident))?;
+    Ok(write_resp(&out, out.index))
+}
+
+pub(super) async fn eligibility(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    let headers = req.headers().clone();
+    parse_query(app, req.uri().query())?;
+    let body: EligibilityRequest = read_body(req).await?;
+    authorize(app, &headers, Capability::NodeWrite)?;
+    // A non-empty NodeID in the body overrides the path.
+    let node_id = body
+        .node_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(id)
+        .to_string();
+    let out = app
+        .write()
+        .update_eligibility(&node_id, &body.eligibility)?;
+    Ok(write_resp(&out, out.index))
+}
+
+pub(super) async fn purge(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Resp, ApiError> {
+    parse_query(app, req.uri().query())?;
+    authorize(app, req.headers(), Capability::NodeWrite)?;
+    let (idx, evals) = app.write().purge_node(id)?;
+    let out = NodePurgeResponse {
+        eval_create_index: if evals.is_some() { idx } else { 0 },
+        eval_ids: evals,
+        heartbeat_ttl: 0,
+        index: idx,
+        known_leader: false,
+        last_contact: 0,
+        leader_rpc_addr: String::new(),
+        node_modify_index: idx,
+        num_nodes: 0,
+        servers: None,
+    };
+    Ok(write_resp(&out, idx))
+}

@@ -1,0 +1,402 @@
+//! The control surface under `/sim/` (never under `/v1/`): register and kill
+//! nodes, submit workload, finish allocations, control simulated time,
+//! inject faults, read request counts and safety violations. Documented in
+//! `nomad-sim/README.md`. It needs no ACL token.
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{ApiError, Resp, json_bytes, to_json};
+use crate::faults::Faults;
+use crate::state::{Cluster, NodeSpec, Placement};
+use crate::wire::StrMap;
+use crate::{App, secs_to_ns};
+
+/// `POST /sim/nodes` body (also a scenario file's `nodes` entries).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegisterNodes {
+    pub count: Option<u32>,
+    pub name_prefix: Option<String>,
+    pub node_pool: Option<String>,
+    pub node_class: Option<String>,
+    pub datacenter: Option<String>,
+    pub meta: Option<StrMap>,
+    pub attributes: Option<StrMap>,
+    pub cloud: Option<String>,
+    /// Explicit instance IDs, one per node (`count` defaults to their number).
+    pub instance_ids: Option<Vec<String>>,
+    pub availability_zone: Option<String>,
+    pub slots: Option<u32>,
+}
+
+/// `POST /sim/workload` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadReq {
+    #[serde(default = "default_pool")]
+    pub node_pool: String,
+    pub rate_per_minute: f64,
+    #[serde(default = "default_dur_min")]
+    pub duration_min_s: f64,
+    #[serde(default)]
+    pub duration_max_s: Option<f64>,
+}
+
+fn default_pool() -> String {
+    "default".into()
+}
+fn default_dur_min() -> f64 {
+    60.0
+}
+
+/// `POST /sim/allocations` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocReq {
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// `batch`, `service` or `system`.
+    #[serde(rename = "type", default = "default_type")]
+    pub job_type: String,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default = "default_pool")]
+    pub node_pool: String,
+    /// Simulated seconds; absent or null runs until finished via the API.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    #[serde(default = "one")]
+    pub max_parallel: u32,
+}
+
+fn default_type() -> String {
+    "batch".into()
+}
+fn one() -> u32 {
+    1
+}
+
+/// A scenario file (`--scenario FILE`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub nodes: Vec<RegisterNodes>,
+    pub allocations: Vec<AllocReq>,
+    pub workloads: Vec<WorkloadReq>,
+    pub time_scale: Option<f64>,
+}
+
+pub fn apply_scenario(app: &App, sc: &Scenario) -> Result<(), String> {
+    if let Some(s) = sc.time_scale {
+        app.clock.set_scale(s);
+    }
+    let mut c = app.write();
+    for n in &sc.nodes {
+        register(&mut c, n).map_err(|e| e.to_string())?;
+    }
+    for a in &sc.allocations {
+        submit(&mut c, a).map_err(|e| e.to_string())?;
+    }
+    for w in &sc.workloads {
+        add_workload(&mut c, w);
+    }
+    Ok(())
+}
+
+fn register(c: &mut Cluster, r: &RegisterNodes) -> Result<Value, ApiError> {
+    let count = r
+        .count
+        .unwrap_or_else(|| r.instance_ids.as_ref().map(|v| v.len() as u32).unwrap_or(1));
+    if let Some(ids) = &r.instance_ids
+        && ids.len() as u32 != count
+    {
+        return Err(ApiError::BadRequest(
+            "instance_ids must have exactly `count` entries".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for i in 0..count {
+        let spec = NodeSpec {
+            name: r
+                .name_prefix
+                .as_ref()
+                .map(|p| format!("{p}-{}", c.node_seq + 1)),
+            node_pool: r.node_pool.clone(),
+            node_class: r.node_class.clone(),
+            datacenter: r.datacenter.clone(),
+            meta: r.meta.clone(),
+            attributes: r.attributes.clone(),
+            cloud: r.cloud.clone(),
+            instance_id: r.instance_ids.as_ref().map(|v| v[i as usize].clone()),
+            availability_zone: r.availability_zone.clone(),
+            slots: r.slots,
+        };
+        let (id, iid) = c.register_node(&spec);
+        let name = c.nodes[&id].node.name.clone();
+        out.push(json!({"id": id, "name": name, "instance_id": iid}));
+    }
+    c.schedule_pending();
+    Ok(json!({"nodes": out}))
+}
+
+fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
+    if !matches!(a.job_type.as_str(), "batch" | "service" | "system") {
+        return Err(ApiError::BadRequest(format!(
+            "type must be batch, service or system, not {:?}",
+            a.job_type
+        )));
+    }
+    if let Some(n) = &a.node_id
+        && !c.nodes.contains_key(n)
+    {
+        return Err(ApiError::NotFound("node not found".into()));
+    }
+    let job = c.new_job(
+        a.job_id.clone(),
+        &a.job_type,
+        &a.node_pool,
+        a.count,
+        a.max_parallel,
+    );
+    if a.job_type == "system" {
+        let ids = c.submit_system_job(job.clone());
+        return Ok(json!({"job_id": job.id, "alloc_ids": ids, "queued": 0}));
+    }
+    let mut ids = Vec::new();
+    let mut queued = 0;
+    for i in 0..a.count {
+        let p = Placement {
+            job: job.clone(),
+            index_in_job: i,
+            previous: None,
+            duration_ns: a.duration_s.map(secs_to_ns),
+            node: a.node_id.clone(),
+        };
+        match c.place_one(&p) {
+            Some(id) => ids.push(id),
+            None => {
+                queued += 1;
+                c.queue.push_back(p);
+            }
+        }
+    }
+    Ok(json!({"job_id": job.id, "alloc_ids": ids, "queued": queued}))
+}
+
+fn add_workload(c: &mut Cluster, w: &WorkloadReq) -> String {
+    let min = secs_to_ns(w.duration_min_s);
+    let max = secs_to_ns(w.duration_max_s.unwrap_or(w.duration_min_s));
+    c.add_workload(&w.node_pool, w.rate_per_minute, min, max)
+}
+
+async fn body_json<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let b = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .to_bytes();
+    if b.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&b).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+async fn body_required<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let b = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&b).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn ok(v: &Value) -> Resp {
+    json_bytes(StatusCode::OK, to_json(v, true))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct TimeReq {
+    scale: Option<f64>,
+    advance_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FinishReq {
+    failed: bool,
+}
+
+fn time_json(app: &App) -> Value {
+    let now = app.clock.now();
+    json!({"now": crate::clock::rfc3339(now), "now_ns": now, "scale": app.clock.scale()})
+}
+
+/// Dispatches `/sim/...`.
+pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_string)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = req.method().clone();
+    match (m, segs.as_slice()) {
+        (Method::POST, ["sim", "nodes"]) => {
+            let r: RegisterNodes = body_json(req).await?;
+            let v = register(&mut app.write(), &r)?;
+            Ok(ok(&v))
+        }
+        (Method::GET, ["sim", "nodes"]) => {
+            let c = app.cluster.read().unwrap();
+            let v: Vec<Value> = c
+                .nodes
+                .values()
+                .map(|r| {
+                    json!({"id": r.node.id, "name": r.node.name, "instance_id": r.instance_id,
+                       "status": r.node.status, "eligibility": r.node.scheduling_eligibility,
+                       "draining": r.node.drain_strategy.is_some(), "vm_alive": r.alive,
+                       "slots": r.slots, "used_slots": r.used_slots,
+                       "node_pool": r.node.node_pool})
+                })
+                .collect();
+            Ok(ok(&json!({"nodes": v})))
+        }
+        (Method::POST, ["sim", "nodes", key, action]) => {
+            let mut c = app.write();
+            let id = c
+                .resolve_node(key)
+                .ok_or_else(|| ApiError::NotFound("node not found".into()))?;
+            match *action {
+                "kill" => c.kill_node(&id)?,
+                "restart" => c.restart_node(&id)?,
+                _ => return Err(ApiError::NotFound(format!("unknown action {action}"))),
+            }
+            let iid = c.nodes.get(&id).and_then(|r| r.instance_id.clone());
+            Ok(ok(&json!({"node_id": id, "instance_id": iid})))
+        }
+        (Method::POST, ["sim", "allocations"]) => {
+            let r: AllocReq = body_required(req).await?;
+            let v = submit(&mut app.write(), &r)?;
+            Ok(ok(&v))
+        }
+        (Method::POST, ["sim", "allocations", id, "finish"]) => {
+            let id = id.to_string();
+            let r: FinishReq = body_json(req).await?;
+            app.write().finish_alloc(&id, r.failed)?;
+            Ok(ok(&json!({"alloc_id": id, "failed": r.failed})))
+        }
+        (Method::POST, ["sim", "workload"]) => {
+            let r: WorkloadReq = body_required(req).await?;
+            let id = add_workload(&mut app.write(), &r);
+            Ok(ok(&json!({"id": id})))
+        }
+        (Method::DELETE, ["sim", "workload"]) => {
+            app.write().workloads.clear();
+            Ok(ok(&json!({"stopped": "all"})))
+        }
+        (Method::DELETE, ["sim", "workload", id]) => {
+            let mut c = app.write();
+            let before = c.workloads.len();
+            c.workloads.retain(|w| w.id != *id);
+            if c.workloads.len() == before {
+                return Err(ApiError::NotFound("workload not found".into()));
+            }
+            Ok(ok(&json!({"stopped": id})))
+        }
+        (Method::GET, ["sim", "time"]) => Ok(ok(&time_json(app))),
+        (Method::POST, ["sim", "time"]) => {
+            let r: TimeReq = body_json(req).await?;
+            if let Some(s) = r.scale {
+                if !(s >= 0.0 && s.is_finite()) {
+                    return Err(ApiError::BadRequest("scale must be >= 0".into()));
+                }
+                app.clock.set_scale(s);
+            }
+            if let Some(a) = r.advance_s {
+                app.clock.advance(secs_to_ns(a));
+                let app2 = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    // Drain every timer up to the new time.
+                    loop {
+                        let now = app2.clock.now();
+                        let mut c = app2.cluster.write().unwrap();
+                        let n = c.advance_to(now, 100_000);
+                        if n < 100_000 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+            Ok(ok(&time_json(app)))
+        }
+        (Method::GET, ["sim", "faults"]) => {
+            let f = app.faults.lock().unwrap().clone();
+            Ok(ok(&serde_json::to_value(f).unwrap()))
+        }
+        (Method::POST, ["sim", "faults"]) => {
+            let f: Faults = body_json(req).await?;
+            *app.faults.lock().unwrap() = f.clone();
+            Ok(ok(&serde_json::to_value(f).unwrap()))
+        }
+        (Method::DELETE, ["sim", "faults"]) => {
+            *app.faults.lock().unwrap() = Faults::default();
+            Ok(ok(&json!({})))
+        }
+        (Method::GET, ["sim", "stats"]) => {
+            let counts = app.cluster.read().unwrap().counts();
+            let s = app.stats.lock().unwrap();
+            Ok(ok(&json!({
+                "requests": s.requests,
+                "responses": s.responses,
+                "faults_injected": s.faults,
+                "cluster": counts,
+                "time": time_json(app),
+            })))
+        }
+        (Method::GET, ["sim", "violations"]) => {
+            let c = app.cluster.read().unwrap();
+            Ok(ok(
+                &json!({"count": c.violations.len(), "violations": c.violations}),
+            ))
+        }
+        (Method::POST, ["sim", "reset"]) => {
+            let mut c = app.cluster.write().unwrap();
+            let cfg = c.cfg.clone();
+            let idx = c.index + 1;
+            let mut fresh = Cluster::new(cfg, idx);
+            fresh.now = app.clock.now();
+            let old = std::mem::replace(&mut *c, fresh);
+            // Wake every waiter of the old state so it re-reads.
+            old.nodes_tx.send_replace(idx);
+            old.allocs_tx.send_replace(idx);
+            for w in old.watches.values() {
+                w.node.send_replace(idx);
+                w.allocs.send_replace(idx);
+            }
+            drop(c);
+            *app.faults.lock().unwrap() = Faults::default();
+            *app.stats.lock().unwrap() = Default::default();
+            Ok(ok(&json!({"reset": true, "index": idx})))
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "unknown control endpoint {path}"
+        ))),
+    }
+}

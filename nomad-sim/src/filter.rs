@@ -1,0 +1,698 @@
+//! A subset of go-bexpr (the `filter` query parameter), parsed and evaluated
+//! against the JSON encoding of a full Node or Allocation.
+//!
+//! Supported, with go-bexpr's semantics (hashicorp/go-bexpr `grammar.peg`,
+//! `evaluate.go`):
+//! * `Sel == V`, `Sel != V`, `V in Sel`, `V not in Sel`, `Sel contains V`,
+//!   `Sel not contains V`, `Sel is empty`, `Sel is not empty`;
+//! * `and`, `or`, `not`, parentheses;
+//! * selectors `A.B`, `A["k"]`, `A.k`; values: `"string"`, `` `raw` ``,
+//!   numbers, and bare words (taken literally, as go-bexpr does).
+//!
+//! Evaluation follows go-bexpr on Nomad's structs: the value is coerced to
+//! the field's type (bool, integer); a missing map key or unknown field is
+//! an evaluation error ("error finding value in datum"), which Nomad turns
+//! into a 400 (see hashicorp/nomad#16758). `matches`, JSON-pointer
+//! selectors, inline value lists and `all`/`any` are not supported and are
+//! rejected with a 400 instead of being guessed at.
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FilterError {
+    /// The expression does not parse (or uses unsupported syntax).
+    #[error("{0}")]
+    Parse(String),
+    /// Evaluation against one object failed.
+    #[error("{0}")]
+    Eval(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Eq,
+    Ne,
+    In,
+    NotIn,
+    IsEmpty,
+    IsNotEmpty,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Match {
+        selector: Vec<String>,
+        op: Op,
+        value: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num(String),
+    LParen,
+    RParen,
+    LBracket,
+    RBracket,
+    Dot,
+    EqEq,
+    NotEq,
+}
+
+fn lex(s: &str) -> Result<Vec<Tok>, FilterError> {
+    let c: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut out = Vec::new();
+    while i < c.len() {
+        let ch = c[i];
+        match ch {
+            ' ' | '\t' | '\r' | '\n' => i += 1,
+            '(' => {
+                out.push(Tok::LParen);
+                i += 1
+            }
+            ')' => {
+                out.push(Tok::RParen);
+                i += 1
+            }
+            '[' => {
+                out.push(Tok::LBracket);
+                i += 1
+            }
+            ']' => {
+                out.push(Tok::RBracket);
+                i += 1
+            }
+            '.' => {
+                out.push(Tok::Dot);
+                i += 1
+            }
+            '=' if c.get(i + 1) == Some(&'=') => {
+                out.push(Tok::EqEq);
+                i += 2
+            }
+            '!' if c.get(i + 1) == Some(&'=') => {
+                out.push(Tok::NotEq);
+                i += 2
+            }
+            '"' => {
+                let mut j = i + 1;
+                let mut v = String::new();
+                loop {
+                    match c.get(j) {
+                        None => {
+                            return Err(FilterError::Parse("Unterminated string literal".into()));
+                        }
+                        Some('"') => break,
+                        Some('\\') => {
+                            let e = c.get(j + 1).ok_or_else(|| {
+                                FilterError::Parse("Unterminated string literal".into())
+                            })?;
+                            v.push(match e {
+                                'n' => '\n',
+                                't' => '\t',
+                                'r' => '\r',
+                                '\\' => '\\',
+                                '"' => '"',
+                                '\'' => '\'',
+                                other => {
+                                    return Err(FilterError::Parse(format!(
+                                        "nomad-sim: unsupported escape \\{other} in string literal"
+                                    )));
+                                }
+                            });
+                            j += 2;
+                            continue;
+                        }
+                        Some(x) => v.push(*x),
+                    }
+                    j += 1;
+                }
+                out.push(Tok::Str(v));
+                i = j + 1;
+            }
+            '`' => {
+                let rest: String = c[i + 1..].iter().collect();
+                let end = rest
+                    .find('`')
+                    .ok_or_else(|| FilterError::Parse("Unterminated string literal".into()))?;
+                out.push(Tok::Str(rest[..end].to_string()));
+                i += 1 + rest[..end].chars().count() + 1;
+            }
+            '-' | '0'..='9' => {
+                let mut j = i + 1;
+                while j < c.len() && (c[j].is_ascii_digit() || c[j] == '.') {
+                    j += 1;
+                }
+                out.push(Tok::Num(c[i..j].iter().collect()));
+                i = j;
+            }
+            x if x.is_ascii_alphabetic() => {
+                let mut j = i + 1;
+                while j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_' || c[j] == '/') {
+                    j += 1;
+                }
+                out.push(Tok::Ident(c[i..j].iter().collect()));
+                i = j;
+            }
+            other => {
+                return Err(FilterError::Parse(format!(
+                    "unexpected character {other:?} at offset {i}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    t: Vec<Tok>,
+    p: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.t.get(self.p)
+    }
+    fn peek_ident(&self, off: usize, word: &str) -> bool {
+        matches!(self.t.get(self.p + off), Some(Tok::Ident(w)) if w == word)
+    }
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.t.get(self.p).cloned();
+        self.p += 1;
+        t
+    }
+
+    fn or(&mut self) -> Result<Expr, FilterError> {
+        let l = self.and()?;
+        if self.peek_ident(0, "or") {
+            self.p += 1;
+            let r = self.or()?;
+            return Ok(Expr::Or(Box::new(l), Box::new(r)));
+        }
+        Ok(l)
+    }
+
+    fn and(&mut self) -> Result<Expr, FilterError> {
+        let l = self.not()?;
+        if self.peek_ident(0, "and") {
+            self.p += 1;
+            let r = self.and()?;
+            return Ok(Expr::And(Box::new(l), Box::new(r)));
+        }
+        Ok(l)
+    }
+
+    fn not(&mut self) -> Result<Expr, FilterError> {
+        if self.peek_ident(0, "not") {
+            self.p += 1;
+            let e = self.not()?;
+            return Ok(match e {
+                Expr::Not(inner) => *inner,
+                other => Expr::Not(Box::new(other)),
+            });
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, FilterError> {
+        if self.peek() == Some(&Tok::LParen) {
+            self.p += 1;
+            let e = self.or()?;
+            if self.next() != Some(Tok::RParen) {
+                return Err(FilterError::Parse("Unmatched parentheses".into()));
+            }
+            return Ok(e);
+        }
+        if self.peek() == Some(&Tok::LBracket) {
+            return Err(FilterError::Parse(
+                "nomad-sim: inline value lists are not supported".into(),
+            ));
+        }
+        // `Value in Selector` / `Value not in Selector`
+        let value_first = match self.peek() {
+            Some(Tok::Str(_)) | Some(Tok::Num(_)) => true,
+            Some(Tok::Ident(_)) => {
+                // A bare word followed by `in` / `not in` is a value.
+                let save = self.p;
+                let _ = self.selector();
+                let r = self.peek_ident(0, "in")
+                    || (self.peek_ident(0, "not") && self.peek_ident(1, "in"));
+                self.p = save;
+                r
+            }
+            _ => false,
+        };
+        if value_first {
+            let value = self.value()?;
+            let op = if self.peek_ident(0, "in") {
+                self.p += 1;
+                Op::In
+            } else if self.peek_ident(0, "not") && self.peek_ident(1, "in") {
+                self.p += 2;
+                Op::NotIn
+            } else {
+                return Err(FilterError::Parse(
+                    "a value must be followed by \"in\" or \"not in\"".into(),
+                ));
+            };
+            let selector = self.selector()?;
+            return Ok(Expr::Match {
+                selector,
+                op,
+                value: Some(value),
+            });
+        }
+        let selector = self.selector()?;
+        match self.next() {
+            Some(Tok::EqEq) => Ok(Expr::Match {
+                selector,
+                op: Op::Eq,
+                value: Some(self.value()?),
+            }),
+            Some(Tok::NotEq) => Ok(Expr::Match {
+                selector,
+                op: Op::Ne,
+                value: Some(self.value()?),
+            }),
+            Some(Tok::Ident(w)) if w == "contains" => Ok(Expr::Match {
+                selector,
+                op: Op::In,
+                value: Some(self.value()?),
+            }),
+            Some(Tok::Ident(w)) if w == "is" => {
+                if self.peek_ident(0, "empty") {
+                    self.p += 1;
+                    Ok(Expr::Match {
+                        selector,
+                        op: Op::IsEmpty,
+                        value: None,
+                    })
+                } else if self.peek_ident(0, "not") && self.peek_ident(1, "empty") {
+                    self.p += 2;
+                    Ok(Expr::Match {
+                        selector,
+                        op: Op::IsNotEmpty,
+                        value: None,
+                    })
+                } else {
+                    Err(FilterError::Parse(
+                        "expected \"empty\" or \"not empty\" after \"is\"".into(),
+                    ))
+                }
+            }
+            Some(Tok::Ident(w)) if w == "not" => {
+                if self.peek_ident(0, "contains") {
+                    self.p += 1;
+                    Ok(Expr::Match {
+                        selector,
+                        op: Op::NotIn,
+                        value: Some(self.value()?),
+                    })
+                } else if self.peek_ident(0, "matches") {
+                    Err(FilterError::Parse(
+                        "nomad-sim: the \"not matches\" operator is not supported".into(),
+                    ))
+                } else {
+                    Err(FilterError::Parse(
+                        "unexpected \"not\" after selector".into(),
+                    ))
+                }
+            }
+            Some(Tok::Ident(w)) if w == "matches" => Err(FilterError::Parse(
+                "nomad-sim: the \"matches\" operator is not supported".into(),
+            )),
+            Some(t) => Err(FilterError::Parse(format!(
+                "unexpected token {t:?} after selector"
+            ))),
+            None => Err(FilterError::Parse(
+                "expected an operator after the selector".into(),
+            )),
+        }
+    }
+
+    fn selector(&mut self) -> Result<Vec<String>, FilterError> {
+        let mut path = match self.next() {
+            Some(Tok::Ident(w)) if !matches!(w.as_str(), "and" | "or" | "not" | "in") => vec![w],
+            Some(Tok::Str(_)) => {
+                return Err(FilterError::Parse(
+                    "nomad-sim: JSON-pointer selectors are not supported".into(),
+                ));
+            }
+            other => {
+                return Err(FilterError::Parse(format!(
+                    "expected a selector, got {other:?}"
+                )));
+            }
+        };
+        loop {
+            match self.peek() {
+                Some(Tok::Dot) => {
+                    self.p += 1;
+                    match self.next() {
+                        Some(Tok::Ident(w)) => path.push(w),
+                        Some(Tok::Num(n)) => path.push(n),
+                        _ => return Err(FilterError::Parse("Invalid selector".into())),
+                    }
+                }
+                Some(Tok::LBracket) => {
+                    self.p += 1;
+                    let k = match self.next() {
+                        Some(Tok::Str(s)) => s,
+                        _ => return Err(FilterError::Parse("Invalid index".into())),
+                    };
+                    if self.next() != Some(Tok::RBracket) {
+                        return Err(FilterError::Parse("Unclosed index expression".into()));
+                    }
+                    path.push(k);
+                }
+                _ => break,
+            }
+        }
+        Ok(path)
+    }
+
+    fn value(&mut self) -> Result<String, FilterError> {
+        match self.peek().cloned() {
+            Some(Tok::Str(s)) => {
+                self.p += 1;
+                Ok(s)
+            }
+            Some(Tok::Num(n)) => {
+                self.p += 1;
+                Ok(n)
+            }
+            Some(Tok::Ident(_)) => {
+                // go-bexpr accepts a bare selector as a value and uses its text.
+                let sel = self.selector()?;
+                Ok(sel.join("."))
+            }
+            other => Err(FilterError::Parse(format!(
+                "expected a value, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Parses a go-bexpr expression.
+pub fn parse(s: &str) -> Result<Expr, FilterError> {
+    let toks = lex(s)?;
+    if toks.is_empty() {
+        return Err(FilterError::Parse("empty filter expression".into()));
+    }
+    let mut p = Parser { t: toks, p: 0 };
+    let e = p.or()?;
+    if p.p != p.t.len() {
+        return Err(FilterError::Parse(format!(
+            "unexpected trailing input at token {}",
+            p.p
+        )));
+    }
+    Ok(e)
+}
+
+/// Fields that are Go maps (key lookups, `in` tests keys); everything else
+/// that is a JSON object is a struct.
+const MAP_FIELDS: &[&str] = &[
+    "Attributes",
+    "Meta",
+    "Links",
+    "Drivers",
+    "HostVolumes",
+    "HostNetworks",
+    "CSIControllerPlugins",
+    "CSINodePlugins",
+    "TaskStates",
+    "Details",
+    "Config",
+];
+
+/// What a selector resolved to.
+enum Resolved<'a> {
+    Found(&'a Value, bool /* is map */),
+}
+
+fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, FilterError> {
+    let mut cur = v;
+    let mut is_map = false;
+    for (i, part) in path.iter().enumerate() {
+        let ptr = format!("/{}", path.join("/"));
+        match cur {
+            Value::Object(m) => match m.get(part) {
+                Some(x) => {
+                    is_map = MAP_FIELDS.contains(&part.as_str()) && !is_map;
+                    cur = x;
+                }
+                None => {
+                    let why = if is_map {
+                        format!("couldn't find key {part:?}")
+                    } else {
+                        format!("couldn't find struct field with name {part:?}")
+                    };
+                    return Err(FilterError::Eval(format!(
+                        "error finding value in datum: {ptr} at part {i}: {why}"
+                    )));
+                }
+            },
+            Value::Array(a) => {
+                let idx: usize = part.parse().map_err(|_| {
+                    FilterError::Eval(format!(
+                        "error finding value in datum: {ptr} at part {i}: invalid slice index {part:?}"
+                    ))
+                })?;
+                cur = a.get(idx).ok_or_else(|| {
+                    FilterError::Eval(format!(
+                        "error finding value in datum: {ptr} at part {i}: index out of range"
+                    ))
+                })?;
+                is_map = false;
+            }
+            Value::Null if is_map => {
+                // A nil Go map: every key is missing.
+                return Err(FilterError::Eval(format!(
+                    "error finding value in datum: {ptr} at part {i}: couldn't find key {part:?}"
+                )));
+            }
+            _ => {
+                return Err(FilterError::Eval(format!(
+                    "error finding value in datum: {ptr} at part {i}: invalid value kind"
+                )));
+            }
+        }
+    }
+    Ok(Resolved::Found(cur, is_map))
+}
+
+fn coerce_bool(s: &str) -> Result<bool, FilterError> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(FilterError::Eval(format!(
+            "error getting match value in expression: strconv.ParseBool: parsing {s:?}: invalid syntax"
+        ))),
+    }
+}
+
+fn equal(v: &Value, raw: &str) -> Result<bool, FilterError> {
+    match v {
+        Value::String(s) => Ok(s == raw),
+        Value::Bool(b) => Ok(*b == coerce_bool(raw)?),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                raw.parse::<u64>().map(|x| x == u).or_else(|_| {
+                    raw.parse::<i64>().map(|x| x >= 0 && x as u64 == u).map_err(|_| {
+                        FilterError::Eval(format!(
+                            "error getting match value in expression: strconv.ParseUint: parsing {raw:?}: invalid syntax"
+                        ))
+                    })
+                })
+            } else if let Some(i) = n.as_i64() {
+                raw.parse::<i64>().map(|x| x == i).map_err(|_| {
+                    FilterError::Eval(format!(
+                        "error getting match value in expression: strconv.ParseInt: parsing {raw:?}: invalid syntax"
+                    ))
+                })
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                raw.parse::<f64>().map(|x| x == f).map_err(|_| {
+                    FilterError::Eval(format!(
+                        "error getting match value in expression: strconv.ParseFloat: parsing {raw:?}: invalid syntax"
+                    ))
+                })
+            }
+        }
+        _ => Err(FilterError::Eval(
+            "unable to find suitable primitive comparison function for matching".into(),
+        )),
+    }
+}
+
+fn eval_match(
+    v: &Value,
+    selector: &[String],
+    op: &Op,
+    value: Option<&str>,
+) -> Result<bool, FilterError> {
+    let Resolved::Found(found, is_map) = resolve(v, selector)?;
+    let raw = value.unwrap_or("");
+    match op {
+        Op::Eq => equal(found, raw),
+        Op::Ne => equal(found, raw).map(|b| !b),
+        Op::In | Op::NotIn => {
+            let r = match found {
+                Value::Object(m) if is_map => m.contains_key(raw),
+                Value::Null if is_map => false,
+                Value::Null => false,
+                Value::Array(a) => {
+                    let mut hit = false;
+                    for item in a {
+                        if equal(item, raw).unwrap_or(false) {
+                            hit = true;
+                            break;
+                        }
+                    }
+                    hit
+                }
+                Value::String(s) => s.contains(raw),
+                _ => {
+                    return Err(FilterError::Eval(format!(
+                        "Cannot perform in/contains operations on type {} for selector: {:?}",
+                        kind(found),
+                        selector.join(".")
+                    )));
+                }
+            };
+            Ok(if *op == Op::In { r } else { !r })
+        }
+        Op::IsEmpty | Op::IsNotEmpty => {
+            let empty = match found {
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Object(m) if is_map => m.is_empty(),
+                Value::Null => true,
+                _ => {
+                    return Err(FilterError::Eval(format!(
+                        "nomad-sim: \"is empty\" is not defined for a {} selector {:?}",
+                        kind(found),
+                        selector.join(".")
+                    )));
+                }
+            };
+            Ok(if *op == Op::IsEmpty { empty } else { !empty })
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "ptr",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "int",
+        Value::String(_) => "string",
+        Value::Array(_) => "slice",
+        Value::Object(_) => "struct",
+    }
+}
+
+impl Expr {
+    /// Evaluates against the JSON of one object. `and`/`or` short-circuit
+    /// like go-bexpr, so an error in a branch that is not evaluated does not
+    /// surface.
+    pub fn eval(&self, v: &Value) -> Result<bool, FilterError> {
+        match self {
+            Expr::And(l, r) => Ok(l.eval(v)? && r.eval(v)?),
+            Expr::Or(l, r) => Ok(l.eval(v)? || r.eval(v)?),
+            Expr::Not(e) => Ok(!e.eval(v)?),
+            Expr::Match {
+                selector,
+                op,
+                value,
+            } => eval_match(v, selector, op, value.as_deref()),
+        }
+    }
+
+    /// Top-level field names the expression reads (to build only those).
+    pub fn fields(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::And(l, r) | Expr::Or(l, r) => {
+                l.fields(out);
+                r.fields(out);
+            }
+            Expr::Not(e) => e.fields(out),
+            Expr::Match { selector, .. } => {
+                if !out.contains(&selector[0]) {
+                    out.push(selector[0].clone());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node() -> Value {
+        json!({"ID": "abc", "NodePool": "batch", "Status": "ready", "Drain": false,
+               "SchedulingEligibility": "eligible", "CreateIndex": 7,
+               "Meta": {"team": "a"}, "Attributes": {"unique.platform.aws.instance-id": "i-1"},
+               "Links": null})
+    }
+
+    fn ev(s: &str) -> Result<bool, FilterError> {
+        parse(s)?.eval(&node())
+    }
+
+    #[test]
+    fn basic_forms() {
+        assert_eq!(ev(r#"NodePool == "batch""#), Ok(true));
+        assert_eq!(ev(r#"NodePool != "batch""#), Ok(false));
+        assert_eq!(ev(r#"Status == ready"#), Ok(true));
+        assert_eq!(ev(r#"Meta["team"] == "a" and Status == "ready""#), Ok(true));
+        assert_eq!(
+            ev(r#"Meta.team == "b" or not (Status == "down")"#),
+            Ok(true)
+        );
+        assert_eq!(ev(r#""team" in Meta"#), Ok(true));
+        assert_eq!(ev(r#""x" not in Meta"#), Ok(true));
+        assert_eq!(ev(r#"NodePool contains "atc""#), Ok(true));
+        assert_eq!(ev(r#"Meta is not empty"#), Ok(true));
+        assert_eq!(ev(r#"Links is empty"#), Ok(true));
+        assert_eq!(ev(r#"CreateIndex == 7"#), Ok(true));
+        assert_eq!(ev(r#"Drain == false"#), Ok(true));
+        assert_eq!(
+            ev(r#"Attributes["unique.platform.aws.instance-id"] == "i-1""#),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn errors_are_errors() {
+        assert!(matches!(
+            ev(r#"Meta["missing"] == "x""#),
+            Err(FilterError::Eval(_))
+        ));
+        assert!(matches!(ev(r#"Nope == "x""#), Err(FilterError::Eval(_))));
+        assert!(matches!(
+            ev(r#"Name matches "x""#),
+            Err(FilterError::Parse(_))
+        ));
+        assert!(matches!(ev(r#"NodePool =="#), Err(FilterError::Parse(_))));
+        assert!(matches!(
+            ev(r#"(NodePool == "a""#),
+            Err(FilterError::Parse(_))
+        ));
+        assert!(matches!(ev(r#"Drain == maybe"#), Err(FilterError::Eval(_))));
+        // short-circuit: the bad branch is never evaluated
+        assert_eq!(
+            ev(r#"Status == "down" and Meta["missing"] == "x""#),
+            Ok(false)
+        );
+    }
+}
