@@ -1,0 +1,167 @@
+//! Turning a pool's spec and its Secrets into a Nomad client configuration and
+//! a cloud provider. Secret values go straight into the clients; they are never
+//! formatted into errors, events or logs.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::api::{NomadClientPoolSpec, SecretKeyRef};
+use crate::nomad::{NomadConfig, NomadTlsConfig, SecretToken};
+use crate::provider::aws::{AwsAsgConfig, AwsCredentials};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    SecretKeyMissing {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("reading Secret {namespace}/{name} failed: {source}")]
+    SecretRead {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Everything needed to connect, plus a fingerprint that changes whenever
+/// any input (spec or Secret content) changes, so cached clients are rebuilt.
+pub struct Connection {
+    pub nomad: NomadConfig,
+    pub aws: Option<AwsAsgConfig>,
+    pub fingerprint: u64,
+}
+
+struct Secrets<'a> {
+    api: Api<Secret>,
+    namespace: &'a str,
+    cache: BTreeMap<String, BTreeMap<String, ByteString>>,
+    hasher: DefaultHasher,
+}
+
+impl Secrets<'_> {
+    async fn key(&mut self, name: &str, key: &str) -> Result<Vec<u8>, ConnectError> {
+        if !self.cache.contains_key(name) {
+            let secret =
+                self.api
+                    .get_opt(name)
+                    .await
+                    .map_err(|source| ConnectError::SecretRead {
+                        namespace: self.namespace.into(),
+                        name: name.into(),
+                        source,
+                    })?;
+            let secret = secret.ok_or_else(|| ConnectError::SecretNotFound {
+                namespace: self.namespace.into(),
+                name: name.into(),
+            })?;
+            // Hash the resourceVersion, not the content: a rotated Secret
+            // rebuilds the clients without secret bytes entering any hash.
+            secret.metadata.resource_version.hash(&mut self.hasher);
+            self.cache
+                .insert(name.into(), secret.data.unwrap_or_default());
+        }
+        self.cache[name]
+            .get(key)
+            .map(|v| v.0.clone())
+            .ok_or_else(|| ConnectError::SecretKeyMissing {
+                namespace: self.namespace.into(),
+                name: name.into(),
+                key: key.into(),
+            })
+    }
+
+    async fn key_ref(
+        &mut self,
+        r: &SecretKeyRef,
+        default_key: &str,
+    ) -> Result<Vec<u8>, ConnectError> {
+        self.key(&r.name, r.key.as_deref().unwrap_or(default_key))
+            .await
+    }
+}
+
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
+pub async fn resolve(
+    client: &Client,
+    namespace: &str,
+    spec: &NomadClientPoolSpec,
+) -> Result<Connection, ConnectError> {
+    let mut secrets = Secrets {
+        api: Api::namespaced(client.clone(), namespace),
+        namespace,
+        cache: BTreeMap::new(),
+        hasher: DefaultHasher::new(),
+    };
+    let token = match &spec.nomad.token_secret_ref {
+        Some(r) => Some(SecretToken::new(utf8(secrets.key_ref(r, "token").await?))),
+        None => None,
+    };
+    let mut tls = NomadTlsConfig::default();
+    if let Some(t) = &spec.nomad.tls {
+        if let Some(r) = &t.ca_secret_ref {
+            tls.ca_pem = Some(secrets.key_ref(r, "ca.crt").await?);
+        }
+        if let Some(r) = &t.client_cert_secret_ref {
+            tls.client_cert_pem = Some(secrets.key(&r.name, "tls.crt").await?);
+            tls.client_key_pem = Some(secrets.key(&r.name, "tls.key").await?);
+        }
+        tls.server_name = t.server_name.clone();
+        tls.insecure_skip_verify = t.insecure_skip_verify;
+    }
+    let nomad = NomadConfig {
+        address: spec.nomad.address.trim_end_matches('/').to_string(),
+        region: spec.nomad.region.clone(),
+        token,
+        tls,
+    };
+    let aws = match &spec.provider.aws_auto_scaling_group {
+        Some(asg) => {
+            let credentials = match &asg.credentials_secret_ref {
+                Some(r) => AwsCredentials::Static {
+                    access_key_id: utf8(secrets.key(&r.name, "AWS_ACCESS_KEY_ID").await?),
+                    secret_access_key: utf8(secrets.key(&r.name, "AWS_SECRET_ACCESS_KEY").await?),
+                    session_token: match secrets.key(&r.name, "AWS_SESSION_TOKEN").await {
+                        Ok(v) => Some(utf8(v)),
+                        Err(ConnectError::SecretKeyMissing { .. }) => None,
+                        Err(e) => return Err(e),
+                    },
+                },
+                None => AwsCredentials::DefaultChain,
+            };
+            Some(AwsAsgConfig {
+                group_name: asg.name.clone(),
+                region: asg.region.clone(),
+                endpoint: asg.endpoint.clone(),
+                credentials,
+            })
+        }
+        None => None,
+    };
+    let mut hasher = secrets.hasher;
+    serde_json::to_string(&spec.nomad)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    serde_json::to_string(&spec.provider)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    serde_json::to_string(&spec.selector)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    Ok(Connection {
+        nomad,
+        aws,
+        fingerprint: hasher.finish(),
+    })
+}

@@ -1,0 +1,747 @@
+//! One reconcile of one pool: observe, plan (pure), persist the write-ahead
+//! status, then run the planned side effects.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::connect::{self, ConnectError};
+use super::plan::{self, Action, Blocker, LastDrainStatus, NodeFacts, NodeStatus, PoolView};
+use super::status::{self, Signal};
+use super::watch::{NodesState, PoolWatch, Trigger};
+use super::{Context, Error, PoolRuntime};
+use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase, RetiringNode};
+use crate::nomad::{
+    self, DrainRequest, DrainSpec, DrainStatus, NomadClient, NomadError, PoolSelector,
+};
+use crate::provider::{CloudProvider, GroupState, ProviderError, aws::AwsAutoScalingGroup};
+
+pub const FINALIZER: &str = "nomadpool.dev/release-nodes";
+
+/// Safety-net resync: the watches wake us on every change, this only covers
+/// what no watch can see (for example the cloud group changed by hand).
+const RESYNC: Duration = Duration::from_secs(300);
+/// How often a pool with retirements in flight re-reads its cloud group,
+/// which no Nomad watch reports on.
+const ACTIVE_RESYNC: Duration = Duration::from_secs(10);
+
+#[instrument(skip_all, fields(pool = %format!("{}/{}", pool.namespace().unwrap_or_default(), pool.name_any())))]
+pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ns = pool.namespace().unwrap_or_default();
+    let api: Api<NomadClientPool> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, pool, |event| async {
+        match event {
+            Finalizer::Apply(pool) => apply(pool, ctx.clone()).await,
+            Finalizer::Cleanup(pool) => cleanup(pool, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Why the pool cannot be worked on right now; becomes the Degraded condition.
+struct Trouble {
+    reason: &'static str,
+    message: String,
+    retry: Duration,
+}
+
+impl Trouble {
+    fn from_nomad(e: &NomadError, address: &str) -> Self {
+        match e {
+            NomadError::PermissionDenied { .. } => Trouble {
+                reason: "Unauthorized",
+                message: format!(
+                    "Nomad at {address} denied the request: {e}. The token in nomad.tokenSecretRef needs node:write and namespace read-job"
+                ),
+                retry: Duration::from_secs(60),
+            },
+            NomadError::InvalidTls(_) | NomadError::InvalidAddress(_) => Trouble {
+                reason: "InvalidSpec",
+                message: format!("{e}"),
+                retry: Duration::from_secs(120),
+            },
+            _ => Trouble {
+                reason: "NomadUnreachable",
+                message: format!("cannot reach Nomad at {address}: {e}"),
+                retry: Duration::from_secs(15),
+            },
+        }
+    }
+
+    fn from_provider(e: &ProviderError, group: &str) -> Self {
+        Trouble {
+            reason: "ProviderError",
+            message: format!("{group}: {e}"),
+            retry: if e.is_retryable() {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_secs(60)
+            },
+        }
+    }
+
+    fn from_connect(e: &ConnectError) -> Self {
+        Trouble {
+            reason: "InvalidSpec",
+            message: format!("{e}; create it or fix the reference in the pool's spec"),
+            retry: Duration::from_secs(60),
+        }
+    }
+}
+
+async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntime>, Trouble> {
+    let ns = pool.namespace().unwrap_or_default();
+    let conn = connect::resolve(&ctx.client, &ns, &pool.spec)
+        .await
+        .map_err(|e| Trouble::from_connect(&e))?;
+    let key = ObjectRef::from_obj(pool);
+    if let Some(rt) = ctx.pools.lock().expect("pools lock").get(&key) {
+        if rt.fingerprint == conn.fingerprint {
+            return Ok(rt.clone());
+        }
+    }
+    let address = conn.nomad.address.clone();
+    let nomad = NomadClient::new(conn.nomad).map_err(|e| Trouble::from_nomad(&e, &address))?;
+    let provider: Arc<dyn CloudProvider> = match conn.aws {
+        Some(aws) => {
+            let name = aws.group_name.clone();
+            Arc::new(
+                AwsAutoScalingGroup::new(aws)
+                    .await
+                    .map_err(|e| Trouble::from_provider(&e, &name))?,
+            )
+        }
+        None => {
+            return Err(Trouble {
+                reason: "InvalidSpec",
+                message: "spec.provider names no provider".into(),
+                retry: Duration::from_secs(120),
+            });
+        }
+    };
+    let selector = PoolSelector {
+        node_pool: pool.spec.selector.node_pool.clone(),
+        node_class: pool.spec.selector.node_class.clone(),
+        datacenters: pool.spec.selector.datacenters.clone(),
+        meta: pool.spec.selector.meta.clone(),
+    };
+    let filter = nomad::node_pool_filter(&selector);
+    let filter = (!filter.is_empty()).then_some(filter);
+    let watch = PoolWatch::start(
+        nomad.clone(),
+        filter,
+        provider.instance_id_attribute(),
+        Trigger::new(ctx.trigger.clone(), key.clone()),
+    );
+    let rt = Arc::new(PoolRuntime {
+        fingerprint: conn.fingerprint,
+        address,
+        nomad,
+        provider,
+        watch,
+    });
+    ctx.pools
+        .lock()
+        .expect("pools lock")
+        .insert(key, rt.clone());
+    Ok(rt)
+}
+
+fn node_facts(snapshot: &super::watch::NodesSnapshot) -> Vec<NodeFacts> {
+    snapshot
+        .nodes
+        .iter()
+        .map(|n| NodeFacts {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            status: match n.status {
+                nomad::NodeStatus::Ready => NodeStatus::Ready,
+                nomad::NodeStatus::Down => NodeStatus::Down,
+                nomad::NodeStatus::Disconnected => NodeStatus::Disconnected,
+                _ => NodeStatus::Initializing,
+            },
+            eligible: n.scheduling_eligibility == nomad::SchedulingEligibility::Eligible,
+            draining: n.drain,
+            last_drain: n.last_drain.as_ref().and_then(|d| match d.status {
+                DrainStatus::Draining => Some(LastDrainStatus::Draining),
+                DrainStatus::Complete => Some(LastDrainStatus::Complete),
+                DrainStatus::Canceled => Some(LastDrainStatus::Canceled),
+                _ => None,
+            }),
+            last_drain_started: n.last_drain.as_ref().and_then(|d| d.started_at),
+            last_drain_pool_uid: n
+                .last_drain
+                .as_ref()
+                .and_then(|d| d.meta.get(plan::META_POOL_UID).cloned()),
+            create_index: n.create_index,
+            instance_id: snapshot.instance_ids.get(&n.id).cloned(),
+        })
+        .collect()
+}
+
+async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let rt = match runtime(&pool, &ctx).await {
+        Ok(rt) => rt,
+        Err(trouble) => return report_trouble(&pool, &ctx, trouble).await,
+    };
+    let snapshot = match rt.watch.nodes() {
+        // The watch fires the trigger as soon as its first answer lands.
+        NodesState::Pending => return Ok(Requeue::requeue(Duration::from_secs(5))),
+        NodesState::Failed { error, .. } => {
+            return report_trouble(&pool, &ctx, Trouble::from_nomad(&error, &rt.address)).await;
+        }
+        NodesState::Ready(s) => s,
+    };
+    let group = match rt.provider.describe_group().await {
+        Ok(g) => g,
+        Err(e) => {
+            return report_trouble(
+                &pool,
+                &ctx,
+                Trouble::from_provider(&e, &rt.provider.group()),
+            )
+            .await;
+        }
+    };
+
+    let status = pool.status.clone().unwrap_or_default();
+    let nodes = node_facts(&snapshot);
+    let watched: HashSet<String> = status
+        .retiring
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.phase,
+                RetirePhase::Draining | RetirePhase::Drained | RetirePhase::Cordoned
+            )
+        })
+        .map(|r| r.node_id.clone())
+        .collect();
+    let allocs = rt
+        .watch
+        .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
+
+    let uid = pool.uid().unwrap_or_default();
+    let key = format!(
+        "{}/{}",
+        pool.namespace().unwrap_or_default(),
+        pool.name_any()
+    );
+    let mut view = PoolView {
+        now: Timestamp::now(),
+        pool_key: &key,
+        uid: &uid,
+        spec: &pool.spec,
+        tracked: &status.retiring,
+        nodes: &nodes,
+        allocs: &allocs,
+        load: None,
+        group: &group,
+    };
+    let mut planned = plan::plan(&view);
+    let load;
+    if planned.needs_load {
+        load = match rt.watch.load().await {
+            Ok(l) => l,
+            Err(e) => {
+                return report_trouble(&pool, &ctx, Trouble::from_nomad(&e, &rt.address)).await;
+            }
+        };
+        view.load = Some(&load);
+        planned = plan::plan(&view);
+    }
+
+    // Watch allocations of nodes entering the drain, so the next step wakes
+    // as soon as their last allocation stops.
+    let watched: HashSet<String> = planned
+        .retiring
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.phase,
+                RetirePhase::Draining | RetirePhase::Drained | RetirePhase::Cordoned
+            )
+        })
+        .map(|r| r.node_id.clone())
+        .collect();
+    rt.watch
+        .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
+
+    let new_status = build_status(&pool, &status, &planned, &nodes, &group, None);
+    // Write-ahead: the status names every action before it runs.
+    patch_status(&pool, &ctx, &new_status).await?;
+
+    let mut failures: Vec<String> = Vec::new();
+    for action in &planned.actions {
+        if let Err(e) = run_action(&pool, &rt, action).await {
+            warn!(?action, error = %e, "action failed; retried on the next reconcile");
+            failures.push(e);
+        }
+    }
+    for ev in &planned.events {
+        publish(
+            &ctx,
+            &pool,
+            if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            ev.reason,
+            &ev.message,
+        )
+        .await;
+        info!(reason = ev.reason, "{}", ev.message);
+    }
+    if !failures.is_empty() {
+        let message = failures.join("; ");
+        publish(&ctx, &pool, EventType::Warning, "ActionFailed", &message).await;
+        let failed = build_status(
+            &pool,
+            &status,
+            &planned,
+            &nodes,
+            &group,
+            Some(("ActionFailed", message)),
+        );
+        // Best effort: the write-ahead entries are already stored.
+        let _ = patch_status(&pool, &ctx, &failed).await;
+        ctx.note_failure(&pool);
+        return Ok(Requeue::requeue(ctx.backoff(&pool)));
+    }
+    ctx.note_success(&pool);
+    let busy = !planned.retiring.is_empty() || !planned.actions.is_empty();
+    Ok(Requeue::requeue(if busy { ACTIVE_RESYNC } else { RESYNC }))
+}
+
+async fn run_action(
+    pool: &NomadClientPool,
+    rt: &PoolRuntime,
+    action: &Action,
+) -> Result<(), String> {
+    let nomad = &rt.nomad;
+    let result = match action {
+        Action::Cordon { node_id } => nomad.set_eligibility(node_id, false).await.map(drop),
+        Action::Drain { node_id } => {
+            let spec = match pool
+                .spec
+                .drain
+                .deadline
+                .as_deref()
+                .and_then(plan::parse_go_duration)
+            {
+                Some(d) => {
+                    DrainSpec::with_deadline(d.unsigned_abs(), pool.spec.drain.ignore_system_jobs)
+                }
+                None => DrainSpec::no_deadline(pool.spec.drain.ignore_system_jobs),
+            };
+            let meta = [
+                (
+                    plan::META_POOL.to_string(),
+                    format!(
+                        "{}/{}",
+                        pool.namespace().unwrap_or_default(),
+                        pool.name_any()
+                    ),
+                ),
+                (
+                    plan::META_POOL_UID.to_string(),
+                    pool.uid().unwrap_or_default(),
+                ),
+                (
+                    "message".to_string(),
+                    "retired by nomad-pool-operator".to_string(),
+                ),
+            ]
+            .into();
+            let req = DrainRequest {
+                drain_spec: Some(spec),
+                mark_eligible: false,
+                meta,
+            };
+            nomad.drain(node_id, &req).await.map(drop)
+        }
+        Action::Release {
+            node_id,
+            drain_active,
+            mark_eligible,
+        } => {
+            if *drain_active {
+                let req = DrainRequest {
+                    drain_spec: None,
+                    mark_eligible: *mark_eligible,
+                    meta: [(
+                        "cancel_message".to_string(),
+                        "retirement cancelled by nomad-pool-operator".to_string(),
+                    )]
+                    .into(),
+                };
+                nomad.drain(node_id, &req).await.map(drop)
+            } else if *mark_eligible {
+                nomad.set_eligibility(node_id, true).await.map(drop)
+            } else {
+                Ok(())
+            }
+        }
+        Action::Purge { node_id } => match nomad.purge(node_id).await {
+            Err(NomadError::NodeNotFound { .. }) => Ok(()),
+            other => other.map(drop),
+        },
+        Action::Terminate {
+            instance_id,
+            decrement,
+            ..
+        } => {
+            return rt
+                .provider
+                .terminate_instance(instance_id, *decrement)
+                .await
+                .map(drop)
+                .map_err(|e| format!("terminating {instance_id}: {e}"));
+        }
+        Action::SetDesiredCapacity { desired } => {
+            return rt
+                .provider
+                .set_desired_capacity(*desired)
+                .await
+                .map_err(|e| format!("setting desired capacity to {desired}: {e}"));
+        }
+    };
+    result.map_err(|e| format!("{e}"))
+}
+
+fn build_status(
+    pool: &NomadClientPool,
+    previous: &NomadClientPoolStatus,
+    planned: &plan::Plan,
+    nodes: &[NodeFacts],
+    group: &GroupState,
+    failure: Option<(&'static str, String)>,
+) -> NomadClientPoolStatus {
+    let now = Timestamp::now();
+    let live = nodes
+        .iter()
+        .filter(|n| n.status != NodeStatus::Down)
+        .count() as i32;
+    let ready = nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Ready && n.eligible && !n.draining)
+        .count() as i32;
+    let terminating = planned
+        .retiring
+        .iter()
+        .filter(|r| r.phase == RetirePhase::Terminating)
+        .count() as i32;
+    let draining = planned
+        .retiring
+        .iter()
+        .filter(|r| r.phase < RetirePhase::Terminating)
+        .count() as i32;
+    let cancelling = planned
+        .retiring
+        .iter()
+        .filter(|r| r.phase == RetirePhase::Cancelling)
+        .count();
+    let spec = &pool.spec;
+
+    let degraded = failure.clone().or_else(|| {
+        planned.blockers.iter().find_map(|b| match b {
+            Blocker::Preflight(m) => Some((
+                "PreflightFailed",
+                format!("the cloud would refuse to remove: {m}"),
+            )),
+            Blocker::UnknownRetireTarget(t) => Some((
+                "UnknownRetireTarget",
+                format!("spec.retire names {t}, which is not a client of this pool"),
+            )),
+            _ => None,
+        })
+    });
+    let in_flight = planned.retiring.len();
+    let scaling_up = planned
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
+    let progressing = if spec.disruption.dry_run && !planned.preview.is_empty() {
+        Signal::new(
+            false,
+            "DryRun",
+            format!(
+                "dry run: would retire {} client(s); see status.plan",
+                planned.preview.len()
+            ),
+        )
+    } else if let Some(Blocker::BudgetExhausted { in_flight, budget }) = planned
+        .blockers
+        .iter()
+        .find(|b| matches!(b, Blocker::BudgetExhausted { .. }))
+    {
+        Signal::new(
+            true,
+            "BudgetExhausted",
+            format!(
+                "{in_flight} client(s) in flight, disruption.maxUnavailable allows {budget}; more start as these finish"
+            ),
+        )
+    } else if planned.blockers.contains(&Blocker::Paused) {
+        Signal::new(
+            false,
+            "Paused",
+            "disruption.paused is set: no new retirement starts",
+        )
+    } else if planned.blockers.contains(&Blocker::NoEmptyNodes) {
+        Signal::new(
+            false,
+            "NoEmptyNodes",
+            "selectionPolicy Empty: waiting for a client with no pending or running allocation",
+        )
+    } else if scaling_up {
+        Signal::new(
+            true,
+            "ScalingUp",
+            format!(
+                "raising the group's desired capacity to {}",
+                planned.desired_nodes
+            ),
+        )
+    } else if cancelling > 0 {
+        Signal::new(
+            true,
+            "Cancelling",
+            format!("{cancelling} client(s) returning to service"),
+        )
+    } else if in_flight > 0 {
+        Signal::new(
+            true,
+            "Retiring",
+            format!("{draining} client(s) draining, {terminating} terminating"),
+        )
+    } else {
+        Signal::new(false, "Idle", "nothing to do")
+    };
+    let settled = in_flight == 0
+        && !scaling_up
+        && degraded.is_none()
+        && group.desired_capacity == planned.desired_nodes
+        && planned.preview.is_empty();
+    let ready_signal = if let Some((reason, message)) = &degraded {
+        Signal::new(false, *reason, message.clone())
+    } else if settled {
+        Signal::new(
+            true,
+            "Settled",
+            format!("{} client(s), as desired", planned.desired_nodes),
+        )
+    } else {
+        Signal::new(
+            false,
+            progressing.reason.clone(),
+            progressing.message.clone(),
+        )
+    };
+    let degraded_signal = match &degraded {
+        Some((reason, message)) => Signal::new(true, *reason, message.clone()),
+        None => Signal::new(false, "AsExpected", ""),
+    };
+    let conditions = status::merge(
+        &previous.conditions,
+        &[
+            (status::READY, ready_signal),
+            (status::PROGRESSING, progressing),
+            (status::DEGRADED, degraded_signal),
+        ],
+        pool.metadata.generation,
+        now,
+    );
+    NomadClientPoolStatus {
+        observed_generation: pool.metadata.generation,
+        desired_nodes: Some(planned.desired_nodes as i32),
+        group_desired_capacity: Some(group.desired_capacity as i32),
+        nodes: live,
+        ready_nodes: ready,
+        draining_nodes: draining,
+        terminating_nodes: terminating,
+        retired_total: previous.retired_total + planned.retired as i64,
+        retiring: planned.retiring.clone(),
+        plan: planned.preview.clone(),
+        conditions,
+    }
+}
+
+async fn patch_status(
+    pool: &NomadClientPool,
+    ctx: &Context,
+    status: &NomadClientPoolStatus,
+) -> Result<(), Error> {
+    let api: Api<NomadClientPool> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    // The resourceVersion makes this a compare-and-swap: a reconcile that
+    // started from a stale copy must not overwrite write-ahead entries it
+    // never saw. A conflict just requeues.
+    let patch = json!({
+        "metadata": { "resourceVersion": pool.resource_version() },
+        "status": status,
+    });
+    api.patch_status(
+        &pool.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::StatusWrite)?;
+    Ok(())
+}
+
+async fn report_trouble(
+    pool: &NomadClientPool,
+    ctx: &Context,
+    trouble: Trouble,
+) -> Result<Requeue, Error> {
+    let previous = pool.status.clone().unwrap_or_default();
+    let was_same = previous.conditions.iter().any(|c| {
+        c.type_ == status::DEGRADED
+            && c.status == "True"
+            && c.reason == trouble.reason
+            && c.message == trouble.message
+    });
+    let conditions = status::merge(
+        &previous.conditions,
+        &[
+            (
+                status::READY,
+                Signal::new(false, trouble.reason, trouble.message.clone()),
+            ),
+            (
+                status::DEGRADED,
+                Signal::new(true, trouble.reason, trouble.message.clone()),
+            ),
+        ],
+        pool.metadata.generation,
+        Timestamp::now(),
+    );
+    let status = NomadClientPoolStatus {
+        observed_generation: pool.metadata.generation,
+        conditions,
+        ..previous
+    };
+    patch_status(pool, ctx, &status).await?;
+    if !was_same {
+        publish(
+            ctx,
+            pool,
+            EventType::Warning,
+            trouble.reason,
+            &trouble.message,
+        )
+        .await;
+    }
+    ctx.note_failure(pool);
+    Ok(Requeue::requeue(
+        trouble
+            .retry
+            .min(ctx.backoff(pool))
+            .max(Duration::from_secs(1)),
+    ))
+}
+
+async fn publish(
+    ctx: &Context,
+    pool: &NomadClientPool,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &pool.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
+}
+
+/// The pool is being deleted: never terminate anything. Nodes that were only
+/// selected or cordoned go back to service; drains already running are left
+/// to finish (their jobs are already moving) and named in an event.
+async fn cleanup(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let key = ObjectRef::from_obj(pool.as_ref());
+    let retiring: Vec<RetiringNode> = pool.status.clone().unwrap_or_default().retiring;
+    let rt = match runtime(&pool, &ctx).await {
+        Ok(rt) => Some(rt),
+        Err(t) => {
+            warn!(
+                reason = t.reason,
+                "cannot reach Nomad while deleting the pool: {}", t.message
+            );
+            None
+        }
+    };
+    let mut released = Vec::new();
+    let mut left = Vec::new();
+    for r in &retiring {
+        match r.phase {
+            RetirePhase::Selected | RetirePhase::Cordoned | RetirePhase::Cancelling => {
+                if let Some(rt) = &rt {
+                    let result =
+                        if r.phase == RetirePhase::Cordoned || r.phase == RetirePhase::Cancelling {
+                            // A drain may have been sent just before the status write.
+                            let req = DrainRequest {
+                                drain_spec: None,
+                                mark_eligible: r.cordoned_by_pool,
+                                meta: Default::default(),
+                            };
+                            rt.nomad.drain(&r.node_id, &req).await.map(drop)
+                        } else if r.cordoned_by_pool {
+                            rt.nomad.set_eligibility(&r.node_id, true).await.map(drop)
+                        } else {
+                            Ok(())
+                        };
+                    match result {
+                        Ok(()) | Err(NomadError::NodeNotFound { .. }) => {
+                            released.push(r.node_name.clone())
+                        }
+                        Err(e) => {
+                            // Keep the finalizer: returning an error retries the cleanup.
+                            return Err(Error::Cleanup(format!(
+                                "returning {} to service: {e}",
+                                r.node_name
+                            )));
+                        }
+                    }
+                } else {
+                    return Err(Error::Cleanup(
+                        "Nomad is unreachable; cannot return cordoned nodes to service".into(),
+                    ));
+                }
+            }
+            _ => left.push(format!("{} ({:?})", r.node_name, r.phase)),
+        }
+    }
+    let mut message = String::from("pool deleted; no VM was terminated by the deletion");
+    if !released.is_empty() {
+        message.push_str(&format!("; returned to service: {}", released.join(", ")));
+    }
+    if !left.is_empty() {
+        message.push_str(&format!(
+            "; left as they were (drain already running, or VM already terminating): {}",
+            left.join(", ")
+        ));
+    }
+    publish(&ctx, &pool, EventType::Normal, "PoolDeleted", &message).await;
+    ctx.pools.lock().expect("pools lock").remove(&key);
+    Ok(Requeue::await_change())
+}

@@ -1,0 +1,323 @@
+//! Nomad watches that wake the reconciler when something it cares about
+//! changes: one blocking query on the pool's node list, and one on the
+//! allocations of each node being drained. No sleep loops: a quiet pool costs
+//! one request per blocking-query wait (5 minutes), whatever its size.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::api::NomadClientPool;
+use crate::controller::plan::AllocFacts;
+use crate::nomad::{JobType, Node, NodeListStub, NomadClient, NomadError, QueryOptions};
+
+/// How long one blocking query waits for a change (Nomad's maximum).
+const BLOCKING_WAIT: Duration = Duration::from_secs(300);
+/// Reads of node details run at most this many at once, so discovering a
+/// pool of thousands does not flood Nomad.
+const DETAIL_CONCURRENCY: usize = 8;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Load (allocation counts per node) only orders scale-in candidates, so a
+/// slightly old answer is fine and saves a large read per selection.
+const LOAD_TTL: Duration = Duration::from_secs(15);
+
+/// The latest answer of the node-list watch.
+#[derive(Clone, Debug)]
+pub enum NodesState {
+    /// No answer yet.
+    Pending,
+    Ready(Arc<NodesSnapshot>),
+    /// The last query failed; `since` tells how long Nomad has been failing.
+    Failed {
+        error: Arc<NomadError>,
+        since: Instant,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct NodesSnapshot {
+    pub index: u64,
+    pub nodes: Vec<NodeListStub>,
+    /// Instance IDs from each node's attributes, read once per node.
+    pub instance_ids: HashMap<String, String>,
+}
+
+/// A pool's watches. Dropping it stops them.
+pub struct PoolWatch {
+    client: NomadClient,
+    trigger: Trigger,
+    nodes: watch::Receiver<NodesState>,
+    allocs: Mutex<HashMap<String, AllocWatch>>,
+    load: tokio::sync::Mutex<Option<(Instant, Arc<HashMap<String, u32>>)>>,
+    node_task: JoinHandle<()>,
+}
+
+struct AllocWatch {
+    facts: watch::Receiver<Option<AllocFacts>>,
+    ignore_system_jobs: bool,
+    task: JoinHandle<()>,
+}
+
+/// Wakes the reconciler for one pool.
+#[derive(Clone)]
+pub struct Trigger {
+    tx: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
+    pool: ObjectRef<NomadClientPool>,
+}
+
+impl Trigger {
+    pub fn new(
+        tx: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
+        pool: ObjectRef<NomadClientPool>,
+    ) -> Self {
+        Self { tx, pool }
+    }
+    fn fire(&self) {
+        // The controller dedups queued requests for the same pool, so a burst
+        // of changes costs one reconcile.
+        let _ = self.tx.send(self.pool.clone());
+    }
+}
+
+impl Drop for PoolWatch {
+    fn drop(&mut self) {
+        self.node_task.abort();
+        for (_, w) in self.allocs.lock().expect("alloc watch lock").drain() {
+            w.task.abort();
+        }
+    }
+}
+
+impl PoolWatch {
+    /// Start watching the nodes that `filter` selects.
+    pub fn start(
+        client: NomadClient,
+        filter: Option<String>,
+        instance_attribute: &'static str,
+        trigger: Trigger,
+    ) -> Self {
+        let (tx, rx) = watch::channel(NodesState::Pending);
+        let node_task = tokio::spawn(watch_nodes(
+            client.clone(),
+            filter,
+            instance_attribute,
+            tx,
+            trigger.clone(),
+        ));
+        Self {
+            client,
+            trigger,
+            nodes: rx,
+            allocs: Mutex::new(HashMap::new()),
+            load: tokio::sync::Mutex::new(None),
+            node_task,
+        }
+    }
+
+    pub fn nodes(&self) -> NodesState {
+        self.nodes.borrow().clone()
+    }
+
+    /// Keep allocation watches exactly on `node_ids`; returns the facts known so far.
+    pub fn track_allocations(
+        &self,
+        node_ids: &HashSet<String>,
+        ignore_system_jobs: bool,
+    ) -> HashMap<String, AllocFacts> {
+        let mut allocs = self.allocs.lock().expect("alloc watch lock");
+        allocs.retain(|id, w| {
+            let keep = node_ids.contains(id) && w.ignore_system_jobs == ignore_system_jobs;
+            if !keep {
+                w.task.abort();
+            }
+            keep
+        });
+        for id in node_ids {
+            allocs.entry(id.clone()).or_insert_with(|| {
+                let (tx, rx) = watch::channel(None);
+                let task = tokio::spawn(watch_allocations(
+                    self.client.clone(),
+                    id.clone(),
+                    ignore_system_jobs,
+                    tx,
+                    self.trigger.clone(),
+                ));
+                AllocWatch {
+                    facts: rx,
+                    ignore_system_jobs,
+                    task,
+                }
+            });
+        }
+        allocs
+            .iter()
+            .filter_map(|(id, w)| w.facts.borrow().clone().map(|f| (id.clone(), f)))
+            .collect()
+    }
+
+    /// Pending/running allocation counts per node, cached for `LOAD_TTL`.
+    pub async fn load(&self) -> Result<Arc<HashMap<String, u32>>, NomadError> {
+        let mut cached = self.load.lock().await;
+        if let Some((at, load)) = cached.as_ref() {
+            if at.elapsed() < LOAD_TTL {
+                return Ok(load.clone());
+            }
+        }
+        let filter = r#"ClientStatus == "pending" or ClientStatus == "running""#;
+        let resp = self
+            .client
+            .allocations(Some(filter), &QueryOptions::default())
+            .await?;
+        let mut load: HashMap<String, u32> = HashMap::new();
+        for a in resp.value {
+            *load.entry(a.node_id).or_default() += 1;
+        }
+        let load = Arc::new(load);
+        *cached = Some((Instant::now(), load.clone()));
+        Ok(load)
+    }
+}
+
+fn next_backoff(current: Duration) -> Duration {
+    (current * 2).clamp(Duration::from_millis(500), MAX_BACKOFF)
+}
+
+async fn watch_nodes(
+    client: NomadClient,
+    filter: Option<String>,
+    instance_attribute: &'static str,
+    tx: watch::Sender<NodesState>,
+    trigger: Trigger,
+) {
+    let mut index = 0u64;
+    let mut backoff = Duration::ZERO;
+    let mut instance_ids: HashMap<String, String> = HashMap::new();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let q = QueryOptions {
+            index,
+            wait: Some(BLOCKING_WAIT),
+            stale: true,
+        };
+        match client.list_nodes(filter.as_deref(), &q).await {
+            Ok(resp) => {
+                backoff = Duration::ZERO;
+                failing_since = None;
+                // An index that goes backwards means Nomad restored a snapshot:
+                // start over rather than block on an index that may never come.
+                let changed = resp.index != index
+                    || matches!(
+                        *tx.borrow(),
+                        NodesState::Failed { .. } | NodesState::Pending
+                    );
+                index = if resp.index < index { 0 } else { resp.index };
+                if !changed {
+                    continue;
+                }
+                let wanted: HashSet<&str> = resp.value.iter().map(|n| n.id.as_str()).collect();
+                instance_ids.retain(|id, _| wanted.contains(id.as_str()));
+                let missing: Vec<String> = resp
+                    .value
+                    .iter()
+                    .filter(|n| !instance_ids.contains_key(&n.id))
+                    .map(|n| n.id.clone())
+                    .collect();
+                let details = futures::stream::iter(missing)
+                    .map(|id| {
+                        let client = client.clone();
+                        async move { (id.clone(), client.node(&id, &QueryOptions::default()).await) }
+                    })
+                    .buffer_unordered(DETAIL_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await;
+                for (id, result) in details {
+                    match result {
+                        Ok(resp) => {
+                            if let Some(instance) = instance_of(&resp.value, instance_attribute) {
+                                instance_ids.insert(id, instance);
+                            }
+                        }
+                        // Purged between the list and the read: the next list drops it.
+                        Err(NomadError::NodeNotFound { .. }) => {}
+                        Err(e) => {
+                            debug!(node = %id, error = %e, "node read failed; retried on the next change")
+                        }
+                    }
+                }
+                let snapshot = NodesSnapshot {
+                    index: resp.index,
+                    nodes: resp.value,
+                    instance_ids: instance_ids.clone(),
+                };
+                tx.send_replace(NodesState::Ready(Arc::new(snapshot)));
+                trigger.fire();
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                warn!(error = %e, "Nomad node list query failed");
+                tx.send_replace(NodesState::Failed {
+                    error: Arc::new(e),
+                    since,
+                });
+                trigger.fire();
+                backoff = next_backoff(backoff);
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+fn instance_of(node: &Node, attribute: &str) -> Option<String> {
+    node.attribute(attribute).map(str::to_owned)
+}
+
+async fn watch_allocations(
+    client: NomadClient,
+    node_id: String,
+    ignore_system_jobs: bool,
+    tx: watch::Sender<Option<AllocFacts>>,
+    trigger: Trigger,
+) {
+    let mut index = 0u64;
+    let mut backoff = Duration::ZERO;
+    loop {
+        let q = QueryOptions {
+            index,
+            wait: Some(BLOCKING_WAIT),
+            stale: false,
+        };
+        match client.node_allocations(&node_id, &q).await {
+            Ok(resp) => {
+                backoff = Duration::ZERO;
+                index = if resp.index < index { 0 } else { resp.index };
+                let mut facts = AllocFacts::default();
+                for a in resp.value.iter().filter(|a| a.is_pending_or_running()) {
+                    if ignore_system_jobs && a.job_type() == Some(&JobType::System) {
+                        continue;
+                    }
+                    facts.live += 1;
+                    if !facts.blocking_jobs.contains(&a.job_id) {
+                        facts.blocking_jobs.push(a.job_id.clone());
+                    }
+                }
+                facts.blocking_jobs.sort();
+                let changed = tx.borrow().as_ref() != Some(&facts);
+                if changed {
+                    tx.send_replace(Some(facts));
+                    trigger.fire();
+                }
+            }
+            Err(e) => {
+                warn!(node = %node_id, error = %e, "Nomad allocation query failed");
+                backoff = next_backoff(backoff);
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
