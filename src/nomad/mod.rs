@@ -1,1 +1,16 @@
-//! placeholder
+//! Typed client for the parts of Nomad's HTTP API that cordon, drain and
+//! retire client nodes: node and allocation reads (with blocking queries),
+//! drain, eligibility and purge.
+
+mod client;
+mod error;
+pub mod filter;
+mod types;
+
+pub use client::{
+    DEFAULT_BLOCKING_WAIT, NomadClient, NomadConfig, NomadTlsConfig, QueryOptions, QueryResponse,
+    SecretToken, Timeouts, next_blocking_index,
+};
+pub use error::NomadError;
+pub use filter::{PoolSelector, node_pool_filter};
+pub use types::*;

@@ -1,0 +1,93 @@
+use thiserror::Error;
+
+/// Everything that can go wrong talking to Nomad, named by what failed.
+///
+/// No variant ever holds the ACL token: it travels only in a request header,
+/// reqwest errors are stripped of their URL, and Nomad's error bodies are
+/// fixed messages such as `Permission denied`.
+#[derive(Debug, Error)]
+pub enum NomadError {
+    #[error("invalid Nomad address: {0}")]
+    InvalidAddress(String),
+
+    /// The value is deliberately not shown.
+    #[error("invalid Nomad ACL token: not a valid HTTP header value")]
+    InvalidToken,
+
+    #[error("invalid Nomad TLS configuration: {0}")]
+    InvalidTls(String),
+
+    #[error("permission denied by Nomad on {endpoint}: {message}")]
+    PermissionDenied { endpoint: String, message: String },
+
+    #[error("Nomad node {node_id:?} not found")]
+    NodeNotFound { node_id: String },
+
+    #[error("Nomad returned HTTP {status} on {endpoint}: {message}")]
+    Api {
+        status: u16,
+        message: String,
+        endpoint: String,
+    },
+
+    /// Connecting failed or the request timed out: Nomad may be down, or a
+    /// blocking query outlived its timeout.
+    #[error("Nomad unreachable on {endpoint}")]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// Any other transport failure, e.g. the connection dropped mid-body.
+    #[error("HTTP transport error on {endpoint}")]
+    Transport {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("cannot decode Nomad response from {endpoint}")]
+    Decode {
+        endpoint: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A response header needed for blocking queries is missing or malformed,
+    /// typically because a proxy stripped it.
+    #[error("Nomad response from {endpoint} has an invalid {header} header: {value:?}")]
+    InvalidHeader {
+        endpoint: String,
+        header: &'static str,
+        value: Option<String>,
+    },
+}
+
+impl NomadError {
+    /// Whether retrying the same request later (with backoff) may succeed.
+    ///
+    /// Nomad answers most RPC failures, including `No cluster leader`, with
+    /// 500, so every 5xx counts. 4xx, a missing node and undecodable responses
+    /// will not fix themselves.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Transport { .. } => true,
+            Self::Api { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn from_reqwest(endpoint: &str, err: reqwest::Error) -> Self {
+        // The URL carries no token, but dropping it keeps query strings
+        // (filters, regions) out of logs and leaves the endpoint as the one
+        // place that names the request.
+        let source = err.without_url();
+        let endpoint = endpoint.to_owned();
+        if source.is_connect() || source.is_timeout() {
+            Self::Unreachable { endpoint, source }
+        } else {
+            Self::Transport { endpoint, source }
+        }
+    }
+}
