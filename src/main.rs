@@ -20,6 +20,9 @@ enum Command {
         /// Name reported on Kubernetes Events; usually the pod name.
         #[arg(long, env = "POD_NAME", default_value = "nomad-pool-operator")]
         instance: String,
+        /// Watch pools in this namespace only (default: all namespaces).
+        #[arg(long, env = "NPO_NAMESPACE")]
+        namespace: Option<String>,
     },
     /// Print the NomadClientPool CustomResourceDefinition as YAML.
     Crd,
@@ -29,7 +32,11 @@ enum Command {
 async fn main() -> anyhow_free::Result {
     match Cli::parse().command {
         Command::Crd => print!("{}", nomad_pool_operator::api::crd_yaml()),
-        Command::Run { log_json, instance } => {
+        Command::Run {
+            log_json,
+            instance,
+            namespace,
+        } => {
             let filter =
                 EnvFilter::try_from_env("NPO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
             let fmt = tracing_subscriber::fmt()
@@ -45,7 +52,7 @@ async fn main() -> anyhow_free::Result {
                 controller: "nomad-pool-operator".into(),
                 instance: Some(instance),
             };
-            nomad_pool_operator::controller::run(client, reporter).await;
+            nomad_pool_operator::controller::run(client, reporter, namespace).await;
         }
     }
     Ok(())

@@ -94,9 +94,13 @@ fn error_policy(pool: Arc<NomadClientPool>, error: &Error, ctx: Arc<Context>) ->
     Requeue::requeue(ctx.backoff(&pool))
 }
 
-/// Run the controller until the process is told to stop.
-pub async fn run(client: Client, reporter: Reporter) {
-    let pools: Api<NomadClientPool> = Api::all(client.clone());
+/// Run the controller until the process is told to stop. With a namespace,
+/// only pools in that namespace are watched (a namespace-scoped install).
+pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) {
+    let pools: Api<NomadClientPool> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),

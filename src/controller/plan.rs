@@ -797,7 +797,7 @@ fn advance(
                 plan.actions.push(Action::Drain {
                     node_id: e.node_id.clone(),
                 });
-            } else if (drain_done && empty) || (drain_done && deadline_forced) {
+            } else if drain_done && (empty || deadline_forced) {
                 let Some(instance) = e.instance_id.clone() else {
                     e.message = Some("waiting to learn the node's instance ID".into());
                     return Some(e);

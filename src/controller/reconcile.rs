@@ -106,10 +106,10 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         .await
         .map_err(|e| Trouble::from_connect(&e))?;
     let key = ObjectRef::from_obj(pool);
-    if let Some(rt) = ctx.pools.lock().expect("pools lock").get(&key) {
-        if rt.fingerprint == conn.fingerprint {
-            return Ok(rt.clone());
-        }
+    if let Some(rt) = ctx.pools.lock().expect("pools lock").get(&key)
+        && rt.fingerprint == conn.fingerprint
+    {
+        return Ok(rt.clone());
     }
     let address = conn.nomad.address.clone();
     let nomad = NomadClient::new(conn.nomad).map_err(|e| Trouble::from_nomad(&e, &address))?;

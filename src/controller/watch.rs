@@ -27,6 +27,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// slightly old answer is fine and saves a large read per selection.
 const LOAD_TTL: Duration = Duration::from_secs(15);
 
+/// Pending/running allocation counts per node ID.
+pub type Load = Arc<HashMap<String, u32>>;
+
 /// The latest answer of the node-list watch.
 #[derive(Clone, Debug)]
 pub enum NodesState {
@@ -54,7 +57,7 @@ pub struct PoolWatch {
     trigger: Trigger,
     nodes: watch::Receiver<NodesState>,
     allocs: Mutex<HashMap<String, AllocWatch>>,
-    load: tokio::sync::Mutex<Option<(Instant, Arc<HashMap<String, u32>>)>>,
+    load: tokio::sync::Mutex<Option<(Instant, Load)>>,
     node_task: JoinHandle<()>,
 }
 
@@ -162,12 +165,12 @@ impl PoolWatch {
     }
 
     /// Pending/running allocation counts per node, cached for `LOAD_TTL`.
-    pub async fn load(&self) -> Result<Arc<HashMap<String, u32>>, NomadError> {
+    pub async fn load(&self) -> Result<Load, NomadError> {
         let mut cached = self.load.lock().await;
-        if let Some((at, load)) = cached.as_ref() {
-            if at.elapsed() < LOAD_TTL {
-                return Ok(load.clone());
-            }
+        if let Some((at, load)) = cached.as_ref()
+            && at.elapsed() < LOAD_TTL
+        {
+            return Ok(load.clone());
         }
         let filter = r#"ClientStatus == "pending" or ClientStatus == "running""#;
         let resp = self
@@ -216,7 +219,7 @@ async fn watch_nodes(
                         *tx.borrow(),
                         NodesState::Failed { .. } | NodesState::Pending
                     );
-                index = if resp.index < index { 0 } else { resp.index };
+                index = resp.next_index(index);
                 if !changed {
                     continue;
                 }
@@ -295,7 +298,7 @@ async fn watch_allocations(
         match client.node_allocations(&node_id, &q).await {
             Ok(resp) => {
                 backoff = Duration::ZERO;
-                index = if resp.index < index { 0 } else { resp.index };
+                index = resp.next_index(index);
                 let mut facts = AllocFacts::default();
                 for a in resp.value.iter().filter(|a| a.is_pending_or_running()) {
                     if ignore_system_jobs && a.job_type() == Some(&JobType::System) {
