@@ -1,0 +1,605 @@
+//! AWS EC2 Auto Scaling groups, through the Auto Scaling API only.
+//!
+//! Everything pre-flight needs (sizes, suspended processes, lifecycle states,
+//! scale-in protection) comes from one `DescribeAutoScalingGroups` call, so
+//! the operator needs no EC2 permissions.
+//!
+//! Retries and back-off are the SDK's (standard mode): reads and
+//! `SetDesiredCapacity` are idempotent and retried on throttling and server
+//! errors. `TerminateInstanceInAutoScalingGroup` with a decrement is not
+//! idempotent, so it is retried only when AWS answered that it did not carry
+//! the request out (throttling, a scaling activity in progress); any other
+//! failure is resolved by reading the instance back instead.
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_autoscaling::Client;
+use aws_sdk_autoscaling::config::http::HttpResponse;
+use aws_sdk_autoscaling::config::interceptors::InterceptorContext;
+use aws_sdk_autoscaling::config::retry::{ClassifyRetry, RetryAction, RetryConfig};
+use aws_sdk_autoscaling::config::timeout::TimeoutConfig;
+use aws_sdk_autoscaling::config::{Credentials, Region};
+use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_autoscaling::operation::terminate_instance_in_auto_scaling_group::TerminateInstanceInAutoScalingGroupError;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tracing::{debug, info, warn};
+
+use super::{
+    CloudProvider, GroupState, InstanceState, Lifecycle, ProviderError, TerminateOutcome,
+    scrub_message,
+};
+
+pub const KIND: &str = "aws-asg";
+
+/// The Nomad client fingerprints the EC2 instance ID under this attribute.
+pub const INSTANCE_ID_ATTRIBUTE: &str = "unique.platform.aws.instance-id";
+
+/// Where an [`AwsAutoScalingGroup`] finds its group and credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsAsgConfig {
+    pub group_name: String,
+    pub region: String,
+    /// Auto Scaling API endpoint override (emulators in tests, VPC endpoints).
+    pub endpoint: Option<String>,
+    pub credentials: AwsCredentials,
+}
+
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum AwsCredentials {
+    /// The standard AWS chain: environment, web identity (IRSA), shared
+    /// profile, ECS and EC2 instance metadata. SSO profiles are not supported
+    /// (the SDK's `sso` feature is off to keep the build small).
+    #[default]
+    DefaultChain,
+    /// Keys read from a Kubernetes Secret.
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
+}
+
+impl fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AwsCredentials::DefaultChain => f.write_str("DefaultChain"),
+            // The key ID identifies a key without granting anything (AWS
+            // shows it in CloudTrail), which helps tell two Secrets apart.
+            AwsCredentials::Static {
+                access_key_id,
+                session_token,
+                ..
+            } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"** redacted **")
+                .field(
+                    "session_token",
+                    &session_token.as_ref().map(|_| "** redacted **"),
+                )
+                .finish(),
+        }
+    }
+}
+
+/// How hard the SDK tries before a call fails back to the reconciler.
+#[derive(Clone, Debug)]
+pub(crate) struct SdkSettings {
+    pub retry: RetryConfig,
+    pub timeout: TimeoutConfig,
+}
+
+impl Default for SdkSettings {
+    fn default() -> Self {
+        Self {
+            // Four attempts with jittered exponential back-off (up to ~0.5 s,
+            // 1 s, 2 s) ride out a burst of throttling; longer outages are the
+            // reconciler's to retry on its own schedule.
+            retry: RetryConfig::standard()
+                .with_max_attempts(4)
+                .with_initial_backoff(Duration::from_millis(500))
+                .with_max_backoff(Duration::from_secs(20)),
+            timeout: TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(20))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(90))
+                .build(),
+        }
+    }
+}
+
+/// An EC2 Auto Scaling group as a [`CloudProvider`].
+#[derive(Clone)]
+pub struct AwsAutoScalingGroup {
+    client: Client,
+    group_name: String,
+    region: String,
+    endpoint: Option<String>,
+    /// Values scrubbed from every error message this provider produces.
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for AwsAutoScalingGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsAutoScalingGroup")
+            .field("group_name", &self.group_name)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsAutoScalingGroup {
+    /// Build the client. Makes no API call: credentials from the default
+    /// chain are resolved on first use, so a missing IRSA role shows up as
+    /// [`ProviderError::Unauthorized`] from the first describe.
+    pub async fn new(cfg: AwsAsgConfig) -> Result<Self, ProviderError> {
+        Self::with_settings(cfg, SdkSettings::default()).await
+    }
+
+    pub(crate) async fn with_settings(
+        cfg: AwsAsgConfig,
+        settings: SdkSettings,
+    ) -> Result<Self, ProviderError> {
+        if cfg.group_name.trim().is_empty() {
+            return Err(ProviderError::Refused {
+                message: "Auto Scaling group name is empty".into(),
+            });
+        }
+        if cfg.region.trim().is_empty() {
+            return Err(ProviderError::Refused {
+                message: format!(
+                    "no AWS region given for Auto Scaling group {}",
+                    cfg.group_name
+                ),
+            });
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(cfg.region.clone()))
+            .retry_config(settings.retry)
+            .timeout_config(settings.timeout);
+        let mut secrets = Vec::new();
+        if let AwsCredentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } = &cfg.credentials
+        {
+            if access_key_id.is_empty() || secret_access_key.is_empty() {
+                return Err(ProviderError::Refused {
+                    message:
+                        "AWS credentials Secret has an empty access key ID or secret access key"
+                            .into(),
+                });
+            }
+            secrets.push(secret_access_key.clone());
+            secrets.extend(session_token.iter().cloned());
+            loader = loader.credentials_provider(Credentials::new(
+                access_key_id,
+                secret_access_key,
+                session_token.clone(),
+                None,
+                "kubernetes-secret",
+            ));
+        }
+        let sdk_config = loader.load().await;
+        // The override goes on this client only: set on the shared loader it
+        // would also redirect the STS calls that IRSA makes for credentials.
+        let mut client_config = aws_sdk_autoscaling::config::Builder::from(&sdk_config);
+        if let Some(endpoint) = &cfg.endpoint {
+            client_config = client_config.endpoint_url(endpoint);
+        }
+        Ok(Self {
+            client: Client::from_conf(client_config.build()),
+            group_name: cfg.group_name,
+            region: cfg.region,
+            endpoint: cfg.endpoint,
+            secrets,
+        })
+    }
+
+    pub fn group_name(&self) -> &str {
+        &self.group_name
+    }
+
+    fn classify<E>(&self, err: SdkError<E, HttpResponse>) -> ProviderError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        classify_sdk_error(&err, &self.group_name, &secrets)
+    }
+
+    async fn describe(&self) -> Result<GroupState, ProviderError> {
+        let out = self
+            .client
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.group_name)
+            .send()
+            .await
+            .map_err(|e| self.classify(e))?;
+        let group = out
+            .auto_scaling_groups()
+            .iter()
+            .find(|g| g.auto_scaling_group_name() == Some(self.group_name.as_str()))
+            .ok_or_else(|| ProviderError::GroupNotFound {
+                group: self.group_name.clone(),
+            })?;
+        let suspended_processes: Vec<String> = group
+            .suspended_processes()
+            .iter()
+            .filter_map(|p| p.process_name().map(str::to_owned))
+            .collect();
+        let instances = group
+            .instances()
+            .iter()
+            .filter_map(|i| {
+                Some(InstanceState {
+                    id: i.instance_id()?.to_owned(),
+                    lifecycle: i
+                        .lifecycle_state()
+                        .map_or(Lifecycle::Other(String::new()), |s| {
+                            lifecycle_from_aws(s.as_str())
+                        }),
+                    protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
+                    zone: i.availability_zone().map(str::to_owned),
+                    healthy: i
+                        .health_status()
+                        .is_some_and(|h| h.eq_ignore_ascii_case("Healthy")),
+                })
+            })
+            .collect();
+        Ok(GroupState {
+            name: self.group_name.clone(),
+            min_size: size(group.min_size()),
+            max_size: size(group.max_size()),
+            desired_capacity: size(group.desired_capacity()),
+            terminate_suspended: suspended_processes.iter().any(|p| p == "Terminate"),
+            suspended_processes,
+            instances,
+        })
+    }
+
+    /// Read the instance from AWS now. `Some` is the answer to give without
+    /// terminating; `None` means it is in this group and may be terminated.
+    async fn terminate_needed(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<TerminateOutcome>, ProviderError> {
+        let out = self
+            .client
+            .describe_auto_scaling_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| self.classify(e))?;
+        let Some(details) = out
+            .auto_scaling_instances()
+            .iter()
+            .find(|d| d.instance_id() == Some(instance_id))
+        else {
+            return Ok(Some(TerminateOutcome::NotInGroup));
+        };
+        if details.auto_scaling_group_name() != Some(self.group_name.as_str()) {
+            warn!(
+                instance_id,
+                group = %self.group_name,
+                other_group = details.auto_scaling_group_name().unwrap_or(""),
+                "instance belongs to another Auto Scaling group; not terminating it"
+            );
+            return Ok(Some(TerminateOutcome::NotInGroup));
+        }
+        let lifecycle = lifecycle_from_aws(details.lifecycle_state().unwrap_or(""));
+        Ok(match lifecycle {
+            l if l.is_terminating() => Some(TerminateOutcome::AlreadyTerminating),
+            Lifecycle::Detaching => Some(TerminateOutcome::NotInGroup),
+            _ => None,
+        })
+    }
+
+    async fn terminate(
+        &self,
+        instance_id: &str,
+        decrement: bool,
+    ) -> Result<TerminateOutcome, ProviderError> {
+        if instance_id.trim().is_empty() {
+            return Err(ProviderError::Refused {
+                message: "cannot terminate an instance with an empty ID".into(),
+            });
+        }
+        if let Some(outcome) = self.terminate_needed(instance_id).await? {
+            info!(instance_id, group = %self.group_name, ?outcome, "not terminating: instance already leaving the group");
+            return Ok(outcome);
+        }
+        let result = self
+            .client
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance_id)
+            .should_decrement_desired_capacity(decrement)
+            .customize()
+            .config_override(
+                aws_sdk_autoscaling::config::Builder::default()
+                    .retry_classifier(RetryOnlyUnexecutedTerminate),
+            )
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => {
+                info!(instance_id, group = %self.group_name, decrement, "terminating instance");
+                return Ok(TerminateOutcome::Terminated);
+            }
+            Err(err) => self.classify(err),
+        };
+        if matches!(
+            err,
+            ProviderError::Throttled { .. } | ProviderError::Unauthorized { .. }
+        ) {
+            return Err(err);
+        }
+        // A timeout or server error may hide a termination that happened,
+        // and "instance not found" may mean it left meanwhile. Report what
+        // AWS shows now; the caller never needs to call terminate again for
+        // an instance that is already leaving.
+        match self.terminate_needed(instance_id).await {
+            Ok(Some(outcome)) => {
+                warn!(instance_id, group = %self.group_name, error = %err, ?outcome, "terminate failed but the instance is leaving the group");
+                Ok(outcome)
+            }
+            Ok(None) | Err(_) => Err(err),
+        }
+    }
+
+    async fn set_desired(&self, desired: u32) -> Result<(), ProviderError> {
+        let desired_i32 = i32::try_from(desired).map_err(|_| ProviderError::Refused {
+            message: format!("desired capacity {desired} is out of range"),
+        })?;
+        let result = self
+            .client
+            .set_desired_capacity()
+            .auto_scaling_group_name(&self.group_name)
+            .desired_capacity(desired_i32)
+            // Cooldowns pace reactive scaling policies; an explicit resize
+            // from the operator must not wait behind them.
+            .honor_cooldown(false)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => {
+                info!(group = %self.group_name, desired, "set desired capacity");
+                return Ok(());
+            }
+            Err(err) => self.classify(err),
+        };
+        // AWS names a missing group in a ValidationError; emulators answer
+        // with a bare server error. Asking tells the two apart.
+        if matches!(err, ProviderError::Api { .. })
+            && let Err(e @ ProviderError::GroupNotFound { .. }) = self.describe().await
+        {
+            return Err(e);
+        }
+        Err(err)
+    }
+}
+
+impl CloudProvider for AwsAutoScalingGroup {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn group(&self) -> String {
+        format!("asg/{} ({})", self.group_name, self.region)
+    }
+
+    fn describe_group(&self) -> BoxFuture<'_, Result<GroupState, ProviderError>> {
+        self.describe().boxed()
+    }
+
+    fn terminate_instance<'a>(
+        &'a self,
+        instance_id: &'a str,
+        decrement: bool,
+    ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
+        self.terminate(instance_id, decrement).boxed()
+    }
+
+    fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
+        self.set_desired(desired).boxed()
+    }
+
+    fn instance_id_attribute(&self) -> &'static str {
+        INSTANCE_ID_ATTRIBUTE
+    }
+}
+
+fn size(v: Option<i32>) -> u32 {
+    v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
+}
+
+/// Fold every AWS `LifecycleState` into [`Lifecycle`].
+///
+/// Warm-pool instances are not part of the group's capacity, so they stay
+/// [`Lifecycle::Other`] except when terminating, which must still stop a
+/// second terminate.
+pub fn lifecycle_from_aws(state: &str) -> Lifecycle {
+    match state {
+        "Pending" | "Pending:Wait" | "Pending:Proceed" => Lifecycle::Pending,
+        "InService" => Lifecycle::InService,
+        "Standby" | "EnteringStandby" => Lifecycle::Standby,
+        "Terminating"
+        | "Terminating:Wait"
+        | "Terminating:Proceed"
+        | "Warmed:Terminating"
+        | "Warmed:Terminating:Wait"
+        | "Warmed:Terminating:Proceed" => Lifecycle::Terminating,
+        "Terminated" | "Warmed:Terminated" => Lifecycle::Terminated,
+        "Detaching" | "Detached" => Lifecycle::Detaching,
+        other => Lifecycle::Other(other.to_owned()),
+    }
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "SlowDown",
+];
+
+const UNAUTHORIZED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnrecognizedClient",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "AuthFailure",
+    "OptInRequired",
+];
+
+/// Codes with which AWS says it did not carry out a mutating request, so
+/// sending it again cannot apply it twice.
+const NOT_EXECUTED_CODES: &[&str] = &["ScalingActivityInProgress", "ResourceContention"];
+
+/// Classify an AWS error response. Pure, so the mapping is unit-tested.
+pub(crate) fn classify_response(
+    code: Option<&str>,
+    message: &str,
+    http_status: Option<u16>,
+    group: &str,
+    secrets: &[&str],
+) -> ProviderError {
+    let message = scrub_message(message, secrets);
+    match code {
+        Some(c) if THROTTLING_CODES.contains(&c) => ProviderError::Throttled { message },
+        Some(c) if UNAUTHORIZED_CODES.contains(&c) => ProviderError::Unauthorized {
+            message: format!("{c}: {message}"),
+        },
+        Some("ValidationError") if names_missing_group(&message) => ProviderError::GroupNotFound {
+            group: group.to_owned(),
+        },
+        Some("ValidationError") => ProviderError::Refused { message },
+        Some(c) if !c.is_empty() => ProviderError::Api {
+            code: c.to_owned(),
+            message,
+        },
+        _ => match http_status {
+            Some(401 | 403) => ProviderError::Unauthorized {
+                message: format!("HTTP {}: {message}", http_status.unwrap_or_default()),
+            },
+            Some(429) => ProviderError::Throttled { message },
+            Some(status) => ProviderError::Api {
+                code: format!("HTTP{status}"),
+                message,
+            },
+            None => ProviderError::Api {
+                code: "Unknown".into(),
+                message,
+            },
+        },
+    }
+}
+
+/// AWS reports a missing group as a ValidationError, e.g. "AutoScalingGroup
+/// name not found - AutoScaling group not found" or "Group ci not found".
+fn names_missing_group(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("group")
+        && !m.contains("instance")
+        && (m.contains("not found") || m.contains("does not exist"))
+}
+
+fn classify_sdk_error<E>(
+    err: &SdkError<E, HttpResponse>,
+    group: &str,
+    secrets: &[&str],
+) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let full_text = || DisplayErrorContext(err).to_string();
+    match err {
+        SdkError::ServiceError(e) => {
+            let text = e.err().message().map_or_else(full_text, str::to_owned);
+            classify_response(
+                e.err().code(),
+                &text,
+                Some(e.raw().status().as_u16()),
+                group,
+                secrets,
+            )
+        }
+        SdkError::ResponseError(e) => classify_response(
+            None,
+            &full_text(),
+            Some(e.raw().status().as_u16()),
+            group,
+            secrets,
+        ),
+        SdkError::TimeoutError(_) => ProviderError::Unreachable {
+            message: scrub_message(&format!("timed out: {}", full_text()), secrets),
+        },
+        SdkError::DispatchFailure(_) => {
+            let text = scrub_message(&full_text(), secrets);
+            // The SDK resolves credentials while dispatching, so "no
+            // credentials in the chain" arrives here, not as a response.
+            if text.to_ascii_lowercase().contains("credentials") {
+                ProviderError::Unauthorized { message: text }
+            } else {
+                ProviderError::Unreachable { message: text }
+            }
+        }
+        _ => ProviderError::Api {
+            code: "SdkError".into(),
+            message: scrub_message(&full_text(), secrets),
+        },
+    }
+}
+
+/// Retry classifier for `TerminateInstanceInAutoScalingGroup`: allow a retry
+/// only when AWS rejected the request without carrying it out. A timeout or
+/// server error may hide a termination that happened, and repeating a
+/// terminate with decrement could lower desired capacity twice.
+#[derive(Debug)]
+struct RetryOnlyUnexecutedTerminate;
+
+impl ClassifyRetry for RetryOnlyUnexecutedTerminate {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = err
+            .as_operation_error()
+            .and_then(|e| e.downcast_ref::<TerminateInstanceInAutoScalingGroupError>())
+            .and_then(ProvideErrorMetadata::code);
+        match code {
+            Some(c) if THROTTLING_CODES.contains(&c) => RetryAction::throttling_error(),
+            Some(c) if NOT_EXECUTED_CODES.contains(&c) => RetryAction::transient_error(),
+            // Forbidden wins over every other classifier's verdict.
+            _ => {
+                debug!(code, "not retrying TerminateInstanceInAutoScalingGroup");
+                RetryAction::RetryForbidden
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "retry terminate only when AWS did not carry it out"
+    }
+}
+
+#[cfg(test)]
+#[path = "aws_tests.rs"]
+mod tests;
