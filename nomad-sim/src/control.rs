@@ -184,7 +184,7 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
             Some(id) => ids.push(id),
             None => {
                 queued += 1;
-                c.queue.push_back(p);
+                c.enqueue(p);
             }
         }
     }

@@ -30,6 +30,7 @@ impl Cluster {
             }
         }
         self.queue = keep;
+        self.sched_dirty = false;
         placed
     }
 

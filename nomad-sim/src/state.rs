@@ -25,6 +25,10 @@ use crate::wire::{
 
 /// Delay between placement and `running` (client pulls and starts tasks).
 pub const START_DELAY_NS: i64 = NANOS_PER_SEC;
+/// Delay between the drainer's `DesiredTransition.Migrate` write and the
+/// scheduler's stop + replacement (Nomad batches drainer writes over 1 s and
+/// then runs an evaluation), so the two steps are separately observable.
+pub const MIGRATE_STOP_DELAY_NS: i64 = NANOS_PER_SEC / 2;
 /// Delay between `DesiredStatus=stop` and `ClientStatus=complete`.
 pub const STOP_DELAY_NS: i64 = 2 * NANOS_PER_SEC;
 /// Nomad keeps the last 10 node events (`MaxRetainedNodeEvents`).
@@ -193,6 +197,8 @@ pub struct Cluster {
     pub allocs_tx: watch::Sender<u64>,
     /// Simulated "now" of the current write, set by the caller.
     pub now: i64,
+    /// Something that can unblock a queued placement happened.
+    pub(crate) sched_dirty: bool,
 }
 
 /// Registration parameters of one node (control surface and scenario file).
@@ -250,6 +256,7 @@ impl Cluster {
             nodes_tx: watch::Sender::new(start_index),
             allocs_tx: watch::Sender::new(start_index),
             now: 0,
+            sched_dirty: false,
         }
     }
 
@@ -269,6 +276,12 @@ impl Cluster {
     fn next_index(&mut self) -> u64 {
         self.index += 1;
         self.index
+    }
+
+    /// Queues a placement for the scheduler.
+    pub fn enqueue(&mut self, p: Placement) {
+        self.queue.push_back(p);
+        self.sched_dirty = true;
     }
 
     fn timer(&mut self, at: i64, t: Timer) {
@@ -350,6 +363,9 @@ impl Cluster {
         let want = Self::schedulable(rec).then(|| (rec.node.node_pool.clone(), rec.used_slots));
         if want == rec.sched_key {
             return;
+        }
+        if want.is_some() {
+            self.sched_dirty = true;
         }
         let old = std::mem::replace(&mut rec.sched_key, want.clone());
         if let Some((pool, used)) = old
@@ -785,7 +801,7 @@ impl Cluster {
                     duration_ns: a.duration_ns,
                     node: None,
                 };
-                self.queue.push_back(p);
+                self.enqueue(p);
             }
         }
         self.allocs_changed(node_id, idx);
@@ -1058,7 +1074,7 @@ impl Cluster {
                 duration_ns: a.duration_ns,
                 node: None,
             };
-            self.queue.push_back(p);
+            self.enqueue(p);
         }
         if live {
             self.timer(now + STOP_DELAY_NS, Timer::AllocStopped(id.to_string()));
@@ -1085,7 +1101,12 @@ impl Cluster {
     /// Processes every timer due at or before `now`, then the scheduler and
     /// the workload generators. Returns the number of timers handled.
     pub fn advance_to(&mut self, now: i64, max_timers: usize) -> usize {
-        self.now = now;
+        // Never move simulated time backwards (a tick may race with a jump).
+        let now = now.max(self.now);
+        let start = self.now;
+        if self.sched_dirty {
+            self.schedule_pending();
+        }
         let mut n = 0;
         while n < max_timers {
             let Some(Reverse((at, _, _))) = self.timers.peek() else {
@@ -1095,9 +1116,13 @@ impl Cluster {
                 break;
             }
             let Reverse((at, _, t)) = self.timers.pop().unwrap();
-            // Handle each timer at its own due time so timestamps are exact.
-            self.now = at.max(self.now.min(now));
+            // Handle each timer at its own due time so timestamps and the
+            // timers it schedules are exact.
+            self.now = at.clamp(start, now);
             self.fire(t);
+            if self.sched_dirty {
+                self.schedule_pending();
+            }
             n += 1;
         }
         self.now = now;
@@ -1293,7 +1318,7 @@ impl Cluster {
         }
         for (pool, d) in new {
             let job = self.new_job(None, "batch", &pool, 1, 1);
-            self.queue.push_back(Placement {
+            self.enqueue(Placement {
                 job,
                 index_in_job: 0,
                 previous: None,
@@ -1350,7 +1375,10 @@ impl Cluster {
 
     pub(crate) fn schedule_migrate_stop(&mut self, alloc_id: &str) {
         let now = self.now;
-        self.timer(now, Timer::MigrateStop(alloc_id.into()));
+        self.timer(
+            now + MIGRATE_STOP_DELAY_NS,
+            Timer::MigrateStop(alloc_id.into()),
+        );
     }
 
     pub(crate) fn set_migrating(&mut self, alloc_id: &str, v: bool) {
