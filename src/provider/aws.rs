@@ -242,7 +242,7 @@ impl AwsAutoScalingGroup {
                     id: i.instance_id()?.to_owned(),
                     lifecycle: i
                         .lifecycle_state()
-                        .map_or(Lifecycle::Other(String::new()), |s| {
+                        .map_or(Lifecycle::Other("Unknown".into()), |s| {
                             lifecycle_from_aws(s.as_str())
                         }),
                     protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
@@ -551,20 +551,24 @@ where
         SdkError::TimeoutError(_) => ProviderError::Unreachable {
             message: scrub_message(&format!("timed out: {}", full_text()), secrets),
         },
-        SdkError::DispatchFailure(_) => {
-            let text = scrub_message(&full_text(), secrets);
-            // The SDK resolves credentials while dispatching, so "no
-            // credentials in the chain" arrives here, not as a response.
-            if text.to_ascii_lowercase().contains("credentials") {
-                ProviderError::Unauthorized { message: text }
-            } else {
-                ProviderError::Unreachable { message: text }
-            }
-        }
+        SdkError::DispatchFailure(_) => classify_dispatch_failure(&full_text(), secrets),
         _ => ProviderError::Api {
             code: "SdkError".into(),
             message: scrub_message(&full_text(), secrets),
         },
+    }
+}
+
+/// The SDK resolves credentials while dispatching, so an empty or broken
+/// credential chain (no IRSA token, no environment keys) fails here rather
+/// than as a response. `CredentialsError` is not re-exported by the SDK
+/// crates this project depends on, hence matching its wording.
+fn classify_dispatch_failure(text: &str, secrets: &[&str]) -> ProviderError {
+    let message = scrub_message(text, secrets);
+    if message.to_ascii_lowercase().contains("credential") {
+        ProviderError::Unauthorized { message }
+    } else {
+        ProviderError::Unreachable { message }
     }
 }
 

@@ -175,6 +175,29 @@ fn server_errors_without_a_code_keep_the_status() {
 }
 
 #[test]
+fn missing_credentials_are_unauthorized_and_network_failures_unreachable() {
+    for text in [
+        "dispatch failure: other: the credential provider was not enabled",
+        "dispatch failure: other: an error occurred while loading credentials: no providers in chain provided credentials",
+        "dispatch failure: other: credentials provider timed out after 5 seconds",
+    ] {
+        assert!(
+            matches!(
+                classify_dispatch_failure(text, &[]),
+                ProviderError::Unauthorized { .. }
+            ),
+            "{text}"
+        );
+    }
+    let e = classify_dispatch_failure(
+        "dispatch failure: io error: error trying to connect: tcp connect error: Connection refused (os error 111)",
+        &[],
+    );
+    assert!(matches!(e, ProviderError::Unreachable { .. }), "{e:?}");
+    assert!(e.is_retryable());
+}
+
+#[test]
 fn static_credentials_debug_is_redacted() {
     let creds = AwsCredentials::Static {
         access_key_id: "AKIDEXAMPLE".into(),
