@@ -126,6 +126,7 @@ enum Timer {
     DrainDeadline(String, u64),
     DrainReconcile(String),
     Reregister(String),
+    Workload(String),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,8 +160,6 @@ pub struct Workload {
     pub rate_per_min: f64,
     pub min_ns: i64,
     pub max_ns: i64,
-    acc: f64,
-    last_ns: i64,
     pub submitted: u64,
 }
 
@@ -191,6 +190,7 @@ pub struct Cluster {
     rng: StdRng,
     pub node_seq: u64,
     job_seq: u64,
+    workload_seq: u64,
     pub events: EventBroker,
     pub watches: HashMap<String, NodeWatch>,
     pub nodes_tx: watch::Sender<u64>,
@@ -251,6 +251,7 @@ impl Cluster {
             rng,
             node_seq: 0,
             job_seq: 0,
+            workload_seq: 0,
             events,
             watches: HashMap::new(),
             nodes_tx: watch::Sender::new(start_index),
@@ -1126,7 +1127,6 @@ impl Cluster {
             n += 1;
         }
         self.now = now;
-        self.run_workloads();
         self.schedule_pending();
         n
     }
@@ -1187,6 +1187,7 @@ impl Cluster {
             Timer::Heartbeat(node_id, gen_) => self.on_heartbeat_expired(&node_id, gen_),
             Timer::DrainDeadline(node_id, gen_) => self.on_drain_deadline(&node_id, gen_),
             Timer::DrainReconcile(node_id) => self.reconcile_drain(&node_id),
+            Timer::Workload(id) => self.on_workload(&id),
             Timer::Reregister(node_id) => {
                 if self.nodes.contains_key(&node_id) {
                     return;
@@ -1277,6 +1278,8 @@ impl Cluster {
 
     // ---- workload ----
 
+    /// Starts a steady stream of batch jobs: one every `60 / rate` simulated
+    /// seconds, each running for a uniform random duration in [min, max].
     pub fn add_workload(
         &mut self,
         pool: &str,
@@ -1284,48 +1287,44 @@ impl Cluster {
         min_ns: i64,
         max_ns: i64,
     ) -> String {
-        let id = format!("workload-{}", self.workloads.len() + 1);
+        self.workload_seq += 1;
+        let id = format!("workload-{}", self.workload_seq);
         self.workloads.push(Workload {
             id: id.clone(),
             node_pool: pool.into(),
             rate_per_min,
             min_ns,
             max_ns: max_ns.max(min_ns),
-            acc: 0.0,
-            last_ns: self.now,
             submitted: 0,
         });
+        if rate_per_min > 0.0 {
+            let at = self.now + (60.0 * NANOS_PER_SEC as f64 / rate_per_min) as i64;
+            self.timer(at, Timer::Workload(id.clone()));
+        }
         id
     }
 
-    fn run_workloads(&mut self) {
-        let now = self.now;
-        let mut new: Vec<(String, i64)> = Vec::new();
-        for w in self.workloads.iter_mut() {
-            let dt_min = (now - w.last_ns).max(0) as f64 / (60.0 * NANOS_PER_SEC as f64);
-            w.last_ns = now;
-            w.acc += w.rate_per_min * dt_min;
-            while w.acc >= 1.0 {
-                w.acc -= 1.0;
-                let d = if w.max_ns > w.min_ns {
-                    self.rng.random_range(w.min_ns..=w.max_ns)
-                } else {
-                    w.min_ns
-                };
-                w.submitted += 1;
-                new.push((w.node_pool.clone(), d));
-            }
-        }
-        for (pool, d) in new {
-            let job = self.new_job(None, "batch", &pool, 1, 1);
-            self.enqueue(Placement {
-                job,
-                index_in_job: 0,
-                previous: None,
-                duration_ns: Some(d),
-                node: None,
-            });
-        }
+    fn on_workload(&mut self, id: &str) {
+        let Some(w) = self.workloads.iter_mut().find(|w| w.id == id) else {
+            return; // stopped
+        };
+        w.submitted += 1;
+        let (pool, min, max, rate) = (w.node_pool.clone(), w.min_ns, w.max_ns, w.rate_per_min);
+        let d = if max > min {
+            self.rng.random_range(min..=max)
+        } else {
+            min
+        };
+        let job = self.new_job(None, "batch", &pool, 1, 1);
+        self.enqueue(Placement {
+            job,
+            index_in_job: 0,
+            previous: None,
+            duration_ns: Some(d),
+            node: None,
+        });
+        let at = self.now + (60.0 * NANOS_PER_SEC as f64 / rate) as i64;
+        self.timer(at, Timer::Workload(id.to_string()));
     }
 }
 
