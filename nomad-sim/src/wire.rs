@@ -766,7 +766,7 @@ pub fn default_node_resources() -> Shared {
         "Cpu": {"CpuShares": 8000, "TotalCpuCores": 4, "ReservableCpuCores": null},
         "Memory": {"MemoryMB": 15803},
         "Disk": {"DiskMB": 50000},
-        "Networks": [{"CIDR": "", "Device": "eth0", "DynamicPorts": null, "IP": "",
+        "Networks": [{"CIDR": "", "DNS": null, "Device": "eth0", "DynamicPorts": null, "IP": "",
                       "MBits": 1000, "Mode": "host", "ReservedPorts": null}],
         "NodeNetworks": [{"Addresses": null, "Device": "eth0", "MacAddress": "",
                           "Mode": "host", "Speed": 1000}],
