@@ -366,6 +366,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
                 "requests": s.requests,
                 "responses": s.responses,
                 "faults_injected": s.faults,
+                "blocking_queries_open": app.waiters.load(std::sync::atomic::Ordering::Relaxed),
                 "cluster": counts,
                 "time": time_json(app),
             })))

@@ -118,6 +118,8 @@ pub struct App {
     pub faults: Mutex<Faults>,
     pub stats: Mutex<Stats>,
     pub cfg: Config,
+    /// Blocking queries currently parked (for `/sim/stats` and benchmarks).
+    pub waiters: std::sync::atomic::AtomicI64,
 }
 
 impl App {
@@ -248,6 +250,7 @@ pub async fn serve(cfg: Config) -> Result<Sim, ServeError> {
         faults: Mutex::new(Faults::default()),
         stats: Mutex::new(Stats::default()),
         cfg: cfg.clone(),
+        waiters: std::sync::atomic::AtomicI64::new(0),
     });
     if let Some(sc) = &cfg.scenario {
         control::apply_scenario(&app, sc).map_err(ServeError::Scenario)?;

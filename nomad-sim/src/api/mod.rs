@@ -246,6 +246,15 @@ pub async fn block_until(
     if q.index == 0 {
         return;
     }
+    struct Parked<'a>(&'a std::sync::atomic::AtomicI64);
+    impl Drop for Parked<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    app.waiters
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _parked = Parked(&app.waiters);
     let deadline = tokio::time::Instant::now() + q.wait;
     loop {
         let (idx, rx) = {
