@@ -145,6 +145,7 @@ async fn run() {
         "all allocations placed and running: {stats}"
     );
 
+    let rss_setup = rss_mib();
     // Large reads, unloaded.
     let t = Instant::now();
     let r = http.get(format!("{base}/v1/nodes")).send().await.unwrap();
@@ -360,7 +361,9 @@ async fn run() {
     println!("| GET /v1/nodes (10k stubs, {list_bytes} bytes) | {list_ms:.0} ms |");
     println!("| GET /v1/nodes?filter=... | {filtered_list_ms:.0} ms |");
     println!("| GET /v1/node/:id throughput (64 clients, 2000 queries parked) | {rps:.0} req/s |");
-    println!("| RSS before / loaded / end | {rss0:.0} / {rss_loaded:.0} / {rss_end:.0} MiB |");
+    println!(
+        "| RSS start / after setup / with {n_waiters} queries parked / end | {rss0:.0} / {rss_setup:.0} / {rss_loaded:.0} / {rss_end:.0} MiB |"
+    );
     println!("| open-files limit | {} |", nofile_limit());
     let out = json!({
         "nodes": n_nodes, "allocations": running, "blocking_queries": n_waiters,
@@ -369,7 +372,7 @@ async fn run() {
         "setup_s": {"nodes": t_nodes.as_secs_f64(), "allocations": t_allocs.as_secs_f64(), "park": park_s},
         "list_nodes_ms": list_ms, "list_nodes_bytes": list_bytes, "filtered_list_ms": filtered_list_ms,
         "node_read_rps": rps,
-        "rss_mib": {"start": rss0, "loaded": rss_loaded, "end": rss_end},
+        "rss_mib": {"start": rss0, "after_setup": rss_setup, "loaded": rss_loaded, "end": rss_end},
         "target_p99_ms": 50.0, "p99_ok": p99 < 50.0,
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

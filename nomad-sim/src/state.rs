@@ -822,13 +822,13 @@ impl Cluster {
         for ts in a.alloc.task_states.values_mut() {
             match status {
                 "running" => {
-                    ts.state = "running".into();
+                    ts.state = "running";
                     ts.started_at = Some(rfc3339(now));
                     ts.events
                         .push(TaskEvent::new("Started", now, "Task started by client"));
                 }
                 "complete" | "failed" | "lost" => {
-                    ts.state = "dead".into();
+                    ts.state = "dead";
                     ts.failed = status == "failed";
                     ts.finished_at = Some(rfc3339(now));
                     let (k, m) = match status {
@@ -836,7 +836,9 @@ impl Cluster {
                         "failed" => ("Terminated", "Exit Code: 1"),
                         _ => ("Killed", "Task lost"),
                     };
-                    ts.events.push(TaskEvent::new(k, now, m));
+                    let mut e = TaskEvent::new(k, now, m);
+                    e.exit_code = i64::from(status == "failed");
+                    ts.events.push(e);
                 }
                 _ => {}
             }
@@ -959,7 +961,7 @@ impl Cluster {
         }
         let node_name = rec.node.name.clone();
         let mut ts = TaskState {
-            state: "pending".into(),
+            state: "pending",
             failed: false,
             restarts: 0,
             last_restart: None,
@@ -970,9 +972,7 @@ impl Cluster {
         };
         ts.events.push({
             let mut e = TaskEvent::new("Task Setup", now, "Building Task Directory");
-            e.message = "Building Task Directory".into();
-            e.details
-                .insert("message".into(), "Building Task Directory".into());
+            e.message = "Building Task Directory";
             e
         });
         let alloc = Allocation {
@@ -989,7 +989,7 @@ impl Cluster {
             desired_transition: DesiredTransition::default(),
             client_status: "pending".into(),
             client_description: "No tasks have started".into(),
-            task_states: [("task".to_string(), ts)].into_iter().collect(),
+            task_states: wire::TaskStates(vec![("task".to_string(), ts)]),
             deployment_status: None,
             previous_allocation: p.previous.clone().unwrap_or_default(),
             next_allocation: String::new(),

@@ -249,71 +249,70 @@ pub struct DeploymentStatus {
     pub modify_index: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
+/// `structs.TaskEvent`. Stored compactly (100,000 allocations each carry a
+/// few of these) and rendered with all 24 fields Nomad sends.
+#[derive(Debug, Clone)]
 pub struct TaskEvent {
-    #[serde(rename = "Type")]
-    pub kind: String,
+    pub kind: &'static str,
     pub time: i64,
-    pub display_message: String,
-    pub details: StrMap,
-    pub message: String,
-    pub fails_task: bool,
-    pub restart_reason: String,
-    pub setup_error: String,
-    pub driver_error: String,
-    pub driver_message: String,
+    pub display_message: &'static str,
+    /// Also rendered as `Details: {"message": ...}` when non-empty.
+    pub message: &'static str,
     pub exit_code: i64,
-    pub signal: i64,
-    pub kill_timeout: i64,
-    pub kill_error: String,
-    pub kill_reason: String,
-    pub start_delay: i64,
-    pub download_error: String,
-    pub validation_error: String,
-    pub disk_limit: i64,
-    pub failed_sibling: String,
-    pub vault_error: String,
-    pub task_signal_reason: String,
-    pub task_signal: String,
-    pub generic_source: String,
 }
 
 impl TaskEvent {
-    pub fn new(kind: &str, time: i64, display: &str) -> TaskEvent {
+    pub fn new(kind: &'static str, time: i64, display: &'static str) -> TaskEvent {
         TaskEvent {
-            kind: kind.into(),
+            kind,
             time,
-            display_message: display.into(),
-            details: StrMap::new(),
-            message: String::new(),
-            fails_task: false,
-            restart_reason: String::new(),
-            setup_error: String::new(),
-            driver_error: String::new(),
-            driver_message: String::new(),
+            display_message: display,
+            message: "",
             exit_code: 0,
-            signal: 0,
-            kill_timeout: 0,
-            kill_error: String::new(),
-            kill_reason: String::new(),
-            start_delay: 0,
-            download_error: String::new(),
-            validation_error: String::new(),
-            disk_limit: 0,
-            failed_sibling: String::new(),
-            vault_error: String::new(),
-            task_signal_reason: String::new(),
-            task_signal: String::new(),
-            generic_source: String::new(),
         }
+    }
+}
+
+impl Serialize for TaskEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut details = StrMap::new();
+        if !self.message.is_empty() {
+            details.insert("message".into(), self.message.into());
+        }
+        let mut st = s.serialize_struct("TaskEvent", 24)?;
+        st.serialize_field("Type", self.kind)?;
+        st.serialize_field("Time", &self.time)?;
+        st.serialize_field("DisplayMessage", self.display_message)?;
+        st.serialize_field("Details", &details)?;
+        st.serialize_field("Message", self.message)?;
+        st.serialize_field("FailsTask", &false)?;
+        st.serialize_field("RestartReason", "")?;
+        st.serialize_field("SetupError", "")?;
+        st.serialize_field("DriverError", "")?;
+        st.serialize_field("DriverMessage", "")?;
+        st.serialize_field("ExitCode", &self.exit_code)?;
+        st.serialize_field("Signal", &0)?;
+        st.serialize_field("KillTimeout", &0)?;
+        st.serialize_field("KillError", "")?;
+        st.serialize_field("KillReason", "")?;
+        st.serialize_field("StartDelay", &0)?;
+        st.serialize_field("DownloadError", "")?;
+        st.serialize_field("ValidationError", "")?;
+        st.serialize_field("DiskLimit", &0)?;
+        st.serialize_field("FailedSibling", "")?;
+        st.serialize_field("VaultError", "")?;
+        st.serialize_field("TaskSignalReason", "")?;
+        st.serialize_field("TaskSignal", "")?;
+        st.serialize_field("GenericSource", "")?;
+        st.end()
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TaskState {
-    pub state: String,
+    pub state: &'static str,
     pub failed: bool,
     pub restarts: u64,
     pub last_restart: Option<String>,
@@ -321,6 +320,29 @@ pub struct TaskState {
     pub finished_at: Option<String>,
     pub events: Vec<TaskEvent>,
     pub task_handle: Option<Value>,
+}
+
+/// `TaskStates`: a JSON map of task name to state. A small vector instead
+/// of a `BTreeMap` (one task per allocation; a B-tree node would reserve
+/// room for eleven).
+#[derive(Debug, Clone, Default)]
+pub struct TaskStates(pub Vec<(String, TaskState)>);
+
+impl TaskStates {
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut TaskState> {
+        self.0.iter_mut().map(|(_, v)| v)
+    }
+}
+
+impl Serialize for TaskStates {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 /// The job an allocation belongs to. Only what the simulator needs; the
@@ -440,7 +462,7 @@ pub struct Allocation {
     pub desired_transition: DesiredTransition,
     pub client_status: String,
     pub client_description: String,
-    pub task_states: BTreeMap<String, TaskState>,
+    pub task_states: TaskStates,
     pub deployment_status: Option<DeploymentStatus>,
     pub previous_allocation: String,
     pub next_allocation: String,
@@ -510,7 +532,7 @@ struct AllocationWire<'a> {
     #[serde(rename = "ClientDescription")]
     client_description: &'a str,
     #[serde(rename = "TaskStates")]
-    task_states: &'a BTreeMap<String, TaskState>,
+    task_states: &'a TaskStates,
     #[serde(rename = "DeploymentID")]
     deployment_id: &'a str,
     #[serde(rename = "DeploymentStatus")]
@@ -573,7 +595,7 @@ pub struct AllocListStub<'a> {
     #[serde(rename = "DesiredTransition")]
     desired_transition: &'a DesiredTransition,
     #[serde(rename = "TaskStates", skip_serializing_if = "Option::is_none")]
-    task_states: Option<&'a BTreeMap<String, TaskState>>,
+    task_states: Option<&'a TaskStates>,
     #[serde(rename = "DeploymentStatus")]
     deployment_status: &'a Option<DeploymentStatus>,
     #[serde(rename = "FollowupEvalID")]
