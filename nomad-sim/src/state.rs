@@ -31,6 +31,8 @@ pub const START_DELAY_NS: i64 = NANOS_PER_SEC;
 pub const MIGRATE_STOP_DELAY_NS: i64 = NANOS_PER_SEC / 2;
 /// Delay between `DesiredStatus=stop` and `ClientStatus=complete`.
 pub const STOP_DELAY_NS: i64 = 2 * NANOS_PER_SEC;
+/// `node_gc_threshold` default.
+pub const NODE_GC_THRESHOLD_NS: i64 = 24 * 3600 * NANOS_PER_SEC;
 /// Nomad keeps the last 10 node events (`MaxRetainedNodeEvents`).
 pub const MAX_NODE_EVENTS: usize = 10;
 
@@ -127,6 +129,7 @@ enum Timer {
     DrainReconcile(String),
     Reregister(String),
     Workload(String),
+    NodeGc(String, u64),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -728,21 +731,7 @@ impl Cluster {
             return Err(StateError::NodeNotFound);
         }
         self.record_violation(node_id, "purged");
-        let idx = self.next_index();
-        let mut rec = self.nodes.remove(node_id).unwrap();
-        rec.node.modify_index = idx;
-        self.events
-            .publish_node(idx, "NodeDeregistration", &rec.node);
-        if let Some((pool, used)) = rec.sched_key.take()
-            && let Some(set) = self.sched.get_mut(&pool)
-        {
-            set.remove(&(used, node_id.to_string()));
-        }
-        self.nodes_index = idx;
-        self.nodes_tx.send_replace(idx);
-        if let Some(w) = self.watches.get(node_id) {
-            w.node.send_replace(idx);
-        }
+        let (idx, rec) = self.remove_node(node_id);
         // Evaluations for the jobs that had allocations there; the scheduler
         // then marks those allocations lost and replaces them.
         let jobs: BTreeSet<String> = self
@@ -769,6 +758,54 @@ impl Cluster {
                 Some(eval_ids)
             },
         ))
+    }
+
+    /// Deletes the node from state (Raft `NodeDeregister`).
+    fn remove_node(&mut self, node_id: &str) -> (u64, NodeRec) {
+        let idx = self.next_index();
+        let mut rec = self.nodes.remove(node_id).unwrap();
+        rec.node.modify_index = idx;
+        self.events
+            .publish_node(idx, "NodeDeregistration", &rec.node);
+        if let Some((pool, used)) = rec.sched_key.take()
+            && let Some(set) = self.sched.get_mut(&pool)
+        {
+            set.remove(&(used, node_id.to_string()));
+        }
+        self.nodes_index = idx;
+        self.nodes_tx.send_replace(idx);
+        if let Some(w) = self.watches.get(node_id) {
+            w.node.send_replace(idx);
+        }
+        (idx, rec)
+    }
+
+    /// Node garbage collection (`core_sched.go` `nodeGC`): only `down` nodes
+    /// whose allocations are all terminal. Returns whether it was collected.
+    pub fn gc_node(&mut self, node_id: &str) -> bool {
+        let Some(rec) = self.nodes.get(node_id) else {
+            return false;
+        };
+        if rec.node.status != "down" || self.node_allocs(node_id).any(|a| !a.alloc.terminal()) {
+            return false;
+        }
+        let (_, rec) = self.remove_node(node_id);
+        if let Some(iid) = &rec.instance_id {
+            self.instance_index.remove(iid);
+        }
+        true
+    }
+
+    /// `PUT /v1/system/gc`: collects eligible nodes now, ignoring the
+    /// threshold.
+    pub fn force_gc(&mut self) -> usize {
+        let down: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|r| r.node.status == "down")
+            .map(|r| r.node.id.clone())
+            .collect();
+        down.iter().filter(|id| self.gc_node(id)).count()
     }
 
     /// Marks every non-terminal allocation on the node `lost` and asks for
@@ -1188,6 +1225,11 @@ impl Cluster {
             Timer::DrainDeadline(node_id, gen_) => self.on_drain_deadline(&node_id, gen_),
             Timer::DrainReconcile(node_id) => self.reconcile_drain(&node_id),
             Timer::Workload(id) => self.on_workload(&id),
+            Timer::NodeGc(id, gen_) => {
+                if self.nodes.get(&id).is_some_and(|r| r.hb_gen == gen_) {
+                    self.gc_node(&id);
+                }
+            }
             Timer::Reregister(node_id) => {
                 if self.nodes.contains_key(&node_id) {
                     return;
@@ -1274,6 +1316,9 @@ impl Cluster {
         self.node_changed(node_id, idx, Some("NodeStreamEvent"));
         self.lose_allocs(node_id, "alloc is lost since its node is down");
         self.reconcile_drain(node_id);
+        // Automatic node GC after node_gc_threshold (24h) if still down.
+        let at = self.now + NODE_GC_THRESHOLD_NS;
+        self.timer(at, Timer::NodeGc(node_id.to_string(), gen_));
     }
 
     // ---- workload ----

@@ -551,3 +551,37 @@ async fn b15_purge() {
             .any(|a| a["JobID"] == "web" && a["ClientStatus"] == "running")
     );
 }
+
+/// 15 (GC part). Only `down` nodes whose allocations are all terminal are
+/// collected: at once with `PUT /v1/system/gc`, or after 24 h.
+#[tokio::test]
+async fn b15_node_gc() {
+    let t = start().await;
+    let n = t.nodes(json!({"count": 3})).await;
+    t.allocs(json!({"type": "batch", "node_id": n[0]})).await;
+    t.advance(1.0).await;
+    for id in &n[..2] {
+        t.post_ok(&format!("/sim/nodes/{id}/kill"), json!({})).await;
+    }
+    t.advance(21.0).await;
+    assert_eq!(t.node(&n[0]).await["Status"], "down");
+    let r = t.http.post(t.u("/v1/system/gc")).send().await.unwrap();
+    assert_eq!(r.status(), 405, "PUT only");
+    let r = t.http.put(t.u("/v1/system/gc")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
+    assert_eq!(
+        t.get(&format!("/v1/node/{}", n[0])).await.status(),
+        404,
+        "lost allocs are terminal"
+    );
+    assert_eq!(t.get(&format!("/v1/node/{}", n[1])).await.status(), 404);
+    // A ready node is never collected; a down one is, after 24 h.
+    t.post_ok(&format!("/sim/nodes/{}/kill", n[2]), json!({}))
+        .await;
+    t.advance(21.0).await;
+    t.advance(23.0 * 3600.0).await;
+    assert_eq!(t.node(&n[2]).await["Status"], "down");
+    t.advance(3600.0).await;
+    assert_eq!(t.get(&format!("/v1/node/{}", n[2])).await.status(), 404);
+}

@@ -464,6 +464,15 @@ async fn route_v1(
             }
             stream::events(app, req).await
         }
+        ["v1", "system", "gc"] => {
+            // PUT only (POST is 405), management token.
+            if method != Method::PUT {
+                return Err(ApiError::InvalidMethod);
+            }
+            authorize(app, req.headers(), Capability::Management)?;
+            app.write().force_gc();
+            Ok(Response::new(full(Bytes::new())))
+        }
         ["v1", "status", "leader"] => {
             if !is_get {
                 return Err(ApiError::InvalidMethod);
