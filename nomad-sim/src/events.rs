@@ -82,15 +82,8 @@ impl EventBroker {
             key: node.id.clone(),
             json,
         };
-        // One Raft index is one batch: append to the last batch if it has
-        // the same index.
-        if let Some(last) = self.buffer.back_mut()
-            && last.index == index
-            && let Some(b) = Arc::get_mut(last)
-        {
-            b.events.push(item);
-            return;
-        }
+        // One write here touches one node, so one batch per event. (Nomad
+        // groups all events of one Raft index into one batch.)
         let batch = Arc::new(Batch {
             index,
             events: vec![item],
@@ -102,9 +95,6 @@ impl EventBroker {
         let _ = self.tx.send(batch);
     }
 
-    /// Flushes a batch that was still open for appends to live subscribers.
-    /// Batches are sent when created; appends to the same index after that
-    /// are rare (only within one write) and reach only buffered replay.
     /// Subscribes and returns the buffered batches starting at `index`
     /// (N is included; if N is no longer buffered, the closest later one).
     pub fn subscribe(&self, index: u64) -> (Vec<Arc<Batch>>, broadcast::Receiver<Arc<Batch>>) {
