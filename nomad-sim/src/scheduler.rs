@@ -1,7 +1,9 @@
 //! A deliberately simple scheduler: places queued allocations on ready,
 //! eligible, non-draining nodes of the job's node pool that have a free slot,
-//! least-loaded first. Placements that do not fit stay queued (Nomad's
-//! "blocked evaluation") and are retried whenever the scheduler runs.
+//! least-loaded first. Placements that do not fit wait in a FIFO queue per
+//! node pool (Nomad's "blocked evaluation") and are retried whenever capacity
+//! may have appeared; a pool's queue stops at its first placement that does
+//! not fit, so a retry costs O(pools + placements), not O(queue).
 //! System jobs are placed per node by `state.rs`.
 
 use crate::state::{Cluster, Placement};
@@ -10,28 +12,46 @@ impl Cluster {
     /// Places as many queued allocations as capacity allows.
     pub fn schedule_pending(&mut self) -> usize {
         let mut placed = 0;
-        let n = self.queue.len();
-        let mut keep = std::collections::VecDeque::with_capacity(n);
-        // Pools found full in this pass: skip the rest of their queue.
-        let mut full: std::collections::HashSet<String> = Default::default();
-        while let Some(p) = self.queue.pop_front() {
-            if full.contains(&p.job.node_pool) && p.node.is_none() {
-                keep.push_back(p);
-                continue;
-            }
-            match self.place_one(&p) {
-                Some(_) => placed += 1,
-                None => {
-                    if p.node.is_none() && p.job.datacenters.iter().any(|d| d == "*") {
-                        full.insert(p.job.node_pool.clone());
-                    }
-                    keep.push_back(p);
+        let pools: Vec<String> = self
+            .queue
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for pool in pools {
+            loop {
+                let Some(p) = self.queue.get_mut(&pool).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                if self.place_one(&p).is_some() {
+                    placed += 1;
+                } else {
+                    self.queue.get_mut(&pool).unwrap().push_front(p);
+                    break;
                 }
             }
         }
-        self.queue = keep;
+        if !self.pinned.is_empty() {
+            let pinned = std::mem::take(&mut self.pinned);
+            for p in pinned {
+                let gone = p.node.as_ref().is_some_and(|n| !self.nodes.contains_key(n));
+                if gone {
+                    continue; // the node was purged: nothing to wait for
+                }
+                if self.place_one(&p).is_some() {
+                    placed += 1;
+                } else {
+                    self.pinned.push(p);
+                }
+            }
+        }
         self.sched_dirty = false;
         placed
+    }
+
+    /// Placements waiting for capacity.
+    pub fn blocked(&self) -> usize {
+        self.queue.values().map(|q| q.len()).sum::<usize>() + self.pinned.len()
     }
 
     /// Places one allocation now, or returns `None` when nothing fits.
