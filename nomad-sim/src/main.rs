@@ -69,6 +69,10 @@ async fn main() {
         )
         .init();
     let a = Args::parse();
+    if !(a.time_scale >= 0.0 && a.time_scale.is_finite()) {
+        eprintln!("nomad-sim: --time-scale must be a number >= 0");
+        std::process::exit(2);
+    }
     let mut tokens = Vec::new();
     for t in &a.acl_tokens {
         let Some((secret, policy)) = t.split_once('=') else {

@@ -451,6 +451,7 @@ impl Cluster {
             ("cpu.totalcompute", "8000"),
             ("driver.docker", "1"),
             ("driver.exec", "1"),
+            ("driver.raw_exec", "1"),
             ("kernel.name", "linux"),
             ("kernel.version", "6.8.0-1019-aws"),
             ("memory.totalbytes", "16571674624"),

@@ -474,6 +474,8 @@ pub struct Allocation {
 }
 
 static ALLOC_RESOURCES: OnceLock<Value> = OnceLock::new();
+static SHARED_RESOURCES: OnceLock<Value> = OnceLock::new();
+static TASK_RESOURCES: OnceLock<Value> = OnceLock::new();
 static ALLOC_METRICS: OnceLock<Value> = OnceLock::new();
 
 fn alloc_resources() -> &'static Value {
@@ -516,9 +518,9 @@ struct AllocationWire<'a> {
     #[serde(rename = "Resources")]
     resources: &'static Value,
     #[serde(rename = "SharedResources")]
-    shared_resources: Value,
+    shared_resources: &'static Value,
     #[serde(rename = "TaskResources")]
-    task_resources: Value,
+    task_resources: &'static Value,
     #[serde(rename = "Metrics")]
     metrics: &'static Value,
     #[serde(rename = "DesiredStatus")]
@@ -631,8 +633,11 @@ impl Allocation {
             job: with_job.then(|| self.job.to_json()),
             task_group: &self.task_group,
             resources: alloc_resources(),
-            shared_resources: json!({"CPU": 0, "DiskMB": 300, "MemoryMB": 0, "Networks": null}),
-            task_resources: json!({"task": {"CPU": 100, "DiskMB": 0, "MemoryMB": 300, "Networks": null}}),
+            shared_resources: SHARED_RESOURCES
+                .get_or_init(|| json!({"CPU": 0, "DiskMB": 300, "MemoryMB": 0, "Networks": null})),
+            task_resources: TASK_RESOURCES.get_or_init(
+                || json!({"task": {"CPU": 100, "DiskMB": 0, "MemoryMB": 300, "Networks": null}}),
+            ),
             metrics: alloc_metrics(),
             desired_status: &self.desired_status,
             desired_description: &self.desired_description,
@@ -813,7 +818,9 @@ pub fn default_drivers(ts: &str) -> Shared {
                    "Detected": true, "HealthDescription": "Healthy", "Healthy": true, "UpdateTime": ts},
         "exec": {"Attributes": {"driver.exec": "true"},
                  "Detected": true, "HealthDescription": "Healthy", "Healthy": true, "UpdateTime": ts},
-        "raw_exec": {"Attributes": null,
-                 "Detected": false, "HealthDescription": "disabled", "Healthy": false, "UpdateTime": ts}
+        "raw_exec": {"Attributes": {"driver.raw_exec": "true"},
+                 "Detected": true, "HealthDescription": "Healthy", "Healthy": true, "UpdateTime": ts},
+        "java": {"Attributes": null,
+                 "Detected": false, "HealthDescription": "", "Healthy": false, "UpdateTime": ts}
     })))
 }

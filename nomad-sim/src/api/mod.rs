@@ -12,7 +12,7 @@ mod stream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -519,8 +519,4 @@ pub fn paginate<T>(items: Vec<(String, T)>, q: &Query) -> (Vec<T>, Option<String
         it.truncate(pp);
     }
     (it.into_iter().map(|(_, t)| t).collect(), next)
-}
-
-pub fn now_instant() -> Instant {
-    Instant::now()
 }
