@@ -722,10 +722,36 @@ impl Allocation {
 /// `api.DrainSpec`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DrainSpec {
-    #[serde(rename = "Deadline")]
+    /// Go decodes a missing or null field as zero (no deadline); so do we.
+    #[serde(rename = "Deadline", default, deserialize_with = "null_as_zero")]
     pub deadline: i64,
     #[serde(rename = "IgnoreSystemJobs", default)]
     pub ignore_system_jobs: bool,
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or(0))
+}
+
+/// Go's `encoding/json` matches object keys to struct fields
+/// case-insensitively; Nomad decodes request bodies with it. Renames keys of
+/// `v` (not of nested maps such as `Meta`) to the canonical field names.
+pub fn canonical_keys(v: &mut Value, fields: &[&str], nested: &[(&str, &[&str])]) {
+    let Value::Object(m) = v else {
+        return;
+    };
+    let old = std::mem::take(m);
+    for (k, mut val) in old {
+        let name = fields
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(&k))
+            .map(|f| f.to_string())
+            .unwrap_or(k);
+        if let Some((_, sub)) = nested.iter().find(|(n, _)| *n == name) {
+            canonical_keys(&mut val, sub, &[]);
+        }
+        m.insert(name, val);
+    }
 }
 
 /// `api.NodeUpdateDrainRequest`. Unknown fields are ignored, as Go does.

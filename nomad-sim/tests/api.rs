@@ -689,3 +689,36 @@ async fn finish_and_fail_allocations() {
     assert!(stub.get("Job").is_none());
     assert_eq!(stub["JobType"], "batch");
 }
+
+/// Bodies decode like Go's encoding/json: keys match case-insensitively and
+/// a missing or null `Deadline` is zero (no deadline).
+#[tokio::test]
+async fn request_bodies_decode_like_go() {
+    let t = start().await;
+    let n = t.nodes(json!({"count": 2})).await;
+    t.allocs(json!({"type": "batch", "node_id": n[0]})).await;
+    t.advance(1.0).await;
+    t.post_ok(
+        &format!("/v1/node/{}/drain", n[0]),
+        json!({"drainspec": {"deadline": null}, "meta": {"Keep": "Case"}}),
+    )
+    .await;
+    let node = t.node(&n[0]).await;
+    assert_eq!(node["DrainStrategy"]["Deadline"], 0);
+    assert_eq!(node["LastDrain"]["Meta"], json!({"Keep": "Case"}));
+    t.post_ok(
+        &format!("/v1/node/{}/eligibility", n[1]),
+        json!({"eligibility": "ineligible"}),
+    )
+    .await;
+    assert_eq!(t.node(&n[1]).await["SchedulingEligibility"], "ineligible");
+    let (s, _, _) = plain(
+        t.post(
+            &format!("/v1/node/{}/drain", n[1]),
+            json!({"DrainSpec": {"Deadline": "1h"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s.as_u16(), 400);
+}

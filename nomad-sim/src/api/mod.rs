@@ -385,6 +385,8 @@ pub fn authorize(
 /// Reads a request body for a write endpoint (Nomad's `decodeBody`).
 pub async fn read_body<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
+    fields: &[&str],
+    nested: &[(&str, &[&str])],
 ) -> Result<T, ApiError> {
     let bytes = req
         .into_body()
@@ -395,7 +397,10 @@ pub async fn read_body<T: serde::de::DeserializeOwned>(
     if bytes.is_empty() {
         return Err(ApiError::BadRequest("Request body is empty".into()));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    crate::wire::canonical_keys(&mut v, fields, nested);
+    serde_json::from_value(v).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 async fn route_v1(

@@ -216,7 +216,12 @@ pub(super) async fn drain(
     let headers = req.headers().clone();
     let q = parse_query(app, req.uri().query())?;
     let _ = q;
-    let body: DrainRequest = read_body(req).await?;
+    let body: DrainRequest = read_body(
+        req,
+        &["DrainSpec", "MarkEligible", "Meta", "NodeID"],
+        &[("DrainSpec", &["Deadline", "IgnoreSystemJobs"])],
+    )
+    .await?;
     let ident = authorize(app, &headers, Capability::NodeWrite)?;
     let out = app.write().update_drain(id, &body, &accessor(&ident))?;
     Ok(write_resp(&out, out.index))
@@ -229,7 +234,7 @@ pub(super) async fn eligibility(
 ) -> Result<Resp, ApiError> {
     let headers = req.headers().clone();
     parse_query(app, req.uri().query())?;
-    let body: EligibilityRequest = read_body(req).await?;
+    let body: EligibilityRequest = read_body(req, &["Eligibility", "NodeID"], &[]).await?;
     authorize(app, &headers, Capability::NodeWrite)?;
     // A non-empty NodeID in the body overrides the path.
     let node_id = body
