@@ -76,14 +76,14 @@ port_of() { [[ -s $RUN_DIR/$1.port ]] && cat "$RUN_DIR/$1.port"; }
 etcd_healthy() {
   local port
   pid_alive etcd >/dev/null && port=$(port_of etcd) || return 1
-  curl -fsS --max-time 2 "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"health":"true"'
+  curl -fsS --max-time 5 "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"health":"true"'
 }
 
 apiserver_healthy() {
   local port
   pid_alive kube-apiserver >/dev/null && port=$(port_of kube-apiserver) || return 1
   [[ -f $PKI_DIR/ca.crt && -f $PKI_DIR/admin.crt && -f $PKI_DIR/admin.key ]] || return 1
-  [[ $(curl -fsS --max-time 3 --cacert "$PKI_DIR/ca.crt" \
+  [[ $(curl -fsS --max-time 5 --cacert "$PKI_DIR/ca.crt" \
         --cert "$PKI_DIR/admin.crt" --key "$PKI_DIR/admin.key" \
         "https://127.0.0.1:$port/readyz" 2>/dev/null) == ok ]]
 }
@@ -91,8 +91,16 @@ apiserver_healthy() {
 moto_healthy() {
   local port
   pid_alive moto >/dev/null && port=$(port_of moto) || return 1
-  [[ $(curl -sS --max-time 2 -o /dev/null -w '%{http_code}' \
+  [[ $(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' \
         "http://127.0.0.1:$port/moto-api/" 2>/dev/null) == 200 ]]
+}
+
+# A zombie keeps its /proc entry but has an empty cmdline: gone for our
+# purposes. (Files in /proc report size 0, so test the content, not -s.)
+proc_running() {
+  local cmd
+  cmd=$(tr -d '\0' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  [[ -n $cmd ]]
 }
 
 # Stops one component by its pid file, whole process group (setsid made the
@@ -104,12 +112,10 @@ stop_component() {
     log "stopping $name (pid $pid)"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 150; i++)); do
-      [[ -d /proc/$pid ]] || break
-      # A zombie has no cmdline; it is gone for our purposes.
-      [[ -s /proc/$pid/cmdline ]] || break
+      proc_running "$pid" || break
       sleep 0.1
     done
-    if [[ -s /proc/$pid/cmdline ]]; then
+    if proc_running "$pid"; then
       log "$name did not stop within 15s, sending SIGKILL"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     fi
