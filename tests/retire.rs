@@ -17,14 +17,24 @@ async fn busy_everywhere(w: &World) -> Vec<(String, String)> {
     let mut out = vec![];
     for n in w.ready_nodes().await {
         let id = n["id"].as_str().unwrap().to_string();
-        let alloc = w.sim.batch_on(&id, &format!("ci-build-{}", &id[..8]), None).await;
+        let alloc = w
+            .sim
+            .batch_on(&id, &format!("ci-build-{}", &id[..8]), None)
+            .await;
         out.push((id, alloc));
     }
     out
 }
 
 async fn setup(test: &str, size: i32) -> World {
-    let mut w = World::new(test, WorldOptions { size, ..Default::default() }).await;
+    let mut w = World::new(
+        test,
+        WorldOptions {
+            size,
+            ..Default::default()
+        },
+    )
+    .await;
     w.create_aws_secret().await;
     w.start_operator().await;
     w
@@ -34,12 +44,19 @@ async fn setup(test: &str, size: i32) -> World {
 async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {
     let w = setup("scale-in", 4).await;
     let jobs = busy_everywhere(&w).await;
-    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}))).await;
+    w.apply_pool(&w.pool_manifest(
+        "pool",
+        json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}),
+    ))
+    .await;
 
     // Two clients drain; their jobs keep them (and their VMs) alive.
     let st = w
         .wait_status("pool", "two clients draining", T, |s| {
-            s.retiring.len() == 2 && s.retiring.iter().all(|r| r.phase == RetirePhase::Draining && r.allocations_left == 1)
+            s.retiring.len() == 2
+                && s.retiring
+                    .iter()
+                    .all(|r| r.phase == RetirePhase::Draining && r.allocations_left == 1)
         })
         .await;
     for r in &st.retiring {
@@ -59,17 +76,26 @@ async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {
     }
     let st = w
         .wait_status("pool", "pool settled at 2", T, |s| {
-            s.retiring.is_empty() && s.retired_total == 2 && condition(s, "Ready").is_some_and(|c| c.status == "True")
+            s.retiring.is_empty()
+                && s.retired_total == 2
+                && condition(s, "Ready").is_some_and(|c| c.status == "True")
         })
         .await;
     assert_eq!(st.desired_nodes, Some(2));
     let g = w.group().await;
     assert_eq!(g.desired, 2);
     assert_eq!(g.instances.len(), 2);
-    let retired: Vec<&String> = jobs.iter().map(|(n, _)| n).filter(|n| !st.retiring.iter().any(|r| &&r.node_id == n)).collect();
+    let retired: Vec<&String> = jobs
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !st.retiring.iter().any(|r| &&r.node_id == n))
+        .collect();
     assert_eq!(retired.len(), 4);
     // The purged nodes are gone from Nomad; the survivors still run their jobs.
-    wait_for("purged nodes to leave Nomad", T, || async { (w.sim.nodes().await.len() == 2).then_some(()) }).await;
+    wait_for("purged nodes to leave Nomad", T, || async {
+        (w.sim.nodes().await.len() == 2).then_some(())
+    })
+    .await;
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
@@ -78,9 +104,19 @@ async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {
 async fn raising_replicas_cancels_drains_before_growing_the_group() {
     let w = setup("scale-up", 4).await;
     busy_everywhere(&w).await;
-    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}))).await;
+    w.apply_pool(&w.pool_manifest(
+        "pool",
+        json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}),
+    ))
+    .await;
     let st = w
-        .wait_status("pool", "two draining", T, |s| s.retiring.iter().filter(|r| r.phase == RetirePhase::Draining).count() == 2)
+        .wait_status("pool", "two draining", T, |s| {
+            s.retiring
+                .iter()
+                .filter(|r| r.phase == RetirePhase::Draining)
+                .count()
+                == 2
+        })
         .await;
     let draining: Vec<String> = st.retiring.iter().map(|r| r.node_id.clone()).collect();
 
@@ -91,11 +127,20 @@ async fn raising_replicas_cancels_drains_before_growing_the_group() {
     .await;
     let nodes = w.sim.nodes().await;
     for id in &draining {
-        let n = nodes.iter().find(|n| n["id"] == id.as_str()).expect("cancelled node still exists");
-        assert_eq!(n["eligibility"], "eligible", "a cancelled retirement returns the node to service: {n}");
+        let n = nodes
+            .iter()
+            .find(|n| n["id"] == id.as_str())
+            .expect("cancelled node still exists");
+        assert_eq!(
+            n["eligibility"], "eligible",
+            "a cancelled retirement returns the node to service: {n}"
+        );
         assert_eq!(n["draining"], false);
     }
-    wait_for("the fifth client to join", T, || async { (w.ready_nodes().await.len() == 5).then_some(()) }).await;
+    wait_for("the fifth client to join", T, || async {
+        (w.ready_nodes().await.len() == 5).then_some(())
+    })
+    .await;
     assert_eq!(w.group().await.desired, 5);
     w.sim.assert_no_violations().await;
     w.cleanup().await;
@@ -106,12 +151,19 @@ async fn explicit_retire_with_replacement_keeps_the_group_size() {
     let w = setup("replace", 3).await;
     let victim = w.ready_nodes().await[0].clone();
     let instance = victim["instance_id"].as_str().unwrap().to_string();
-    w.apply_pool(&w.pool_manifest("pool", json!({"retire": [{"instanceID": instance}]}))).await;
-    w.wait_status("pool", "replacement retired", T, |s| s.retired_total == 1 && s.retiring.is_empty()).await;
+    w.apply_pool(&w.pool_manifest("pool", json!({"retire": [{"instanceID": instance}]})))
+        .await;
+    w.wait_status("pool", "replacement retired", T, |s| {
+        s.retired_total == 1 && s.retiring.is_empty()
+    })
+    .await;
     let g = w.group().await;
     assert_eq!(g.desired, 3, "replace: the group launches a new VM");
     assert!(!g.instances.iter().any(|i| i.id == instance));
-    wait_for("the replacement to join", T, || async { (w.ready_nodes().await.len() == 3).then_some(()) }).await;
+    wait_for("the replacement to join", T, || async {
+        (w.ready_nodes().await.len() == 3).then_some(())
+    })
+    .await;
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
@@ -120,9 +172,12 @@ async fn explicit_retire_with_replacement_keeps_the_group_size() {
 async fn drain_deadline_lets_nomad_stop_stuck_jobs_then_retires() {
     let w = setup("deadline", 2).await;
     busy_everywhere(&w).await;
-    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 1, "drain": {"deadline": "2s"}}))).await;
+    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 1, "drain": {"deadline": "2s"}})))
+        .await;
     let st = w
-        .wait_status("pool", "retired after the deadline", T, |s| s.retired_total == 1 && s.retiring.is_empty())
+        .wait_status("pool", "retired after the deadline", T, |s| {
+            s.retired_total == 1 && s.retiring.is_empty()
+        })
         .await;
     assert_eq!(st.desired_nodes, Some(1));
     assert_eq!(w.group().await.desired, 1);
@@ -134,19 +189,41 @@ async fn drain_deadline_lets_nomad_stop_stuck_jobs_then_retires() {
 #[tokio::test(flavor = "multi_thread")]
 async fn paused_pool_starts_nothing_and_dry_run_only_plans() {
     let w = setup("pause", 3).await;
-    w.apply_pool(&w.pool_manifest("paused", json!({"replicas": 1, "disruption": {"paused": true}}))).await;
+    w.apply_pool(&w.pool_manifest(
+        "paused",
+        json!({"replicas": 1, "disruption": {"paused": true}}),
+    ))
+    .await;
     let st = w
-        .wait_status("paused", "Paused reported", T, |s| condition(s, "Progressing").is_some_and(|c| c.reason == "Paused"))
+        .wait_status("paused", "Paused reported", T, |s| {
+            condition(s, "Progressing").is_some_and(|c| c.reason == "Paused")
+        })
         .await;
     assert!(st.retiring.is_empty());
 
-    w.pools().delete("paused", &Default::default()).await.unwrap();
-    w.apply_pool(&w.pool_manifest("dry", json!({"replicas": 1, "disruption": {"dryRun": true}}))).await;
-    let st = w.wait_status("dry", "a dry-run plan", T, |s| s.plan.len() == 2).await;
+    w.pools()
+        .delete("paused", &Default::default())
+        .await
+        .unwrap();
+    w.apply_pool(&w.pool_manifest(
+        "dry",
+        json!({"replicas": 1, "disruption": {"dryRun": true, "maxUnavailable": 2}}),
+    ))
+    .await;
+    let st = w
+        .wait_status("dry", "a dry-run plan", T, |s| s.plan.len() == 2)
+        .await;
     assert!(st.retiring.is_empty());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(w.group().await.desired, 3);
-    assert!(w.sim.nodes().await.iter().all(|n| n["eligibility"] == "eligible"), "dry run touches nothing");
+    assert!(
+        w.sim
+            .nodes()
+            .await
+            .iter()
+            .all(|n| n["eligibility"] == "eligible"),
+        "dry run touches nothing"
+    );
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
@@ -167,18 +244,35 @@ async fn nomad_permission_denied_and_unreachable_show_as_conditions() {
     .await;
     let mut w = w;
     w.create_aws_secret().await;
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(w.client.clone(), &w.namespace);
-    let s = serde_json::from_value(json!({"metadata": {"name": "nomad"}, "stringData": {"token": "wrong-token"}})).unwrap();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), &w.namespace);
+    let s = serde_json::from_value(
+        json!({"metadata": {"name": "nomad"}, "stringData": {"token": "wrong-token"}}),
+    )
+    .unwrap();
     secrets.create(&Default::default(), &s).await.unwrap();
     w.start_operator().await;
-    w.apply_pool(&w.pool_manifest("denied", json!({"replicas": 0, "nomad": {"tokenSecretRef": {"name": "nomad"}}}))).await;
+    w.apply_pool(&w.pool_manifest(
+        "denied",
+        json!({"replicas": 0, "nomad": {"tokenSecretRef": {"name": "nomad"}}}),
+    ))
+    .await;
     let st = w
-        .wait_status("denied", "Unauthorized", T, |s| condition(s, "Degraded").is_some_and(|c| c.reason == "Unauthorized"))
+        .wait_status("denied", "Unauthorized", T, |s| {
+            condition(s, "Degraded").is_some_and(|c| c.reason == "Unauthorized")
+        })
         .await;
     let msg = &condition(&st, "Degraded").unwrap().message;
-    assert!(!msg.contains("wrong-token"), "a token must never appear in status: {msg}");
+    assert!(
+        !msg.contains("wrong-token"),
+        "a token must never appear in status: {msg}"
+    );
 
-    w.apply_pool(&w.pool_manifest("unreachable", json!({"nomad": {"address": "http://127.0.0.1:9"}}))).await;
+    w.apply_pool(&w.pool_manifest(
+        "unreachable",
+        json!({"nomad": {"address": "http://127.0.0.1:9"}}),
+    ))
+    .await;
     w.wait_status("unreachable", "NomadUnreachable", T, |s| {
         condition(s, "Degraded").is_some_and(|c| c.reason == "NomadUnreachable")
     })
@@ -197,20 +291,51 @@ async fn preflight_refuses_when_terminate_is_suspended_or_at_min_size() {
         .send()
         .await
         .unwrap();
-    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 1}))).await;
-    let st = w
-        .wait_status("pool", "PreflightFailed", T, |s| condition(s, "Degraded").is_some_and(|c| c.reason == "PreflightFailed"))
+    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 1})))
         .await;
-    assert!(condition(&st, "Degraded").unwrap().message.contains("Terminate"), "{st:?}");
-    assert!(st.retiring.is_empty(), "nothing is drained that the cloud would refuse to remove");
-    assert!(w.sim.nodes().await.iter().all(|n| n["eligibility"] == "eligible"));
+    let st = w
+        .wait_status("pool", "PreflightFailed", T, |s| {
+            condition(s, "Degraded").is_some_and(|c| c.reason == "PreflightFailed")
+        })
+        .await;
+    assert!(
+        condition(&st, "Degraded")
+            .unwrap()
+            .message
+            .contains("Terminate"),
+        "{st:?}"
+    );
+    assert!(
+        st.retiring.is_empty(),
+        "nothing is drained that the cloud would refuse to remove"
+    );
+    assert!(
+        w.sim
+            .nodes()
+            .await
+            .iter()
+            .all(|n| n["eligibility"] == "eligible")
+    );
 
     // Resume Terminate but raise MinSize to the current size: still refused.
-    w.asg.resume_processes().auto_scaling_group_name(&w.group).scaling_processes("Terminate").send().await.unwrap();
-    w.asg.update_auto_scaling_group().auto_scaling_group_name(&w.group).min_size(2).send().await.unwrap();
+    w.asg
+        .resume_processes()
+        .auto_scaling_group_name(&w.group)
+        .scaling_processes("Terminate")
+        .send()
+        .await
+        .unwrap();
+    w.asg
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(&w.group)
+        .min_size(2)
+        .send()
+        .await
+        .unwrap();
     let st = w
         .wait_status("pool", "MinSize refusal", T, |s| {
-            condition(s, "Degraded").is_some_and(|c| c.reason == "PreflightFailed" && c.message.contains("min"))
+            condition(s, "Degraded")
+                .is_some_and(|c| c.reason == "PreflightFailed" && c.message.contains("min"))
         })
         .await;
     assert!(st.retiring.is_empty());
@@ -222,9 +347,12 @@ async fn preflight_refuses_when_terminate_is_suspended_or_at_min_size() {
 async fn restarted_controller_adopts_the_drain_and_never_decrements_twice() {
     let mut w = setup("restart", 3).await;
     let jobs = busy_everywhere(&w).await;
-    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2}))).await;
+    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
+        .await;
     let st = w
-        .wait_status("pool", "one draining", T, |s| s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Draining)
+        .wait_status("pool", "one draining", T, |s| {
+            s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Draining
+        })
         .await;
     let node = st.retiring[0].node_id.clone();
 
@@ -234,7 +362,10 @@ async fn restarted_controller_adopts_the_drain_and_never_decrements_twice() {
     w.sim.finish(alloc).await;
     w.start_operator().await;
 
-    w.wait_status("pool", "retired after restart", T, |s| s.retired_total == 1 && s.retiring.is_empty()).await;
+    w.wait_status("pool", "retired after restart", T, |s| {
+        s.retired_total == 1 && s.retiring.is_empty()
+    })
+    .await;
     let g = w.group().await;
     assert_eq!(g.desired, 2, "exactly one decrement");
     assert_eq!(g.instances.len(), 2);
@@ -247,10 +378,25 @@ async fn deleting_a_pool_returns_cordoned_nodes_and_terminates_nothing() {
     let w = setup("delete", 3).await;
     busy_everywhere(&w).await;
     // Budget 1 and all busy: one drains, nothing else is touched.
-    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 1, "disruption": {"maxUnavailable": 1}}))).await;
-    w.wait_status("pool", "one draining", T, |s| s.retiring.iter().any(|r| r.phase == RetirePhase::Draining)).await;
+    w.apply_pool(&w.pool_manifest(
+        "pool",
+        json!({"replicas": 1, "disruption": {"maxUnavailable": 1}}),
+    ))
+    .await;
+    w.wait_status("pool", "one draining", T, |s| {
+        s.retiring.iter().any(|r| r.phase == RetirePhase::Draining)
+    })
+    .await;
     w.pools().delete("pool", &Default::default()).await.unwrap();
-    wait_for("pool gone", T, || async { w.pools().get_opt("pool").await.unwrap().is_none().then_some(()) }).await;
+    wait_for("pool gone", T, || async {
+        w.pools()
+            .get_opt("pool")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
     let g = w.group().await;
     assert_eq!(g.desired, 3, "deleting a pool never terminates VMs");
     w.sim.assert_no_violations().await;

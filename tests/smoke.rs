@@ -38,7 +38,10 @@ async fn api_server_rejects_a_pool_that_violates_the_schema() {
                  "replicas": "three"}
     }))
     .unwrap();
-    let err = api.create(&PostParams::default(), &bad).await.expect_err("a string replicas must be rejected");
+    let err = api
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("a string replicas must be rejected");
     assert!(err.to_string().contains("spec.replicas"), "{err}");
     delete_namespace(&client, &ns).await;
 }
@@ -48,20 +51,34 @@ async fn token_request_works_and_rbac_denies_an_unprivileged_account() {
     let client = kube_client().await;
     let ns = create_namespace(&client, "rbac").await;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
     sas.create(&PostParams::default(), &sa).await.unwrap();
-    let req: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}})).unwrap();
-    let token = sas.create_token_request("nobody", &PostParams::default(), &req).await.expect("TokenRequest");
+    let req: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+            .unwrap();
+    let token = sas
+        .create_token_request("nobody", &PostParams::default(), &req)
+        .await
+        .expect("TokenRequest");
     let token = token.status.expect("token status").token;
     assert!(!token.is_empty());
 
     // Same server and CA as the admin kubeconfig, but only the account's token.
     let kubeconfig = kube::config::Kubeconfig::read_from(env_var("KUBECONFIG")).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
     let as_sa = Client::try_from(config).unwrap();
     let pods: Api<Pod> = Api::namespaced(as_sa, &ns);
-    let err = pods.list(&ListParams::default()).await.expect_err("RBAC must deny listing pods");
+    let err = pods
+        .list(&ListParams::default())
+        .await
+        .expect_err("RBAC must deny listing pods");
     match err {
         kube::Error::Api(s) => assert_eq!(s.code, 403, "{s:?}"),
         other => panic!("expected 403, got {other}"),
@@ -77,15 +94,26 @@ async fn moto_serves_auto_scaling_groups_to_the_rust_sdk() {
     let g = describe_group(&asg, &name).await;
     assert_eq!(g.desired, 3);
     assert_eq!(g.instances.len(), 3);
-    assert!(g.instances.iter().all(|i| i.lifecycle == "InService"), "{g:?}");
+    assert!(
+        g.instances.iter().all(|i| i.lifecycle == "InService"),
+        "{g:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn simulator_answers_the_operators_nomad_client() {
     let sim = Sim::start(SimOptions::default()).await;
-    sim.post("/sim/nodes", json!({"count": 3, "node_pool": "ci"})).await;
-    let nomad = NomadClient::new(NomadConfig { address: sim.url.clone(), ..Default::default() }).unwrap();
-    let nodes = nomad.list_nodes(Some(r#"NodePool == "ci""#), &QueryOptions::default()).await.unwrap();
+    sim.post("/sim/nodes", json!({"count": 3, "node_pool": "ci"}))
+        .await;
+    let nomad = NomadClient::new(NomadConfig {
+        address: sim.url.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let nodes = nomad
+        .list_nodes(Some(r#"NodePool == "ci""#), &QueryOptions::default())
+        .await
+        .unwrap();
     assert_eq!(nodes.value.len(), 3);
     assert!(nodes.index > 0);
     // A blocking query returns as soon as a node changes.
@@ -95,12 +123,23 @@ async fn simulator_answers_the_operators_nomad_client() {
         let nomad = nomad.clone();
         async move {
             nomad
-                .list_nodes(None, &QueryOptions { index, wait: Some(Duration::from_secs(30)), stale: false })
+                .list_nodes(
+                    None,
+                    &QueryOptions {
+                        index,
+                        wait: Some(Duration::from_secs(30)),
+                        stale: false,
+                    },
+                )
                 .await
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     nomad.set_eligibility(&id, false).await.unwrap();
-    let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("blocking query woke").unwrap().unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("blocking query woke")
+        .unwrap()
+        .unwrap();
     assert!(woke.index > index);
 }

@@ -38,7 +38,7 @@ const GO_DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms
     printcolumn(name = "Terminating", type_ = "integer", json_path = ".status.terminatingNodes", description = "Clients whose VM is being terminated"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the pool is or is not Ready"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!has(self.spec.replicas) || self.spec.retire.all(r, r.replace)").message("retire[].replace: false needs spec.replicas unset: with replicas set the pool grows back to replicas; lower replicas instead"),
+    validation = Rule::new("!has(self.spec.replicas) || !has(self.spec.retire) || self.spec.retire.all(r, r.replace)").message("retire[].replace: false needs spec.replicas unset: with replicas set the pool grows back to replicas; lower replicas instead"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NomadClientPoolSpec {
@@ -210,7 +210,11 @@ pub struct RetireTarget {
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')").message("retire[].nodeID must be a full Nomad node UUID"))]
     pub node_id: Option<String>,
     /// Cloud instance ID, e.g. `i-0123456789abcdef0`.
-    #[serde(default, rename = "instanceID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "instanceID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_id: Option<String>,
     /// Replace the VM (the group launches a new one) instead of shrinking the
     /// group by one.
@@ -351,7 +355,11 @@ pub struct RetiringNode {
     /// Nomad node name.
     pub node_name: String,
     /// Cloud instance ID, once known.
-    #[serde(default, rename = "instanceID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "instanceID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_id: Option<String>,
     /// Where the client is in the retire lifecycle.
     pub phase: RetirePhase,
@@ -399,7 +407,9 @@ pub struct PlannedRetirement {
 }
 
 /// Phases of a retirement, in order. Each is recorded before its action runs.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum RetirePhase {
     /// Chosen; about to be made ineligible.
     Selected,

@@ -321,7 +321,10 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         return Ok(Requeue::requeue(ctx.backoff(&pool)));
     }
     ctx.note_success(&pool);
-    let busy = !planned.retiring.is_empty() || !planned.actions.is_empty();
+    // The cloud group is not watched: while anything waits on it (a retirement
+    // in flight, a pre-flight refusal, a budget), re-read it soon.
+    let busy =
+        !planned.retiring.is_empty() || !planned.actions.is_empty() || !planned.blockers.is_empty();
     Ok(Requeue::requeue(if busy { ACTIVE_RESYNC } else { RESYNC }))
 }
 

@@ -50,22 +50,33 @@ pub fn env() -> &'static HashMap<String, String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let dir = std::env::var("NPO_TESTENV_DIR").unwrap_or_else(|_| root.join("target/testenv").display().to_string());
-        let text = std::fs::read_to_string(Path::new(&dir).join("env")).expect("tests/env/up.sh wrote no env file");
+        let dir = std::env::var("NPO_TESTENV_DIR")
+            .unwrap_or_else(|_| root.join("target/testenv").display().to_string());
+        let text = std::fs::read_to_string(Path::new(&dir).join("env"))
+            .expect("tests/env/up.sh wrote no env file");
         text.lines()
             .filter_map(|l| l.strip_prefix("export "))
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').trim_matches('"').to_string()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.trim_matches('\'').trim_matches('"').to_string(),
+                )
+            })
             .collect()
     })
 }
 
 pub fn env_var(key: &str) -> String {
-    env().get(key).cloned().unwrap_or_else(|| panic!("{key} missing from the test environment file"))
+    env()
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("{key} missing from the test environment file"))
 }
 
 pub async fn kube_client() -> Client {
-    let kubeconfig = Kubeconfig::read_from(env_var("KUBECONFIG")).expect("reading the admin kubeconfig");
+    let kubeconfig =
+        Kubeconfig::read_from(env_var("KUBECONFIG")).expect("reading the admin kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("admin kubeconfig");
@@ -74,15 +85,25 @@ pub async fn kube_client() -> Client {
 
 /// Install the committed CRD (what users apply) and wait until it is served.
 pub async fn install_crd(client: &Client) {
-    let yaml = std::fs::read_to_string(repo_root().join("crds/nomadclientpools.nomadpool.dev.yaml")).unwrap();
+    let yaml =
+        std::fs::read_to_string(repo_root().join("crds/nomadclientpools.nomadpool.dev.yaml"))
+            .unwrap();
     let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(CRD_NAME, &PatchParams::apply("npo-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("applying the CRD");
+    api.patch(
+        CRD_NAME,
+        &PatchParams::apply("npo-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("applying the CRD");
     wait_for("CRD established", Duration::from_secs(30), || async {
         let crd = api.get(CRD_NAME).await.ok()?;
-        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
         established.then_some(())
     })
     .await;
@@ -97,7 +118,9 @@ pub async fn create_namespace(client: &Client, prefix: &str) -> String {
     let name = unique(&format!("npo-{prefix}"));
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.expect("creating namespace");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("creating namespace");
     name
 }
 
@@ -118,7 +141,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -135,7 +161,13 @@ pub fn asg_client() -> AsgClient {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(moto_endpoint())
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "npo-tests"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "npo-tests",
+        ))
         .build();
     AsgClient::from_conf(config)
 }
@@ -181,7 +213,11 @@ pub async fn describe_group(asg: &AsgClient, name: &str) -> Group {
         .send()
         .await
         .expect("describing the group in moto");
-    let g = out.auto_scaling_groups().first().expect("group exists").clone();
+    let g = out
+        .auto_scaling_groups()
+        .first()
+        .expect("group exists")
+        .clone();
     Group {
         desired: g.desired_capacity().unwrap_or_default(),
         min: g.min_size().unwrap_or_default(),
@@ -190,7 +226,10 @@ pub async fn describe_group(asg: &AsgClient, name: &str) -> Group {
             .iter()
             .map(|i| Instance {
                 id: i.instance_id().unwrap_or_default().to_string(),
-                lifecycle: i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                lifecycle: i
+                    .lifecycle_state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
                 protected: i.protected_from_scale_in().unwrap_or(false),
             })
             .collect(),
@@ -213,7 +252,10 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        Self { acl_tokens: vec![], slots: 4 }
+        Self {
+            acl_tokens: vec![],
+            slots: 4,
+        }
     }
 }
 
@@ -230,15 +272,24 @@ impl Sim {
         };
         let sim = nomad_sim::serve(cfg).await.expect("starting nomad-sim");
         let url = sim.url();
-        Sim { sim, url, http: reqwest::Client::new() }
+        Sim {
+            sim,
+            url,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.url));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert!(status.is_success(), "{method} {path}: {status}: {text}");
@@ -255,7 +306,10 @@ impl Sim {
 
     /// Every node the simulator knows, as its control surface reports them.
     pub async fn nodes(&self) -> Vec<Value> {
-        self.get("/sim/nodes").await["nodes"].as_array().cloned().unwrap_or_default()
+        self.get("/sim/nodes").await["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Safety violations: nodes killed or purged with pending/running allocations.
@@ -280,7 +334,8 @@ impl Sim {
     }
 
     pub async fn finish(&self, alloc_id: &str) {
-        self.post(&format!("/sim/allocations/{alloc_id}/finish"), json!({})).await;
+        self.post(&format!("/sim/allocations/{alloc_id}/finish"), json!({}))
+            .await;
     }
 }
 
@@ -314,7 +369,12 @@ impl Bridge {
             let mut registered: HashSet<String> = HashSet::new();
             let mut killed: HashSet<String> = HashSet::new();
             loop {
-                let Ok(out) = asg.describe_auto_scaling_groups().auto_scaling_group_names(&group).send().await else {
+                let Ok(out) = asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&group)
+                    .send()
+                    .await
+                else {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 };
@@ -325,7 +385,9 @@ impl Bridge {
                     .map(|i| {
                         (
                             i.instance_id().unwrap_or_default().to_string(),
-                            i.lifecycle_state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                            i.lifecycle_state()
+                                .map(|s| s.as_str().to_string())
+                                .unwrap_or_default(),
                         )
                     })
                     .collect();
@@ -334,13 +396,22 @@ impl Bridge {
                     if alive && registered.insert(id.clone()) {
                         let body = json!({"count": 1, "node_pool": node_pool, "node_class": "linux",
                                           "instance_ids": [id], "availability_zone": "us-east-1a"});
-                        let _ = http.post(format!("{sim_url}/sim/nodes")).json(&body).send().await;
+                        let _ = http
+                            .post(format!("{sim_url}/sim/nodes"))
+                            .json(&body)
+                            .send()
+                            .await;
                     }
                 }
                 for id in registered.iter() {
-                    let gone = instances.get(id).is_none_or(|s| !matches!(s.as_str(), "InService" | "Pending" | "Standby"));
+                    let gone = instances
+                        .get(id)
+                        .is_none_or(|s| !matches!(s.as_str(), "InService" | "Pending" | "Standby"));
                     if gone && killed.insert(id.clone()) {
-                        let _ = http.post(format!("{sim_url}/sim/nodes/{id}/kill")).send().await;
+                        let _ = http
+                            .post(format!("{sim_url}/sim/nodes/{id}/kill"))
+                            .send()
+                            .await;
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -364,7 +435,11 @@ impl Operator {
         let dir = PathBuf::from(env_var("NPO_TESTENV_DIR")).join("logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("operator-{test}-{namespace}.log"));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nomad-pool-operator"))
             .args(["run", "--namespace", namespace])
             .env("KUBECONFIG", env_var("KUBECONFIG"))
@@ -412,7 +487,11 @@ pub struct WorldOptions {
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        Self { size: 4, min: 0, sim: SimOptions::default() }
+        Self {
+            size: 4,
+            min: 0,
+            sim: SimOptions::default(),
+        }
     }
 }
 
@@ -428,7 +507,16 @@ impl World {
         let group = unique(test);
         create_group(&asg, &group, opts.min, 50, opts.size).await;
         let bridge = Bridge::start(sim.url.clone(), group.clone(), "ci".into());
-        let world = World { client, namespace, sim, asg, group, bridge, operator: None, test: test.into() };
+        let world = World {
+            client,
+            namespace,
+            sim,
+            asg,
+            group,
+            bridge,
+            operator: None,
+            test: test.into(),
+        };
         let size = opts.size as usize;
         wait_for("clients to register", Duration::from_secs(20), || async {
             (world.ready_nodes().await.len() == size).then_some(())
@@ -461,32 +549,48 @@ impl World {
     }
 
     pub async fn create_aws_secret(&self) {
-        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &self.namespace);
         let s = serde_json::from_value(json!({
             "metadata": {"name": "aws"},
             "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
         }))
         .unwrap();
-        api.create(&PostParams::default(), &s).await.expect("creating the AWS Secret");
+        api.create(&PostParams::default(), &s)
+            .await
+            .expect("creating the AWS Secret");
     }
 
     pub async fn apply_pool(&self, manifest: &Value) {
         let name = manifest["metadata"]["name"].as_str().unwrap();
         self.pools()
-            .patch(name, &PatchParams::apply("npo-tests").force(), &Patch::Apply(manifest))
+            .patch(
+                name,
+                &PatchParams::apply("npo-tests").force(),
+                &Patch::Apply(manifest),
+            )
             .await
             .unwrap_or_else(|e| panic!("applying pool {name}: {e}"));
     }
 
     pub async fn patch_spec(&self, name: &str, spec: Value) {
         self.pools()
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
             .await
             .unwrap_or_else(|e| panic!("patching pool {name}: {e}"));
     }
 
     pub async fn status(&self, name: &str) -> NomadClientPoolStatus {
-        self.pools().get(name).await.unwrap().status.unwrap_or_default()
+        self.pools()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
     }
 
     /// Wait for the pool's status to satisfy `pred`, printing the operator's
@@ -508,7 +612,10 @@ impl World {
                 panic!(
                     "timed out after {timeout:?} waiting for {what}\nstatus: {}\noperator log:\n{}",
                     serde_json::to_string_pretty(&st).unwrap(),
-                    self.operator.as_ref().map(|o| o.log_tail()).unwrap_or_default()
+                    self.operator
+                        .as_ref()
+                        .map(|o| o.log_tail())
+                        .unwrap_or_default()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -549,6 +656,9 @@ pub fn merge(base: &mut Value, patch: Value) {
     }
 }
 
-pub fn condition<'a>(st: &'a NomadClientPoolStatus, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+pub fn condition<'a>(
+    st: &'a NomadClientPoolStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     st.conditions.iter().find(|c| c.type_ == type_)
 }
