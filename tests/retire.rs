@@ -402,3 +402,63 @@ async fn deleting_a_pool_returns_cordoned_nodes_and_terminates_nothing() {
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_that_lost_its_status_adopts_its_own_drain_from_nomad() {
+    let mut w = setup("adopt", 3).await;
+    let jobs = busy_everywhere(&w).await;
+    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
+        .await;
+    let st = w
+        .wait_status("pool", "one draining", T, |s| {
+            s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Draining
+        })
+        .await;
+    let node = st.retiring[0].node_id.clone();
+
+    // Crash, and the status is lost too: only Nomad's drain Meta remembers.
+    w.operator.as_mut().unwrap().kill().await;
+    w.pools()
+        .patch_status(
+            "pool",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"retiring": [], "conditions": []}})),
+        )
+        .await
+        .unwrap();
+    w.start_operator().await;
+    let st = w
+        .wait_status("pool", "the drain adopted", T, |s| {
+            s.retiring.len() == 1 && s.retiring[0].node_id == node
+        })
+        .await;
+    assert_eq!(
+        st.retiring[0].phase,
+        RetirePhase::Draining,
+        "adopted, not started again elsewhere"
+    );
+
+    let (_, alloc) = jobs.iter().find(|(n, _)| *n == node).unwrap();
+    w.sim.finish(alloc).await;
+    w.wait_status("pool", "retired", T, |s| {
+        s.retired_total == 1 && s.retiring.is_empty()
+    })
+    .await;
+    let g = w.group().await;
+    assert_eq!(g.desired, 2);
+    let others: Vec<_> = w
+        .sim
+        .nodes()
+        .await
+        .into_iter()
+        .filter(|n| n["id"] != node.as_str())
+        .collect();
+    assert!(
+        others
+            .iter()
+            .all(|n| n["eligibility"] == "eligible" && n["draining"] == false),
+        "{others:?}"
+    );
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}

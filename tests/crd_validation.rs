@@ -1,0 +1,172 @@
+//! Invalid specs are rejected by the real API server (schema and CEL rules),
+//! each with a message that says what to fix.
+
+mod support;
+
+use kube::Api;
+use kube::api::{DynamicObject, PostParams};
+use serde_json::{Value, json};
+use support::*;
+
+fn valid() -> Value {
+    json!({
+        "nomad": {"address": "https://nomad.example:4646"},
+        "selector": {"nodePool": "ci"},
+        "provider": {"awsAutoScalingGroup": {"name": "ci-clients", "region": "us-east-1"}},
+        "replicas": 3
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
+    let client = kube_client().await;
+    install_crd(&client).await;
+    let ns = create_namespace(&client, "validation").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource {
+            group: "nomadpool.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "nomadpool.dev/v1alpha1".into(),
+            kind: "NomadClientPool".into(),
+            plural: "nomadclientpools".into(),
+        },
+    );
+    let create = |name: &str, spec: Value| {
+        let api = api.clone();
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        async move { api.create(&PostParams::default(), &obj).await }
+    };
+
+    create("valid", valid())
+        .await
+        .expect("the baseline spec is valid");
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "empty-selector",
+            json!({"selector": {"nodePool": null}}),
+            "selector must set at least one of",
+        ),
+        (
+            "no-provider",
+            json!({"provider": {"awsAutoScalingGroup": null}}),
+            "provider must set exactly one of",
+        ),
+        (
+            "bad-address",
+            json!({"nomad": {"address": "nomad:4646"}}),
+            "nomad.address must be a URL",
+        ),
+        (
+            "tls-on-http",
+            json!({"nomad": {"address": "http://n:4646", "tls": {"serverName": "x"}}}),
+            "use an https:// address",
+        ),
+        (
+            "skip-and-ca",
+            json!({"nomad": {"tls": {"insecureSkipVerify": true, "caSecretRef": {"name": "ca"}}}}),
+            "remove one of them",
+        ),
+        (
+            "negative-replicas",
+            json!({"replicas": -1}),
+            "spec.replicas",
+        ),
+        (
+            "bad-deadline",
+            json!({"drain": {"deadline": "1 hour"}}),
+            "drain.deadline must be a positive Go duration",
+        ),
+        (
+            "zero-deadline",
+            json!({"drain": {"deadline": "0s"}}),
+            "drain.deadline must be a positive Go duration",
+        ),
+        (
+            "force-without-deadline",
+            json!({"drain": {"forceTerminateAfter": "5m"}}),
+            "set drain.deadline too",
+        ),
+        (
+            "zero-budget",
+            json!({"disruption": {"maxUnavailable": 0}}),
+            "disruption.maxUnavailable must be",
+        ),
+        (
+            "bad-percent",
+            json!({"disruption": {"maxUnavailable": "150%"}}),
+            "disruption.maxUnavailable must be",
+        ),
+        (
+            "bad-policy",
+            json!({"disruption": {"selectionPolicy": "Random"}}),
+            "LeastBusy",
+        ),
+        (
+            "retire-two-keys",
+            json!({"retire": [{"nodeName": "a", "instanceID": "i-1"}]}),
+            "exactly one of nodeName, nodeID or instanceID",
+        ),
+        (
+            "retire-no-key",
+            json!({"retire": [{"replace": true}]}),
+            "exactly one of nodeName, nodeID or instanceID",
+        ),
+        (
+            "retire-short-id",
+            json!({"retire": [{"nodeID": "abc"}]}),
+            "full Nomad node UUID",
+        ),
+        (
+            "retire-twice",
+            json!({"retire": [{"nodeName": "a"}, {"nodeName": "a"}]}),
+            "retire lists the same client twice",
+        ),
+        (
+            "shrink-with-replicas",
+            json!({"retire": [{"nodeName": "a", "replace": false}]}),
+            "lower replicas instead",
+        ),
+        (
+            "bad-region",
+            json!({"provider": {"awsAutoScalingGroup": {"region": "Virginia"}}}),
+            "must be an AWS region",
+        ),
+        (
+            "empty-group-name",
+            json!({"provider": {"awsAutoScalingGroup": {"name": ""}}}),
+            "spec.provider.awsAutoScalingGroup.name",
+        ),
+    ];
+    let mut failures = vec![];
+    for (name, patch, expected) in cases {
+        let mut spec = valid();
+        merge(&mut spec, patch);
+        strip_nulls(&mut spec);
+        match create(name, spec).await {
+            Ok(_) => failures.push(format!(
+                "{name}: accepted, expected rejection mentioning {expected:?}"
+            )),
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(expected) => {}
+            Err(e) => failures.push(format!(
+                "{name}: wrong rejection (expected {expected:?}): {e}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    delete_namespace(&client, &ns).await;
+}
+
+/// `null` in a patch means "remove the field", as in a JSON merge patch.
+fn strip_nulls(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|_, v| !v.is_null());
+        m.values_mut().for_each(strip_nulls);
+    }
+}
