@@ -41,6 +41,21 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// Raises the soft open-files limit to the hard limit.
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 fn nofile_limit() -> String {
     std::fs::read_to_string("/proc/self/limits")
         .unwrap_or_default()
@@ -67,6 +82,7 @@ async fn run() {
     let n_allocs = env("SCALE_ALLOCS", 100_000);
     let n_waiters = env("SCALE_WAITERS", 2_000);
     let n_changes = env("SCALE_CHANGES", 1_000);
+    raise_nofile();
     let soft_limit: usize = nofile_limit().parse().unwrap_or(1024);
     assert!(
         soft_limit > n_waiters * 2 + 256,
@@ -164,7 +180,7 @@ async fn run() {
 
     // --- 2,000 blocking queries: half node reads, half node-allocation reads ---
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-    let lat: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let lat: Arc<Mutex<Vec<(f64, bool)>>> = Arc::new(Mutex::new(Vec::new()));
     let wakes = Arc::new(AtomicU64::new(0));
     let watched: Vec<(String, bool)> = (0..n_waiters)
         .map(|i| (node_ids[i % n_nodes].clone(), i % 2 == 0))
@@ -212,7 +228,9 @@ async fn run() {
                 if new > idx {
                     let key = format!("{node}/{is_node}");
                     if let Some(sent) = pending.lock().unwrap().remove(&key) {
-                        lat.lock().unwrap().push((now - sent).as_secs_f64() * 1e3);
+                        lat.lock()
+                            .unwrap()
+                            .push(((now - sent).as_secs_f64() * 1e3, is_node));
                         wakes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -271,6 +289,7 @@ async fn run() {
     let t_changes = Instant::now();
     let mut sent = 0usize;
     let mut elig: HashMap<String, bool> = HashMap::new();
+    let mut rtt: Vec<(f64, bool)> = Vec::new();
     for i in 0..n_changes {
         let (node, is_node) = watched[(i * 7) % watched.len()].clone();
         let key = format!("{node}/{is_node}");
@@ -289,9 +308,12 @@ async fn run() {
             http.post(format!("{base}/sim/allocations/{a}/finish"))
                 .json(&json!({}))
         };
-        pending.lock().unwrap().insert(key, Instant::now());
+        let t_send = Instant::now();
+        pending.lock().unwrap().insert(key, t_send);
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        rtt.push((t_send.elapsed().as_secs_f64() * 1e3, is_node));
         sent += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -333,8 +355,30 @@ async fn run() {
     }
     let rps = done.load(Ordering::Relaxed) as f64 / 5.0;
 
-    let mut l = lat.lock().unwrap().clone();
-    l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let samples = lat.lock().unwrap().clone();
+    let sorted = |f: &dyn Fn(bool) -> bool| {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|(_, n)| f(*n))
+            .map(|(x, _)| *x)
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    let l = sorted(&|_| true);
+    let mut rn: Vec<f64> = rtt.iter().filter(|x| x.1).map(|x| x.0).collect();
+    let mut ra: Vec<f64> = rtt.iter().filter(|x| !x.1).map(|x| x.0).collect();
+    rn.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    ra.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    eprintln!(
+        "change request round trip p50/p99: eligibility {:.2}/{:.2} ms, alloc finish {:.2}/{:.2} ms",
+        pct(&rn, 0.5),
+        pct(&rn, 0.99),
+        pct(&ra, 0.5),
+        pct(&ra, 0.99)
+    );
+    let ln = sorted(&|n| n);
+    let la = sorted(&|n| !n);
     let (p50, p99, max) = (
         pct(&l, 0.5),
         pct(&l, 0.99),
@@ -358,9 +402,21 @@ async fn run() {
         "| changes (node eligibility / alloc finish) | {sent} over {change_s:.1} s, {missed} without a wake |"
     );
     println!("| wake latency p50 / p99 / max | {p50:.2} / {p99:.2} / {max:.2} ms |");
-    println!("| GET /v1/nodes (10k stubs, {list_bytes} bytes) | {list_ms:.0} ms |");
+    println!(
+        "| ... node reads (eligibility change) p50 / p99 | {:.2} / {:.2} ms |",
+        pct(&ln, 0.5),
+        pct(&ln, 0.99)
+    );
+    println!(
+        "| ... node-allocation reads (alloc finished) p50 / p99 | {:.2} / {:.2} ms |",
+        pct(&la, 0.5),
+        pct(&la, 0.99)
+    );
+    println!("| GET /v1/nodes ({n_nodes} stubs, {list_bytes} bytes) | {list_ms:.0} ms |");
     println!("| GET /v1/nodes?filter=... | {filtered_list_ms:.0} ms |");
-    println!("| GET /v1/node/:id throughput (64 clients, 2000 queries parked) | {rps:.0} req/s |");
+    println!(
+        "| GET /v1/node/:id throughput (64 clients, {n_waiters} queries parked) | {rps:.0} req/s |"
+    );
     println!(
         "| RSS start / after setup / with {n_waiters} queries parked / end | {rss0:.0} / {rss_setup:.0} / {rss_loaded:.0} / {rss_end:.0} MiB |"
     );
@@ -368,7 +424,9 @@ async fn run() {
     let out = json!({
         "nodes": n_nodes, "allocations": running, "blocking_queries": n_waiters,
         "changes": sent, "missed_wakes": missed,
-        "wake_latency_ms": {"p50": p50, "p99": p99, "max": max, "samples": l.len()},
+        "wake_latency_ms": {"p50": p50, "p99": p99, "max": max, "samples": l.len(),
+            "node_read": {"p50": pct(&ln, 0.5), "p99": pct(&ln, 0.99)},
+            "node_allocations_read": {"p50": pct(&la, 0.5), "p99": pct(&la, 0.99)}},
         "setup_s": {"nodes": t_nodes.as_secs_f64(), "allocations": t_allocs.as_secs_f64(), "park": park_s},
         "list_nodes_ms": list_ms, "list_nodes_bytes": list_bytes, "filtered_list_ms": filtered_list_ms,
         "node_read_rps": rps,
