@@ -235,6 +235,17 @@ pub fn parse_query(app: &App, q: Option<&str>) -> Result<Query, ApiError> {
     Ok(out)
 }
 
+/// Writes parse only the write options (`parseWriteRequest`): the region.
+/// Blocking-query parameters on a write are ignored, as in Nomad.
+pub fn parse_write(app: &App, q: Option<&str>) -> Result<(), ApiError> {
+    for (k, v) in parse_pairs(q) {
+        if k == "region" && !v.is_empty() && v != app.cfg.region {
+            return Err(ApiError::Internal("No path to region".into()));
+        }
+    }
+    Ok(())
+}
+
 /// Runs a blocking query: `probe` returns the current index of the watched
 /// data and a receiver that fires when that data may have changed. Returns
 /// once the index is above `q.index` or the wait ran out.

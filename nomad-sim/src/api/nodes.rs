@@ -7,8 +7,8 @@ use hyper::{Request, StatusCode};
 use serde_json::{Map, Value};
 
 use super::{
-    ApiError, Resp, authorize, block_until, json_bytes, paginate, parse_query, read_body, set_meta,
-    text, to_json,
+    ApiError, Resp, authorize, block_until, json_bytes, paginate, parse_query, parse_write,
+    read_body, set_meta, text, to_json,
 };
 use crate::App;
 use crate::acl::Capability;
@@ -214,8 +214,7 @@ pub(super) async fn drain(
     id: &str,
 ) -> Result<Resp, ApiError> {
     let headers = req.headers().clone();
-    let q = parse_query(app, req.uri().query())?;
-    let _ = q;
+    parse_write(app, req.uri().query())?;
     let body: DrainRequest = read_body(
         req,
         &["DrainSpec", "MarkEligible", "Meta", "NodeID"],
@@ -233,7 +232,7 @@ pub(super) async fn eligibility(
     id: &str,
 ) -> Result<Resp, ApiError> {
     let headers = req.headers().clone();
-    parse_query(app, req.uri().query())?;
+    parse_write(app, req.uri().query())?;
     let body: EligibilityRequest = read_body(req, &["Eligibility", "NodeID"], &[]).await?;
     authorize(app, &headers, Capability::NodeWrite)?;
     // A non-empty NodeID in the body overrides the path.
@@ -254,7 +253,7 @@ pub(super) async fn purge(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Resp, ApiError> {
-    parse_query(app, req.uri().query())?;
+    parse_write(app, req.uri().query())?;
     authorize(app, req.headers(), Capability::NodeWrite)?;
     let (idx, evals) = app.write().purge_node(id)?;
     let out = NodePurgeResponse {
