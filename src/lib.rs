@@ -7,5 +7,8 @@
 
 pub mod api;
 pub mod controller;
+pub mod leader;
+pub mod metrics;
 pub mod nomad;
 pub mod provider;
+pub mod server;

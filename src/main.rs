@@ -1,5 +1,11 @@
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
+use nomad_pool_operator::{controller, leader, server};
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 /// Kubernetes operator that retires Nomad client VMs safely.
@@ -13,53 +19,90 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller against the cluster in KUBECONFIG or the pod's service account.
-    Run {
-        /// Log as JSON lines (for log pipelines) instead of human-readable text.
-        #[arg(long, env = "NPO_LOG_JSON")]
-        log_json: bool,
-        /// Name reported on Kubernetes Events; usually the pod name.
-        #[arg(long, env = "POD_NAME", default_value = "nomad-pool-operator")]
-        instance: String,
-        /// Watch pools in this namespace only (default: all namespaces).
-        #[arg(long, env = "NPO_NAMESPACE")]
-        namespace: Option<String>,
-    },
+    Run(RunArgs),
     /// Print the NomadClientPool CustomResourceDefinition as YAML.
     Crd,
 }
 
-#[tokio::main]
-async fn main() -> anyhow_free::Result {
-    match Cli::parse().command {
-        Command::Crd => print!("{}", nomad_pool_operator::api::crd_yaml()),
-        Command::Run {
-            log_json,
-            instance,
-            namespace,
-        } => {
-            let filter =
-                EnvFilter::try_from_env("NPO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-            let fmt = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr);
-            if log_json {
-                fmt.json().init();
-            } else {
-                fmt.init();
-            }
-            let client = kube::Client::try_default().await?;
-            let reporter = Reporter {
-                controller: "nomad-pool-operator".into(),
-                instance: Some(instance),
-            };
-            nomad_pool_operator::controller::run(client, reporter, namespace).await;
-        }
-    }
-    Ok(())
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Log as JSON lines (for log pipelines) instead of human-readable text.
+    #[arg(long, env = "NPO_LOG_JSON")]
+    log_json: bool,
+    /// This replica's name, on Events and in the leader lease; usually the pod name.
+    #[arg(long, env = "POD_NAME", default_value = "nomad-pool-operator")]
+    instance: String,
+    /// Watch pools in this namespace only (default: all namespaces).
+    #[arg(long, env = "NPO_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "NPO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader among replicas through a Lease; only the leader acts.
+    #[arg(long, env = "NPO_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "nomad-pool-system")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "NPO_LEASE_NAME", default_value = "nomad-pool-operator")]
+    lease_name: String,
+    /// Seconds after which a dead leader's lease is taken over.
+    #[arg(long, env = "NPO_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
 }
 
-/// The binary's only failure is not reaching Kubernetes at start; a boxed
-/// error prints it without another dependency.
-mod anyhow_free {
-    pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", nomad_pool_operator::api::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => match run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let filter = EnvFilter::try_from_env("NPO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    let ready = server::Readiness::default();
+    let bound = server::serve(args.metrics_addr, ready.clone()).await?;
+    info!(%bound, "serving /metrics, /healthz and /readyz");
+
+    let client = kube::Client::try_default().await?;
+    ready.set_ready();
+    let reporter = Reporter {
+        controller: "nomad-pool-operator".into(),
+        instance: Some(args.instance.clone()),
+    };
+    let work = || controller::run(client.clone(), reporter, args.namespace.clone());
+    if !args.leader_elect {
+        work().await;
+        return Ok(());
+    }
+    // Two replicas with the same pod name must still be told apart.
+    let identity = format!("{}-{:08x}", args.instance, rand::random::<u32>());
+    let settings = leader::LeaseSettings {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity,
+        duration: Duration::from_secs(args.lease_duration),
+        grace: Duration::from_secs((args.lease_duration / 3).max(1)),
+    };
+    leader::run_as_leader(client.clone(), settings, work).await?;
+    Ok(())
 }

@@ -54,9 +54,11 @@ async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {
     let st = w
         .wait_status("pool", "two clients draining", T, |s| {
             s.retiring.len() == 2
-                && s.retiring
-                    .iter()
-                    .all(|r| r.phase == RetirePhase::Draining && r.allocations_left == 1)
+                && s.retiring.iter().all(|r| {
+                    r.phase == RetirePhase::Draining
+                        && r.allocations_left == 1
+                        && !r.blocking_jobs.is_empty()
+                })
         })
         .await;
     for r in &st.retiring {

@@ -365,6 +365,9 @@ pub struct RetiringNode {
     pub phase: RetirePhase,
     /// When the client entered this phase.
     pub since: Time,
+    /// When the client was selected for retirement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_at: Option<Time>,
     /// Why the client is being retired.
     pub reason: RetireReason,
     /// Whether terminating shrinks the group (scale-in) or lets it launch a

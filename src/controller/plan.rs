@@ -153,6 +153,10 @@ pub struct Plan {
     pub blockers: Vec<Blocker>,
     /// Retirements that finished in this step.
     pub retired: u32,
+    /// Seconds from selection to retirement, for each retirement finished now.
+    pub retire_seconds: Vec<f64>,
+    /// Seconds from drain start to drained, for each client drained now.
+    pub drain_wait_seconds: Vec<f64>,
     /// Target size of the pool (`replicas`, or the group's desired capacity).
     pub desired_nodes: u32,
     /// The planner had to select clients but `PoolView::load` was absent:
@@ -219,6 +223,10 @@ pub fn parse_go_duration(s: &str) -> Option<SignedDuration> {
         rest = &rest[len..];
     }
     Some(SignedDuration::from_nanos(total_nanos as i64))
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64().max(0.0)
 }
 
 fn ts(t: Timestamp) -> Time {
@@ -313,6 +321,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
                 instance_id: n.instance_id.clone(),
                 phase: RetirePhase::Draining,
                 since: ts(view.now),
+                selected_at: Some(ts(n.last_drain_started.unwrap_or(view.now))),
                 reason: RetireReason::ScaleIn,
                 decrement: true,
                 cordoned_by_pool: true,
@@ -606,6 +615,7 @@ fn select(
         instance_id: node.instance_id.clone(),
         phase: RetirePhase::Selected,
         since: ts(view.now),
+        selected_at: Some(ts(view.now)),
         reason,
         decrement,
         // Selection only takes eligible clients, except explicitly named ones;
@@ -699,6 +709,10 @@ fn advance(
         return match e.phase {
             RetirePhase::Terminating => {
                 plan.retired += 1;
+                if let Some(selected) = &e.selected_at {
+                    plan.retire_seconds
+                        .push(seconds_between(selected.0, view.now));
+                }
                 plan.event(
                     "Retired",
                     format!(
@@ -834,6 +848,10 @@ fn advance(
                             "Drained",
                             format!("node {} has no pending or running allocation", e.node_name),
                         );
+                    }
+                    if let Some(started) = &e.drain_started_at {
+                        plan.drain_wait_seconds
+                            .push(seconds_between(started.0, view.now));
                     }
                     to(&mut e, RetirePhase::Terminating, None);
                     plan.event(

@@ -21,6 +21,7 @@ use super::status::{self, Signal};
 use super::watch::{NodesState, PoolWatch, Trigger};
 use super::{Context, Error, PoolRuntime};
 use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase, RetiringNode};
+use crate::metrics::{PhaseLabels, PoolLabels, ReconcileLabels, metrics};
 use crate::nomad::{
     self, DrainRequest, DrainSpec, DrainStatus, NomadClient, NomadError, PoolSelector,
 };
@@ -39,14 +40,71 @@ const ACTIVE_RESYNC: Duration = Duration::from_secs(10);
 pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let ns = pool.namespace().unwrap_or_default();
     let api: Api<NomadClientPool> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, pool, |event| async {
+    let key = format!("{ns}/{}", pool.name_any());
+    let result = finalizer(&api, FINALIZER, pool, |event| async {
         match event {
             Finalizer::Apply(pool) => apply(pool, ctx.clone()).await,
             Finalizer::Cleanup(pool) => cleanup(pool, ctx.clone()).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics()
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            pool: key,
+            result: outcome.into(),
+        })
+        .inc();
+    result
+}
+
+/// Time a cloud call and count it by operation and outcome.
+async fn cloud<T, E>(
+    operation: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    metrics().cloud_request(operation, result.is_ok(), started.elapsed());
+    result
+}
+
+fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
+    let m = metrics();
+    let mut by_phase: std::collections::BTreeMap<String, i64> = [
+        RetirePhase::Selected,
+        RetirePhase::Cordoned,
+        RetirePhase::Draining,
+        RetirePhase::Drained,
+        RetirePhase::Terminating,
+        RetirePhase::Cancelling,
+    ]
+    .iter()
+    .map(|p| (format!("{p:?}"), 0))
+    .collect();
+    for r in &planned.retiring {
+        *by_phase.entry(format!("{:?}", r.phase)).or_default() += 1;
+    }
+    by_phase.insert("Ready".into(), ready as i64);
+    for (phase, n) in by_phase {
+        m.nodes
+            .get_or_create(&PhaseLabels {
+                pool: pool_key.into(),
+                phase,
+            })
+            .set(n);
+    }
+    let labels = PoolLabels {
+        pool: pool_key.into(),
+    };
+    for s in &planned.retire_seconds {
+        m.retire_duration.get_or_create(&labels).observe(*s);
+    }
+    for s in &planned.drain_wait_seconds {
+        m.drain_wait.get_or_create(&labels).observe(*s);
+    }
 }
 
 /// Why the pool cannot be worked on right now; becomes the Degraded condition.
@@ -203,7 +261,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         }
         NodesState::Ready(s) => s,
     };
-    let group = match rt.provider.describe_group().await {
+    let group = match cloud("DescribeGroup", rt.provider.describe_group()).await {
         Ok(g) => g,
         Err(e) => {
             return report_trouble(
@@ -279,6 +337,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
 
     let new_status = build_status(&pool, &status, &planned, &nodes, &group, None);
+    record_metrics(&key, &planned, new_status.ready_nodes);
     // Write-ahead: the status names every action before it runs.
     patch_status(&pool, &ctx, &new_status).await?;
 
@@ -406,19 +465,21 @@ async fn run_action(
             decrement,
             ..
         } => {
-            return rt
-                .provider
-                .terminate_instance(instance_id, *decrement)
-                .await
-                .map(drop)
-                .map_err(|e| format!("terminating {instance_id}: {e}"));
+            return cloud(
+                "TerminateInstance",
+                rt.provider.terminate_instance(instance_id, *decrement),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| format!("terminating {instance_id}: {e}"));
         }
         Action::SetDesiredCapacity { desired } => {
-            return rt
-                .provider
-                .set_desired_capacity(*desired)
-                .await
-                .map_err(|e| format!("setting desired capacity to {desired}: {e}"));
+            return cloud(
+                "SetDesiredCapacity",
+                rt.provider.set_desired_capacity(*desired),
+            )
+            .await
+            .map_err(|e| format!("setting desired capacity to {desired}: {e}"));
         }
     };
     result.map_err(|e| format!("{e}"))

@@ -515,16 +515,21 @@ impl NomadClient {
                 .body(body);
         }
         let started = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| NomadError::from_reqwest(&endpoint, e))?;
+        let resp = req.send().await.map_err(|e| {
+            crate::metrics::metrics().nomad_request(&endpoint, None, started.elapsed());
+            NomadError::from_reqwest(&endpoint, e)
+        })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
             .bytes()
             .await
             .map_err(|e| NomadError::from_reqwest(&endpoint, e))?;
+        crate::metrics::metrics().nomad_request(
+            &endpoint,
+            Some(status.as_u16()),
+            started.elapsed(),
+        );
         tracing::debug!(
             %endpoint,
             status = status.as_u16(),

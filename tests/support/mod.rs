@@ -441,7 +441,17 @@ impl Operator {
             .open(&log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nomad-pool-operator"))
-            .args(["run", "--namespace", namespace])
+            // Each test's operator elects itself on a lease in its own
+            // namespace, so parallel tests never wait on each other.
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--lease-namespace",
+                namespace,
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .env("KUBECONFIG", env_var("KUBECONFIG"))
             .env("NPO_LOG", "info,nomad_pool_operator=debug")
             .stdin(Stdio::null())

@@ -84,6 +84,7 @@ fn entry(n: &NodeFacts, phase: RetirePhase) -> RetiringNode {
         instance_id: n.instance_id.clone(),
         phase,
         since: Time(t("2026-11-26T11:00:00Z")),
+        selected_at: Some(Time(t("2026-11-26T10:00:00Z"))),
         reason: RetireReason::ScaleIn,
         decrement: true,
         cordoned_by_pool: true,
@@ -493,6 +494,7 @@ fn terminating_reissues_only_while_the_instance_still_counts() {
     let p = w.plan();
     assert!(p.retiring.is_empty());
     assert_eq!(p.retired, 1);
+    assert_eq!(p.retire_seconds, [7200.0], "selected two hours before");
     assert!(p.events.iter().any(|e| e.reason == "Retired"));
 }
 

@@ -1,0 +1,238 @@
+//! Prometheus metrics. Labels are pools, phases, endpoints and operations,
+//! never node names or IDs: a label per node would grow without bound as
+//! clients come and go.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub pool: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub pool: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub nodes: Family<PhaseLabels, Gauge>,
+    pub retire_duration: Family<PoolLabels, Histogram>,
+    pub drain_wait: Family<PoolLabels, Histogram>,
+    pub nomad_requests: Family<RequestLabels, Counter>,
+    pub nomad_latency: Family<EndpointLabels, Histogram>,
+    pub cloud_requests: Family<RequestLabels, Counter>,
+    pub cloud_latency: Family<EndpointLabels, Histogram>,
+    pub leader: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("nomadpool");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by pool and result (ok, error)",
+            reconciles.clone(),
+        );
+        let nodes = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "nodes",
+            "Clients of each pool by phase: ready, or the retire phase (Selected … Terminating, Cancelling)",
+            nodes.clone(),
+        );
+        // Retirements take minutes to hours (they wait for CI jobs).
+        let retire_duration = Family::<_, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(5.0, 2.0, 14))
+        });
+        registry.register(
+            "retire_duration_seconds",
+            "Time from a client's selection to its VM terminated and node purged",
+            retire_duration.clone(),
+        );
+        let drain_wait = Family::<_, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 16))
+        });
+        registry.register(
+            "drain_wait_seconds",
+            "Time from a drain's start until the client has no pending or running allocation",
+            drain_wait.clone(),
+        );
+        let nomad_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "nomad_requests",
+            "Nomad API requests by endpoint and HTTP status",
+            nomad_requests.clone(),
+        );
+        let nomad_latency = Family::<_, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "nomad_request_duration_seconds",
+            "Nomad API request latency (blocking queries included)",
+            nomad_latency.clone(),
+        );
+        let cloud_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "cloud_requests",
+            "Cloud provider API calls by operation and result",
+            cloud_requests.clone(),
+        );
+        let cloud_latency = Family::<_, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "cloud_request_duration_seconds",
+            "Cloud provider API call latency",
+            cloud_latency.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            nodes,
+            retire_duration,
+            drain_wait,
+            nomad_requests,
+            nomad_latency,
+            cloud_requests,
+            cloud_latency,
+            leader,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn nomad_request(&self, endpoint: &str, code: Option<u16>, elapsed: Duration) {
+        let endpoint = endpoint_label(endpoint);
+        let code = code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "error".into());
+        self.nomad_requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.clone(),
+                code,
+            })
+            .inc();
+        self.nomad_latency
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn cloud_request(&self, operation: &str, ok: bool, elapsed: Duration) {
+        let code = if ok { "ok" } else { "error" }.to_string();
+        self.cloud_requests
+            .get_or_create(&RequestLabels {
+                endpoint: operation.into(),
+                code,
+            })
+            .inc();
+        self.cloud_latency
+            .get_or_create(&EndpointLabels {
+                endpoint: operation.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The process-wide metrics. A global because the Nomad client, the
+/// providers and the reconciler all record into it, and threading one handle
+/// through every layer buys nothing.
+pub fn metrics() -> &'static Arc<Metrics> {
+    static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
+    METRICS.get_or_init(|| Arc::new(Metrics::new()))
+}
+
+/// `GET /v1/node/4d2b…/allocations` → `GET /v1/node/:id/allocations`.
+pub fn endpoint_label(endpoint: &str) -> String {
+    endpoint
+        .split('/')
+        .map(|seg| {
+            let id_like = seg.len() >= 8 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            if id_like { ":id" } else { seg }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_labels_never_carry_node_ids() {
+        assert_eq!(
+            endpoint_label("GET /v1/node/4d2ba53b-6c0d-4f6b-8c3e-0e0a0a8f2b11/allocations"),
+            "GET /v1/node/:id/allocations"
+        );
+        assert_eq!(endpoint_label("GET /v1/nodes"), "GET /v1/nodes");
+        assert_eq!(
+            endpoint_label("POST /v1/node/4d2ba53b-6c0d-4f6b-8c3e-0e0a0a8f2b11/drain"),
+            "POST /v1/node/:id/drain"
+        );
+    }
+
+    #[test]
+    fn encoded_metrics_have_the_documented_names() {
+        let m = Metrics::new();
+        m.nomad_request("GET /v1/nodes", Some(200), Duration::from_millis(3));
+        m.cloud_request(
+            "TerminateInstanceInAutoScalingGroup",
+            true,
+            Duration::from_millis(40),
+        );
+        m.reconciles
+            .get_or_create(&ReconcileLabels {
+                pool: "ns/p".into(),
+                result: "ok".into(),
+            })
+            .inc();
+        let text = m.encode();
+        for name in [
+            "nomadpool_reconciles_total{pool=\"ns/p\",result=\"ok\"} 1",
+            "nomadpool_nomad_requests_total{endpoint=\"GET /v1/nodes\",code=\"200\"} 1",
+            "nomadpool_cloud_requests_total{endpoint=\"TerminateInstanceInAutoScalingGroup\",code=\"ok\"} 1",
+            "nomadpool_nomad_request_duration_seconds_bucket",
+            "nomadpool_leader 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
