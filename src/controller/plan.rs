@@ -101,7 +101,6 @@ pub enum Action {
     /// Cancel our drain (if any) and make the node eligible again when we cordoned it.
     Release {
         node_id: String,
-        drain_active: bool,
         mark_eligible: bool,
     },
     Terminate {
@@ -292,10 +291,14 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         .as_deref()
         .and_then(parse_go_duration);
 
-    // 1. Advance every tracked retirement by what was observed.
+    // 1. Advance every tracked retirement by what was observed. A dry run
+    //    touches nothing, so retirements in flight wait where they are.
+    let dry_run = spec.disruption.dry_run;
     let mut next: Vec<RetiringNode> = Vec::with_capacity(view.tracked.len());
     for entry in view.tracked {
-        if let Some(kept) = advance(view, &nodes, entry, force_after, &mut plan) {
+        if dry_run {
+            next.push(entry.clone());
+        } else if let Some(kept) = advance(view, &nodes, entry, force_after, &mut plan) {
             next.push(kept);
         }
     }
@@ -303,7 +306,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     // 2. Adopt this pool's drains that status lost (status written by an older
     //    controller, or a status update that never landed before a crash).
     let tracked_ids: BTreeSet<String> = next.iter().map(|r| r.node_id.clone()).collect();
-    for n in view.nodes {
+    for n in view.nodes.iter().filter(|_| !dry_run) {
         let ours = n.last_drain_pool_uid.as_deref() == Some(view.uid);
         let in_progress =
             n.draining || (!n.eligible && n.last_drain == Some(LastDrainStatus::Complete));
@@ -481,23 +484,12 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
                     deficit -= 1;
                     continue;
                 }
-                plan.events.push(PlanEvent {
-                    warning: false,
-                    reason: "RetirementCancelled",
-                    message: format!(
-                        "node {} returns to service: replicas raised to {replicas}",
-                        entry.node_name
-                    ),
-                });
-                entry.phase = RetirePhase::Cancelling;
-                entry.since = ts(view.now);
-                entry.message = Some(format!("replicas raised to {replicas}"));
-                let node = nodes.get(entry.node_id.as_str());
-                plan.actions.push(Action::Release {
-                    node_id: entry.node_id.clone(),
-                    drain_active: node.is_some_and(|n| n.draining),
-                    mark_eligible: entry.cordoned_by_pool,
-                });
+                cancel(
+                    entry,
+                    &mut plan,
+                    view.now,
+                    format!("replicas raised to {replicas}"),
+                );
                 pending = pending.saturating_sub(1);
                 deficit -= 1;
             }
@@ -516,7 +508,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     }
 
     // 5. Anything tracked that the spec no longer wants retired goes back.
-    for entry in next.iter_mut() {
+    for entry in next.iter_mut().filter(|_| !dry_run) {
         if entry.phase == RetirePhase::Cancelling {
             continue;
         }
@@ -530,26 +522,39 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             RetireReason::Requested | RetireReason::Replace => named,
         };
         if !wanted && entry.phase < RetirePhase::Terminating {
-            plan.events.push(PlanEvent {
-                warning: false,
-                reason: "RetirementCancelled",
-                message: format!("node {} is no longer to be retired", entry.node_name),
-            });
-            entry.phase = RetirePhase::Cancelling;
-            entry.since = ts(view.now);
-            entry.message = Some("no longer named by the spec".into());
-            plan.actions.push(Action::Release {
-                node_id: entry.node_id.clone(),
-                drain_active: nodes
-                    .get(entry.node_id.as_str())
-                    .is_some_and(|n| n.draining),
-                mark_eligible: entry.cordoned_by_pool,
-            });
+            cancel(
+                entry,
+                &mut plan,
+                view.now,
+                "no longer named by the spec".into(),
+            );
         }
     }
 
     plan.retiring = next;
     plan
+}
+
+/// Return a client to service: any step planned for it earlier in this plan
+/// is dropped, and its drain (if any) is cancelled. Cancelling through the
+/// drain endpoint also covers a drain Nomad has not shown us yet; on a node
+/// that is not draining it only applies `MarkEligible`.
+fn cancel(entry: &mut RetiringNode, plan: &mut Plan, now: Timestamp, why: String) {
+    plan.actions.retain(|a| match a {
+        Action::Cordon { node_id } | Action::Drain { node_id } => *node_id != entry.node_id,
+        _ => true,
+    });
+    plan.event(
+        "RetirementCancelled",
+        format!("node {} returns to service: {why}", entry.node_name),
+    );
+    entry.phase = RetirePhase::Cancelling;
+    entry.since = ts(now);
+    entry.message = Some(why);
+    plan.actions.push(Action::Release {
+        node_id: entry.node_id.clone(),
+        mark_eligible: entry.cordoned_by_pool,
+    });
 }
 
 /// Whether the spec asks for retirements beyond those in flight.
@@ -786,11 +791,14 @@ fn advance(
                 && (node.last_drain == Some(LastDrainStatus::Complete)
                     || node.status == NodeStatus::Down);
             let empty = allocs.is_some_and(|a| a.live == 0) || node.status == NodeStatus::Down;
-            let deadline_forced = force_after.is_some_and(|after| {
-                e.drain_deadline
-                    .as_ref()
-                    .is_some_and(|d| view.now >= d.0.saturating_add(after).unwrap_or(d.0))
-            });
+            // Forcing still needs a fresh allocation read: the event and the
+            // status must say what was killed.
+            let deadline_forced = allocs.is_some()
+                && force_after.is_some_and(|after| {
+                    e.drain_deadline
+                        .as_ref()
+                        .is_some_and(|d| view.now >= d.0.saturating_add(after).unwrap_or(d.0))
+                });
             if !node.draining
                 && node.last_drain == Some(LastDrainStatus::Canceled)
                 && node.status != NodeStatus::Down
@@ -867,7 +875,13 @@ fn advance(
                     }
                 }
             } else if !node.draining && !drain_done {
-                // Drain not running and not complete (e.g. lost before Nomad stored it).
+                // Neither running nor complete: Nomad never stored it (or
+                // lost it). Back to Cordoned, which names the drain to send.
+                to(
+                    &mut e,
+                    RetirePhase::Cordoned,
+                    Some("drain not found in Nomad; sending it again".into()),
+                );
                 plan.actions.push(Action::Drain {
                     node_id: e.node_id.clone(),
                 });
@@ -912,7 +926,6 @@ fn advance(
             }
             plan.actions.push(Action::Release {
                 node_id: e.node_id.clone(),
-                drain_active: node.draining,
                 mark_eligible: e.cordoned_by_pool,
             });
         }

@@ -436,25 +436,21 @@ async fn run_action(
         }
         Action::Release {
             node_id,
-            drain_active,
             mark_eligible,
         } => {
-            if *drain_active {
-                let req = DrainRequest {
-                    drain_spec: None,
-                    mark_eligible: *mark_eligible,
-                    meta: [(
-                        "cancel_message".to_string(),
-                        "retirement cancelled by nomad-pool-operator".to_string(),
-                    )]
-                    .into(),
-                };
-                nomad.drain(node_id, &req).await.map(drop)
-            } else if *mark_eligible {
-                nomad.set_eligibility(node_id, true).await.map(drop)
-            } else {
-                Ok(())
-            }
+            // Cancel through the drain endpoint even when no drain shows yet:
+            // one just sent may not be visible, and on an idle node Nomad
+            // only applies MarkEligible.
+            let req = DrainRequest {
+                drain_spec: None,
+                mark_eligible: *mark_eligible,
+                meta: [(
+                    "cancel_message".to_string(),
+                    "retirement cancelled by nomad-pool-operator".to_string(),
+                )]
+                .into(),
+            };
+            nomad.drain(node_id, &req).await.map(drop)
         }
         Action::Purge { node_id } => match nomad.purge(node_id).await {
             Err(NomadError::NodeNotFound { .. }) => Ok(()),

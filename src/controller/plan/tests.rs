@@ -547,7 +547,6 @@ fn scale_up_cancels_newest_retirements_before_buying_vms() {
     );
     assert!(p.actions.contains(&Action::Release {
         node_id: w.id(1),
-        drain_active: false,
         mark_eligible: true
     }));
     assert!(
@@ -569,12 +568,10 @@ fn scale_up_cancels_newest_retirements_before_buying_vms() {
     );
     assert!(p.actions.contains(&Action::Release {
         node_id: w.id(0),
-        drain_active: true,
         mark_eligible: true
     }));
     assert!(p.actions.contains(&Action::Release {
         node_id: w.id(2),
-        drain_active: false,
         mark_eligible: false
     }));
     assert!(
@@ -607,7 +604,6 @@ fn cancelling_finishes_when_the_node_is_back() {
         p.actions,
         [Action::Release {
             node_id: w.id(0),
-            drain_active: false,
             mark_eligible: true
         }]
     );
@@ -671,7 +667,6 @@ fn adopted_drain_is_cancelled_when_the_spec_no_longer_wants_it() {
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cancelling)]);
     assert!(p.actions.contains(&Action::Release {
         node_id: w.id(1),
-        drain_active: true,
         mark_eligible: true
     }));
 }
@@ -748,4 +743,243 @@ fn drain_cancelled_by_someone_else_is_sent_again() {
     let p = w.plan();
     assert_eq!(p.retiring[0].phase, RetirePhase::Cordoned);
     assert_eq!(p.actions, [Action::Drain { node_id: w.id(0) }]);
+}
+
+mod properties {
+    //! Random pools, allocation states and spec changes: the safety
+    //! invariants hold for every generated case.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        nodes: Vec<NodeFacts>,
+        tracked: Vec<RetiringNode>,
+        allocs: HashMap<String, AllocFacts>,
+        load: HashMap<String, u32>,
+        group: GroupState,
+        spec: NomadClientPoolSpec,
+    }
+
+    fn phase() -> impl Strategy<Value = RetirePhase> {
+        prop_oneof![
+            Just(RetirePhase::Selected),
+            Just(RetirePhase::Cordoned),
+            Just(RetirePhase::Draining),
+            Just(RetirePhase::Drained),
+            Just(RetirePhase::Terminating),
+            Just(RetirePhase::Cancelling),
+        ]
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (1u32..12).prop_flat_map(|n| {
+            (
+                proptest::collection::vec(
+                    (
+                        any::<bool>(),
+                        any::<bool>(),
+                        0u8..4,
+                        0u8..4,
+                        any::<bool>(),
+                        0u32..4,
+                        prop::option::of(0u32..3),
+                    ),
+                    n as usize,
+                ),
+                proptest::collection::vec(
+                    prop::option::of((phase(), any::<bool>(), any::<bool>())),
+                    n as usize,
+                ),
+                (
+                    0i32..14,
+                    1i32..5,
+                    0u32..4,
+                    any::<bool>(),
+                    any::<bool>(),
+                    any::<bool>(),
+                ),
+                proptest::collection::vec(0u8..5, n as usize),
+            )
+                .prop_map(
+                    move |(
+                        node_bits,
+                        tracked_bits,
+                        (replicas, budget, min, paused, dry, force),
+                        lifecycles,
+                    )| {
+                        let mut nodes = vec![];
+                        let mut allocs = HashMap::new();
+                        let mut load = HashMap::new();
+                        let mut group = group(n);
+                        group.min_size = min;
+                        for (i, (eligible, draining, status, drain, ours, busy, live)) in
+                            node_bits.into_iter().enumerate()
+                        {
+                            let mut f = node(i as u32);
+                            f.eligible = eligible && !draining;
+                            f.draining = draining;
+                            f.status = [
+                                NodeStatus::Ready,
+                                NodeStatus::Ready,
+                                NodeStatus::Down,
+                                NodeStatus::Initializing,
+                            ][status as usize];
+                            f.last_drain = [
+                                None,
+                                Some(LastDrainStatus::Draining),
+                                Some(LastDrainStatus::Complete),
+                                Some(LastDrainStatus::Canceled),
+                            ][drain as usize];
+                            f.last_drain_pool_uid = ours.then(|| UID.to_string());
+                            load.insert(f.id.clone(), busy);
+                            if let Some(live) = live {
+                                allocs.insert(
+                                    f.id.clone(),
+                                    AllocFacts {
+                                        live,
+                                        blocking_jobs: vec![],
+                                    },
+                                );
+                            }
+                            nodes.push(f);
+                        }
+                        for (i, l) in lifecycles.into_iter().enumerate() {
+                            group.instances[i].lifecycle = [
+                                Lifecycle::InService,
+                                Lifecycle::InService,
+                                Lifecycle::Terminating,
+                                Lifecycle::Standby,
+                                Lifecycle::Pending,
+                            ][l as usize]
+                                .clone();
+                            group.instances[i].protected_from_scale_in = l == 4;
+                        }
+                        let tracked = tracked_bits
+                            .into_iter()
+                            .enumerate()
+                            .filter_map(|(i, bits)| {
+                                bits.map(|(phase, decrement, cordoned)| {
+                                    let mut e = entry(&nodes[i], phase);
+                                    e.decrement = decrement;
+                                    e.reason = if decrement {
+                                        RetireReason::ScaleIn
+                                    } else {
+                                        RetireReason::Replace
+                                    };
+                                    e.cordoned_by_pool = cordoned;
+                                    e.drain_deadline = Some(Time(t("2026-11-26T11:00:00Z")));
+                                    e
+                                })
+                            })
+                            .collect();
+                        let mut spec = spec(Some(replicas));
+                        spec.disruption.max_unavailable = IntOrString::Int(budget);
+                        spec.disruption.paused = paused;
+                        spec.disruption.dry_run = dry;
+                        if force {
+                            spec.drain.deadline = Some("30m".into());
+                            spec.drain.force_terminate_after = Some("10m".into());
+                        }
+                        Case {
+                            nodes,
+                            tracked,
+                            allocs,
+                            load,
+                            group,
+                            spec,
+                        }
+                    },
+                )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn safety_invariants_hold(c in case()) {
+            let p = plan(&PoolView {
+                now: now(),
+                pool_key: "ns/pool",
+                uid: UID,
+                spec: &c.spec,
+                tracked: &c.tracked,
+                nodes: &c.nodes,
+                allocs: &c.allocs,
+                load: Some(&c.load),
+                group: &c.group,
+            });
+            let node = |id: &str| c.nodes.iter().find(|n| n.id == id);
+            let forced = c.spec.drain.force_terminate_after.is_some();
+
+            // A node appears at most once in status.
+            let mut ids: Vec<&str> = p.retiring.iter().map(|r| r.node_id.as_str()).collect();
+            ids.sort();
+            let before = ids.len();
+            ids.dedup();
+            prop_assert_eq!(before, ids.len());
+
+            for a in &p.actions {
+                match a {
+                    Action::Terminate { node_id, decrement, .. } => {
+                        let n = node(node_id);
+                        let entry = p.retiring.iter().find(|r| &r.node_id == node_id);
+                        // Only what status names as Terminating is terminated (write-ahead).
+                        prop_assert!(entry.is_some_and(|e| e.phase == RetirePhase::Terminating && e.decrement == *decrement));
+                        let was_terminating = c.tracked.iter().any(|r| &r.node_id == node_id && r.phase == RetirePhase::Terminating);
+                        if !was_terminating {
+                            // Entering termination now: never with a live allocation or a running drain.
+                            let n = n.expect("terminated node exists");
+                            prop_assert!(!n.draining, "drain still running");
+                            let live = c.allocs.get(node_id).map(|a| a.live);
+                            let down = n.status == NodeStatus::Down;
+                            prop_assert!(down || live == Some(0) || (forced && live.is_some()), "live allocations: {:?}", live);
+                        }
+                        prop_assert!(!c.spec.disruption.dry_run || was_terminating);
+                    }
+                    Action::Release { node_id, .. } => {
+                        // A committed termination is never cancelled.
+                        let was = c.tracked.iter().find(|r| &r.node_id == node_id);
+                        prop_assert!(was.is_none_or(|r| r.phase != RetirePhase::Terminating));
+                    }
+                    Action::Cordon { node_id } => {
+                        let e = p.retiring.iter().find(|r| &r.node_id == node_id);
+                        prop_assert!(e.is_some_and(|e| e.phase == RetirePhase::Selected));
+                    }
+                    Action::Drain { node_id } => {
+                        let e = p.retiring.iter().find(|r| &r.node_id == node_id);
+                        prop_assert!(e.is_some_and(|e| e.phase == RetirePhase::Cordoned));
+                    }
+                    Action::Purge { node_id } => {
+                        prop_assert!(node(node_id).is_some_and(|n| n.status == NodeStatus::Down));
+                    }
+                    Action::SetDesiredCapacity { desired } => {
+                        prop_assert!(*desired > c.group.desired_capacity);
+                        prop_assert!(!c.spec.disruption.dry_run);
+                    }
+                }
+            }
+
+            // New selections: never in dry run or pause, only eligible ready
+            // non-draining nodes, and never past the budget.
+            let new: Vec<&RetiringNode> =
+                p.retiring.iter().filter(|r| !c.tracked.iter().any(|t| t.node_id == r.node_id)).collect();
+            let adopted = |r: &RetiringNode| node(&r.node_id).is_some_and(|n| n.last_drain_pool_uid.as_deref() == Some(UID));
+            let selected: Vec<&&RetiringNode> = new.iter().filter(|r| !adopted(r)).collect();
+            if c.spec.disruption.dry_run || c.spec.disruption.paused {
+                prop_assert!(selected.is_empty());
+            }
+            for r in &selected {
+                let n = node(&r.node_id).unwrap();
+                prop_assert!(n.eligible && !n.draining && n.status == NodeStatus::Ready);
+            }
+            if !selected.is_empty() {
+                let in_flight = p.retiring.iter().filter(|r| r.phase != RetirePhase::Cancelling).count() as u32;
+                let budget = budget(&c.spec.disruption.max_unavailable, 0);
+                prop_assert!(in_flight <= budget, "{} in flight, budget {}", in_flight, budget);
+            }
+        }
+    }
 }
