@@ -432,9 +432,19 @@ pub struct Operator {
 impl Operator {
     /// Start `nomad-pool-operator run` scoped to `namespace`, as the admin user.
     pub async fn start(namespace: &str, test: &str) -> Operator {
+        Self::start_with(namespace, test, "nomad-pool-operator", &[]).await
+    }
+
+    /// Like `start`, as replica `instance` (its pod name), with extra flags.
+    pub async fn start_with(
+        namespace: &str,
+        test: &str,
+        instance: &str,
+        extra: &[&str],
+    ) -> Operator {
         let dir = PathBuf::from(env_var("NPO_TESTENV_DIR")).join("logs");
         std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("operator-{test}-{namespace}.log"));
+        let log = dir.join(format!("operator-{test}-{namespace}-{instance}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -452,7 +462,9 @@ impl Operator {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env("KUBECONFIG", env_var("KUBECONFIG"))
+            .env("POD_NAME", instance)
             .env("NPO_LOG", "info,nomad_pool_operator=debug")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())

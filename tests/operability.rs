@@ -1,0 +1,197 @@
+//! What an on-call engineer relies on: two replicas where only the leader
+//! acts and a killed leader is replaced mid-drain, and `kubectl get` /
+//! `kubectl describe` showing which nodes drain, for how long, and why.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use nomad_pool_operator::api::RetirePhase;
+use serde_json::json;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn busy_everywhere(w: &World) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for n in w.ready_nodes().await {
+        let id = n["id"].as_str().unwrap().to_string();
+        let alloc = w
+            .sim
+            .batch_on(&id, &format!("ci-build-{}", &id[..8]), None)
+            .await;
+        out.push((id, alloc));
+    }
+    out
+}
+
+async fn lease_holder(w: &World) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.namespace);
+    leases
+        .get_opt("nomad-pool-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_only_the_leader_acts_and_a_killed_leader_is_replaced_mid_drain() {
+    let mut w = World::new(
+        "ha",
+        WorldOptions {
+            size: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    w.create_aws_secret().await;
+    let lease = ["--lease-duration", "4"];
+    let mut a = Operator::start_with(&w.namespace, "ha", "replica-a", &lease).await;
+    let mut b = Operator::start_with(&w.namespace, "ha", "replica-b", &lease).await;
+    let jobs = busy_everywhere(&w).await;
+    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
+        .await;
+    let st = w
+        .wait_status("pool", "one draining", T, |s| {
+            s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Draining
+        })
+        .await;
+    let node = st.retiring[0].node_id.clone();
+
+    let holder = lease_holder(&w).await.expect("a leader holds the lease");
+    let (leader, standby, standby_name) = if holder.starts_with("replica-a") {
+        (&mut a, &b, "replica-b")
+    } else {
+        (&mut b, &a, "replica-a")
+    };
+    let standby_log = std::fs::read_to_string(&standby.log).unwrap();
+    assert!(
+        !standby_log.contains("became leader"),
+        "only one leader:\n{standby_log}"
+    );
+    assert!(
+        !standby_log.contains("reconciling object"),
+        "the standby must not reconcile:\n{standby_log}"
+    );
+
+    // The leader dies mid-drain without releasing the lease; the job then ends.
+    leader.kill().await;
+    let killed_at = Instant::now();
+    let (_, alloc) = jobs.iter().find(|(n, _)| *n == node).unwrap();
+    w.sim.finish(alloc).await;
+    let new_holder = wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(30),
+        || async { lease_holder(&w).await.filter(|h| *h != holder) },
+    )
+    .await;
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover < Duration::from_secs(4 + 5),
+        "took over after {takeover:?}, lease duration 4 s"
+    );
+    assert!(
+        new_holder.starts_with(standby_name),
+        "{new_holder} took over, expected {standby_name}"
+    );
+
+    w.wait_status("pool", "retired by the new leader", T, |s| {
+        s.retired_total == 1 && s.retiring.is_empty()
+    })
+    .await;
+    let g = w.group().await;
+    assert_eq!(g.desired, 2, "exactly one decrement across the failover");
+    assert_eq!(g.instances.len(), 2);
+    w.sim.assert_no_violations().await;
+    drop(a);
+    drop(b);
+    w.cleanup().await;
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let out = std::process::Command::new(env_var("NPO_KUBECTL"))
+        .args(args)
+        .env("KUBECONFIG", env_var("KUBECONFIG"))
+        .output()
+        .expect("running kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_get_and_describe_show_what_a_human_needs() {
+    let mut w = World::new(
+        "kubectl",
+        WorldOptions {
+            size: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    w.create_aws_secret().await;
+    w.start_operator().await;
+    busy_everywhere(&w).await;
+    w.apply_pool(&w.pool_manifest(
+        "ci-linux",
+        json!({"replicas": 1, "disruption": {"maxUnavailable": 1}}),
+    ))
+    .await;
+    let st = w
+        .wait_status("ci-linux", "draining with its blocking job known", T, |s| {
+            s.retiring.len() == 1 && !s.retiring[0].blocking_jobs.is_empty()
+        })
+        .await;
+    let draining = &st.retiring[0];
+
+    let get = kubectl(&["get", "ncp", "-n", &w.namespace]);
+    let lines: Vec<&str> = get.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DESIRED",
+            "READY",
+            "DRAINING",
+            "TERMINATING",
+            "STATUS",
+            "AGE"
+        ],
+        "{get}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        ["ci-linux", "1", "2", "1", "0", "BudgetExhausted"],
+        "{get}"
+    );
+
+    let describe = kubectl(&["describe", "ncp", "ci-linux", "-n", &w.namespace]);
+    for needle in [
+        draining.node_name.as_str(),
+        draining.instance_id.as_deref().unwrap(),
+        "Phase:",
+        "Draining",
+        "Allocations Left:",
+        draining.blocking_jobs[0].as_str(),
+        "waiting for 1 allocation(s) to finish",
+        "Drain Started At:",
+        "BudgetExhausted",
+        "Selected",
+        "Cordoned",
+    ] {
+        assert!(
+            describe.contains(needle),
+            "`kubectl describe` lacks {needle:?}:\n{describe}"
+        );
+    }
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
