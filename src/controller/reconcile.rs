@@ -107,6 +107,23 @@ fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
     }
 }
 
+/// An error with its causes ("… : invalid peer certificate: UnknownIssuer"):
+/// the cause is what the on-call engineer needs. Sources carry no secrets:
+/// tokens travel in headers and URLs are stripped from transport errors.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// Why the pool cannot be worked on right now; becomes the Degraded condition.
 struct Trouble {
     reason: &'static str,
@@ -131,7 +148,7 @@ impl Trouble {
             },
             _ => Trouble {
                 reason: "NomadUnreachable",
-                message: format!("cannot reach Nomad at {address}: {e}"),
+                message: format!("cannot reach Nomad at {address}: {}", error_chain(e)),
                 retry: Duration::from_secs(15),
             },
         }
