@@ -11,4 +11,13 @@ env-down:
 # API server, moto and the Nomad simulator (env-up installs and starts them).
 # End-to-end tests mostly wait on I/O, so run more of them than there are cores.
 test: env-up
-	cargo test --workspace --locked -- --test-threads=4
+	. "$${NPO_TESTENV_DIR:-$(CURDIR)/target/testenv}/env" && cargo test --workspace --locked -- --test-threads=4
+
+# The operator's main job end to end on local defaults (about a minute): a
+# pool of 10 simulated Nomad clients in a moto Auto Scaling group scaled to 6
+# while CI jobs run. Leaves the control plane running (make env-down).
+.PHONY: demo
+demo:
+	tests/env/up.sh
+	cargo build -p nomad-pool-operator --bins
+	cargo run --example demo

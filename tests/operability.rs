@@ -39,7 +39,7 @@ async fn lease_holder(w: &World) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_only_the_leader_acts_and_a_killed_leader_is_replaced_mid_drain() {
-    let mut w = World::new(
+    let w = World::new(
         "ha",
         WorldOptions {
             size: 3,
