@@ -116,6 +116,20 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The Nomad node an action is about, for log spans.
+    pub fn node_id(&self) -> Option<&str> {
+        match self {
+            Action::Cordon { node_id }
+            | Action::Drain { node_id }
+            | Action::Release { node_id, .. }
+            | Action::Terminate { node_id, .. }
+            | Action::Purge { node_id } => Some(node_id),
+            Action::SetDesiredCapacity { .. } => None,
+        }
+    }
+}
+
 /// Kubernetes Event to publish: one per phase change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanEvent {

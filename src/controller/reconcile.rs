@@ -13,7 +13,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{Instrument, info, instrument, warn};
 
 use super::connect::{self, ConnectError};
 use super::plan::{self, Action, Blocker, LastDrainStatus, NodeFacts, NodeStatus, PoolView};
@@ -360,7 +360,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     let mut failures: Vec<String> = Vec::new();
     for action in &planned.actions {
-        if let Err(e) = run_action(&pool, &rt, action).await {
+        let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
+        if let Err(e) = run_action(&pool, &rt, action).instrument(span).await {
             warn!(?action, error = %e, "action failed; retried on the next reconcile");
             failures.push(e);
         }
