@@ -71,19 +71,34 @@ async fn cloud<T, E>(
     result
 }
 
+const PHASES: [RetirePhase; 6] = [
+    RetirePhase::Selected,
+    RetirePhase::Cordoned,
+    RetirePhase::Draining,
+    RetirePhase::Drained,
+    RetirePhase::Terminating,
+    RetirePhase::Cancelling,
+];
+
+/// A deleted pool's gauges would otherwise report its last counts forever.
+fn forget_metrics(pool_key: &str) {
+    let m = metrics();
+    let phases = PHASES
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .chain(["Ready".to_string()]);
+    for phase in phases {
+        m.nodes.remove(&PhaseLabels {
+            pool: pool_key.into(),
+            phase,
+        });
+    }
+}
+
 fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
     let m = metrics();
-    let mut by_phase: std::collections::BTreeMap<String, i64> = [
-        RetirePhase::Selected,
-        RetirePhase::Cordoned,
-        RetirePhase::Draining,
-        RetirePhase::Drained,
-        RetirePhase::Terminating,
-        RetirePhase::Cancelling,
-    ]
-    .iter()
-    .map(|p| (format!("{p:?}"), 0))
-    .collect();
+    let mut by_phase: std::collections::BTreeMap<String, i64> =
+        PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
     for r in &planned.retiring {
         *by_phase.entry(format!("{:?}", r.phase)).or_default() += 1;
     }
@@ -821,5 +836,10 @@ async fn cleanup(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeu
     }
     publish(&ctx, &pool, EventType::Normal, "PoolDeleted", &message).await;
     ctx.pools.lock().expect("pools lock").remove(&key);
+    forget_metrics(&format!(
+        "{}/{}",
+        pool.namespace().unwrap_or_default(),
+        pool.name_any()
+    ));
     Ok(Requeue::await_change())
 }
