@@ -14,19 +14,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(60);
 
-async fn busy_everywhere(w: &World) -> Vec<(String, String)> {
-    let mut out = vec![];
-    for n in w.ready_nodes().await {
-        let id = n["id"].as_str().unwrap().to_string();
-        let alloc = w
-            .sim
-            .batch_on(&id, &format!("ci-build-{}", &id[..8]), None)
-            .await;
-        out.push((id, alloc));
-    }
-    out
-}
-
 async fn lease_holder(w: &World) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.namespace);
     leases
@@ -51,7 +38,7 @@ async fn two_replicas_only_the_leader_acts_and_a_killed_leader_is_replaced_mid_d
     let lease = ["--lease-duration", "4"];
     let mut a = Operator::start_with(&w.namespace, "ha", "replica-a", &lease).await;
     let mut b = Operator::start_with(&w.namespace, "ha", "replica-b", &lease).await;
-    let jobs = busy_everywhere(&w).await;
+    let jobs = w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
         .await;
     let st = w
@@ -137,7 +124,7 @@ async fn kubectl_get_and_describe_show_what_a_human_needs() {
     .await;
     w.create_aws_secret().await;
     w.start_operator().await;
-    busy_everywhere(&w).await;
+    w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest(
         "ci-linux",
         json!({"replicas": 1, "disruption": {"maxUnavailable": 1}}),

@@ -12,20 +12,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Start a batch job that runs until finished on every ready client; returns (node id, alloc id).
-async fn busy_everywhere(w: &World) -> Vec<(String, String)> {
-    let mut out = vec![];
-    for n in w.ready_nodes().await {
-        let id = n["id"].as_str().unwrap().to_string();
-        let alloc = w
-            .sim
-            .batch_on(&id, &format!("ci-build-{}", &id[..8]), None)
-            .await;
-        out.push((id, alloc));
-    }
-    out
-}
-
 async fn setup(test: &str, size: i32) -> World {
     let mut w = World::new(
         test,
@@ -43,7 +29,7 @@ async fn setup(test: &str, size: i32) -> World {
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {
     let w = setup("scale-in", 4).await;
-    let jobs = busy_everywhere(&w).await;
+    let jobs = w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest(
         "pool",
         json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}),
@@ -105,7 +91,7 @@ async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {
 #[tokio::test(flavor = "multi_thread")]
 async fn raising_replicas_cancels_drains_before_growing_the_group() {
     let w = setup("scale-up", 4).await;
-    busy_everywhere(&w).await;
+    w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest(
         "pool",
         json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}),
@@ -173,7 +159,7 @@ async fn explicit_retire_with_replacement_keeps_the_group_size() {
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_deadline_lets_nomad_stop_stuck_jobs_then_retires() {
     let w = setup("deadline", 2).await;
-    busy_everywhere(&w).await;
+    w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 1, "drain": {"deadline": "2s"}})))
         .await;
     let st = w
@@ -348,7 +334,7 @@ async fn preflight_refuses_when_terminate_is_suspended_or_at_min_size() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restarted_controller_adopts_the_drain_and_never_decrements_twice() {
     let mut w = setup("restart", 3).await;
-    let jobs = busy_everywhere(&w).await;
+    let jobs = w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
         .await;
     let st = w
@@ -378,7 +364,7 @@ async fn restarted_controller_adopts_the_drain_and_never_decrements_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_pool_returns_cordoned_nodes_and_terminates_nothing() {
     let w = setup("delete", 3).await;
-    busy_everywhere(&w).await;
+    w.busy_everywhere().await;
     // Budget 1 and all busy: one drains, nothing else is touched.
     w.apply_pool(&w.pool_manifest(
         "pool",
@@ -408,7 +394,7 @@ async fn deleting_a_pool_returns_cordoned_nodes_and_terminates_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn controller_that_lost_its_status_adopts_its_own_drain_from_nomad() {
     let mut w = setup("adopt", 3).await;
-    let jobs = busy_everywhere(&w).await;
+    let jobs = w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
         .await;
     let st = w

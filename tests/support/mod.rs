@@ -658,6 +658,21 @@ impl World {
             .collect()
     }
 
+    /// Start a batch job that runs until finished on every ready client;
+    /// returns (node ID, allocation ID) pairs. Job IDs are `ci-build-<node prefix>`.
+    pub async fn busy_everywhere(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for n in self.ready_nodes().await {
+            let id = n["id"].as_str().unwrap().to_string();
+            let alloc = self
+                .sim
+                .batch_on(&id, &format!("ci-build-{}", &id[..8]), None)
+                .await;
+            out.push((id, alloc));
+        }
+        out
+    }
+
     pub async fn cleanup(self) {
         delete_namespace(&self.client, &self.namespace).await;
         drop(self.operator);
