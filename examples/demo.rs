@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,25 +25,10 @@ use nomad_pool_operator::api::NomadClientPoolStatus;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-// The harness starts the operator with `env!("CARGO_BIN_EXE_nomad-pool-operator")`,
-// which Cargo sets for integration tests only. For this example, that one
-// name resolves to the binary next to the example instead (see `operator_bin`);
-// every other `env!` is the standard one. This `macro_rules!` shadows the
-// prelude's `env!` inside the included module only because it is defined
-// before it.
-macro_rules! env {
-    ("CARGO_BIN_EXE_nomad-pool-operator") => {
-        crate::operator_bin()
-    };
-    ($name:literal) => {
-        ::std::env!($name)
-    };
-}
-
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{World, WorldOptions, env_var};
+use support::{World, WorldOptions, env_var, operator_bin};
 
 const POOL: &str = "ci";
 const FROM: i32 = 10;
@@ -64,25 +48,6 @@ const BUSY_JOBS: u64 = 16;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Without a terminal, an unchanged progress block is repeated this often.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
-
-/// Where the operator binary is: `$NPO_OPERATOR_BIN`, else next to the
-/// directory holding this example (`target/debug/examples/demo` →
-/// `target/debug/nomad-pool-operator`).
-fn operator_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("NPO_OPERATOR_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("locating the demo executable");
-    exe.parent()
-        .and_then(|examples| examples.parent())
-        .map(|profile| {
-            profile.join(format!(
-                "nomad-pool-operator{}",
-                std::env::consts::EXE_SUFFIX
-            ))
-        })
-        .expect("the demo runs from target/<profile>/examples/")
-}
 
 // ---------------------------------------------------------------------------
 // Output: plain lines that scroll (steps, events) and, on a terminal, a live

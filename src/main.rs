@@ -71,8 +71,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let filter = EnvFilter::try_from_env("NPO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: escape codes in a log file or pipeline are noise.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if args.log_json {
         fmt.json().init();

@@ -156,7 +156,7 @@ async fn kubectl_get_and_describe_show_what_a_human_needs() {
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
         &row[..6],
-        ["ci-linux", "1", "2", "1", "0", "BudgetExhausted"],
+        ["ci-linux", "1", "2", "1", "0", "Retiring"],
         "{get}"
     );
 

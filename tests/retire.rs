@@ -84,6 +84,16 @@ async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {
         (w.sim.nodes().await.len() == 2).then_some(())
     })
     .await;
+    // One event per node and phase: never folded into another node's series.
+    let retired: Vec<String> = w
+        .events()
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "Retired")
+        .map(|(_, n)| n)
+        .collect();
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    assert_ne!(retired[0], retired[1]);
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }

@@ -134,6 +134,9 @@ impl Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanEvent {
     pub warning: bool,
+    /// The node the event is about, so events about different nodes are
+    /// never folded into one series.
+    pub node: Option<String>,
     pub reason: &'static str,
     pub message: String,
 }
@@ -178,16 +181,18 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn event(&mut self, reason: &'static str, message: String) {
+    fn event(&mut self, node: Option<&str>, reason: &'static str, message: String) {
         self.events.push(PlanEvent {
             warning: false,
+            node: node.map(str::to_owned),
             reason,
             message,
         });
     }
-    fn warn(&mut self, reason: &'static str, message: String) {
+    fn warn(&mut self, node: &str, reason: &'static str, message: String) {
         self.events.push(PlanEvent {
             warning: true,
+            node: Some(node.to_owned()),
             reason,
             message,
         });
@@ -326,6 +331,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             n.draining || (!n.eligible && n.last_drain == Some(LastDrainStatus::Complete));
         if ours && in_progress && n.status != NodeStatus::Down && !tracked_ids.contains(&n.id) {
             plan.event(
+                Some(&n.name),
                 "AdoptedDrain",
                 format!(
                     "adopted drain of node {} started earlier by this pool",
@@ -510,6 +516,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             if deficit > 0 && !spec.disruption.dry_run {
                 let desired = group_desired + deficit;
                 plan.event(
+                    None,
                     "ScalingUp",
                     format!(
                         "raising {} desired capacity from {group_desired} to {desired}",
@@ -559,6 +566,7 @@ fn cancel(entry: &mut RetiringNode, plan: &mut Plan, now: Timestamp, why: String
         _ => true,
     });
     plan.event(
+        Some(&entry.node_name),
         "RetirementCancelled",
         format!("node {} returns to service: {why}", entry.node_name),
     );
@@ -618,6 +626,7 @@ fn select(
     plan: &mut Plan,
 ) -> RetiringNode {
     plan.event(
+        Some(&node.name),
         "Selected",
         format!(
             "node {} ({}) selected for retirement ({reason:?})",
@@ -733,6 +742,7 @@ fn advance(
                         .push(seconds_between(selected.0, view.now));
                 }
                 plan.event(
+                    Some(&e.node_name),
                     "Retired",
                     format!(
                         "node {} retired: VM {} terminated and node purged",
@@ -744,6 +754,7 @@ fn advance(
             }
             _ => {
                 plan.warn(
+                    &e.node_name,
                     "NodeLeftPool",
                     format!(
                         "node {} disappeared from the pool during {:?}; forgetting it",
@@ -760,6 +771,7 @@ fn advance(
             if !node.eligible {
                 to(&mut e, RetirePhase::Cordoned, None);
                 plan.event(
+                    Some(&e.node_name),
                     "Cordoned",
                     format!("node {} is ineligible for new work", e.node_name),
                 );
@@ -778,12 +790,20 @@ fn advance(
                 to(&mut e, RetirePhase::Draining, None);
                 e.drain_started_at = node.last_drain_started.or(Some(view.now)).map(ts);
                 e.drain_deadline = drain_deadline(view, node);
-                plan.event("Draining", format!("node {} is draining", e.node_name));
+                plan.event(
+                    Some(&e.node_name),
+                    "Draining",
+                    format!("node {} is draining", e.node_name),
+                );
             } else if ours && node.last_drain == Some(LastDrainStatus::Complete) {
                 // The drain finished between two observations.
                 to(&mut e, RetirePhase::Draining, None);
                 e.drain_started_at = node.last_drain_started.map(ts);
-                plan.event("Draining", format!("node {} drained", e.node_name));
+                plan.event(
+                    Some(&e.node_name),
+                    "Draining",
+                    format!("node {} drained", e.node_name),
+                );
             } else {
                 plan.actions.push(Action::Drain {
                     node_id: e.node_id.clone(),
@@ -819,6 +839,7 @@ fn advance(
             {
                 // Someone cancelled our drain; the spec still says retire.
                 plan.warn(
+                    &e.node_name,
                     "DrainCancelledExternally",
                     format!(
                         "the drain of node {} was cancelled outside this pool; draining again",
@@ -850,6 +871,7 @@ fn advance(
                     if e.phase != RetirePhase::Drained || e.message.as_deref() != Some(why.as_str())
                     {
                         plan.warn(
+                            &e.node_name,
                             "TerminateBlocked",
                             format!("node {} is drained but {why}", e.node_name),
                         );
@@ -858,7 +880,7 @@ fn advance(
                 } else {
                     let forced = !empty;
                     if forced {
-                        plan.warn(
+                        plan.warn(&e.node_name,
                             "ForceTerminate",
                             format!(
                                 "terminating {} with {} allocation(s) still live: drain.forceTerminateAfter passed",
@@ -867,6 +889,7 @@ fn advance(
                         );
                     } else {
                         plan.event(
+                            Some(&e.node_name),
                             "Drained",
                             format!("node {} has no pending or running allocation", e.node_name),
                         );
@@ -877,6 +900,7 @@ fn advance(
                     }
                     to(&mut e, RetirePhase::Terminating, None);
                     plan.event(
+                        Some(&e.node_name),
                         "Terminating",
                         format!("terminating VM {instance} of node {}", e.node_name),
                     );
@@ -933,6 +957,7 @@ fn advance(
             let released = !node.draining && (node.eligible || !e.cordoned_by_pool);
             if released {
                 plan.event(
+                    Some(&e.node_name),
                     "ReturnedToService",
                     format!("node {} is back in service", e.node_name),
                 );

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
@@ -392,13 +393,22 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             },
             ev.reason,
             &ev.message,
+            ev.node.as_deref(),
         )
         .await;
         info!(reason = ev.reason, "{}", ev.message);
     }
     if !failures.is_empty() {
         let message = failures.join("; ");
-        publish(&ctx, &pool, EventType::Warning, "ActionFailed", &message).await;
+        publish(
+            &ctx,
+            &pool,
+            EventType::Warning,
+            "ActionFailed",
+            &message,
+            None,
+        )
+        .await;
         let failed = build_status(
             &pool,
             &status,
@@ -636,6 +646,10 @@ fn build_status(
             "Settled",
             format!("{} client(s), as desired", planned.desired_nodes),
         )
+    } else if progressing.reason == "BudgetExhausted" {
+        // Waiting on the budget is normal progress; the column users see
+        // should say the pool is retiring, not sound an alarm.
+        Signal::new(false, "Retiring", progressing.message.clone())
     } else {
         Signal::new(
             false,
@@ -736,6 +750,7 @@ async fn report_trouble(
             EventType::Warning,
             trouble.reason,
             &trouble.message,
+            None,
         )
         .await;
     }
@@ -748,19 +763,29 @@ async fn report_trouble(
     ))
 }
 
+/// Publish an Event on the pool. An event about a node names it as the
+/// `related` object: the recorder folds events into a series by reason and
+/// objects, not by message, so without it the second node's "Retired" would
+/// only bump the count of the first's.
 async fn publish(
     ctx: &Context,
     pool: &NomadClientPool,
     type_: EventType,
     reason: &str,
     message: &str,
+    node: Option<&str>,
 ) {
     let ev = Event {
         type_,
         reason: reason.into(),
         note: Some(message.chars().take(1000).collect()),
         action: reason.into(),
-        secondary: None,
+        secondary: node.map(|name| ObjectReference {
+            api_version: Some("nomadproject.io/v1".into()),
+            kind: Some("NomadNode".into()),
+            name: Some(name.into()),
+            ..Default::default()
+        }),
     };
     if let Err(e) = ctx.recorder.publish(&ev, &pool.object_ref(&())).await {
         warn!(error = %e, "publishing event failed");
@@ -834,7 +859,15 @@ async fn cleanup(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeu
             left.join(", ")
         ));
     }
-    publish(&ctx, &pool, EventType::Normal, "PoolDeleted", &message).await;
+    publish(
+        &ctx,
+        &pool,
+        EventType::Normal,
+        "PoolDeleted",
+        &message,
+        None,
+    )
+    .await;
     ctx.pools.lock().expect("pools lock").remove(&key);
     forget_metrics(&format!(
         "{}/{}",

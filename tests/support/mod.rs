@@ -424,6 +424,26 @@ impl Bridge {
 // ---------------------------------------------------------------------------
 // The operator binary
 
+/// `$NPO_OPERATOR_BIN`; else Cargo's binary for integration tests; else, for
+/// examples and benches, `target/<profile>/nomad-pool-operator` beside the
+/// `target/<profile>/{examples,deps}/` directory the caller runs from.
+pub fn operator_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NPO_OPERATOR_BIN") {
+        return p.into();
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_nomad-pool-operator") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("locating the running executable");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("running from target/<profile>/<dir>/")
+        .join(format!(
+            "nomad-pool-operator{}",
+            std::env::consts::EXE_SUFFIX
+        ))
+}
+
 pub struct Operator {
     child: Child,
     pub log: PathBuf,
@@ -450,7 +470,7 @@ impl Operator {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_nomad-pool-operator"))
+        let child = Command::new(operator_bin())
             // Each test's operator elects itself on a lease in its own
             // namespace, so parallel tests never wait on each other.
             .args([
@@ -655,6 +675,19 @@ impl World {
             .await
             .into_iter()
             .filter(|n| n["status"] == "ready" && n["vm_alive"] == true)
+            .collect()
+    }
+
+    /// The Events in this world's namespace as (reason, note).
+    pub async fn events(&self) -> Vec<(String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        api.list(&Default::default())
+            .await
+            .expect("listing events")
+            .items
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
             .collect()
     }
 
