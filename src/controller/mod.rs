@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::api::NomadClientPool;
 use crate::nomad::NomadClient;
-use crate::provider::CloudProvider;
+use crate::provider::{CloudProvider, GroupState};
 
 /// Errors that make a reconcile fail and retry with backoff. Trouble with
 /// Nomad or the cloud is not here: it is reported in status and requeued.
@@ -49,6 +49,36 @@ pub struct PoolRuntime {
     pub nomad: NomadClient,
     pub provider: Arc<dyn CloudProvider>,
     pub watch: watch::PoolWatch,
+    /// The last group description, reused for `GROUP_TTL`.
+    pub group: tokio::sync::Mutex<Option<(std::time::Instant, GroupState)>>,
+}
+
+/// A burst of Nomad changes (dozens of reconciles a second during a large
+/// scale-in) shares one cloud read instead of one each: cloud describe APIs
+/// are rate-limited. Our own mutations drop the cached answer, and the
+/// provider re-reads an instance before terminating it, so a slightly older
+/// view never causes a wrong termination.
+pub const GROUP_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl PoolRuntime {
+    pub async fn describe_group(&self) -> Result<GroupState, crate::provider::ProviderError> {
+        let mut cached = self.group.lock().await;
+        if let Some((at, g)) = cached.as_ref()
+            && at.elapsed() < GROUP_TTL
+        {
+            return Ok(g.clone());
+        }
+        let started = std::time::Instant::now();
+        let result = self.provider.describe_group().await;
+        crate::metrics::metrics().cloud_request("DescribeGroup", result.is_ok(), started.elapsed());
+        let g = result?;
+        *cached = Some((std::time::Instant::now(), g.clone()));
+        Ok(g)
+    }
+
+    pub async fn forget_group(&self) {
+        *self.group.lock().await = None;
+    }
 }
 
 pub struct Context {

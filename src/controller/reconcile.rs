@@ -241,6 +241,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         nomad,
         provider,
         watch,
+        group: tokio::sync::Mutex::new(None),
     });
     ctx.pools
         .lock()
@@ -294,7 +295,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         }
         NodesState::Ready(s) => s,
     };
-    let group = match cloud("DescribeGroup", rt.provider.describe_group()).await {
+    let group = match rt.describe_group().await {
         Ok(g) => g,
         Err(e) => {
             return report_trouble(
@@ -381,6 +382,15 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             warn!(?action, error = %e, "action failed; retried on the next reconcile");
             failures.push(e);
         }
+    }
+    // Our own mutations make the cached group view stale at once.
+    if planned.actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Terminate { .. } | Action::SetDesiredCapacity { .. }
+        )
+    }) {
+        rt.forget_group().await;
     }
     for ev in &planned.events {
         publish(
