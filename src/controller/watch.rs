@@ -269,6 +269,9 @@ async fn watch_nodes(
                     since,
                 });
                 trigger.fire();
+                // Retry with a plain read: a blocking query on the old index
+                // would leave the pool Failed until the node table changes.
+                index = 0;
                 backoff = next_backoff(backoff);
                 tokio::time::sleep(backoff).await;
             }
