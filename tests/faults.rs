@@ -770,8 +770,12 @@ async fn nomad_faults_back_off_and_the_pool_converges() {
         "operator exited:\n{}",
         op.log_tail(40)
     );
+    // Failed reads of the node list show as NomadUnreachable; with the node
+    // watch on the event stream, most failures hit writes instead and show as
+    // ActionFailed. Either way the on-call engineer sees Nomad failing.
     assert!(
-        reasons_seen.contains("Degraded=NomadUnreachable"),
+        reasons_seen.contains("Degraded=NomadUnreachable")
+            || reasons_seen.contains("Degraded=ActionFailed"),
         "Nomad's failures showed in status: {reasons_seen:?}"
     );
 

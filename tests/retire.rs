@@ -460,3 +460,29 @@ async fn controller_that_lost_its_status_adopts_its_own_drain_from_nomad() {
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_usable_event_stream_the_node_watch_falls_back_to_blocking_queries() {
+    let w = setup("no-stream", 3).await;
+    // Every event-stream request fails, as on a Nomad that refuses it.
+    w.sim
+        .post(
+            "/sim/faults",
+            json!({"path_prefix": "/v1/event/stream", "error_rate": 1.0}),
+        )
+        .await;
+    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
+        .await;
+    w.wait_status("pool", "retired through blocking list queries", T, |s| {
+        s.retired_total == 1 && s.retiring.is_empty()
+    })
+    .await;
+    assert_eq!(w.group().await.desired, 2);
+    let log = std::fs::read_to_string(&w.operator.as_ref().unwrap().log).unwrap();
+    assert!(
+        log.contains("watching the node list with blocking queries"),
+        "no fallback in the log"
+    );
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}

@@ -232,6 +232,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
     let watch = PoolWatch::start(
         nomad.clone(),
         filter,
+        selector,
         provider.instance_id_attribute(),
         Trigger::new(ctx.trigger.clone(), key.clone()),
     );

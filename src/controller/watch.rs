@@ -3,7 +3,7 @@
 //! allocations of each node being drained. No sleep loops: a quiet pool costs
 //! one request per blocking-query wait (5 minutes), whatever its size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,9 @@ use tracing::{debug, warn};
 
 use crate::api::NomadClientPool;
 use crate::controller::plan::AllocFacts;
-use crate::nomad::{JobType, Node, NodeListStub, NomadClient, NomadError, QueryOptions};
+use crate::nomad::{
+    JobType, Node, NodeListStub, NomadClient, NomadError, PoolSelector, QueryOptions, QueryResponse,
+};
 
 /// How long one blocking query waits for a change (Nomad's maximum).
 const BLOCKING_WAIT: Duration = Duration::from_secs(300);
@@ -102,6 +104,7 @@ impl PoolWatch {
     pub fn start(
         client: NomadClient,
         filter: Option<String>,
+        selector: PoolSelector,
         instance_attribute: &'static str,
         trigger: Trigger,
     ) -> Self {
@@ -109,6 +112,7 @@ impl PoolWatch {
         let node_task = tokio::spawn(watch_nodes(
             client.clone(),
             filter,
+            selector,
             instance_attribute,
             tx,
             trigger.clone(),
@@ -191,89 +195,201 @@ fn next_backoff(current: Duration) -> Duration {
     (current * 2).clamp(Duration::from_millis(500), MAX_BACKOFF)
 }
 
+/// The node-list watch: one full list, then Nomad's Node event stream, whose
+/// payloads carry whole nodes (instance IDs included) so a change costs one
+/// small event instead of re-reading the whole pool. Every subscription ends
+/// after `EVENT_STREAM_LIFETIME` and the list is read again, which also
+/// repairs anything a gap in Nomad's event buffer hid. A Nomad whose stream is
+/// unusable (closed at once, or refused) is watched with blocking queries on
+/// the node list instead.
 async fn watch_nodes(
+    client: NomadClient,
+    filter: Option<String>,
+    selector: PoolSelector,
+    instance_attribute: &'static str,
+    tx: watch::Sender<NodesState>,
+    trigger: Trigger,
+) {
+    let mut w = NodeWatch {
+        client,
+        filter,
+        instance_attribute,
+        tx,
+        trigger,
+        instance_ids: HashMap::new(),
+        failing_since: None,
+        backoff: Duration::ZERO,
+    };
+    let mut short_streams = 0;
+    loop {
+        let Some(listed) = w.list(0).await else {
+            continue;
+        };
+        let index = listed.index;
+        let mut nodes: BTreeMap<String, NodeListStub> = listed
+            .value
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        if short_streams >= STREAM_FALLBACK_AFTER {
+            warn!(
+                "the Nomad event stream keeps closing; watching the node list with blocking queries"
+            );
+            return w.blocking(index).await;
+        }
+        let started = Instant::now();
+        if let Err(e) = w.follow(index, &selector, &mut nodes).await {
+            debug!(error = %e, "node event stream ended; listing again");
+        }
+        if started.elapsed() < MIN_HEALTHY_STREAM {
+            short_streams += 1;
+            w.backoff = next_backoff(w.backoff);
+            tokio::time::sleep(w.backoff).await;
+        } else {
+            short_streams = 0;
+        }
+    }
+}
+
+/// A stream that ends sooner than this counts as unusable.
+const MIN_HEALTHY_STREAM: Duration = Duration::from_secs(5);
+/// Unusable streams in a row before falling back to blocking list queries.
+const STREAM_FALLBACK_AFTER: u32 = 3;
+
+struct NodeWatch {
     client: NomadClient,
     filter: Option<String>,
     instance_attribute: &'static str,
     tx: watch::Sender<NodesState>,
     trigger: Trigger,
-) {
-    let mut index = 0u64;
-    let mut backoff = Duration::ZERO;
-    let mut instance_ids: HashMap<String, String> = HashMap::new();
-    let mut failing_since: Option<Instant> = None;
-    loop {
+    instance_ids: HashMap<String, String>,
+    failing_since: Option<Instant>,
+    backoff: Duration,
+}
+
+impl NodeWatch {
+    /// List the pool's nodes (blocking on `index` when non-zero), read the
+    /// instance ID of nodes not seen before, and publish. `None` on failure,
+    /// after publishing it and backing off.
+    async fn list(&mut self, index: u64) -> Option<QueryResponse<Vec<NodeListStub>>> {
         let q = QueryOptions {
             index,
-            wait: Some(BLOCKING_WAIT),
+            wait: (index > 0).then_some(BLOCKING_WAIT),
             stale: true,
         };
-        match client.list_nodes(filter.as_deref(), &q).await {
+        match self.client.list_nodes(self.filter.as_deref(), &q).await {
             Ok(resp) => {
-                backoff = Duration::ZERO;
-                failing_since = None;
-                // An index that goes backwards means Nomad restored a snapshot:
-                // start over rather than block on an index that may never come.
-                let changed = resp.index != index
-                    || matches!(
-                        *tx.borrow(),
-                        NodesState::Failed { .. } | NodesState::Pending
-                    );
-                index = resp.next_index(index);
-                if !changed {
-                    continue;
-                }
+                self.backoff = Duration::ZERO;
+                self.failing_since = None;
                 let wanted: HashSet<&str> = resp.value.iter().map(|n| n.id.as_str()).collect();
-                instance_ids.retain(|id, _| wanted.contains(id.as_str()));
+                self.instance_ids
+                    .retain(|id, _| wanted.contains(id.as_str()));
                 let missing: Vec<String> = resp
                     .value
                     .iter()
-                    .filter(|n| !instance_ids.contains_key(&n.id))
+                    .filter(|n| !self.instance_ids.contains_key(&n.id))
                     .map(|n| n.id.clone())
                     .collect();
-                let details = futures::stream::iter(missing)
-                    .map(|id| {
-                        let client = client.clone();
-                        async move { (id.clone(), client.node(&id, &QueryOptions::default()).await) }
-                    })
-                    .buffer_unordered(DETAIL_CONCURRENCY)
-                    .collect::<Vec<_>>()
-                    .await;
-                for (id, result) in details {
-                    match result {
-                        Ok(resp) => {
-                            if let Some(instance) = instance_of(&resp.value, instance_attribute) {
-                                instance_ids.insert(id, instance);
-                            }
-                        }
-                        // Purged between the list and the read: the next list drops it.
-                        Err(NomadError::NodeNotFound { .. }) => {}
-                        Err(e) => {
-                            debug!(node = %id, error = %e, "node read failed; retried on the next change")
-                        }
-                    }
-                }
-                let snapshot = NodesSnapshot {
-                    index: resp.index,
-                    nodes: resp.value,
-                    instance_ids: instance_ids.clone(),
-                };
-                tx.send_replace(NodesState::Ready(Arc::new(snapshot)));
-                trigger.fire();
+                self.read_instance_ids(missing).await;
+                self.publish(resp.index, resp.value.clone());
+                Some(resp)
             }
             Err(e) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
                 warn!(error = %e, "Nomad node list query failed");
-                tx.send_replace(NodesState::Failed {
+                self.tx.send_replace(NodesState::Failed {
                     error: Arc::new(e),
                     since,
                 });
-                trigger.fire();
+                self.trigger.fire();
+                self.backoff = next_backoff(self.backoff);
+                tokio::time::sleep(self.backoff).await;
+                None
+            }
+        }
+    }
+
+    async fn read_instance_ids(&mut self, ids: Vec<String>) {
+        let details = futures::stream::iter(ids)
+            .map(|id| {
+                let client = self.client.clone();
+                async move { (id.clone(), client.node(&id, &QueryOptions::default()).await) }
+            })
+            .buffer_unordered(DETAIL_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for (id, result) in details {
+            match result {
+                Ok(resp) => {
+                    if let Some(instance) = instance_of(&resp.value, self.instance_attribute) {
+                        self.instance_ids.insert(id, instance);
+                    }
+                }
+                // Purged between the list and the read: the next list drops it.
+                Err(NomadError::NodeNotFound { .. }) => {}
+                Err(e) => {
+                    debug!(node = %id, error = %e, "node read failed; retried on the next list")
+                }
+            }
+        }
+    }
+
+    fn publish(&self, index: u64, nodes: Vec<NodeListStub>) {
+        let snapshot = NodesSnapshot {
+            index,
+            nodes,
+            instance_ids: self.instance_ids.clone(),
+        };
+        self.tx.send_replace(NodesState::Ready(Arc::new(snapshot)));
+        self.trigger.fire();
+    }
+
+    /// Apply Node events after `index` to `nodes` until the stream ends.
+    async fn follow(
+        &mut self,
+        index: u64,
+        selector: &PoolSelector,
+        nodes: &mut BTreeMap<String, NodeListStub>,
+    ) -> Result<(), NomadError> {
+        let mut stream = self.client.node_events(index + 1).await?;
+        let mut last = index;
+        while let Some(frame) = stream.next().await? {
+            let mut changed = false;
+            for ev in frame.events {
+                let Some(node) = ev.payload.node else {
+                    continue;
+                };
+                if ev.topic != "Node" || ev.index <= index {
+                    continue;
+                }
+                if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
+                    changed |= nodes.remove(&node.id).is_some();
+                    self.instance_ids.remove(&node.id);
+                } else {
+                    if let Some(instance) = instance_of(&node, self.instance_attribute) {
+                        self.instance_ids.insert(node.id.clone(), instance);
+                    }
+                    nodes.insert(node.id.clone(), node.to_stub());
+                    changed = true;
+                }
+                last = last.max(ev.index);
+            }
+            if changed {
+                self.publish(last, nodes.values().cloned().collect());
+            }
+        }
+        Ok(())
+    }
+
+    /// Fallback for a Nomad without a usable event stream: blocking queries
+    /// on the node list, one full list per change.
+    async fn blocking(mut self, mut index: u64) {
+        loop {
+            match self.list(index).await {
+                Some(resp) => index = resp.next_index(index),
                 // Retry with a plain read: a blocking query on the old index
                 // would leave the pool Failed until the node table changes.
-                index = 0;
-                backoff = next_backoff(backoff);
-                tokio::time::sleep(backoff).await;
+                None => index = 0,
             }
         }
     }

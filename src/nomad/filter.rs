@@ -20,6 +20,20 @@ pub struct PoolSelector {
     pub meta: BTreeMap<String, String>,
 }
 
+impl PoolSelector {
+    /// The same test as [`node_pool_filter`], applied locally to a node that
+    /// arrived on the event stream (which is not filtered server-side).
+    pub fn matches(&self, node: &super::Node) -> bool {
+        self.node_pool.as_ref().is_none_or(|p| *p == node.node_pool)
+            && self
+                .node_class
+                .as_ref()
+                .is_none_or(|c| *c == node.node_class)
+            && (self.datacenters.is_empty() || self.datacenters.contains(&node.datacenter))
+            && self.meta.iter().all(|(k, v)| node.meta.get(k) == Some(v))
+    }
+}
+
 /// The `filter` for `GET /v1/nodes` selecting `sel`'s nodes. Nomad evaluates
 /// it against the full node, so `Meta` works even though the list stub lacks
 /// it. An empty selector yields `""`, which the client sends as no filter.

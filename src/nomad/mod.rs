@@ -8,8 +8,9 @@ pub mod filter;
 mod types;
 
 pub use client::{
-    DEFAULT_BLOCKING_WAIT, NomadClient, NomadConfig, NomadTlsConfig, QueryOptions, QueryResponse,
-    SecretToken, Timeouts, next_blocking_index,
+    DEFAULT_BLOCKING_WAIT, EVENT_STREAM_LIFETIME, EventFrame, NodeEventStream, NomadClient,
+    NomadConfig, NomadEvent, NomadTlsConfig, QueryOptions, QueryResponse, SecretToken, Timeouts,
+    next_blocking_index,
 };
 pub use error::NomadError;
 pub use filter::{PoolSelector, node_pool_filter};

@@ -155,6 +155,35 @@ pub struct NodeListStub {
     pub version: String,
 }
 
+impl Node {
+    /// The list-stub view of a full node (as `GET /v1/nodes` would show it).
+    pub fn to_stub(&self) -> NodeListStub {
+        NodeListStub {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            datacenter: self.datacenter.clone(),
+            node_pool: self.node_pool.clone(),
+            node_class: self.node_class.clone(),
+            address: self
+                .http_addr
+                .rsplit_once(':')
+                .map_or(self.http_addr.clone(), |(host, _)| host.to_string()),
+            drain: self.drain || self.drain_strategy.is_some(),
+            scheduling_eligibility: self.scheduling_eligibility.clone(),
+            status: self.status.clone(),
+            status_description: self.status_description.clone(),
+            last_drain: self.last_drain.clone(),
+            create_index: self.create_index,
+            modify_index: self.modify_index,
+            version: self
+                .attributes
+                .get("nomad.version")
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// `GET /v1/node/:id`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
