@@ -212,7 +212,11 @@ async fn operator_drives_a_nomad_that_requires_mtls_and_a_token() {
             .then_some(())
     })
     .await;
-    assert_eq!(describe_group(&asg, &group).await.desired, 1);
+    // Status names the termination before it runs (write-ahead): wait for it.
+    wait_for("the group to shrink to 1", T, || async {
+        (describe_group(&asg, &group).await.desired == 1).then_some(())
+    })
+    .await;
 
     // A pool trusting another CA cannot connect, and says so.
     apply("wrong", "wrong-ca").await;
