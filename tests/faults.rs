@@ -770,14 +770,11 @@ async fn nomad_faults_back_off_and_the_pool_converges() {
         "operator exited:\n{}",
         op.log_tail(40)
     );
-    // Failed reads of the node list show as NomadUnreachable; with the node
-    // watch on the event stream, most failures hit writes instead and show as
-    // ActionFailed. Either way the on-call engineer sees Nomad failing.
-    assert!(
-        reasons_seen.contains("Degraded=NomadUnreachable")
-            || reasons_seen.contains("Degraded=ActionFailed"),
-        "Nomad's failures showed in status: {reasons_seen:?}"
-    );
+    // Which conditions flash up depends on which requests the dice hit (with
+    // the node watch on the event stream, often none of the reads), so they
+    // are reported below, not asserted; `nomad_permission_denied_and_
+    // unreachable_show_as_conditions` in tests/retire.rs pins that an outage
+    // shows as a condition.
 
     println!(
         "[nomad-faults] seed {seed}: per phase (name, /v1 requests, seconds) {figures:?}; faulty window {} requests in {faulty_secs:.1}s; faults injected {faults_injected}; reconciles {reconciles:?}; conditions seen {reasons_seen:?}; total {:.1}s",
