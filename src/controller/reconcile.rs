@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
@@ -36,6 +37,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// How often a pool with retirements in flight re-reads its cloud group,
 /// which no Nomad watch reports on.
 const ACTIVE_RESYNC: Duration = Duration::from_secs(10);
+/// Nomad and cloud calls of one reconcile in flight at once.
+const ACTION_CONCURRENCY: usize = 16;
 
 #[instrument(skip_all, fields(pool = %format!("{}/{}", pool.namespace().unwrap_or_default(), pool.name_any())))]
 pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -376,13 +379,25 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     // Write-ahead: the status names every action before it runs.
     patch_status(&pool, &ctx, &new_status).await?;
 
-    let mut failures: Vec<String> = Vec::new();
-    for action in &planned.actions {
-        let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
-        if let Err(e) = run_action(&pool, &rt, action).instrument(span).await {
-            warn!(?action, error = %e, "action failed; retried on the next reconcile");
-            failures.push(e);
-        }
+    // Each node has at most one action per plan, so node actions run side by
+    // side (a large scale-in must not wait on hundreds of calls in a row);
+    // growing the group comes last, after the retirements it replaces are
+    // cancelled.
+    let (node_actions, group_actions): (Vec<&Action>, Vec<&Action>) =
+        planned.actions.iter().partition(|a| a.node_id().is_some());
+    // Built eagerly (boxed) rather than mapped lazily in the stream: a lazy
+    // map over borrowed actions trips the Send check of the controller.
+    let calls: Vec<futures::future::BoxFuture<'_, Option<String>>> = node_actions
+        .into_iter()
+        .map(|action| Box::pin(run_logged(&pool, &rt, action)) as _)
+        .collect();
+    let mut failures: Vec<String> = futures::stream::iter(calls)
+        .buffered(ACTION_CONCURRENCY)
+        .filter_map(|e| async move { e })
+        .collect()
+        .await;
+    for action in group_actions {
+        failures.extend(run_logged(&pool, &rt, action).await);
     }
     // Our own mutations make the cached group view stale at once.
     if planned.actions.iter().any(|a| {
@@ -439,6 +454,16 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let busy =
         !planned.retiring.is_empty() || !planned.actions.is_empty() || !planned.blockers.is_empty();
     Ok(Requeue::requeue(if busy { ACTIVE_RESYNC } else { RESYNC }))
+}
+
+/// Run one action in a span naming its node; the error, if any, for status.
+async fn run_logged(pool: &NomadClientPool, rt: &PoolRuntime, action: &Action) -> Option<String> {
+    let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
+    let result = run_action(pool, rt, action).instrument(span).await;
+    if let Err(e) = &result {
+        warn!(?action, error = %e, "action failed; retried on the next reconcile");
+    }
+    result.err()
 }
 
 async fn run_action(
