@@ -20,14 +20,15 @@ WORKDIR /src
 # added, add a stub for it here.
 COPY Cargo.toml Cargo.lock ./
 COPY nomad-sim/Cargo.toml nomad-sim/Cargo.toml
-RUN mkdir -p src nomad-sim/src nomad-sim/benches \
+RUN mkdir -p src benches nomad-sim/src nomad-sim/benches \
  && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > benches/scale_in.rs \
  && touch src/lib.rs \
  && echo 'fn main() {}' > nomad-sim/src/main.rs \
  && touch nomad-sim/src/lib.rs \
  && echo 'fn main() {}' > nomad-sim/benches/scale.rs \
  && cargo build --release --locked --bin nomad-pool-operator \
- && rm -rf src nomad-sim
+ && rm -rf src benches nomad-sim
 
 # The real build. `touch` makes the copied sources newer than the stub build
 # (COPY keeps the build context's timestamps), so cargo rebuilds the crate.
