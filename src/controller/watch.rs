@@ -25,6 +25,8 @@ const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 /// pool of thousands does not flood Nomad.
 const DETAIL_CONCURRENCY: usize = 8;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How soon a node whose attributes could not be read is read again.
+const DETAIL_RETRY: Duration = Duration::from_secs(5);
 /// Load (allocation counts per node) only orders scale-in candidates, so a
 /// slightly old answer is fine and saves a large read per selection.
 const LOAD_TTL: Duration = Duration::from_secs(15);
@@ -353,7 +355,31 @@ impl NodeWatch {
     ) -> Result<(), NomadError> {
         let mut stream = self.client.node_events(index + 1).await?;
         let mut last = index;
-        while let Some(frame) = stream.next().await? {
+        loop {
+            // A node whose attributes could not be read (a failed read at
+            // list time) gets no event until it changes: retry it here, or
+            // it could never be selected until the next re-list.
+            let missing: Vec<String> = nodes
+                .keys()
+                .filter(|id| !self.instance_ids.contains_key(*id))
+                .cloned()
+                .collect();
+            let next = if missing.is_empty() {
+                stream.next().await?
+            } else {
+                match tokio::time::timeout(DETAIL_RETRY, stream.next()).await {
+                    Ok(next) => next?,
+                    Err(_) => {
+                        let known = self.instance_ids.len();
+                        self.read_instance_ids(missing).await;
+                        if self.instance_ids.len() > known {
+                            self.publish(last, nodes.values().cloned().collect());
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some(frame) = next else { break };
             let mut changed = false;
             for ev in frame.events {
                 let Some(node) = ev.payload.node else {
