@@ -412,6 +412,7 @@ impl NodeSnap {
 struct TerminateRec {
     at: Instant,
     ok: bool,
+    instance: String,
     snap: Option<NodeSnap>,
 }
 
@@ -432,6 +433,17 @@ struct ProxyState {
     http: reqwest::Client,
     app: Arc<nomad_sim::App>,
     log: Mutex<ProxyLog>,
+    /// AWS carries out one scaling activity of a group at a time; moto does
+    /// not: two concurrent TerminateInstanceInAutoScalingGroup calls with
+    /// decrement race in its read-modify-write of DesiredCapacity, one
+    /// decrement is lost and moto launches a replacement instance (5 lost in
+    /// 200 calls 16 at a time on a 5,000-instance group). Mutating calls are
+    /// therefore forwarded one at a time.
+    mutate: tokio::sync::Mutex<()>,
+    /// Instances known to have a Nomad client; a scale-up's new instances
+    /// register one, as a booting VM does.
+    group: String,
+    known: Mutex<std::collections::HashSet<String>>,
 }
 
 struct Proxy {
@@ -523,6 +535,12 @@ async fn proxy_handler(
     } else {
         None
     };
+    let mutating = !action.starts_with("Describe");
+    let _serial = if mutating {
+        Some(st.mutate.lock().await)
+    } else {
+        None
+    };
     let resp = st
         .http
         .request(method, format!("{}{pq}", st.moto))
@@ -556,6 +574,10 @@ async fn proxy_handler(
         })
         .await;
     }
+    if ok && action == "SetDesiredCapacity" {
+        register_new_instances(&st).await;
+    }
+    drop(_serial);
     let took = at.elapsed().as_secs_f64();
     {
         let mut log = st.log.lock().unwrap();
@@ -569,7 +591,12 @@ async fn proxy_handler(
             log.others.push(at);
         }
         if terminate {
-            log.terminates.push(TerminateRec { at, ok, snap });
+            log.terminates.push(TerminateRec {
+                at,
+                ok,
+                instance,
+                snap,
+            });
         }
     }
     let mut out = axum::response::Response::new(axum::body::Body::from(rbody));
@@ -582,8 +609,58 @@ async fn proxy_handler(
     out
 }
 
+/// New in-service instances of the group get a Nomad client, as a VM that
+/// boots does (what the harness's Bridge does by polling).
+async fn register_new_instances(st: &ProxyState) {
+    let Ok(out) = asg_client(&st.moto)
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&st.group)
+        .send()
+        .await
+    else {
+        return;
+    };
+    let fresh: Vec<String> = {
+        let mut known = st.known.lock().unwrap();
+        out.auto_scaling_groups()
+            .iter()
+            .flat_map(|g| g.instances())
+            .filter(|i| {
+                i.lifecycle_state()
+                    .is_some_and(|l| l.as_str() == "InService")
+            })
+            .filter_map(|i| i.instance_id())
+            .filter(|id| known.insert(id.to_string()))
+            .map(str::to_owned)
+            .collect()
+    };
+    if fresh.is_empty() {
+        return;
+    }
+    let app = st.app.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut c = app.write();
+        for id in fresh {
+            c.register_node(&nomad_sim::state::NodeSpec {
+                node_pool: Some("ci".into()),
+                node_class: Some("linux".into()),
+                instance_id: Some(id),
+                availability_zone: Some("us-east-1a".into()),
+                ..Default::default()
+            });
+        }
+        c.schedule_pending();
+    })
+    .await;
+}
+
 impl Proxy {
-    async fn start(moto: &str, app: Arc<nomad_sim::App>) -> Proxy {
+    async fn start(
+        moto: &str,
+        app: Arc<nomad_sim::App>,
+        group: &str,
+        instances: &[String],
+    ) -> Proxy {
         let state = Arc::new(ProxyState {
             moto: moto.to_owned(),
             http: reqwest::Client::builder()
@@ -592,6 +669,9 @@ impl Proxy {
                 .unwrap(),
             app,
             log: Mutex::new(ProxyLog::default()),
+            mutate: tokio::sync::Mutex::new(()),
+            group: group.to_owned(),
+            known: Mutex::new(instances.iter().cloned().collect()),
         });
         let router = axum::Router::new()
             .fallback(proxy_handler)
@@ -825,7 +905,7 @@ impl World {
         let clock0 = (Instant::now(), app.clock.now());
         let visible_ready = Arc::new(Mutex::new(HashMap::new()));
         watch_drain_completions(&app, &visible_ready);
-        let proxy = Proxy::start(&moto.endpoint, app).await;
+        let proxy = Proxy::start(&moto.endpoint, app, &group, &instances).await;
         let relay = Relay::start(sim.addr()).await;
         World {
             label: label.into(),
@@ -881,6 +961,41 @@ impl World {
 
     async fn violations(&self) -> Value {
         self.get("/sim/violations").await
+    }
+
+    /// The group as moto has it now, against the simulator's live clients.
+    async fn group_after(&self) -> Value {
+        let Ok(out) = self
+            .moto
+            .client()
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.group)
+            .send()
+            .await
+        else {
+            return Value::Null;
+        };
+        let Some(g) = out.auto_scaling_groups().first() else {
+            return Value::Null;
+        };
+        let live: std::collections::HashSet<String> = {
+            let c = self.sim.app().cluster.read().unwrap();
+            c.nodes
+                .values()
+                .filter(|r| r.alive)
+                .filter_map(|r| r.instance_id.clone())
+                .collect()
+        };
+        let ids: Vec<&str> = g
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id())
+            .collect();
+        json!({
+            "desired_capacity": g.desired_capacity(),
+            "instances": ids.len(),
+            "instances_without_a_live_nomad_client": ids.iter().filter(|i| !live.contains(**i)).count(),
+        })
     }
 
     async fn shutdown(self) {
@@ -1128,19 +1243,87 @@ fn settled(st: &Value, nodes: usize) -> bool {
 }
 
 async fn wait_settled(m: &Managed, nodes: usize, timeout: Duration) -> f64 {
+    try_settle(m, nodes, timeout).await.unwrap_or_else(|st| {
+        panic!(
+            "pool in {} did not settle at {nodes} nodes within {timeout:?}: {st}",
+            m.ns
+        )
+    })
+}
+
+/// Seconds until the pool settled at `nodes`, or its last status.
+async fn try_settle(m: &Managed, nodes: usize, timeout: Duration) -> Result<f64, Value> {
     let t = Instant::now();
     loop {
         let st = pool_status(m).await;
         if settled(&st, nodes) {
-            return t.elapsed().as_secs_f64();
+            return Ok(t.elapsed().as_secs_f64());
         }
-        assert!(
-            t.elapsed() < timeout,
-            "pool in {} did not settle at {nodes} nodes within {timeout:?}: {st}",
-            m.ns
-        );
+        if t.elapsed() > timeout {
+            return Err(st);
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// When a pool does not settle: what Nomad (directly and through the relay)
+/// and this process look like.
+async fn diagnose(w: &World, st: &Value) -> Value {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut out = serde_json::Map::new();
+    for (name, base) in [("direct", &w.url), ("relay", &w.relay.url)] {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}/v1/nodes"))
+            .query(&[("filter", r#"NodePool == "ci""#)])
+            .send()
+            .await;
+        let v = match r {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let n = r.bytes().await.map(|b| b.len()).unwrap_or(0);
+                json!({"status": status, "bytes": n, "ms": round(t.elapsed().as_secs_f64() * 1e3, 0)})
+            }
+            Err(e) => {
+                json!({"error": e.to_string(), "ms": round(t.elapsed().as_secs_f64() * 1e3, 0)})
+            }
+        };
+        out.insert(format!("node_list_{name}"), v);
+    }
+    let stats = w.get("/sim/stats").await;
+    out.insert("sim_nodes".into(), stats["cluster"]["nodes"].clone());
+    out.insert(
+        "sim_blocking_queries_open".into(),
+        stats["blocking_queries_open"].clone(),
+    );
+    out.insert(
+        "bench_open_fds".into(),
+        json!(
+            std::fs::read_dir("/proc/self/fd")
+                .map(|d| d.count())
+                .unwrap_or(0)
+        ),
+    );
+    let retiring: Vec<Value> = st["retiring"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| json!({"node": r["nodeName"], "phase": r["phase"], "message": r["message"]}))
+        .collect();
+    out.insert("status_retiring".into(), json!(retiring));
+    for k in [
+        "nodes",
+        "readyNodes",
+        "retiredTotal",
+        "groupDesiredCapacity",
+    ] {
+        out.insert(format!("status_{k}"), st[k].clone());
+    }
+    Value::Object(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -1315,8 +1498,13 @@ fn figures(p: &Params, w: &World, run: &ScaleIn, budget: usize) -> Value {
         })
         .filter(|(_, v)| v.0 > 0)
         .collect();
+    let mut per_instance: HashMap<&str, usize> = HashMap::new();
+    for t in &terms {
+        *per_instance.entry(t.instance.as_str()).or_default() += 1;
+    }
     json!({
         "retired": terms.len(),
+        "distinct_instances_terminated": per_instance.len(),
         "retire_latency_ms": summary(lat),
         "retire_latency_from_visible_ms": summary(lat_visible),
         "sim_visibility_lag_ms": summary(tick_lag),
@@ -1467,8 +1655,16 @@ async fn operator_run(p: &Params, client: &kube::Client) -> OperatorResult {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let cpu_last_terminate = mb.op.cpu() - cpu0;
-    wait_settled(&mb, target, Duration::from_secs(300)).await;
+    let settle = try_settle(&mb, target, Duration::from_secs(180)).await;
     let settled_s = t0.elapsed().as_secs_f64();
+    let unsettled = match &settle {
+        Ok(_) => Value::Null,
+        Err(st) => {
+            let d = diagnose(&big, st).await;
+            eprintln!("[operator] the pool did not settle: {d}");
+            d
+        }
+    };
     let jiffies1 = machine_jiffies();
     let end = Instant::now();
     let requests = delta(&big.nomad_requests(), &before);
@@ -1488,6 +1684,7 @@ async fn operator_run(p: &Params, client: &kube::Client) -> OperatorResult {
     };
     let mut f = figures(p, &big, &run, p.budget());
     let violations = big.violations().await;
+    let group_after = big.group_after().await;
     let st = pool_status(&mb).await;
     // Size of one node-list read, for the request volume.
     let list_bytes = big
@@ -1526,7 +1723,15 @@ async fn operator_run(p: &Params, client: &kube::Client) -> OperatorResult {
     let alloc_list_ms = t.elapsed().as_secs_f64() * 1e3;
     let cluster = big.get("/sim/stats").await["cluster"]["allocations"].clone();
     let o = f.as_object_mut().unwrap();
-    o.insert("settled_seconds".into(), json!(round(settled_s, 1)));
+    o.insert(
+        "settled_seconds".into(),
+        if settle.is_ok() {
+            json!(round(settled_s, 1))
+        } else {
+            Value::Null
+        },
+    );
+    o.insert("not_settled_diagnosis".into(), unsettled);
     o.insert(
         "allocation_list_after".into(),
         json!({"bytes": alloc_list_bytes, "ms": round(alloc_list_ms, 0), "cluster_allocations": cluster}),
@@ -1543,6 +1748,7 @@ async fn operator_run(p: &Params, client: &kube::Client) -> OperatorResult {
     o.insert("safety_violations".into(), violations["count"].clone());
     o.insert("violations".into(), violations["violations"].clone());
     o.insert("retired_total_in_status".into(), st["retiredTotal"].clone());
+    o.insert("group_after".into(), group_after);
     o.insert("operator_metrics".into(), metrics);
     o.insert("node_list_bytes_after".into(), json!(list_bytes));
     eprintln!("[operator] done: {}", serde_json::to_string(&f).unwrap());
@@ -1626,7 +1832,9 @@ async fn baseline_run(p: &Params) -> Value {
     let mut f = figures(p, &w, &run, p.budget());
     // Kills happen before the proxy answers, so every one is recorded by now.
     let violations = w.violations().await;
+    let group_after = w.group_after().await;
     let o = f.as_object_mut().unwrap();
+    o.insert("group_after".into(), group_after);
     o.insert("cpu_seconds".into(), report["cpu_seconds"].clone());
     o.insert("peak_rss_mib".into(), report["peak_rss_mib"].clone());
     o.insert("safety_violations".into(), violations["count"].clone());
