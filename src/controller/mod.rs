@@ -4,9 +4,11 @@
 //! - `reconcile`: observe → plan → write-ahead status → side effects;
 //! - `watch`: Nomad blocking queries that wake the reconciler;
 //! - `connect`: spec and Secrets → Nomad and cloud clients;
+//! - `group`: the cloud group as last read, refreshed off the critical path;
 //! - `status`: condition bookkeeping.
 
 pub mod connect;
+pub mod group;
 pub mod plan;
 pub mod reconcile;
 pub mod status;
@@ -28,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::api::NomadClientPool;
 use crate::nomad::NomadClient;
-use crate::provider::{CloudProvider, GroupState};
+use crate::provider::CloudProvider;
 
 /// Errors that make a reconcile fail and retry with backoff. Trouble with
 /// Nomad or the cloud is not here: it is reported in status and requeued.
@@ -49,35 +51,34 @@ pub struct PoolRuntime {
     pub nomad: NomadClient,
     pub provider: Arc<dyn CloudProvider>,
     pub watch: watch::PoolWatch,
-    /// The last group description, reused for `GROUP_TTL`.
-    pub group: tokio::sync::Mutex<Option<(std::time::Instant, GroupState)>>,
+    pub group: group::GroupView,
+    /// Nomad writes to nodes (cordon, drain, release, purge) by node ID, with
+    /// the index Nomad gave them; see [`PoolRuntime::unobserved_writes`].
+    pub writes: Mutex<HashMap<String, (u64, std::time::Instant)>>,
 }
 
-/// A burst of Nomad changes (dozens of reconciles a second during a large
-/// scale-in) shares one cloud read instead of one each: cloud describe APIs
-/// are rate-limited. Our own mutations drop the cached answer, and the
-/// provider re-reads an instance before terminating it, so a slightly older
-/// view never causes a wrong termination.
-pub const GROUP_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a write may stay invisible in the node watch before it is sent
+/// again anyway (a lost event; the next re-list repairs the view).
+pub const WRITE_OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl PoolRuntime {
-    pub async fn describe_group(&self) -> Result<GroupState, crate::provider::ProviderError> {
-        let mut cached = self.group.lock().await;
-        if let Some((at, g)) = cached.as_ref()
-            && at.elapsed() < GROUP_TTL
-        {
-            return Ok(g.clone());
+    pub fn wrote(&self, node_id: &str, index: u64) {
+        if index > 0 {
+            self.writes
+                .lock()
+                .expect("writes lock")
+                .insert(node_id.to_owned(), (index, std::time::Instant::now()));
         }
-        let started = std::time::Instant::now();
-        let result = self.provider.describe_group().await;
-        crate::metrics::metrics().cloud_request("DescribeGroup", result.is_ok(), started.elapsed());
-        let g = result?;
-        *cached = Some((std::time::Instant::now(), g.clone()));
-        Ok(g)
     }
 
-    pub async fn forget_group(&self) {
-        *self.group.lock().await = None;
+    /// Nodes with a write the node view (at `seen_index`) does not show yet.
+    /// Planning on that view would send the same write again: during a large
+    /// scale-in the event that shows a drain can trail the reconciles that
+    /// follow it by seconds, and every one of them would re-send it.
+    pub fn unobserved_writes(&self, seen_index: u64) -> std::collections::HashSet<String> {
+        let mut writes = self.writes.lock().expect("writes lock");
+        writes.retain(|_, (index, at)| *index > seen_index && at.elapsed() < WRITE_OBSERVE_TIMEOUT);
+        writes.keys().cloned().collect()
     }
 }
 

@@ -232,20 +232,23 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
     };
     let filter = nomad::node_pool_filter(&selector);
     let filter = (!filter.is_empty()).then_some(filter);
+    let trigger = Trigger::new(ctx.trigger.clone(), key.clone());
     let watch = PoolWatch::start(
         nomad.clone(),
         filter,
         selector,
         provider.instance_id_attribute(),
-        Trigger::new(ctx.trigger.clone(), key.clone()),
+        trigger.clone(),
     );
+    let group = super::group::GroupView::new(provider.clone(), trigger);
     let rt = Arc::new(PoolRuntime {
         fingerprint: conn.fingerprint,
         address,
         nomad,
         provider,
         watch,
-        group: tokio::sync::Mutex::new(None),
+        group,
+        writes: Default::default(),
     });
     ctx.pools
         .lock()
@@ -299,7 +302,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         }
         NodesState::Ready(s) => s,
     };
-    let group = match rt.describe_group().await {
+    let observed = match rt.group.get().await {
         Ok(g) => g,
         Err(e) => {
             return report_trouble(
@@ -334,28 +337,65 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         pool.namespace().unwrap_or_default(),
         pool.name_any()
     );
-    let mut view = PoolView {
-        now: Timestamp::now(),
+    let now = Timestamp::now();
+    let view = |group, load| PoolView {
+        now,
         pool_key: &key,
         uid: &uid,
         spec: &pool.spec,
         tracked: &status.retiring,
         nodes: &nodes,
         allocs: &allocs,
-        load: None,
-        group: &group,
+        load,
+        group,
     };
-    let mut planned = plan::plan(&view);
-    let load;
+    let mut planned = plan::plan(&view(&observed.group, None));
+    let mut load = None;
     if planned.needs_load {
         load = match rt.watch.load().await {
-            Ok(l) => l,
+            Ok(l) => Some(l),
             Err(e) => {
                 return report_trouble(&pool, &ctx, Trouble::from_nomad(&e, &rt.address)).await;
             }
         };
-        view.load = Some(&load);
-        planned = plan::plan(&view);
+        planned = plan::plan(&view(&observed.group, load.as_deref()));
+    }
+    // Setting the desired capacity is the one action the cloud does not
+    // re-check for us: it is planned on a fresh read.
+    let fresh;
+    let mut group = &observed.group;
+    if observed.age > Duration::ZERO
+        && planned
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetDesiredCapacity { .. }))
+    {
+        fresh = match rt.group.read_now().await {
+            Ok(g) => g,
+            Err(e) => {
+                return report_trouble(
+                    &pool,
+                    &ctx,
+                    Trouble::from_provider(&e, &rt.provider.group()),
+                )
+                .await;
+            }
+        };
+        group = &fresh.group;
+        planned = plan::plan(&view(group, load.as_deref()));
+    }
+
+    // A write the node view does not show yet is not sent again; the event
+    // that shows it wakes the next reconcile.
+    let unobserved = rt.unobserved_writes(snapshot.index);
+    if !unobserved.is_empty() {
+        planned.actions.retain(|a| match a {
+            Action::Cordon { node_id }
+            | Action::Drain { node_id }
+            | Action::Release { node_id, .. }
+            | Action::Purge { node_id } => !unobserved.contains(node_id),
+            Action::Terminate { .. } | Action::SetDesiredCapacity { .. } => true,
+        });
     }
 
     // Watch allocations of nodes entering the drain, so the next step wakes
@@ -383,8 +423,11 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     // side (a large scale-in must not wait on hundreds of calls in a row);
     // growing the group comes last, after the retirements it replaces are
     // cancelled.
-    let (node_actions, group_actions): (Vec<&Action>, Vec<&Action>) =
+    let (mut node_actions, group_actions): (Vec<&Action>, Vec<&Action>) =
         planned.actions.iter().partition(|a| a.node_id().is_some());
+    // Terminations first: each drained node is a VM paid for until then, and
+    // they are what a large burst of cordons and drains would delay.
+    node_actions.sort_by_key(|a| !matches!(a, Action::Terminate { .. }));
     // Built eagerly (boxed) rather than mapped lazily in the stream: a lazy
     // map over borrowed actions trips the Send check of the controller.
     let calls: Vec<futures::future::BoxFuture<'_, Option<String>>> = node_actions
@@ -398,15 +441,6 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         .await;
     for action in group_actions {
         failures.extend(run_logged(&pool, &rt, action).await);
-    }
-    // Our own mutations make the cached group view stale at once.
-    if planned.actions.iter().any(|a| {
-        matches!(
-            a,
-            Action::Terminate { .. } | Action::SetDesiredCapacity { .. }
-        )
-    }) {
-        rt.forget_group().await;
     }
     for ev in &planned.events {
         publish(
@@ -473,7 +507,10 @@ async fn run_action(
 ) -> Result<(), String> {
     let nomad = &rt.nomad;
     let result = match action {
-        Action::Cordon { node_id } => nomad.set_eligibility(node_id, false).await.map(drop),
+        Action::Cordon { node_id } => nomad
+            .set_eligibility(node_id, false)
+            .await
+            .map(|r| rt.wrote(node_id, r.index)),
         Action::Drain { node_id } => {
             let spec = match pool
                 .spec
@@ -511,7 +548,10 @@ async fn run_action(
                 mark_eligible: false,
                 meta,
             };
-            nomad.drain(node_id, &req).await.map(drop)
+            nomad
+                .drain(node_id, &req)
+                .await
+                .map(|r| rt.wrote(node_id, r.index))
         }
         Action::Release {
             node_id,
@@ -529,32 +569,44 @@ async fn run_action(
                 )]
                 .into(),
             };
-            nomad.drain(node_id, &req).await.map(drop)
+            nomad
+                .drain(node_id, &req)
+                .await
+                .map(|r| rt.wrote(node_id, r.index))
         }
         Action::Purge { node_id } => match nomad.purge(node_id).await {
             Err(NomadError::NodeNotFound { .. }) => Ok(()),
-            other => other.map(drop),
+            other => other.map(|r| rt.wrote(node_id, r.index)),
         },
         Action::Terminate {
             instance_id,
             decrement,
             ..
         } => {
-            return cloud(
+            let result = cloud(
                 "TerminateInstance",
                 rt.provider.terminate_instance(instance_id, *decrement),
             )
-            .await
-            .map(drop)
-            .map_err(|e| format!("terminating {instance_id}: {e}"));
+            .await;
+            match &result {
+                Ok(outcome) => rt.group.terminated(instance_id, *decrement, outcome),
+                Err(_) => rt.group.forget(),
+            }
+            return result
+                .map(drop)
+                .map_err(|e| format!("terminating {instance_id}: {e}"));
         }
         Action::SetDesiredCapacity { desired } => {
-            return cloud(
+            let result = cloud(
                 "SetDesiredCapacity",
                 rt.provider.set_desired_capacity(*desired),
             )
-            .await
-            .map_err(|e| format!("setting desired capacity to {desired}: {e}"));
+            .await;
+            match &result {
+                Ok(()) => rt.group.desired_set(*desired),
+                Err(_) => rt.group.forget(),
+            }
+            return result.map_err(|e| format!("setting desired capacity to {desired}: {e}"));
         }
     };
     result.map_err(|e| format!("{e}"))

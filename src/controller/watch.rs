@@ -29,7 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DETAIL_RETRY: Duration = Duration::from_secs(5);
 /// Load (allocation counts per node) only orders scale-in candidates, so a
 /// slightly old answer is fine and saves a large read per selection.
-const LOAD_TTL: Duration = Duration::from_secs(15);
+const LOAD_TTL: Duration = Duration::from_secs(60);
 
 /// Pending/running allocation counts per node ID.
 pub type Load = Arc<HashMap<String, u32>>;
@@ -50,9 +50,12 @@ pub enum NodesState {
 #[derive(Debug, Default)]
 pub struct NodesSnapshot {
     pub index: u64,
-    pub nodes: Vec<NodeListStub>,
-    /// Instance IDs from each node's attributes, read once per node.
-    pub instance_ids: HashMap<String, String>,
+    /// Shared with the watch and with earlier snapshots: a change to one node
+    /// of thousands must not copy the others.
+    pub nodes: Vec<Arc<NodeListStub>>,
+    /// Instance IDs from each node's attributes, read once per node (copied
+    /// only when one changes).
+    pub instance_ids: Arc<HashMap<String, String>>,
 }
 
 /// A pool's watches. Dropping it stops them.
@@ -61,7 +64,7 @@ pub struct PoolWatch {
     trigger: Trigger,
     nodes: watch::Receiver<NodesState>,
     allocs: Mutex<HashMap<String, AllocWatch>>,
-    load: tokio::sync::Mutex<Option<(Instant, Load)>>,
+    load: Arc<Mutex<LoadCache>>,
     node_task: JoinHandle<()>,
 }
 
@@ -85,7 +88,7 @@ impl Trigger {
     ) -> Self {
         Self { tx, pool }
     }
-    fn fire(&self) {
+    pub(crate) fn fire(&self) {
         // The controller dedups queued requests for the same pool, so a burst
         // of changes costs one reconcile.
         let _ = self.tx.send(self.pool.clone());
@@ -124,7 +127,7 @@ impl PoolWatch {
             trigger,
             nodes: rx,
             allocs: Mutex::new(HashMap::new()),
-            load: tokio::sync::Mutex::new(None),
+            load: Arc::default(),
             node_task,
         }
     }
@@ -170,27 +173,54 @@ impl PoolWatch {
             .collect()
     }
 
-    /// Pending/running allocation counts per node, cached for `LOAD_TTL`.
+    /// Pending/running allocation counts per node. Once one answer is in, it
+    /// is returned at once and refreshed in the background after `LOAD_TTL`:
+    /// the read is large (every live allocation of the cluster) and only
+    /// orders scale-in candidates, so no reconcile waits on it twice.
     pub async fn load(&self) -> Result<Load, NomadError> {
-        let mut cached = self.load.lock().await;
-        if let Some((at, load)) = cached.as_ref()
-            && at.elapsed() < LOAD_TTL
         {
-            return Ok(load.clone());
+            let mut cached = self.load.lock().expect("load lock");
+            if let Some((at, load)) = &cached.answer {
+                let load = load.clone();
+                if at.elapsed() >= LOAD_TTL && !cached.refreshing {
+                    cached.refreshing = true;
+                    let client = self.client.clone();
+                    let cache = self.load.clone();
+                    tokio::spawn(async move {
+                        let result = read_load(&client).await;
+                        let mut cached = cache.lock().expect("load lock");
+                        cached.refreshing = false;
+                        match result {
+                            Ok(load) => cached.answer = Some((Instant::now(), load)),
+                            Err(e) => warn!(error = %e, "refreshing allocation counts failed"),
+                        }
+                    });
+                }
+                return Ok(load);
+            }
         }
-        let filter = r#"ClientStatus == "pending" or ClientStatus == "running""#;
-        let resp = self
-            .client
-            .allocations(Some(filter), &QueryOptions::default())
-            .await?;
-        let mut load: HashMap<String, u32> = HashMap::new();
-        for a in resp.value {
-            *load.entry(a.node_id).or_default() += 1;
-        }
-        let load = Arc::new(load);
-        *cached = Some((Instant::now(), load.clone()));
+        let load = read_load(&self.client).await?;
+        self.load.lock().expect("load lock").answer = Some((Instant::now(), load.clone()));
         Ok(load)
     }
+}
+
+async fn read_load(client: &NomadClient) -> Result<Load, NomadError> {
+    let filter = r#"ClientStatus == "pending" or ClientStatus == "running""#;
+    let resp = client
+        .allocations(Some(filter), &QueryOptions::default())
+        .await?;
+    let mut load: HashMap<String, u32> = HashMap::new();
+    for a in resp.value {
+        *load.entry(a.node_id).or_default() += 1;
+    }
+    Ok(Arc::new(load))
+}
+
+#[derive(Default)]
+struct LoadCache {
+    answer: Option<(Instant, Load)>,
+    refreshing: bool,
 }
 
 fn next_backoff(current: Duration) -> Duration {
@@ -218,7 +248,7 @@ async fn watch_nodes(
         instance_attribute,
         tx,
         trigger,
-        instance_ids: HashMap::new(),
+        instance_ids: Arc::default(),
         failing_since: None,
         backoff: Duration::ZERO,
     };
@@ -228,7 +258,7 @@ async fn watch_nodes(
             continue;
         };
         let index = listed.index;
-        let mut nodes: BTreeMap<String, NodeListStub> = listed
+        let mut nodes: BTreeMap<String, Arc<NodeListStub>> = listed
             .value
             .into_iter()
             .map(|n| (n.id.clone(), n))
@@ -264,7 +294,7 @@ struct NodeWatch {
     instance_attribute: &'static str,
     tx: watch::Sender<NodesState>,
     trigger: Trigger,
-    instance_ids: HashMap<String, String>,
+    instance_ids: Arc<HashMap<String, String>>,
     failing_since: Option<Instant>,
     backoff: Duration,
 }
@@ -273,7 +303,7 @@ impl NodeWatch {
     /// List the pool's nodes (blocking on `index` when non-zero), read the
     /// instance ID of nodes not seen before, and publish. `None` on failure,
     /// after publishing it and backing off.
-    async fn list(&mut self, index: u64) -> Option<QueryResponse<Vec<NodeListStub>>> {
+    async fn list(&mut self, index: u64) -> Option<QueryResponse<Vec<Arc<NodeListStub>>>> {
         let q = QueryOptions {
             index,
             wait: (index > 0).then_some(BLOCKING_WAIT),
@@ -283,9 +313,16 @@ impl NodeWatch {
             Ok(resp) => {
                 self.backoff = Duration::ZERO;
                 self.failing_since = None;
+                let resp = resp.map(|v| v.into_iter().map(Arc::new).collect::<Vec<_>>());
                 let wanted: HashSet<&str> = resp.value.iter().map(|n| n.id.as_str()).collect();
-                self.instance_ids
-                    .retain(|id, _| wanted.contains(id.as_str()));
+                if self
+                    .instance_ids
+                    .keys()
+                    .any(|id| !wanted.contains(id.as_str()))
+                {
+                    Arc::make_mut(&mut self.instance_ids)
+                        .retain(|id, _| wanted.contains(id.as_str()));
+                }
                 let missing: Vec<String> = resp
                     .value
                     .iter()
@@ -324,7 +361,7 @@ impl NodeWatch {
             match result {
                 Ok(resp) => {
                     if let Some(instance) = instance_of(&resp.value, self.instance_attribute) {
-                        self.instance_ids.insert(id, instance);
+                        self.set_instance(&id, instance);
                     }
                 }
                 // Purged between the list and the read: the next list drops it.
@@ -336,7 +373,13 @@ impl NodeWatch {
         }
     }
 
-    fn publish(&self, index: u64, nodes: Vec<NodeListStub>) {
+    fn set_instance(&mut self, node_id: &str, instance: String) {
+        if self.instance_ids.get(node_id) != Some(&instance) {
+            Arc::make_mut(&mut self.instance_ids).insert(node_id.to_owned(), instance);
+        }
+    }
+
+    fn publish(&self, index: u64, nodes: Vec<Arc<NodeListStub>>) {
         let snapshot = NodesSnapshot {
             index,
             nodes,
@@ -351,7 +394,7 @@ impl NodeWatch {
         &mut self,
         index: u64,
         selector: &PoolSelector,
-        nodes: &mut BTreeMap<String, NodeListStub>,
+        nodes: &mut BTreeMap<String, Arc<NodeListStub>>,
     ) -> Result<(), NomadError> {
         let mut stream = self.client.node_events(index + 1).await?;
         let mut last = index;
@@ -390,12 +433,14 @@ impl NodeWatch {
                 }
                 if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
                     changed |= nodes.remove(&node.id).is_some();
-                    self.instance_ids.remove(&node.id);
+                    if self.instance_ids.contains_key(&node.id) {
+                        Arc::make_mut(&mut self.instance_ids).remove(&node.id);
+                    }
                 } else {
                     if let Some(instance) = instance_of(&node, self.instance_attribute) {
-                        self.instance_ids.insert(node.id.clone(), instance);
+                        self.set_instance(&node.id, instance);
                     }
-                    nodes.insert(node.id.clone(), node.to_stub());
+                    nodes.insert(node.id.clone(), Arc::new(node.to_stub()));
                     changed = true;
                 }
                 last = last.max(ev.index);

@@ -1,0 +1,301 @@
+//! The pool's view of its cloud group, kept off the reconcile's critical path.
+//!
+//! Cloud groups are not watchable, and describing a large one is slow (moto
+//! takes ~0.5 s for 5,000 instances; AWS rate-limits describes). A reconcile
+//! that waits for a fresh read before every terminate makes each drained node
+//! wait that long. So a reconcile plans on the last answer while it is young
+//! enough, a single background read refreshes it, and our own mutations are
+//! applied to it as they land (the cloud would show them on the next read
+//! anyway). That is safe because nothing irreversible is decided on it alone:
+//! the provider re-reads an instance before terminating it, and a plan that
+//! sets the desired capacity is made on a fresh read (see `reconcile`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::provider::{CloudProvider, GroupState, Lifecycle, ProviderError, TerminateOutcome};
+
+use super::watch::Trigger;
+
+/// Younger than this, the snapshot is used without a refresh.
+pub const FRESH: Duration = Duration::from_secs(2);
+/// Older than this, a reconcile waits for a new read: a view this old may
+/// hide someone else's change to the group (a scale-up, suspended processes).
+pub const MAX_STALE: Duration = Duration::from_secs(20);
+
+pub struct GroupView {
+    provider: Arc<dyn CloudProvider>,
+    trigger: Trigger,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    snapshot: Option<(Instant, GroupState)>,
+    /// Bumped by each mutation applied locally: a read that started before it
+    /// would undo it, so its answer is dropped.
+    mutations: u64,
+    refreshing: bool,
+}
+
+/// A group answer and how old it is.
+pub struct Observed {
+    pub group: GroupState,
+    pub age: Duration,
+}
+
+impl GroupView {
+    pub fn new(provider: Arc<dyn CloudProvider>, trigger: Trigger) -> Self {
+        Self {
+            provider,
+            trigger,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("group view lock")
+    }
+
+    /// The group as last seen if it is at most `MAX_STALE` old (refreshed in
+    /// the background once older than `FRESH`), else a read now.
+    pub async fn get(&self) -> Result<Observed, ProviderError> {
+        {
+            let mut st = self.lock();
+            if let Some((at, g)) = &st.snapshot {
+                let age = at.elapsed();
+                if age < MAX_STALE {
+                    let observed = Observed {
+                        group: g.clone(),
+                        age,
+                    };
+                    if age >= FRESH && !st.refreshing {
+                        st.refreshing = true;
+                        self.spawn_refresh(st.mutations);
+                    }
+                    return Ok(observed);
+                }
+            }
+        }
+        self.read_now().await
+    }
+
+    /// A read now, stored for the next reconciles.
+    pub async fn read_now(&self) -> Result<Observed, ProviderError> {
+        let mutations = self.lock().mutations;
+        let group = describe(self.provider.as_ref()).await?;
+        let mut st = self.lock();
+        if st.mutations == mutations {
+            st.snapshot = Some((Instant::now(), group.clone()));
+        }
+        Ok(Observed {
+            group,
+            age: Duration::ZERO,
+        })
+    }
+
+    fn spawn_refresh(&self, mutations: u64) {
+        let provider = self.provider.clone();
+        let state = self.state.clone();
+        let trigger = self.trigger.clone();
+        tokio::spawn(async move {
+            let result = describe(provider.as_ref()).await;
+            let mut st = state.lock().expect("group view lock");
+            st.refreshing = false;
+            // An error keeps the old view until it is too old to use; the
+            // reconcile's own read then reports the trouble.
+            let Ok(group) = result else { return };
+            if st.mutations != mutations {
+                return;
+            }
+            let changed = st.snapshot.as_ref().is_none_or(|(_, g)| *g != group);
+            st.snapshot = Some((Instant::now(), group));
+            drop(st);
+            if changed {
+                trigger.fire();
+            }
+        });
+    }
+
+    /// What a successful terminate does to the group, as the cloud will show it.
+    pub fn terminated(&self, instance_id: &str, decrement: bool, outcome: &TerminateOutcome) {
+        let mut st = self.lock();
+        st.mutations += 1;
+        let Some((_, g)) = st.snapshot.as_mut() else {
+            return;
+        };
+        match outcome {
+            TerminateOutcome::Terminated => {
+                if let Some(i) = g.instances.iter_mut().find(|i| i.id == instance_id) {
+                    i.lifecycle = Lifecycle::Terminating;
+                }
+                if decrement {
+                    g.desired_capacity = g.desired_capacity.saturating_sub(1);
+                }
+            }
+            // Someone else's doing: what it did to the desired capacity is
+            // not known here, so the next reconcile reads the group again.
+            _ => st.snapshot = None,
+        }
+    }
+
+    pub fn desired_set(&self, desired: u32) {
+        let mut st = self.lock();
+        st.mutations += 1;
+        if let Some((_, g)) = st.snapshot.as_mut() {
+            g.desired_capacity = desired;
+        }
+    }
+
+    /// Drop the view (after a failed mutation whose effect is unknown).
+    pub fn forget(&self) {
+        let mut st = self.lock();
+        st.mutations += 1;
+        st.snapshot = None;
+    }
+}
+
+async fn describe(provider: &dyn CloudProvider) -> Result<GroupState, ProviderError> {
+    let started = Instant::now();
+    let result = provider.describe_group().await;
+    crate::metrics::metrics().cloud_request("DescribeGroup", result.is_ok(), started.elapsed());
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::InstanceState;
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::sync::mpsc;
+
+    #[derive(Debug)]
+    struct Counting {
+        reads: AtomicU32,
+        desired: AtomicU32,
+    }
+
+    impl CloudProvider for Counting {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn group(&self) -> String {
+            "g".into()
+        }
+        fn describe_group(&self) -> BoxFuture<'_, Result<GroupState, ProviderError>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let desired = self.desired.load(Ordering::SeqCst);
+            async move {
+                Ok(GroupState {
+                    name: "g".into(),
+                    min_size: 0,
+                    max_size: 10,
+                    desired_capacity: desired,
+                    terminate_suspended: false,
+                    suspended_processes: vec![],
+                    instances: vec![InstanceState {
+                        id: "i-1".into(),
+                        lifecycle: Lifecycle::InService,
+                        protected_from_scale_in: false,
+                        zone: None,
+                        healthy: true,
+                    }],
+                })
+            }
+            .boxed()
+        }
+        fn terminate_instance<'a>(
+            &'a self,
+            _: &'a str,
+            _: bool,
+        ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
+            unreachable!()
+        }
+        fn set_desired_capacity(&self, _: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
+            unreachable!()
+        }
+        fn instance_id_attribute(&self) -> &'static str {
+            "unique.platform.aws.instance-id"
+        }
+    }
+
+    fn view(desired: u32) -> (GroupView, Arc<Counting>, mpsc::UnboundedReceiver<()>) {
+        let p = Arc::new(Counting {
+            reads: AtomicU32::new(0),
+            desired: AtomicU32::new(desired),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let key = kube::runtime::reflector::ObjectRef::new("p").within("ns");
+        let (fwd_tx, fwd_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut rx = rx;
+            while rx.recv().await.is_some() {
+                let _ = fwd_tx.send(());
+            }
+        });
+        (GroupView::new(p.clone(), Trigger::new(tx, key)), p, fwd_rx)
+    }
+
+    fn age(v: &GroupView, by: Duration) {
+        let mut st = v.lock();
+        if let Some((at, _)) = st.snapshot.as_mut() {
+            *at -= by;
+        }
+    }
+
+    #[tokio::test]
+    async fn young_view_is_reused_and_stale_one_refreshed_in_background() {
+        let (v, p, mut fired) = view(3);
+        assert_eq!(v.get().await.unwrap().group.desired_capacity, 3);
+        assert_eq!(v.get().await.unwrap().group.desired_capacity, 3);
+        assert_eq!(p.reads.load(Ordering::SeqCst), 1, "a young view is reused");
+
+        // Someone else lowers the group; a stale view is answered at once and
+        // the background read wakes the pool with the news.
+        p.desired.store(2, Ordering::SeqCst);
+        age(&v, FRESH);
+        let o = v.get().await.unwrap();
+        assert_eq!(o.group.desired_capacity, 3);
+        assert!(o.age >= FRESH);
+        tokio::time::timeout(Duration::from_secs(5), fired.recv())
+            .await
+            .expect("refresh fires the trigger")
+            .unwrap();
+        assert_eq!(v.get().await.unwrap().group.desired_capacity, 2);
+
+        // An unchanged answer does not wake the pool: no reconcile loop.
+        age(&v, FRESH);
+        v.get().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(p.reads.load(Ordering::SeqCst), 3);
+        assert!(fired.try_recv().is_err());
+
+        // Too old to plan on: read inline.
+        age(&v, MAX_STALE);
+        let o = v.get().await.unwrap();
+        assert_eq!(o.age, Duration::ZERO);
+        assert_eq!(p.reads.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn own_terminate_shows_at_once_and_an_older_read_cannot_undo_it() {
+        let (v, p, _fired) = view(3);
+        v.get().await.unwrap();
+        age(&v, FRESH);
+        // The refresh starts (before the terminate) and lands after it.
+        v.get().await.unwrap();
+        v.terminated("i-1", true, &TerminateOutcome::Terminated);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let g = v.get().await.unwrap().group;
+        assert_eq!(g.desired_capacity, 2);
+        assert_eq!(g.instances[0].lifecycle, Lifecycle::Terminating);
+        assert_eq!(p.reads.load(Ordering::SeqCst), 2);
+
+        v.desired_set(5);
+        assert_eq!(v.get().await.unwrap().group.desired_capacity, 5);
+        v.terminated("i-1", true, &TerminateOutcome::AlreadyTerminating);
+        assert_eq!(v.get().await.unwrap().age, Duration::ZERO, "read again");
+    }
+}
