@@ -18,10 +18,10 @@ use crate::provider::{CloudProvider, GroupState, Lifecycle, ProviderError, Termi
 use super::watch::Trigger;
 
 /// Younger than this, the snapshot is used without a refresh.
-pub const FRESH: Duration = Duration::from_secs(2);
+pub const FRESH: Duration = Duration::from_secs(10);
 /// Older than this, a reconcile waits for a new read: a view this old may
 /// hide someone else's change to the group (a scale-up, suspended processes).
-pub const MAX_STALE: Duration = Duration::from_secs(20);
+pub const MAX_STALE: Duration = Duration::from_secs(60);
 
 pub struct GroupView {
     provider: Arc<dyn CloudProvider>,

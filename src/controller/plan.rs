@@ -107,6 +107,9 @@ pub enum Action {
         node_id: String,
         instance_id: String,
         decrement: bool,
+        /// Planned on the step into `Terminating`, so the write-ahead status
+        /// proves no earlier call: the provider may skip its re-read.
+        first_attempt: bool,
     },
     Purge {
         node_id: String,
@@ -909,6 +912,7 @@ fn advance(
                             node_id: e.node_id.clone(),
                             instance_id: instance,
                             decrement: e.decrement,
+                            first_attempt: true,
                         });
                     }
                 }
@@ -943,6 +947,7 @@ fn advance(
                     node_id: e.node_id.clone(),
                     instance_id: instance,
                     decrement: e.decrement,
+                    first_attempt: false,
                 });
             } else if node.status == NodeStatus::Down {
                 plan.actions.push(Action::Purge {

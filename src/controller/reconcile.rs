@@ -581,13 +581,15 @@ async fn run_action(
         Action::Terminate {
             instance_id,
             decrement,
+            first_attempt,
             ..
         } => {
-            let result = cloud(
-                "TerminateInstance",
-                rt.provider.terminate_instance(instance_id, *decrement),
-            )
-            .await;
+            let call = if *first_attempt {
+                rt.provider.terminate_new_instance(instance_id, *decrement)
+            } else {
+                rt.provider.terminate_instance(instance_id, *decrement)
+            };
+            let result = cloud("TerminateInstance", call).await;
             match &result {
                 Ok(outcome) => rt.group.terminated(instance_id, *decrement, outcome),
                 Err(_) => rt.group.forget(),

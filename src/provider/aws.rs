@@ -305,13 +305,14 @@ impl AwsAutoScalingGroup {
         &self,
         instance_id: &str,
         decrement: bool,
+        read_first: bool,
     ) -> Result<TerminateOutcome, ProviderError> {
         if instance_id.trim().is_empty() {
             return Err(ProviderError::Refused {
                 message: "cannot terminate an instance with an empty ID".into(),
             });
         }
-        if let Some(outcome) = self.terminate_needed(instance_id).await? {
+        if read_first && let Some(outcome) = self.terminate_needed(instance_id).await? {
             info!(instance_id, group = %self.group_name, ?outcome, "not terminating: instance already leaving the group");
             return Ok(outcome);
         }
@@ -403,7 +404,18 @@ impl CloudProvider for AwsAutoScalingGroup {
         instance_id: &'a str,
         decrement: bool,
     ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
-        self.terminate(instance_id, decrement).boxed()
+        self.terminate(instance_id, decrement, true).boxed()
+    }
+
+    fn terminate_new_instance<'a>(
+        &'a self,
+        instance_id: &'a str,
+        decrement: bool,
+    ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
+        // AWS refuses (ValidationError "... is not in InService or Standby")
+        // an instance already leaving, so this cannot decrement twice; the
+        // failure path re-reads the instance and reports what AWS shows.
+        self.terminate(instance_id, decrement, false).boxed()
     }
 
     fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>> {

@@ -44,6 +44,19 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
         decrement: bool,
     ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>>;
 
+    /// [`CloudProvider::terminate_instance`] for an instance this controller
+    /// has never asked the cloud to terminate (its write-ahead status record
+    /// proves it) and that the group view shows in service: the re-read
+    /// before the call may be skipped, which takes a round trip off every
+    /// retirement. A failed call must still be checked against the cloud.
+    fn terminate_new_instance<'a>(
+        &'a self,
+        instance_id: &'a str,
+        decrement: bool,
+    ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
+        self.terminate_instance(instance_id, decrement)
+    }
+
     /// Set the group's desired capacity (absolute, so repeating it is harmless).
     fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>>;
 

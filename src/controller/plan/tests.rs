@@ -400,7 +400,8 @@ fn drained_node_is_terminated_with_decrement_in_the_same_step() {
         [Action::Terminate {
             node_id: w.id(0),
             instance_id: "i-0000".into(),
-            decrement: true
+            decrement: true,
+            first_attempt: true
         }]
     );
 }
@@ -471,7 +472,8 @@ fn terminating_reissues_only_while_the_instance_still_counts() {
         [Action::Terminate {
             node_id: w.id(0),
             instance_id: "i-0000".into(),
-            decrement: true
+            decrement: true,
+            first_attempt: false
         }]
     );
 
