@@ -929,6 +929,9 @@ fn advance(
                 });
             } else {
                 e.message = Some(match allocs {
+                    None if node.draining => {
+                        "draining; waiting for Nomad to mark the drain complete".into()
+                    }
                     None => "waiting for the node's allocations to be read".into(),
                     Some(a) if a.live > 0 => {
                         format!("waiting for {} allocation(s) to finish", a.live)

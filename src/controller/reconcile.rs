@@ -1,7 +1,7 @@
 //! One reconcile of one pool: observe, plan (pure), persist the write-ahead
 //! status, then run the planned side effects.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -257,6 +257,62 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
     Ok(rt)
 }
 
+/// Drains in progress whose allocations are watched live, for the status
+/// (allocations left, blocking jobs): the longest-running ones, which are the
+/// ones someone asks about. Each watch is a parked request whose answers carry
+/// full allocations, so watching every drain of a 500-node scale-in would cost
+/// memory and traffic in proportion to it.
+const LIVE_DRAIN_WATCHES: usize = 32;
+
+/// Nodes whose allocations are watched: every node the next step depends on
+/// (drain finished, drain deadline passed, drained) and the oldest drains.
+fn alloc_watch_set(
+    retiring: &[RetiringNode],
+    nodes: &[NodeFacts],
+    now: Timestamp,
+) -> HashSet<String> {
+    let by_id: HashMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let mut watched = HashSet::new();
+    let mut in_progress: Vec<&RetiringNode> = Vec::new();
+    for r in retiring {
+        match r.phase {
+            RetirePhase::Drained => {
+                watched.insert(r.node_id.clone());
+            }
+            RetirePhase::Draining | RetirePhase::Cordoned => {
+                let still_draining = by_id
+                    .get(r.node_id.as_str())
+                    .is_some_and(|n| n.draining && n.status != NodeStatus::Down);
+                let deadline_passed = r.drain_deadline.as_ref().is_some_and(|d| d.0 <= now);
+                if r.phase == RetirePhase::Draining && (!still_draining || deadline_passed) {
+                    watched.insert(r.node_id.clone());
+                } else if still_draining {
+                    in_progress.push(r);
+                }
+            }
+            _ => {}
+        }
+    }
+    in_progress.sort_by(|a, b| {
+        let started = |r: &RetiringNode| r.drain_started_at.as_ref().map(|t| t.0);
+        // Oldest first; a drain without a start time last.
+        match (started(a), started(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+        .then_with(|| a.node_name.cmp(&b.node_name))
+    });
+    watched.extend(
+        in_progress
+            .into_iter()
+            .take(LIVE_DRAIN_WATCHES)
+            .map(|r| r.node_id.clone()),
+    );
+    watched
+}
+
 fn node_facts(snapshot: &super::watch::NodesSnapshot) -> Vec<NodeFacts> {
     snapshot
         .nodes
@@ -316,17 +372,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     let status = pool.status.clone().unwrap_or_default();
     let nodes = node_facts(&snapshot);
-    let watched: HashSet<String> = status
-        .retiring
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.phase,
-                RetirePhase::Draining | RetirePhase::Drained | RetirePhase::Cordoned
-            )
-        })
-        .map(|r| r.node_id.clone())
-        .collect();
+    let watched = alloc_watch_set(&status.retiring, &nodes, Timestamp::now());
     let allocs = rt
         .watch
         .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
@@ -398,19 +444,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         });
     }
 
-    // Watch allocations of nodes entering the drain, so the next step wakes
-    // as soon as their last allocation stops.
-    let watched: HashSet<String> = planned
-        .retiring
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.phase,
-                RetirePhase::Draining | RetirePhase::Drained | RetirePhase::Cordoned
-            )
-        })
-        .map(|r| r.node_id.clone())
-        .collect();
+    let watched = alloc_watch_set(&planned.retiring, &nodes, now);
     rt.watch
         .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
 

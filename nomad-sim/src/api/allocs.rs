@@ -28,6 +28,10 @@ pub(super) async fn list(
     let expr = parse_filter(&q.filter)?;
     block_until(app, &q, |c| (c.allocs_index, Some(c.allocs_tx.subscribe()))).await;
     let c = app.cluster.read().unwrap();
+    let mut fields = Vec::new();
+    if let Some(e) = &expr {
+        e.fields(&mut fields);
+    }
     let mut items: Vec<(String, Vec<u8>)> = Vec::new();
     for (id, a) in c.allocs.range(q.prefix.clone()..) {
         if !id.starts_with(&q.prefix) {
@@ -39,7 +43,7 @@ pub(super) async fn list(
         if let Some(e) = &expr {
             // Nomad filters the full Allocation, not the stub.
             let keep = e
-                .eval(&a.alloc.to_value())
+                .eval(&a.alloc.filter_datum(&fields))
                 .map_err(|e| ApiError::BadRequest(format!("failed to read result page: {e}")))?;
             if !keep {
                 continue;
