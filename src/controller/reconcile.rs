@@ -448,7 +448,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     rt.watch
         .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
 
-    let new_status = build_status(&pool, &status, &planned, &nodes, &group, None);
+    let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
     record_metrics(&key, &planned, new_status.ready_nodes);
     // Write-ahead: the status names every action before it runs.
     patch_status(&pool, &ctx, &new_status).await?;
@@ -508,7 +508,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             &status,
             &planned,
             &nodes,
-            &group,
+            group,
             Some(("ActionFailed", message)),
         );
         // Best effort: the write-ahead entries are already stored.
