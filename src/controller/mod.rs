@@ -55,6 +55,11 @@ pub struct PoolRuntime {
     /// Nomad writes to nodes (cordon, drain, release, purge) by node ID, with
     /// the index Nomad gave them; see [`PoolRuntime::unobserved_writes`].
     pub writes: Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    /// Instances whose terminate call is running: they are not sent again.
+    pub terminating: Mutex<std::collections::HashSet<String>>,
+    /// Failed terminate calls, reported by the next reconcile.
+    pub cloud_failures: Mutex<Vec<String>>,
+    pub trigger: watch::Trigger,
 }
 
 /// How long a write may stay invisible in the node watch before it is sent

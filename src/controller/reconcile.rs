@@ -240,7 +240,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         provider.instance_id_attribute(),
         trigger.clone(),
     );
-    let group = super::group::GroupView::new(provider.clone(), trigger);
+    let group = super::group::GroupView::new(provider.clone(), trigger.clone());
     let rt = Arc::new(PoolRuntime {
         fingerprint: conn.fingerprint,
         address,
@@ -249,6 +249,9 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         watch,
         group,
         writes: Default::default(),
+        terminating: Default::default(),
+        cloud_failures: Default::default(),
+        trigger,
     });
     ctx.pools
         .lock()
@@ -453,28 +456,52 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     // Write-ahead: the status names every action before it runs.
     patch_status(&pool, &ctx, &new_status).await?;
 
+    // Terminate calls run on their own: a slow or throttled cloud must not
+    // hold the next drained node back until every call of this reconcile
+    // returned. The write-ahead status already names them; the in-flight
+    // set keeps the next reconciles from sending one again, and the end of
+    // each call wakes the pool.
+    let mut terminates_running = false;
+    for action in &planned.actions {
+        if let Action::Terminate {
+            instance_id,
+            decrement,
+            first_attempt,
+            ..
+        } = action
+        {
+            terminates_running |= spawn_terminate(&rt, instance_id, *decrement, *first_attempt);
+        }
+    }
+    terminates_running |= !rt.terminating.lock().expect("terminating lock").is_empty();
     // Each node has at most one action per plan, so node actions run side by
     // side (a large scale-in must not wait on hundreds of calls in a row);
     // growing the group comes last, after the retirements it replaces are
-    // cancelled.
-    let (mut node_actions, group_actions): (Vec<&Action>, Vec<&Action>) =
-        planned.actions.iter().partition(|a| a.node_id().is_some());
-    // Terminations first: each drained node is a VM paid for until then, and
-    // they are what a large burst of cordons and drains would delay.
-    node_actions.sort_by_key(|a| !matches!(a, Action::Terminate { .. }));
+    // cancelled, and waits while a terminate with decrement may still land.
+    let (node_actions, group_actions): (Vec<&Action>, Vec<&Action>) = planned
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Terminate { .. }))
+        .partition(|a| a.node_id().is_some());
     // Built eagerly (boxed) rather than mapped lazily in the stream: a lazy
     // map over borrowed actions trips the Send check of the controller.
     let calls: Vec<futures::future::BoxFuture<'_, Option<String>>> = node_actions
         .into_iter()
         .map(|action| Box::pin(run_logged(&pool, &rt, action)) as _)
         .collect();
-    let mut failures: Vec<String> = futures::stream::iter(calls)
-        .buffered(ACTION_CONCURRENCY)
-        .filter_map(|e| async move { e })
-        .collect()
-        .await;
-    for action in group_actions {
-        failures.extend(run_logged(&pool, &rt, action).await);
+    let mut failures: Vec<String> =
+        std::mem::take(&mut *rt.cloud_failures.lock().expect("failures lock"));
+    failures.extend(
+        futures::stream::iter(calls)
+            .buffered(ACTION_CONCURRENCY)
+            .filter_map(|e| async move { e })
+            .collect::<Vec<_>>()
+            .await,
+    );
+    if !terminates_running {
+        for action in group_actions {
+            failures.extend(run_logged(&pool, &rt, action).await);
+        }
     }
     for ev in &planned.events {
         publish(
@@ -522,6 +549,55 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let busy =
         !planned.retiring.is_empty() || !planned.actions.is_empty() || !planned.blockers.is_empty();
     Ok(Requeue::requeue(if busy { ACTIVE_RESYNC } else { RESYNC }))
+}
+
+/// Start a terminate call unless one for the instance is running; whether
+/// one runs now.
+fn spawn_terminate(
+    rt: &Arc<PoolRuntime>,
+    instance_id: &str,
+    decrement: bool,
+    first_attempt: bool,
+) -> bool {
+    if !rt
+        .terminating
+        .lock()
+        .expect("terminating lock")
+        .insert(instance_id.to_owned())
+    {
+        return true;
+    }
+    let rt = rt.clone();
+    let instance_id = instance_id.to_owned();
+    let span = tracing::info_span!("terminate", instance = %instance_id);
+    tokio::spawn(
+        async move {
+            let call = if first_attempt {
+                rt.provider.terminate_new_instance(&instance_id, decrement)
+            } else {
+                rt.provider.terminate_instance(&instance_id, decrement)
+            };
+            let result = cloud("TerminateInstance", call).await;
+            match &result {
+                Ok(outcome) => rt.group.terminated(&instance_id, decrement, outcome),
+                Err(e) => {
+                    warn!(error = %e, "terminate failed; retried on the next reconcile");
+                    rt.group.forget();
+                    rt.cloud_failures
+                        .lock()
+                        .expect("failures lock")
+                        .push(format!("terminating {instance_id}: {e}"));
+                }
+            }
+            rt.terminating
+                .lock()
+                .expect("terminating lock")
+                .remove(&instance_id);
+            rt.trigger.fire();
+        }
+        .instrument(span),
+    );
+    true
 }
 
 /// Run one action in a span naming its node; the error, if any, for status.
@@ -612,25 +688,8 @@ async fn run_action(
             Err(NomadError::NodeNotFound { .. }) => Ok(()),
             other => other.map(|r| rt.wrote(node_id, r.index)),
         },
-        Action::Terminate {
-            instance_id,
-            decrement,
-            first_attempt,
-            ..
-        } => {
-            let call = if *first_attempt {
-                rt.provider.terminate_new_instance(instance_id, *decrement)
-            } else {
-                rt.provider.terminate_instance(instance_id, *decrement)
-            };
-            let result = cloud("TerminateInstance", call).await;
-            match &result {
-                Ok(outcome) => rt.group.terminated(instance_id, *decrement, outcome),
-                Err(_) => rt.group.forget(),
-            }
-            return result
-                .map(drop)
-                .map_err(|e| format!("terminating {instance_id}: {e}"));
+        Action::Terminate { .. } => {
+            unreachable!("terminate calls run on their own, see spawn_terminate")
         }
         Action::SetDesiredCapacity { desired } => {
             let result = cloud(
