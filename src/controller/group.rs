@@ -133,10 +133,28 @@ impl GroupView {
                     g.desired_capacity = g.desired_capacity.saturating_sub(1);
                 }
             }
-            // Someone else's doing: what it did to the desired capacity is
-            // not known here, so the next reconcile reads the group again.
-            _ => st.snapshot = None,
+            // Someone else's doing (or an earlier call of ours): the
+            // instance is leaving, but what that did to the desired capacity
+            // is not known here. Marking it keeps the next reconciles from
+            // asking again; the background read brings the capacity.
+            TerminateOutcome::AlreadyTerminating => {
+                if let Some(i) = g.instances.iter_mut().find(|i| i.id == instance_id) {
+                    i.lifecycle = Lifecycle::Terminating;
+                }
+            }
+            TerminateOutcome::NotInGroup => g.instances.retain(|i| i.id != instance_id),
         }
+    }
+
+    /// Whether the latest view shows the instance on its way out (or gone).
+    /// A reconcile plans on the view it started with; a terminate that landed
+    /// meanwhile is only in the latest one.
+    pub fn leaving(&self, instance_id: &str) -> bool {
+        let st = self.lock();
+        st.snapshot.as_ref().is_some_and(|(_, g)| {
+            g.instance(instance_id)
+                .is_none_or(|i| i.lifecycle.is_terminating() || i.lifecycle == Lifecycle::Detaching)
+        })
     }
 
     pub fn desired_set(&self, desired: u32) {
@@ -293,9 +311,21 @@ mod tests {
         assert_eq!(g.instances[0].lifecycle, Lifecycle::Terminating);
         assert_eq!(p.reads.load(Ordering::SeqCst), 2);
 
+        assert!(v.leaving("i-1"));
+        assert!(v.leaving("i-unknown"), "absent from the view: gone");
+
         v.desired_set(5);
         assert_eq!(v.get().await.unwrap().group.desired_capacity, 5);
-        v.terminated("i-1", true, &TerminateOutcome::AlreadyTerminating);
+        v.forget();
+        assert!(!v.leaving("i-1"), "no view: the provider's re-read decides");
         assert_eq!(v.get().await.unwrap().age, Duration::ZERO, "read again");
+        assert!(!v.leaving("i-1"));
+        v.terminated("i-1", true, &TerminateOutcome::AlreadyTerminating);
+        let g = v.get().await.unwrap().group;
+        assert_eq!(
+            g.desired_capacity, 3,
+            "someone else's termination: capacity unknown, kept"
+        );
+        assert!(v.leaving("i-1"));
     }
 }

@@ -52,9 +52,8 @@ pub struct PoolRuntime {
     pub provider: Arc<dyn CloudProvider>,
     pub watch: watch::PoolWatch,
     pub group: group::GroupView,
-    /// Nomad writes to nodes (cordon, drain, release, purge) by node ID, with
-    /// the index Nomad gave them; see [`PoolRuntime::unobserved_writes`].
-    pub writes: Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    /// Nomad writes to nodes not yet seen in the node view.
+    pub writes: WriteLog,
     /// Instances whose terminate call is running: they are not sent again.
     pub terminating: Mutex<std::collections::HashSet<String>>,
     /// Failed terminate calls, reported by the next reconcile.
@@ -66,10 +65,16 @@ pub struct PoolRuntime {
 /// again anyway (a lost event; the next re-list repairs the view).
 pub const WRITE_OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl PoolRuntime {
-    pub fn wrote(&self, node_id: &str, index: u64) {
+/// Nomad writes to nodes (cordon, drain, release, purge) by node ID, with
+/// the index Nomad gave them.
+#[derive(Default)]
+pub struct WriteLog(Mutex<HashMap<String, (u64, std::time::Instant)>>);
+
+impl WriteLog {
+    pub fn record(&self, node_id: &str, index: u64) {
+        // Index 0: Nomad changed nothing (e.g. eligibility already set).
         if index > 0 {
-            self.writes
+            self.0
                 .lock()
                 .expect("writes lock")
                 .insert(node_id.to_owned(), (index, std::time::Instant::now()));
@@ -80,11 +85,27 @@ impl PoolRuntime {
     /// Planning on that view would send the same write again: during a large
     /// scale-in the event that shows a drain can trail the reconciles that
     /// follow it by seconds, and every one of them would re-send it.
-    pub fn unobserved_writes(&self, seen_index: u64) -> std::collections::HashSet<String> {
-        let mut writes = self.writes.lock().expect("writes lock");
+    pub fn unobserved(&self, seen_index: u64) -> std::collections::HashSet<String> {
+        let mut writes = self.0.lock().expect("writes lock");
         writes.retain(|_, (index, at)| *index > seen_index && at.elapsed() < WRITE_OBSERVE_TIMEOUT);
         writes.keys().cloned().collect()
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_write_is_unobserved_until_the_node_view_reaches_its_index() {
+    let log = WriteLog::default();
+    log.record("a", 10);
+    log.record("b", 20);
+    log.record("c", 0);
+    assert_eq!(log.unobserved(15), ["b".to_string()].into());
+    assert_eq!(
+        log.unobserved(5),
+        ["b".to_string()].into(),
+        "a seen write is forgotten"
+    );
+    assert!(log.unobserved(20).is_empty());
 }
 
 pub struct Context {

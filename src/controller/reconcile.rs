@@ -436,7 +436,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     // A write the node view does not show yet is not sent again; the event
     // that shows it wakes the next reconcile.
-    let unobserved = rt.unobserved_writes(snapshot.index);
+    let unobserved = rt.writes.unobserved(snapshot.index);
     if !unobserved.is_empty() {
         planned.actions.retain(|a| match a {
             Action::Cordon { node_id }
@@ -559,6 +559,9 @@ fn spawn_terminate(
     decrement: bool,
     first_attempt: bool,
 ) -> bool {
+    if rt.group.leaving(instance_id) {
+        return false;
+    }
     if !rt
         .terminating
         .lock()
@@ -620,7 +623,7 @@ async fn run_action(
         Action::Cordon { node_id } => nomad
             .set_eligibility(node_id, false)
             .await
-            .map(|r| rt.wrote(node_id, r.index)),
+            .map(|r| rt.writes.record(node_id, r.index)),
         Action::Drain { node_id } => {
             let spec = match pool
                 .spec
@@ -661,7 +664,7 @@ async fn run_action(
             nomad
                 .drain(node_id, &req)
                 .await
-                .map(|r| rt.wrote(node_id, r.index))
+                .map(|r| rt.writes.record(node_id, r.index))
         }
         Action::Release {
             node_id,
@@ -682,11 +685,11 @@ async fn run_action(
             nomad
                 .drain(node_id, &req)
                 .await
-                .map(|r| rt.wrote(node_id, r.index))
+                .map(|r| rt.writes.record(node_id, r.index))
         }
         Action::Purge { node_id } => match nomad.purge(node_id).await {
             Err(NomadError::NodeNotFound { .. }) => Ok(()),
-            other => other.map(|r| rt.wrote(node_id, r.index)),
+            other => other.map(|r| rt.writes.record(node_id, r.index)),
         },
         Action::Terminate { .. } => {
             unreachable!("terminate calls run on their own, see spawn_terminate")
@@ -1058,4 +1061,99 @@ async fn cleanup(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeu
         pool.name_any()
     ));
     Ok(Requeue::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RetireReason;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn node(i: usize, draining: bool) -> NodeFacts {
+        NodeFacts {
+            id: format!("n{i:03}"),
+            name: format!("client-{i:03}"),
+            status: NodeStatus::Ready,
+            eligible: false,
+            draining,
+            last_drain: None,
+            last_drain_started: None,
+            last_drain_pool_uid: None,
+            create_index: 1,
+            instance_id: Some(format!("i-{i:03}")),
+        }
+    }
+
+    fn retiring(i: usize, phase: RetirePhase, started: Option<&str>) -> RetiringNode {
+        RetiringNode {
+            node_id: format!("n{i:03}"),
+            node_name: format!("client-{i:03}"),
+            instance_id: Some(format!("i-{i:03}")),
+            phase,
+            since: Time(at("2026-11-26T10:00:00Z")),
+            selected_at: None,
+            reason: RetireReason::ScaleIn,
+            decrement: true,
+            cordoned_by_pool: true,
+            drain_started_at: started.map(|s| Time(at(s))),
+            drain_deadline: None,
+            allocations_left: 0,
+            blocking_jobs: vec![],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn watches_what_the_next_step_needs_and_only_the_oldest_drains() {
+        let now = at("2026-11-26T12:00:00Z");
+        let mut nodes = Vec::new();
+        let mut tracked = Vec::new();
+        // 40 drains in progress, started one minute apart (node 0 oldest).
+        for i in 0..40 {
+            nodes.push(node(i, true));
+            let started = format!("2026-11-26T11:{:02}:00Z", i);
+            tracked.push(retiring(i, RetirePhase::Draining, Some(&started)));
+        }
+        // A finished drain, a drained node, a drain past its deadline, a node
+        // cordoned but not draining yet, and one already terminating.
+        nodes.push(node(40, false));
+        tracked.push(retiring(
+            40,
+            RetirePhase::Draining,
+            Some("2026-11-26T11:59:00Z"),
+        ));
+        nodes.push(node(41, false));
+        tracked.push(retiring(41, RetirePhase::Drained, None));
+        nodes.push(node(42, true));
+        let mut past = retiring(42, RetirePhase::Draining, Some("2026-11-26T11:59:30Z"));
+        past.drain_deadline = Some(Time(at("2026-11-26T11:59:59Z")));
+        tracked.push(past);
+        nodes.push(node(43, false));
+        tracked.push(retiring(43, RetirePhase::Cordoned, None));
+        nodes.push(node(44, false));
+        tracked.push(retiring(44, RetirePhase::Terminating, None));
+
+        let w = alloc_watch_set(&tracked, &nodes, now);
+        for i in 0..LIVE_DRAIN_WATCHES {
+            assert!(
+                w.contains(&format!("n{i:03}")),
+                "oldest drain n{i:03} watched"
+            );
+        }
+        for i in LIVE_DRAIN_WATCHES..40 {
+            assert!(
+                !w.contains(&format!("n{i:03}")),
+                "newer drain n{i:03} not watched"
+            );
+        }
+        for id in ["n040", "n041", "n042"] {
+            assert!(w.contains(id), "{id} is needed for the next step");
+        }
+        assert!(!w.contains("n043") && !w.contains("n044"));
+        assert_eq!(w.len(), LIVE_DRAIN_WATCHES + 3);
+    }
 }
