@@ -126,23 +126,26 @@ impl GroupView {
         };
         match outcome {
             TerminateOutcome::Terminated => {
-                if let Some(i) = g.instances.iter_mut().find(|i| i.id == instance_id) {
+                // A background read may already show this termination; the
+                // view must count it once.
+                if let Some(i) = g.instances.iter_mut().find(|i| {
+                    i.id == instance_id
+                        && matches!(
+                            i.lifecycle,
+                            Lifecycle::Pending | Lifecycle::InService | Lifecycle::Standby
+                        )
+                }) {
                     i.lifecycle = Lifecycle::Terminating;
-                }
-                if decrement {
-                    g.desired_capacity = g.desired_capacity.saturating_sub(1);
+                    if decrement {
+                        g.desired_capacity = g.desired_capacity.saturating_sub(1);
+                    }
                 }
             }
-            // Someone else's doing (or an earlier call of ours): the
-            // instance is leaving, but what that did to the desired capacity
-            // is not known here. Marking it keeps the next reconciles from
-            // asking again; the background read brings the capacity.
-            TerminateOutcome::AlreadyTerminating => {
-                if let Some(i) = g.instances.iter_mut().find(|i| i.id == instance_id) {
-                    i.lifecycle = Lifecycle::Terminating;
-                }
-            }
-            TerminateOutcome::NotInGroup => g.instances.retain(|i| i.id != instance_id),
+            // Someone else's doing, or a call of ours whose answer was lost:
+            // what it did to the desired capacity is not known here, and a
+            // view with the instance gone but the capacity not lowered would
+            // retire one node too many. The next reconcile reads the group.
+            _ => st.snapshot = None,
         }
     }
 
@@ -314,18 +317,15 @@ mod tests {
         assert!(v.leaving("i-1"));
         assert!(v.leaving("i-unknown"), "absent from the view: gone");
 
+        // Counted once even when repeated (a read already showing it).
+        v.terminated("i-1", true, &TerminateOutcome::Terminated);
+        assert_eq!(v.get().await.unwrap().group.desired_capacity, 2);
+
         v.desired_set(5);
         assert_eq!(v.get().await.unwrap().group.desired_capacity, 5);
-        v.forget();
+        // A lost answer: the capacity is unknown, so the view is read again.
+        v.terminated("i-1", true, &TerminateOutcome::AlreadyTerminating);
         assert!(!v.leaving("i-1"), "no view: the provider's re-read decides");
         assert_eq!(v.get().await.unwrap().age, Duration::ZERO, "read again");
-        assert!(!v.leaving("i-1"));
-        v.terminated("i-1", true, &TerminateOutcome::AlreadyTerminating);
-        let g = v.get().await.unwrap().group;
-        assert_eq!(
-            g.desired_capacity, 3,
-            "someone else's termination: capacity unknown, kept"
-        );
-        assert!(v.leaving("i-1"));
     }
 }
