@@ -375,10 +375,9 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     let status = pool.status.clone().unwrap_or_default();
     let nodes = node_facts(&snapshot);
-    let watched = alloc_watch_set(&status.retiring, &nodes, Timestamp::now());
     let allocs = rt
         .watch
-        .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
+        .allocation_facts(pool.spec.drain.ignore_system_jobs);
 
     let uid = pool.uid().unwrap_or_default();
     let key = format!(

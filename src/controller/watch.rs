@@ -136,6 +136,18 @@ impl PoolWatch {
         self.nodes.borrow().clone()
     }
 
+    /// What the allocation watches know now, without changing which nodes
+    /// are watched (that happens once per reconcile, on the planned state, so
+    /// the set cannot flip between two calls and restart watches in a loop).
+    pub fn allocation_facts(&self, ignore_system_jobs: bool) -> HashMap<String, AllocFacts> {
+        let allocs = self.allocs.lock().expect("alloc watch lock");
+        allocs
+            .iter()
+            .filter(|(_, w)| w.ignore_system_jobs == ignore_system_jobs)
+            .filter_map(|(id, w)| w.facts.borrow().clone().map(|f| (id.clone(), f)))
+            .collect()
+    }
+
     /// Keep allocation watches exactly on `node_ids`; returns the facts known so far.
     pub fn track_allocations(
         &self,
