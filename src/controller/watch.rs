@@ -148,12 +148,8 @@ impl PoolWatch {
             .collect()
     }
 
-    /// Keep allocation watches exactly on `node_ids`; returns the facts known so far.
-    pub fn track_allocations(
-        &self,
-        node_ids: &HashSet<String>,
-        ignore_system_jobs: bool,
-    ) -> HashMap<String, AllocFacts> {
+    /// Keep allocation watches exactly on `node_ids`.
+    pub fn track_allocations(&self, node_ids: &HashSet<String>, ignore_system_jobs: bool) {
         let mut allocs = self.allocs.lock().expect("alloc watch lock");
         allocs.retain(|id, w| {
             let keep = node_ids.contains(id) && w.ignore_system_jobs == ignore_system_jobs;
@@ -179,10 +175,6 @@ impl PoolWatch {
                 }
             });
         }
-        allocs
-            .iter()
-            .filter_map(|(id, w)| w.facts.borrow().clone().map(|f| (id.clone(), f)))
-            .collect()
     }
 
     /// Pending/running allocation counts per node. Once one answer is in, it
