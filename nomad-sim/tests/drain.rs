@@ -416,7 +416,11 @@ async fn b10_eligibility_rules() {
         (500, "invalid scheduling eligibility \"foo\"")
     );
     assert!(ct.starts_with("text/plain"));
-    // eligible while draining.
+    // eligible while draining. A long batch alloc keeps the drain open: an
+    // empty node's drain can complete before the next request lands.
+    t.allocs(json!({"type": "batch", "node_id": n[1], "duration_s": 7200}))
+        .await;
+    t.advance(1.0).await;
     t.post_ok(
         &format!("/v1/node/{}/drain", n[1]),
         json!({"DrainSpec": {"Deadline": 0}}),
