@@ -296,16 +296,10 @@ fn alloc_watch_set(
             _ => {}
         }
     }
-    in_progress.sort_by(|a, b| {
-        let started = |r: &RetiringNode| r.drain_started_at.as_ref().map(|t| t.0);
-        // Oldest first; a drain without a start time last.
-        match (started(a), started(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        }
-        .then_with(|| a.node_name.cmp(&b.node_name))
+    // Oldest first; a drain without a start time last.
+    in_progress.sort_by_key(|r| {
+        let started = r.drain_started_at.as_ref().map(|t| t.0);
+        (started.is_none(), started, r.node_name.clone())
     });
     watched.extend(
         in_progress
