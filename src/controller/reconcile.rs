@@ -27,7 +27,9 @@ use crate::metrics::{PhaseLabels, PoolLabels, ReconcileLabels, metrics};
 use crate::nomad::{
     self, DrainRequest, DrainSpec, DrainStatus, NomadClient, NomadError, PoolSelector,
 };
-use crate::provider::{CloudProvider, GroupState, ProviderError, aws::AwsAutoScalingGroup};
+use crate::provider::{
+    CloudProvider, GroupState, ProviderError, TerminateOutcome, aws::AwsAutoScalingGroup,
+};
 
 pub const FINALIZER: &str = "nomadpool.dev/release-nodes";
 
@@ -574,6 +576,10 @@ fn spawn_terminate(
                 rt.provider.terminate_instance(&instance_id, decrement)
             };
             let result = cloud("TerminateInstance", call).await;
+            // Only a landed termination wakes the pool at once; anything else
+            // waits for the pool's own requeue and back-off, or a call that
+            // keeps failing (or finds the instance gone) would spin it.
+            let wake = matches!(result, Ok(TerminateOutcome::Terminated));
             match &result {
                 Ok(outcome) => rt.group.terminated(&instance_id, decrement, outcome),
                 Err(e) => {
@@ -589,7 +595,9 @@ fn spawn_terminate(
                 .lock()
                 .expect("terminating lock")
                 .remove(&instance_id);
-            rt.trigger.fire();
+            if wake {
+                rt.trigger.fire();
+            }
         }
         .instrument(span),
     );
