@@ -44,6 +44,7 @@ pub struct EndpointLabels {
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_duration: Family<PoolLabels, Histogram>,
     pub nodes: Family<PhaseLabels, Gauge>,
     pub retire_duration: Family<PoolLabels, Histogram>,
     pub drain_wait: Family<PoolLabels, Histogram>,
@@ -62,6 +63,14 @@ impl Metrics {
             "reconciles",
             "Reconciles by pool and result (ok, error)",
             reconciles.clone(),
+        );
+        let reconcile_duration = Family::<_, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile of a pool takes, terminate calls excluded (they run on their own)",
+            reconcile_duration.clone(),
         );
         let nodes = Family::<PhaseLabels, Gauge>::default();
         registry.register(
@@ -123,6 +132,7 @@ impl Metrics {
         Metrics {
             registry,
             reconciles,
+            reconcile_duration,
             nodes,
             retire_duration,
             drain_wait,
@@ -224,12 +234,18 @@ mod tests {
                 result: "ok".into(),
             })
             .inc();
+        m.reconcile_duration
+            .get_or_create(&PoolLabels {
+                pool: "ns/p".into(),
+            })
+            .observe(0.02);
         let text = m.encode();
         for name in [
             "nomadpool_reconciles_total{pool=\"ns/p\",result=\"ok\"} 1",
             "nomadpool_nomad_requests_total{endpoint=\"GET /v1/nodes\",code=\"200\"} 1",
             "nomadpool_cloud_requests_total{endpoint=\"TerminateInstanceInAutoScalingGroup\",code=\"ok\"} 1",
             "nomadpool_nomad_request_duration_seconds_bucket",
+            "nomadpool_reconcile_duration_seconds_count{pool=\"ns/p\"} 1",
             "nomadpool_leader 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

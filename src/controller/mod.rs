@@ -44,6 +44,23 @@ pub enum Error {
     Cleanup(String),
 }
 
+impl Error {
+    /// A write refused because the pool changed since the copy it was made
+    /// from: not a failure to back off from.
+    pub fn is_conflict(&self) -> bool {
+        let status_write = match self {
+            Error::StatusWrite(e) => Some(e),
+            Error::Finalizer(f) => match f.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(Error::StatusWrite(e))
+                | kube::runtime::finalizer::Error::CleanupFailed(Error::StatusWrite(e)) => Some(e),
+                _ => None,
+            },
+            Error::Cleanup(_) => None,
+        };
+        matches!(status_write, Some(kube::Error::Api(s)) if s.code == 409)
+    }
+}
+
 /// What a pool needs between reconciles: its clients and its watches.
 pub struct PoolRuntime {
     pub fingerprint: u64,
@@ -108,11 +125,112 @@ fn a_write_is_unobserved_until_the_node_view_reaches_its_index() {
     assert!(log.unobserved(20).is_empty());
 }
 
+/// Our own status writes, for reading them back before the controller's
+/// cache shows them. The controller hands each reconcile its cache's copy of
+/// the pool, which trails our last status write until the watch event for
+/// it arrives; a write made from that copy fails the resourceVersion check.
+/// During a busy scale-in that happened on one reconcile in seven, and each
+/// conflict held every planned action back. A copy whose resourceVersion one
+/// of our writes replaced is swapped for what that write returned; any other
+/// version (a user's edit, a newer event) is used as is.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<ObjectRef<NomadClientPool>, Written>>);
+
+struct Written {
+    latest: Arc<NomadClientPool>,
+    replaced: std::collections::VecDeque<String>,
+}
+
+/// How many of our replaced resourceVersions are remembered per pool: the
+/// cache trails by an event or two, never by dozens.
+const OWN_WRITES_KEPT: usize = 16;
+
+impl OwnWrites {
+    /// The newest copy of the pool we know of.
+    pub fn newest(&self, pool: Arc<NomadClientPool>) -> Arc<NomadClientPool> {
+        let Some(rv) = pool.metadata.resource_version.as_deref() else {
+            return pool;
+        };
+        let own = self.0.lock().expect("own writes lock");
+        match own.get(&ObjectRef::from_obj(pool.as_ref())) {
+            Some(w) if w.replaced.iter().any(|r| r == rv) => w.latest.clone(),
+            _ => pool,
+        }
+    }
+
+    /// Remember a write: `before` is the copy it was made from, `after` what
+    /// the API server returned.
+    pub fn wrote(&self, before: &NomadClientPool, after: NomadClientPool) {
+        let Some(rv) = before.metadata.resource_version.clone() else {
+            return;
+        };
+        let after = Arc::new(after);
+        let mut own = self.0.lock().expect("own writes lock");
+        let w = own
+            .entry(ObjectRef::from_obj(before))
+            .or_insert_with(|| Written {
+                latest: after.clone(),
+                replaced: Default::default(),
+            });
+        w.latest = after;
+        w.replaced.push_back(rv);
+        if w.replaced.len() > OWN_WRITES_KEPT {
+            w.replaced.pop_front();
+        }
+    }
+
+    pub fn forget(&self, pool: &NomadClientPool) {
+        self.0
+            .lock()
+            .expect("own writes lock")
+            .remove(&ObjectRef::from_obj(pool));
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn a_copy_our_write_replaced_is_read_as_what_the_write_returned() {
+    let pool = |rv: &str, retired: i64| {
+        let spec = crate::api::NomadClientPoolSpec {
+            nomad: Default::default(),
+            selector: Default::default(),
+            provider: Default::default(),
+            replicas: None,
+            retire: vec![],
+            drain: Default::default(),
+            disruption: Default::default(),
+        };
+        let mut p = NomadClientPool::new("ci", spec);
+        p.metadata.namespace = Some("default".into());
+        p.metadata.resource_version = Some(rv.into());
+        p.status = Some(crate::api::NomadClientPoolStatus {
+            retired_total: retired,
+            ..Default::default()
+        });
+        Arc::new(p)
+    };
+    let own = OwnWrites::default();
+    own.wrote(&pool("1", 0), (*pool("2", 1)).clone());
+    own.wrote(&pool("2", 1), (*pool("3", 2)).clone());
+    let rv = |p: Arc<NomadClientPool>| p.metadata.resource_version.clone().unwrap();
+    assert_eq!(rv(own.newest(pool("1", 0))), "3", "cache two writes behind");
+    assert_eq!(rv(own.newest(pool("2", 1))), "3", "cache one write behind");
+    assert_eq!(rv(own.newest(pool("3", 2))), "3");
+    assert_eq!(
+        rv(own.newest(pool("7", 0))),
+        "7",
+        "a version we did not write over is newer: a user's edit"
+    );
+    own.forget(&pool("3", 2));
+    assert_eq!(rv(own.newest(pool("1", 0))), "1");
+}
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub pools: Mutex<HashMap<ObjectRef<NomadClientPool>, Arc<PoolRuntime>>>,
     pub trigger: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
+    pub own_writes: OwnWrites,
     failures: Mutex<HashMap<ObjectRef<NomadClientPool>, u32>>,
 }
 
@@ -146,6 +264,12 @@ impl Context {
 }
 
 fn error_policy(pool: Arc<NomadClientPool>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    if error.is_conflict() {
+        // Someone else changed the pool since our copy: the watch event for
+        // that change wakes the next reconcile; this is only the safety net.
+        info!("the pool changed while reconciling; retrying on the newer copy");
+        return Requeue::requeue(Duration::from_secs(1));
+    }
     warn!(error = %error, "reconcile failed");
     ctx.note_failure(&pool);
     Requeue::requeue(ctx.backoff(&pool))
@@ -165,6 +289,7 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
         pools: Mutex::new(HashMap::new()),
         trigger: tx,
         failures: Mutex::new(HashMap::new()),
+        own_writes: OwnWrites::default(),
     });
     Controller::new(pools, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(16))

@@ -44,6 +44,8 @@ const ACTION_CONCURRENCY: usize = 16;
 
 #[instrument(skip_all, fields(pool = %format!("{}/{}", pool.namespace().unwrap_or_default(), pool.name_any())))]
 pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let pool = ctx.own_writes.newest(pool);
     let ns = pool.namespace().unwrap_or_default();
     let api: Api<NomadClientPool> = Api::namespaced(ctx.client.clone(), &ns);
     let key = format!("{ns}/{}", pool.name_any());
@@ -55,7 +57,15 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    let outcome = if result.is_ok() { "ok" } else { "error" };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.is_conflict() => "conflict",
+        Err(_) => "error",
+    };
+    metrics()
+        .reconcile_duration
+        .get_or_create(&PoolLabels { pool: key.clone() })
+        .observe(started.elapsed().as_secs_f64());
     metrics()
         .reconciles
         .get_or_create(&ReconcileLabels {
@@ -448,8 +458,13 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
     record_metrics(&key, &planned, new_status.ready_nodes);
-    // Write-ahead: the status names every action before it runs.
-    patch_status(&pool, &ctx, &new_status).await?;
+    // Write-ahead: the status names every action before it runs. A status
+    // with nothing new is not written again (every write wakes a reconcile
+    // of its own), unless actions follow: the write is then also the check
+    // that no newer copy of the pool exists.
+    if new_status != status || !planned.actions.is_empty() {
+        patch_status(&pool, &ctx, &new_status).await?;
+    }
 
     // Terminate calls run on their own: a slow or throttled cloud must not
     // hold the next drained node back until every call of this reconcile
@@ -533,8 +548,9 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             group,
             Some(("ActionFailed", message)),
         );
-        // Best effort: the write-ahead entries are already stored.
-        let _ = patch_status(&pool, &ctx, &failed).await;
+        // Best effort: the write-ahead entries are already stored. Written
+        // over the copy the write-ahead returned, or it could never apply.
+        let _ = patch_status(&ctx.own_writes.newest(pool.clone()), &ctx, &failed).await;
         ctx.note_failure(&pool);
         return Ok(Requeue::requeue(ctx.backoff(&pool)));
     }
@@ -887,13 +903,15 @@ async fn patch_status(
         "metadata": { "resourceVersion": pool.resource_version() },
         "status": status,
     });
-    api.patch_status(
-        &pool.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(Error::StatusWrite)?;
+    let written = api
+        .patch_status(
+            &pool.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::StatusWrite)?;
+    ctx.own_writes.wrote(pool, written);
     Ok(())
 }
 
@@ -927,9 +945,11 @@ async fn report_trouble(
     let status = NomadClientPoolStatus {
         observed_generation: pool.metadata.generation,
         conditions,
-        ..previous
+        ..previous.clone()
     };
-    patch_status(pool, ctx, &status).await?;
+    if status != previous {
+        patch_status(pool, ctx, &status).await?;
+    }
     if !was_same {
         publish(
             ctx,
@@ -1056,6 +1076,7 @@ async fn cleanup(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeu
     )
     .await;
     ctx.pools.lock().expect("pools lock").remove(&key);
+    ctx.own_writes.forget(&pool);
     forget_metrics(&format!(
         "{}/{}",
         pool.namespace().unwrap_or_default(),
