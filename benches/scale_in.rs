@@ -421,11 +421,8 @@ struct ProxyLog {
     /// Action -> (count, total seconds, max seconds).
     calls: BTreeMap<String, (u64, f64, f64)>,
     terminates: Vec<TerminateRec>,
-    /// (arrival, answered) of each DescribeAutoScalingGroups: the operator
-    /// reads the group once at the start of every reconcile.
+    /// (arrival, answered) of each DescribeAutoScalingGroups.
     describes: Vec<(Instant, Instant)>,
-    /// Arrival of every other call.
-    others: Vec<Instant>,
 }
 
 struct ProxyState {
@@ -587,8 +584,6 @@ async fn proxy_handler(
         e.2 = e.2.max(took);
         if action_is_describe_groups {
             log.describes.push((at, Instant::now()));
-        } else {
-            log.others.push(at);
         }
         if terminate {
             log.terminates.push(TerminateRec {
@@ -697,10 +692,6 @@ impl Proxy {
             .iter()
             .filter(|t| t.ok)
             .count()
-    }
-
-    fn others(&self) -> Vec<Instant> {
-        self.state.log.lock().unwrap().others.clone()
     }
 
     fn describes(&self) -> Vec<(Instant, Instant)> {
@@ -1151,29 +1142,57 @@ impl OperatorProc {
         proc_status_mib(self.pid, "VmRSS:")
     }
 
-    /// The operator's own request timings (sums and counts, no buckets).
+    /// The operator's own request timings (sums and counts), reconciles by
+    /// result, and the reconcile duration's percentiles as bucket bounds.
     async fn metrics(&self) -> Value {
         let text = match reqwest::get(&self.metrics).await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => return Value::Null,
         };
         let mut out = serde_json::Map::new();
+        let mut buckets: Vec<(f64, f64)> = Vec::new(); // (le, cumulative count)
         for l in text.lines() {
-            if l.starts_with('#') || l.contains("_bucket") {
+            if l.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = l.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = v.parse::<f64>() else { continue };
+            if k.starts_with("nomadpool_reconcile_duration_seconds_bucket") {
+                let le = k
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("+Inf");
+                buckets.push((le.parse().unwrap_or(f64::INFINITY), v));
+                continue;
+            }
+            if k.contains("_bucket") {
                 continue;
             }
             let keep = [
-                "request_duration_seconds",
+                "duration_seconds_sum",
+                "duration_seconds_count",
                 "reconciles_total",
                 "requests_total",
             ];
-            if keep.iter().any(|k| l.contains(k))
-                && let Some((k, v)) = l.rsplit_once(' ')
-                && let Ok(v) = v.parse::<f64>()
-            {
+            if keep.iter().any(|kw| k.contains(kw)) {
                 out.insert(k.to_owned(), json!(round(v, 3)));
             }
         }
+        let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+        let at_most = |q: f64| {
+            buckets
+                .iter()
+                .find(|(_, c)| *c >= q * total)
+                .map(|(le, _)| json!(round(le * 1e3, 0)))
+                .unwrap_or(Value::Null)
+        };
+        out.insert(
+            "reconcile_duration_ms_at_most".into(),
+            json!({"p50": at_most(0.5), "p99": at_most(0.99), "n": total}),
+        );
         Value::Object(out)
     }
 
@@ -1355,103 +1374,7 @@ fn figures(p: &Params, w: &World, run: &ScaleIn, budget: usize) -> Value {
     let mut tick_lag = Vec::new();
     let mut jobs: Vec<(f64, f64)> = Vec::new(); // (emptying since, job-bound seconds), sim s
     let mut live_at_terminate = 0usize;
-    // Where the time between "visible" and the terminate call goes, using the
-    // reconcile that handled the node: the first whose group read (made at the
-    // start of every reconcile) returned after the node's drain became visible.
     let describes = w.proxy.describes();
-    let (mut b_queue, mut b_describe, mut b_rest) = (Vec::new(), Vec::new(), Vec::new());
-    let load_reads = w.relay.bytes.alloc_list_reads.lock().unwrap().clone();
-    let writes: Vec<Instant> = w
-        .relay
-        .bytes
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, k)| k.starts_with("POST") || k.starts_with("PUT"))
-        .map(|(a, _)| *a)
-        .collect();
-    let cloud_others = w.proxy.others();
-    let (mut b_plan, mut b_actions) = (Vec::new(), Vec::new());
-    let (mut lat_with_load, mut lat_without_load) = (Vec::new(), Vec::new());
-    for t in &terms {
-        let Some(s) = &t.snap else { continue };
-        let Some(v) = visible.get(&s.node_id) else {
-            continue;
-        };
-        let Some((arrived, answered)) = describes
-            .iter()
-            .find(|(a, d)| *d >= *v && *a <= t.at)
-            .copied()
-        else {
-            continue;
-        };
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        b_queue.push(ms(arrived.saturating_duration_since(*v)));
-        b_describe.push(ms(answered.saturating_duration_since(arrived.max(*v))));
-        b_rest.push(ms(t.at.saturating_duration_since(answered)));
-        // The first side effect of that reconcile (a Nomad write, or the cloud
-        // read that precedes each terminate) ends its planning, optional
-        // allocation-list read and status write; after it, actions run one by one.
-        let first_action = writes
-            .iter()
-            .chain(cloud_others.iter())
-            .filter(|a| **a >= answered && **a <= t.at)
-            .min()
-            .copied()
-            .unwrap_or(t.at);
-        b_plan.push(ms(first_action.saturating_duration_since(answered)));
-        b_actions.push(ms(t.at.saturating_duration_since(first_action)));
-        // Did that reconcile read the cluster's allocation list before this terminate?
-        let with_load = load_reads.iter().any(|l| *l >= answered && *l <= t.at);
-        let total = ms(t.at.saturating_duration_since(*v));
-        if with_load {
-            lat_with_load.push(total);
-        } else {
-            lat_without_load.push(total);
-        }
-    }
-    // Reconciles, delimited by their group reads: how long each took and what
-    // it did (Nomad writes and reads seen by the relay, terminates by the proxy).
-    let reqs = w.relay.bytes.requests.lock().unwrap().clone();
-    let in_run: Vec<(Instant, Instant)> = describes
-        .iter()
-        .copied()
-        .filter(|(a, _)| *a >= run.t0 && *a <= run.end)
-        .collect();
-    let mut reconciles = Vec::new();
-    for (i, (start, read_done)) in in_run.iter().enumerate() {
-        let Some((next, _)) = in_run.get(i + 1) else {
-            break;
-        };
-        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
-        for (_, k) in reqs.iter().filter(|(at, _)| at >= start && at < next) {
-            *kinds.entry(k.clone()).or_default() += 1;
-        }
-        let terminates = terms
-            .iter()
-            .filter(|t| t.at >= *start && t.at < *next)
-            .count();
-        reconciles.push(json!({
-            "seconds": round((*next - *start).as_secs_f64(), 2),
-            "group_read_s": round((*read_done - *start).as_secs_f64(), 2),
-            "terminates": terminates,
-            "nomad_requests": kinds,
-        }));
-    }
-    let mut durations: Vec<f64> = reconciles
-        .iter()
-        .map(|r| r["seconds"].as_f64().unwrap() * 1e3)
-        .collect();
-    durations.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let mut longest = reconciles.clone();
-    longest.sort_by(|a, b| {
-        b["seconds"]
-            .as_f64()
-            .partial_cmp(&a["seconds"].as_f64())
-            .unwrap()
-    });
-    longest.truncate(8);
     for t in &terms {
         let Some(s) = &t.snap else { continue };
         live_at_terminate += usize::from(s.live_allocs > 0);
@@ -1508,18 +1431,7 @@ fn figures(p: &Params, w: &World, run: &ScaleIn, budget: usize) -> Value {
         "retire_latency_ms": summary(lat),
         "retire_latency_from_visible_ms": summary(lat_visible),
         "sim_visibility_lag_ms": summary(tick_lag),
-        "retire_latency_breakdown_ms": {
-            "waiting_for_a_reconcile_to_start": summary(b_queue),
-            "group_read_DescribeAutoScalingGroups": summary(b_describe),
-            "plan_status_write_and_actions_before_this_terminate": summary(b_rest),
-            "of_which_plan_and_status_write_until_the_first_action": summary(b_plan),
-            "of_which_earlier_actions_run_one_by_one": summary(b_actions),
-            "from_visible_when_the_reconcile_also_read_the_allocation_list": summary(lat_with_load),
-            "from_visible_otherwise": summary(lat_without_load),
-        },
-        "reconcile_interval_ms": summary(durations),
-        "longest_reconciles": longest,
-        "allocation_list_reads": load_reads.iter().filter(|l| **l >= run.t0 && **l <= run.end).count(),
+        "allocation_list_reads": w.relay.bytes.alloc_list_reads.lock().unwrap().iter().filter(|l| **l >= run.t0 && **l <= run.end).count(),
         "group_reads_per_minute": round(describes.iter().filter(|(a, _)| *a >= run.t0 && *a <= run.end).count() as f64
             / ((run.end - run.t0).as_secs_f64() / 60.0), 1),
         "scale_in_seconds": round(scale_in_s, 1),
