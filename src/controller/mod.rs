@@ -22,7 +22,7 @@ use futures::StreamExt;
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio_stream_shim::UnboundedReceiverStream;
@@ -265,8 +265,9 @@ impl Context {
 
 fn error_policy(pool: Arc<NomadClientPool>, error: &Error, ctx: Arc<Context>) -> Requeue {
     if error.is_conflict() {
-        // Someone else changed the pool since our copy: the watch event for
-        // that change wakes the next reconcile; this is only the safety net.
+        // Someone else changed the pool since our copy (our own writes are
+        // read back, see OwnWrites): retry soon on the cache's newer copy,
+        // without the back-off of a failure.
         info!("the pool changed while reconciling; retrying on the newer copy");
         return Requeue::requeue(Duration::from_secs(1));
     }
@@ -291,7 +292,24 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
         failures: Mutex::new(HashMap::new()),
         own_writes: OwnWrites::default(),
     });
-    Controller::new(pools, watcher::Config::default().any_semantic())
+    // Our own status writes must not wake the pool: a reconcile that failed
+    // and wrote ActionFailed would run again at once, past its back-off, and
+    // a Nomad outage became a purge storm. Spec edits and deletion (which
+    // bumps the generation) and finalizer changes do wake it; everything
+    // else that matters reaches it through the Nomad watches, the group
+    // view and the requeues.
+    let (reader, writer) = reflector::store();
+    // No back-off of its own here: the controller backs off its trigger
+    // streams, and a second layer kept a pool blind for tens of seconds
+    // after an API server restart.
+    let pool_changes = watcher(pools, watcher::Config::default().any_semantic())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    Controller::for_stream(pool_changes, reader)
         .with_config(ControllerConfig::default().concurrency(16))
         .reconcile_on(UnboundedReceiverStream(rx))
         .shutdown_on_signal()
