@@ -383,7 +383,10 @@ pub struct RetiringNode {
     /// When Nomad will force the remaining allocations to stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_deadline: Option<Time>,
-    /// Pending or running allocations still on the client.
+    /// Pending or running allocations still on the client, as last counted:
+    /// live for drains the next step waits on and the 32 longest-running
+    /// ones (a watch each); for other drains, from when the client was
+    /// selected or last watched.
     #[serde(default)]
     pub allocations_left: i32,
     /// Job IDs of (up to five of) the allocations still blocking the retirement.
