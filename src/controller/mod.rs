@@ -4,10 +4,12 @@
 //! - `reconcile`: observe → plan → write-ahead status → side effects;
 //! - `watch`: Nomad blocking queries that wake the reconciler;
 //! - `connect`: spec and Secrets → Nomad and cloud clients;
+//! - `events`: Kubernetes Events, published off the reconcile path;
 //! - `group`: the cloud group as last read, refreshed off the critical path;
 //! - `status`: condition bookkeeping.
 
 pub mod connect;
+pub mod events;
 pub mod group;
 pub mod plan;
 pub mod reconcile;
@@ -227,7 +229,7 @@ fn a_copy_our_write_replaced_is_read_as_what_the_write_returned() {
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: events::EventSink,
     pub pools: Mutex<HashMap<ObjectRef<NomadClientPool>, Arc<PoolRuntime>>>,
     pub trigger: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
     pub own_writes: OwnWrites,
@@ -285,7 +287,7 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::EventSink::start(Recorder::new(client.clone(), reporter)),
         client,
         pools: Mutex::new(HashMap::new()),
         trigger: tx,

@@ -525,8 +525,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             ev.reason,
             &ev.message,
             ev.node.as_deref(),
-        )
-        .await;
+        );
         info!(reason = ev.reason, "{}", ev.message);
     }
     if !failures.is_empty() {
@@ -538,8 +537,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             "ActionFailed",
             &message,
             None,
-        )
-        .await;
+        );
         let failed = build_status(
             &pool,
             &status,
@@ -958,8 +956,7 @@ async fn report_trouble(
             trouble.reason,
             &trouble.message,
             None,
-        )
-        .await;
+        );
     }
     ctx.note_failure(pool);
     Ok(Requeue::requeue(
@@ -974,7 +971,7 @@ async fn report_trouble(
 /// `related` object: the recorder folds events into a series by reason and
 /// objects, not by message, so without it the second node's "Retired" would
 /// only bump the count of the first's.
-async fn publish(
+fn publish(
     ctx: &Context,
     pool: &NomadClientPool,
     type_: EventType,
@@ -994,9 +991,7 @@ async fn publish(
             ..Default::default()
         }),
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &pool.object_ref(&())).await {
-        warn!(error = %e, "publishing event failed");
-    }
+    ctx.events.publish(ev, pool.object_ref(&()));
 }
 
 /// The pool is being deleted: never terminate anything. Nodes that were only
@@ -1073,8 +1068,7 @@ async fn cleanup(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeu
         "PoolDeleted",
         &message,
         None,
-    )
-    .await;
+    );
     ctx.pools.lock().expect("pools lock").remove(&key);
     ctx.own_writes.forget(&pool);
     forget_metrics(&format!(
