@@ -1114,7 +1114,13 @@ impl OperatorProc {
                 &format!("127.0.0.1:{port}"),
             ])
             .env("KUBECONFIG", support::env_var("KUBECONFIG"))
-            .env("NPO_LOG", "info")
+            // SCALE_IN_OPERATOR_LOG, e.g.
+            // "info,nomad_pool_operator::controller::reconcile=debug" for
+            // each reconcile's timings.
+            .env(
+                "NPO_LOG",
+                std::env::var("SCALE_IN_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

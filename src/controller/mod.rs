@@ -141,6 +141,7 @@ pub struct OwnWrites(Mutex<HashMap<ObjectRef<NomadClientPool>, Written>>);
 struct Written {
     latest: Arc<NomadClientPool>,
     replaced: std::collections::VecDeque<String>,
+    at: std::time::Instant,
 }
 
 /// How many of our replaced resourceVersions are remembered per pool: the
@@ -173,12 +174,23 @@ impl OwnWrites {
             .or_insert_with(|| Written {
                 latest: after.clone(),
                 replaced: Default::default(),
+                at: std::time::Instant::now(),
             });
         w.latest = after;
+        w.at = std::time::Instant::now();
         w.replaced.push_back(rv);
         if w.replaced.len() > OWN_WRITES_KEPT {
             w.replaced.pop_front();
         }
+    }
+
+    /// Whether this process wrote the pool's status within `period`.
+    pub fn written_within(&self, pool: &NomadClientPool, period: Duration) -> bool {
+        self.0
+            .lock()
+            .expect("own writes lock")
+            .get(&ObjectRef::from_obj(pool))
+            .is_some_and(|w| w.at.elapsed() < period)
     }
 
     pub fn forget(&self, pool: &NomadClientPool) {
@@ -218,6 +230,8 @@ fn a_copy_our_write_replaced_is_read_as_what_the_write_returned() {
     assert_eq!(rv(own.newest(pool("1", 0))), "3", "cache two writes behind");
     assert_eq!(rv(own.newest(pool("2", 1))), "3", "cache one write behind");
     assert_eq!(rv(own.newest(pool("3", 2))), "3");
+    assert!(own.written_within(&pool("3", 2), Duration::from_secs(60)));
+    assert!(!own.written_within(&pool("3", 2), Duration::ZERO));
     assert_eq!(
         rv(own.newest(pool("7", 0))),
         "7",

@@ -15,7 +15,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, instrument, warn};
+use tracing::{Instrument, debug, info, instrument, warn};
 
 use super::connect::{self, ConnectError};
 use super::plan::{self, Action, Blocker, LastDrainStatus, NodeFacts, NodeStatus, PoolView};
@@ -39,6 +39,9 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// How often a pool with retirements in flight re-reads its cloud group,
 /// which no Nomad watch reports on.
 const ACTIVE_RESYNC: Duration = Duration::from_secs(10);
+/// How long a status whose only news is progress figures (counts,
+/// messages; see `status::only_progress_differs`) may wait for the next write.
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 /// Nomad and cloud calls of one reconcile in flight at once.
 const ACTION_CONCURRENCY: usize = 16;
 
@@ -355,10 +358,12 @@ fn node_facts(snapshot: &super::watch::NodesSnapshot) -> Vec<NodeFacts> {
 }
 
 async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
     let rt = match runtime(&pool, &ctx).await {
         Ok(rt) => rt,
         Err(trouble) => return report_trouble(&pool, &ctx, trouble).await,
     };
+    let connected = started.elapsed();
     let snapshot = match rt.watch.nodes() {
         // The watch fires the trigger as soon as its first answer lands.
         NodesState::Pending => return Ok(Requeue::requeue(Duration::from_secs(5))),
@@ -441,6 +446,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     // A write the node view does not show yet is not sent again; the event
     // that shows it wakes the next reconcile.
+    let planned_at = started.elapsed();
     let unobserved = rt.writes.unobserved(snapshot.index);
     if !unobserved.is_empty() {
         planned.actions.retain(|a| match a {
@@ -458,13 +464,22 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
     record_metrics(&key, &planned, new_status.ready_nodes);
-    // Write-ahead: the status names every action before it runs. A status
-    // with nothing new is not written again (every write wakes a reconcile
-    // of its own), unless actions follow: the write is then also the check
-    // that no newer copy of the pool exists.
-    if new_status != status || !planned.actions.is_empty() {
+    // Write-ahead: the status names every action before it runs; with
+    // actions to follow the write is also the check that no newer copy of
+    // the pool exists. Without, a status with nothing new is not written,
+    // and one with only new progress figures waits a little if we wrote
+    // recently (each write rewrites every entry of the pool).
+    let progress_only = status::only_progress_differs(&status, &new_status);
+    let progress_waits = progress_only
+        && planned.actions.is_empty()
+        && ctx
+            .own_writes
+            .written_within(&pool, PROGRESS_WRITE_INTERVAL);
+    let status_written = !progress_waits && (new_status != status || !planned.actions.is_empty());
+    if status_written {
         patch_status(&pool, &ctx, &new_status).await?;
     }
+    let written_at = started.elapsed();
 
     // Terminate calls run on their own: a slow or throttled cloud must not
     // hold the next drained node back until every call of this reconcile
@@ -513,6 +528,17 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             failures.extend(run_logged(&pool, &rt, action).await);
         }
     }
+    // Where a slow reconcile spends its time (cumulative milliseconds).
+    debug!(
+        connect_ms = connected.as_millis() as u64,
+        plan_ms = planned_at.as_millis() as u64,
+        status_ms = written_at.as_millis() as u64,
+        actions_ms = started.elapsed().as_millis() as u64,
+        status_written,
+        actions = planned.actions.len(),
+        retiring = planned.retiring.len(),
+        "reconciled"
+    );
     for ev in &planned.events {
         publish(
             &ctx,
@@ -557,7 +583,13 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     // in flight, a pre-flight refusal, a budget), re-read it soon.
     let busy =
         !planned.retiring.is_empty() || !planned.actions.is_empty() || !planned.blockers.is_empty();
-    Ok(Requeue::requeue(if busy { ACTIVE_RESYNC } else { RESYNC }))
+    Ok(Requeue::requeue(if progress_waits {
+        PROGRESS_WRITE_INTERVAL
+    } else if busy {
+        ACTIVE_RESYNC
+    } else {
+        RESYNC
+    }))
 }
 
 /// Start a terminate call unless one for the instance is running; whether

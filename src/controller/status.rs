@@ -3,6 +3,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::api::NomadClientPoolStatus;
+
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
@@ -65,9 +67,95 @@ pub fn merge(
     out
 }
 
+/// Whether `new` differs from `old` only in progress figures: client counts,
+/// allocation counts, blocking jobs, messages, the group's capacity as last
+/// read. Such a status may wait for the next write: during a large scale-in
+/// the pool's object holds hundreds of entries, and rewriting all of them
+/// because one count moved cost more than the reconcile itself, on the
+/// path of every retirement. Entries, phases, totals and condition states
+/// always count.
+pub fn only_progress_differs(old: &NomadClientPoolStatus, new: &NomadClientPoolStatus) -> bool {
+    fn material(s: &NomadClientPoolStatus) -> NomadClientPoolStatus {
+        let mut s = s.clone();
+        s.nodes = 0;
+        s.ready_nodes = 0;
+        s.group_desired_capacity = None;
+        for r in &mut s.retiring {
+            r.allocations_left = 0;
+            r.blocking_jobs.clear();
+            r.message = None;
+        }
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    }
+    old != new && material(old) == material(new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{RetirePhase, RetireReason, RetiringNode};
+
+    fn entry(phase: RetirePhase, allocations_left: i32) -> RetiringNode {
+        RetiringNode {
+            node_id: "n1".into(),
+            node_name: "client-1".into(),
+            instance_id: Some("i-1".into()),
+            phase,
+            since: Time("2026-01-01T00:00:00Z".parse().unwrap()),
+            selected_at: None,
+            reason: RetireReason::ScaleIn,
+            decrement: true,
+            cordoned_by_pool: true,
+            drain_started_at: None,
+            drain_deadline: None,
+            allocations_left,
+            blocking_jobs: vec![],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn progress_figures_may_wait_phases_and_entries_may_not() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let base = NomadClientPoolStatus {
+            ready_nodes: 10,
+            retiring: vec![entry(RetirePhase::Draining, 3)],
+            conditions: merge(
+                &[],
+                &[(READY, Signal::new(false, "Retiring", "1 draining"))],
+                None,
+                t0,
+            ),
+            ..Default::default()
+        };
+        assert!(!only_progress_differs(&base, &base), "nothing differs");
+
+        let mut progress = base.clone();
+        progress.ready_nodes = 9;
+        progress.retiring[0].allocations_left = 1;
+        progress.retiring[0].message = Some("waiting for 1 allocation(s) to finish".into());
+        progress.conditions[0].message = "0 draining".into();
+        assert!(only_progress_differs(&base, &progress));
+
+        let mut phase = progress.clone();
+        phase.retiring[0].phase = RetirePhase::Terminating;
+        assert!(!only_progress_differs(&base, &phase), "a phase change");
+
+        let mut gone = progress.clone();
+        gone.retiring.clear();
+        gone.retired_total = 1;
+        assert!(!only_progress_differs(&base, &gone), "an entry left");
+
+        let mut flipped = progress.clone();
+        flipped.conditions[0].status = "True".into();
+        assert!(
+            !only_progress_differs(&base, &flipped),
+            "a condition flipped"
+        );
+    }
 
     #[test]
     fn transition_time_survives_unchanged_status_and_moves_on_flip() {
