@@ -1,11 +1,12 @@
 //! Kubernetes Events on pools, published off the reconcile path.
 //!
-//! A retirement emits six Events (Selected … Retired), and each is an API
-//! round trip. Published inline they ran one after another at the end of
-//! every reconcile: in the 1,000-node scale-in bench that was the larger
-//! part of reconcile time, and a node whose drain finished meanwhile waited
-//! for all of it before its terminate. One background task per process
-//! publishes them in order instead; the reconcile only queues them.
+//! A retirement emits six Events (Selected … Retired), each an API round
+//! trip. Published inline they ran one after another at the end of every
+//! reconcile, so a slow or struggling API server held back the next
+//! reconcile and every node waiting on it. One background task per process
+//! publishes them in order instead; the reconcile only queues them. (In the
+//! scale-in bench the measured gain was small: the status write, not the
+//! Events, is what a reconcile waits on there; see BENCHMARKS.md.)
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder};
