@@ -387,8 +387,8 @@ const MUST: &[Req] = &[
     req("get", NPD, POOLS),
     // Finalizer: JSON patch on the main resource.
     req("patch", NPD, POOLS),
-    // Status: merge patch on the status subresource.
-    req("patch", NPD, POOLS).sub("status"),
+    // Status: replace on the status subresource.
+    req("update", NPD, POOLS).sub("status"),
     // Secrets referenced by a pool, by name.
     req("get", "", "secrets"),
     // Recorder: create, patch for a series.
@@ -417,7 +417,7 @@ const MUST_NOT: &[Req] = &[
     req("update", NPD, POOLS),
     req("delete", NPD, POOLS),
     req("deletecollection", NPD, POOLS),
-    req("update", NPD, POOLS).sub("status"),
+    req("patch", NPD, POOLS).sub("status"),
     // The CRD is installed by the admin, not the operator.
     req(
         "create",
@@ -539,7 +539,7 @@ fn triples(list: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)>
 /// The ClusterRole, rule for rule: the exact grant in every namespace.
 const CLUSTER_GRANT: &[(&str, &str, &[&str])] = &[
     (NPD, POOLS, &["get", "list", "watch", "patch"]),
-    (NPD, "nomadclientpools/status", &["patch"]),
+    (NPD, "nomadclientpools/status", &["update"]),
     ("", "secrets", &["get"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
