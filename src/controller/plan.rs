@@ -131,6 +131,14 @@ impl Action {
             Action::SetDesiredCapacity { .. } => None,
         }
     }
+
+    /// Whether the status must name this action before it runs. A purge
+    /// needs no record: it is planned only for a node whose VM is gone and
+    /// which Nomad reports down, so repeating it after a crash, or running it
+    /// from a stale copy of the pool, is harmless.
+    pub fn needs_write_ahead(&self) -> bool {
+        !matches!(self, Action::Purge { .. })
+    }
 }
 
 /// Kubernetes Event to publish: one per phase change.

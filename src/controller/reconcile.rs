@@ -463,18 +463,19 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
     record_metrics(&key, &planned, new_status.ready_nodes);
-    // Write-ahead: the status names every action before it runs; with
-    // actions to follow the write is also the check that no newer copy of
-    // the pool exists. Without, a status with nothing new is not written,
+    // Write-ahead: the status names every action (but a purge) before it
+    // runs; with such actions to follow the write is also the check that no
+    // newer copy of the pool exists. Without, a status with nothing new is not written,
     // and one with only new progress figures waits a little if we wrote
     // recently (each write rewrites every entry of the pool).
+    let write_ahead = planned.actions.iter().any(Action::needs_write_ahead);
     let progress_only = status::only_progress_differs(&status, &new_status);
     let progress_waits = progress_only
-        && planned.actions.is_empty()
+        && !write_ahead
         && ctx
             .own_writes
             .written_within(&pool, PROGRESS_WRITE_INTERVAL);
-    let status_written = !progress_waits && (new_status != status || !planned.actions.is_empty());
+    let status_written = !progress_waits && (new_status != status || write_ahead);
     if status_written {
         write_status(&pool, &ctx, &new_status).await?;
     }
