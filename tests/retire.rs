@@ -462,6 +462,105 @@ async fn controller_that_lost_its_status_adopts_its_own_drain_from_nomad() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn client_given_back_after_its_drain_finished_keeps_its_owners_cordon() {
+    // Someone cordoned client A; the spec names it for replacement; its drain
+    // finishes while the cloud refuses the terminate; then the spec drops it.
+    // Nomad keeps the finished drain's Meta (a cancel of a finished drain
+    // changes nothing in it), so a controller that adopts by Meta alone
+    // takes A back and undoes the owner's cordon, or terminates it.
+    let mut w = setup("given-back", 3).await;
+    let jobs = w.busy_everywhere().await;
+    let (victim, alloc) = jobs[0].clone();
+    let node = |nodes: Vec<serde_json::Value>| {
+        nodes
+            .into_iter()
+            .find(|n| n["id"] == victim.as_str())
+            .unwrap()
+    };
+    let victim_instance = node(w.sim.nodes().await)["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.sim
+        .post(
+            &format!("/v1/node/{victim}/eligibility"),
+            json!({"Eligibility": "ineligible"}),
+        )
+        .await;
+    w.apply_pool(&w.pool_manifest(
+        "pool",
+        json!({"replicas": 3, "retire": [{"nodeID": victim, "replace": true}]}),
+    ))
+    .await;
+    let st = w
+        .wait_status("pool", "A draining", T, |s| {
+            s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Draining
+        })
+        .await;
+    assert!(!st.retiring[0].cordoned_by_pool, "{st:?}");
+
+    // Suspend Terminate; a restarted operator reads the group afresh, so it
+    // surely sees that when A's job ends.
+    w.asg
+        .suspend_processes()
+        .auto_scaling_group_name(&w.group)
+        .scaling_processes("Terminate")
+        .send()
+        .await
+        .unwrap();
+    w.operator.as_mut().unwrap().kill().await;
+    w.start_operator().await;
+    w.sim.finish(&alloc).await;
+    w.wait_status("pool", "A drained, terminate refused", T, |s| {
+        s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Drained
+    })
+    .await;
+
+    // The spec drops A: given back, still cordoned as its owner left it.
+    w.patch_spec("pool", json!({"retire": []})).await;
+    w.wait_status("pool", "A given back", T, |s| s.retiring.is_empty())
+        .await;
+    // A terminate would now go through; a restarted operator sees that, and
+    // has only Nomad's Meta to go by.
+    w.asg
+        .resume_processes()
+        .auto_scaling_group_name(&w.group)
+        .scaling_processes("Terminate")
+        .send()
+        .await
+        .unwrap();
+    w.operator.as_mut().unwrap().kill().await;
+    w.start_operator().await;
+    w.patch_spec("pool", json!({"disruption": {"maxUnavailable": 1}}))
+        .await;
+    let generation = w.pools().get("pool").await.unwrap().metadata.generation;
+    w.wait_status("pool", "the edit observed", T, |s| {
+        s.observed_generation == generation
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let st = w.status("pool").await;
+    assert!(st.retiring.is_empty(), "{st:?}");
+    let a = node(w.sim.nodes().await);
+    assert_eq!(
+        a["eligibility"], "ineligible",
+        "the owner's cordon stays: {a}"
+    );
+    assert_eq!(a["draining"], false, "{a}");
+    let g = w.group().await;
+    assert_eq!(g.desired, 3);
+    assert!(g.instances.iter().any(|i| i.id == victim_instance));
+    let events = w.events().await;
+    assert!(
+        !events.iter().any(|(r, _)| r == "AdoptedDrain"),
+        "{events:?}"
+    );
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_a_usable_event_stream_the_node_watch_falls_back_to_blocking_queries() {
     let w = setup("no-stream", 3).await;
     // Every event-stream request fails, as on a Nomad that refuses it.

@@ -23,6 +23,50 @@ use crate::provider::{GroupState, Lifecycle, preflight_with};
 /// that lost its status can still recognise (adopt) its own drains.
 pub const META_POOL: &str = "nomadpool.dev/pool";
 pub const META_POOL_UID: &str = "nomadpool.dev/pool-uid";
+/// Why the client is retired (`ScaleIn`, `Requested`, `Replace`): an adopted
+/// drain keeps its reason, so a replacement is never turned into a shrink.
+pub const META_REASON: &str = "nomadpool.dev/reason";
+/// `true` when this pool made the client ineligible: an adopted drain that is
+/// cancelled restores the client's eligibility exactly as its owner had it.
+pub const META_CORDONED_BY_POOL: &str = "nomadpool.dev/cordoned-by-pool";
+
+/// The `Meta` of a drain this pool sends for `entry`.
+pub fn drain_meta(pool_key: &str, uid: &str, entry: &DrainMark) -> BTreeMap<String, String> {
+    [
+        (META_POOL.to_string(), pool_key.to_string()),
+        (META_POOL_UID.to_string(), uid.to_string()),
+        (META_REASON.to_string(), format!("{:?}", entry.reason)),
+        (
+            META_CORDONED_BY_POOL.to_string(),
+            entry.cordoned_by_pool.to_string(),
+        ),
+        (
+            "message".to_string(),
+            "retired by nomad-pool-operator".to_string(),
+        ),
+    ]
+    .into()
+}
+
+/// What a drain's `Meta` says about the retirement that sent it; `None`
+/// for a drain that is not this pool's.
+pub fn read_drain_meta(meta: &BTreeMap<String, String>, uid: &str) -> Option<DrainMark> {
+    if meta.get(META_POOL_UID).map(String::as_str) != Some(uid) {
+        return None;
+    }
+    // Drains sent before these keys existed were scale-ins by a pool that
+    // had cordoned the client: selection only takes eligible clients.
+    let reason = match meta.get(META_REASON).map(String::as_str) {
+        Some("Requested") => RetireReason::Requested,
+        Some("Replace") => RetireReason::Replace,
+        _ => RetireReason::ScaleIn,
+    };
+    let cordoned_by_pool = meta.get(META_CORDONED_BY_POOL).map(String::as_str) != Some("false");
+    Some(DrainMark {
+        reason,
+        cordoned_by_pool,
+    })
+}
 
 /// How many blocking job IDs a status entry lists: enough for a human to act on.
 const MAX_BLOCKING_JOBS: usize = 5;
@@ -55,11 +99,19 @@ pub struct NodeFacts {
     pub draining: bool,
     pub last_drain: Option<LastDrainStatus>,
     pub last_drain_started: Option<Timestamp>,
-    /// `LastDrain.Meta[META_POOL_UID]`.
-    pub last_drain_pool_uid: Option<String>,
+    /// The retirement recorded in `LastDrain.Meta`, when the last drain was
+    /// this pool's.
+    pub last_drain_mark: Option<DrainMark>,
     pub create_index: u64,
     /// Cloud instance ID from the node's attributes, once read.
     pub instance_id: Option<String>,
+}
+
+/// A retirement as this pool records it in the Meta of the drain it sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainMark {
+    pub reason: RetireReason,
+    pub cordoned_by_pool: bool,
 }
 
 /// Allocations of a node being retired, from a fresh blocking query.
@@ -97,6 +149,8 @@ pub enum Action {
     },
     Drain {
         node_id: String,
+        /// Written into the drain's Meta, for adoption.
+        mark: DrainMark,
     },
     /// Cancel our drain (if any) and make the node eligible again when we cordoned it.
     Release {
@@ -124,7 +178,7 @@ impl Action {
     pub fn node_id(&self) -> Option<&str> {
         match self {
             Action::Cordon { node_id }
-            | Action::Drain { node_id }
+            | Action::Drain { node_id, .. }
             | Action::Release { node_id, .. }
             | Action::Terminate { node_id, .. }
             | Action::Purge { node_id } => Some(node_id),
@@ -337,35 +391,55 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     //    controller, or a status update that never landed before a crash).
     let tracked_ids: BTreeSet<String> = next.iter().map(|r| r.node_id.clone()).collect();
     for n in view.nodes.iter().filter(|_| !dry_run) {
-        let ours = n.last_drain_pool_uid.as_deref() == Some(view.uid);
+        let Some(mark) = &n.last_drain_mark else {
+            continue;
+        };
         let in_progress =
             n.draining || (!n.eligible && n.last_drain == Some(LastDrainStatus::Complete));
-        if ours && in_progress && n.status != NodeStatus::Down && !tracked_ids.contains(&n.id) {
-            plan.event(
-                Some(&n.name),
-                "AdoptedDrain",
-                format!(
-                    "adopted drain of node {} started earlier by this pool",
-                    n.name
-                ),
-            );
-            next.push(RetiringNode {
-                node_id: n.id.clone(),
-                node_name: n.name.clone(),
-                instance_id: n.instance_id.clone(),
-                phase: RetirePhase::Draining,
-                since: ts(view.now),
-                selected_at: Some(ts(n.last_drain_started.unwrap_or(view.now))),
-                reason: RetireReason::ScaleIn,
-                decrement: true,
-                cordoned_by_pool: true,
-                drain_started_at: n.last_drain_started.map(ts),
-                drain_deadline: None,
-                allocations_left: 0,
-                blocking_jobs: vec![],
-                message: Some("adopted after a controller restart".into()),
-            });
+        if !in_progress || n.status == NodeStatus::Down || tracked_ids.contains(&n.id) {
+            continue;
         }
+        // The spec's word on the client wins over the mark: a client named
+        // now is retired the way the spec names it.
+        let target = spec.retire.iter().find(|t| target_matches(t, n));
+        let reason = match target {
+            Some(t) if t.replace => RetireReason::Replace,
+            Some(_) => RetireReason::Requested,
+            None => mark.reason,
+        };
+        // Nomad keeps a completed drain's Meta, and cancelling a completed
+        // drain changes nothing in it. So a client this pool gave back after
+        // its drain finished, and left ineligible because someone else had
+        // cordoned it, still looks like a drain of ours awaiting its
+        // terminate. The spec no longer naming it is what tells them apart.
+        let given_back = !n.draining && reason != RetireReason::ScaleIn && target.is_none();
+        if given_back && !mark.cordoned_by_pool {
+            continue;
+        }
+        plan.event(
+            Some(&n.name),
+            "AdoptedDrain",
+            format!(
+                "adopted drain of node {} started earlier by this pool",
+                n.name
+            ),
+        );
+        next.push(RetiringNode {
+            node_id: n.id.clone(),
+            node_name: n.name.clone(),
+            instance_id: n.instance_id.clone(),
+            phase: RetirePhase::Draining,
+            since: ts(view.now),
+            selected_at: Some(ts(n.last_drain_started.unwrap_or(view.now))),
+            reason,
+            decrement: reason != RetireReason::Replace,
+            cordoned_by_pool: mark.cordoned_by_pool,
+            drain_started_at: n.last_drain_started.map(ts),
+            drain_deadline: None,
+            allocations_left: 0,
+            blocking_jobs: vec![],
+            message: Some("adopted after a controller restart".into()),
+        });
     }
 
     // 3. Explicit retirements named in the spec.
@@ -573,7 +647,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
 /// that is not draining it only applies `MarkEligible`.
 fn cancel(entry: &mut RetiringNode, plan: &mut Plan, now: Timestamp, why: String) {
     plan.actions.retain(|a| match a {
-        Action::Cordon { node_id } | Action::Drain { node_id } => *node_id != entry.node_id,
+        Action::Cordon { node_id } | Action::Drain { node_id, .. } => *node_id != entry.node_id,
         _ => true,
     });
     plan.event(
@@ -588,6 +662,17 @@ fn cancel(entry: &mut RetiringNode, plan: &mut Plan, now: Timestamp, why: String
         node_id: entry.node_id.clone(),
         mark_eligible: entry.cordoned_by_pool,
     });
+}
+
+/// The drain that carries `entry` forward; its Meta records the retirement.
+fn drain(entry: &RetiringNode) -> Action {
+    Action::Drain {
+        node_id: entry.node_id.clone(),
+        mark: DrainMark {
+            reason: entry.reason,
+            cordoned_by_pool: entry.cordoned_by_pool,
+        },
+    }
 }
 
 /// Whether the spec asks for retirements beyond those in flight.
@@ -786,9 +871,7 @@ fn advance(
                     "Cordoned",
                     format!("node {} is ineligible for new work", e.node_name),
                 );
-                plan.actions.push(Action::Drain {
-                    node_id: e.node_id.clone(),
-                });
+                plan.actions.push(drain(&e));
             } else {
                 plan.actions.push(Action::Cordon {
                     node_id: e.node_id.clone(),
@@ -796,7 +879,7 @@ fn advance(
             }
         }
         RetirePhase::Cordoned => {
-            let ours = node.last_drain_pool_uid.as_deref() == Some(view.uid);
+            let ours = node.last_drain_mark.is_some();
             if node.draining && ours {
                 to(&mut e, RetirePhase::Draining, None);
                 e.drain_started_at = node.last_drain_started.or(Some(view.now)).map(ts);
@@ -816,9 +899,7 @@ fn advance(
                     format!("node {} drained", e.node_name),
                 );
             } else {
-                plan.actions.push(Action::Drain {
-                    node_id: e.node_id.clone(),
-                });
+                plan.actions.push(drain(&e));
             }
         }
         RetirePhase::Draining | RetirePhase::Drained => {
@@ -862,9 +943,7 @@ fn advance(
                     RetirePhase::Cordoned,
                     Some("drain was cancelled outside the pool".into()),
                 );
-                plan.actions.push(Action::Drain {
-                    node_id: e.node_id.clone(),
-                });
+                plan.actions.push(drain(&e));
             } else if drain_done && (empty || deadline_forced) {
                 let Some(instance) = e.instance_id.clone() else {
                     e.message = Some("waiting to learn the node's instance ID".into());
@@ -932,9 +1011,7 @@ fn advance(
                     RetirePhase::Cordoned,
                     Some("drain not found in Nomad; sending it again".into()),
                 );
-                plan.actions.push(Action::Drain {
-                    node_id: e.node_id.clone(),
-                });
+                plan.actions.push(drain(&e));
             } else {
                 e.message = Some(match allocs {
                     None if node.draining => {

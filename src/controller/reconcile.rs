@@ -324,7 +324,7 @@ fn alloc_watch_set(
     watched
 }
 
-fn node_facts(snapshot: &super::watch::NodesSnapshot) -> Vec<NodeFacts> {
+fn node_facts(snapshot: &super::watch::NodesSnapshot, uid: &str) -> Vec<NodeFacts> {
     snapshot
         .nodes
         .iter()
@@ -346,10 +346,10 @@ fn node_facts(snapshot: &super::watch::NodesSnapshot) -> Vec<NodeFacts> {
                 _ => None,
             }),
             last_drain_started: n.last_drain.as_ref().and_then(|d| d.started_at),
-            last_drain_pool_uid: n
+            last_drain_mark: n
                 .last_drain
                 .as_ref()
-                .and_then(|d| d.meta.get(plan::META_POOL_UID).cloned()),
+                .and_then(|d| plan::read_drain_meta(&d.meta, uid)),
             create_index: n.create_index,
             instance_id: snapshot.instance_ids.get(&n.id).cloned(),
         })
@@ -384,12 +384,12 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     };
 
     let status = pool.status.clone().unwrap_or_default();
-    let nodes = node_facts(&snapshot);
     let allocs = rt
         .watch
         .allocation_facts(pool.spec.drain.ignore_system_jobs);
 
     let uid = pool.uid().unwrap_or_default();
+    let nodes = node_facts(&snapshot, &uid);
     let key = format!(
         "{}/{}",
         pool.namespace().unwrap_or_default(),
@@ -450,7 +450,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     if !unobserved.is_empty() {
         planned.actions.retain(|a| match a {
             Action::Cordon { node_id }
-            | Action::Drain { node_id }
+            | Action::Drain { node_id, .. }
             | Action::Release { node_id, .. }
             | Action::Purge { node_id } => !unobserved.contains(node_id),
             Action::Terminate { .. } | Action::SetDesiredCapacity { .. } => true,
@@ -671,7 +671,7 @@ async fn run_action(
             .set_eligibility(node_id, false)
             .await
             .map(|r| rt.writes.record(node_id, r.index)),
-        Action::Drain { node_id } => {
+        Action::Drain { node_id, mark } => {
             let spec = match pool
                 .spec
                 .drain
@@ -684,25 +684,15 @@ async fn run_action(
                 }
                 None => DrainSpec::no_deadline(pool.spec.drain.ignore_system_jobs),
             };
-            let meta = [
-                (
-                    plan::META_POOL.to_string(),
-                    format!(
-                        "{}/{}",
-                        pool.namespace().unwrap_or_default(),
-                        pool.name_any()
-                    ),
+            let meta = plan::drain_meta(
+                &format!(
+                    "{}/{}",
+                    pool.namespace().unwrap_or_default(),
+                    pool.name_any()
                 ),
-                (
-                    plan::META_POOL_UID.to_string(),
-                    pool.uid().unwrap_or_default(),
-                ),
-                (
-                    "message".to_string(),
-                    "retired by nomad-pool-operator".to_string(),
-                ),
-            ]
-            .into();
+                &pool.uid().unwrap_or_default(),
+                mark,
+            );
             let req = DrainRequest {
                 drain_spec: Some(spec),
                 mark_eligible: false,
@@ -1127,7 +1117,7 @@ mod tests {
             draining,
             last_drain: None,
             last_drain_started: None,
-            last_drain_pool_uid: None,
+            last_drain_mark: None,
             create_index: 1,
             instance_id: Some(format!("i-{i:03}")),
         }

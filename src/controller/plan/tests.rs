@@ -24,9 +24,25 @@ fn node(i: u32) -> NodeFacts {
         draining: false,
         last_drain: None,
         last_drain_started: None,
-        last_drain_pool_uid: None,
+        last_drain_mark: None,
         create_index: 100 + i as u64,
         instance_id: Some(format!("i-{i:04}")),
+    }
+}
+
+/// The mark of a scale-in drain by this pool.
+fn scale_in_mark() -> DrainMark {
+    DrainMark {
+        reason: RetireReason::ScaleIn,
+        cordoned_by_pool: true,
+    }
+}
+
+/// The drain a scale-in of node `i` sends.
+fn drain_of(w: &World, i: usize) -> Action {
+    Action::Drain {
+        node_id: w.id(i),
+        mark: scale_in_mark(),
     }
 }
 
@@ -312,7 +328,7 @@ fn selected_becomes_cordoned_once_ineligible_then_drains() {
     w.nodes[0].eligible = false;
     let p = w.plan();
     assert_eq!(p.retiring[0].phase, RetirePhase::Cordoned);
-    assert_eq!(p.actions, [Action::Drain { node_id: w.id(0) }]);
+    assert_eq!(p.actions, [drain_of(&w, 0)]);
 }
 
 #[test]
@@ -322,16 +338,12 @@ fn cordoned_becomes_draining_only_for_our_own_drain() {
     w.nodes[0].eligible = false;
     w.nodes[0].draining = true;
     w.nodes[0].last_drain = Some(LastDrainStatus::Draining);
-    w.nodes[0].last_drain_pool_uid = Some("someone-else".into());
+    w.nodes[0].last_drain_mark = None; // someone else's drain
     let p = w.plan();
     assert_eq!(p.retiring[0].phase, RetirePhase::Cordoned);
-    assert_eq!(
-        p.actions,
-        [Action::Drain { node_id: w.id(0) }],
-        "our drain replaces theirs"
-    );
+    assert_eq!(p.actions, [drain_of(&w, 0)], "our drain replaces theirs");
 
-    w.nodes[0].last_drain_pool_uid = Some(UID.into());
+    w.nodes[0].last_drain_mark = Some(scale_in_mark());
     w.nodes[0].last_drain_started = Some(t("2026-11-26T11:59:00Z"));
     w.spec.drain.deadline = Some("1h".into());
     let p = w.plan();
@@ -350,7 +362,7 @@ fn draining_world() -> World {
     n.eligible = false;
     n.draining = true;
     n.last_drain = Some(LastDrainStatus::Draining);
-    n.last_drain_pool_uid = Some(UID.into());
+    n.last_drain_mark = Some(scale_in_mark());
     w
 }
 
@@ -511,7 +523,7 @@ fn pending_decrements_count_against_replicas() {
     ];
     w.nodes[0].draining = true;
     w.nodes[0].eligible = false;
-    w.nodes[0].last_drain_pool_uid = Some(UID.into());
+    w.nodes[0].last_drain_mark = Some(scale_in_mark());
     let p = w.plan();
     assert_eq!(p.retiring.len(), 3);
 }
@@ -531,7 +543,7 @@ fn scale_up_cancels_newest_retirements_before_buying_vms() {
     w.tracked = vec![old, new, ext];
     w.nodes[0].draining = true;
     w.nodes[0].eligible = false;
-    w.nodes[0].last_drain_pool_uid = Some(UID.into());
+    w.nodes[0].last_drain_mark = Some(scale_in_mark());
     w.nodes[1].eligible = false;
     w.nodes[2].eligible = false;
     // effective = 5 - 3 = 2; replicas raised to 3: one cancellation, the newest.
@@ -645,11 +657,11 @@ fn lost_status_is_recovered_from_our_drain_meta() {
     w.nodes[1].eligible = false;
     w.nodes[1].draining = true;
     w.nodes[1].last_drain = Some(LastDrainStatus::Draining);
-    w.nodes[1].last_drain_pool_uid = Some(UID.into());
+    w.nodes[1].last_drain_mark = Some(scale_in_mark());
     // Someone else's drain is never adopted.
     w.nodes[2].eligible = false;
     w.nodes[2].draining = true;
-    w.nodes[2].last_drain_pool_uid = Some("other".into());
+    w.nodes[2].last_drain_mark = None;
     let p = w.plan();
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Draining)]);
     assert!(p.events.iter().any(|e| e.reason == "AdoptedDrain"));
@@ -664,12 +676,94 @@ fn adopted_drain_is_cancelled_when_the_spec_no_longer_wants_it() {
     let mut w = World::new(3, Some(3));
     w.nodes[1].eligible = false;
     w.nodes[1].draining = true;
-    w.nodes[1].last_drain_pool_uid = Some(UID.into());
+    w.nodes[1].last_drain_mark = Some(scale_in_mark());
     let p = w.plan();
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cancelling)]);
     assert!(p.actions.contains(&Action::Release {
         node_id: w.id(1),
         mark_eligible: true
+    }));
+}
+
+#[test]
+fn drain_meta_records_the_retirement_and_reads_back() {
+    let mark = DrainMark {
+        reason: RetireReason::Replace,
+        cordoned_by_pool: false,
+    };
+    let meta = drain_meta("ns/pool", UID, &mark);
+    assert_eq!(read_drain_meta(&meta, UID), Some(mark));
+    assert_eq!(read_drain_meta(&meta, "another-pool"), None);
+    // A drain sent before the reason was recorded: a scale-in, which only
+    // ever takes clients the pool cordoned itself.
+    let legacy = [(META_POOL_UID.to_string(), UID.to_string())].into();
+    assert_eq!(read_drain_meta(&legacy, UID), Some(scale_in_mark()));
+}
+
+#[test]
+fn adopted_replacement_keeps_its_reason_and_does_not_shrink_the_group() {
+    let mut w = World::new(3, Some(3));
+    w.spec.retire = vec![RetireTarget {
+        node_name: Some("client-1".into()),
+        replace: true,
+        ..Default::default()
+    }];
+    w.nodes[1].eligible = false;
+    w.nodes[1].draining = true;
+    w.nodes[1].last_drain = Some(LastDrainStatus::Draining);
+    w.nodes[1].last_drain_mark = Some(DrainMark {
+        reason: RetireReason::Replace,
+        cordoned_by_pool: false,
+    });
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Draining)]);
+    let adopted = &p.retiring[0];
+    assert_eq!(
+        (adopted.reason, adopted.decrement, adopted.cordoned_by_pool),
+        (RetireReason::Replace, false, false)
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn client_given_back_after_its_drain_finished_is_not_adopted_again() {
+    // Someone else had cordoned client-1; the spec named it, its drain
+    // finished, then the spec dropped it. The cancel left it ineligible (as
+    // its owner had it) and Nomad kept our completed drain's Meta.
+    let mut w = World::new(3, Some(3));
+    w.nodes[1].eligible = false;
+    w.nodes[1].last_drain = Some(LastDrainStatus::Complete);
+    w.nodes[1].last_drain_mark = Some(DrainMark {
+        reason: RetireReason::Replace,
+        cordoned_by_pool: false,
+    });
+    let p = w.plan();
+    assert!(p.retiring.is_empty(), "{:?}", phases(&p));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(p.events.is_empty(), "{:?}", p.events);
+
+    // Named again, it is adopted and goes on to its terminate.
+    w.spec.retire = vec![RetireTarget {
+        node_name: Some("client-1".into()),
+        replace: true,
+        ..Default::default()
+    }];
+    w.allocs.insert(w.id(1), AllocFacts::default());
+    let p = w.plan();
+    assert_eq!(p.retiring.len(), 1);
+    assert_eq!(p.retiring[0].reason, RetireReason::Replace);
+
+    // A drain still running is adopted even when the spec dropped the
+    // client, so that it can be cancelled: leaving it would strand the
+    // client ineligible. The cancel keeps the owner's cordon.
+    w.spec.retire.clear();
+    w.nodes[1].draining = true;
+    w.nodes[1].last_drain = Some(LastDrainStatus::Draining);
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cancelling)]);
+    assert!(p.actions.contains(&Action::Release {
+        node_id: w.id(1),
+        mark_eligible: false
     }));
 }
 
@@ -744,7 +838,7 @@ fn drain_cancelled_by_someone_else_is_sent_again() {
     w.nodes[0].last_drain = Some(LastDrainStatus::Canceled);
     let p = w.plan();
     assert_eq!(p.retiring[0].phase, RetirePhase::Cordoned);
-    assert_eq!(p.actions, [Action::Drain { node_id: w.id(0) }]);
+    assert_eq!(p.actions, [drain_of(&w, 0)]);
 }
 
 mod properties {
@@ -784,7 +878,7 @@ mod properties {
                         any::<bool>(),
                         0u8..4,
                         0u8..4,
-                        any::<bool>(),
+                        prop::option::of((0u8..3, any::<bool>())),
                         0u32..4,
                         prop::option::of(0u32..3),
                     ),
@@ -834,7 +928,14 @@ mod properties {
                                 Some(LastDrainStatus::Complete),
                                 Some(LastDrainStatus::Canceled),
                             ][drain as usize];
-                            f.last_drain_pool_uid = ours.then(|| UID.to_string());
+                            f.last_drain_mark = ours.map(|(reason, cordoned_by_pool)| DrainMark {
+                                reason: [
+                                    RetireReason::ScaleIn,
+                                    RetireReason::Requested,
+                                    RetireReason::Replace,
+                                ][reason as usize],
+                                cordoned_by_pool,
+                            });
                             load.insert(f.id.clone(), busy);
                             if let Some(live) = live {
                                 allocs.insert(
@@ -950,9 +1051,12 @@ mod properties {
                         let e = p.retiring.iter().find(|r| &r.node_id == node_id);
                         prop_assert!(e.is_some_and(|e| e.phase == RetirePhase::Selected));
                     }
-                    Action::Drain { node_id } => {
+                    Action::Drain { node_id, mark } => {
                         let e = p.retiring.iter().find(|r| &r.node_id == node_id);
                         prop_assert!(e.is_some_and(|e| e.phase == RetirePhase::Cordoned));
+                        // The drain's Meta records the retirement as status does.
+                        let e = e.unwrap();
+                        prop_assert_eq!((mark.reason, mark.cordoned_by_pool), (e.reason, e.cordoned_by_pool));
                     }
                     Action::Purge { node_id } => {
                         prop_assert!(node(node_id).is_some_and(|n| n.status == NodeStatus::Down));
@@ -968,8 +1072,26 @@ mod properties {
             // non-draining nodes, and never past the budget.
             let new: Vec<&RetiringNode> =
                 p.retiring.iter().filter(|r| !c.tracked.iter().any(|t| t.node_id == r.node_id)).collect();
-            let adopted = |r: &RetiringNode| node(&r.node_id).is_some_and(|n| n.last_drain_pool_uid.as_deref() == Some(UID));
+            let adopted = |r: &RetiringNode| node(&r.node_id).is_some_and(|n| n.last_drain_mark.is_some());
             let selected: Vec<&&RetiringNode> = new.iter().filter(|r| !adopted(r)).collect();
+            let adopted_now = |r: &RetiringNode| {
+                p.events.iter().any(|e| e.reason == "AdoptedDrain" && e.node.as_deref() == Some(r.node_name.as_str()))
+            };
+            for r in new.iter().filter(|r| adopted_now(r)) {
+                let n = node(&r.node_id).unwrap();
+                let mark = n.last_drain_mark.as_ref().unwrap();
+                // Adopted as recorded: a replacement never shrinks the group,
+                // and a cancel restores the owner's cordon.
+                prop_assert_eq!(r.decrement, r.reason != RetireReason::Replace);
+                prop_assert_eq!(r.cordoned_by_pool, mark.cordoned_by_pool);
+                // A finished drain the pool gave back, of a client someone
+                // else had cordoned, is never taken again (no spec names
+                // clients here).
+                prop_assert!(
+                    n.draining || mark.reason == RetireReason::ScaleIn || mark.cordoned_by_pool,
+                    "re-adopted a client given back: {:?}", n
+                );
+            }
             if c.spec.disruption.dry_run || c.spec.disruption.paused {
                 prop_assert!(selected.is_empty());
             }
