@@ -182,3 +182,71 @@ async fn kubectl_get_and_describe_show_what_a_human_needs() {
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_event_is_counted_on_the_first_one_and_a_new_note_is_its_own() {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Reporter};
+    use nomad_pool_operator::controller::events::EventSink;
+
+    let client = kube_client().await;
+    let namespace = create_namespace(&client, "events").await;
+    let sink = EventSink::start(
+        client.clone(),
+        Reporter {
+            controller: "nomad-pool-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let pool = ObjectReference {
+        api_version: Some("nomadpool.dev/v1alpha1".into()),
+        kind: Some("NomadClientPool".into()),
+        name: Some("pool".into()),
+        namespace: Some(namespace.clone()),
+        uid: Some("0b9b7a7e-0000-4000-8000-000000000001".into()),
+        ..Default::default()
+    };
+    let event = |note: &str| Event {
+        type_: EventType::Warning,
+        reason: "ActionFailed".into(),
+        note: Some(note.into()),
+        action: "ActionFailed".into(),
+        secondary: None,
+    };
+    // The pool's resourceVersion moves between repeats, as it does with
+    // every status write; the repeat must still be recognised.
+    for rv in ["1", "2", "3"] {
+        let regarding = ObjectReference {
+            resource_version: Some(rv.into()),
+            ..pool.clone()
+        };
+        sink.publish(event("purge of client-1 failed: 500"), regarding);
+    }
+    sink.publish(event("purge of client-2 failed: 500"), pool.clone());
+
+    let api: Api<K8sEvent> = Api::namespaced(client.clone(), &namespace);
+    let seen = wait_for("the events", T, || async {
+        let items = api.list(&Default::default()).await.ok()?.items;
+        let counts: Vec<(String, i32)> = items
+            .into_iter()
+            .map(|e| {
+                (
+                    e.note.unwrap_or_default(),
+                    e.series.map(|s| s.count).unwrap_or(1),
+                )
+            })
+            .collect();
+        (counts.len() == 2 && counts.iter().any(|(_, c)| *c == 3)).then_some(counts)
+    })
+    .await;
+    assert!(
+        seen.contains(&("purge of client-1 failed: 500".into(), 3)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("purge of client-2 failed: 500".into(), 1)),
+        "{seen:?}"
+    );
+    delete_namespace(&client, &namespace).await;
+}

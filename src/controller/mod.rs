@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
@@ -301,7 +301,7 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
-        events: events::EventSink::start(Recorder::new(client.clone(), reporter)),
+        events: events::EventSink::start(client.clone(), reporter),
         client,
         pools: Mutex::new(HashMap::new()),
         trigger: tx,
