@@ -391,7 +391,7 @@ const MUST: &[Req] = &[
     req("update", NPD, POOLS).sub("status"),
     // Secrets referenced by a pool, by name.
     req("get", "", "secrets"),
-    // Recorder: create, patch for a series.
+    // Events: create, patch to bump a series.
     req("create", "events.k8s.io", "events"),
     req("patch", "events.k8s.io", "events"),
     // Leader election in the operator's own namespace.
