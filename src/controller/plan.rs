@@ -30,15 +30,15 @@ pub const META_REASON: &str = "nomadpool.dev/reason";
 /// cancelled restores the client's eligibility exactly as its owner had it.
 pub const META_CORDONED_BY_POOL: &str = "nomadpool.dev/cordoned-by-pool";
 
-/// The `Meta` of a drain this pool sends for `entry`.
-pub fn drain_meta(pool_key: &str, uid: &str, entry: &DrainMark) -> BTreeMap<String, String> {
+/// The `Meta` of a drain this pool sends for the retirement `mark` records.
+pub fn drain_meta(pool_key: &str, uid: &str, mark: &DrainMark) -> BTreeMap<String, String> {
     [
         (META_POOL.to_string(), pool_key.to_string()),
         (META_POOL_UID.to_string(), uid.to_string()),
-        (META_REASON.to_string(), format!("{:?}", entry.reason)),
+        (META_REASON.to_string(), format!("{:?}", mark.reason)),
         (
             META_CORDONED_BY_POOL.to_string(),
-            entry.cordoned_by_pool.to_string(),
+            mark.cordoned_by_pool.to_string(),
         ),
         (
             "message".to_string(),
@@ -128,7 +128,6 @@ pub struct AllocFacts {
 pub struct PoolView<'a> {
     pub now: Timestamp,
     pub pool_key: &'a str,
-    pub uid: &'a str,
     pub spec: &'a NomadClientPoolSpec,
     pub tracked: &'a [RetiringNode],
     /// Every Nomad node the selector matches (down ones included).

@@ -399,7 +399,6 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let view = |group, load| PoolView {
         now,
         pool_key: &key,
-        uid: &uid,
         spec: &pool.spec,
         tracked: &status.retiring,
         nodes: &nodes,
@@ -464,10 +463,10 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
     record_metrics(&key, &planned, new_status.ready_nodes);
     // Write-ahead: the status names every action (but a purge) before it
-    // runs; with such actions to follow the write is also the check that no
-    // newer copy of the pool exists. Without, a status with nothing new is not written,
-    // and one with only new progress figures waits a little if we wrote
-    // recently (each write rewrites every entry of the pool).
+    // runs; with such actions to follow, the write is also the check that
+    // no newer copy of the pool exists. Without, a status with nothing new
+    // is not written, and one with only new progress figures waits a little
+    // if we wrote recently (each write rewrites every entry of the pool).
     let write_ahead = planned.actions.iter().any(Action::needs_write_ahead);
     let progress_only = status::only_progress_differs(&status, &new_status);
     let progress_waits = progress_only

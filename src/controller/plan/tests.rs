@@ -136,7 +136,6 @@ impl World {
         plan(&PoolView {
             now: now(),
             pool_key: "ns/pool",
-            uid: UID,
             spec: &self.spec,
             tracked: &self.tracked,
             nodes: &self.nodes,
@@ -1006,8 +1005,7 @@ mod properties {
             let p = plan(&PoolView {
                 now: now(),
                 pool_key: "ns/pool",
-                uid: UID,
-                spec: &c.spec,
+                    spec: &c.spec,
                 tracked: &c.tracked,
                 nodes: &c.nodes,
                 allocs: &c.allocs,
