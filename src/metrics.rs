@@ -37,6 +37,13 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `created`, `repeated` (a series count bumped), `failed` (the API
+    /// server refused or could not be reached), `dropped` (queue full).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub endpoint: String,
 }
@@ -53,6 +60,7 @@ pub struct Metrics {
     pub cloud_requests: Family<RequestLabels, Counter>,
     pub cloud_latency: Family<EndpointLabels, Histogram>,
     pub leader: Gauge,
+    pub events: Family<EventLabels, Counter>,
 }
 
 impl Metrics {
@@ -129,6 +137,12 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Kubernetes Events on pools by outcome: created, repeated, failed, dropped (queue full)",
+            events.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -141,7 +155,12 @@ impl Metrics {
             cloud_requests,
             cloud_latency,
             leader,
+            events,
         }
+    }
+
+    pub fn event(&self, outcome: &'static str) {
+        self.events.get_or_create(&EventLabels { outcome }).inc();
     }
 
     pub fn encode(&self) -> String {
@@ -239,6 +258,7 @@ mod tests {
                 pool: "ns/p".into(),
             })
             .observe(0.02);
+        m.event("dropped");
         let text = m.encode();
         for name in [
             "nomadpool_reconciles_total{pool=\"ns/p\",result=\"ok\"} 1",
@@ -247,6 +267,7 @@ mod tests {
             "nomadpool_nomad_request_duration_seconds_bucket",
             "nomadpool_reconcile_duration_seconds_count{pool=\"ns/p\"} 1",
             "nomadpool_leader 0",
+            "nomadpool_events_total{outcome=\"dropped\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -248,5 +248,13 @@ async fn a_repeated_event_is_counted_on_the_first_one_and_a_new_note_is_its_own(
         seen.contains(&("purge of client-2 failed: 500".into(), 1)),
         "{seen:?}"
     );
+    // The sink runs in this test's process, the only one here that uses it.
+    let text = nomad_pool_operator::metrics::metrics().encode();
+    for line in [
+        "nomadpool_events_total{outcome=\"created\"} 2",
+        "nomadpool_events_total{outcome=\"repeated\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
     delete_namespace(&client, &namespace).await;
 }

@@ -31,6 +31,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::metrics::metrics;
+
 /// Events waiting to be published. Beyond this the API server is far behind
 /// (or down), and newer Events are dropped with a warning rather than held
 /// in memory without bound; status and logs carry the same facts.
@@ -62,8 +64,12 @@ impl EventSink {
                 last_name_nanos: 0,
             };
             while let Some((ev, regarding)) = rx.recv().await {
-                if let Err(e) = publisher.publish(&ev, regarding).await {
-                    warn!(error = %e, reason = ev.reason, "publishing event failed");
+                match publisher.publish(&ev, regarding).await {
+                    Ok(outcome) => metrics().event(outcome),
+                    Err(e) => {
+                        metrics().event("failed");
+                        warn!(error = %e, reason = ev.reason, "publishing event failed");
+                    }
                 }
             }
         });
@@ -74,6 +80,7 @@ impl EventSink {
     pub fn publish(&self, ev: Event, reference: ObjectReference) {
         if let Err(e) = self.tx.try_send((ev, reference)) {
             let (ev, _) = e.into_inner();
+            metrics().event("dropped");
             warn!(
                 reason = ev.reason,
                 "event queue full ({QUEUE}); event dropped"
@@ -158,7 +165,13 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn publish(&mut self, ev: &Event, regarding: ObjectReference) -> kube::Result<()> {
+    /// Create the Event, or count a repeat on the first one; which of the
+    /// two it was.
+    async fn publish(
+        &mut self,
+        ev: &Event,
+        regarding: ObjectReference,
+    ) -> kube::Result<&'static str> {
         let now = Timestamp::now();
         let namespace = regarding.namespace.clone().unwrap_or_default();
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
@@ -184,7 +197,7 @@ impl Publisher {
             return api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map(drop);
+                .map(|_| "repeated");
         }
         let nanos = now.as_nanosecond().max(self.last_name_nanos + 1);
         self.last_name_nanos = nanos;
@@ -225,7 +238,7 @@ impl Publisher {
         };
         api.create(&PostParams::default(), &event).await?;
         self.series.created(key, name, now);
-        Ok(())
+        Ok("created")
     }
 }
 
