@@ -282,13 +282,7 @@ async fn nomad_permission_denied_and_unreachable_show_as_conditions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn preflight_refuses_when_terminate_is_suspended_or_at_min_size() {
     let w = setup("preflight", 2).await;
-    w.asg
-        .suspend_processes()
-        .auto_scaling_group_name(&w.group)
-        .scaling_processes("Terminate")
-        .send()
-        .await
-        .unwrap();
+    w.set_terminate_suspended(true).await;
     w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 1})))
         .await;
     let st = w
@@ -316,13 +310,7 @@ async fn preflight_refuses_when_terminate_is_suspended_or_at_min_size() {
     );
 
     // Resume Terminate but raise MinSize to the current size: still refused.
-    w.asg
-        .resume_processes()
-        .auto_scaling_group_name(&w.group)
-        .scaling_processes("Terminate")
-        .send()
-        .await
-        .unwrap();
+    w.set_terminate_suspended(false).await;
     w.asg
         .update_auto_scaling_group()
         .auto_scaling_group_name(&w.group)
@@ -501,15 +489,8 @@ async fn client_given_back_after_its_drain_finished_keeps_its_owners_cordon() {
 
     // Suspend Terminate; a restarted operator reads the group afresh, so it
     // surely sees that when A's job ends.
-    w.asg
-        .suspend_processes()
-        .auto_scaling_group_name(&w.group)
-        .scaling_processes("Terminate")
-        .send()
-        .await
-        .unwrap();
-    w.operator.as_mut().unwrap().kill().await;
-    w.start_operator().await;
+    w.set_terminate_suspended(true).await;
+    w.restart_operator().await;
     w.sim.finish(&alloc).await;
     w.wait_status("pool", "A drained, terminate refused", T, |s| {
         s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Drained
@@ -522,15 +503,8 @@ async fn client_given_back_after_its_drain_finished_keeps_its_owners_cordon() {
         .await;
     // A terminate would now go through; a restarted operator sees that, and
     // has only Nomad's Meta to go by.
-    w.asg
-        .resume_processes()
-        .auto_scaling_group_name(&w.group)
-        .scaling_processes("Terminate")
-        .send()
-        .await
-        .unwrap();
-    w.operator.as_mut().unwrap().kill().await;
-    w.start_operator().await;
+    w.set_terminate_suspended(false).await;
+    w.restart_operator().await;
     w.patch_spec("pool", json!({"disruption": {"maxUnavailable": 1}}))
         .await;
     let generation = w.pools().get("pool").await.unwrap().metadata.generation;

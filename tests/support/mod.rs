@@ -571,6 +571,39 @@ impl World {
         self.operator = Some(Operator::start(&self.namespace, &self.test).await);
     }
 
+    /// SIGKILL the operator and start a new one (which reads everything
+    /// afresh: the cloud group, Nomad, the pool).
+    pub async fn restart_operator(&mut self) {
+        self.operator
+            .as_mut()
+            .expect("an operator is running")
+            .kill()
+            .await;
+        self.start_operator().await;
+    }
+
+    /// Suspend or resume the group's `Terminate` process, which makes the
+    /// controller's pre-flight check refuse to terminate.
+    pub async fn set_terminate_suspended(&self, suspended: bool) {
+        if suspended {
+            self.asg
+                .suspend_processes()
+                .auto_scaling_group_name(&self.group)
+                .scaling_processes("Terminate")
+                .send()
+                .await
+                .expect("suspending Terminate");
+        } else {
+            self.asg
+                .resume_processes()
+                .auto_scaling_group_name(&self.group)
+                .scaling_processes("Terminate")
+                .send()
+                .await
+                .expect("resuming Terminate");
+        }
+    }
+
     pub fn pools(&self) -> Api<NomadClientPool> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
