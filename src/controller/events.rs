@@ -194,10 +194,15 @@ impl Publisher {
                     last_observed_time: MicroTime(now),
                 }
             });
-            return api
+            let patched = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| "repeated");
+                .await;
+            if patched.is_err() {
+                // Gone or unreachable: the next repeat starts a new Event
+                // rather than failing on this one for as long as it repeats.
+                self.series.seen.remove(&key);
+            }
+            return patched.map(|_| "repeated");
         }
         let nanos = now.as_nanosecond().max(self.last_name_nanos + 1);
         self.last_name_nanos = nanos;
