@@ -14,6 +14,7 @@ pub mod group;
 pub mod plan;
 pub mod reconcile;
 pub mod status;
+pub mod visibility;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -71,6 +72,9 @@ pub struct PoolRuntime {
     pub provider: Arc<dyn CloudProvider>,
     pub watch: watch::PoolWatch,
     pub group: group::GroupView,
+    /// Whether the token provably sees every allocation; no termination
+    /// without it.
+    pub visibility: visibility::VisibilityWatch,
     /// Nomad writes to nodes not yet seen in the node view.
     pub writes: WriteLog,
     /// Instances whose terminate call is running: they are not sent again.

@@ -117,9 +117,12 @@ pub struct DrainMark {
 /// Allocations of a node being retired, from a fresh blocking query.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AllocFacts {
-    /// Pending or running allocations that block retirement (system ones are
-    /// left out when the drain ignores system jobs).
+    /// Pending, running or unknown allocations that block retirement
+    /// (system ones are left out when the drain ignores system jobs).
     pub live: u32,
+    /// Of those, `unknown` ones: their node is disconnected and they may
+    /// still run behind the partition.
+    pub unknown: u32,
     pub blocking_jobs: Vec<String>,
 }
 
@@ -138,6 +141,20 @@ pub struct PoolView<'a> {
     /// fetched them (only needed to select; see `Plan::needs_load`).
     pub load: Option<&'a HashMap<String, u32>>,
     pub group: &'a GroupState,
+    /// Whether the pool's Nomad token provably sees every allocation (see
+    /// `nomad::acl`). Until it does, drained clients wait instead of being
+    /// terminated: an allocation the token cannot see still runs. Only a
+    /// termination the spec forces past its deadline goes ahead.
+    pub visibility: AllocationVisibility<'a>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocationVisibility<'a> {
+    Proven,
+    /// The first check has not answered: wait quietly, it wakes the pool.
+    Checking,
+    /// Not proven; the text says what is missing and how to fix it.
+    Unproven(&'a str),
 }
 
 /// A side effect for `reconcile` to run, after status is persisted.
@@ -219,6 +236,9 @@ pub enum Blocker {
     NoEmptyNodes,
     /// A `spec.retire` entry matches no client of the pool.
     UnknownRetireTarget(String),
+    /// Drained clients are not terminated: the token may not see all their
+    /// allocations (the message says what is missing).
+    AllocationsHidden(String),
     Paused,
 }
 
@@ -943,6 +963,12 @@ fn advance(
                     Some("drain was cancelled outside the pool".into()),
                 );
                 plan.actions.push(drain(&e));
+            } else if drain_done
+                && empty
+                && !deadline_forced
+                && view.visibility != AllocationVisibility::Proven
+            {
+                withhold_termination(&mut e, view, plan);
             } else if drain_done && (empty || deadline_forced) {
                 let Some(instance) = e.instance_id.clone() else {
                     e.message = Some("waiting to learn the node's instance ID".into());
@@ -969,10 +995,15 @@ fn advance(
                 } else {
                     let forced = !empty;
                     if forced {
+                        let partitioned = if node.status == NodeStatus::Disconnected {
+                            " (the node is disconnected: they may still be running)"
+                        } else {
+                            ""
+                        };
                         plan.warn(&e.node_name,
                             "ForceTerminate",
                             format!(
-                                "terminating {} with {} allocation(s) still live: drain.forceTerminateAfter passed",
+                                "terminating {} with {} allocation(s) still live{partitioned}: drain.forceTerminateAfter passed",
                                 e.node_name, e.allocations_left
                             ),
                         );
@@ -1017,6 +1048,17 @@ fn advance(
                         "draining; waiting for Nomad to mark the drain complete".into()
                     }
                     None => "waiting for the node's allocations to be read".into(),
+                    Some(a) if node.status == NodeStatus::Disconnected && a.live > 0 => format!(
+                        "node is disconnected with {} allocation(s) that may still run ({} unknown); \
+                         waiting for it to reconnect or for them to be replaced and stopped{}",
+                        a.live,
+                        a.unknown,
+                        if force_after.is_some() {
+                            ", or for drain.forceTerminateAfter"
+                        } else {
+                            ""
+                        }
+                    ),
                     Some(a) if a.live > 0 => {
                         format!("waiting for {} allocation(s) to finish", a.live)
                     }
@@ -1062,6 +1104,34 @@ fn advance(
         }
     }
     Some(e)
+}
+
+/// A drained client whose allocations the token may not all see stays in
+/// `Drained`; the first time, a warning says why and what to fix.
+fn withhold_termination(e: &mut RetiringNode, view: &PoolView<'_>, plan: &mut Plan) {
+    let AllocationVisibility::Unproven(gap) = view.visibility else {
+        e.message = Some("checking that the Nomad token reads jobs in every namespace".into());
+        return;
+    };
+    let why = format!("not terminated: {gap}");
+    if e.phase != RetirePhase::Drained || e.message.as_deref() != Some(why.as_str()) {
+        plan.warn(
+            &e.node_name,
+            "TerminateWithheld",
+            format!("node {} is drained but {why}", e.node_name),
+        );
+        e.phase = RetirePhase::Drained;
+        e.since = ts(view.now);
+        e.message = Some(why);
+    }
+    if !plan
+        .blockers
+        .iter()
+        .any(|b| matches!(b, Blocker::AllocationsHidden(_)))
+    {
+        plan.blockers
+            .push(Blocker::AllocationsHidden(gap.to_owned()));
+    }
 }
 
 fn drain_deadline(view: &PoolView<'_>, node: &NodeFacts) -> Option<Time> {

@@ -255,6 +255,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         trigger.clone(),
     );
     let group = super::group::GroupView::new(provider.clone(), trigger.clone());
+    let visibility = super::visibility::VisibilityWatch::start(nomad.clone(), trigger.clone());
     let rt = Arc::new(PoolRuntime {
         fingerprint: conn.fingerprint,
         address,
@@ -262,6 +263,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         provider,
         watch,
         group,
+        visibility,
         writes: Default::default(),
         terminating: Default::default(),
         cloud_failures: Default::default(),
@@ -384,6 +386,12 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     };
 
     let status = pool.status.clone().unwrap_or_default();
+    // Read before the allocation facts: facts gathered under an earlier
+    // answer may have been filtered by what the token could not see.
+    if rt.visibility.changed_since_seen() {
+        rt.watch.restart_allocation_watches();
+    }
+    let visibility = rt.visibility.state();
     let allocs = rt
         .watch
         .allocation_facts(pool.spec.drain.ignore_system_jobs);
@@ -396,6 +404,12 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         pool.name_any()
     );
     let now = Timestamp::now();
+    let visibility_gap = visibility.gap();
+    let visibility = match (&visibility, &visibility_gap) {
+        (_, None) => plan::AllocationVisibility::Proven,
+        (super::visibility::VisibilityState::Checking, _) => plan::AllocationVisibility::Checking,
+        (_, Some(gap)) => plan::AllocationVisibility::Unproven(gap),
+    };
     let view = |group, load| PoolView {
         now,
         pool_key: &key,
@@ -405,6 +419,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         allocs: &allocs,
         load,
         group,
+        visibility,
     };
     let mut planned = plan::plan(&view(&observed.group, None));
     let mut load = None;
@@ -789,6 +804,10 @@ fn build_status(
             Blocker::UnknownRetireTarget(t) => Some((
                 "UnknownRetireTarget",
                 format!("spec.retire names {t}, which is not a client of this pool"),
+            )),
+            Blocker::AllocationsHidden(gap) => Some((
+                "AllocationsNotVisible",
+                format!("Nomad may hide allocations from this pool's token: {gap}"),
             )),
             _ => None,
         })

@@ -16,7 +16,8 @@ use tracing::{debug, warn};
 use crate::api::NomadClientPool;
 use crate::controller::plan::AllocFacts;
 use crate::nomad::{
-    JobType, Node, NodeListStub, NomadClient, NomadError, PoolSelector, QueryOptions, QueryResponse,
+    ClientStatus, JobType, Node, NodeListStub, NomadClient, NomadError, PoolSelector, QueryOptions,
+    QueryResponse,
 };
 
 /// How long one blocking query waits for a change (Nomad's maximum).
@@ -148,6 +149,14 @@ impl PoolWatch {
             .collect()
     }
 
+    /// Drop every allocation watch; the next `track_allocations` starts them
+    /// afresh, and until each answers its node has no facts.
+    pub fn restart_allocation_watches(&self) {
+        for (_, w) in self.allocs.lock().expect("alloc watch lock").drain() {
+            w.task.abort();
+        }
+    }
+
     /// Keep allocation watches exactly on `node_ids`.
     pub fn track_allocations(&self, node_ids: &HashSet<String>, ignore_system_jobs: bool) {
         let mut allocs = self.allocs.lock().expect("alloc watch lock");
@@ -210,7 +219,9 @@ impl PoolWatch {
 }
 
 async fn read_load(client: &NomadClient) -> Result<Load, NomadError> {
-    let filter = r#"ClientStatus == "pending" or ClientStatus == "running""#;
+    // `unknown` too: such an allocation may still run behind a partition.
+    let filter =
+        r#"ClientStatus == "pending" or ClientStatus == "running" or ClientStatus == "unknown""#;
     let resp = client
         .allocations(Some(filter), &QueryOptions::default())
         .await?;
@@ -494,11 +505,14 @@ async fn watch_allocations(
                 backoff = Duration::ZERO;
                 index = resp.next_index(index);
                 let mut facts = AllocFacts::default();
-                for a in resp.value.iter().filter(|a| a.is_pending_or_running()) {
+                for a in resp.value.iter().filter(|a| a.is_live()) {
                     if ignore_system_jobs && a.job_type() == Some(&JobType::System) {
                         continue;
                     }
                     facts.live += 1;
+                    if a.client_status == ClientStatus::Unknown {
+                        facts.unknown += 1;
+                    }
                     if !facts.blocking_jobs.contains(&a.job_id) {
                         facts.blocking_jobs.push(a.job_id.clone());
                     }

@@ -233,7 +233,7 @@ impl fmt::Debug for NomadClient {
 
 /// How a Nomad "node not found" answer is reported for a request.
 #[derive(Clone, Copy)]
-enum NodeScope<'a> {
+pub(super) enum NodeScope<'a> {
     None,
     Node(&'a str),
 }
@@ -428,7 +428,7 @@ impl NomadClient {
         .map(drop)
     }
 
-    async fn query<T: DeserializeOwned>(
+    pub(super) async fn query<T: DeserializeOwned>(
         &self,
         path: &[&str],
         mut params: Vec<(&'static str, String)>,

@@ -2,6 +2,7 @@
 //! retire client nodes: node and allocation reads (with blocking queries),
 //! drain, eligibility and purge.
 
+pub mod acl;
 mod client;
 mod error;
 pub mod filter;

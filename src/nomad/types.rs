@@ -406,6 +406,14 @@ impl ClientStatus {
         matches!(self, Self::Pending | Self::Running)
     }
 
+    /// Whether the allocation may still run on its VM: pending, running, or
+    /// `unknown` (its node is disconnected, so nobody can say it stopped).
+    /// This, not [`Self::is_pending_or_running`], is what a termination must
+    /// wait for; `lost` is terminal (Nomad replaced it and the node is down).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Pending | Self::Running | Self::Unknown)
+    }
+
     /// `complete`, `failed` or `lost`: what a drain waits for.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Complete | Self::Failed | Self::Lost)
@@ -415,6 +423,11 @@ impl ClientStatus {
 impl Allocation {
     pub fn is_pending_or_running(&self) -> bool {
         self.client_status.is_pending_or_running()
+    }
+
+    /// See [`ClientStatus::is_live`].
+    pub fn is_live(&self) -> bool {
+        self.client_status.is_live()
     }
 
     pub fn job_type(&self) -> Option<&JobType> {
@@ -558,6 +571,22 @@ mod tests {
         let c: ClientStatus = serde_json::from_value(json!("unknown")).unwrap();
         assert_eq!(c, ClientStatus::Unknown);
         assert!(!c.is_pending_or_running() && !c.is_terminal());
+        assert!(c.is_live(), "an unknown allocation may still run");
+        let lost: ClientStatus = serde_json::from_value(json!("lost")).unwrap();
+        assert!(!lost.is_live());
+    }
+
+    #[test]
+    fn a_zero_time_reads_as_absent_whether_go_writes_it_as_a_date_or_null() {
+        for zero in [json!("0001-01-01T00:00:00Z"), json!(null)] {
+            let s: DrainStrategy = serde_json::from_value(json!({
+                "Deadline": 0, "ForceDeadline": zero, "IgnoreSystemJobs": false,
+                "StartedAt": "2026-01-01T00:00:00Z"
+            }))
+            .unwrap();
+            assert_eq!(s.force_deadline, None);
+            assert!(s.started_at.is_some());
+        }
     }
 
     #[test]

@@ -119,6 +119,7 @@ struct World {
     allocs: HashMap<String, AllocFacts>,
     load: Option<HashMap<String, u32>>,
     group: GroupState,
+    visibility: AllocationVisibility<'static>,
 }
 
 impl World {
@@ -130,6 +131,7 @@ impl World {
             allocs: HashMap::new(),
             load: Some(HashMap::new()),
             group: group(n),
+            visibility: AllocationVisibility::Proven,
         }
     }
     fn plan(&self) -> Plan {
@@ -142,6 +144,7 @@ impl World {
             allocs: &self.allocs,
             load: self.load.as_ref(),
             group: &self.group,
+            visibility: self.visibility,
         })
     }
     fn id(&self, i: usize) -> String {
@@ -382,6 +385,7 @@ fn draining_waits_for_allocation_facts_and_for_every_allocation() {
         AllocFacts {
             live: 2,
             blocking_jobs: vec!["build-1".into(), "build-2".into()],
+            ..Default::default()
         },
     );
     let p = w.plan();
@@ -435,6 +439,7 @@ fn force_terminate_only_past_deadline_plus_grace() {
         AllocFacts {
             live: 1,
             blocking_jobs: vec!["stuck".into()],
+            ..Default::default()
         },
     );
     w.spec.drain.deadline = Some("30m".into());
@@ -451,6 +456,98 @@ fn force_terminate_only_past_deadline_plus_grace() {
         p.events
             .iter()
             .any(|e| e.reason == "ForceTerminate" && e.warning)
+    );
+}
+
+#[test]
+fn drained_client_waits_while_the_token_may_not_see_every_allocation() {
+    let mut w = draining_world();
+    drain_completes(&mut w);
+    w.allocs.insert(w.id(0), AllocFacts::default());
+    w.visibility = AllocationVisibility::Checking;
+    let p = w.plan();
+    assert_eq!(
+        p.retiring[0].phase,
+        RetirePhase::Draining,
+        "checking: wait quietly"
+    );
+    assert!(p.actions.is_empty() && p.events.is_empty() && p.blockers.is_empty());
+
+    w.visibility = AllocationVisibility::Unproven(
+        "no policy of the Nomad token grants read-job in namespace \"*\"",
+    );
+    let p = w.plan();
+    assert_eq!(p.retiring[0].phase, RetirePhase::Drained);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(matches!(&p.blockers[..], [Blocker::AllocationsHidden(m)] if m.contains("read-job")));
+    assert_eq!(
+        p.events
+            .iter()
+            .filter(|e| e.reason == "TerminateWithheld")
+            .count(),
+        1
+    );
+    // The next step says nothing new: no second warning, no status churn.
+    w.tracked = p.retiring.clone();
+    let again = w.plan();
+    assert_eq!(again.retiring, p.retiring);
+    assert!(again.events.is_empty(), "{:?}", again.events);
+
+    // Proven (the policy was fixed): the same client is terminated.
+    w.visibility = AllocationVisibility::Proven;
+    let p = w.plan();
+    assert_eq!(p.retiring[0].phase, RetirePhase::Terminating);
+    assert!(matches!(&p.actions[..], [Action::Terminate { .. }]));
+}
+
+#[test]
+fn a_forced_termination_goes_ahead_without_proof_of_visibility() {
+    let mut w = draining_world();
+    drain_completes(&mut w);
+    w.allocs.insert(w.id(0), AllocFacts::default());
+    w.visibility = AllocationVisibility::Unproven("hidden");
+    w.spec.drain.deadline = Some("30m".into());
+    w.spec.drain.force_terminate_after = Some("10m".into());
+    w.tracked[0].drain_deadline = Some(Time(t("2026-11-26T11:45:00Z")));
+    let p = w.plan();
+    assert_eq!(p.retiring[0].phase, RetirePhase::Terminating);
+}
+
+#[test]
+fn a_disconnected_client_with_unknown_allocations_is_not_terminated_when_its_drain_ends() {
+    // Nomad marks the drain complete at its deadline (the allocations are
+    // told to stop) while the partitioned client cannot report them stopped.
+    let mut w = draining_world();
+    drain_completes(&mut w);
+    w.nodes[0].status = NodeStatus::Disconnected;
+    w.allocs.insert(
+        w.id(0),
+        AllocFacts {
+            live: 2,
+            unknown: 2,
+            blocking_jobs: vec!["build".into()],
+        },
+    );
+    let p = w.plan();
+    assert_eq!(p.retiring[0].phase, RetirePhase::Draining);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let message = p.retiring[0].message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("disconnected") && message.contains("2 unknown"),
+        "{message}"
+    );
+
+    // Past drain.forceTerminateAfter the spec allows it, and the event says
+    // the work may still be running.
+    w.spec.drain.deadline = Some("30m".into());
+    w.spec.drain.force_terminate_after = Some("10m".into());
+    w.tracked[0].drain_deadline = Some(Time(t("2026-11-26T11:45:00Z")));
+    let p = w.plan();
+    assert_eq!(p.retiring[0].phase, RetirePhase::Terminating);
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "ForceTerminate" && e.message.contains("disconnected"))
     );
 }
 
@@ -855,6 +952,7 @@ mod properties {
         load: HashMap<String, u32>,
         group: GroupState,
         spec: NomadClientPoolSpec,
+        hidden: bool,
     }
 
     fn phase() -> impl Strategy<Value = RetirePhase> {
@@ -875,7 +973,7 @@ mod properties {
                     (
                         any::<bool>(),
                         any::<bool>(),
-                        0u8..4,
+                        0u8..5,
                         0u8..4,
                         prop::option::of((0u8..3, any::<bool>())),
                         0u32..4,
@@ -894,6 +992,7 @@ mod properties {
                     any::<bool>(),
                     any::<bool>(),
                     any::<bool>(),
+                    any::<bool>(),
                 ),
                 proptest::collection::vec(0u8..5, n as usize),
             )
@@ -901,7 +1000,7 @@ mod properties {
                     move |(
                         node_bits,
                         tracked_bits,
-                        (replicas, budget, min, paused, dry, force),
+                        (replicas, budget, min, paused, dry, force, hidden),
                         lifecycles,
                     )| {
                         let mut nodes = vec![];
@@ -920,6 +1019,7 @@ mod properties {
                                 NodeStatus::Ready,
                                 NodeStatus::Down,
                                 NodeStatus::Initializing,
+                                NodeStatus::Disconnected,
                             ][status as usize];
                             f.last_drain = [
                                 None,
@@ -941,7 +1041,7 @@ mod properties {
                                     f.id.clone(),
                                     AllocFacts {
                                         live,
-                                        blocking_jobs: vec![],
+                                        ..Default::default()
                                     },
                                 );
                             }
@@ -991,6 +1091,7 @@ mod properties {
                             load,
                             group,
                             spec,
+                            hidden,
                         }
                     },
                 )
@@ -1011,6 +1112,11 @@ mod properties {
                 allocs: &c.allocs,
                 load: Some(&c.load),
                 group: &c.group,
+                visibility: if c.hidden {
+                    AllocationVisibility::Unproven("the token cannot read namespace \"b\"")
+                } else {
+                    AllocationVisibility::Proven
+                },
             });
             let node = |id: &str| c.nodes.iter().find(|n| n.id == id);
             let forced = c.spec.drain.force_terminate_after.is_some();
@@ -1037,6 +1143,8 @@ mod properties {
                             let live = c.allocs.get(node_id).map(|a| a.live);
                             let down = n.status == NodeStatus::Down;
                             prop_assert!(down || live == Some(0) || (forced && live.is_some()), "live allocations: {:?}", live);
+                            // Allocations the token may not see: only a termination the spec forces.
+                            prop_assert!(!c.hidden || (forced && live.is_some()), "terminated with hidden allocations possible");
                         }
                         prop_assert!(!c.spec.disruption.dry_run || was_terminating);
                     }
