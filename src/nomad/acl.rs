@@ -29,6 +29,10 @@ use super::{NomadClient, NomadError, QueryOptions};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AclTokenSelf {
+    /// `acls-disabled` for the built-in token Nomad answers with when ACLs
+    /// are off (a client token without policies).
+    #[serde(rename = "AccessorID", default)]
+    pub accessor_id: String,
     /// `client` or `management`.
     #[serde(rename = "Type", default)]
     pub token_type: String,
@@ -89,6 +93,8 @@ pub struct NamespaceRule {
 }
 
 const READ_JOB: &str = "read-job";
+/// `structs.ACLsDisabledToken.AccessorID`.
+const ACLS_DISABLED_ACCESSOR: &str = "acls-disabled";
 const DENY: &str = "deny";
 
 /// What the pool knows about the token's view of allocations.
@@ -182,8 +188,10 @@ pub fn prove(policies: &[AclPolicy]) -> Visibility {
 impl NomadClient {
     /// Proves or disproves that the token reads jobs in every namespace:
     /// `GET /v1/acl/token/self`, then each linked role and each policy.
-    /// With ACLs off Nomad answers `400 ACL support disabled`, and every
-    /// request sees everything.
+    /// With ACLs off, Nomad (`ACL.WhoAmI`) answers with its built-in
+    /// `acls-disabled` token; versions that still used `ACL.ResolveToken`
+    /// answered `400 ACL support disabled`. Either way every request then
+    /// sees everything.
     pub async fn check_visibility(&self) -> Result<Visibility, NomadError> {
         let token: AclTokenSelf = match self.acl_get(&["acl", "token", "self"]).await {
             Ok(t) => t,
@@ -194,6 +202,9 @@ impl NomadClient {
             }) if message.contains("ACL support disabled") => return Ok(Visibility::AclsDisabled),
             Err(e) => return Err(e),
         };
+        if token.accessor_id == ACLS_DISABLED_ACCESSOR {
+            return Ok(Visibility::AclsDisabled);
+        }
         if token.token_type == "management" {
             return Ok(Visibility::Management);
         }
