@@ -366,6 +366,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Jobs are unique per namespace.
+    pub fn key_of(namespace: &str, id: &str) -> String {
+        format!("{namespace}\u{0}{id}")
+    }
+
+    pub fn key(&self) -> String {
+        Self::key_of(&self.namespace, &self.id)
+    }
+
     pub fn task_group(&self) -> &str {
         "main"
     }
@@ -659,6 +668,11 @@ impl Allocation {
             create_time: self.create_time,
             modify_time: self.modify_time,
         }
+    }
+
+    /// The allocation as an `Allocation` event carries it: `Job` null.
+    pub fn without_job(&self) -> impl Serialize + '_ {
+        self.wire(false)
     }
 
     /// Serializes the full allocation (with the embedded `Job`).
