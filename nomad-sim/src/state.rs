@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::clock::{NANOS_PER_SEC, ZERO_TIME, rfc3339, rfc3339_secs};
+use crate::clock::{NANOS_PER_SEC, rfc3339, rfc3339_secs};
 use crate::events::EventBroker;
 use crate::wire::{
     self, Allocation, DesiredTransition, Job, Node, NodeEvent, StrMap, TaskEvent, TaskState,
@@ -1504,11 +1504,14 @@ fn shared_resources() -> &'static SharedRes {
 }
 
 /// Drain-related timestamps.
-pub fn force_deadline(now: i64, deadline: i64) -> String {
+/// `ForceDeadline`: a zero `time.Time` when `Deadline <= 0`, which Nomad's
+/// HTTP encoder (go-msgpack's JSON handle, time as a builtin) writes as
+/// `null`, not Go `encoding/json`'s `"0001-01-01T00:00:00Z"`.
+pub fn force_deadline(now: i64, deadline: i64) -> Option<String> {
     if deadline > 0 {
-        rfc3339(now + deadline)
+        Some(rfc3339(now + deadline))
     } else {
-        ZERO_TIME.to_string()
+        None
     }
 }
 

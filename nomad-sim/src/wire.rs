@@ -35,8 +35,9 @@ pub struct DrainStrategy {
     /// ns; < 0 force, 0 no deadline, > 0 deadline.
     pub deadline: i64,
     pub ignore_system_jobs: bool,
-    /// RFC 3339; the zero time when `Deadline <= 0`.
-    pub force_deadline: String,
+    /// RFC 3339; `null` (the zero time as Nomad's HTTP JSON encodes it) when
+    /// `Deadline <= 0`.
+    pub force_deadline: Option<String>,
     pub started_at: String,
 }
 
