@@ -39,6 +39,9 @@ pub struct RegisterNodes {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadReq {
+    /// Namespace of the submitted jobs (must exist; default `default`).
+    #[serde(default = "default_ns")]
+    pub namespace: String,
     #[serde(default = "default_pool")]
     pub node_pool: String,
     pub rate_per_minute: f64,
@@ -46,6 +49,10 @@ pub struct WorkloadReq {
     pub duration_min_s: f64,
     #[serde(default)]
     pub duration_max_s: Option<f64>,
+}
+
+fn default_ns() -> String {
+    "default".into()
 }
 
 fn default_pool() -> String {
@@ -61,6 +68,9 @@ fn default_dur_min() -> f64 {
 pub struct AllocReq {
     #[serde(default)]
     pub job_id: Option<String>,
+    /// Namespace of the job (must exist; default `default`).
+    #[serde(default = "default_ns")]
+    pub namespace: String,
     /// `batch`, `service` or `system`.
     #[serde(rename = "type", default = "default_type")]
     pub job_type: String,
@@ -88,6 +98,8 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Scenario {
+    /// Namespaces to create before anything else.
+    pub namespaces: Vec<NamespaceReq>,
     pub nodes: Vec<RegisterNodes>,
     pub allocations: Vec<AllocReq>,
     pub workloads: Vec<WorkloadReq>,
@@ -99,6 +111,10 @@ pub fn apply_scenario(app: &App, sc: &Scenario) -> Result<(), String> {
         app.clock.set_scale(s);
     }
     let mut c = app.write();
+    for n in &sc.namespaces {
+        c.upsert_namespace(&n.name, &n.description)
+            .map_err(|e| e.to_string())?;
+    }
     for n in &sc.nodes {
         register(&mut c, n).map_err(|e| e.to_string())?;
     }
@@ -106,7 +122,7 @@ pub fn apply_scenario(app: &App, sc: &Scenario) -> Result<(), String> {
         submit(&mut c, a).map_err(|e| e.to_string())?;
     }
     for w in &sc.workloads {
-        add_workload(&mut c, w);
+        add_workload(&mut c, w).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -147,7 +163,70 @@ fn register(c: &mut Cluster, r: &RegisterNodes) -> Result<Value, ApiError> {
     Ok(json!({"nodes": out}))
 }
 
+/// `POST /sim/namespaces` body (also a scenario file's `namespaces`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceReq {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn known_namespace(c: &Cluster, ns: &str) -> Result<(), ApiError> {
+    if c.namespaces.contains_key(ns) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "namespace {ns:?} does not exist (create it with POST /sim/namespaces)"
+        )))
+    }
+}
+
+/// `POST /sim/acl/policies` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyReq {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// A Nomad JSON policy object; `null` is a policy without rules.
+    #[serde(default)]
+    rules: Value,
+}
+
+/// `POST /sim/acl/roles` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleReq {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    policies: Vec<String>,
+}
+
+/// `POST /sim/acl/tokens` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenReq {
+    secret: String,
+    #[serde(rename = "type", default = "client")]
+    kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    policies: Vec<String>,
+    /// Role names.
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+fn client() -> String {
+    "client".into()
+}
+
 fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
+    known_namespace(c, &a.namespace)?;
     if !matches!(a.job_type.as_str(), "batch" | "service" | "system") {
         return Err(ApiError::BadRequest(format!(
             "type must be batch, service or system, not {:?}",
@@ -161,6 +240,7 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
     }
     let job = c.new_job(
         a.job_id.clone(),
+        &a.namespace,
         &a.job_type,
         &a.node_pool,
         a.count,
@@ -191,10 +271,11 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
     Ok(json!({"job_id": job.id, "alloc_ids": ids, "queued": queued}))
 }
 
-fn add_workload(c: &mut Cluster, w: &WorkloadReq) -> String {
+fn add_workload(c: &mut Cluster, w: &WorkloadReq) -> Result<String, ApiError> {
+    known_namespace(c, &w.namespace)?;
     let min = secs_to_ns(w.duration_min_s);
     let max = secs_to_ns(w.duration_max_s.unwrap_or(w.duration_min_s));
-    c.add_workload(&w.node_pool, w.rate_per_minute, min, max)
+    Ok(c.add_workload(&w.namespace, &w.node_pool, w.rate_per_minute, min, max))
 }
 
 async fn body_json<T: serde::de::DeserializeOwned + Default>(
@@ -303,7 +384,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
         }
         (Method::POST, ["sim", "workload"]) => {
             let r: WorkloadReq = body_required(req).await?;
-            let id = add_workload(&mut app.write(), &r);
+            let id = add_workload(&mut app.write(), &r)?;
             Ok(ok(&json!({"id": id})))
         }
         (Method::DELETE, ["sim", "workload"]) => {
@@ -318,6 +399,41 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
                 return Err(ApiError::NotFound("workload not found".into()));
             }
             Ok(ok(&json!({"stopped": id})))
+        }
+        (Method::POST, ["sim", "namespaces"]) => {
+            let r: NamespaceReq = body_required(req).await?;
+            let idx = app.write().upsert_namespace(&r.name, &r.description)?;
+            Ok(ok(&json!({"name": r.name, "index": idx})))
+        }
+        (Method::POST, ["sim", "acl", "policies"]) => {
+            let r: PolicyReq = body_required(req).await?;
+            let idx = app.write().bump();
+            let v = app
+                .acl
+                .upsert_policy(&r.name, &r.description, &r.rules, idx)
+                .map_err(ApiError::BadRequest)?;
+            Ok(ok(&v))
+        }
+        (Method::POST, ["sim", "acl", "roles"]) => {
+            let r: RoleReq = body_required(req).await?;
+            let idx = app.write().bump();
+            let v = app
+                .acl
+                .upsert_role(&r.name, &r.description, &r.policies, idx)
+                .map_err(ApiError::BadRequest)?;
+            Ok(ok(&v))
+        }
+        (Method::POST, ["sim", "acl", "tokens"]) => {
+            let r: TokenReq = body_required(req).await?;
+            let (idx, now) = {
+                let mut c = app.write();
+                (c.bump(), c.now)
+            };
+            let v = app
+                .acl
+                .upsert_token(&r.secret, &r.kind, &r.name, &r.policies, &r.roles, idx, now)
+                .map_err(ApiError::BadRequest)?;
+            Ok(ok(&v))
         }
         (Method::GET, ["sim", "time"]) => Ok(ok(&time_json(app))),
         (Method::POST, ["sim", "time"]) => {

@@ -177,7 +177,7 @@ impl Cluster {
             {
                 candidates.push((
                     a.alloc.id.clone(),
-                    a.alloc.job.id.clone(),
+                    a.alloc.job.key(),
                     a.alloc.job.max_parallel,
                 ));
             }

@@ -69,6 +69,14 @@ pub struct Config {
     pub tick: Duration,
     /// Real-time period of `{}` heartbeats on the event stream.
     pub event_heartbeat: Duration,
+    /// Event batches kept for `index=` replays, all topics together
+    /// (Nomad's `event_buffer_size`, default 100).
+    pub event_buffer_size: usize,
+    /// Refuse an event-stream subscription the way Nomad < 1.11.2 did
+    /// (plain `403 Permission denied`) instead of Nomad >= 1.11.2's
+    /// `200 OK` with the stream headers and a closed, empty body. The agent
+    /// then reports version 1.11.1 instead of 1.11.3.
+    pub legacy_event_stream_refusal: bool,
 }
 
 impl Default for Config {
@@ -88,6 +96,8 @@ impl Default for Config {
             scenario: None,
             tick: Duration::from_millis(50),
             event_heartbeat: Duration::from_secs(30),
+            event_buffer_size: 100,
+            legacy_event_stream_refusal: false,
         }
     }
 }
@@ -131,8 +141,13 @@ impl App {
             heartbeat_grace_ns: cfg.heartbeat_grace.as_nanos() as i64,
             default_slots: cfg.node_slots,
             acls_enabled: !cfg.acl_tokens.is_empty(),
-            event_buffer_size: 100,
+            event_buffer_size: cfg.event_buffer_size,
             seed: cfg.seed,
+            nomad_version: if cfg.legacy_event_stream_refusal {
+                "1.11.1"
+            } else {
+                "1.11.3"
+            },
         }
     }
 
@@ -144,12 +159,44 @@ impl App {
         c.advance_to(now, 50_000);
     }
 
-    /// A write lock with the simulated clock's "now" set.
-    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cluster> {
+    /// A write lock with the simulated clock's "now" set. Dropping it ends
+    /// the write: pending events go out as one batch.
+    pub fn write(&self) -> WriteGuard<'_> {
         let now = self.clock.now();
         let mut c = self.cluster.write().unwrap();
         c.now = now.max(c.now);
-        c
+        WriteGuard(c)
+    }
+
+    /// The Nomad version the agent and its nodes report.
+    pub fn nomad_version(&self) -> &'static str {
+        if self.cfg.legacy_event_stream_refusal {
+            "1.11.1"
+        } else {
+            "1.11.3"
+        }
+    }
+}
+
+/// The cluster write lock; flushes the event batch of the write on drop.
+pub struct WriteGuard<'a>(std::sync::RwLockWriteGuard<'a, Cluster>);
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.0
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.0.events.flush();
     }
 }
 

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::clock::{NANOS_PER_SEC, ZERO_TIME, rfc3339, rfc3339_secs};
+use crate::clock::{NANOS_PER_SEC, rfc3339, rfc3339_secs};
 use crate::events::EventBroker;
 use crate::wire::{
     self, Allocation, DesiredTransition, Job, Node, NodeEvent, StrMap, TaskEvent, TaskState,
@@ -47,6 +47,8 @@ pub struct ClusterConfig {
     pub acls_enabled: bool,
     pub event_buffer_size: usize,
     pub seed: Option<u64>,
+    /// The `nomad.version` attribute of registered nodes.
+    pub nomad_version: &'static str,
 }
 
 impl Default for ClusterConfig {
@@ -60,6 +62,7 @@ impl Default for ClusterConfig {
             acls_enabled: false,
             event_buffer_size: 100,
             seed: None,
+            nomad_version: "1.11.3",
         }
     }
 }
@@ -159,6 +162,7 @@ pub struct Violation {
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub id: String,
+    pub namespace: String,
     pub node_pool: String,
     pub rate_per_min: f64,
     pub min_ns: i64,
@@ -180,7 +184,11 @@ pub struct Cluster {
     pub allocs: BTreeMap<String, AllocRec>,
     pub allocs_by_node: HashMap<String, Vec<String>>,
     job_allocs: HashMap<String, Vec<String>>,
+    /// By [`Job::key`] (namespace and ID).
     pub jobs: HashMap<String, Arc<Job>>,
+    /// Namespace name -> (description, create index, modify index).
+    pub namespaces: BTreeMap<String, NamespaceRec>,
+    pub namespaces_index: u64,
     system_jobs: Vec<Arc<Job>>,
     instance_index: HashMap<String, String>,
     /// Placements waiting for capacity, FIFO per node pool.
@@ -224,6 +232,36 @@ pub struct NodeSpec {
     pub slots: Option<u32>,
 }
 
+/// A namespace (`structs.Namespace`; only what the simulator uses).
+#[derive(Debug, Clone)]
+pub struct NamespaceRec {
+    pub name: String,
+    pub description: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl NamespaceRec {
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut h = Vec::new();
+        h.extend_from_slice(self.name.as_bytes());
+        h.extend_from_slice(self.description.as_bytes());
+        serde_json::json!({
+            "Name": self.name,
+            "Description": self.description,
+            "Quota": "",
+            "Capabilities": null,
+            "NodePoolConfiguration": null,
+            "VaultConfiguration": null,
+            "ConsulConfiguration": null,
+            "Meta": null,
+            "Hash": crate::acl::base64(&crate::acl::blake2b_256(&h)),
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
+        })
+    }
+}
+
 pub fn is_system(job_type: &str) -> bool {
     job_type == "system"
 }
@@ -245,6 +283,19 @@ impl Cluster {
             allocs_by_node: HashMap::new(),
             job_allocs: HashMap::new(),
             jobs: HashMap::new(),
+            // state_store.go namespaceInit: `default` at index 1.
+            namespaces: [(
+                "default".to_string(),
+                NamespaceRec {
+                    name: "default".into(),
+                    description: "Default shared namespace".into(),
+                    create_index: 1,
+                    modify_index: 1,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            namespaces_index: 1,
             system_jobs: Vec::new(),
             instance_index: HashMap::new(),
             queue: HashMap::new(),
@@ -311,7 +362,7 @@ impl Cluster {
     // ---- change notification ----
 
     /// Records that `node_id`'s node object changed at `idx`.
-    fn node_changed(&mut self, node_id: &str, idx: u64, event_type: Option<&str>) {
+    fn node_changed(&mut self, node_id: &str, idx: u64, event_type: Option<&'static str>) {
         self.nodes_index = idx;
         self.nodes_tx.send_replace(idx);
         if let Some(rec) = self.nodes.get_mut(node_id) {
@@ -324,10 +375,16 @@ impl Cluster {
         if let Some(t) = event_type
             && let Some(rec) = self.nodes.get(node_id)
         {
-            let node = rec.node.clone();
-            self.events.publish_node(idx, t, &node);
+            self.events.publish_node(idx, t, &rec.node);
         }
         self.update_sched(node_id);
+    }
+
+    /// Publishes an `Allocation` event for the allocation as it is now.
+    fn alloc_event(&mut self, id: &str, kind: &'static str, idx: u64) {
+        if let Some(a) = self.allocs.get(id) {
+            self.events.publish_alloc(idx, kind, &a.alloc);
+        }
     }
 
     fn allocs_changed(&mut self, node_id: &str, idx: u64) {
@@ -456,7 +513,7 @@ impl Cluster {
             ("kernel.version", "6.8.0-1019-aws"),
             ("memory.totalbytes", "16571674624"),
             ("nomad.revision", "nomad-sim"),
-            ("nomad.version", "1.11.1"),
+            ("nomad.version", self.cfg.nomad_version),
             ("os.name", "ubuntu"),
             ("os.version", "24.04"),
         ]
@@ -843,6 +900,8 @@ impl Cluster {
             a.alloc.desired_status = "stop".into();
             a.alloc.desired_description = desc.into();
             a.alloc.modify_time = now;
+            // The scheduler's plan marks them lost.
+            self.events.publish_alloc(idx, "PlanResult", &a.alloc);
             if replace {
                 let p = Placement {
                     job: a.alloc.job.clone(),
@@ -896,6 +955,11 @@ impl Cluster {
                 ts.events.drain(0..n - 10);
             }
         }
+        if status != "lost" {
+            // The client's Node.UpdateAlloc.
+            self.events
+                .publish_alloc(idx, "AllocationUpdated", &a.alloc);
+        }
         if terminal && a.counted {
             a.counted = false;
             let node_id = a.alloc.node_id.clone();
@@ -908,9 +972,37 @@ impl Cluster {
 
     // ---- allocations ----
 
+    /// Creates a namespace (`POST /sim/namespaces`); an existing one keeps
+    /// its create index and gets the new description.
+    pub fn upsert_namespace(&mut self, name: &str, description: &str) -> Result<u64, StateError> {
+        // structs.Namespace.Validate: validNamespaceName.
+        let ok = (1..=128).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(StateError::BadRequest(format!(
+                "invalid name {name:?}. Must match regex ^[a-zA-Z0-9-]{{1,128}}$"
+            )));
+        }
+        let idx = self.next_index();
+        let rec = self
+            .namespaces
+            .entry(name.to_string())
+            .or_insert_with(|| NamespaceRec {
+                name: name.into(),
+                description: String::new(),
+                create_index: idx,
+                modify_index: idx,
+            });
+        rec.description = description.into();
+        rec.modify_index = idx;
+        self.namespaces_index = idx;
+        Ok(idx)
+    }
+
     pub fn new_job(
         &mut self,
         id: Option<String>,
+        namespace: &str,
         job_type: &str,
         pool: &str,
         count: u32,
@@ -918,13 +1010,14 @@ impl Cluster {
     ) -> Arc<Job> {
         self.job_seq += 1;
         let id = id.unwrap_or_else(|| format!("{job_type}-{}", self.job_seq));
-        if let Some(j) = self.jobs.get(&id) {
+        let key = Job::key_of(namespace, &id);
+        if let Some(j) = self.jobs.get(&key) {
             return j.clone();
         }
         let job = Arc::new(Job {
             id: id.clone(),
             job_type: job_type.into(),
-            namespace: "default".into(),
+            namespace: namespace.into(),
             region: self.cfg.region.clone(),
             datacenters: vec!["*".into()],
             node_pool: pool.into(),
@@ -936,7 +1029,7 @@ impl Cluster {
             submit_time: self.now,
             json: Arc::new(OnceLock::new()),
         });
-        self.jobs.insert(id, job.clone());
+        self.jobs.insert(key, job.clone());
         if is_system(job_type) {
             self.system_jobs.push(job.clone());
         }
@@ -958,12 +1051,12 @@ impl Cluster {
         let have: HashSet<String> = self
             .node_allocs(node_id)
             .filter(|a| !a.alloc.terminal())
-            .map(|a| a.alloc.job.id.clone())
+            .map(|a| a.alloc.job.key())
             .collect();
         let jobs: Vec<Arc<Job>> = self
             .system_jobs
             .iter()
-            .filter(|j| (j.node_pool == pool || j.node_pool == "all") && !have.contains(&j.id))
+            .filter(|j| (j.node_pool == pool || j.node_pool == "all") && !have.contains(&j.key()))
             .cloned()
             .collect();
         for job in jobs {
@@ -991,7 +1084,7 @@ impl Cluster {
             self.place_system_jobs(&id);
         }
         let _ = before;
-        self.job_allocs.get(&job.id).cloned().unwrap_or_default()
+        self.job_allocs.get(&job.key()).cloned().unwrap_or_default()
     }
 
     /// Creates an allocation on `node_id` (status `pending`).
@@ -1054,6 +1147,7 @@ impl Cluster {
             pa.alloc.next_allocation = id.clone();
             pa.alloc.modify_index = idx;
             let pn = pa.alloc.node_id.clone();
+            self.alloc_event(prev, "PlanResult", idx);
             self.allocs_changed(&pn, idx);
         }
         self.allocs.insert(
@@ -1071,10 +1165,11 @@ impl Cluster {
             .or_default()
             .push(id.clone());
         self.job_allocs
-            .entry(p.job.id.clone())
+            .entry(p.job.key())
             .or_default()
             .push(id.clone());
         self.update_sched(node_id);
+        self.alloc_event(&id, "PlanResult", idx);
         self.allocs_changed(node_id, idx);
         self.timer(now + START_DELAY_NS, Timer::AllocStart(id.clone()));
         id
@@ -1116,6 +1211,7 @@ impl Cluster {
         a.alloc.modify_time = now;
         let node_id = a.alloc.node_id.clone();
         let live = !a.alloc.client_terminal();
+        self.events.publish_alloc(idx, "PlanResult", &a.alloc);
         if replace {
             let p = Placement {
                 job: a.alloc.job.clone(),
@@ -1142,6 +1238,9 @@ impl Cluster {
             a.alloc.modify_index = idx;
             a.alloc.modify_time = now;
             let n = a.alloc.node_id.clone();
+            // The drainer's Node.UpdateAllocDesiredTransition.
+            self.events
+                .publish_alloc(idx, "AllocationUpdateDesiredStatus", &a.alloc);
             self.allocs_changed(&n, idx);
         }
     }
@@ -1166,6 +1265,7 @@ impl Cluster {
             if n >= max_timers {
                 // Out of budget: stop at the last handled timer's time so
                 // the next call continues from there, not from `now`.
+                self.events.flush();
                 return n;
             }
             let Reverse((at, _, t)) = self.timers.pop().unwrap();
@@ -1180,6 +1280,7 @@ impl Cluster {
         }
         self.now = now;
         self.schedule_pending();
+        self.events.flush();
         n
     }
 
@@ -1342,6 +1443,7 @@ impl Cluster {
     /// seconds, each running for a uniform random duration in [min, max].
     pub fn add_workload(
         &mut self,
+        namespace: &str,
         pool: &str,
         rate_per_min: f64,
         min_ns: i64,
@@ -1351,6 +1453,7 @@ impl Cluster {
         let id = format!("workload-{}", self.workload_seq);
         self.workloads.push(Workload {
             id: id.clone(),
+            namespace: namespace.into(),
             node_pool: pool.into(),
             rate_per_min,
             min_ns,
@@ -1370,12 +1473,13 @@ impl Cluster {
         };
         w.submitted += 1;
         let (pool, min, max, rate) = (w.node_pool.clone(), w.min_ns, w.max_ns, w.rate_per_min);
+        let ns = w.namespace.clone();
         let d = if max > min {
             self.rng.random_range(min..=max)
         } else {
             min
         };
-        let job = self.new_job(None, "batch", &pool, 1, 1);
+        let job = self.new_job(None, &ns, "batch", &pool, 1, 1);
         self.enqueue(Placement {
             job,
             index_in_job: 0,
@@ -1400,11 +1504,14 @@ fn shared_resources() -> &'static SharedRes {
 }
 
 /// Drain-related timestamps.
-pub fn force_deadline(now: i64, deadline: i64) -> String {
+/// `ForceDeadline`: a zero `time.Time` when `Deadline <= 0`, which Nomad's
+/// HTTP encoder (go-msgpack's JSON handle, time as a builtin) writes as
+/// `null`, not Go `encoding/json`'s `"0001-01-01T00:00:00Z"`.
+pub fn force_deadline(now: i64, deadline: i64) -> Option<String> {
     if deadline > 0 {
-        rfc3339(now + deadline)
+        Some(rfc3339(now + deadline))
     } else {
-        ZERO_TIME.to_string()
+        None
     }
 }
 
@@ -1460,7 +1567,7 @@ impl Cluster {
         self.next_index()
     }
 
-    pub(crate) fn emit_node_change(&mut self, node_id: &str, idx: u64, ev: Option<&str>) {
+    pub(crate) fn emit_node_change(&mut self, node_id: &str, idx: u64, ev: Option<&'static str>) {
         self.node_changed(node_id, idx, ev);
     }
 
@@ -1541,7 +1648,13 @@ mod tests {
             for _ in 0..10 {
                 c.register_node(&NodeSpec::default());
             }
-            c.add_workload("default", 600.0, 5 * NANOS_PER_SEC, 50 * NANOS_PER_SEC);
+            c.add_workload(
+                "default",
+                "default",
+                600.0,
+                5 * NANOS_PER_SEC,
+                50 * NANOS_PER_SEC,
+            );
             let target = 300 * NANOS_PER_SEC;
             while c.advance_to(target, budget) >= budget {}
             let running = c

@@ -35,8 +35,9 @@ pub struct DrainStrategy {
     /// ns; < 0 force, 0 no deadline, > 0 deadline.
     pub deadline: i64,
     pub ignore_system_jobs: bool,
-    /// RFC 3339; the zero time when `Deadline <= 0`.
-    pub force_deadline: String,
+    /// RFC 3339; `null` (the zero time as Nomad's HTTP JSON encodes it) when
+    /// `Deadline <= 0`.
+    pub force_deadline: Option<String>,
     pub started_at: String,
 }
 
@@ -366,6 +367,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Jobs are unique per namespace.
+    pub fn key_of(namespace: &str, id: &str) -> String {
+        format!("{namespace}\u{0}{id}")
+    }
+
+    pub fn key(&self) -> String {
+        Self::key_of(&self.namespace, &self.id)
+    }
+
     pub fn task_group(&self) -> &str {
         "main"
     }
@@ -659,6 +669,11 @@ impl Allocation {
             create_time: self.create_time,
             modify_time: self.modify_time,
         }
+    }
+
+    /// The allocation as an `Allocation` event carries it: `Job` null.
+    pub fn without_job(&self) -> impl Serialize + '_ {
+        self.wire(false)
     }
 
     /// Serializes the full allocation (with the embedded `Job`).

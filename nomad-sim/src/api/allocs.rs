@@ -8,11 +8,9 @@ use serde_json::Value;
 
 use super::nodes::parse_filter;
 use super::{
-    ApiError, Resp, authorize, block_until, json_bytes, paginate, parse_query, set_meta, text,
-    to_json,
+    ApiError, Resp, auth, block_until, json_bytes, paginate, parse_query, set_meta, text, to_json,
 };
 use crate::App;
-use crate::acl::Capability;
 
 fn ns_matches(q: &str, ns: &str) -> bool {
     q == "*" || q == ns
@@ -23,11 +21,24 @@ pub(super) async fn list(
     req: Request<Incoming>,
     kl: bool,
 ) -> Result<Resp, ApiError> {
-    authorize(app, req.headers(), Capability::ReadJob)?;
+    // Alloc.List: read-job in the requested namespace (for `*`, in any
+    // namespace), else 403; then only allocations of namespaces the token
+    // can read-job in are listed, and none at all if there is no such
+    // namespace. The index is the allocs table's, hidden ones included.
+    let a = auth(app, req.headers())?;
     let q = parse_query(app, req.uri().query())?;
+    if !a.allow_ns_op(&q.namespace, "read-job") {
+        return Err(ApiError::PermissionDenied);
+    }
     let expr = parse_filter(&q.filter)?;
     block_until(app, &q, |c| (c.allocs_index, Some(c.allocs_tx.subscribe()))).await;
     let c = app.cluster.read().unwrap();
+    let readable: std::collections::HashSet<&str> = c
+        .namespaces
+        .keys()
+        .filter(|n| a.allow_ns_op(n, "read-job"))
+        .map(String::as_str)
+        .collect();
     let mut fields = Vec::new();
     if let Some(e) = &expr {
         e.fields(&mut fields);
@@ -37,7 +48,9 @@ pub(super) async fn list(
         if !id.starts_with(&q.prefix) {
             break;
         }
-        if !ns_matches(&q.namespace, &a.alloc.namespace) {
+        if !ns_matches(&q.namespace, &a.alloc.namespace)
+            || !readable.contains(a.alloc.namespace.as_str())
+        {
             continue;
         }
         if let Some(e) = &expr {
@@ -84,7 +97,11 @@ pub(super) async fn read(
     id: &str,
     kl: bool,
 ) -> Result<Resp, ApiError> {
-    authorize(app, req.headers(), Capability::ReadJob)?;
+    // Alloc.GetAlloc checks the namespace only once it found the
+    // allocation: an unknown one is `404 alloc not found` whatever the
+    // token may read; one in a namespace without read-job is the RPC's plain
+    // error `Unknown allocation "<id>"`, which the HTTP layer sends as 500.
+    let auth = auth(app, req.headers())?;
     let q = parse_query(app, req.uri().query())?;
     block_until(app, &q, |c| match c.allocs.get(id) {
         Some(a) => (
@@ -99,6 +116,9 @@ pub(super) async fn read(
     .await;
     let c = app.cluster.read().unwrap();
     match c.allocs.get(id) {
+        Some(a) if !auth.allow_ns_op(&a.alloc.namespace, "read-job") => {
+            Err(ApiError::Internal(format!("Unknown allocation {id:?}")))
+        }
         Some(a) => {
             let mut body = Vec::new();
             a.alloc.write_full(&mut body);

@@ -5,6 +5,7 @@
 //! codes; successes are JSON with `X-Nomad-Index`, `X-Nomad-KnownLeader` and
 //! `X-Nomad-LastContact` on reads.
 
+mod acl;
 mod allocs;
 mod nodes;
 mod stream;
@@ -23,7 +24,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::App;
-use crate::acl::{Capability, Identity, token_from_headers};
+use crate::acl::{Auth, Capability, Identity, token_from_headers};
 use crate::clock::parse_go_duration;
 use crate::faults::FaultAction;
 use crate::state::Cluster;
@@ -304,6 +305,7 @@ fn route_pattern(method: &Method, path: &str) -> String {
         ["v1", "node", _] => "/v1/node/:id".to_string(),
         ["v1", "node", _, sub] => format!("/v1/node/:id/{sub}"),
         ["v1", "allocation", _] => "/v1/allocation/:id".to_string(),
+        ["v1", "acl", "role", _] => "/v1/acl/role/:id".to_string(),
         ["sim", "nodes", _, sub] => format!("/sim/nodes/:id/{sub}"),
         ["sim", "allocations", _, sub] => format!("/sim/allocations/:id/{sub}"),
         ["sim", "workload", _] => "/sim/workload/:id".to_string(),
@@ -393,6 +395,15 @@ pub fn authorize(
         .map_err(|_| ApiError::PermissionDenied)
 }
 
+/// Resolves the request's token (`Authenticate` + `ResolveACL`) without
+/// checking a capability; an unknown token is `403 Permission denied`.
+pub fn auth(app: &App, headers: &hyper::HeaderMap) -> Result<Auth, ApiError> {
+    let tok = token_from_headers(headers);
+    app.acl
+        .resolve(tok.as_deref())
+        .map_err(|_| ApiError::PermissionDenied)
+}
+
 /// Reads a request body for a write endpoint (Nomad's `decodeBody`).
 pub async fn read_body<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
@@ -473,6 +484,40 @@ async fn route_v1(
                 return Err(ApiError::InvalidMethod);
             }
             allocs::read(app, req, id, known_leader).await
+        }
+        ["v1", "namespaces"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            acl::namespaces(app, req, known_leader)
+        }
+        ["v1", "acl", "token", "self"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            acl::token_self(app, req, known_leader)
+        }
+        ["v1", "acl", "policies"] | ["v1", "acl", "policy", "self"] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            acl::policies(app, req, known_leader)
+        }
+        ["v1", "acl", "policy", ""] => Err(ApiError::BadRequest("Missing Policy Name".into())),
+        ["v1", "acl", "policy", name] => {
+            // PUT/POST/DELETE are Nomad's policy writes, which the simulator
+            // does not serve (policies come from the control surface).
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            acl::policy(app, req, name, known_leader)
+        }
+        ["v1", "acl", "role", ""] => Err(ApiError::BadRequest("missing ACL role ID".into())),
+        ["v1", "acl", "role", id] => {
+            if !is_get {
+                return Err(ApiError::InvalidMethod);
+            }
+            acl::role(app, req, id, known_leader)
         }
         ["v1", "event", "stream"] => {
             if !is_get {

@@ -1,5 +1,6 @@
 //! `/v1/event/stream`, `/v1/status/leader`, `/v1/agent/self`.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -10,17 +11,16 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{ApiError, Resp, authorize, json_bytes, parse_pairs, set_meta, to_json};
+use super::{ApiError, Resp, auth, authorize, json_bytes, parse_pairs, set_meta, to_json};
 use crate::App;
 use crate::acl::Capability;
 use crate::events::TopicFilter;
 
-pub const NOMAD_VERSION: &str = "1.11.1";
-
 pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let pairs = parse_pairs(req.uri().query());
     let mut index = 0u64;
-    let mut topics: Vec<(String, String)> = Vec::new();
+    let mut namespace = "default".to_string();
+    let mut topics: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in &pairs {
         match k.as_str() {
             "index" => {
@@ -30,16 +30,18 @@ pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
             }
             "topic" => {
                 let parts: Vec<&str> = v.split(':').collect();
-                match parts.as_slice() {
-                    [t] => topics.push((t.to_string(), "*".into())),
-                    [t, key] => topics.push((t.to_string(), key.to_string())),
+                let (t, key) = match parts.as_slice() {
+                    [t] => (t.to_string(), "*".to_string()),
+                    [t, key] => (t.to_string(), key.to_string()),
                     _ => {
                         return Err(ApiError::BadRequest(format!(
-                            "Invalid topic query: {v} contains more than one \":\""
+                            "Invalid topic query: error parsing topics: Invalid key value pair for topic, topic: {v}"
                         )));
                     }
-                }
+                };
+                topics.entry(t).or_default().push(key);
             }
+            "namespace" if !v.is_empty() => namespace = v.clone(),
             "region" if !v.is_empty() && *v != app.cfg.region => {
                 return Err(ApiError::Internal("No path to region".into()));
             }
@@ -47,17 +49,41 @@ pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
         }
     }
     if topics.is_empty() {
-        topics.push(("*".into(), "*".into()));
+        topics.insert("*".into(), vec!["*".into()]);
     }
-    for (t, _) in &topics {
-        let cap = match t.as_str() {
-            "Node" => Capability::NodeRead,
-            "Allocation" | "Job" | "Evaluation" | "Deployment" | "Service" => Capability::ReadJob,
-            _ => Capability::Management,
-        };
-        authorize(app, req.headers(), cap)?;
-    }
-    let filter = TopicFilter(topics);
+    // Event.stream: Authenticate, then validateACL for every namespace
+    // asked for (`*` = every namespace that exists), each topic.
+    let namespaces = match auth(app, req.headers()) {
+        Ok(a) => {
+            let nses: Vec<String> = if namespace == "*" {
+                app.cluster
+                    .read()
+                    .unwrap()
+                    .namespaces
+                    .keys()
+                    .cloned()
+                    .collect()
+            } else {
+                vec![namespace.clone()]
+            };
+            let ok = nses.iter().all(|ns| {
+                topics.keys().all(|t| match t.as_str() {
+                    "Deployment" | "Evaluation" | "Allocation" | "Job" | "Service"
+                    | "CSIPlugin" => a.allow_ns_op(ns, "read-job"),
+                    "HostVolume" => a.allow_ns_op(ns, "host-volume-read"),
+                    "CSIVolume" => a.allow_ns_op(ns, "csi-read-volume"),
+                    "Node" => a.node_read(),
+                    _ => a.management(),
+                })
+            });
+            ok.then_some(nses)
+        }
+        Err(_) => None,
+    };
+    let Some(namespaces) = namespaces else {
+        return refuse(app);
+    };
+    let filter = TopicFilter { topics, namespaces };
     let (backlog, mut live) = app.cluster.read().unwrap().events.subscribe(index);
     let (tx, mut rx) = mpsc::channel::<Bytes>(64);
     let hb = app.cfg.event_heartbeat;
@@ -101,13 +127,36 @@ pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map_frames();
     let body = StreamBody::new(stream).boxed();
+    Ok(stream_response(app, body))
+}
+
+/// The stream's `200 OK`. Nomad >= 1.11.2 hijacks the connection and writes
+/// the response itself with `http.Response.Write` and `ContentLength: -1`,
+/// which adds `Connection: close` (the body ends when the connection does).
+fn stream_response(app: &App, body: super::Body) -> Resp {
     let mut r = Response::new(body);
     *r.status_mut() = StatusCode::OK;
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    r.headers_mut()
-        .insert("cache-control", "no-cache".parse().unwrap());
-    Ok(r)
+    let h = r.headers_mut();
+    h.insert("content-type", "application/json".parse().unwrap());
+    h.insert("cache-control", "no-cache".parse().unwrap());
+    if !app.cfg.legacy_event_stream_refusal {
+        h.insert("connection", "close".parse().unwrap());
+    }
+    r
+}
+
+/// A refused subscription (unknown token, or a topic the token may not
+/// read). Nomad >= 1.11.2 has already written `200 OK` and the stream
+/// headers when the RPC's `403` comes back, so the client sees a 200 whose
+/// connection closes with an empty body (not even the `{}` heartbeat: the
+/// RPC fails before the JSON stream starts). Before 1.11.2 it was a plain
+/// `403 Permission denied`.
+fn refuse(app: &App) -> Result<Resp, ApiError> {
+    if app.cfg.legacy_event_stream_refusal {
+        return Err(ApiError::PermissionDenied);
+    }
+    let empty = futures::stream::empty::<Bytes>().map_frames();
+    Ok(stream_response(app, StreamBody::new(empty).boxed()))
 }
 
 trait MapFrames {
@@ -148,7 +197,7 @@ pub(super) fn agent_self(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp,
             "Region": cfg.region,
             "Datacenter": cfg.datacenter,
             "NodeName": "nomad-sim",
-            "Version": {"Version": NOMAD_VERSION, "VersionPrerelease": "", "VersionMetadata": "", "Revision": "nomad-sim"},
+            "Version": {"Version": app.nomad_version(), "VersionPrerelease": "", "VersionMetadata": "", "Revision": "nomad-sim"},
             "ACL": {"Enabled": app.acl.enabled()},
             "Server": {"Enabled": true},
             "Client": {"Enabled": false},
@@ -158,7 +207,7 @@ pub(super) fn agent_self(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp,
             "Addr": "127.0.0.1",
             "Port": 4648,
             "Tags": {"role": "nomad", "region": cfg.region, "dc": cfg.datacenter,
-                     "build": NOMAD_VERSION, "vsn": "1", "port": "4647", "rpc_addr": "127.0.0.1"},
+                     "build": app.nomad_version(), "vsn": "1", "port": "4647", "rpc_addr": "127.0.0.1"},
             "Status": "alive",
             "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
             "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4
