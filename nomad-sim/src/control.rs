@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, Resp, json_bytes, to_json};
 use crate::faults::Faults;
-use crate::state::{Cluster, NodeSpec, Placement};
+use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, NodeSpec, Placement};
 use crate::wire::StrMap;
 use crate::{App, secs_to_ns};
 
@@ -75,6 +75,15 @@ pub struct AllocReq {
     pub duration_s: Option<f64>,
     #[serde(default = "one")]
     pub max_parallel: u32,
+    /// The task's `kill_timeout` in simulated seconds (Nomad's default 5):
+    /// every stop leaves the task running this long before it is `complete`.
+    #[serde(default)]
+    pub kill_timeout_s: Option<f64>,
+    /// The group's `disconnect { lost_after }` / `max_client_disconnect` in
+    /// simulated seconds: how long the allocation may stay `unknown` on a
+    /// disconnected node. Absent: no tolerance (the allocation is `lost`).
+    #[serde(default)]
+    pub max_client_disconnect_s: Option<f64>,
 }
 
 fn default_type() -> String {
@@ -159,12 +168,39 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
     {
         return Err(ApiError::NotFound("node not found".into()));
     }
+    let kill = match a.kill_timeout_s {
+        Some(k) if !(k >= 0.0 && k.is_finite()) => {
+            return Err(ApiError::BadRequest("kill_timeout_s must be >= 0".into()));
+        }
+        Some(k) => secs_to_ns(k),
+        None => DEFAULT_KILL_TIMEOUT_NS,
+    };
+    let lost_after = match a.max_client_disconnect_s {
+        Some(l) if !(l > 0.0 && l.is_finite()) => {
+            return Err(ApiError::BadRequest(
+                "max_client_disconnect_s must be > 0".into(),
+            ));
+        }
+        Some(l) => Some(secs_to_ns(l)),
+        None => None,
+    };
+    if let Some(j) = a.job_id.as_ref().and_then(|id| c.jobs.get(id))
+        && (j.kill_timeout_ns != kill || j.lost_after_ns != lost_after)
+    {
+        // Allocations of one job share its task group's settings.
+        return Err(ApiError::BadRequest(format!(
+            "job {:?} exists with another kill_timeout_s or max_client_disconnect_s",
+            j.id
+        )));
+    }
     let job = c.new_job(
         a.job_id.clone(),
         &a.job_type,
         &a.node_pool,
         a.count,
         a.max_parallel,
+        kill,
+        lost_after,
     );
     if a.job_type == "system" {
         let ids = c.submit_system_job(job.clone());

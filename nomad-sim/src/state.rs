@@ -29,8 +29,10 @@ pub const START_DELAY_NS: i64 = NANOS_PER_SEC;
 /// scheduler's stop + replacement (Nomad batches drainer writes over 1 s and
 /// then runs an evaluation), so the two steps are separately observable.
 pub const MIGRATE_STOP_DELAY_NS: i64 = NANOS_PER_SEC / 2;
-/// Delay between `DesiredStatus=stop` and `ClientStatus=complete`.
-pub const STOP_DELAY_NS: i64 = 2 * NANOS_PER_SEC;
+/// A task's `kill_timeout` when the job does not set one
+/// (`structs.DefaultKillTimeout`): a stopped allocation stays `running` on
+/// the client this long before it reports `complete`.
+pub const DEFAULT_KILL_TIMEOUT_NS: i64 = 5 * NANOS_PER_SEC;
 /// `node_gc_threshold` default.
 pub const NODE_GC_THRESHOLD_NS: i64 = 24 * 3600 * NANOS_PER_SEC;
 /// Nomad keeps the last 10 node events (`MaxRetainedNodeEvents`).
@@ -728,7 +730,8 @@ impl Cluster {
                 continue;
             }
             if a.alloc.desired_status != "run" {
-                self.timer(now + STOP_DELAY_NS, Timer::AllocStopped(id));
+                let kill = a.alloc.job.kill_timeout_ns;
+                self.timer(now + kill, Timer::AllocStopped(id));
             } else if a.alloc.client_status == "pending" {
                 self.timer(now + START_DELAY_NS, Timer::AllocStart(id));
             } else if let Some(f) = a.finish_at {
@@ -915,6 +918,8 @@ impl Cluster {
         pool: &str,
         count: u32,
         max_parallel: u32,
+        kill_timeout_ns: i64,
+        lost_after_ns: Option<i64>,
     ) -> Arc<Job> {
         self.job_seq += 1;
         let id = id.unwrap_or_else(|| format!("{job_type}-{}", self.job_seq));
@@ -932,6 +937,8 @@ impl Cluster {
             count,
             max_parallel: max_parallel.max(1),
             min_healthy_time_ns: 10 * NANOS_PER_SEC,
+            kill_timeout_ns,
+            lost_after_ns,
             create_index: self.index,
             submit_time: self.now,
             json: Arc::new(OnceLock::new()),
@@ -1116,7 +1123,10 @@ impl Cluster {
         a.alloc.modify_time = now;
         let node_id = a.alloc.node_id.clone();
         let live = !a.alloc.client_terminal();
-        if replace {
+        let kill = a.alloc.job.kill_timeout_ns;
+        // An allocation that already has a replacement (an `unknown` one on a
+        // disconnected node) is not replaced again.
+        if replace && a.alloc.next_allocation.is_empty() {
             let p = Placement {
                 job: a.alloc.job.clone(),
                 index_in_job: 0,
@@ -1127,7 +1137,8 @@ impl Cluster {
             self.enqueue(p);
         }
         if live {
-            self.timer(now + STOP_DELAY_NS, Timer::AllocStopped(id.to_string()));
+            // The client keeps the task running for its kill_timeout.
+            self.timer(now + kill, Timer::AllocStopped(id.to_string()));
         }
         self.allocs_changed(&node_id, idx);
     }
@@ -1375,7 +1386,7 @@ impl Cluster {
         } else {
             min
         };
-        let job = self.new_job(None, "batch", &pool, 1, 1);
+        let job = self.new_job(None, "batch", &pool, 1, 1, DEFAULT_KILL_TIMEOUT_NS, None);
         self.enqueue(Placement {
             job,
             index_in_job: 0,
