@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, Resp, json_bytes, to_json};
 use crate::faults::Faults;
-use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, NodeSpec, Placement};
+use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, GroupSpec, NodeSpec, Placement};
 use crate::wire::StrMap;
 use crate::{App, secs_to_ns};
 
@@ -199,8 +199,10 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
         &a.node_pool,
         a.count,
         a.max_parallel,
-        kill,
-        lost_after,
+        GroupSpec {
+            kill_timeout_ns: kill,
+            lost_after_ns: lost_after,
+        },
     );
     if a.job_type == "system" {
         let ids = c.submit_system_job(job.clone());
@@ -307,6 +309,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
                     json!({"id": r.node.id, "name": r.node.name, "instance_id": r.instance_id,
                        "status": r.node.status, "eligibility": r.node.scheduling_eligibility,
                        "draining": r.node.drain_strategy.is_some(), "vm_alive": r.alive,
+                       "connected": r.connected,
                        "slots": r.slots, "used_slots": r.used_slots,
                        "node_pool": r.node.node_pool})
                 })
@@ -321,6 +324,8 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
             match *action {
                 "kill" => c.kill_node(&id)?,
                 "restart" => c.restart_node(&id)?,
+                "disconnect" => c.disconnect_node(&id)?,
+                "reconnect" => c.reconnect_node(&id)?,
                 _ => return Err(ApiError::NotFound(format!("unknown action {action}"))),
             }
             let iid = c.nodes.get(&id).and_then(|r| r.instance_id.clone());
