@@ -273,6 +273,12 @@ struct TimeReq {
     advance_s: Option<f64>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewindReq {
+    by: u64,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FinishReq {
@@ -392,9 +398,27 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
             Ok(ok(&serde_json::to_value(f).unwrap()))
         }
         (Method::POST, ["sim", "faults"]) => {
-            let f: Faults = body_json(req).await?;
+            let mut f: Faults = body_json(req).await?;
+            if let Some(sr) = f.stale_reads.as_mut() {
+                if !(0.0..=1.0).contains(&sr.rate) {
+                    return Err(ApiError::BadRequest(
+                        "stale_reads.rate must be in 0..=1".into(),
+                    ));
+                }
+                // The follower stops applying the log now.
+                let snap = app.cluster.read().unwrap().read_snapshot();
+                sr.frozen_at_index = snap.index;
+                f.follower = crate::faults::FollowerState(Some(Arc::new(snap)));
+            }
             *app.faults.lock().unwrap() = f.clone();
             Ok(ok(&serde_json::to_value(f).unwrap()))
+        }
+        (Method::POST, ["sim", "index", "rewind"]) => {
+            let r: RewindReq = body_required(req).await?;
+            let mut c = app.write();
+            let before = c.index;
+            let after = c.rewind(r.by);
+            Ok(ok(&json!({"before": before, "index": after})))
         }
         (Method::DELETE, ["sim", "faults"]) => {
             *app.faults.lock().unwrap() = Faults::default();

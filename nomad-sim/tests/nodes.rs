@@ -370,3 +370,136 @@ async fn drain_on_disconnected_node_completes_at_deadline_with_unknown_allocs() 
     assert_eq!(allocs.len(), 2);
     assert!(allocs.iter().all(|a| a["client_status"] == "unknown"));
 }
+
+fn header(r: &reqwest::Response, h: &str) -> String {
+    r.headers()
+        .get(h)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// A lagging follower (`stale_reads`): reads get the state frozen when the
+/// fault was set, with its lower `X-Nomad-Index`, `X-Nomad-LastContact` and
+/// `X-Nomad-KnownLeader` from the fault (`command/agent/http.go` `setMeta`
+/// copies the follower's QueryMeta). A blocking query for an index above
+/// the follower's blocks until its wait runs out (`nomad/rpc.go`
+/// `blockingRPC` re-runs the query only when the index passes
+/// `MinQueryIndex` or the timeout fires) and then answers with the lower
+/// index.
+#[tokio::test]
+async fn stale_reads_go_backwards() {
+    let t = start().await;
+    let n = t.nodes(json!({"count": 1})).await;
+    let r = t.get(&format!("/v1/node/{}", n[0])).await;
+    let before = index_of(&r);
+    assert_eq!(header(&r, "x-nomad-lastcontact"), "0");
+    let v = t
+        .post_ok(
+            "/sim/faults",
+            json!({"stale_reads": {"last_contact_ms": 1500, "known_leader": false}}),
+        )
+        .await;
+    assert_eq!(
+        v["stale_reads"]["frozen_at_index"].as_u64().unwrap(),
+        before
+    );
+    let r = t
+        .post(
+            &format!("/v1/node/{}/drain", n[0]),
+            json!({"DrainSpec": {"Deadline": HOUR_NS}}),
+        )
+        .await;
+    let written = index_of(&r);
+    assert!(written > before);
+    // Reads lag: older index than the write returned, older data.
+    let r = t.get(&format!("/v1/node/{}", n[0])).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(index_of(&r), before);
+    assert_eq!(header(&r, "x-nomad-lastcontact"), "1500");
+    assert_eq!(header(&r, "x-nomad-knownleader"), "false");
+    let node: Value = r.json().await.unwrap();
+    assert_eq!(node["DrainStrategy"], Value::Null);
+    assert_eq!(node["SchedulingEligibility"], "eligible");
+    let r = t.get("/v1/nodes").await;
+    assert!(index_of(&r) < written);
+    // Blocking on the index the write returned: waits out `wait`.
+    let t0 = std::time::Instant::now();
+    let r = t
+        .get(&format!("/v1/node/{}?index={written}&wait=400ms", n[0]))
+        .await;
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(400));
+    assert_eq!(index_of(&r), before);
+    // Writes still go to the leader; the leader's state is current.
+    t.http.delete(t.u("/sim/faults")).send().await.unwrap();
+    let r = t.get(&format!("/v1/node/{}", n[0])).await;
+    // (the empty node's drain may already have completed: >= the write)
+    assert!(index_of(&r) >= written);
+    assert_eq!(header(&r, "x-nomad-knownleader"), "true");
+    let node: Value = r.json().await.unwrap();
+    assert_eq!(node["SchedulingEligibility"], "ineligible");
+}
+
+/// Only `?stale` reads may be answered by a follower; default reads are
+/// forwarded to the leader (`only_stale_param`).
+#[tokio::test]
+async fn stale_reads_only_for_stale_param() {
+    let t = start().await;
+    let n = t.nodes(json!({"count": 1})).await;
+    let before = index_of(&t.get(&format!("/v1/node/{}", n[0])).await);
+    t.post_ok(
+        "/sim/faults",
+        json!({"stale_reads": {"only_stale_param": true, "last_contact_ms": 70}}),
+    )
+    .await;
+    t.post_ok(
+        &format!("/v1/node/{}/eligibility", n[0]),
+        json!({"Eligibility": "ineligible"}),
+    )
+    .await;
+    let lead = t.get(&format!("/v1/node/{}", n[0])).await;
+    assert!(index_of(&lead) > before);
+    assert_eq!(header(&lead, "x-nomad-lastcontact"), "0");
+    let stale = t.get(&format!("/v1/node/{}?stale", n[0])).await;
+    assert_eq!(index_of(&stale), before);
+    assert_eq!(header(&stale, "x-nomad-lastcontact"), "70");
+    assert_eq!(header(&stale, "x-nomad-knownleader"), "true");
+}
+
+/// `POST /sim/index/rewind`: the cluster's index moves back once (a
+/// cluster rebuilt from an older snapshot). Reads answer with the lower
+/// index; a blocking query for the old index waits out its `wait`
+/// (`blockingRPC`); later writes continue from the lower index.
+#[tokio::test]
+async fn index_rewind() {
+    let t = start().await;
+    let n = t.nodes(json!({"count": 2})).await;
+    t.allocs(json!({"type": "service", "node_id": n[0]})).await;
+    t.advance(1.0).await;
+    let r = t.get(&format!("/v1/node/{}", n[0])).await;
+    let seen = index_of(&r);
+    let all = index_of(&t.get("/v1/nodes").await);
+    let v = t.post_ok("/sim/index/rewind", json!({"by": 3})).await;
+    let now = v["index"].as_u64().unwrap();
+    assert_eq!(v["before"].as_u64().unwrap() - 3, now);
+    assert!(now < all);
+    let r = t.get("/v1/nodes").await;
+    assert!(index_of(&r) <= now);
+    let t0 = std::time::Instant::now();
+    let r = t.get(&format!("/v1/nodes?index={all}&wait=300ms")).await;
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(index_of(&r) < all);
+    let w = t
+        .post(
+            &format!("/v1/node/{}/eligibility", n[1]),
+            json!({"Eligibility": "ineligible"}),
+        )
+        .await;
+    assert_eq!(index_of(&w), now + 1);
+    let node = t.node(&n[1]).await;
+    assert_eq!(node["ModifyIndex"].as_u64().unwrap(), now + 1);
+    assert!(now < seen.max(all), "went backwards");
+    assert_eq!(
+        t.post("/sim/index/rewind", json!({})).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -27,7 +27,7 @@ pub(super) async fn list(
     let q = parse_query(app, req.uri().query())?;
     let expr = parse_filter(&q.filter)?;
     block_until(app, &q, |c| (c.allocs_index, Some(c.allocs_tx.subscribe()))).await;
-    let c = app.cluster.read().unwrap();
+    let c = super::read_state(app);
     let mut fields = Vec::new();
     if let Some(e) = &expr {
         e.fields(&mut fields);
@@ -97,7 +97,7 @@ pub(super) async fn read(
         None => (c.allocs_index, Some(c.allocs_tx.subscribe())),
     })
     .await;
-    let c = app.cluster.read().unwrap();
+    let c = super::read_state(app);
     match c.allocs.get(id) {
         Some(a) => {
             let mut body = Vec::new();
