@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, Resp, json_bytes, to_json};
 use crate::faults::Faults;
-use crate::state::{Cluster, NodeSpec, Placement};
+use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, GroupSpec, NodeSpec, Placement};
 use crate::wire::StrMap;
 use crate::{App, secs_to_ns};
 
@@ -85,6 +85,15 @@ pub struct AllocReq {
     pub duration_s: Option<f64>,
     #[serde(default = "one")]
     pub max_parallel: u32,
+    /// The task's `kill_timeout` in simulated seconds (Nomad's default 5):
+    /// every stop leaves the task running this long before it is `complete`.
+    #[serde(default)]
+    pub kill_timeout_s: Option<f64>,
+    /// The group's `disconnect { lost_after }` / `max_client_disconnect` in
+    /// simulated seconds: how long the allocation may stay `unknown` on a
+    /// disconnected node. Absent: no tolerance (the allocation is `lost`).
+    #[serde(default)]
+    pub max_client_disconnect_s: Option<f64>,
 }
 
 fn default_type() -> String {
@@ -238,6 +247,34 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
     {
         return Err(ApiError::NotFound("node not found".into()));
     }
+    let kill = match a.kill_timeout_s {
+        Some(k) if !(k >= 0.0 && k.is_finite()) => {
+            return Err(ApiError::BadRequest("kill_timeout_s must be >= 0".into()));
+        }
+        Some(k) => secs_to_ns(k),
+        None => DEFAULT_KILL_TIMEOUT_NS,
+    };
+    let lost_after = match a.max_client_disconnect_s {
+        Some(l) if !(l > 0.0 && l.is_finite()) => {
+            return Err(ApiError::BadRequest(
+                "max_client_disconnect_s must be > 0".into(),
+            ));
+        }
+        Some(l) => Some(secs_to_ns(l)),
+        None => None,
+    };
+    if let Some(j) = a
+        .job_id
+        .as_ref()
+        .and_then(|id| c.jobs.get(&crate::wire::Job::key_of(&a.namespace, id)))
+        && (j.kill_timeout_ns != kill || j.lost_after_ns != lost_after)
+    {
+        // Allocations of one job share its task group's settings.
+        return Err(ApiError::BadRequest(format!(
+            "job {:?} exists with another kill_timeout_s or max_client_disconnect_s",
+            j.id
+        )));
+    }
     let job = c.new_job(
         a.job_id.clone(),
         &a.namespace,
@@ -245,6 +282,10 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
         &a.node_pool,
         a.count,
         a.max_parallel,
+        GroupSpec {
+            kill_timeout_ns: kill,
+            lost_after_ns: lost_after,
+        },
     );
     if a.job_type == "system" {
         let ids = c.submit_system_job(job.clone());
@@ -316,6 +357,12 @@ struct TimeReq {
     advance_s: Option<f64>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewindReq {
+    by: u64,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FinishReq {
@@ -352,6 +399,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
                     json!({"id": r.node.id, "name": r.node.name, "instance_id": r.instance_id,
                        "status": r.node.status, "eligibility": r.node.scheduling_eligibility,
                        "draining": r.node.drain_strategy.is_some(), "vm_alive": r.alive,
+                       "connected": r.connected,
                        "slots": r.slots, "used_slots": r.used_slots,
                        "node_pool": r.node.node_pool})
                 })
@@ -366,6 +414,8 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
             match *action {
                 "kill" => c.kill_node(&id)?,
                 "restart" => c.restart_node(&id)?,
+                "disconnect" => c.disconnect_node(&id)?,
+                "reconnect" => c.reconnect_node(&id)?,
                 _ => return Err(ApiError::NotFound(format!("unknown action {action}"))),
             }
             let iid = c.nodes.get(&id).and_then(|r| r.instance_id.clone());
@@ -467,9 +517,27 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
             Ok(ok(&serde_json::to_value(f).unwrap()))
         }
         (Method::POST, ["sim", "faults"]) => {
-            let f: Faults = body_json(req).await?;
+            let mut f: Faults = body_json(req).await?;
+            if let Some(sr) = f.stale_reads.as_mut() {
+                if !(0.0..=1.0).contains(&sr.rate) {
+                    return Err(ApiError::BadRequest(
+                        "stale_reads.rate must be in 0..=1".into(),
+                    ));
+                }
+                // The follower stops applying the log now.
+                let snap = app.cluster.read().unwrap().read_snapshot();
+                sr.frozen_at_index = snap.index;
+                f.follower = crate::faults::FollowerState(Some(Arc::new(snap)));
+            }
             *app.faults.lock().unwrap() = f.clone();
             Ok(ok(&serde_json::to_value(f).unwrap()))
+        }
+        (Method::POST, ["sim", "index", "rewind"]) => {
+            let r: RewindReq = body_required(req).await?;
+            let mut c = app.write();
+            let before = c.index;
+            let after = c.rewind(r.by);
+            Ok(ok(&json!({"before": before, "index": after})))
         }
         (Method::DELETE, ["sim", "faults"]) => {
             *app.faults.lock().unwrap() = Faults::default();

@@ -165,7 +165,7 @@ impl Cluster {
             return;
         };
         let mut remaining = 0usize;
-        let mut candidates: Vec<(String, String, u32)> = Vec::new();
+        let mut candidates: Vec<(String, String, u32, bool)> = Vec::new();
         for a in self.node_allocs(node_id) {
             if is_system(&a.alloc.job.job_type) || a.alloc.client_terminal() {
                 continue;
@@ -179,6 +179,7 @@ impl Cluster {
                     a.alloc.id.clone(),
                     a.alloc.job.key(),
                     a.alloc.job.max_parallel,
+                    a.alloc.client_status == "unknown",
                 ));
             }
         }
@@ -189,9 +190,17 @@ impl Cluster {
             self.complete_drain(node_id, false);
             return;
         }
-        let mut marked: Vec<String> = Vec::new();
+        let mut marked: Vec<(String, bool)> = Vec::new();
         let mut budget: std::collections::HashMap<String, u32> = Default::default();
-        for (id, job, max_parallel) in candidates {
+        for (id, job, max_parallel, unknown) in candidates {
+            if unknown {
+                // An `unknown` allocation's replacement already runs, so it
+                // counts as healthy for `watch_jobs.go` `handleTaskGroup`
+                // (numToDrain = healthy - (Count - MaxParallel)): it is
+                // marked without waiting for a migration slot.
+                marked.push((id, false));
+                continue;
+            }
             let left = match budget.get(&job) {
                 Some(l) => *l,
                 None => max_parallel.saturating_sub(self.job_in_flight(&job)),
@@ -201,14 +210,14 @@ impl Cluster {
                 continue;
             }
             budget.insert(job, left - 1);
-            marked.push(id);
+            marked.push((id, true));
         }
         if marked.is_empty() {
             return;
         }
         let idx = self.bump();
-        for id in marked {
-            self.set_migrating(&id, true);
+        for (id, in_flight) in marked {
+            self.set_migrating(&id, in_flight);
             self.mark_migrate(&id, false, idx);
             self.schedule_migrate_stop(&id);
         }

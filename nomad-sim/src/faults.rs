@@ -2,9 +2,58 @@
 //! latency, a fraction of dropped connections (closed without a response),
 //! and leader loss (`500 No cluster leader`, `X-Nomad-KnownLeader: false`).
 //! Each is scoped to requests whose path starts with `path_prefix`.
+//! `stale_reads` answers reads as a lagging follower would: from a copy of
+//! the state frozen when the fault was set, with that copy's (lower)
+//! indexes and `X-Nomad-LastContact` / `X-Nomad-KnownLeader` as configured.
+
+use std::sync::Arc;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::state::Cluster;
+
+/// A follower that stopped applying the Raft log: reads see the state as of
+/// the moment the fault was set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaleReads {
+    /// `X-Nomad-LastContact` (ms) on the follower's answers.
+    pub last_contact_ms: u64,
+    /// `X-Nomad-KnownLeader` on the follower's answers.
+    pub known_leader: bool,
+    /// Only reads with `?stale` (or `stale=true`) reach the follower; the
+    /// others are forwarded to the leader, as Nomad does. Default `false`:
+    /// every affected read is answered by the follower.
+    pub only_stale_param: bool,
+    /// Fraction (0..=1) of affected reads the follower answers (the rest
+    /// reach an up-to-date server). Default 1.
+    pub rate: f64,
+    /// Index of the frozen state (set by the simulator; ignored on input).
+    pub frozen_at_index: u64,
+}
+
+impl Default for StaleReads {
+    fn default() -> Self {
+        StaleReads {
+            last_contact_ms: 0,
+            known_leader: true,
+            only_stale_param: false,
+            rate: 1.0,
+            frozen_at_index: 0,
+        }
+    }
+}
+
+/// The follower's frozen state (not serialized).
+#[derive(Clone, Default)]
+pub struct FollowerState(pub Option<Arc<Cluster>>);
+
+impl std::fmt::Debug for FollowerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FollowerState({})", self.0.is_some())
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -19,6 +68,10 @@ pub struct Faults {
     pub drop_rate: f64,
     /// No leader: every affected request gets `500 No cluster leader`.
     pub leader_lost: bool,
+    /// Reads answered by a lagging follower (see [`StaleReads`]).
+    pub stale_reads: Option<StaleReads>,
+    #[serde(skip)]
+    pub follower: FollowerState,
 }
 
 #[derive(Debug, PartialEq)]
@@ -32,6 +85,33 @@ pub enum FaultAction {
 impl Faults {
     pub fn applies(&self, path: &str) -> bool {
         path.starts_with("/v1/") && path.starts_with(self.path_prefix.as_str())
+    }
+
+    /// The follower state a GET of `path` with query `query` is answered
+    /// from, if the `stale_reads` fault picks it.
+    pub fn follower_for(&self, path: &str, query: Option<&str>) -> Option<Arc<Cluster>> {
+        let sr = self.stale_reads.as_ref()?;
+        let state = self.follower.0.clone()?;
+        if !self.applies(path)
+            || matches!(
+                path,
+                "/v1/agent/self" | "/v1/status/leader" | "/v1/event/stream"
+            )
+        {
+            return None;
+        }
+        if sr.only_stale_param {
+            let stale = crate::api::parse_pairs(query)
+                .iter()
+                .any(|(k, v)| k == "stale" && (v.is_empty() || v == "true"));
+            if !stale {
+                return None;
+            }
+        }
+        if sr.rate < 1.0 && rand::rng().random::<f64>() >= sr.rate {
+            return None;
+        }
+        Some(state)
     }
 
     pub fn decide(&self, path: &str) -> FaultAction {

@@ -10,9 +10,12 @@
 //!   numbers, and bare words (taken literally, as go-bexpr does).
 //!
 //! Evaluation follows go-bexpr on Nomad's structs: the value is coerced to
-//! the field's type (bool, integer); a missing map key or unknown field is
-//! an evaluation error ("error finding value in datum"), which Nomad turns
-//! into a 400 (see hashicorp/nomad#16758). `matches`, JSON-pointer
+//! the field's type (bool, integer); an unknown field is an evaluation error
+//! ("error finding value in datum"), which Nomad turns into a 400. A missing
+//! map key is not an error since go-bexpr v0.1.12 (Nomad >= 1.6 vendors it;
+//! 1.11.1 has v0.1.15): the operator's `NotPresentDisposition` decides
+//! (`==`, `in`, `contains`, `is not empty` false; `!=`, `not in`,
+//! `not contains`, `is empty` true), as hashicorp/nomad#16758 asked. `matches`, JSON-pointer
 //! selectors, inline value lists and `all`/`any` are not supported and are
 //! rejected with a 400 instead of being guessed at.
 
@@ -435,6 +438,8 @@ const MAP_FIELDS: &[&str] = &[
 /// What a selector resolved to.
 enum Resolved<'a> {
     Found(&'a Value, bool /* is map */),
+    /// A key missing from a map (go-bexpr `evaluateNotPresent`).
+    NotPresent,
 }
 
 fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, FilterError> {
@@ -448,6 +453,7 @@ fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, FilterErro
                     is_map = MAP_FIELDS.contains(&part.as_str()) && !is_map;
                     cur = x;
                 }
+                None if is_map => return Ok(Resolved::NotPresent),
                 None => {
                     let why = if is_map {
                         format!("couldn't find key {part:?}")
@@ -472,12 +478,8 @@ fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, FilterErro
                 })?;
                 is_map = false;
             }
-            Value::Null if is_map => {
-                // A nil Go map: every key is missing.
-                return Err(FilterError::Eval(format!(
-                    "error finding value in datum: {ptr} at part {i}: couldn't find key {part:?}"
-                )));
-            }
+            // A nil Go map: every key is missing.
+            Value::Null if is_map => return Ok(Resolved::NotPresent),
             _ => {
                 return Err(FilterError::Eval(format!(
                     "error finding value in datum: {ptr} at part {i}: invalid value kind"
@@ -538,7 +540,12 @@ fn eval_match(
     op: &Op,
     value: Option<&str>,
 ) -> Result<bool, FilterError> {
-    let Resolved::Found(found, is_map) = resolve(v, selector)?;
+    let (found, is_map) = match resolve(v, selector)? {
+        Resolved::Found(f, m) => (f, m),
+        Resolved::NotPresent => {
+            return Ok(matches!(op, Op::Ne | Op::NotIn | Op::IsEmpty));
+        }
+    };
     let raw = value.unwrap_or("");
     match op {
         Op::Eq => equal(found, raw),
@@ -672,12 +679,25 @@ mod tests {
         );
     }
 
+    /// go-bexpr >= v0.1.12 `NotPresentDisposition` (grammar/ast.go).
+    #[test]
+    fn missing_map_keys_are_not_errors() {
+        assert_eq!(ev(r#"Meta["missing"] == "x""#), Ok(false));
+        assert_eq!(ev(r#"Meta.missing == "x""#), Ok(false));
+        assert_eq!(ev(r#"Meta["missing"] != "x""#), Ok(true));
+        assert_eq!(ev(r#""x" in Meta["missing"]"#), Ok(false));
+        assert_eq!(ev(r#""x" not in Meta["missing"]"#), Ok(true));
+        assert_eq!(ev(r#"Meta["missing"] contains "x""#), Ok(false));
+        assert_eq!(ev(r#"Meta["missing"] is empty"#), Ok(true));
+        assert_eq!(ev(r#"Meta["missing"] is not empty"#), Ok(false));
+        assert_eq!(ev(r#"not (Meta["missing"] == "x")"#), Ok(true));
+        // A nil map (Links: null) is a map without keys.
+        assert_eq!(ev(r#"Links["x"] == "y""#), Ok(false));
+        assert_eq!(ev(r#"Links["x"] != "y""#), Ok(true));
+    }
+
     #[test]
     fn errors_are_errors() {
-        assert!(matches!(
-            ev(r#"Meta["missing"] == "x""#),
-            Err(FilterError::Eval(_))
-        ));
         assert!(matches!(ev(r#"Nope == "x""#), Err(FilterError::Eval(_))));
         assert!(matches!(
             ev(r#"Name matches "x""#),

@@ -29,8 +29,13 @@ pub const START_DELAY_NS: i64 = NANOS_PER_SEC;
 /// scheduler's stop + replacement (Nomad batches drainer writes over 1 s and
 /// then runs an evaluation), so the two steps are separately observable.
 pub const MIGRATE_STOP_DELAY_NS: i64 = NANOS_PER_SEC / 2;
-/// Delay between `DesiredStatus=stop` and `ClientStatus=complete`.
-pub const STOP_DELAY_NS: i64 = 2 * NANOS_PER_SEC;
+/// A task's `kill_timeout` when the job does not set one
+/// (`structs.DefaultKillTimeout`): a stopped allocation stays `running` on
+/// the client this long before it reports `complete`.
+pub const DEFAULT_KILL_TIMEOUT_NS: i64 = 5 * NANOS_PER_SEC;
+/// Delay between a client's heartbeat getting through again and its
+/// allocation sync (`client.allocSyncIntv`, 200 ms).
+pub const CLIENT_SYNC_DELAY_NS: i64 = NANOS_PER_SEC / 5;
 /// `node_gc_threshold` default.
 pub const NODE_GC_THRESHOLD_NS: i64 = 24 * 3600 * NANOS_PER_SEC;
 /// Nomad keeps the last 10 node events (`MaxRetainedNodeEvents`).
@@ -86,8 +91,12 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct NodeRec {
     pub node: Node,
-    /// The VM exists and its client heartbeats.
+    /// The VM exists (its tasks run).
     pub alive: bool,
+    /// The client can reach the servers (no network partition). It
+    /// heartbeats and reports allocation updates only when `alive` and
+    /// `connected`.
+    pub connected: bool,
     pub instance_id: Option<String>,
     pub slots: u32,
     pub used_slots: u32,
@@ -107,6 +116,45 @@ pub struct AllocRec {
     /// Marked for migration and its replacement is not yet healthy
     /// (limits parallel migrations to the job's `max_parallel`).
     migrating: bool,
+    /// When the scheduler marked it `unknown` (its `AllocStates` entry).
+    pub unknown_since: Option<i64>,
+}
+
+/// Task-group settings of a job the simulator models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupSpec {
+    /// The task's `kill_timeout`.
+    pub kill_timeout_ns: i64,
+    /// `disconnect { lost_after }` / `max_client_disconnect`.
+    pub lost_after_ns: Option<i64>,
+}
+
+impl Default for GroupSpec {
+    fn default() -> Self {
+        GroupSpec {
+            kill_timeout_ns: DEFAULT_KILL_TIMEOUT_NS,
+            lost_after_ns: None,
+        }
+    }
+}
+
+impl NodeRec {
+    /// The client heartbeats and reports: its VM runs and it can reach the
+    /// servers.
+    pub fn heartbeating(&self) -> bool {
+        self.alive && self.connected
+    }
+}
+
+impl AllocRec {
+    /// `(*Allocation).Expired`: `unknown` for longer than the group's
+    /// `disconnect.lost_after`.
+    pub fn expired(&self, now: i64) -> bool {
+        match (self.unknown_since, self.alloc.job.lost_after_ns) {
+            (Some(since), Some(l)) if self.alloc.client_status == "unknown" => since + l <= now,
+            _ => false,
+        }
+    }
 }
 
 /// A request to place one allocation (Nomad creates allocations only once
@@ -128,6 +176,9 @@ enum Timer {
     MigrateStop(String),
     ReplacementHealthy(String),
     Heartbeat(String, u64),
+    DisconnectExpire(String),
+    ReconnectSync(String, u64),
+    ReconnectReady(String, u64),
     DrainDeadline(String, u64),
     DrainReconcile(String),
     Reregister(String),
@@ -662,6 +713,7 @@ impl Cluster {
         self.insert_node(NodeRec {
             node,
             alive: true,
+            connected: true,
             instance_id: instance_id.clone(),
             slots,
             used_slots: 0,
@@ -707,7 +759,8 @@ impl Cluster {
         };
         let allocs: Vec<ViolationAlloc> = self
             .node_allocs(node_id)
-            .filter(|a| a.alloc.pending_or_running())
+            // `unknown`: the client could not report, but the tasks run.
+            .filter(|a| a.alloc.pending_or_running() || a.alloc.client_status == "unknown")
             .map(|a| ViolationAlloc {
                 alloc_id: a.alloc.id.clone(),
                 job_id: a.alloc.job.id.clone(),
@@ -754,8 +807,11 @@ impl Cluster {
     }
 
     /// The client comes back (VM restarted, or agent restarted). It keeps its
-    /// node ID, drain strategy, eligibility and `LastDrain`.
+    /// node ID, drain strategy, eligibility and `LastDrain`. A client that
+    /// is still cut off from the servers (`/sim/nodes/:id/disconnect`) is
+    /// not heard from until it reconnects.
     pub fn restart_node(&mut self, node_id: &str) -> Result<(), StateError> {
+        let (ttl, grace) = (self.cfg.heartbeat_ttl_ns, self.cfg.heartbeat_grace_ns);
         let now = self.now;
         let rec = self
             .nodes
@@ -763,18 +819,124 @@ impl Cluster {
             .ok_or(StateError::NodeNotFound)?;
         rec.alive = true;
         rec.hb_gen += 1;
-        let was_down = rec.node.status == "down";
-        if was_down {
-            let idx = self.next_index();
-            let rec = self.nodes.get_mut(node_id).unwrap();
-            rec.node.status = "ready".into();
-            rec.node.status_updated_at = now.div_euclid(NANOS_PER_SEC);
-            self.push_node_event(node_id, idx, "Cluster", "Node re-registered", None);
-            self.node_changed(node_id, idx, Some("NodeRegistration"));
-            self.place_system_jobs(node_id);
+        let gen_ = rec.hb_gen;
+        if !rec.connected {
+            if rec.node.status != "down" {
+                self.timer(now + ttl + grace, Timer::Heartbeat(node_id.into(), gen_));
+            }
+            return Ok(());
         }
-        // Re-arm the client-side progress of allocations that were frozen
-        // while the client was gone.
+        self.heartbeat_resumed(node_id, true);
+        Ok(())
+    }
+
+    /// A network partition: the VM and its tasks keep running, the client
+    /// stops heartbeating and cannot report allocation updates. The servers
+    /// notice after the heartbeat TTL plus grace (`nomad/heartbeat.go`).
+    pub fn disconnect_node(&mut self, node_id: &str) -> Result<(), StateError> {
+        let (ttl, grace) = (self.cfg.heartbeat_ttl_ns, self.cfg.heartbeat_grace_ns);
+        let now = self.now;
+        let rec = self
+            .nodes
+            .get_mut(node_id)
+            .ok_or(StateError::NodeNotFound)?;
+        if !rec.connected {
+            return Ok(());
+        }
+        rec.connected = false;
+        if !rec.alive {
+            return Ok(()); // not heartbeating anyway; its timer is running
+        }
+        rec.hb_gen += 1;
+        let gen_ = rec.hb_gen;
+        if rec.node.status != "down" {
+            self.timer(now + ttl + grace, Timer::Heartbeat(node_id.into(), gen_));
+        }
+        Ok(())
+    }
+
+    /// The partition heals: heartbeats get through again.
+    pub fn reconnect_node(&mut self, node_id: &str) -> Result<(), StateError> {
+        let rec = self
+            .nodes
+            .get_mut(node_id)
+            .ok_or(StateError::NodeNotFound)?;
+        if rec.connected {
+            return Ok(());
+        }
+        rec.connected = true;
+        if !rec.alive {
+            return Ok(()); // the VM is gone: nothing heartbeats
+        }
+        rec.hb_gen += 1;
+        self.heartbeat_resumed(node_id, false);
+        Ok(())
+    }
+
+    /// The first heartbeat (or, after a restart, registration) of a client
+    /// the servers had not heard from, following `Node.UpdateStatus`
+    /// (`nomad/node_endpoint.go`): `down` becomes `ready` with a node event;
+    /// `disconnected` becomes `initializing`, then the client syncs its
+    /// allocations (`unknown` ones report `running` again) and its next
+    /// heartbeat makes it `ready`.
+    fn heartbeat_resumed(&mut self, node_id: &str, registered: bool) {
+        let now = self.now;
+        let ttl = self.cfg.heartbeat_ttl_ns;
+        let rec = &self.nodes[node_id];
+        let gen_ = rec.hb_gen;
+        let status = rec.node.status.clone();
+        let has_unknown = self
+            .node_allocs(node_id)
+            .any(|a| a.alloc.client_status == "unknown");
+        match status.as_str() {
+            "down" => {
+                let idx = self.next_index();
+                let rec = self.nodes.get_mut(node_id).unwrap();
+                rec.node.status = "ready".into();
+                rec.node.status_updated_at = now.div_euclid(NANOS_PER_SEC);
+                rec.node.last_missed_heartbeat_index = 0;
+                // Register (a restarted agent) writes "Node re-registered"
+                // (state_store.go); a heartbeat from a down node writes
+                // NodeHeartbeatEventReregistered (node_endpoint.go).
+                let (msg, ev) = if registered {
+                    ("Node re-registered", "NodeRegistration")
+                } else {
+                    ("Node reregistered by heartbeat", "NodeStreamEvent")
+                };
+                self.push_node_event(node_id, idx, "Cluster", msg, None);
+                self.node_changed(node_id, idx, Some(ev));
+                self.place_system_jobs(node_id);
+            }
+            "disconnected" => {
+                let idx = self.next_index();
+                let rec = self.nodes.get_mut(node_id).unwrap();
+                rec.node.status = "initializing".into();
+                rec.node.status_updated_at = now.div_euclid(NANOS_PER_SEC);
+                self.node_changed(node_id, idx, Some("NodeStreamEvent"));
+                self.timer(
+                    now + CLIENT_SYNC_DELAY_NS,
+                    Timer::ReconnectSync(node_id.into(), gen_),
+                );
+                self.timer(now + ttl, Timer::ReconnectReady(node_id.into(), gen_));
+                return;
+            }
+            _ => {}
+        }
+        if has_unknown {
+            self.timer(
+                now + CLIENT_SYNC_DELAY_NS,
+                Timer::ReconnectSync(node_id.into(), gen_),
+            );
+        } else {
+            self.rearm_client(node_id);
+        }
+    }
+
+    /// Re-arms the client-side progress of allocations that was frozen while
+    /// the client could not report: starts, finishes, and stops (which take
+    /// the job's kill_timeout from now).
+    fn rearm_client(&mut self, node_id: &str) {
+        let now = self.now;
         let ids: Vec<String> = self
             .node_allocs(node_id)
             .map(|a| a.alloc.id.clone())
@@ -785,14 +947,88 @@ impl Cluster {
                 continue;
             }
             if a.alloc.desired_status != "run" {
-                self.timer(now + STOP_DELAY_NS, Timer::AllocStopped(id));
+                let kill = a.alloc.job.kill_timeout_ns;
+                self.timer(now + kill, Timer::AllocStopped(id));
             } else if a.alloc.client_status == "pending" {
                 self.timer(now + START_DELAY_NS, Timer::AllocStart(id));
             } else if let Some(f) = a.finish_at {
                 self.timer(f.max(now), Timer::AllocFinish(id));
             }
         }
-        Ok(())
+    }
+
+    /// The client's allocation sync after a reconnect (`Node.UpdateAlloc`):
+    /// its `unknown` allocations report `running` again; then the reconnect
+    /// evaluation keeps each original and stops its replacements
+    /// (`reconcile_cluster.go` `computeReconnecting`: the default
+    /// `best_score` picker keeps the original when neither has a better
+    /// score, which is always the case here).
+    fn on_reconnect_sync(&mut self, node_id: &str, gen_: u64) {
+        let Some(rec) = self.nodes.get(node_id) else {
+            return;
+        };
+        if rec.hb_gen != gen_ || !rec.heartbeating() {
+            return;
+        }
+        let unknown: Vec<String> = self
+            .node_allocs(node_id)
+            .filter(|a| a.alloc.client_status == "unknown")
+            .map(|a| a.alloc.id.clone())
+            .collect();
+        if !unknown.is_empty() {
+            let idx = self.next_index();
+            for id in &unknown {
+                let a = self.allocs.get_mut(id).unwrap();
+                a.unknown_since = None;
+                self.set_client_status(id, "running", "Tasks are running", idx);
+            }
+            self.allocs_changed(node_id, idx);
+            let mut stop: Vec<String> = Vec::new();
+            for id in &unknown {
+                let a = &self.allocs[id];
+                if a.alloc.desired_status != "run" {
+                    continue; // the client stops it (rearm_client below)
+                }
+                let mut next = a.alloc.next_allocation.clone();
+                while let Some(r) = self.allocs.get(&next) {
+                    if r.alloc.desired_status == "run" {
+                        stop.push(r.alloc.id.clone());
+                    }
+                    next = r.alloc.next_allocation.clone();
+                }
+            }
+            if !stop.is_empty() {
+                let idx = self.next_index();
+                for r in stop {
+                    self.stop_alloc(
+                        &r,
+                        "alloc not needed due to disconnected client reconnect",
+                        false,
+                        idx,
+                    );
+                }
+            }
+        }
+        self.rearm_client(node_id);
+    }
+
+    /// The client's next heartbeat after its allocation sync: `initializing`
+    /// becomes `ready` (no node event; `LastMissedHeartbeatIndex` is reset).
+    fn on_reconnect_ready(&mut self, node_id: &str, gen_: u64) {
+        let now = self.now;
+        let Some(rec) = self.nodes.get_mut(node_id) else {
+            return;
+        };
+        if rec.hb_gen != gen_ || !rec.heartbeating() || rec.node.status != "initializing" {
+            return;
+        }
+        rec.node.status = "ready".into();
+        rec.node.status_updated_at = now.div_euclid(NANOS_PER_SEC);
+        rec.node.last_missed_heartbeat_index = 0;
+        let idx = self.next_index();
+        self.node_changed(node_id, idx, Some("NodeStreamEvent"));
+        self.place_system_jobs(node_id);
+        self.reconcile_drain(node_id);
     }
 
     pub fn purge_node(&mut self, node_id: &str) -> Result<(u64, Option<Vec<String>>), StateError> {
@@ -883,6 +1119,9 @@ impl Cluster {
         let ids: Vec<String> = self
             .node_allocs(node_id)
             .filter(|a| !a.alloc.client_terminal())
+            // An `unknown` allocation already told to stop is server-terminal:
+            // the reconciler skips it, so it stays `unknown`.
+            .filter(|a| !(a.alloc.client_status == "unknown" && a.alloc.desired_status != "run"))
             .map(|a| a.alloc.id.clone())
             .collect();
         if ids.is_empty() {
@@ -892,7 +1131,9 @@ impl Cluster {
         for id in ids {
             let replace = {
                 let a = &self.allocs[&id];
-                a.alloc.desired_status == "run" && !is_system(&a.alloc.job.job_type)
+                a.alloc.desired_status == "run"
+                    && !is_system(&a.alloc.job.job_type)
+                    && !self.has_live_replacement(&id)
             };
             self.set_client_status(&id, "lost", "", idx);
             let now = self.now;
@@ -1007,6 +1248,7 @@ impl Cluster {
         pool: &str,
         count: u32,
         max_parallel: u32,
+        group: GroupSpec,
     ) -> Arc<Job> {
         self.job_seq += 1;
         let id = id.unwrap_or_else(|| format!("{job_type}-{}", self.job_seq));
@@ -1025,6 +1267,8 @@ impl Cluster {
             count,
             max_parallel: max_parallel.max(1),
             min_healthy_time_ns: 10 * NANOS_PER_SEC,
+            kill_timeout_ns: group.kill_timeout_ns,
+            lost_after_ns: group.lost_after_ns,
             create_index: self.index,
             submit_time: self.now,
             json: Arc::new(OnceLock::new()),
@@ -1158,6 +1402,7 @@ impl Cluster {
                 finish_at: None,
                 counted,
                 migrating: false,
+                unknown_since: None,
             },
         );
         self.allocs_by_node
@@ -1212,18 +1457,24 @@ impl Cluster {
         let node_id = a.alloc.node_id.clone();
         let live = !a.alloc.client_terminal();
         self.events.publish_alloc(idx, "PlanResult", &a.alloc);
-        if replace {
-            let p = Placement {
-                job: a.alloc.job.clone(),
-                index_in_job: 0,
-                previous: Some(id.to_string()),
-                duration_ns: a.duration_ns,
-                node: None,
-            };
+        let kill = a.alloc.job.kill_timeout_ns;
+        let p = Placement {
+            job: a.alloc.job.clone(),
+            index_in_job: 0,
+            previous: Some(id.to_string()),
+            duration_ns: a.duration_ns,
+            node: None,
+        };
+        // An allocation that already has a replacement (an `unknown` one on a
+        // disconnected node) is not replaced again.
+        if replace && !self.has_live_replacement(id) {
             self.enqueue(p);
         }
-        if live {
-            self.timer(now + STOP_DELAY_NS, Timer::AllocStopped(id.to_string()));
+        // The client keeps the task running for its kill_timeout; a client
+        // that cannot be reached learns of the stop only when it is back.
+        let reachable = self.nodes.get(&node_id).is_some_and(|n| n.heartbeating());
+        if live && reachable {
+            self.timer(now + kill, Timer::AllocStopped(id.to_string()));
         }
         self.allocs_changed(&node_id, idx);
     }
@@ -1290,7 +1541,10 @@ impl Cluster {
             Timer::AllocFinish(id) => {
                 let ok = self.allocs.get(&id).is_some_and(|a| {
                     a.alloc.client_status == "running"
-                        && self.nodes.get(&a.alloc.node_id).is_some_and(|n| n.alive)
+                        && self
+                            .nodes
+                            .get(&a.alloc.node_id)
+                            .is_some_and(|n| n.heartbeating())
                 });
                 if ok {
                     let _ = self.finish_alloc(&id, false);
@@ -1300,7 +1554,10 @@ impl Cluster {
                 let Some(a) = self.allocs.get(&id) else {
                     return;
                 };
-                let alive = self.nodes.get(&a.alloc.node_id).is_some_and(|n| n.alive);
+                let alive = self
+                    .nodes
+                    .get(&a.alloc.node_id)
+                    .is_some_and(|n| n.heartbeating());
                 if a.alloc.client_terminal() || !alive {
                     return;
                 }
@@ -1338,6 +1595,9 @@ impl Cluster {
                 }
             }
             Timer::Heartbeat(node_id, gen_) => self.on_heartbeat_expired(&node_id, gen_),
+            Timer::DisconnectExpire(id) => self.on_disconnect_expire(&id),
+            Timer::ReconnectSync(node_id, gen_) => self.on_reconnect_sync(&node_id, gen_),
+            Timer::ReconnectReady(node_id, gen_) => self.on_reconnect_ready(&node_id, gen_),
             Timer::DrainDeadline(node_id, gen_) => self.on_drain_deadline(&node_id, gen_),
             Timer::DrainReconcile(node_id) => self.reconcile_drain(&node_id),
             Timer::Workload(id) => self.on_workload(&id),
@@ -1353,7 +1613,7 @@ impl Cluster {
                 let Some(mut rec) = self.purged_alive.remove(&node_id) else {
                     return;
                 };
-                if !rec.alive {
+                if !rec.heartbeating() {
                     return;
                 }
                 let idx = self.next_index();
@@ -1378,7 +1638,10 @@ impl Cluster {
         let Some(a) = self.allocs.get(id) else {
             return;
         };
-        let alive = self.nodes.get(&a.alloc.node_id).is_some_and(|n| n.alive);
+        let alive = self
+            .nodes
+            .get(&a.alloc.node_id)
+            .is_some_and(|n| n.heartbeating());
         if a.alloc.client_status != "pending" || !alive {
             return;
         }
@@ -1415,26 +1678,165 @@ impl Cluster {
         self.allocs_changed(&node_id, idx);
     }
 
+    /// The heartbeat TTL plus grace ran out (`heartbeat.go`
+    /// `invalidateHeartbeat` and `disconnectState`): the node becomes
+    /// `disconnected` if one of its allocations tolerates a disconnect
+    /// (`disconnect.lost_after`), wants to run and has not expired, else
+    /// `down`. Both write the node event `Node heartbeat missed` (subsystem
+    /// `Cluster`). A disconnected node's heartbeat timer is reset, so this
+    /// repeats (with a new event each time) until it goes down.
     fn on_heartbeat_expired(&mut self, node_id: &str, gen_: u64) {
+        let (ttl, grace) = (self.cfg.heartbeat_ttl_ns, self.cfg.heartbeat_grace_ns);
         let Some(rec) = self.nodes.get(node_id) else {
             return;
         };
-        if rec.alive || rec.hb_gen != gen_ || rec.node.status == "down" {
+        if rec.heartbeating() || rec.hb_gen != gen_ || rec.node.status == "down" {
             return;
         }
-        let idx = self.next_index();
         let now = self.now;
+        let was = rec.node.status.clone();
+        let pending_reconnect = was != "initializing"
+            && self.node_allocs(node_id).any(|a| {
+                a.alloc.job.lost_after_ns.is_some()
+                    && a.alloc.desired_status == "run"
+                    && !a.expired(now)
+            });
+        let idx = self.next_index();
         let rec = self.nodes.get_mut(node_id).unwrap();
-        rec.node.status = "down".into();
+        let responsive = !matches!(was.as_str(), "down" | "disconnected");
+        if responsive {
+            rec.node.last_missed_heartbeat_index = idx;
+        }
         rec.node.status_updated_at = now.div_euclid(NANOS_PER_SEC);
-        rec.node.last_missed_heartbeat_index = idx;
-        self.push_node_event(node_id, idx, "Heartbeat", "Node heartbeat missed", None);
+        if pending_reconnect {
+            rec.node.status = "disconnected".into();
+            self.push_node_event(node_id, idx, "Cluster", "Node heartbeat missed", None);
+            self.node_changed(node_id, idx, Some("NodeStreamEvent"));
+            if was != "disconnected" {
+                self.disconnect_allocs(node_id);
+            }
+            self.timer(now + ttl + grace, Timer::Heartbeat(node_id.into(), gen_));
+            self.reconcile_drain(node_id);
+            return;
+        }
+        rec.node.status = "down".into();
+        self.push_node_event(node_id, idx, "Cluster", "Node heartbeat missed", None);
         self.node_changed(node_id, idx, Some("NodeStreamEvent"));
         self.lose_allocs(node_id, "alloc is lost since its node is down");
         self.reconcile_drain(node_id);
         // Automatic node GC after node_gc_threshold (24h) if still down.
         let at = self.now + NODE_GC_THRESHOLD_NS;
         self.timer(at, Timer::NodeGc(node_id.to_string(), gen_));
+    }
+
+    /// The scheduler's evaluation for a node that became `disconnected`
+    /// (`reconciler/filters.go` `filterByTainted`, `computeDisconnecting`):
+    /// running allocations that tolerate a disconnect become `unknown`
+    /// (`alloc is unknown since its node is disconnected`) and are replaced
+    /// elsewhere; pending ones and those without a tolerance are `lost` and
+    /// replaced. Allocations already told to stop are left alone (the
+    /// reconciler skips server-terminal allocations).
+    fn disconnect_allocs(&mut self, node_id: &str) {
+        let now = self.now;
+        let ids: Vec<(String, bool)> = self
+            .node_allocs(node_id)
+            .filter(|a| !a.alloc.client_terminal() && a.alloc.desired_status == "run")
+            .map(|a| {
+                let tolerant =
+                    a.alloc.job.lost_after_ns.is_some() && a.alloc.client_status == "running";
+                (a.alloc.id.clone(), tolerant)
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let idx = self.next_index();
+        for (id, tolerant) in ids {
+            let a = &self.allocs[&id];
+            let replace = !is_system(&a.alloc.job.job_type);
+            let placement = Placement {
+                job: a.alloc.job.clone(),
+                index_in_job: 0,
+                previous: Some(id.clone()),
+                duration_ns: a.duration_ns,
+                node: None,
+            };
+            if tolerant {
+                let lost_after = a.alloc.job.lost_after_ns.unwrap_or(0);
+                self.set_client_status(
+                    &id,
+                    "unknown",
+                    "alloc is unknown since its node is disconnected",
+                    idx,
+                );
+                self.allocs.get_mut(&id).unwrap().unknown_since = Some(now);
+                self.timer(now + lost_after, Timer::DisconnectExpire(id.clone()));
+            } else {
+                self.set_client_status(&id, "lost", "", idx);
+                let a = self.allocs.get_mut(&id).unwrap();
+                a.alloc.desired_status = "stop".into();
+                a.alloc.desired_description = "alloc is lost since its node is down".into();
+            }
+            if replace {
+                self.enqueue(placement);
+            }
+        }
+        self.allocs_changed(node_id, idx);
+    }
+
+    /// `disconnect.lost_after` ran out for an `unknown` allocation that
+    /// still wants to run: the follow-up evaluation marks it `lost`
+    /// (its replacement was placed at the disconnect).
+    fn on_disconnect_expire(&mut self, id: &str) {
+        let now = self.now;
+        let Some(a) = self.allocs.get(id) else {
+            return;
+        };
+        if a.alloc.client_status != "unknown" || a.alloc.desired_status != "run" || !a.expired(now)
+        {
+            return;
+        }
+        let node_id = a.alloc.node_id.clone();
+        let replace = !is_system(&a.alloc.job.job_type) && !self.has_live_replacement(id);
+        let idx = self.next_index();
+        self.set_client_status(id, "lost", "", idx);
+        let a = self.allocs.get_mut(id).unwrap();
+        a.alloc.desired_status = "stop".into();
+        a.alloc.desired_description = "alloc is lost since its node is down".into();
+        if replace {
+            let p = Placement {
+                job: a.alloc.job.clone(),
+                index_in_job: 0,
+                previous: Some(id.to_string()),
+                duration_ns: a.duration_ns,
+                node: None,
+            };
+            self.enqueue(p);
+        }
+        self.allocs_changed(&node_id, idx);
+        self.reconcile_drain(&node_id);
+    }
+
+    /// Whether a replacement of `id` (following `NextAllocation`) still
+    /// wants to run.
+    pub(crate) fn has_live_replacement(&self, id: &str) -> bool {
+        let mut next = self
+            .allocs
+            .get(id)
+            .map(|a| a.alloc.next_allocation.clone())
+            .unwrap_or_default();
+        let mut hops = 0;
+        while let Some(r) = self.allocs.get(&next) {
+            if r.alloc.desired_status == "run" {
+                return true;
+            }
+            next = r.alloc.next_allocation.clone();
+            hops += 1;
+            if hops > 1000 {
+                break;
+            }
+        }
+        false
     }
 
     // ---- workload ----
@@ -1479,7 +1881,7 @@ impl Cluster {
         } else {
             min
         };
-        let job = self.new_job(None, &ns, "batch", &pool, 1, 1);
+        let job = self.new_job(None, &ns, "batch", &pool, 1, 1, GroupSpec::default());
         self.enqueue(Placement {
             job,
             index_in_job: 0,
@@ -1586,11 +1988,59 @@ impl Cluster {
         self.place_system_jobs(node_id);
     }
 
+    /// A copy of what reads see (nodes, allocations, table indexes), frozen:
+    /// the state of a follower that stopped applying the Raft log here.
+    pub fn read_snapshot(&self) -> Cluster {
+        let mut c = Cluster::new(self.cfg.clone(), self.index);
+        c.nodes = self.nodes.clone();
+        c.allocs = self.allocs.clone();
+        c.allocs_by_node = self.allocs_by_node.clone();
+        c.nodes_index = self.nodes_index;
+        c.allocs_index = self.allocs_index;
+        c.now = self.now;
+        c
+    }
+
+    /// Moves the whole cluster's Raft index back by `by` (at least to 1), as
+    /// a cluster rebuilt from an older snapshot would be: table indexes and
+    /// every object's indexes are clamped to the new index, and later writes
+    /// continue from it. Blocked queries are woken; they re-check and keep
+    /// waiting while the index is not above theirs (`nomad/rpc.go`
+    /// `blockingRPC`). Returns the new index.
+    pub fn rewind(&mut self, by: u64) -> u64 {
+        let new = self.index.saturating_sub(by).max(1);
+        self.index = new;
+        self.nodes_index = self.nodes_index.min(new);
+        self.allocs_index = self.allocs_index.min(new);
+        for rec in self.nodes.values_mut() {
+            let n = &mut rec.node;
+            n.create_index = n.create_index.min(new);
+            n.modify_index = n.modify_index.min(new);
+            n.last_missed_heartbeat_index = n.last_missed_heartbeat_index.min(new);
+            for e in n.events.iter_mut() {
+                e.create_index = e.create_index.min(new);
+            }
+        }
+        for a in self.allocs.values_mut() {
+            let x = &mut a.alloc;
+            x.create_index = x.create_index.min(new);
+            x.modify_index = x.modify_index.min(new);
+            x.alloc_modify_index = x.alloc_modify_index.min(new);
+        }
+        self.nodes_tx.send_replace(self.nodes_index);
+        self.allocs_tx.send_replace(self.allocs_index);
+        for w in self.watches.values() {
+            w.node.send_replace(new);
+            w.allocs.send_replace(new);
+        }
+        new
+    }
+
     /// Counts for `/sim/stats`.
     pub fn counts(&self) -> serde_json::Value {
         let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_elig: BTreeMap<String, u64> = BTreeMap::new();
-        let (mut draining, mut dead_vms) = (0u64, 0u64);
+        let (mut draining, mut dead_vms, mut partitioned) = (0u64, 0u64, 0u64);
         for r in self.nodes.values() {
             *by_status.entry(r.node.status.clone()).or_default() += 1;
             *by_elig
@@ -1601,6 +2051,9 @@ impl Cluster {
             }
             if !r.alive {
                 dead_vms += 1;
+            }
+            if !r.connected {
+                partitioned += 1;
             }
         }
         let mut allocs_by: BTreeMap<String, u64> = BTreeMap::new();
@@ -1615,6 +2068,7 @@ impl Cluster {
                 "by_eligibility": by_elig,
                 "draining": draining,
                 "vm_gone": dead_vms,
+                "partitioned": partitioned,
             },
             "allocations": {
                 "total": self.allocs.len(),

@@ -360,6 +360,12 @@ pub struct Job {
     pub count: u32,
     pub max_parallel: u32,
     pub min_healthy_time_ns: i64,
+    /// The task's `kill_timeout` (ns): how long a stopped task keeps running
+    /// on the client before it is killed (Nomad's default: 5 s).
+    pub kill_timeout_ns: i64,
+    /// The group's `disconnect { lost_after }` (formerly
+    /// `max_client_disconnect`), ns; `None` = no disconnect tolerance.
+    pub lost_after_ns: Option<i64>,
     pub create_index: u64,
     pub submit_time: i64,
     /// Rendered once: allocations embed it by reference.
@@ -388,6 +394,12 @@ impl Job {
             } else {
                 Value::Null
             };
+            // Canonicalized `disconnect` block (`structs.DisconnectStrategy`).
+            let disconnect = match self.lost_after_ns {
+                Some(l) => json!({"LostAfter": l, "Reconcile": "best_score", "Replace": true,
+                                  "StopOnClientAfter": null}),
+                None => Value::Null,
+            };
             json!({
                 "AllAtOnce": false,
                 "Constraints": null,
@@ -414,7 +426,9 @@ impl Job {
                 "TaskGroups": [{
                     "Constraints": null,
                     "Count": self.count,
+                    "Disconnect": disconnect,
                     "EphemeralDisk": {"Migrate": false, "SizeMB": 300, "Sticky": false},
+                    "MaxClientDisconnect": null,
                     "Meta": null,
                     "Migrate": migrate,
                     "Name": self.task_group(),
@@ -431,7 +445,7 @@ impl Job {
                         "Driver": "raw_exec",
                         "Env": null,
                         "KillSignal": "",
-                        "KillTimeout": 5_000_000_000i64,
+                        "KillTimeout": self.kill_timeout_ns,
                         "Leader": false,
                         "LogConfig": {"MaxFileSizeMB": 10, "MaxFiles": 10},
                         "Meta": null,

@@ -120,7 +120,10 @@ async fn b02_deadline_encoding() {
     assert_eq!(a["DesiredTransition"]["MigrateDisablePlacement"], true);
     // Forced completion can precede the client actually stopping.
     assert_eq!(a["ClientStatus"], "running");
-    t.advance(2.0).await;
+    // The task keeps running for its kill_timeout (Nomad's default 5 s).
+    t.advance(4.9).await;
+    assert_eq!(t.node_allocs(&n[1]).await[0]["ClientStatus"], "running");
+    t.advance(0.1).await;
     let a = &t.node_allocs(&n[1]).await[0];
     assert_eq!(a["ClientStatus"], "complete");
     assert_eq!(a["NextAllocation"], "", "batch is not replaced");
@@ -162,7 +165,10 @@ async fn b03_service_migrates_in_limited_batches() {
     let r = t.alloc(&next).await;
     assert_eq!(r["NodeID"], n[1].as_str(), "replacement placed elsewhere");
     assert_eq!(r["PreviousAllocation"], first.as_str());
-    t.advance(2.0).await;
+    // kill_timeout (default 5 s) before the client reports it complete.
+    t.advance(4.9).await;
+    assert_eq!(t.alloc(&first).await["ClientStatus"], "running");
+    t.advance(0.1).await;
     assert_eq!(t.alloc(&first).await["ClientStatus"], "complete");
     assert_eq!(t.alloc(&next).await["ClientStatus"], "running");
     // The next one waits until the replacement has been healthy for
@@ -288,7 +294,9 @@ async fn b05_system_allocs_last_or_ignored() {
         sys0["ClientStatus"], "running",
         "still stopping on the client"
     );
-    t.advance(3.0).await;
+    // Stopped in the completing step (when the batch alloc finished); it
+    // completes one kill_timeout (default 5 s) after that stop.
+    t.advance(5.0).await;
     let sys0 = t.alloc(sys0["ID"].as_str().unwrap()).await;
     assert_eq!(sys0["ClientStatus"], "complete");
     assert_eq!(sys0["NextAllocation"], "");

@@ -204,6 +204,11 @@ const ALLOC_EXTRA: &[&str] = &[
     "[].DesiredTransition.NoShutdownDelay",
     "[].DesiredTransition.MigrateDisablePlacement",
     "[].Job.NodePool",
+    // structs.TaskGroup fields newer than the sample (nomad/structs/group.go,
+    // structs.go at v1.11.1): the canonical `disconnect` block (null when the
+    // group sets none) and the deprecated `max_client_disconnect` pointer.
+    "[].Job.TaskGroups[].Disconnect",
+    "[].Job.TaskGroups[].MaxClientDisconnect",
     "[].TaskStates.*.TaskHandle",
 ];
 const ALLOC_NULLABLE: &[&str] = &[

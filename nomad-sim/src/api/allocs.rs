@@ -32,7 +32,7 @@ pub(super) async fn list(
     }
     let expr = parse_filter(&q.filter)?;
     block_until(app, &q, |c| (c.allocs_index, Some(c.allocs_tx.subscribe()))).await;
-    let c = app.cluster.read().unwrap();
+    let c = super::read_state(app);
     let readable: std::collections::HashSet<&str> = c
         .namespaces
         .keys()
@@ -114,7 +114,7 @@ pub(super) async fn read(
         None => (c.allocs_index, Some(c.allocs_tx.subscribe())),
     })
     .await;
-    let c = app.cluster.read().unwrap();
+    let c = super::read_state(app);
     match c.allocs.get(id) {
         Some(a) if !auth.allow_ns_op(&a.alloc.namespace, "read-job") => {
             Err(ApiError::Internal(format!("Unknown allocation {id:?}")))

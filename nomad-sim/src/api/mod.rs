@@ -247,6 +247,39 @@ pub fn parse_write(app: &App, q: Option<&str>) -> Result<(), ApiError> {
     Ok(())
 }
 
+tokio::task_local! {
+    /// The lagging follower's state answering this request (`stale_reads`).
+    static FOLLOWER: Option<Arc<Cluster>>;
+}
+
+fn follower() -> Option<Arc<Cluster>> {
+    FOLLOWER.try_with(|f| f.clone()).ok().flatten()
+}
+
+/// The state a read is answered from: the leader's, or a lagging
+/// follower's under the `stale_reads` fault.
+pub enum View<'a> {
+    Leader(std::sync::RwLockReadGuard<'a, Cluster>),
+    Follower(Arc<Cluster>),
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        match self {
+            View::Leader(g) => g,
+            View::Follower(c) => c,
+        }
+    }
+}
+
+pub fn read_state(app: &App) -> View<'_> {
+    match follower() {
+        Some(c) => View::Follower(c),
+        None => View::Leader(app.cluster.read().unwrap()),
+    }
+}
+
 /// Runs a blocking query: `probe` returns the current index of the watched
 /// data and a receiver that fires when that data may have changed. Returns
 /// once the index is above `q.index` or the wait ran out.
@@ -268,6 +301,14 @@ pub async fn block_until(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _parked = Parked(&app.waiters);
     let deadline = tokio::time::Instant::now() + q.wait;
+    if let Some(f) = follower() {
+        // A follower that does not apply the log never moves: an index at
+        // or above its own blocks until the wait runs out (blockingRPC).
+        if probe(&f).0 <= q.index {
+            tokio::time::sleep_until(deadline).await;
+        }
+        return;
+    }
     loop {
         let (idx, rx) = {
             let c = app.cluster.read().unwrap();
@@ -368,7 +409,33 @@ pub async fn handle(
     let res = if path.starts_with("/sim/") || path == "/sim" {
         crate::control::handle(&app, req).await
     } else {
-        route_v1(&app, req, &path, known_leader).await
+        let (fstate, stale) = if method == Method::GET {
+            let f = app.faults.lock().unwrap().clone();
+            let st = f.follower_for(&path, req.uri().query());
+            (st.clone(), st.and(f.stale_reads))
+        } else {
+            (None, None)
+        };
+        let r = FOLLOWER
+            .scope(fstate, route_v1(&app, req, &path, known_leader))
+            .await;
+        match (r, stale) {
+            (Ok(mut r), Some(sr)) => {
+                // setMeta from the follower's QueryMeta.
+                let h = r.headers_mut();
+                if h.contains_key("x-nomad-index") {
+                    h.insert(
+                        "x-nomad-lastcontact",
+                        sr.last_contact_ms.to_string().parse().unwrap(),
+                    );
+                    if !sr.known_leader {
+                        h.insert("x-nomad-knownleader", "false".parse().unwrap());
+                    }
+                }
+                Ok(r)
+            }
+            (r, _) => r,
+        }
     };
     let r = match res {
         Ok(r) => r,

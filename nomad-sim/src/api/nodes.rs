@@ -65,7 +65,7 @@ pub(super) async fn list(
     let q = parse_query(app, req.uri().query())?;
     let expr = parse_filter(&q.filter)?;
     block_until(app, &q, |c| (c.nodes_index, Some(c.nodes_tx.subscribe()))).await;
-    let c = app.cluster.read().unwrap();
+    let c = super::read_state(app);
     let mut fields = Vec::new();
     if let Some(e) = &expr {
         e.fields(&mut fields);
@@ -129,7 +129,7 @@ pub(super) async fn read(
         None => (c.nodes_index, Some(c.nodes_tx.subscribe())),
     })
     .await;
-    let c = app.cluster.read().unwrap();
+    let c = super::read_state(app);
     match c.nodes.get(id) {
         Some(rec) => {
             let body = to_json(&rec.node, q.pretty);
@@ -178,7 +178,7 @@ pub(super) async fn allocations(
         (node_allocs_index(c, id), Some(rx))
     })
     .await;
-    let c = app.cluster.read().unwrap();
+    let c = super::read_state(app);
     let idx = node_allocs_index(&c, id);
     let mut body = Vec::new();
     body.push(b'[');
