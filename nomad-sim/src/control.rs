@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, Resp, json_bytes, to_json};
 use crate::faults::Faults;
-use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, GroupSpec, NodeSpec, Placement};
+use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, GroupSpec, JobSpec, NodeSpec, Placement};
 use crate::wire::StrMap;
 use crate::{App, secs_to_ns};
 
@@ -275,18 +275,18 @@ fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
             j.id
         )));
     }
-    let job = c.new_job(
-        a.job_id.clone(),
-        &a.namespace,
-        &a.job_type,
-        &a.node_pool,
-        a.count,
-        a.max_parallel,
-        GroupSpec {
+    let job = c.new_job(JobSpec {
+        id: a.job_id.clone(),
+        namespace: &a.namespace,
+        job_type: &a.job_type,
+        pool: &a.node_pool,
+        count: a.count,
+        max_parallel: a.max_parallel,
+        group: GroupSpec {
             kill_timeout_ns: kill,
             lost_after_ns: lost_after,
         },
-    );
+    });
     if a.job_type == "system" {
         let ids = c.submit_system_job(job.clone());
         return Ok(json!({"job_id": job.id, "alloc_ids": ids, "queued": 0}));

@@ -120,6 +120,20 @@ pub struct AllocRec {
     pub unknown_since: Option<i64>,
 }
 
+/// A job to register (or look up, when one with that ID exists in the
+/// namespace).
+#[derive(Debug, Clone)]
+pub struct JobSpec<'a> {
+    /// `None`: a generated `<type>-<n>` ID.
+    pub id: Option<String>,
+    pub namespace: &'a str,
+    pub job_type: &'a str,
+    pub pool: &'a str,
+    pub count: u32,
+    pub max_parallel: u32,
+    pub group: GroupSpec,
+}
+
 /// Task-group settings of a job the simulator models.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupSpec {
@@ -1240,16 +1254,16 @@ impl Cluster {
         Ok(idx)
     }
 
-    pub fn new_job(
-        &mut self,
-        id: Option<String>,
-        namespace: &str,
-        job_type: &str,
-        pool: &str,
-        count: u32,
-        max_parallel: u32,
-        group: GroupSpec,
-    ) -> Arc<Job> {
+    pub fn new_job(&mut self, spec: JobSpec<'_>) -> Arc<Job> {
+        let JobSpec {
+            id,
+            namespace,
+            job_type,
+            pool,
+            count,
+            max_parallel,
+            group,
+        } = spec;
         self.job_seq += 1;
         let id = id.unwrap_or_else(|| format!("{job_type}-{}", self.job_seq));
         let key = Job::key_of(namespace, &id);
@@ -1881,7 +1895,15 @@ impl Cluster {
         } else {
             min
         };
-        let job = self.new_job(None, &ns, "batch", &pool, 1, 1, GroupSpec::default());
+        let job = self.new_job(JobSpec {
+            id: None,
+            namespace: &ns,
+            job_type: "batch",
+            pool: &pool,
+            count: 1,
+            max_parallel: 1,
+            group: GroupSpec::default(),
+        });
         self.enqueue(Placement {
             job,
             index_in_job: 0,
