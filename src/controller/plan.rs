@@ -935,7 +935,10 @@ fn advance(
             let drain_done = !node.draining
                 && (node.last_drain == Some(LastDrainStatus::Complete)
                     || node.status == NodeStatus::Down);
-            let empty = allocs.is_some_and(|a| a.live == 0) || node.status == NodeStatus::Down;
+            // A down node is not empty by itself: an allocation its client
+            // never confirmed stopped stays `unknown` there, and a
+            // partitioned VM may still run it.
+            let empty = allocs.is_some_and(|a| a.live == 0);
             // Forcing still needs a fresh allocation read: the event and the
             // status must say what was killed.
             let deadline_forced = allocs.is_some()
@@ -995,11 +998,14 @@ fn advance(
                 } else {
                     let forced = !empty;
                     if forced {
-                        let partitioned = if node.status == NodeStatus::Disconnected {
-                            " (the node is disconnected: they may still be running)"
-                        } else {
-                            ""
-                        };
+                        let partitioned =
+                            if matches!(node.status, NodeStatus::Disconnected | NodeStatus::Down)
+                                && allocs.is_some_and(|a| a.unknown > 0)
+                            {
+                                " (unknown behind a partition: they may still be running)"
+                            } else {
+                                ""
+                            };
                         plan.warn(&e.node_name,
                             "ForceTerminate",
                             format!(
@@ -1048,17 +1054,30 @@ fn advance(
                         "draining; waiting for Nomad to mark the drain complete".into()
                     }
                     None => "waiting for the node's allocations to be read".into(),
-                    Some(a) if node.status == NodeStatus::Disconnected && a.live > 0 => format!(
-                        "node is disconnected with {} allocation(s) that may still run ({} unknown); \
-                         waiting for it to reconnect or for them to be replaced and stopped{}",
-                        a.live,
-                        a.unknown,
-                        if force_after.is_some() {
-                            ", or for drain.forceTerminateAfter"
-                        } else {
-                            ""
-                        }
-                    ),
+                    Some(a)
+                        if a.unknown > 0
+                            && matches!(
+                                node.status,
+                                NodeStatus::Disconnected | NodeStatus::Down
+                            ) =>
+                    {
+                        format!(
+                            "node is {} with {} allocation(s) that may still run ({} unknown: its client \
+                             never confirmed they stopped); waiting for it to reconnect and stop them{}",
+                            if node.status == NodeStatus::Down {
+                                "down"
+                            } else {
+                                "disconnected"
+                            },
+                            a.live,
+                            a.unknown,
+                            if force_after.is_some() {
+                                ", or for drain.forceTerminateAfter"
+                            } else {
+                                ""
+                            }
+                        )
+                    }
                     Some(a) if a.live > 0 => {
                         format!("waiting for {} allocation(s) to finish", a.live)
                     }

@@ -363,6 +363,16 @@ impl Drop for Bridge {
 
 impl Bridge {
     pub fn start(sim_url: String, group: String, node_pool: String) -> Bridge {
+        Self::start_with_meta(sim_url, group, node_pool, Value::Null)
+    }
+
+    /// As `start`, with `meta` (a JSON object, or null) on every client.
+    pub fn start_with_meta(
+        sim_url: String,
+        group: String,
+        node_pool: String,
+        meta: Value,
+    ) -> Bridge {
         let task = tokio::spawn(async move {
             let asg = asg_client();
             let http = reqwest::Client::new();
@@ -395,7 +405,8 @@ impl Bridge {
                     let alive = matches!(state.as_str(), "InService" | "Pending" | "Standby");
                     if alive && registered.insert(id.clone()) {
                         let body = json!({"count": 1, "node_pool": node_pool, "node_class": "linux",
-                                          "instance_ids": [id], "availability_zone": "us-east-1a"});
+                                          "instance_ids": [id], "availability_zone": "us-east-1a",
+                                          "meta": meta});
                         let _ = http
                             .post(format!("{sim_url}/sim/nodes"))
                             .json(&body)
@@ -525,6 +536,8 @@ pub struct WorldOptions {
     pub size: i32,
     pub min: i32,
     pub sim: SimOptions,
+    /// Node meta of the group's clients (a JSON object), or null.
+    pub node_meta: Value,
 }
 
 impl Default for WorldOptions {
@@ -533,6 +546,7 @@ impl Default for WorldOptions {
             size: 4,
             min: 0,
             sim: SimOptions::default(),
+            node_meta: Value::Null,
         }
     }
 }
@@ -548,7 +562,8 @@ impl World {
         let asg = asg_client();
         let group = unique(test);
         create_group(&asg, &group, opts.min, 50, opts.size).await;
-        let bridge = Bridge::start(sim.url.clone(), group.clone(), "ci".into());
+        let bridge =
+            Bridge::start_with_meta(sim.url.clone(), group.clone(), "ci".into(), opts.node_meta);
         let world = World {
             client,
             namespace,
