@@ -70,6 +70,11 @@ pub struct Faults {
     pub leader_lost: bool,
     /// Reads answered by a lagging follower (see [`StaleReads`]).
     pub stale_reads: Option<StaleReads>,
+    /// Every event-stream subscription is refused the way this Nomad
+    /// version refuses one its ACL check fails (`200` then an empty close
+    /// since 1.11.2; a plain `403` with `legacy_event_stream_refusal`), as
+    /// when a token loses `node:read` between the list and the subscription.
+    pub event_stream_refused: bool,
     #[serde(skip)]
     pub follower: FollowerState,
 }

@@ -567,6 +567,31 @@ async fn event_stream_refusal_is_a_plain_403_before_1_11_2() {
 }
 
 #[tokio::test]
+async fn the_event_stream_refused_fault_refuses_as_the_claimed_version_does() {
+    // The fault refuses a token that may subscribe, in the version's form.
+    let t = start_with(Config::default(), vec![("reader", Policy::NodeRead)]).await;
+    t.post("/sim/faults", json!({"event_stream_refused": true}))
+        .await;
+    let r = get_tok(&t, "/v1/event/stream?topic=Node", "reader").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
+    // Node reads are untouched.
+    let n = t.nodes(json!({"count": 1})).await;
+    let r = get_tok(&t, &format!("/v1/node/{}", n[0]), "reader").await;
+    assert_eq!(r.status(), 200);
+
+    let legacy = Config {
+        legacy_event_stream_refusal: true,
+        ..Default::default()
+    };
+    let t = start_with(legacy, vec![("reader", Policy::NodeRead)]).await;
+    t.post("/sim/faults", json!({"event_stream_refused": true}))
+        .await;
+    let (s, _, b) = plain(get_tok(&t, "/v1/event/stream?topic=Node", "reader").await).await;
+    assert_eq!((s.as_u16(), b.as_str()), (403, "Permission denied"));
+}
+
+#[tokio::test]
 async fn index_past_the_newest_event_replays_the_newest() {
     let t = start().await;
     let n = t.nodes(json!({"count": 2})).await;

@@ -104,6 +104,10 @@ impl WriteLog {
         }
     }
 
+    pub fn clear(&self) {
+        self.0.lock().expect("writes lock").clear();
+    }
+
     /// Nodes with a write the node view (at `seen_index`) does not show yet.
     /// Planning on that view would send the same write again: during a large
     /// scale-in the event that shows a drain can trail the reconciles that

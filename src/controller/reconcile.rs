@@ -388,8 +388,18 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let status = pool.status.clone().unwrap_or_default();
     // Read before the allocation facts: facts gathered under an earlier
     // answer may have been filtered by what the token could not see.
-    if rt.visibility.changed_since_seen() {
+    // Both checks run (no short circuit): each marks its news as seen.
+    let visibility_changed = rt.visibility.changed_since_seen();
+    let index_went_backwards = rt.watch.index_went_backwards_since_seen();
+    if visibility_changed || index_went_backwards {
         rt.watch.restart_allocation_watches();
+    }
+    if index_went_backwards {
+        // Their indexes belong to the cluster's past.
+        rt.writes.clear();
+    }
+    if !status.retiring.is_empty() {
+        rt.watch.probe_index(snapshot.index);
     }
     let visibility = rt.visibility.state();
     let allocs = rt

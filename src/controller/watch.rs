@@ -4,12 +4,13 @@
 //! one request per blocking-query wait (5 minutes), whatever its size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -67,6 +68,14 @@ pub struct PoolWatch {
     allocs: Mutex<HashMap<String, AllocWatch>>,
     load: Arc<Mutex<LoadCache>>,
     node_task: JoinHandle<()>,
+    /// Times the node watch saw Nomad's index go backwards, and how many of
+    /// those the pool has acted on.
+    regressions: Arc<AtomicU64>,
+    regressions_seen: AtomicU64,
+    /// Tells the node watch to list again (a parked stream or blocking
+    /// query would not notice that the cluster went back).
+    relist: Arc<Notify>,
+    last_probe: Mutex<Option<Instant>>,
 }
 
 struct AllocWatch {
@@ -115,6 +124,8 @@ impl PoolWatch {
         trigger: Trigger,
     ) -> Self {
         let (tx, rx) = watch::channel(NodesState::Pending);
+        let regressions = Arc::new(AtomicU64::new(0));
+        let relist = Arc::new(Notify::new());
         let node_task = tokio::spawn(watch_nodes(
             client.clone(),
             filter,
@@ -122,6 +133,10 @@ impl PoolWatch {
             instance_attribute,
             tx,
             trigger.clone(),
+            Regressions {
+                count: regressions.clone(),
+                relist: relist.clone(),
+            },
         ));
         Self {
             client,
@@ -130,7 +145,56 @@ impl PoolWatch {
             allocs: Mutex::new(HashMap::new()),
             load: Arc::default(),
             node_task,
+            regressions,
+            regressions_seen: AtomicU64::new(0),
+            relist,
+            last_probe: Mutex::new(None),
         }
+    }
+
+    /// While retirements wait on Nomad, check now and then (one small
+    /// leader read per `INDEX_PROBE_INTERVAL`, never while the pool is idle)
+    /// that Nomad's node table has not gone back behind the view at
+    /// `view_index`. After a snapshot restore every parked query waits on an
+    /// index the cluster no longer reaches, and the event stream skips the
+    /// new, lower-numbered events: without this the pool would sit still
+    /// for minutes.
+    pub fn probe_index(&self, view_index: u64) {
+        {
+            let mut last = self.last_probe.lock().expect("probe lock");
+            if last.is_some_and(|at| at.elapsed() < INDEX_PROBE_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let client = self.client.clone();
+        let regressions = self.regressions.clone();
+        let relist = self.relist.clone();
+        let trigger = self.trigger.clone();
+        tokio::spawn(async move {
+            match client.nodes_table_index().await {
+                Ok(index) if index < view_index => {
+                    warn!(
+                        index,
+                        view_index, "Nomad's node index went backwards; reading everything again"
+                    );
+                    regressions.fetch_add(1, Ordering::Relaxed);
+                    relist.notify_one();
+                    trigger.fire();
+                }
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "Nomad index probe failed"),
+            }
+        });
+    }
+
+    /// Whether Nomad's index went backwards since the last call. An
+    /// allocation query parked on an index the cluster no longer reaches
+    /// would wait out its whole wait (Nomad answers only once the index
+    /// passes the one asked for), so the pool restarts those queries.
+    pub fn index_went_backwards_since_seen(&self) -> bool {
+        let now = self.regressions.load(Ordering::Relaxed);
+        self.regressions_seen.swap(now, Ordering::Relaxed) != now
     }
 
     pub fn nodes(&self) -> NodesState {
@@ -256,6 +320,7 @@ async fn watch_nodes(
     instance_attribute: &'static str,
     tx: watch::Sender<NodesState>,
     trigger: Trigger,
+    regressions: Regressions,
 ) {
     let mut w = NodeWatch {
         client,
@@ -266,6 +331,7 @@ async fn watch_nodes(
         instance_ids: Arc::default(),
         failing_since: None,
         backoff: Duration::ZERO,
+        regressions,
     };
     let mut short_streams = 0;
     loop {
@@ -285,8 +351,16 @@ async fn watch_nodes(
             return w.blocking(index).await;
         }
         let started = Instant::now();
-        if let Err(e) = w.follow(index, &selector, &mut nodes).await {
-            debug!(error = %e, "node event stream ended; listing again");
+        match w.follow(index, &selector, &mut nodes).await {
+            Err(e) => debug!(error = %e, "node event stream ended; listing again"),
+            Ok(StreamEnd::Closed) => {}
+            Ok(StreamEnd::Relist) => continue,
+            Ok(StreamEnd::IndexWentBackwards) => {
+                warn!("Nomad's index went backwards; listing the nodes again");
+                w.regressions.count.fetch_add(1, Ordering::Relaxed);
+                w.trigger.fire();
+                continue;
+            }
         }
         if started.elapsed() < MIN_HEALTHY_STREAM {
             short_streams += 1;
@@ -297,6 +371,18 @@ async fn watch_nodes(
         }
     }
 }
+
+/// Why a subscription ended without an error.
+enum StreamEnd {
+    Closed,
+    /// The stream itself showed the cluster's index going backwards.
+    IndexWentBackwards,
+    /// The index probe asked for a fresh list.
+    Relist,
+}
+
+/// How often a busy pool checks that Nomad's index has not gone back.
+const INDEX_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A stream that ends sooner than this counts as unusable.
 const MIN_HEALTHY_STREAM: Duration = Duration::from_secs(5);
@@ -312,6 +398,14 @@ struct NodeWatch {
     instance_ids: Arc<HashMap<String, String>>,
     failing_since: Option<Instant>,
     backoff: Duration,
+    regressions: Regressions,
+}
+
+/// Shared between a pool's node watch and its `PoolWatch`.
+struct Regressions {
+    /// Times Nomad's index was seen going backwards.
+    count: Arc<AtomicU64>,
+    relist: Arc<Notify>,
 }
 
 impl NodeWatch {
@@ -410,9 +504,10 @@ impl NodeWatch {
         index: u64,
         selector: &PoolSelector,
         nodes: &mut BTreeMap<String, Arc<NodeListStub>>,
-    ) -> Result<(), NomadError> {
+    ) -> Result<StreamEnd, NomadError> {
         let mut stream = self.client.node_events(index + 1).await?;
         let mut last = index;
+        let mut batches = 0u32;
         loop {
             // A node whose attributes could not be read (a failed read at
             // list time) gets no event until it changes: retry it here, or
@@ -422,11 +517,26 @@ impl NodeWatch {
                 .filter(|id| !self.instance_ids.contains_key(*id))
                 .cloned()
                 .collect();
+            let relist = self.regressions.relist.clone();
+            let next_frame = async {
+                tokio::select! {
+                    next = stream.next() => next.map(Some),
+                    // The probe saw the cluster go back: its counter is
+                    // already raised.
+                    _ = relist.notified() => Ok(None),
+                }
+            };
             let next = if missing.is_empty() {
-                stream.next().await?
+                match next_frame.await? {
+                    Some(next) => next,
+                    None => return Ok(StreamEnd::Relist),
+                }
             } else {
-                match tokio::time::timeout(DETAIL_RETRY, stream.next()).await {
-                    Ok(next) => next?,
+                match tokio::time::timeout(DETAIL_RETRY, next_frame).await {
+                    Ok(next) => match next? {
+                        Some(next) => next,
+                        None => return Ok(StreamEnd::Relist),
+                    },
                     Err(_) => {
                         let known = self.instance_ids.len();
                         self.read_instance_ids(missing).await;
@@ -438,6 +548,18 @@ impl NodeWatch {
                 }
             };
             let Some(frame) = next else { break };
+            if frame.index > 0 {
+                batches += 1;
+                // Within one subscription Nomad's indexes only grow; only the
+                // first batch may replay what the list already showed (an
+                // index past the newest event re-delivers the newest). A
+                // later batch at or below what we hold means the cluster went
+                // backwards (a snapshot restore, a rebuilt cluster): its
+                // events would all be skipped below, so list again.
+                if batches > 1 && frame.index <= last {
+                    return Ok(StreamEnd::IndexWentBackwards);
+                }
+            }
             let mut changed = false;
             for ev in frame.events {
                 let Some(node) = ev.payload.node else {
@@ -464,14 +586,22 @@ impl NodeWatch {
                 self.publish(last, nodes.values().cloned().collect());
             }
         }
-        Ok(())
+        Ok(StreamEnd::Closed)
     }
 
     /// Fallback for a Nomad without a usable event stream: blocking queries
     /// on the node list, one full list per change.
     async fn blocking(mut self, mut index: u64) {
+        let relist = self.regressions.relist.clone();
         loop {
-            match self.list(index).await {
+            let listed = tokio::select! {
+                listed = self.list(index) => listed,
+                _ = relist.notified() => {
+                    index = 0;
+                    continue;
+                }
+            };
+            match listed {
                 Some(resp) => index = resp.next_index(index),
                 // Retry with a plain read: a blocking query on the old index
                 // would leave the pool Failed until the node table changes.

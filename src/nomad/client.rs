@@ -428,6 +428,22 @@ impl NomadClient {
         .map(drop)
     }
 
+    /// `GET /v1/nodes?per_page=1` from the leader: the index of Nomad's
+    /// node table, which only grows unless the cluster itself went back (a
+    /// snapshot restore, a rebuilt cluster).
+    pub async fn nodes_table_index(&self) -> Result<u64, NomadError> {
+        let params = vec![("per_page", "1".to_owned())];
+        let resp: QueryResponse<serde_json::Value> = self
+            .query(
+                &["nodes"],
+                params,
+                &QueryOptions::default(),
+                NodeScope::None,
+            )
+            .await?;
+        Ok(resp.index)
+    }
+
     pub(super) async fn query<T: DeserializeOwned>(
         &self,
         path: &[&str],

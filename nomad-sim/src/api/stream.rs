@@ -51,6 +51,9 @@ pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     if topics.is_empty() {
         topics.insert("*".into(), vec!["*".into()]);
     }
+    if app.faults.lock().unwrap().event_stream_refused {
+        return refuse(app);
+    }
     // Event.stream: Authenticate, then validateACL for every namespace
     // asked for (`*` = every namespace that exists), each topic.
     let namespaces = match auth(app, req.headers()) {
