@@ -39,7 +39,7 @@ impl VisibilityState {
         match self {
             VisibilityState::Known(v) if v.proven() => None,
             VisibilityState::Known(Visibility::Unproven(gap)) => Some(format!(
-                "{gap}. Until it can, drained clients are not terminated; add `{MINIMAL_NAMESPACE_RULE}` \
+                "{gap}. Until then, drained clients are not terminated; add `{MINIMAL_NAMESPACE_RULE}` \
                  (or capabilities = [\"read-job\"]) to one of the token's policies"
             )),
             VisibilityState::Known(_) => None,
