@@ -1,0 +1,273 @@
+//! Random pools, allocation states and spec changes: the safety
+//! invariants hold for every generated case.
+
+use super::*;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Case {
+    nodes: Vec<NodeFacts>,
+    tracked: Vec<RetiringNode>,
+    allocs: HashMap<String, AllocFacts>,
+    load: HashMap<String, u32>,
+    group: GroupState,
+    spec: NomadClientPoolSpec,
+    hidden: bool,
+}
+
+fn phase() -> impl Strategy<Value = RetirePhase> {
+    prop_oneof![
+        Just(RetirePhase::Selected),
+        Just(RetirePhase::Cordoned),
+        Just(RetirePhase::Draining),
+        Just(RetirePhase::Drained),
+        Just(RetirePhase::Terminating),
+        Just(RetirePhase::Cancelling),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1u32..12).prop_flat_map(|n| {
+        (
+            proptest::collection::vec(
+                (
+                    any::<bool>(),
+                    any::<bool>(),
+                    0u8..5,
+                    0u8..4,
+                    prop::option::of((0u8..3, any::<bool>())),
+                    0u32..4,
+                    prop::option::of(0u32..3),
+                ),
+                n as usize,
+            ),
+            proptest::collection::vec(
+                prop::option::of((phase(), any::<bool>(), any::<bool>())),
+                n as usize,
+            ),
+            (
+                0i32..14,
+                1i32..5,
+                0u32..4,
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            proptest::collection::vec(0u8..5, n as usize),
+        )
+            .prop_map(
+                move |(
+                    node_bits,
+                    tracked_bits,
+                    (replicas, budget, min, paused, dry, force, hidden),
+                    lifecycles,
+                )| {
+                    let mut nodes = vec![];
+                    let mut allocs = HashMap::new();
+                    let mut load = HashMap::new();
+                    let mut group = group(n);
+                    group.min_size = min;
+                    for (i, (eligible, draining, status, drain, ours, busy, live)) in
+                        node_bits.into_iter().enumerate()
+                    {
+                        let mut f = node(i as u32);
+                        f.eligible = eligible && !draining;
+                        f.draining = draining;
+                        f.status = [
+                            NodeStatus::Ready,
+                            NodeStatus::Ready,
+                            NodeStatus::Down,
+                            NodeStatus::Initializing,
+                            NodeStatus::Disconnected,
+                        ][status as usize];
+                        f.last_drain = [
+                            None,
+                            Some(LastDrainStatus::Draining),
+                            Some(LastDrainStatus::Complete),
+                            Some(LastDrainStatus::Canceled),
+                        ][drain as usize];
+                        f.last_drain_mark = ours.map(|(reason, cordoned_by_pool)| DrainMark {
+                            reason: [
+                                RetireReason::ScaleIn,
+                                RetireReason::Requested,
+                                RetireReason::Replace,
+                            ][reason as usize],
+                            cordoned_by_pool,
+                        });
+                        load.insert(f.id.clone(), busy);
+                        if let Some(live) = live {
+                            allocs.insert(
+                                f.id.clone(),
+                                AllocFacts {
+                                    live,
+                                    ..Default::default()
+                                },
+                            );
+                        }
+                        nodes.push(f);
+                    }
+                    for (i, l) in lifecycles.into_iter().enumerate() {
+                        group.instances[i].lifecycle = [
+                            Lifecycle::InService,
+                            Lifecycle::InService,
+                            Lifecycle::Terminating,
+                            Lifecycle::Standby,
+                            Lifecycle::Pending,
+                        ][l as usize]
+                            .clone();
+                        group.instances[i].protected_from_scale_in = l == 4;
+                    }
+                    let tracked = tracked_bits
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(i, bits)| {
+                            bits.map(|(phase, decrement, cordoned)| {
+                                let mut e = entry(&nodes[i], phase);
+                                e.decrement = decrement;
+                                e.reason = if decrement {
+                                    RetireReason::ScaleIn
+                                } else {
+                                    RetireReason::Replace
+                                };
+                                e.cordoned_by_pool = cordoned;
+                                e.drain_deadline = Some(Time(t("2026-11-26T11:00:00Z")));
+                                e
+                            })
+                        })
+                        .collect();
+                    let mut spec = spec(Some(replicas));
+                    spec.disruption.max_unavailable = IntOrString::Int(budget);
+                    spec.disruption.paused = paused;
+                    spec.disruption.dry_run = dry;
+                    if force {
+                        spec.drain.deadline = Some("30m".into());
+                        spec.drain.force_terminate_after = Some("10m".into());
+                    }
+                    Case {
+                        nodes,
+                        tracked,
+                        allocs,
+                        load,
+                        group,
+                        spec,
+                        hidden,
+                    }
+                },
+            )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn safety_invariants_hold(c in case()) {
+        let p = plan(&PoolView {
+            now: now(),
+            pool_key: "ns/pool",
+                spec: &c.spec,
+            tracked: &c.tracked,
+            nodes: &c.nodes,
+            allocs: &c.allocs,
+            load: Some(&c.load),
+            group: &c.group,
+            visibility: if c.hidden {
+                AllocationVisibility::Unproven("the token cannot read namespace \"b\"")
+            } else {
+                AllocationVisibility::Proven
+            },
+        });
+        let node = |id: &str| c.nodes.iter().find(|n| n.id == id);
+        let forced = c.spec.drain.force_terminate_after.is_some();
+
+        // A node appears at most once in status.
+        let mut ids: Vec<&str> = p.retiring.iter().map(|r| r.node_id.as_str()).collect();
+        ids.sort();
+        let before = ids.len();
+        ids.dedup();
+        prop_assert_eq!(before, ids.len());
+
+        for a in &p.actions {
+            match a {
+                Action::Terminate { node_id, decrement, .. } => {
+                    let n = node(node_id);
+                    let entry = p.retiring.iter().find(|r| &r.node_id == node_id);
+                    // Only what status names as Terminating is terminated (write-ahead).
+                    prop_assert!(entry.is_some_and(|e| e.phase == RetirePhase::Terminating && e.decrement == *decrement));
+                    let was_terminating = c.tracked.iter().any(|r| &r.node_id == node_id && r.phase == RetirePhase::Terminating);
+                    if !was_terminating {
+                        // Entering termination now: never with a live allocation or a running drain.
+                        let n = n.expect("terminated node exists");
+                        prop_assert!(!n.draining, "drain still running");
+                        let live = c.allocs.get(node_id).map(|a| a.live);
+                        prop_assert!(live == Some(0) || (forced && live.is_some()), "live allocations: {:?}", live);
+                        // Allocations the token may not see: only a termination the spec forces.
+                        prop_assert!(!c.hidden || (forced && live.is_some()), "terminated with hidden allocations possible");
+                    }
+                    prop_assert!(!c.spec.disruption.dry_run || was_terminating);
+                }
+                Action::Release { node_id, .. } => {
+                    // A committed termination is never cancelled.
+                    let was = c.tracked.iter().find(|r| &r.node_id == node_id);
+                    prop_assert!(was.is_none_or(|r| r.phase != RetirePhase::Terminating));
+                }
+                Action::Cordon { node_id } => {
+                    let e = p.retiring.iter().find(|r| &r.node_id == node_id);
+                    prop_assert!(e.is_some_and(|e| e.phase == RetirePhase::Selected));
+                }
+                Action::Drain { node_id, mark } => {
+                    let e = p.retiring.iter().find(|r| &r.node_id == node_id);
+                    prop_assert!(e.is_some_and(|e| e.phase == RetirePhase::Cordoned));
+                    // The drain's Meta records the retirement as status does.
+                    let e = e.unwrap();
+                    prop_assert_eq!((mark.reason, mark.cordoned_by_pool), (e.reason, e.cordoned_by_pool));
+                }
+                Action::Purge { node_id } => {
+                    prop_assert!(node(node_id).is_some_and(|n| n.status == NodeStatus::Down));
+                }
+                Action::SetDesiredCapacity { desired } => {
+                    prop_assert!(*desired > c.group.desired_capacity);
+                    prop_assert!(!c.spec.disruption.dry_run);
+                }
+            }
+        }
+
+        // New selections: never in dry run or pause, only eligible ready
+        // non-draining nodes, and never past the budget.
+        let new: Vec<&RetiringNode> =
+            p.retiring.iter().filter(|r| !c.tracked.iter().any(|t| t.node_id == r.node_id)).collect();
+        let adopted = |r: &RetiringNode| node(&r.node_id).is_some_and(|n| n.last_drain_mark.is_some());
+        let selected: Vec<&&RetiringNode> = new.iter().filter(|r| !adopted(r)).collect();
+        let adopted_now = |r: &RetiringNode| {
+            p.events.iter().any(|e| e.reason == "AdoptedDrain" && e.node.as_deref() == Some(r.node_name.as_str()))
+        };
+        for r in new.iter().filter(|r| adopted_now(r)) {
+            let n = node(&r.node_id).unwrap();
+            let mark = n.last_drain_mark.as_ref().unwrap();
+            // Adopted as recorded: a replacement never shrinks the group,
+            // and a cancel restores the owner's cordon.
+            prop_assert_eq!(r.decrement, r.reason != RetireReason::Replace);
+            prop_assert_eq!(r.cordoned_by_pool, mark.cordoned_by_pool);
+            // A finished drain the pool gave back, of a client someone
+            // else had cordoned, is never taken again (no spec names
+            // clients here).
+            prop_assert!(
+                n.draining || mark.reason == RetireReason::ScaleIn || mark.cordoned_by_pool,
+                "re-adopted a client given back: {:?}", n
+            );
+        }
+        if c.spec.disruption.dry_run || c.spec.disruption.paused {
+            prop_assert!(selected.is_empty());
+        }
+        for r in &selected {
+            let n = node(&r.node_id).unwrap();
+            prop_assert!(n.eligible && !n.draining && n.status == NodeStatus::Ready);
+        }
+        if !selected.is_empty() {
+            let in_flight = p.retiring.iter().filter(|r| r.phase != RetirePhase::Cancelling).count() as u32;
+            let budget = budget(&c.spec.disruption.max_unavailable, 0);
+            prop_assert!(in_flight <= budget, "{} in flight, budget {}", in_flight, budget);
+        }
+    }
+}

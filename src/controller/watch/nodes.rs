@@ -1,0 +1,311 @@
+//! The node-list watch of a pool: a list, then Nomad's Node event stream
+//! (blocking list queries where the stream is unusable), publishing what the
+//! pool's nodes look like now.
+
+use super::*;
+
+/// The node-list watch: one full list, then Nomad's Node event stream, whose
+/// payloads carry whole nodes (instance IDs included) so a change costs one
+/// small event instead of re-reading the whole pool. Every subscription ends
+/// after `EVENT_STREAM_LIFETIME` and the list is read again, which also
+/// repairs anything a gap in Nomad's event buffer hid. A Nomad whose stream is
+/// unusable (closed at once, or refused) is watched with blocking queries on
+/// the node list instead.
+pub(super) async fn watch_nodes(
+    client: NomadClient,
+    filter: Option<String>,
+    selector: PoolSelector,
+    instance_attribute: &'static str,
+    tx: watch::Sender<NodesState>,
+    trigger: Trigger,
+    regressions: Regressions,
+) {
+    let mut w = NodeWatch {
+        client,
+        filter,
+        instance_attribute,
+        tx,
+        trigger,
+        instance_ids: Arc::default(),
+        failing_since: None,
+        backoff: Duration::ZERO,
+        regressions,
+    };
+    let mut short_streams = 0;
+    loop {
+        let Some(listed) = w.list(0).await else {
+            continue;
+        };
+        let index = listed.index;
+        let mut nodes: BTreeMap<String, Arc<NodeListStub>> = listed
+            .value
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        if short_streams >= STREAM_FALLBACK_AFTER {
+            warn!(
+                "the Nomad event stream keeps closing; watching the node list with blocking queries"
+            );
+            return w.blocking(index).await;
+        }
+        let started = Instant::now();
+        match w.follow(index, &selector, &mut nodes).await {
+            Err(e) => debug!(error = %e, "node event stream ended; listing again"),
+            Ok(StreamEnd::Closed) => {}
+            Ok(StreamEnd::Relist) => continue,
+            Ok(StreamEnd::IndexWentBackwards) => {
+                warn!("Nomad's index went backwards; listing the nodes again");
+                w.regressions.count.fetch_add(1, Ordering::Relaxed);
+                w.trigger.fire();
+                continue;
+            }
+        }
+        if started.elapsed() < MIN_HEALTHY_STREAM {
+            short_streams += 1;
+            w.backoff = next_backoff(w.backoff);
+            tokio::time::sleep(w.backoff).await;
+        } else {
+            short_streams = 0;
+        }
+    }
+}
+
+/// Why a subscription ended without an error.
+enum StreamEnd {
+    Closed,
+    /// The stream itself showed the cluster's index going backwards.
+    IndexWentBackwards,
+    /// The index probe asked for a fresh list.
+    Relist,
+}
+
+/// A stream that ends sooner than this counts as unusable.
+const MIN_HEALTHY_STREAM: Duration = Duration::from_secs(5);
+/// Unusable streams in a row before falling back to blocking list queries.
+const STREAM_FALLBACK_AFTER: u32 = 3;
+
+struct NodeWatch {
+    client: NomadClient,
+    filter: Option<String>,
+    instance_attribute: &'static str,
+    tx: watch::Sender<NodesState>,
+    trigger: Trigger,
+    instance_ids: Arc<HashMap<String, String>>,
+    failing_since: Option<Instant>,
+    backoff: Duration,
+    regressions: Regressions,
+}
+
+/// Shared between a pool's node watch and its `PoolWatch`.
+pub(super) struct Regressions {
+    /// Times Nomad's index was seen going backwards.
+    pub(super) count: Arc<AtomicU64>,
+    pub(super) relist: Arc<Notify>,
+}
+
+impl NodeWatch {
+    /// List the pool's nodes (blocking on `index` when non-zero), read the
+    /// instance ID of nodes not seen before, and publish. `None` on failure,
+    /// after publishing it and backing off.
+    async fn list(&mut self, index: u64) -> Option<QueryResponse<Vec<Arc<NodeListStub>>>> {
+        let q = QueryOptions {
+            index,
+            wait: (index > 0).then_some(BLOCKING_WAIT),
+            stale: true,
+        };
+        match self.client.list_nodes(self.filter.as_deref(), &q).await {
+            Ok(resp) => {
+                self.backoff = Duration::ZERO;
+                self.failing_since = None;
+                let resp = resp.map(|v| v.into_iter().map(Arc::new).collect::<Vec<_>>());
+                let wanted: HashSet<&str> = resp.value.iter().map(|n| n.id.as_str()).collect();
+                if self
+                    .instance_ids
+                    .keys()
+                    .any(|id| !wanted.contains(id.as_str()))
+                {
+                    Arc::make_mut(&mut self.instance_ids)
+                        .retain(|id, _| wanted.contains(id.as_str()));
+                }
+                let missing: Vec<String> = resp
+                    .value
+                    .iter()
+                    .filter(|n| !self.instance_ids.contains_key(&n.id))
+                    .map(|n| n.id.clone())
+                    .collect();
+                self.read_instance_ids(missing).await;
+                self.publish(resp.index, resp.value.clone());
+                Some(resp)
+            }
+            Err(e) => {
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                warn!(error = %e, "Nomad node list query failed");
+                self.tx.send_replace(NodesState::Failed {
+                    error: Arc::new(e),
+                    since,
+                });
+                self.trigger.fire();
+                self.backoff = next_backoff(self.backoff);
+                tokio::time::sleep(self.backoff).await;
+                None
+            }
+        }
+    }
+
+    async fn read_instance_ids(&mut self, ids: Vec<String>) {
+        let details = futures::stream::iter(ids)
+            .map(|id| {
+                let client = self.client.clone();
+                async move { (id.clone(), client.node(&id, &QueryOptions::default()).await) }
+            })
+            .buffer_unordered(DETAIL_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for (id, result) in details {
+            match result {
+                Ok(resp) => {
+                    if let Some(instance) = instance_of(&resp.value, self.instance_attribute) {
+                        self.set_instance(&id, instance);
+                    }
+                }
+                // Purged between the list and the read: the next list drops it.
+                Err(NomadError::NodeNotFound { .. }) => {}
+                Err(e) => {
+                    debug!(node = %id, error = %e, "node read failed; retried on the next list")
+                }
+            }
+        }
+    }
+
+    fn set_instance(&mut self, node_id: &str, instance: String) {
+        if self.instance_ids.get(node_id) != Some(&instance) {
+            Arc::make_mut(&mut self.instance_ids).insert(node_id.to_owned(), instance);
+        }
+    }
+
+    fn publish(&self, index: u64, nodes: Vec<Arc<NodeListStub>>) {
+        let snapshot = NodesSnapshot {
+            index,
+            nodes,
+            instance_ids: self.instance_ids.clone(),
+        };
+        self.tx.send_replace(NodesState::Ready(Arc::new(snapshot)));
+        self.trigger.fire();
+    }
+
+    /// Apply Node events after `index` to `nodes` until the stream ends.
+    async fn follow(
+        &mut self,
+        index: u64,
+        selector: &PoolSelector,
+        nodes: &mut BTreeMap<String, Arc<NodeListStub>>,
+    ) -> Result<StreamEnd, NomadError> {
+        let mut stream = self.client.node_events(index + 1).await?;
+        let mut last = index;
+        let mut batches = 0u32;
+        loop {
+            // A node whose attributes could not be read (a failed read at
+            // list time) gets no event until it changes: retry it here, or
+            // it could never be selected until the next re-list.
+            let missing: Vec<String> = nodes
+                .keys()
+                .filter(|id| !self.instance_ids.contains_key(*id))
+                .cloned()
+                .collect();
+            let relist = self.regressions.relist.clone();
+            let next_frame = async {
+                tokio::select! {
+                    next = stream.next() => next.map(Some),
+                    // The probe saw the cluster go back: its counter is
+                    // already raised.
+                    _ = relist.notified() => Ok(None),
+                }
+            };
+            let next = if missing.is_empty() {
+                match next_frame.await? {
+                    Some(next) => next,
+                    None => return Ok(StreamEnd::Relist),
+                }
+            } else {
+                match tokio::time::timeout(DETAIL_RETRY, next_frame).await {
+                    Ok(next) => match next? {
+                        Some(next) => next,
+                        None => return Ok(StreamEnd::Relist),
+                    },
+                    Err(_) => {
+                        let known = self.instance_ids.len();
+                        self.read_instance_ids(missing).await;
+                        if self.instance_ids.len() > known {
+                            self.publish(last, nodes.values().cloned().collect());
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some(frame) = next else { break };
+            if frame.index > 0 {
+                batches += 1;
+                // Within one subscription Nomad's indexes only grow; only the
+                // first batch may replay what the list already showed (an
+                // index past the newest event re-delivers the newest). A
+                // later batch at or below what we hold means the cluster went
+                // backwards (a snapshot restore, a rebuilt cluster): its
+                // events would all be skipped below, so list again.
+                if batches > 1 && frame.index <= last {
+                    return Ok(StreamEnd::IndexWentBackwards);
+                }
+            }
+            let mut changed = false;
+            for ev in frame.events {
+                let Some(node) = ev.payload.node else {
+                    continue;
+                };
+                if ev.topic != "Node" || ev.index <= index {
+                    continue;
+                }
+                if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
+                    changed |= nodes.remove(&node.id).is_some();
+                    if self.instance_ids.contains_key(&node.id) {
+                        Arc::make_mut(&mut self.instance_ids).remove(&node.id);
+                    }
+                } else {
+                    if let Some(instance) = instance_of(&node, self.instance_attribute) {
+                        self.set_instance(&node.id, instance);
+                    }
+                    nodes.insert(node.id.clone(), Arc::new(node.to_stub()));
+                    changed = true;
+                }
+                last = last.max(ev.index);
+            }
+            if changed {
+                self.publish(last, nodes.values().cloned().collect());
+            }
+        }
+        Ok(StreamEnd::Closed)
+    }
+
+    /// Fallback for a Nomad without a usable event stream: blocking queries
+    /// on the node list, one full list per change.
+    async fn blocking(mut self, mut index: u64) {
+        let relist = self.regressions.relist.clone();
+        loop {
+            let listed = tokio::select! {
+                listed = self.list(index) => listed,
+                _ = relist.notified() => {
+                    index = 0;
+                    continue;
+                }
+            };
+            match listed {
+                Some(resp) => index = resp.next_index(index),
+                // Retry with a plain read: a blocking query on the old index
+                // would leave the pool Failed until the node table changes.
+                None => index = 0,
+            }
+        }
+    }
+}
+
+fn instance_of(node: &Node, attribute: &str) -> Option<String> {
+    node.attribute(attribute).map(str::to_owned)
+}

@@ -1,0 +1,123 @@
+//! `GET /v1/event/stream` for Node events: the subscription and its NDJSON
+//! frames.
+
+use super::*;
+
+/// How long a Node event-stream subscription lives before it is closed and
+/// the watcher re-lists: a bounded subscription doubles as a periodic full
+/// resync, which repairs anything a gap in Nomad's event buffer hid.
+pub const EVENT_STREAM_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Nomad sends `{}` every 30 s; three missed heartbeats mean a dead stream.
+const EVENT_STREAM_IDLE: Duration = Duration::from_secs(95);
+
+/// One NDJSON line of `GET /v1/event/stream`. A heartbeat is `{}`: index 0
+/// and no events.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EventFrame {
+    #[serde(rename = "Index", default)]
+    pub index: u64,
+    #[serde(rename = "Events", default)]
+    pub events: Vec<NomadEvent>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct NomadEvent {
+    #[serde(rename = "Topic", default)]
+    pub topic: String,
+    /// `NodeRegistration`, `NodeDeregistration`, `NodeEligibility`,
+    /// `NodeDrain`, `NodeStreamEvent` (the docs' `NodeEvent`).
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+    #[serde(rename = "Index", default)]
+    pub index: u64,
+    #[serde(rename = "Payload", default)]
+    pub payload: EventPayload,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EventPayload {
+    #[serde(rename = "Node", default)]
+    pub node: Option<crate::nomad::types::Node>,
+}
+
+/// A live subscription to Node events.
+pub struct NodeEventStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    endpoint: String,
+}
+
+impl NomadClient {
+    /// `GET /v1/event/stream?topic=Node&index=N`: every change to any node,
+    /// with the full node as payload, from index `index` (inclusive).
+    pub async fn node_events(&self, index: u64) -> Result<NodeEventStream, NomadError> {
+        let (url, endpoint) = self.url(
+            &Method::GET,
+            &["event", "stream"],
+            vec![("topic", "Node".to_string()), ("index", index.to_string())],
+        );
+        let started = Instant::now();
+        let resp = self
+            .inner
+            .http
+            .get(url)
+            .timeout(EVENT_STREAM_LIFETIME)
+            .send()
+            .await
+            .map_err(|e| {
+                crate::metrics::metrics().nomad_request(&endpoint, None, started.elapsed());
+                NomadError::from_reqwest(&endpoint, e)
+            })?;
+        let status = resp.status();
+        crate::metrics::metrics().nomad_request(
+            &endpoint,
+            Some(status.as_u16()),
+            started.elapsed(),
+        );
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(status_error(status, &body, endpoint, NodeScope::None));
+        }
+        Ok(NodeEventStream {
+            resp,
+            buf: Vec::new(),
+            endpoint,
+        })
+    }
+}
+
+impl NodeEventStream {
+    /// The next frame (heartbeats included), or `None` when the server ended
+    /// the stream. The subscription's lifetime ending is an error like any
+    /// other: the caller re-lists.
+    pub async fn next(&mut self) -> Result<Option<EventFrame>, NomadError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = line.trim_ascii();
+                if line.is_empty() {
+                    continue;
+                }
+                return serde_json::from_slice(line).map(Some).map_err(|source| {
+                    NomadError::Decode {
+                        endpoint: self.endpoint.clone(),
+                        source,
+                    }
+                });
+            }
+            let chunk = tokio::time::timeout(EVENT_STREAM_IDLE, self.resp.chunk())
+                .await
+                .map_err(|_| NomadError::Api {
+                    status: 0,
+                    message: "event stream silent for longer than three heartbeats".into(),
+                    endpoint: self.endpoint.clone(),
+                })?
+                .map_err(|e| NomadError::from_reqwest(&self.endpoint, e))?;
+            match chunk {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
