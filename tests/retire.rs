@@ -536,14 +536,26 @@ async fn client_given_back_after_its_drain_finished_keeps_its_owners_cordon() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_usable_event_stream_the_node_watch_falls_back_to_blocking_queries() {
-    let w = setup("no-stream", 3).await;
     // Every event-stream request fails, as on a Nomad that refuses it.
-    w.sim
-        .post(
-            "/sim/faults",
-            json!({"path_prefix": "/v1/event/stream", "error_rate": 1.0}),
-        )
-        .await;
+    falls_back_to_blocking_queries(
+        "no-stream",
+        json!({"path_prefix": "/v1/event/stream", "error_rate": 1.0}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_refusal_of_nomad_1_11_2_falls_back_to_blocking_queries() {
+    // Since 1.11.2 a refused subscription is a 200 that closes with an
+    // empty body, not a 403: it looks like a stream that ended at once.
+    falls_back_to_blocking_queries("stream-refused", json!({"event_stream_refused": true})).await;
+}
+
+/// With `faults` making the event stream unusable, a scale-in completes
+/// through blocking list queries, and the stream is not retried in a loop.
+async fn falls_back_to_blocking_queries(test: &str, faults: serde_json::Value) {
+    let w = setup(test, 3).await;
+    w.sim.post("/sim/faults", faults).await;
     w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
         .await;
     w.wait_status("pool", "retired through blocking list queries", T, |s| {
@@ -555,6 +567,18 @@ async fn without_a_usable_event_stream_the_node_watch_falls_back_to_blocking_que
     assert!(
         log.contains("watching the node list with blocking queries"),
         "no fallback in the log"
+    );
+    let stats = w.sim.get("/sim/stats").await;
+    let streams: u64 = stats["requests"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.contains("event/stream"))
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        (1..=5).contains(&streams),
+        "{streams} subscriptions: an unusable stream must not be retried in a loop"
     );
     w.sim.assert_no_violations().await;
     w.cleanup().await;
