@@ -35,6 +35,15 @@ struct RunArgs {
     /// Watch pools in this namespace only (default: all namespaces).
     #[arg(long, env = "NPO_NAMESPACE")]
     namespace: Option<String>,
+    /// Namespaces whose pools may use the operator's own cloud identity (IRSA,
+    /// environment, instance metadata) instead of a credentials Secret: a
+    /// comma list, `*` for every namespace. Default: none.
+    #[arg(
+        long,
+        env = "NPO_AMBIENT_CREDENTIALS_NAMESPACES",
+        value_delimiter = ','
+    )]
+    ambient_credentials_namespaces: Vec<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "NPO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -91,7 +100,17 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         controller: "nomad-pool-operator".into(),
         instance: Some(args.instance.clone()),
     };
-    let work = || controller::run(client.clone(), reporter, args.namespace.clone());
+    let ambient =
+        controller::authority::AmbientCredentials::from_list(&args.ambient_credentials_namespaces);
+    info!(%ambient, "namespaces that may use the operator's own cloud identity");
+    let work = || {
+        controller::run(
+            client.clone(),
+            reporter,
+            args.namespace.clone(),
+            ambient.clone(),
+        )
+    };
     if !args.leader_elect {
         work().await;
         return Ok(());

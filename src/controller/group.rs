@@ -223,6 +223,7 @@ mod tests {
                         zone: None,
                         healthy: true,
                     }],
+                    owner_tag: None,
                 })
             }
             .boxed()

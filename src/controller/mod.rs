@@ -6,8 +6,10 @@
 //! - `connect`: spec and Secrets → Nomad and cloud clients;
 //! - `events`: Kubernetes Events, published off the reconcile path;
 //! - `group`: the cloud group as last read, refreshed off the critical path;
-//! - `status`: condition bookkeeping.
+//! - `status`: condition bookkeeping;
+//! - `authority`: which pools may use the operator's cloud identity and a group.
 
+pub mod authority;
 pub mod connect;
 pub mod events;
 pub mod group;
@@ -255,6 +257,8 @@ pub struct Context {
     pub pools: Mutex<HashMap<ObjectRef<NomadClientPool>, Arc<PoolRuntime>>>,
     pub trigger: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
     pub own_writes: OwnWrites,
+    /// Namespaces whose pools may use the operator's own cloud identity.
+    pub ambient: authority::AmbientCredentials,
     failures: Mutex<HashMap<ObjectRef<NomadClientPool>, u32>>,
 }
 
@@ -302,7 +306,14 @@ fn error_policy(pool: Arc<NomadClientPool>, error: &Error, ctx: Arc<Context>) ->
 
 /// Run the controller until the process is told to stop. With a namespace,
 /// only pools in that namespace are watched (a namespace-scoped install).
-pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) {
+/// `ambient` lists the namespaces whose pools may use the operator's own
+/// cloud identity.
+pub async fn run(
+    client: Client,
+    reporter: Reporter,
+    namespace: Option<String>,
+    ambient: authority::AmbientCredentials,
+) {
     let pools: Api<NomadClientPool> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -315,6 +326,7 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
         trigger: tx,
         failures: Mutex::new(HashMap::new()),
         own_writes: OwnWrites::default(),
+        ambient,
     });
     // Our own status writes must not wake the pool: a reconcile that failed
     // and wrote ActionFailed would run again at once, past its back-off, and

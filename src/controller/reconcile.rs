@@ -199,6 +199,14 @@ impl Trouble {
         }
     }
 
+    fn refused(r: super::authority::Refusal) -> Self {
+        Trouble {
+            reason: r.reason(),
+            message: r.to_string(),
+            retry: r.retry(),
+        }
+    }
+
     fn from_connect(e: &ConnectError) -> Self {
         Trouble {
             reason: "InvalidSpec",
@@ -213,6 +221,9 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
     let conn = connect::resolve(&ctx.client, &ns, &pool.spec)
         .await
         .map_err(|e| Trouble::from_connect(&e))?;
+    ctx.ambient
+        .check(&ns, conn.aws.as_ref())
+        .map_err(Trouble::refused)?;
     let key = ObjectRef::from_obj(pool);
     if let Some(rt) = ctx.pools.lock().expect("pools lock").get(&key)
         && rt.fingerprint == conn.fingerprint
@@ -384,6 +395,12 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             .await;
         }
     };
+    // Nothing is done to a group its tag does not give to this pool: not
+    // even to clients already in flight, which stay as they are until the
+    // tag names the pool again (see provider::ownership).
+    if let Err(r) = super::authority::group_owned(&pool, &rt.provider.group(), &observed.group) {
+        return report_trouble(&pool, &ctx, Trouble::refused(r)).await;
+    }
 
     let status = pool.status.clone().unwrap_or_default();
     // Read before the allocation facts: facts gathered under an earlier
@@ -464,6 +481,9 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             }
         };
         group = &fresh.group;
+        if let Err(r) = super::authority::group_owned(&pool, &rt.provider.group(), group) {
+            return report_trouble(&pool, &ctx, Trouble::refused(r)).await;
+        }
         planned = plan::plan(&view(group, load.as_deref()));
     }
 

@@ -261,6 +261,11 @@ impl AwsAutoScalingGroup {
             terminate_suspended: suspended_processes.iter().any(|p| p == "Terminate"),
             suspended_processes,
             instances,
+            owner_tag: group
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(super::OWNER_TAG))
+                .map(|t| t.value().unwrap_or_default().to_owned()),
         })
     }
 

@@ -9,6 +9,7 @@
 //! for the same reasons and the rules are testable without I/O.
 
 pub mod aws;
+pub mod ownership;
 mod preflight;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use std::fmt;
 use futures::future::BoxFuture;
 
 pub use aws::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
+pub use ownership::{OWNER_TAG, OwnershipRefusal};
 pub use preflight::{PreflightRefusal, preflight, preflight_with};
 
 /// A cloud instance group that holds Nomad client VMs.
@@ -77,6 +79,8 @@ pub struct GroupState {
     /// Every suspended process by the cloud's own name, for messages.
     pub suspended_processes: Vec<String>,
     pub instances: Vec<InstanceState>,
+    /// The value of the group's [`OWNER_TAG`]: the one pool that may drive it.
+    pub owner_tag: Option<String>,
 }
 
 impl GroupState {

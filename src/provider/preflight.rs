@@ -169,6 +169,7 @@ mod tests {
                 instance("i-b", Lifecycle::InService),
                 instance("i-c", Lifecycle::InService),
             ],
+            owner_tag: None,
         }
     }
 

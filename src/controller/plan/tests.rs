@@ -63,6 +63,7 @@ fn group(n: u32) -> GroupState {
                 healthy: true,
             })
             .collect(),
+        owner_tag: None,
     }
 }
 
