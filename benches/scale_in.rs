@@ -1223,6 +1223,7 @@ async fn manage(client: &kube::Client, w: &World, p: &Params) -> Managed {
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();
+    support::tag_group(&w.moto.client(), &w.group, &format!("{ns}/ci")).await;
     let pools: Api<NomadClientPool> = Api::namespaced(client.clone(), &ns);
     let manifest = json!({
         "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",

@@ -138,6 +138,8 @@ async fn operator_drives_a_nomad_that_requires_mtls_and_a_token() {
     let asg = asg_client();
     let group = unique("tls");
     create_group(&asg, &group, 0, 5, 2).await;
+    // The pool "good" drives it; "wrong" never gets past Nomad.
+    tag_group(&asg, &group, &format!("{ns}/good")).await;
     let instances: Vec<String> = describe_group(&asg, &group)
         .await
         .instances

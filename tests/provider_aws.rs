@@ -13,7 +13,7 @@ use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
 
 use nomad_pool_operator::provider::{
     AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, CloudProvider, GroupState, Lifecycle,
-    PreflightRefusal, ProviderError, TerminateOutcome, preflight,
+    OWNER_TAG, PreflightRefusal, ProviderError, TerminateOutcome, preflight,
 };
 
 fn moto_endpoint() -> String {
@@ -121,6 +121,7 @@ async fn describe_shows_sizes_and_in_service_instances() {
     assert_eq!((g.min_size, g.max_size, g.desired_capacity), (1, 5, 3));
     assert!(!g.terminate_suspended);
     assert!(g.suspended_processes.is_empty());
+    assert_eq!(g.owner_tag, None, "an untagged group names no owner");
     assert_eq!(g.instances.len(), 3);
     for i in &g.instances {
         assert_eq!(i.lifecycle, Lifecycle::InService, "{i:?}");
@@ -192,6 +193,70 @@ async fn terminate_without_decrement_is_replaced() {
         p.terminate_instance(&victim, false).await,
         Ok(TerminateOutcome::AlreadyTerminating | TerminateOutcome::NotInGroup)
     ));
+}
+
+/// The ownership tag as DescribeAutoScalingGroups returns it (`Tags`, a list
+/// of TagDescription): set at creation, changed and removed later, among
+/// other tags that mean nothing to the operator.
+#[tokio::test]
+async fn describe_reads_the_ownership_tag_among_others() {
+    let tag = |key: &str, value: &str, name: &str| {
+        aws_sdk_autoscaling::types::Tag::builder()
+            .resource_id(name)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .value(value)
+            .propagate_at_launch(true)
+            .build()
+    };
+    let name = unique("owner-tag");
+    let admin = admin();
+    admin
+        .create_launch_configuration()
+        .launch_configuration_name(&name)
+        .image_id("ami-12c6146b")
+        .instance_type("t2.micro")
+        .send()
+        .await
+        .expect("create launch configuration");
+    admin
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&name)
+        .launch_configuration_name(&name)
+        .min_size(0)
+        .max_size(2)
+        .desired_capacity(1)
+        .availability_zones("us-east-1a")
+        .tags(tag("team", "b", &name))
+        .tags(tag(OWNER_TAG, "team-b/ci", &name))
+        .tags(tag("nomadpool.dev/pool-uid", "team-a/ci", &name))
+        .send()
+        .await
+        .expect("create Auto Scaling group");
+    let p = provider(&name).await;
+    assert_eq!(describe(&p).await.owner_tag.as_deref(), Some("team-b/ci"));
+
+    admin
+        .create_or_update_tags()
+        .tags(tag(OWNER_TAG, "team-a/ci", &name))
+        .send()
+        .await
+        .expect("retag");
+    assert_eq!(describe(&p).await.owner_tag.as_deref(), Some("team-a/ci"));
+
+    admin
+        .delete_tags()
+        .tags(
+            aws_sdk_autoscaling::types::Tag::builder()
+                .resource_id(&name)
+                .resource_type("auto-scaling-group")
+                .key(OWNER_TAG)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("untag");
+    assert_eq!(describe(&p).await.owner_tag, None);
 }
 
 #[tokio::test]

@@ -192,6 +192,41 @@ pub async fn create_group(asg: &AsgClient, name: &str, min: i32, max: i32, desir
         .expect("creating an Auto Scaling group in moto");
 }
 
+/// The tag on a group naming the one pool that may drive it.
+pub const OWNER_TAG: &str = "nomadpool.dev/pool";
+
+/// Tag `group` for the pool `owner` (`<namespace>/<name>`), as the group's
+/// owner does in the cloud account: the operator drives a group only for the
+/// pool its tag names.
+pub async fn tag_group(asg: &AsgClient, group: &str, owner: &str) {
+    let tag = aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(group)
+        .resource_type("auto-scaling-group")
+        .key(OWNER_TAG)
+        .value(owner)
+        .propagate_at_launch(false)
+        .build();
+    asg.create_or_update_tags()
+        .tags(tag)
+        .send()
+        .await
+        .expect("tagging the group in moto");
+}
+
+/// Remove the ownership tag from `group`.
+pub async fn untag_group(asg: &AsgClient, group: &str) {
+    let tag = aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(group)
+        .resource_type("auto-scaling-group")
+        .key(OWNER_TAG)
+        .build();
+    asg.delete_tags()
+        .tags(tag)
+        .send()
+        .await
+        .expect("removing the group's tag in moto");
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
@@ -473,6 +508,19 @@ impl Operator {
         instance: &str,
         extra: &[&str],
     ) -> Operator {
+        Self::start_with_env(namespace, test, instance, extra, &[]).await
+    }
+
+    /// Like `start_with`, with extra environment variables (settings given
+    /// this way are ignored by a build that does not know them, so a test
+    /// can run against an older operator).
+    pub async fn start_with_env(
+        namespace: &str,
+        test: &str,
+        instance: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let dir = PathBuf::from(env_var("NPO_TESTENV_DIR")).join("logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("operator-{test}-{namespace}-{instance}.log"));
@@ -497,6 +545,7 @@ impl Operator {
             .env("KUBECONFIG", env_var("KUBECONFIG"))
             .env("POD_NAME", instance)
             .env("NPO_LOG", "info,nomad_pool_operator=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -651,7 +700,23 @@ impl World {
             .expect("creating the AWS Secret");
     }
 
+    /// Apply a pool; a pool that names this world's group is first given
+    /// the group (its ownership tag), as the group's owner would.
     pub async fn apply_pool(&self, manifest: &Value) {
+        let name = manifest["metadata"]["name"].as_str().unwrap();
+        if manifest["spec"]["provider"]["awsAutoScalingGroup"]["name"] == self.group.as_str() {
+            tag_group(
+                &self.asg,
+                &self.group,
+                &format!("{}/{name}", self.namespace),
+            )
+            .await;
+        }
+        self.apply_pool_untagged(manifest).await;
+    }
+
+    /// Apply a pool, leaving the group's ownership tag as it is.
+    pub async fn apply_pool_untagged(&self, manifest: &Value) {
         let name = manifest["metadata"]["name"].as_str().unwrap();
         self.pools()
             .patch(
