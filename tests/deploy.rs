@@ -642,7 +642,10 @@ async fn deploy_renders_a_locked_down_deployment_and_metrics_service() {
         .map(|e| {
             (
                 e["name"].as_str().unwrap(),
-                e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap(),
+                e["valueFrom"]["fieldRef"]["fieldPath"]
+                    .as_str()
+                    .or(e["value"].as_str())
+                    .unwrap(),
             )
         })
         .collect();
@@ -650,7 +653,9 @@ async fn deploy_renders_a_locked_down_deployment_and_metrics_service() {
         env,
         [
             ("POD_NAME", "metadata.name"),
-            ("POD_NAMESPACE", "metadata.namespace")
+            ("POD_NAMESPACE", "metadata.namespace"),
+            // The operator's own AWS identity is lent to no namespace.
+            ("NPO_AMBIENT_CREDENTIALS_NAMESPACES", ""),
         ]
     );
 
