@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+mod ownership;
+pub use ownership::tag_group;
+
 pub const CRD_NAME: &str = "nomadclientpools.nomadpool.dev";
 
 pub fn repo_root() -> PathBuf {
@@ -190,41 +193,6 @@ pub async fn create_group(asg: &AsgClient, name: &str, min: i32, max: i32, desir
         .send()
         .await
         .expect("creating an Auto Scaling group in moto");
-}
-
-/// The tag on a group naming the one pool that may drive it.
-pub const OWNER_TAG: &str = "nomadpool.dev/pool";
-
-/// Tag `group` for the pool `owner` (`<namespace>/<name>`), as the group's
-/// owner does in the cloud account: the operator drives a group only for the
-/// pool its tag names.
-pub async fn tag_group(asg: &AsgClient, group: &str, owner: &str) {
-    let tag = aws_sdk_autoscaling::types::Tag::builder()
-        .resource_id(group)
-        .resource_type("auto-scaling-group")
-        .key(OWNER_TAG)
-        .value(owner)
-        .propagate_at_launch(false)
-        .build();
-    asg.create_or_update_tags()
-        .tags(tag)
-        .send()
-        .await
-        .expect("tagging the group in moto");
-}
-
-/// Remove the ownership tag from `group`.
-pub async fn untag_group(asg: &AsgClient, group: &str) {
-    let tag = aws_sdk_autoscaling::types::Tag::builder()
-        .resource_id(group)
-        .resource_type("auto-scaling-group")
-        .key(OWNER_TAG)
-        .build();
-    asg.delete_tags()
-        .tags(tag)
-        .send()
-        .await
-        .expect("removing the group's tag in moto");
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
