@@ -6,13 +6,16 @@
 //! - `connect`: spec and Secrets → Nomad and cloud clients;
 //! - `events`: Kubernetes Events, published off the reconcile path;
 //! - `group`: the cloud group as last read, refreshed off the critical path;
-//! - `status`: condition bookkeeping.
+//! - `status`: condition bookkeeping;
+//! - `conditions`: what the conditions say (reasons for trouble and blockers).
 
+pub mod conditions;
 pub mod connect;
 pub mod events;
 pub mod group;
 pub mod plan;
 pub mod reconcile;
+pub mod resends;
 pub mod status;
 pub mod visibility;
 pub mod watch;
@@ -77,6 +80,8 @@ pub struct PoolRuntime {
     pub visibility: visibility::VisibilityWatch,
     /// Nomad writes to nodes not yet seen in the node view.
     pub writes: WriteLog,
+    /// Drains answered `200` that the node view does not show.
+    pub drain_resends: resends::DrainResends,
     /// Instances whose terminate call is running: they are not sent again.
     pub terminating: Mutex<std::collections::HashSet<String>>,
     /// Failed terminate calls, reported by the next reconcile.

@@ -14,13 +14,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{
-    NomadClientPoolSpec, PlannedRetirement, RetirePhase, RetireReason, RetireTarget, RetiringNode,
-    SelectionPolicy,
+    NomadClientPoolSpec, PlannedRetirement, RetirePhase, RetireReason, RetireTarget, RetiredNode,
+    RetiringNode, SelectionPolicy,
 };
 use crate::provider::{GroupState, Lifecycle, preflight_with};
 
 mod advance;
+mod capacity;
 mod meta;
+mod retired;
 mod select;
 
 use advance::{advance, cancel};
@@ -94,6 +96,8 @@ pub struct PoolView<'a> {
     pub pool_key: &'a str,
     pub spec: &'a NomadClientPoolSpec,
     pub tracked: &'a [RetiringNode],
+    /// Clients `spec.retire` named that this pool retired (`status.retired`).
+    pub retired: &'a [RetiredNode],
     /// Every Nomad node the selector matches (down ones included).
     pub nodes: &'a [NodeFacts],
     /// Allocation facts of tracked nodes; absent until a fresh read arrived.
@@ -201,6 +205,16 @@ pub enum Blocker {
     /// allocations (the message says what is missing).
     AllocationsHidden(String),
     Paused,
+    /// The selector matches no live client, but the pool should have some.
+    NoClientsMatch {
+        desired: u32,
+    },
+    /// `replicas` is above the group's MaxSize: the group is not grown past it.
+    ReplicasAboveMaxSize {
+        replicas: u32,
+        max_size: u32,
+        group: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -214,6 +228,10 @@ pub struct Plan {
     pub blockers: Vec<Blocker>,
     /// Retirements that finished in this step.
     pub retired: u32,
+    /// The next `status.retired`.
+    pub retired_nodes: Vec<RetiredNode>,
+    /// `spec.retire` entries whose client this pool already retired.
+    pub done_targets: Vec<String>,
     /// Seconds from selection to retirement, for each retirement finished now.
     pub retire_seconds: Vec<f64>,
     /// Seconds from drain start to drained, for each client drained now.
@@ -441,6 +459,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         .replicas
         .map(|r| r.max(0) as u32)
         .unwrap_or(group_desired.saturating_sub(pending));
+    plan.blockers
+        .extend(capacity::blockers(view, pool_size, plan.desired_nodes));
 
     let mut candidates_taken: BTreeSet<String> = next.iter().map(|r| r.node_id.clone()).collect();
     let start_allowed = !spec.disruption.paused;
@@ -449,6 +469,10 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     }
 
     for target in &spec.retire {
+        if retired::is_done(target, view, &plan.retired_nodes) {
+            plan.done_targets.push(target_label(target));
+            continue;
+        }
         let Some(node) = view.nodes.iter().find(|n| target_matches(target, n)) else {
             plan.blockers
                 .push(Blocker::UnknownRetireTarget(target_label(target)));
@@ -578,8 +602,10 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
                 pending = pending.saturating_sub(1);
                 deficit -= 1;
             }
-            if deficit > 0 && !spec.disruption.dry_run {
-                let desired = group_desired + deficit;
+            if deficit > 0
+                && !spec.disruption.dry_run
+                && let Some(desired) = capacity::grown_capacity(view, deficit)
+            {
                 plan.event(
                     None,
                     "ScalingUp",
@@ -618,6 +644,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     }
 
     plan.retiring = next;
+    plan.retired_nodes = retired::keep_named(view, std::mem::take(&mut plan.retired_nodes));
     plan
 }
 
