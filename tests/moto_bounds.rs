@@ -10,7 +10,10 @@ use support::*;
 
 /// The HTTP status, error code and message of a refused request.
 fn refusal<E: ProvideErrorMetadata, R: std::fmt::Debug>(
-    result: Result<R, aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>>,
+    result: Result<
+        R,
+        aws_sdk_autoscaling::error::SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>,
+    >,
 ) -> (u16, String, String) {
     let err = result.expect_err("AWS refuses this request");
     let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
@@ -82,7 +85,11 @@ async fn a_desired_capacity_outside_the_groups_bounds_is_refused_as_aws_refuses_
         refusal(update).2,
         "Desired capacity:2 must be between the specified min size:0 and max size:1"
     );
-    assert_eq!(describe_group(&asg, &name).await.desired, 2, "nothing changed");
+    assert_eq!(
+        describe_group(&asg, &name).await.desired,
+        2,
+        "nothing changed"
+    );
 
     // Within the bounds: carried out as before.
     asg.set_desired_capacity()

@@ -172,11 +172,7 @@ impl Cluster {
 
 /// The `truncated_json` fault: a `200` JSON answer under the prefix keeps
 /// its status and headers and loses the second half of its body.
-pub async fn truncate_json(
-    app: &crate::App,
-    path: &str,
-    r: crate::api::Resp,
-) -> crate::api::Resp {
+pub async fn truncate_json(app: &crate::App, path: &str, r: crate::api::Resp) -> crate::api::Resp {
     use http_body_util::BodyExt;
     let cut = {
         let f = app.faults.lock().unwrap();

@@ -46,7 +46,10 @@ async fn an_unapplied_drain_is_answered_as_an_applied_one_and_changes_nothing() 
     assert_eq!(after["SchedulingEligibility"], "eligible");
     assert_eq!(after["LastDrain"], before["LastDrain"]);
     assert_eq!(after["ModifyIndex"], before["ModifyIndex"]);
-    assert!(index_of(&t.get("/v1/nodes").await) > index_before, "b's drain moved it");
+    assert!(
+        index_of(&t.get("/v1/nodes").await) > index_before,
+        "b's drain moved it"
+    );
     assert!(index_of(&t.get("/v1/nodes").await) < index);
     // Outside the prefix the drain was applied.
     assert!(t.node(b).await["DrainStrategy"].is_object());
