@@ -11,7 +11,8 @@ use std::sync::Arc;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::state::Cluster;
+use crate::state::{Cluster, StateError};
+use crate::wire::NodeUpdateResponse;
 
 /// A follower that stopped applying the Raft log: reads see the state as of
 /// the moment the fault was set.
@@ -75,6 +76,16 @@ pub struct Faults {
     /// since 1.11.2; a plain `403` with `legacy_event_stream_refusal`), as
     /// when a token loses `node:read` between the list and the subscription.
     pub event_stream_refused: bool,
+    /// Drain writes that set a `DrainSpec` are answered exactly as an
+    /// applied one (`200`, `NodeDrainUpdateResponse` with a new index) but
+    /// change nothing: the node shows no drain, no event is emitted.
+    /// Cancels (`DrainSpec: null`) are applied. Scoped by `path_prefix`
+    /// (e.g. `/v1/node/<id>/drain` for one node).
+    pub drains_not_applied: bool,
+    /// `200` JSON answers lose their second half, as through a proxy that
+    /// cuts bodies short: the status and headers are Nomad's, the body is
+    /// not valid JSON. Scoped by `path_prefix`; the event stream is never cut.
+    pub truncated_json: bool,
     #[serde(skip)]
     pub follower: FollowerState,
 }
@@ -135,4 +146,51 @@ impl Faults {
         }
         FaultAction::None
     }
+}
+
+impl Cluster {
+    /// The answer to a drain write under `drains_not_applied`: what an
+    /// applied drain gets (a fresh Raft index for both indexes, no
+    /// evaluation), with the node left as it was. An unknown node is still
+    /// refused as Nomad refuses it.
+    pub fn accept_drain_unapplied(
+        &mut self,
+        node_id: &str,
+    ) -> Result<NodeUpdateResponse, StateError> {
+        if !self.nodes.contains_key(node_id) {
+            return Err(StateError::NodeNotFound);
+        }
+        let idx = self.bump();
+        Ok(NodeUpdateResponse {
+            eval_create_index: 0,
+            eval_ids: None,
+            index: idx,
+            node_modify_index: idx,
+        })
+    }
+}
+
+/// The `truncated_json` fault: a `200` JSON answer under the prefix keeps
+/// its status and headers and loses the second half of its body.
+pub async fn truncate_json(app: &crate::App, path: &str, r: crate::api::Resp) -> crate::api::Resp {
+    use http_body_util::BodyExt;
+    let cut = {
+        let f = app.faults.lock().unwrap();
+        f.truncated_json && f.applies(path) && path != "/v1/event/stream"
+    };
+    let json = r
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !cut || !json || r.status() != hyper::StatusCode::OK {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    let half = bytes.slice(..bytes.len() / 2);
+    parts.headers.remove("content-length");
+    hyper::Response::from_parts(parts, crate::api::full(half))
 }

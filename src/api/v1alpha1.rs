@@ -336,6 +336,11 @@ pub struct NomadClientPoolStatus {
     /// the action it names, so a restarted controller resumes it.
     #[serde(default)]
     pub retiring: Vec<RetiringNode>,
+    /// Clients a `spec.retire` entry named that this pool has retired, kept
+    /// while the spec still names them: such an entry is done, not unknown,
+    /// and is never applied again (to a later client with the same name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredNode>,
     /// With `disruption.dryRun`: what the controller would do now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedRetirement>,
@@ -395,6 +400,26 @@ pub struct RetiringNode {
     /// What the controller is waiting for, or what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A client retired because `spec.retire` named it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredNode {
+    /// Nomad node ID.
+    #[serde(rename = "nodeID")]
+    pub node_id: String,
+    /// Nomad node name.
+    pub node_name: String,
+    /// Cloud instance ID.
+    #[serde(
+        default,
+        rename = "instanceID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub instance_id: Option<String>,
+    /// When the retirement finished.
+    pub retired_at: Time,
 }
 
 /// A retirement the controller would start, shown in dry-run mode.

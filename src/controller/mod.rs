@@ -7,14 +7,17 @@
 //! - `events`: Kubernetes Events, published off the reconcile path;
 //! - `group`: the cloud group as last read, refreshed off the critical path;
 //! - `status`: condition bookkeeping;
-//! - `authority`: which pools may use the operator's cloud identity and a group.
+//! - `authority`: which pools may use the operator's cloud identity and a group;
+//! - `conditions`: what the conditions say (reasons for trouble and blockers).
 
 pub mod authority;
+pub mod conditions;
 pub mod connect;
 pub mod events;
 pub mod group;
 pub mod plan;
 pub mod reconcile;
+pub mod resends;
 pub mod status;
 pub mod visibility;
 pub mod watch;
@@ -79,6 +82,8 @@ pub struct PoolRuntime {
     pub visibility: visibility::VisibilityWatch,
     /// Nomad writes to nodes not yet seen in the node view.
     pub writes: WriteLog,
+    /// Drains answered `200` that the node view does not show.
+    pub drain_resends: resends::DrainResends,
     /// Instances whose terminate call is running: they are not sent again.
     pub terminating: Mutex<std::collections::HashSet<String>>,
     /// Failed terminate calls, reported by the next reconcile.

@@ -14,16 +14,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{
-    NomadClientPoolSpec, PlannedRetirement, RetirePhase, RetireReason, RetireTarget, RetiringNode,
-    SelectionPolicy,
+    NomadClientPoolSpec, PlannedRetirement, RetirePhase, RetireReason, RetireTarget, RetiredNode,
+    RetiringNode, SelectionPolicy,
 };
 use crate::provider::{GroupState, Lifecycle, preflight_with};
 
 mod advance;
+mod capacity;
+mod go_duration;
 mod meta;
+mod retired;
 mod select;
 
 use advance::{advance, cancel};
+pub use go_duration::parse_go_duration;
 pub use meta::{
     META_CORDONED_BY_POOL, META_POOL, META_POOL_UID, META_REASON, drain_meta, read_drain_meta,
 };
@@ -94,6 +98,8 @@ pub struct PoolView<'a> {
     pub pool_key: &'a str,
     pub spec: &'a NomadClientPoolSpec,
     pub tracked: &'a [RetiringNode],
+    /// Clients `spec.retire` named that this pool retired (`status.retired`).
+    pub retired: &'a [RetiredNode],
     /// Every Nomad node the selector matches (down ones included).
     pub nodes: &'a [NodeFacts],
     /// Allocation facts of tracked nodes; absent until a fresh read arrived.
@@ -201,6 +207,16 @@ pub enum Blocker {
     /// allocations (the message says what is missing).
     AllocationsHidden(String),
     Paused,
+    /// The selector matches no live client, but the pool should have some.
+    NoClientsMatch {
+        desired: u32,
+    },
+    /// `replicas` is above the group's MaxSize: the group is not grown past it.
+    ReplicasAboveMaxSize {
+        replicas: u32,
+        max_size: u32,
+        group: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -214,6 +230,10 @@ pub struct Plan {
     pub blockers: Vec<Blocker>,
     /// Retirements that finished in this step.
     pub retired: u32,
+    /// The next `status.retired`.
+    pub retired_nodes: Vec<RetiredNode>,
+    /// `spec.retire` entries whose client this pool already retired.
+    pub done_targets: Vec<String>,
     /// Seconds from selection to retirement, for each retirement finished now.
     pub retire_seconds: Vec<f64>,
     /// Seconds from drain start to drained, for each client drained now.
@@ -255,37 +275,6 @@ pub fn budget(max_unavailable: &IntOrString, pool_size: u32) -> u32 {
             (pool_size * pct / 100).max(1)
         }
     }
-}
-
-/// Parse a Go duration (`1h30m`, `90s`, `1.5h`, `250ms`).
-pub fn parse_go_duration(s: &str) -> Option<SignedDuration> {
-    let mut total_nanos: f64 = 0.0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let (unit, len) = [
-            ("ns", 1.0),
-            ("us", 1e3),
-            ("µs", 1e3),
-            ("ms", 1e6),
-            ("s", 1e9),
-            ("m", 60e9),
-            ("h", 3600e9),
-        ]
-        .iter()
-        .find(|(u, _)| rest.starts_with(u))
-        .map(|(u, f)| (*f, u.len()))?;
-        total_nanos += value * unit;
-        rest = &rest[len..];
-    }
-    Some(SignedDuration::from_nanos(total_nanos as i64))
 }
 
 fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
@@ -441,6 +430,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         .replicas
         .map(|r| r.max(0) as u32)
         .unwrap_or(group_desired.saturating_sub(pending));
+    plan.blockers
+        .extend(capacity::blockers(view, pool_size, plan.desired_nodes));
 
     let mut candidates_taken: BTreeSet<String> = next.iter().map(|r| r.node_id.clone()).collect();
     let start_allowed = !spec.disruption.paused;
@@ -449,6 +440,10 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     }
 
     for target in &spec.retire {
+        if retired::is_done(target, view, &plan.retired_nodes) {
+            plan.done_targets.push(target_label(target));
+            continue;
+        }
         let Some(node) = view.nodes.iter().find(|n| target_matches(target, n)) else {
             plan.blockers
                 .push(Blocker::UnknownRetireTarget(target_label(target)));
@@ -578,8 +573,10 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
                 pending = pending.saturating_sub(1);
                 deficit -= 1;
             }
-            if deficit > 0 && !spec.disruption.dry_run {
-                let desired = group_desired + deficit;
+            if deficit > 0
+                && !spec.disruption.dry_run
+                && let Some(desired) = capacity::grown_capacity(view, deficit)
+            {
                 plan.event(
                     None,
                     "ScalingUp",
@@ -618,6 +615,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     }
 
     plan.retiring = next;
+    plan.retired_nodes = retired::keep_named(view, std::mem::take(&mut plan.retired_nodes));
     plan
 }
 

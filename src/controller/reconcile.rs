@@ -16,8 +16,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, instrument, warn};
 
-use super::connect::{self, ConnectError};
-use super::plan::{self, Action, Blocker, LastDrainStatus, NodeFacts, NodeStatus, PoolView};
+use super::conditions::{Problem, Trouble, build_status};
+use super::connect;
+use super::plan::{self, Action, LastDrainStatus, NodeFacts, NodeStatus, PoolView};
 use super::status::{self, Signal};
 use super::watch::{NodesState, PoolWatch, Trigger};
 use super::{Context, Error, PoolRuntime};
@@ -26,9 +27,7 @@ use crate::metrics::{PhaseLabels, PoolLabels, ReconcileLabels, metrics};
 use crate::nomad::{
     self, DrainRequest, DrainSpec, DrainStatus, NomadClient, NomadError, PoolSelector,
 };
-use crate::provider::{
-    CloudProvider, GroupState, ProviderError, TerminateOutcome, aws::AwsAutoScalingGroup,
-};
+use crate::provider::{CloudProvider, TerminateOutcome, aws::AwsAutoScalingGroup};
 
 pub const FINALIZER: &str = "nomadpool.dev/release-nodes";
 
@@ -140,82 +139,6 @@ fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
     }
 }
 
-/// An error with its causes ("… : invalid peer certificate: UnknownIssuer"):
-/// the cause is what the on-call engineer needs. Sources carry no secrets:
-/// tokens travel in headers and URLs are stripped from transport errors.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// Why the pool cannot be worked on right now; becomes the Degraded condition.
-struct Trouble {
-    reason: &'static str,
-    message: String,
-    retry: Duration,
-}
-
-impl Trouble {
-    fn from_nomad(e: &NomadError, address: &str) -> Self {
-        match e {
-            NomadError::PermissionDenied { .. } => Trouble {
-                reason: "Unauthorized",
-                message: format!(
-                    "Nomad at {address} denied the request: {e}. The token in nomad.tokenSecretRef needs node:write and namespace read-job"
-                ),
-                retry: Duration::from_secs(60),
-            },
-            NomadError::InvalidTls(_) | NomadError::InvalidAddress(_) => Trouble {
-                reason: "InvalidSpec",
-                message: format!("{e}"),
-                retry: Duration::from_secs(120),
-            },
-            _ => Trouble {
-                reason: "NomadUnreachable",
-                message: format!("cannot reach Nomad at {address}: {}", error_chain(e)),
-                retry: Duration::from_secs(15),
-            },
-        }
-    }
-
-    fn from_provider(e: &ProviderError, group: &str) -> Self {
-        Trouble {
-            reason: "ProviderError",
-            message: format!("{group}: {e}"),
-            retry: if e.is_retryable() {
-                Duration::from_secs(10)
-            } else {
-                Duration::from_secs(60)
-            },
-        }
-    }
-
-    fn refused(r: super::authority::Refusal) -> Self {
-        Trouble {
-            reason: r.reason(),
-            message: r.to_string(),
-            retry: r.retry(),
-        }
-    }
-
-    fn from_connect(e: &ConnectError) -> Self {
-        Trouble {
-            reason: "InvalidSpec",
-            message: format!("{e}; create it or fix the reference in the pool's spec"),
-            retry: Duration::from_secs(60),
-        }
-    }
-}
-
 async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntime>, Trouble> {
     let ns = pool.namespace().unwrap_or_default();
     let conn = connect::resolve(&ctx.client, &ns, &pool.spec)
@@ -276,6 +199,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         group,
         visibility,
         writes: Default::default(),
+        drain_resends: Default::default(),
         terminating: Default::default(),
         cloud_failures: Default::default(),
         trigger,
@@ -442,6 +366,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         pool_key: &key,
         spec: &pool.spec,
         tracked: &status.retiring,
+        retired: &status.retired,
         nodes: &nodes,
         allocs: &allocs,
         load,
@@ -505,7 +430,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     rt.watch
         .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
 
-    let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
+    let unapplied = rt.drain_resends.review(&mut planned, &nodes);
+    let new_status = build_status(&pool, &status, &planned, &nodes, group, unapplied.clone());
     record_metrics(&key, &planned, new_status.ready_nodes);
     // Write-ahead: the status names every action (but a purge) before it
     // runs; with such actions to follow, the write is also the check that
@@ -614,7 +540,10 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             &planned,
             &nodes,
             group,
-            Some(("ActionFailed", message)),
+            [Problem::new("ActionFailed", message)]
+                .into_iter()
+                .chain(unapplied)
+                .collect(),
         );
         // Best effort: the write-ahead entries are already stored. Written
         // over the copy the write-ahead returned, or it could never apply.
@@ -742,10 +671,10 @@ async fn run_action(
                 mark_eligible: false,
                 meta,
             };
-            nomad
-                .drain(node_id, &req)
-                .await
-                .map(|r| rt.writes.record(node_id, r.index))
+            nomad.drain(node_id, &req).await.map(|r| {
+                rt.writes.record(node_id, r.index);
+                rt.drain_resends.accepted(node_id, r.index);
+            })
         }
         Action::Release {
             node_id,
@@ -789,172 +718,6 @@ async fn run_action(
         }
     };
     result.map_err(|e| format!("{e}"))
-}
-
-fn build_status(
-    pool: &NomadClientPool,
-    previous: &NomadClientPoolStatus,
-    planned: &plan::Plan,
-    nodes: &[NodeFacts],
-    group: &GroupState,
-    failure: Option<(&'static str, String)>,
-) -> NomadClientPoolStatus {
-    let now = Timestamp::now();
-    let live = nodes
-        .iter()
-        .filter(|n| n.status != NodeStatus::Down)
-        .count() as i32;
-    let ready = nodes
-        .iter()
-        .filter(|n| n.status == NodeStatus::Ready && n.eligible && !n.draining)
-        .count() as i32;
-    let terminating = planned
-        .retiring
-        .iter()
-        .filter(|r| r.phase == RetirePhase::Terminating)
-        .count() as i32;
-    let draining = planned
-        .retiring
-        .iter()
-        .filter(|r| r.phase < RetirePhase::Terminating)
-        .count() as i32;
-    let cancelling = planned
-        .retiring
-        .iter()
-        .filter(|r| r.phase == RetirePhase::Cancelling)
-        .count();
-    let spec = &pool.spec;
-
-    let degraded = failure.clone().or_else(|| {
-        planned.blockers.iter().find_map(|b| match b {
-            Blocker::Preflight(m) => Some((
-                "PreflightFailed",
-                format!("the cloud would refuse to remove: {m}"),
-            )),
-            Blocker::UnknownRetireTarget(t) => Some((
-                "UnknownRetireTarget",
-                format!("spec.retire names {t}, which is not a client of this pool"),
-            )),
-            Blocker::AllocationsHidden(gap) => Some((
-                "AllocationsNotVisible",
-                format!("Nomad may hide allocations from this pool's token: {gap}"),
-            )),
-            _ => None,
-        })
-    });
-    let in_flight = planned.retiring.len();
-    let scaling_up = planned
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
-    let progressing = if spec.disruption.dry_run && !planned.preview.is_empty() {
-        Signal::new(
-            false,
-            "DryRun",
-            format!(
-                "dry run: would retire {} client(s); see status.plan",
-                planned.preview.len()
-            ),
-        )
-    } else if let Some(Blocker::BudgetExhausted { in_flight, budget }) = planned
-        .blockers
-        .iter()
-        .find(|b| matches!(b, Blocker::BudgetExhausted { .. }))
-    {
-        Signal::new(
-            true,
-            "BudgetExhausted",
-            format!(
-                "{in_flight} client(s) in flight, disruption.maxUnavailable allows {budget}; more start as these finish"
-            ),
-        )
-    } else if planned.blockers.contains(&Blocker::Paused) {
-        Signal::new(
-            false,
-            "Paused",
-            "disruption.paused is set: no new retirement starts",
-        )
-    } else if planned.blockers.contains(&Blocker::NoEmptyNodes) {
-        Signal::new(
-            false,
-            "NoEmptyNodes",
-            "selectionPolicy Empty: waiting for a client with no pending or running allocation",
-        )
-    } else if scaling_up {
-        Signal::new(
-            true,
-            "ScalingUp",
-            format!(
-                "raising the group's desired capacity to {}",
-                planned.desired_nodes
-            ),
-        )
-    } else if cancelling > 0 {
-        Signal::new(
-            true,
-            "Cancelling",
-            format!("{cancelling} client(s) returning to service"),
-        )
-    } else if in_flight > 0 {
-        Signal::new(
-            true,
-            "Retiring",
-            format!("{draining} client(s) draining, {terminating} terminating"),
-        )
-    } else {
-        Signal::new(false, "Idle", "nothing to do")
-    };
-    let settled = in_flight == 0
-        && !scaling_up
-        && degraded.is_none()
-        && group.desired_capacity == planned.desired_nodes
-        && planned.preview.is_empty();
-    let ready_signal = if let Some((reason, message)) = &degraded {
-        Signal::new(false, *reason, message.clone())
-    } else if settled {
-        Signal::new(
-            true,
-            "Settled",
-            format!("{} client(s), as desired", planned.desired_nodes),
-        )
-    } else if progressing.reason == "BudgetExhausted" {
-        // Waiting on the budget is normal progress; the column users see
-        // should say the pool is retiring, not sound an alarm.
-        Signal::new(false, "Retiring", progressing.message.clone())
-    } else {
-        Signal::new(
-            false,
-            progressing.reason.clone(),
-            progressing.message.clone(),
-        )
-    };
-    let degraded_signal = match &degraded {
-        Some((reason, message)) => Signal::new(true, *reason, message.clone()),
-        None => Signal::new(false, "AsExpected", ""),
-    };
-    let conditions = status::merge(
-        &previous.conditions,
-        &[
-            (status::READY, ready_signal),
-            (status::PROGRESSING, progressing),
-            (status::DEGRADED, degraded_signal),
-        ],
-        pool.metadata.generation,
-        now,
-    );
-    NomadClientPoolStatus {
-        observed_generation: pool.metadata.generation,
-        desired_nodes: Some(planned.desired_nodes as i32),
-        group_desired_capacity: Some(group.desired_capacity as i32),
-        nodes: live,
-        ready_nodes: ready,
-        draining_nodes: draining,
-        terminating_nodes: terminating,
-        retired_total: previous.retired_total + planned.retired as i64,
-        retiring: planned.retiring.clone(),
-        plan: planned.preview.clone(),
-        conditions,
-    }
 }
 
 async fn write_status(

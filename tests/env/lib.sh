@@ -25,6 +25,10 @@ KUBECONFIG_FILE=$NPO_TESTENV_DIR/kubeconfig
 # Pinned in committed files so that bumping a version is a reviewed diff.
 MOTO_VERSION=5.2.5
 MOTO_CONSTRAINTS=$NPO_ENV_SCRIPTS/moto-constraints.txt
+# moto runs through this wrapper, which applies the project's corrections
+# (tests/env/moto/); a running moto started from other patch files is stale.
+MOTO_WRAPPER=$NPO_ENV_SCRIPTS/moto/npo_moto_server.py
+moto_patches_stamp() { cat "$NPO_ENV_SCRIPTS"/moto/*.py | sha256sum | cut -d' ' -f1; }
 
 # Slow starts happen when the other core is busy compiling Rust; these are
 # ceilings, a healthy start takes a few seconds.
@@ -91,6 +95,7 @@ apiserver_healthy() {
 moto_healthy() {
   local port
   pid_alive moto >/dev/null && port=$(port_of moto) || return 1
+  [[ -s $RUN_DIR/moto.patches && $(<"$RUN_DIR/moto.patches") == "$(moto_patches_stamp)" ]] || return 1
   [[ $(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' \
         "http://127.0.0.1:$port/moto-api/" 2>/dev/null) == 200 ]]
 }

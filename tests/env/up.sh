@@ -325,8 +325,12 @@ start_moto() {
   venv=$(moto_venv)
   port=$(free_port)
   log "starting moto on 127.0.0.1:$port"
-  start_component moto "$venv/bin/moto_server" "$port" \
-    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port"
+  # moto with the project's corrections (tests/env/moto/README.md); the
+  # wrapper's path is the marker, so a plain moto_server left running by an
+  # older checkout is not taken for it.
+  moto_patches_stamp >"$RUN_DIR/moto.patches"
+  start_component moto "$MOTO_WRAPPER" "$port" \
+    "$venv/bin/python" "$MOTO_WRAPPER" -H 127.0.0.1 -p "$port"
 }
 
 # Embedded data rather than paths: the file stays valid if copied elsewhere.

@@ -441,6 +441,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => err_resp(&e),
     };
+    let r = crate::faults::truncate_json(&app, &path, r).await;
     count_status(&app, r.status());
     Ok(r)
 }

@@ -237,7 +237,15 @@ pub(super) async fn drain(
     )
     .await?;
     let ident = authorize(app, &headers, Capability::NodeWrite)?;
-    let out = app.write().update_drain(id, &body, &accessor(&ident))?;
+    let unapplied = body.drain_spec.is_some() && {
+        let f = app.faults.lock().unwrap();
+        f.drains_not_applied && f.applies(&format!("/v1/node/{id}/drain"))
+    };
+    let out = if unapplied {
+        app.write().accept_drain_unapplied(id)?
+    } else {
+        app.write().update_drain(id, &body, &accessor(&ident))?
+    };
     Ok(write_resp(&out, out.index))
 }
 

@@ -61,6 +61,9 @@ pub(super) fn advance(
         return match e.phase {
             RetirePhase::Terminating => {
                 plan.retired += 1;
+                if e.reason != RetireReason::ScaleIn {
+                    plan.retired_nodes.push(super::retired::record(view, &e));
+                }
                 if let Some(selected) = &e.selected_at {
                     plan.retire_seconds
                         .push(seconds_between(selected.0, view.now));

@@ -116,6 +116,7 @@ fn entry(n: &NodeFacts, phase: RetirePhase) -> RetiringNode {
 struct World {
     spec: NomadClientPoolSpec,
     tracked: Vec<RetiringNode>,
+    retired: Vec<RetiredNode>,
     nodes: Vec<NodeFacts>,
     allocs: HashMap<String, AllocFacts>,
     load: Option<HashMap<String, u32>>,
@@ -128,6 +129,7 @@ impl World {
         World {
             spec: spec(replicas),
             tracked: vec![],
+            retired: vec![],
             nodes: (0..n).map(node).collect(),
             allocs: HashMap::new(),
             load: Some(HashMap::new()),
@@ -141,6 +143,7 @@ impl World {
             pool_key: "ns/pool",
             spec: &self.spec,
             tracked: &self.tracked,
+            retired: &self.retired,
             nodes: &self.nodes,
             allocs: &self.allocs,
             load: self.load.as_ref(),
@@ -947,3 +950,4 @@ fn drain_cancelled_by_someone_else_is_sent_again() {
 }
 
 mod properties;
+mod truth;

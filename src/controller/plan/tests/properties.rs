@@ -168,6 +168,7 @@ proptest! {
             pool_key: "ns/pool",
                 spec: &c.spec,
             tracked: &c.tracked,
+            retired: &[],
             nodes: &c.nodes,
             allocs: &c.allocs,
             load: Some(&c.load),

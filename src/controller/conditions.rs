@@ -1,0 +1,413 @@
+//! What the pool's conditions say, and why: the reconciler's trouble (Nomad,
+//! the cloud, the spec's references), the planner's blockers and the
+//! problems the reconciler saw itself, each under its own reason.
+//!
+//! Adding a problem is one place: a `Blocker` variant gets its reason and
+//! message in [`degraded_by`] (or, if it is progress rather than a fault, in
+//! [`progressing`]); a problem the reconciler finds itself is passed to
+//! [`build_status`] as a [`Problem`]. Every Degraded problem is listed, not
+//! only the first: the condition's reason is the first one's, its message
+//! names them all.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::connect::ConnectError;
+use super::plan::{self, Action, Blocker, NodeFacts, NodeStatus};
+use super::status::{self, Signal};
+use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase};
+use crate::nomad::NomadError;
+use crate::provider::{GroupState, ProviderError};
+
+/// Problems named in one Degraded message; more are counted, not listed
+/// (a pre-flight refusal per candidate could otherwise fill the object).
+const MAX_LISTED_PROBLEMS: usize = 8;
+
+/// One thing that is wrong, under a reason users and alerts can match on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// An error with its causes ("… : invalid peer certificate: UnknownIssuer"):
+/// the cause is what the on-call engineer needs. Sources carry no secrets:
+/// tokens travel in headers and URLs are stripped from transport errors.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Why the pool cannot be worked on right now; becomes the Degraded condition.
+pub(super) struct Trouble {
+    pub reason: &'static str,
+    pub message: String,
+    pub retry: Duration,
+}
+
+impl Trouble {
+    pub fn from_nomad(e: &NomadError, address: &str) -> Self {
+        match e {
+            NomadError::PermissionDenied { .. } => Trouble {
+                reason: "Unauthorized",
+                message: format!(
+                    "Nomad at {address} denied the request: {e}. The token in nomad.tokenSecretRef needs node:write and namespace read-job"
+                ),
+                retry: Duration::from_secs(60),
+            },
+            NomadError::InvalidTls(_) | NomadError::InvalidAddress(_) => Trouble {
+                reason: "InvalidSpec",
+                message: format!("{e}"),
+                retry: Duration::from_secs(120),
+            },
+            // Nomad (or something between it and us) answered, but not with
+            // what Nomad sends: calling that "unreachable" sends the on-call
+            // engineer to check the network instead of the proxy.
+            NomadError::Decode { .. } | NomadError::InvalidHeader { .. } => Trouble {
+                reason: "NomadResponseInvalid",
+                message: format!(
+                    "Nomad at {address} answered, but not as Nomad answers (a proxy in between?): {}",
+                    error_chain(e)
+                ),
+                retry: Duration::from_secs(15),
+            },
+            _ => Trouble {
+                reason: "NomadUnreachable",
+                message: format!("cannot reach Nomad at {address}: {}", error_chain(e)),
+                retry: Duration::from_secs(15),
+            },
+        }
+    }
+
+    pub fn from_provider(e: &ProviderError, group: &str) -> Self {
+        Trouble {
+            reason: "ProviderError",
+            message: format!("{group}: {e}"),
+            retry: if e.is_retryable() {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_secs(60)
+            },
+        }
+    }
+
+    /// The pool may not act on its group, or not with the operator's identity.
+    pub fn refused(r: super::authority::Refusal) -> Self {
+        Trouble {
+            reason: r.reason(),
+            message: r.to_string(),
+            retry: r.retry(),
+        }
+    }
+
+    pub fn from_connect(e: &ConnectError) -> Self {
+        Trouble {
+            reason: "InvalidSpec",
+            message: format!("{e}; create it or fix the reference in the pool's spec"),
+            retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The Degraded problem a planner blocker stands for; `None` for blockers
+/// that are progress, not faults (see [`progressing`]).
+pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
+    Some(match blocker {
+        Blocker::Preflight(m) => Problem::new(
+            "PreflightFailed",
+            format!("the cloud would refuse to remove: {m}"),
+        ),
+        Blocker::UnknownRetireTarget(t) => Problem::new(
+            "UnknownRetireTarget",
+            format!("spec.retire names {t}, which is not a client of this pool"),
+        ),
+        Blocker::AllocationsHidden(gap) => Problem::new(
+            "AllocationsNotVisible",
+            format!("Nomad may hide allocations from this pool's token: {gap}"),
+        ),
+        Blocker::NoClientsMatch { desired } => Problem::new(
+            "NoMatchingClients",
+            format!(
+                "spec.selector matches no live Nomad client, but the pool should have {desired}: check nodePool, nodeClass, datacenters and meta against the clients' registration"
+            ),
+        ),
+        Blocker::ReplicasAboveMaxSize {
+            replicas,
+            max_size,
+            group,
+        } => Problem::new(
+            "ReplicasAboveMaxSize",
+            format!(
+                "spec.replicas is {replicas} but {group} allows at most {max_size} (MaxSize): the group is grown no further than that; raise its MaxSize or lower replicas"
+            ),
+        ),
+        Blocker::BudgetExhausted { .. } | Blocker::NoEmptyNodes | Blocker::Paused => {
+            return None;
+        }
+    })
+}
+
+/// The Degraded condition's value: every problem, the first one's reason.
+fn degraded_signal(problems: &[Problem]) -> Option<(&'static str, String)> {
+    let first = problems.first()?;
+    if problems.len() == 1 {
+        return Some((first.reason, first.message.clone()));
+    }
+    let mut listed: Vec<String> = problems
+        .iter()
+        .take(MAX_LISTED_PROBLEMS)
+        .map(|p| format!("{}: {}", p.reason, p.message))
+        .collect();
+    if problems.len() > MAX_LISTED_PROBLEMS {
+        listed.push(format!("and {} more", problems.len() - MAX_LISTED_PROBLEMS));
+    }
+    Some((
+        first.reason,
+        format!("{} problems: {}", problems.len(), listed.join("; ")),
+    ))
+}
+
+/// The Progressing condition: what the pool is doing, or what holds it.
+fn progressing(pool: &NomadClientPool, planned: &plan::Plan, scaling_up: bool) -> Signal {
+    let spec = &pool.spec;
+    let count =
+        |f: &dyn Fn(RetirePhase) -> bool| planned.retiring.iter().filter(|r| f(r.phase)).count();
+    let terminating = count(&|p| p == RetirePhase::Terminating);
+    let draining = count(&|p| p < RetirePhase::Terminating);
+    let cancelling = count(&|p| p == RetirePhase::Cancelling);
+    if spec.disruption.dry_run && !planned.preview.is_empty() {
+        Signal::new(
+            false,
+            "DryRun",
+            format!(
+                "dry run: would retire {} client(s); see status.plan",
+                planned.preview.len()
+            ),
+        )
+    } else if let Some(Blocker::BudgetExhausted { in_flight, budget }) = planned
+        .blockers
+        .iter()
+        .find(|b| matches!(b, Blocker::BudgetExhausted { .. }))
+    {
+        Signal::new(
+            true,
+            "BudgetExhausted",
+            format!(
+                "{in_flight} client(s) in flight, disruption.maxUnavailable allows {budget}; more start as these finish"
+            ),
+        )
+    } else if planned.blockers.contains(&Blocker::Paused) {
+        Signal::new(
+            false,
+            "Paused",
+            "disruption.paused is set: no new retirement starts",
+        )
+    } else if planned.blockers.contains(&Blocker::NoEmptyNodes) {
+        Signal::new(
+            false,
+            "NoEmptyNodes",
+            "selectionPolicy Empty: waiting for a client with no pending or running allocation",
+        )
+    } else if scaling_up {
+        Signal::new(
+            true,
+            "ScalingUp",
+            format!(
+                "raising the group's desired capacity to {}",
+                planned.desired_nodes
+            ),
+        )
+    } else if cancelling > 0 {
+        Signal::new(
+            true,
+            "Cancelling",
+            format!("{cancelling} client(s) returning to service"),
+        )
+    } else if !planned.retiring.is_empty() {
+        Signal::new(
+            true,
+            "Retiring",
+            format!("{draining} client(s) draining, {terminating} terminating"),
+        )
+    } else {
+        Signal::new(false, "Idle", "nothing to do")
+    }
+}
+
+/// The status to write after a plan. `problems` are those the reconciler
+/// found itself (a failed action, a drain Nomad does not apply); they come
+/// before the planner's.
+pub(super) fn build_status(
+    pool: &NomadClientPool,
+    previous: &NomadClientPoolStatus,
+    planned: &plan::Plan,
+    nodes: &[NodeFacts],
+    group: &GroupState,
+    problems: Vec<Problem>,
+) -> NomadClientPoolStatus {
+    let now = Timestamp::now();
+    let live = nodes
+        .iter()
+        .filter(|n| n.status != NodeStatus::Down)
+        .count() as i32;
+    let ready = nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Ready && n.eligible && !n.draining)
+        .count() as i32;
+    let terminating = planned
+        .retiring
+        .iter()
+        .filter(|r| r.phase == RetirePhase::Terminating)
+        .count() as i32;
+    let draining = planned
+        .retiring
+        .iter()
+        .filter(|r| r.phase < RetirePhase::Terminating)
+        .count() as i32;
+
+    let mut problems = problems;
+    for p in planned.blockers.iter().filter_map(degraded_by) {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    let degraded = degraded_signal(&problems);
+    let scaling_up = planned
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
+    let progressing = progressing(pool, planned, scaling_up);
+    let settled = planned.retiring.is_empty()
+        && !scaling_up
+        && degraded.is_none()
+        && group.desired_capacity == planned.desired_nodes
+        && planned.preview.is_empty();
+    let ready_signal = if let Some((reason, message)) = &degraded {
+        Signal::new(false, *reason, message.clone())
+    } else if settled {
+        let mut message = format!("{} client(s), as desired", planned.desired_nodes);
+        if !planned.done_targets.is_empty() {
+            // Done, not an error: the entries may simply be removed.
+            message.push_str(&format!(
+                "; spec.retire entries already retired: {}",
+                planned.done_targets.join(", ")
+            ));
+        }
+        Signal::new(true, "Settled", message)
+    } else if progressing.reason == "BudgetExhausted" {
+        // Waiting on the budget is normal progress; the column users see
+        // should say the pool is retiring, not sound an alarm.
+        Signal::new(false, "Retiring", progressing.message.clone())
+    } else {
+        Signal::new(
+            false,
+            progressing.reason.clone(),
+            progressing.message.clone(),
+        )
+    };
+    let degraded_signal = match &degraded {
+        Some((reason, message)) => Signal::new(true, *reason, message.clone()),
+        None => Signal::new(false, "AsExpected", ""),
+    };
+    let conditions = status::merge(
+        &previous.conditions,
+        &[
+            (status::READY, ready_signal),
+            (status::PROGRESSING, progressing),
+            (status::DEGRADED, degraded_signal),
+        ],
+        pool.metadata.generation,
+        now,
+    );
+    NomadClientPoolStatus {
+        observed_generation: pool.metadata.generation,
+        desired_nodes: Some(planned.desired_nodes as i32),
+        group_desired_capacity: Some(group.desired_capacity as i32),
+        nodes: live,
+        ready_nodes: ready,
+        draining_nodes: draining,
+        terminating_nodes: terminating,
+        retired_total: previous.retired_total + planned.retired as i64,
+        retiring: planned.retiring.clone(),
+        retired: planned.retired_nodes.clone(),
+        plan: planned.preview.clone(),
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_listed_under_the_first_ones_reason() {
+        assert_eq!(degraded_signal(&[]), None);
+        let one = [Problem::new("PreflightFailed", "x")];
+        assert_eq!(degraded_signal(&one), Some(("PreflightFailed", "x".into())));
+        let two = [
+            Problem::new("UnknownRetireTarget", "a"),
+            Problem::new("ReplicasAboveMaxSize", "b"),
+        ];
+        assert_eq!(
+            degraded_signal(&two),
+            Some((
+                "UnknownRetireTarget",
+                "2 problems: UnknownRetireTarget: a; ReplicasAboveMaxSize: b".into()
+            ))
+        );
+        let many: Vec<Problem> = (0..MAX_LISTED_PROBLEMS + 3)
+            .map(|i| Problem::new("PreflightFailed", format!("n{i}")))
+            .collect();
+        let (_, message) = degraded_signal(&many).unwrap();
+        assert!(message.ends_with("and 3 more"), "{message}");
+    }
+
+    #[test]
+    fn each_blocker_that_is_a_fault_has_its_own_reason() {
+        let reason = |b: Blocker| degraded_by(&b).map(|p| p.reason);
+        assert_eq!(
+            reason(Blocker::NoClientsMatch { desired: 2 }),
+            Some("NoMatchingClients")
+        );
+        assert_eq!(
+            reason(Blocker::ReplicasAboveMaxSize {
+                replicas: 8,
+                max_size: 5,
+                group: "g".into()
+            }),
+            Some("ReplicasAboveMaxSize")
+        );
+        assert_eq!(reason(Blocker::Paused), None, "progress, not a fault");
+    }
+
+    #[test]
+    fn an_undecodable_answer_is_not_called_unreachable() {
+        let source = serde_json::from_slice::<serde_json::Value>(b"[{\"ID\":").unwrap_err();
+        let e = NomadError::Decode {
+            endpoint: "/v1/nodes".into(),
+            source,
+        };
+        let t = Trouble::from_nomad(&e, "http://nomad:4646");
+        assert_eq!(t.reason, "NomadResponseInvalid");
+        assert!(t.message.contains("/v1/nodes"), "{}", t.message);
+    }
+}

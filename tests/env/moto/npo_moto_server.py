@@ -1,0 +1,29 @@
+"""moto's server with the project's corrections applied first.
+
+moto is more lenient than AWS in places the operator depends on; each module
+listed in PATCHES corrects one such place by monkeypatching moto and exposes
+`apply()`. Patches run in this process before the server starts (never with
+`--reload`, which would restart without them). Arguments are moto_server's.
+"""
+
+import importlib
+import os
+import sys
+
+# One module per correction, named for what it enforces.
+PATCHES = [
+    "asg_capacity_bounds",
+]
+
+
+def main() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for name in PATCHES:
+        importlib.import_module(name).apply()
+    from moto.server import main as moto_main
+
+    moto_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
