@@ -4,6 +4,7 @@
 //! - `reconcile`: observe → plan → write-ahead status → side effects;
 //! - `watch`: Nomad blocking queries that wake the reconciler;
 //! - `connect`: spec and Secrets → Nomad and cloud clients;
+//! - `secret_use`: which Secrets a pool may use, and for what (their label);
 //! - `events`: Kubernetes Events, published off the reconcile path;
 //! - `group`: the cloud group as last read, refreshed off the critical path;
 //! - `status`: condition bookkeeping.
@@ -13,6 +14,7 @@ pub mod events;
 pub mod group;
 pub mod plan;
 pub mod reconcile;
+pub mod secret_use;
 pub mod status;
 pub mod visibility;
 pub mod watch;

@@ -199,10 +199,14 @@ impl Trouble {
         }
     }
 
-    fn from_connect(e: &ConnectError) -> Self {
+    fn from_connect(e: &ConnectError, ctx: &Context, pool: &ObjectRef<NomadClientPool>) -> Self {
+        if e.withdraws_consent() {
+            // Its watches would keep sending a credential no longer allowed.
+            ctx.pools.lock().expect("pools lock").remove(pool);
+        }
         Trouble {
-            reason: "InvalidSpec",
-            message: format!("{e}; create it or fix the reference in the pool's spec"),
+            reason: e.reason(),
+            message: e.message(),
             retry: Duration::from_secs(60),
         }
     }
@@ -210,10 +214,10 @@ impl Trouble {
 
 async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntime>, Trouble> {
     let ns = pool.namespace().unwrap_or_default();
+    let key = ObjectRef::from_obj(pool);
     let conn = connect::resolve(&ctx.client, &ns, &pool.spec)
         .await
-        .map_err(|e| Trouble::from_connect(&e))?;
-    let key = ObjectRef::from_obj(pool);
+        .map_err(|e| Trouble::from_connect(&e, ctx, &key))?;
     if let Some(rt) = ctx.pools.lock().expect("pools lock").get(&key)
         && rt.fingerprint == conn.fingerprint
     {
