@@ -6,7 +6,6 @@ use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
 use nomad_pool_operator::{controller, leader, server};
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 /// Kubernetes operator that retires Nomad client VMs safely.
 #[derive(Parser)]
@@ -70,17 +69,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let filter = EnvFilter::try_from_env("NPO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only on a terminal: escape codes in a log file or pipeline are noise.
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    // NPO_LOG, except that credential-printing targets stay at info.
+    nomad_pool_operator::logging::init(args.log_json);
     let ready = server::Readiness::default();
     let bound = server::serve(args.metrics_addr, ready.clone()).await?;
     info!(%bound, "serving /metrics, /healthz and /readyz");
