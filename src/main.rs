@@ -31,9 +31,11 @@ struct RunArgs {
     /// This replica's name, on Events and in the leader lease; usually the pod name.
     #[arg(long, env = "POD_NAME", default_value = "nomad-pool-operator")]
     instance: String,
-    /// Watch pools in this namespace only (default: all namespaces).
-    #[arg(long, env = "NPO_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch pools in these namespaces only (repeat the flag or separate
+    /// with commas); default: all namespaces. The operator needs rights in
+    /// the listed namespaces only (deploy/namespaced/).
+    #[arg(long = "namespace", env = "NPO_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "NPO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -81,7 +83,8 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         controller: "nomad-pool-operator".into(),
         instance: Some(args.instance.clone()),
     };
-    let work = || controller::run(client.clone(), reporter, args.namespace.clone());
+    let namespaces = watched_namespaces(&args.namespaces);
+    let work = || controller::run(client.clone(), reporter, namespaces.clone());
     if !args.leader_elect {
         work().await;
         return Ok(());
@@ -97,4 +100,44 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     leader::run_as_leader(client.clone(), settings, work).await?;
     Ok(())
+}
+
+/// The `--namespace` values, without blanks (a trailing comma) or repeats.
+fn watched_namespaces(given: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for ns in given.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if !out.iter().any(|o| o == ns) {
+            out.push(ns.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn namespaces(args: &[&str]) -> Vec<String> {
+        let cli = Cli::try_parse_from(["nomad-pool-operator", "run"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Run(a) => watched_namespaces(&a.namespaces),
+            Command::Crd => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn namespaces_are_repeated_flags_or_comma_lists() {
+        assert!(namespaces(&[]).is_empty(), "no flag: every namespace");
+        assert_eq!(namespaces(&["--namespace", "ci"]), ["ci"]);
+        assert_eq!(
+            namespaces(&[
+                "--namespace",
+                "ci",
+                "--namespace=batch,gpu",
+                "--namespace",
+                "ci,"
+            ]),
+            ["ci", "batch", "gpu"]
+        );
+    }
 }

@@ -302,13 +302,10 @@ fn error_policy(pool: Arc<NomadClientPool>, error: &Error, ctx: Arc<Context>) ->
     Requeue::requeue(ctx.backoff(&pool))
 }
 
-/// Run the controller until the process is told to stop. With a namespace,
-/// only pools in that namespace are watched (a namespace-scoped install).
-pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) {
-    let pools: Api<NomadClientPool> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+/// Run the controller until the process is told to stop. With namespaces,
+/// only pools in those are watched (a namespaced install, whose rights are
+/// Roles in exactly those namespaces); without, pools in every namespace.
+pub async fn run(client: Client, reporter: Reporter, namespaces: Vec<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         events: events::EventSink::start(client.clone(), reporter),
@@ -318,6 +315,49 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
         failures: Mutex::new(HashMap::new()),
         own_writes: OwnWrites::default(),
     });
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    // One controller per namespace: a namespaced install may not list pools
+    // cluster-wide, and one watch's store cannot be fed by several lists.
+    // They share the context (clients, watches, events); the Nomad and
+    // cloud watches' wake-ups are routed to the controller of their pool.
+    let mut routes = HashMap::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let (tx, rx) = mpsc::unbounded_channel();
+        routes.insert(scope.clone(), tx);
+        controllers.push(run_scope(ctx.clone(), scope, rx));
+    }
+    tokio::spawn(route_triggers(rx, routes));
+    futures::future::join_all(controllers).await;
+    info!("controller stopped");
+}
+
+async fn route_triggers(
+    mut rx: mpsc::UnboundedReceiver<ObjectRef<NomadClientPool>>,
+    routes: HashMap<Option<String>, mpsc::UnboundedSender<ObjectRef<NomadClientPool>>>,
+) {
+    while let Some(pool) = rx.recv().await {
+        let route = routes.get(&pool.namespace).or_else(|| routes.get(&None));
+        if let Some(tx) = route {
+            let _ = tx.send(pool);
+        }
+    }
+}
+
+/// The controller for pools in one namespace, or in all with `None`.
+async fn run_scope(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    triggers: mpsc::UnboundedReceiver<ObjectRef<NomadClientPool>>,
+) {
+    let pools: Api<NomadClientPool> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     // Our own status writes must not wake the pool: a reconcile that failed
     // and wrote ActionFailed would run again at once, past its back-off, and
     // a Nomad outage became a purge storm. Spec edits and deletion (which
@@ -337,7 +377,7 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
         );
     Controller::for_stream(pool_changes, reader)
         .with_config(ControllerConfig::default().concurrency(16))
-        .reconcile_on(UnboundedReceiverStream(rx))
+        .reconcile_on(UnboundedReceiverStream(triggers))
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -346,7 +386,6 @@ pub async fn run(client: Client, reporter: Reporter, namespace: Option<String>) 
             }
         })
         .await;
-    info!("controller stopped");
 }
 
 /// `tokio::sync::mpsc::UnboundedReceiver` as a `Stream`, without pulling in
