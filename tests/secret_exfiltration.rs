@@ -318,3 +318,74 @@ async fn a_pool_author_cannot_make_the_operator_send_a_secret_not_labelled_for_i
     let _ = w.operator.take();
     w.cleanup().await;
 }
+
+/// A Secret's owner withdraws the label from a Secret a pool already uses:
+/// the pool is refused at its next reconcile and its watches, which carried
+/// the token to the Nomad address, stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_the_label_stops_the_use_of_a_secret_already_in_use() {
+    let mut w = World::new(
+        "unlabel",
+        WorldOptions {
+            size: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ns = w.namespace.clone();
+    let token = format!("pool-token-{:08x}", rand::random::<u32>());
+    create_secret(
+        &w.client,
+        &ns,
+        "nomad-token",
+        "nomad-token",
+        json!({"token": token}),
+    )
+    .await;
+    w.create_aws_secret().await;
+    // A Nomad address that never answers: the watches keep asking, with the
+    // token, for as long as the pool uses it.
+    let listener = Listener::start().await;
+    w.start_operator().await;
+    let pool = attacker_pool(
+        &ns,
+        "pool",
+        &listener.url,
+        json!({"nomad": {"tokenSecretRef": {"name": "nomad-token"}},
+               "provider": {"awsAutoScalingGroup": {"name": w.group, "endpoint": moto_endpoint()}}}),
+    );
+    w.apply_pool(&pool).await;
+    wait_for(
+        "the labelled token in use",
+        Duration::from_secs(30),
+        || async { listener.saw(&token).then_some(()) },
+    )
+    .await;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(w.client.clone(), &ns);
+    secrets
+        .patch(
+            "nomad-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"nomadpool.dev/secret-type": null}}})),
+        )
+        .await
+        .unwrap();
+    // Secrets are not watched: the refusal comes with the pool's next
+    // reconcile (here a retry of the unreachable Nomad, within 15 s).
+    w.wait_status("pool", "the pool refused", Duration::from_secs(40), |st| {
+        condition(st, "Degraded").is_some_and(|c| c.reason == "SecretNotLabelled")
+    })
+    .await;
+    // Requests already in flight may land; then nothing more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = listener.connections();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        listener.connections(),
+        before,
+        "the pool kept sending its token after the label was removed"
+    );
+    let _ = w.operator.take();
+    w.cleanup().await;
+}
