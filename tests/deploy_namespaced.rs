@@ -247,39 +247,7 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
     .unwrap();
     let unwatched = create_namespace(&admin, "unwatched").await;
 
-    // Reviews: Secrets and pools in the watched namespaces only.
-    let mut wrong = vec![];
-    for ns in WATCHED {
-        for (verb, resource) in [
-            ("get", "secrets"),
-            ("watch", "nomadpool.dev/nomadclientpools"),
-            ("update", "nomadpool.dev/nomadclientpools/status"),
-        ] {
-            if !allowed(&as_sa, verb, resource, ns).await {
-                wrong.push(format!("denied {verb} {resource} in {ns}"));
-            }
-        }
-    }
-    for ns in ["kube-system", unwatched.as_str(), SYSTEM_NS, "default", ""] {
-        for (verb, resource) in [
-            ("get", "secrets"),
-            ("list", "nomadpool.dev/nomadclientpools"),
-            ("create", "events.k8s.io/events"),
-        ] {
-            if allowed(&as_sa, verb, resource, ns).await {
-                wrong.push(format!("allowed {verb} {resource} in {ns:?}"));
-            }
-        }
-    }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    // Real requests agree: 403 outside, 404 (allowed, absent) inside.
-    for (ns, code) in [("kube-system", 403), (unwatched.as_str(), 403), ("ci", 404)] {
-        let secrets: Api<Secret> = Api::namespaced(as_sa.clone(), ns);
-        match secrets.get("npo-absent").await {
-            Err(kube::Error::Api(s)) => assert_eq!(s.code, code, "get Secret in {ns}: {s:?}"),
-            other => panic!("get Secret in {ns}: {other:?}"),
-        }
-    }
+    assert_rights_in_watched_namespaces_only(&as_sa, &unwatched).await;
 
     // A pool in ci, driven by the operator as the ServiceAccount.
     let mut w = World::new(
@@ -310,26 +278,8 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
         .await
         .unwrap();
 
-    let log = PathBuf::from(env_var("NPO_TESTENV_DIR"))
-        .join("logs")
-        .join(format!("operator-deploy-namespaced-{pool}.log"));
-    let file = std::fs::File::create(&log).unwrap();
     let lease = unique("npo-namespaced-lease");
-    let mut operator = Command::new(operator_bin())
-        .args(operator_args(&objects))
-        .args(["--lease-namespace", SYSTEM_NS, "--lease-name", &lease])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .env_clear()
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", "nomad-pool-operator-0")
-        .env("POD_NAMESPACE", SYSTEM_NS)
-        .env("NPO_LOG", "info,nomad_pool_operator=debug")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the operator binary");
+    let (mut operator, log) = start_operator_as_sa(&objects, &kubeconfig, &lease, &pool);
     let log_tail = || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -368,7 +318,44 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
         stray.metadata.finalizers.is_none() && stray.data.get("status").is_none(),
         "the pool in the unwatched namespace was touched: {stray:?}"
     );
-    let text = std::fs::read_to_string(&log).unwrap();
+    assert_never_denied(&log);
+
+    let _ = operator.kill().await;
+    remove_test_objects(&admin, &pool, &secret, &unwatched, &lease).await;
+    let _ = std::fs::remove_file(&kubeconfig);
+    w.namespace = own_namespace;
+    w.cleanup().await;
+}
+
+/// What the test left in shared namespaces (ci, nomad-pool-system).
+async fn remove_test_objects(
+    admin: &Client,
+    pool: &str,
+    secret: &str,
+    unwatched: &str,
+    lease: &str,
+) {
+    let pools: Api<DynamicObject> = Api::namespaced_with(admin.clone(), "ci", &pool_resource());
+    let _ = pools.delete(pool, &DeleteParams::default()).await;
+    // The operator is gone: drop its finalizer so the pool goes.
+    let _ = pools
+        .patch(
+            pool,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    let _ = Api::<Secret>::namespaced(admin.clone(), "ci")
+        .delete(secret, &DeleteParams::default())
+        .await;
+    delete_namespace(admin, unwatched).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(admin.clone(), SYSTEM_NS);
+    let _ = leases.delete(lease, &DeleteParams::default()).await;
+}
+
+fn assert_never_denied(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap();
     for line in text.lines() {
         let l = line.to_ascii_lowercase();
         assert!(
@@ -376,28 +363,73 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
             "the operator was denied something:\n{line}"
         );
     }
+}
 
-    let _ = operator.kill().await;
-    let pools: Api<DynamicObject> = Api::namespaced_with(admin.clone(), "ci", &pool_resource());
-    let _ = pools.delete(&pool, &DeleteParams::default()).await;
-    // The operator is gone: drop its finalizer so the pool goes.
-    let _ = pools
-        .patch(
-            &pool,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await;
-    let _ = Api::<Secret>::namespaced(admin.clone(), "ci")
-        .delete(&secret, &DeleteParams::default())
-        .await;
-    let _ = std::fs::remove_file(&kubeconfig);
-    delete_namespace(&admin, &unwatched).await;
-    w.namespace = own_namespace;
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(admin.clone(), SYSTEM_NS);
-    let _ = leases.delete(&lease, &DeleteParams::default()).await;
-    w.cleanup().await;
+/// Reviews: Secrets and pools in the watched namespaces only; real
+/// requests agree (403 outside, 404 for an absent Secret inside).
+async fn assert_rights_in_watched_namespaces_only(as_sa: &Client, unwatched: &str) {
+    let mut wrong = vec![];
+    for ns in WATCHED {
+        for (verb, resource) in [
+            ("get", "secrets"),
+            ("watch", "nomadpool.dev/nomadclientpools"),
+            ("update", "nomadpool.dev/nomadclientpools/status"),
+        ] {
+            if !allowed(as_sa, verb, resource, ns).await {
+                wrong.push(format!("denied {verb} {resource} in {ns}"));
+            }
+        }
+    }
+    for ns in ["kube-system", unwatched, SYSTEM_NS, "default", ""] {
+        for (verb, resource) in [
+            ("get", "secrets"),
+            ("list", "nomadpool.dev/nomadclientpools"),
+            ("create", "events.k8s.io/events"),
+        ] {
+            if allowed(as_sa, verb, resource, ns).await {
+                wrong.push(format!("allowed {verb} {resource} in {ns:?}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Real requests agree: 403 outside, 404 (allowed, absent) inside.
+    for (ns, code) in [("kube-system", 403), (unwatched, 403), ("ci", 404)] {
+        let secrets: Api<Secret> = Api::namespaced(as_sa.clone(), ns);
+        match secrets.get("npo-absent").await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, code, "get Secret in {ns}: {s:?}"),
+            other => panic!("get Secret in {ns}: {other:?}"),
+        }
+    }
+}
+
+/// The operator binary as the ServiceAccount, with the Deployment's
+/// arguments and what a pod would get; its log file.
+fn start_operator_as_sa(
+    objects: &[Value],
+    kubeconfig: &std::path::Path,
+    lease: &str,
+    test: &str,
+) -> (tokio::process::Child, PathBuf) {
+    let log = PathBuf::from(env_var("NPO_TESTENV_DIR"))
+        .join("logs")
+        .join(format!("operator-deploy-namespaced-{test}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let operator = Command::new(operator_bin())
+        .args(operator_args(objects))
+        .args(["--lease-namespace", SYSTEM_NS, "--lease-name", lease])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env_clear()
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAME", "nomad-pool-operator-0")
+        .env("POD_NAMESPACE", SYSTEM_NS)
+        .env("NPO_LOG", "info,nomad_pool_operator=debug")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the operator binary");
+    (operator, log)
 }
 
 fn pool_resource() -> kube::api::ApiResource {

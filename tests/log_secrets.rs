@@ -23,6 +23,43 @@ aws_smithy_runtime_api=trace,aws_config=trace,aws_credential_types=trace,\
 aws_sdk_autoscaling=trace,aws_smithy_http_client=trace,hyper=trace,hyper_util=trace,\
 reqwest=trace,h2=trace,rustls=trace,nomad_pool_operator=trace";
 
+/// The operator binary for `namespace`, with NPO_LOG; its log file.
+fn start_operator_at_trace(namespace: &str) -> (tokio::process::Child, PathBuf) {
+    let log = PathBuf::from(env_var("NPO_TESTENV_DIR"))
+        .join("logs")
+        .join(format!("operator-logsecrets-{}.log", namespace));
+    let file = std::fs::File::create(&log).unwrap();
+    let operator = Command::new(operator_bin())
+        .args(["run", "--namespace", namespace])
+        .args(["--lease-namespace", namespace])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", env_var("KUBECONFIG"))
+        .env("POD_NAME", "nomad-pool-operator")
+        .env("NPO_LOG", NPO_LOG)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the operator binary");
+    (operator, log)
+}
+
+/// For each (what, value) found in `text`, the first line holding it.
+fn lines_with(text: &str, values: &[(&str, &String)]) -> Vec<String> {
+    let mut found = vec![];
+    for (what, value) in values {
+        if let Some((n, line)) = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.contains(value.as_str()))
+        {
+            found.push(format!("{what} on line {}: {line:.300}", n + 1));
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_credential_appears_in_a_trace_log_of_a_retirement() {
     let tag: u32 = rand::random();
@@ -55,23 +92,7 @@ async fn no_credential_appears_in_a_trace_log_of_a_retirement() {
     )
     .await;
 
-    let log = PathBuf::from(env_var("NPO_TESTENV_DIR"))
-        .join("logs")
-        .join(format!("operator-logsecrets-{}.log", w.namespace));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut operator = Command::new(operator_bin())
-        .args(["run", "--namespace", &w.namespace])
-        .args(["--lease-namespace", &w.namespace])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", env_var("KUBECONFIG"))
-        .env("POD_NAME", "nomad-pool-operator")
-        .env("NPO_LOG", NPO_LOG)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the operator binary");
+    let (mut operator, log) = start_operator_at_trace(&w.namespace);
 
     // One client retired all the way: cordon, drain, terminate (AWS calls
     // signed with the keys), purge (Nomad calls with the token).
@@ -121,20 +142,15 @@ async fn no_credential_appears_in_a_trace_log_of_a_retirement() {
         text.contains("nomad request endpoint=GET /v1/acl/token/self status=200"),
         "the log does not show an authenticated Nomad request"
     );
-    let mut found = vec![];
-    for (what, value) in [
-        ("AWS access key ID", &key_id),
-        ("AWS secret access key", &secret_key),
-        ("AWS session token", &session_token),
-        ("Nomad token", &nomad_token),
-    ] {
-        for (n, line) in text.lines().enumerate() {
-            if line.contains(value.as_str()) {
-                found.push(format!("{what} on line {}: {line:.300}", n + 1));
-                break;
-            }
-        }
-    }
+    let found = lines_with(
+        &text,
+        &[
+            ("AWS access key ID", &key_id),
+            ("AWS secret access key", &secret_key),
+            ("AWS session token", &session_token),
+            ("Nomad token", &nomad_token),
+        ],
+    );
     assert!(
         found.is_empty(),
         "credentials in the log ({}):\n{}",

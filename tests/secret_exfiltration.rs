@@ -62,6 +62,20 @@ impl Listener {
         self.received.lock().unwrap().len()
     }
 
+    /// Fail, showing what arrived, if any of `values` did.
+    fn assert_received_none_of(&self, values: &[&String]) {
+        if let Some(v) = values.iter().find(|v| self.saw(v)) {
+            let got: Vec<String> = self
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect();
+            panic!("the attacker's listener received the Secret value {v:?}:\n{got:#?}");
+        }
+    }
+
     fn saw(&self, value: &str) -> bool {
         self.received
             .lock()
@@ -118,6 +132,50 @@ async fn grant_pool_author(admin: &Client, namespace: &str, user: &str) {
         .unwrap();
 }
 
+/// A client acting as `user`, who may create pools in `namespace` but not
+/// read its Secrets (checked, not assumed).
+async fn pool_author(admin: &Client, namespace: &str, user: &str) -> Client {
+    grant_pool_author(admin, namespace, user).await;
+    let client = client_as(user).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace);
+    match secrets.get("db").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("{user} must not read Secrets: {other:?}"),
+    }
+    client
+}
+
+/// Wait until pool `name` is Degraded with reason SecretNotLabelled and a
+/// message starting with `expected`, failing at once if the listener gets
+/// any of `values`.
+async fn wait_refused(
+    w: &World,
+    listener: &Listener,
+    values: &[&String],
+    name: &str,
+    expected: &str,
+) {
+    let start = Instant::now();
+    loop {
+        listener.assert_received_none_of(values);
+        let st = w.status(name).await;
+        let degraded = condition(&st, "Degraded");
+        if degraded.is_some_and(|c| {
+            c.status == "True" && c.reason == "SecretNotLabelled" && c.message.starts_with(expected)
+        }) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pool {name} was not refused with {expected:?}\nstatus: {}\noperator log:\n{}",
+            serde_json::to_string_pretty(&st).unwrap(),
+            w.operator.as_ref().unwrap().log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A Secret the attacker may not read: unlabelled, or labelled for `label`.
 async fn victim_secret(admin: &Client, ns: &str, name: &str, label: Option<&str>, data: Value) {
     let mut s = pool_secret(name, label.unwrap_or(""), data);
@@ -132,6 +190,45 @@ async fn victim_secret(admin: &Client, ns: &str, name: &str, label: Option<&str>
     api.create(&Default::default(), &serde_json::from_value(s).unwrap())
         .await
         .unwrap();
+}
+
+/// The victims, in `ns`: a database password (unlabelled), the team's AWS
+/// keys (labelled for AWS, as the pools' own) and older AWS keys nobody
+/// labelled. Returns the distinctive values that must never leave.
+async fn create_victims(admin: &Client, ns: &str) -> Vec<String> {
+    let tag: u32 = rand::random();
+    let db_password = format!("db-password-{tag:08x}");
+    let ci_secret_key = format!("ci-secret-key-{tag:08x}");
+    let legacy_key_id = format!("AKIALEGACY{tag:08X}");
+    let legacy_secret = format!("legacy-secret-{tag:08x}");
+    let legacy_session = format!("legacy-session-{tag:08x}");
+
+    victim_secret(admin, ns, "db", None, json!({"password": db_password})).await;
+    victim_secret(
+        admin,
+        ns,
+        "aws",
+        Some("aws-credentials"),
+        json!({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": ci_secret_key}),
+    )
+    .await;
+    victim_secret(
+        admin,
+        ns,
+        "legacy-aws",
+        None,
+        json!({"AWS_ACCESS_KEY_ID": legacy_key_id, "AWS_SECRET_ACCESS_KEY": legacy_secret,
+               "AWS_SESSION_TOKEN": legacy_session}),
+    )
+    .await;
+
+    vec![
+        db_password,
+        ci_secret_key,
+        legacy_key_id,
+        legacy_secret,
+        legacy_session,
+    ]
 }
 
 fn attacker_pool(ns: &str, name: &str, listener: &str, extra_spec: Value) -> Value {
@@ -164,43 +261,9 @@ async fn a_pool_author_cannot_make_the_operator_send_a_secret_not_labelled_for_i
     )
     .await;
     let ns = w.namespace.clone();
-    let tag: u32 = rand::random();
-    let db_password = format!("db-password-{tag:08x}");
-    let ci_secret_key = format!("ci-secret-key-{tag:08x}");
-    let legacy_key_id = format!("AKIALEGACY{tag:08X}");
-    let legacy_secret = format!("legacy-secret-{tag:08x}");
-    let legacy_session = format!("legacy-session-{tag:08x}");
-
-    // The victims: a database password, the team's AWS keys (labelled for
-    // AWS, as the pools' own), and older AWS keys nobody labelled.
-    victim_secret(&w.client, &ns, "db", None, json!({"password": db_password})).await;
-    victim_secret(
-        &w.client,
-        &ns,
-        "aws",
-        Some("aws-credentials"),
-        json!({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": ci_secret_key}),
-    )
-    .await;
-    victim_secret(
-        &w.client,
-        &ns,
-        "legacy-aws",
-        None,
-        json!({"AWS_ACCESS_KEY_ID": legacy_key_id, "AWS_SECRET_ACCESS_KEY": legacy_secret,
-               "AWS_SESSION_TOKEN": legacy_session}),
-    )
-    .await;
-
-    // The attacker may create pools but not read Secrets (checked, not assumed).
-    grant_pool_author(&w.client, &ns, "mallory").await;
-    let mallory = client_as("mallory").await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(mallory.clone(), &ns);
-    match secrets.get("db").await {
-        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
-        other => panic!("mallory must not read Secrets: {other:?}"),
-    }
-
+    let values = create_victims(&w.client, &ns).await;
+    let values: Vec<&String> = values.iter().collect();
+    let mallory = pool_author(&w.client, &ns, "mallory").await;
     let listener = Listener::start().await;
     w.start_operator().await;
     let pools: Api<NomadClientPool> = Api::namespaced(mallory.clone(), &ns);
@@ -233,51 +296,9 @@ async fn a_pool_author_cannot_make_the_operator_send_a_secret_not_labelled_for_i
             .unwrap_or_else(|e| panic!("mallory may create pool {name}: {e}"));
     }
 
-    let values = [
-        &db_password,
-        &ci_secret_key,
-        &legacy_key_id,
-        &legacy_secret,
-        &legacy_session,
-    ];
-    let leaked = || {
-        values
-            .iter()
-            .find(|v| listener.saw(v))
-            .map(|v| v.to_string())
-    };
     // Each pool is refused, and says why; the attacker's listener gets nothing.
     for (name, _, expected) in &attempts {
-        let expected = expected.replace("{ns}", &ns);
-        let start = Instant::now();
-        loop {
-            if let Some(v) = leaked() {
-                let got: Vec<String> = listener
-                    .received
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|r| String::from_utf8_lossy(r).into_owned())
-                    .collect();
-                panic!("the attacker's listener received the Secret value {v:?}:\n{got:#?}");
-            }
-            let st = w.status(name).await;
-            let degraded = condition(&st, "Degraded");
-            if degraded.is_some_and(|c| {
-                c.status == "True"
-                    && c.reason == "SecretNotLabelled"
-                    && c.message.starts_with(&expected)
-            }) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "pool {name} was not refused with {expected:?}\nstatus: {}\noperator log:\n{}",
-                serde_json::to_string_pretty(&st).unwrap(),
-                w.operator.as_ref().unwrap().log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_refused(&w, &listener, &values, name, &expected.replace("{ns}", &ns)).await;
     }
     let refusals = wait_for(
         "an Event per refused pool",
@@ -302,7 +323,7 @@ async fn a_pool_author_cannot_make_the_operator_send_a_secret_not_labelled_for_i
     }
     // Give the operator time to misbehave (resyncs, retries) before concluding.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(leaked(), None, "a Secret value reached the attacker");
+    listener.assert_received_none_of(&values);
     assert_eq!(
         listener.connections(),
         0,
@@ -311,7 +332,7 @@ async fn a_pool_author_cannot_make_the_operator_send_a_secret_not_labelled_for_i
     // Nothing secret in what the attacker can read either.
     for (name, _, _) in &attempts {
         let text = serde_json::to_string(&pools.get(name).await.unwrap()).unwrap();
-        for v in values {
+        for v in &values {
             assert!(!text.contains(v.as_str()), "{name} shows {v}");
         }
     }
