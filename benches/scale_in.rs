@@ -44,7 +44,7 @@ use aws_sdk_autoscaling::Client as AsgClient;
 use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
 use futures::StreamExt;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use nomad_pool_operator::api::NomadClientPool;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -1216,13 +1216,8 @@ struct Managed {
 
 async fn manage(client: &kube::Client, w: &World, p: &Params) -> Managed {
     let ns = support::create_namespace(client, &format!("bench-{}", w.label)).await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    let s = serde_json::from_value(json!({
-        "metadata": {"name": "aws"},
-        "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    }))
-    .unwrap();
-    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let keys = json!({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"});
+    support::create_secret(client, &ns, "aws", "aws-credentials", keys).await;
     support::tag_group(&w.moto.client(), &w.group, &format!("{ns}/ci")).await;
     let pools: Api<NomadClientPool> = Api::namespaced(client.clone(), &ns);
     let manifest = json!({

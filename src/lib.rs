@@ -8,6 +8,7 @@
 pub mod api;
 pub mod controller;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod nomad;
 pub mod provider;

@@ -6,7 +6,6 @@ use clap::{Parser, Subcommand};
 use kube::runtime::events::Reporter;
 use nomad_pool_operator::{controller, leader, server};
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 /// Kubernetes operator that retires Nomad client VMs safely.
 #[derive(Parser)]
@@ -32,9 +31,11 @@ struct RunArgs {
     /// This replica's name, on Events and in the leader lease; usually the pod name.
     #[arg(long, env = "POD_NAME", default_value = "nomad-pool-operator")]
     instance: String,
-    /// Watch pools in this namespace only (default: all namespaces).
-    #[arg(long, env = "NPO_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch pools in these namespaces only (repeat the flag or separate
+    /// with commas); default: all namespaces. The operator needs rights in
+    /// the listed namespaces only (deploy/namespaced/).
+    #[arg(long = "namespace", env = "NPO_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Namespaces whose pools may use the operator's own cloud identity (IRSA,
     /// environment, instance metadata) instead of a credentials Secret: a
     /// comma list, `*` for every namespace. Default: none.
@@ -79,17 +80,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let filter = EnvFilter::try_from_env("NPO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only on a terminal: escape codes in a log file or pipeline are noise.
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    // NPO_LOG, except that credential-printing targets stay at info.
+    nomad_pool_operator::logging::init(args.log_json);
     let ready = server::Readiness::default();
     let bound = server::serve(args.metrics_addr, ready.clone()).await?;
     info!(%bound, "serving /metrics, /healthz and /readyz");
@@ -103,11 +95,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ambient =
         controller::authority::AmbientCredentials::from_list(&args.ambient_credentials_namespaces);
     info!(%ambient, "namespaces that may use the operator's own cloud identity");
+    let namespaces = watched_namespaces(&args.namespaces);
     let work = || {
         controller::run(
             client.clone(),
             reporter,
-            args.namespace.clone(),
+            namespaces.clone(),
             ambient.clone(),
         )
     };
@@ -126,4 +119,44 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     leader::run_as_leader(client.clone(), settings, work).await?;
     Ok(())
+}
+
+/// The `--namespace` values, without blanks (a trailing comma) or repeats.
+fn watched_namespaces(given: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for ns in given.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if !out.iter().any(|o| o == ns) {
+            out.push(ns.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn namespaces(args: &[&str]) -> Vec<String> {
+        let cli = Cli::try_parse_from(["nomad-pool-operator", "run"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Run(a) => watched_namespaces(&a.namespaces),
+            Command::Crd => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn namespaces_are_repeated_flags_or_comma_lists() {
+        assert!(namespaces(&[]).is_empty(), "no flag: every namespace");
+        assert_eq!(namespaces(&["--namespace", "ci"]), ["ci"]);
+        assert_eq!(
+            namespaces(&[
+                "--namespace",
+                "ci",
+                "--namespace=batch,gpu",
+                "--namespace",
+                "ci,"
+            ]),
+            ["ci", "batch", "gpu"]
+        );
+    }
 }

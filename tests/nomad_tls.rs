@@ -156,12 +156,21 @@ async fn operator_drives_a_nomad_that_requires_mtls_and_a_token() {
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for s in [
-        json!({"metadata": {"name": "nomad-token"}, "stringData": {"token": "s3cret-token"}}),
-        json!({"metadata": {"name": "nomad-ca"}, "stringData": {"ca.crt": read(&good, "ca.pem")}}),
-        json!({"metadata": {"name": "wrong-ca"}, "stringData": {"ca.crt": read(&wrong, "ca.pem")}}),
-        json!({"metadata": {"name": "nomad-client"}, "type": "kubernetes.io/tls",
+        pool_secret(
+            "nomad-token",
+            "nomad-token",
+            json!({"token": "s3cret-token"}),
+        ),
+        pool_secret("nomad-ca", "tls", json!({"ca.crt": read(&good, "ca.pem")})),
+        pool_secret("wrong-ca", "tls", json!({"ca.crt": read(&wrong, "ca.pem")})),
+        json!({"metadata": {"name": "nomad-client", "labels": {"nomadpool.dev/secret-type": "tls"}},
+               "type": "kubernetes.io/tls",
                "stringData": {"tls.crt": read(&good, "client.pem"), "tls.key": read(&good, "client.key")}}),
-        json!({"metadata": {"name": "aws"}, "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}}),
+        pool_secret(
+            "aws",
+            "aws-credentials",
+            json!({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}),
+        ),
     ] {
         secrets
             .create(&PostParams::default(), &serde_json::from_value(s).unwrap())

@@ -32,14 +32,8 @@ async fn world(test: &str, size: i32, acl: bool) -> World {
 }
 
 async fn create_token_secret(w: &World, token: &str) {
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(w.client.clone(), &w.namespace);
-    let s = serde_json::from_value(json!({
-        "metadata": {"name": "nomad-token"},
-        "stringData": {"token": token}
-    }))
-    .unwrap();
-    api.create(&Default::default(), &s).await.unwrap();
+    let data = json!({"token": token});
+    create_secret(&w.client, &w.namespace, "nomad-token", "nomad-token", data).await;
 }
 
 async fn set_policy(w: &World, namespaces: Value) {

@@ -242,13 +242,8 @@ async fn nomad_permission_denied_and_unreachable_show_as_conditions() {
     .await;
     let mut w = w;
     w.create_aws_secret().await;
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(w.client.clone(), &w.namespace);
-    let s = serde_json::from_value(
-        json!({"metadata": {"name": "nomad"}, "stringData": {"token": "wrong-token"}}),
-    )
-    .unwrap();
-    secrets.create(&Default::default(), &s).await.unwrap();
+    let token = json!({"token": "wrong-token"});
+    create_secret(&w.client, &w.namespace, "nomad", "nomad-token", token).await;
     w.start_operator().await;
     w.apply_pool(&w.pool_manifest(
         "denied",

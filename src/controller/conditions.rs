@@ -121,8 +121,8 @@ impl Trouble {
 
     pub fn from_connect(e: &ConnectError) -> Self {
         Trouble {
-            reason: "InvalidSpec",
-            message: format!("{e}; create it or fix the reference in the pool's spec"),
+            reason: e.reason(),
+            message: e.message(),
             retry: Duration::from_secs(60),
         }
     }

@@ -9,6 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
+use super::secret_use::{self, NotLabelled};
 use crate::api::{NomadClientPoolSpec, SecretKeyRef};
 use crate::nomad::{NomadConfig, NomadTlsConfig, SecretToken};
 use crate::provider::aws::{AwsAsgConfig, AwsCredentials};
@@ -30,6 +31,36 @@ pub enum ConnectError {
         #[source]
         source: kube::Error,
     },
+    #[error("{}", .refused.describe(.namespace))]
+    SecretNotLabelled {
+        namespace: String,
+        refused: NotLabelled,
+    },
+}
+
+impl ConnectError {
+    /// The condition reason (and Event reason) for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::SecretNotLabelled { .. } => "SecretNotLabelled",
+            _ => "InvalidSpec",
+        }
+    }
+
+    /// The condition message: what failed and what to do about it.
+    pub fn message(&self) -> String {
+        match self {
+            ConnectError::SecretNotLabelled { .. } => self.to_string(),
+            _ => format!("{self}; create it or fix the reference in the pool's spec"),
+        }
+    }
+
+    /// Whether the pool must stop using what it built from its Secrets
+    /// before: a Secret's owner withdrew the label (or the spec now names a
+    /// Secret not meant for it), so nothing may be sent with it any more.
+    pub fn withdraws_consent(&self) -> bool {
+        matches!(self, ConnectError::SecretNotLabelled { .. })
+    }
 }
 
 /// Everything needed to connect, plus a fingerprint that changes whenever
@@ -44,11 +75,40 @@ struct Secrets<'a> {
     api: Api<Secret>,
     namespace: &'a str,
     cache: BTreeMap<String, BTreeMap<String, ByteString>>,
+    labels: BTreeMap<String, BTreeMap<String, String>>,
     hasher: DefaultHasher,
 }
 
 impl Secrets<'_> {
+    /// Read every Secret the spec names and refuse the lot unless each is
+    /// labelled for the use its reference makes of it. Runs before any key
+    /// is read, so a refused pool builds no client and sends nothing.
+    async fn check_labels(&mut self, spec: &NomadClientPoolSpec) -> Result<(), ConnectError> {
+        for reference in secret_use::references(spec) {
+            self.load(&reference.name).await?;
+            secret_use::check(&reference, &self.labels[&reference.name]).map_err(|refused| {
+                ConnectError::SecretNotLabelled {
+                    namespace: self.namespace.into(),
+                    refused,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     async fn key(&mut self, name: &str, key: &str) -> Result<Vec<u8>, ConnectError> {
+        self.load(name).await?;
+        self.cache[name]
+            .get(key)
+            .map(|v| v.0.clone())
+            .ok_or_else(|| ConnectError::SecretKeyMissing {
+                namespace: self.namespace.into(),
+                name: name.into(),
+                key: key.into(),
+            })
+    }
+
+    async fn load(&mut self, name: &str) -> Result<(), ConnectError> {
         if !self.cache.contains_key(name) {
             let secret =
                 self.api
@@ -66,17 +126,12 @@ impl Secrets<'_> {
             // Hash the resourceVersion, not the content: a rotated Secret
             // rebuilds the clients without secret bytes entering any hash.
             secret.metadata.resource_version.hash(&mut self.hasher);
+            self.labels
+                .insert(name.into(), secret.metadata.labels.unwrap_or_default());
             self.cache
                 .insert(name.into(), secret.data.unwrap_or_default());
         }
-        self.cache[name]
-            .get(key)
-            .map(|v| v.0.clone())
-            .ok_or_else(|| ConnectError::SecretKeyMissing {
-                namespace: self.namespace.into(),
-                name: name.into(),
-                key: key.into(),
-            })
+        Ok(())
     }
 
     async fn key_ref(
@@ -102,8 +157,10 @@ pub async fn resolve(
         api: Api::namespaced(client.clone(), namespace),
         namespace,
         cache: BTreeMap::new(),
+        labels: BTreeMap::new(),
         hasher: DefaultHasher::new(),
     };
+    secrets.check_labels(spec).await?;
     let token = match &spec.nomad.token_secret_ref {
         Some(r) => Some(SecretToken::new(utf8(secrets.key_ref(r, "token").await?))),
         None => None,

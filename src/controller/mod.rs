@@ -4,6 +4,7 @@
 //! - `reconcile`: observe → plan → write-ahead status → side effects;
 //! - `watch`: Nomad blocking queries that wake the reconciler;
 //! - `connect`: spec and Secrets → Nomad and cloud clients;
+//! - `secret_use`: which Secrets a pool may use, and for what (their label);
 //! - `events`: Kubernetes Events, published off the reconcile path;
 //! - `group`: the cloud group as last read, refreshed off the critical path;
 //! - `status`: condition bookkeeping;
@@ -18,6 +19,7 @@ pub mod group;
 pub mod plan;
 pub mod reconcile;
 pub mod resends;
+pub mod secret_use;
 pub mod status;
 pub mod visibility;
 pub mod watch;
@@ -309,20 +311,17 @@ fn error_policy(pool: Arc<NomadClientPool>, error: &Error, ctx: Arc<Context>) ->
     Requeue::requeue(ctx.backoff(&pool))
 }
 
-/// Run the controller until the process is told to stop. With a namespace,
-/// only pools in that namespace are watched (a namespace-scoped install).
+/// Run the controller until the process is told to stop. With namespaces,
+/// only pools in those are watched (a namespaced install, whose rights are
+/// Roles in exactly those namespaces); without, pools in every namespace.
 /// `ambient` lists the namespaces whose pools may use the operator's own
 /// cloud identity.
 pub async fn run(
     client: Client,
     reporter: Reporter,
-    namespace: Option<String>,
+    namespaces: Vec<String>,
     ambient: authority::AmbientCredentials,
 ) {
-    let pools: Api<NomadClientPool> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         events: events::EventSink::start(client.clone(), reporter),
@@ -333,6 +332,49 @@ pub async fn run(
         own_writes: OwnWrites::default(),
         ambient,
     });
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    // One controller per namespace: a namespaced install may not list pools
+    // cluster-wide, and one watch's store cannot be fed by several lists.
+    // They share the context (clients, watches, events); the Nomad and
+    // cloud watches' wake-ups are routed to the controller of their pool.
+    let mut routes = HashMap::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let (tx, rx) = mpsc::unbounded_channel();
+        routes.insert(scope.clone(), tx);
+        controllers.push(run_scope(ctx.clone(), scope, rx));
+    }
+    tokio::spawn(route_triggers(rx, routes));
+    futures::future::join_all(controllers).await;
+    info!("controller stopped");
+}
+
+async fn route_triggers(
+    mut rx: mpsc::UnboundedReceiver<ObjectRef<NomadClientPool>>,
+    routes: HashMap<Option<String>, mpsc::UnboundedSender<ObjectRef<NomadClientPool>>>,
+) {
+    while let Some(pool) = rx.recv().await {
+        let route = routes.get(&pool.namespace).or_else(|| routes.get(&None));
+        if let Some(tx) = route {
+            let _ = tx.send(pool);
+        }
+    }
+}
+
+/// The controller for pools in one namespace, or in all with `None`.
+async fn run_scope(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    triggers: mpsc::UnboundedReceiver<ObjectRef<NomadClientPool>>,
+) {
+    let pools: Api<NomadClientPool> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     // Our own status writes must not wake the pool: a reconcile that failed
     // and wrote ActionFailed would run again at once, past its back-off, and
     // a Nomad outage became a purge storm. Spec edits and deletion (which
@@ -352,7 +394,7 @@ pub async fn run(
         );
     Controller::for_stream(pool_changes, reader)
         .with_config(ControllerConfig::default().concurrency(16))
-        .reconcile_on(UnboundedReceiverStream(rx))
+        .reconcile_on(UnboundedReceiverStream(triggers))
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -361,7 +403,6 @@ pub async fn run(
             }
         })
         .await;
-    info!("controller stopped");
 }
 
 /// `tokio::sync::mpsc::UnboundedReceiver` as a `Stream`, without pulling in

@@ -141,13 +141,19 @@ fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
 
 async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntime>, Trouble> {
     let ns = pool.namespace().unwrap_or_default();
+    let key = ObjectRef::from_obj(pool);
     let conn = connect::resolve(&ctx.client, &ns, &pool.spec)
         .await
-        .map_err(|e| Trouble::from_connect(&e))?;
+        .map_err(|e| {
+            if e.withdraws_consent() {
+                // Its watches would keep sending a credential no longer allowed.
+                ctx.pools.lock().expect("pools lock").remove(&key);
+            }
+            Trouble::from_connect(&e)
+        })?;
     ctx.ambient
         .check(&ns, conn.aws.as_ref())
         .map_err(Trouble::refused)?;
-    let key = ObjectRef::from_obj(pool);
     if let Some(rt) = ctx.pools.lock().expect("pools lock").get(&key)
         && rt.fingerprint == conn.fingerprint
     {

@@ -656,16 +656,14 @@ impl World {
     }
 
     pub async fn create_aws_secret(&self) {
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        let s = serde_json::from_value(json!({
-            "metadata": {"name": "aws"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &s)
-            .await
-            .expect("creating the AWS Secret");
+        create_secret(
+            &self.client,
+            &self.namespace,
+            "aws",
+            "aws-credentials",
+            json!({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}),
+        )
+        .await;
     }
 
     /// Apply a pool; a pool that names this world's group is first given
@@ -793,6 +791,29 @@ impl World {
         drop(self.bridge);
         self.sim.sim.shutdown().await;
     }
+}
+
+/// A Secret a pool may use: labelled `nomadpool.dev/secret-type: <secret_type>`
+/// (`nomad-token`, `tls`, `aws-credentials`), without which the operator
+/// refuses it. `string_data` is the Secret's `stringData` object.
+pub fn pool_secret(name: &str, secret_type: &str, string_data: Value) -> Value {
+    json!({"metadata": {"name": name, "labels": {"nomadpool.dev/secret-type": secret_type}},
+           "stringData": string_data})
+}
+
+/// Create `pool_secret(name, secret_type, string_data)` in `namespace`.
+pub async fn create_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    secret_type: &str,
+    string_data: Value,
+) {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+    let s = serde_json::from_value(pool_secret(name, secret_type, string_data)).unwrap();
+    api.create(&PostParams::default(), &s)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {namespace}/{name}: {e}"));
 }
 
 /// Deep-merge `patch` into `base` (objects merge, anything else replaces).
