@@ -174,6 +174,13 @@ impl Trouble {
                 ),
                 retry: Duration::from_secs(60),
             },
+            NomadError::BodyTooLarge { .. } => Trouble {
+                reason: "NomadResponseTooLarge",
+                message: format!(
+                    "{e}, far more than a real cluster's; it was not read. Check what answers at {address} (a proxy?)"
+                ),
+                retry: Duration::from_secs(60),
+            },
             NomadError::InvalidTls(_) | NomadError::InvalidAddress(_) => Trouble {
                 reason: "InvalidSpec",
                 message: format!("{e}"),
@@ -470,7 +477,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     // A write the node view does not show yet is not sent again; the event
     // that shows it wakes the next reconcile.
     let planned_at = started.elapsed();
-    let unobserved = rt.writes.unobserved(snapshot.index);
+    let unobserved = rt.writes.unobserved(&snapshot);
     if !unobserved.is_empty() {
         planned.actions.retain(|a| match a {
             Action::Cordon { node_id }
@@ -694,7 +701,7 @@ async fn run_action(
         Action::Cordon { node_id } => nomad
             .set_eligibility(node_id, false)
             .await
-            .map(|r| rt.writes.record(node_id, r.index)),
+            .map(|r| rt.wrote(node_id, r.index)),
         Action::Drain { node_id, mark } => {
             let spec = match pool
                 .spec
@@ -725,7 +732,7 @@ async fn run_action(
             nomad
                 .drain(node_id, &req)
                 .await
-                .map(|r| rt.writes.record(node_id, r.index))
+                .map(|r| rt.wrote(node_id, r.index))
         }
         Action::Release {
             node_id,
@@ -746,11 +753,11 @@ async fn run_action(
             nomad
                 .drain(node_id, &req)
                 .await
-                .map(|r| rt.writes.record(node_id, r.index))
+                .map(|r| rt.wrote(node_id, r.index))
         }
         Action::Purge { node_id } => match nomad.purge(node_id).await {
             Err(NomadError::NodeNotFound { .. }) => Ok(()),
-            other => other.map(|r| rt.writes.record(node_id, r.index)),
+            other => other.map(|r| rt.wrote(node_id, r.index)),
         },
         Action::Terminate { .. } => {
             unreachable!("terminate calls run on their own, see spawn_terminate")
