@@ -73,9 +73,10 @@ fn degraded(s: &NomadClientPoolStatus) -> Option<(String, String)> {
         .map(|c| (c.reason.clone(), c.message.clone()))
 }
 
-/// Far below the Deployment's 256 MiB limit; main's operator went to 201
-/// MiB on a 50 MB list and past a GiB on an endless one.
-const MEMORY_BOUND_MIB: u64 = 110;
+/// Far below the Deployment's 256 MiB limit. Without the limits (debug
+/// build, this harness) the operator peaked at 117 MiB on the 50 MB list
+/// and at 10 GiB on the endless one; with them at about 66 MiB on either.
+const MEMORY_BOUND_MIB: u64 = 100;
 
 async fn oversized_node_list_is_refused(test: &str, faults: NomadFaults) {
     let (w, proxy) = setup(test, 2).await;
@@ -150,7 +151,7 @@ async fn broken_stream_does_not_freeze_a_retirement(test: &str, fault: StreamFau
     let cordons = proxy.count(|k| k.starts_with("POST /v1/node/") && k.ends_with("/eligibility"));
     println!("{test}: retired in {took:?}; {drains} drain and {cordons} eligibility writes");
     assert!(
-        took < Duration::from_secs(40),
+        took < Duration::from_secs(50),
         "a broken stream held the retirement for {took:?}"
     );
     assert!(drains <= 2, "the drain was sent {drains} times");

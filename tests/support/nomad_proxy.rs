@@ -39,8 +39,8 @@ pub enum StreamFault {
 #[derive(Clone, Debug, Default)]
 pub struct NomadFaults {
     /// `GET /v1/nodes` (a full list, not `per_page`) answers the upstream
-    /// list with each node's `Drivers` padded until the body is at least
-    /// this many bytes: a real list, only far larger.
+    /// list and copies of its first node under new IDs until the body is at
+    /// least this many bytes: a real list, only far larger.
     pub node_list_padded_to: Option<usize>,
     /// `GET /v1/nodes` (a full list) answers `200` with Nomad's headers and
     /// a body that never ends: `[` and the upstream's first node, repeated.
@@ -258,24 +258,25 @@ async fn upstream_list(resp: Response) -> (axum::http::response::Parts, Vec<Valu
     (parts, list)
 }
 
-/// The upstream's list with every node's `Drivers` grown by attributes the
-/// operator does not read, until the body reaches `size` bytes.
+/// The upstream's list followed by copies of its first node under new IDs
+/// (a cluster of tens of thousands of clients), until the body reaches
+/// `size` bytes.
 async fn padded_list(resp: Response, size: usize) -> Response {
     let (parts, mut list) = upstream_list(resp).await;
-    let per_node = size / list.len().max(1) + 1;
-    for node in &mut list {
-        let attrs: serde_json::Map<String, Value> = (0..per_node / 64 + 1)
-            .map(|i| {
-                (
-                    format!("driver.padding.{i:08}"),
-                    Value::from("x".repeat(32)),
-                )
-            })
-            .collect();
-        node["Drivers"]["padding"] = serde_json::json!({
-            "Attributes": attrs, "Detected": true, "Healthy": true,
-            "HealthDescription": "", "UpdateTime": "2026-01-01T00:00:00Z"
-        });
+    let template = list
+        .first()
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    let per_node = serde_json::to_vec(&template).unwrap().len() + 1;
+    let mut total = serde_json::to_vec(&list).unwrap().len();
+    let mut i = 0u64;
+    while total < size {
+        let mut node = template.clone();
+        node["ID"] = Value::from(format!("{i:08x}-0000-4000-8000-{i:012x}"));
+        node["Name"] = Value::from(format!("padding-{i}"));
+        list.push(node);
+        total += per_node;
+        i += 1;
     }
     let body = Bytes::from(serde_json::to_vec(&list).unwrap());
     // Sent in chunks without a length, as a re-encoding proxy does: the

@@ -51,6 +51,9 @@ pub struct EventPayload {
 pub struct NodeEventStream {
     resp: reqwest::Response,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline: a long frame arriving
+    /// in small chunks is scanned once, not once per chunk.
+    scanned: usize,
     endpoint: String,
     /// No frame yet: the first must come within `EVENT_STREAM_FIRST_BYTE`.
     opening: bool,
@@ -100,6 +103,7 @@ impl NomadClient {
         Ok(NodeEventStream {
             resp,
             buf: Vec::new(),
+            scanned: 0,
             endpoint,
             opening: true,
         })
@@ -112,8 +116,12 @@ impl NodeEventStream {
     /// other: the caller re-lists.
     pub async fn next(&mut self) -> Result<Option<EventFrame>, NomadError> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let from = self.scanned;
+            let newline = self.buf[from..].iter().position(|b| *b == b'\n');
+            self.scanned = self.buf.len();
+            if let Some(pos) = newline.map(|p| from + p) {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                self.scanned = 0;
                 let line = line.trim_ascii();
                 if line.is_empty() {
                     continue;
