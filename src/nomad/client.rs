@@ -27,7 +27,7 @@ mod config;
 mod event_stream;
 
 use body::{
-    ALLOCATIONS_LIMIT, NODE_ALLOCATIONS_LIMIT, NODE_LIMIT, NODE_LIST_LIMIT, decode_list,
+    ALLOCATIONS_LIMIT, NODE_ALLOCATIONS_LIMIT, NODE_LIMIT, NODE_LIST_LIMIT, Reply, decode_list,
     read_capped,
 };
 pub(crate) use body::{SMALL_LIMIT, show_size};
@@ -496,25 +496,6 @@ impl NomadClient {
             return Err(status_error(status, &body, endpoint, scope));
         }
         Ok(Reply { endpoint, resp })
-    }
-}
-
-/// A successful response whose body is not read yet.
-struct Reply {
-    endpoint: String,
-    resp: reqwest::Response,
-}
-
-impl Reply {
-    async fn json<T: DeserializeOwned>(self, limit: usize) -> Result<T, NomadError> {
-        let body = read_capped(self.resp, limit, &self.endpoint).await?;
-        body::decode(&body, &self.endpoint)
-    }
-}
-
-impl QueryResponse<()> {
-    fn with<T>(self, value: T) -> QueryResponse<T> {
-        self.map(|()| value)
     }
 }
 

@@ -128,6 +128,25 @@ pub(super) async fn decode_list<T: DeserializeOwned>(
     Ok(items)
 }
 
+/// A successful response whose body is not read yet.
+pub(super) struct Reply {
+    pub(super) endpoint: String,
+    pub(super) resp: reqwest::Response,
+}
+
+impl Reply {
+    pub(super) async fn json<T: DeserializeOwned>(self, limit: usize) -> Result<T, NomadError> {
+        let body = read_capped(self.resp, limit, &self.endpoint).await?;
+        decode(&body, &self.endpoint)
+    }
+}
+
+impl QueryResponse<()> {
+    pub(super) fn with<T>(self, value: T) -> QueryResponse<T> {
+        self.map(|()| value)
+    }
+}
+
 fn syntax(message: &str) -> serde_json::Error {
     <serde_json::Error as serde::de::Error>::custom(message)
 }
