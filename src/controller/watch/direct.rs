@@ -15,9 +15,9 @@ use super::*;
 /// second or two.
 pub(super) const READ_BACK_AFTER: Duration = Duration::from_secs(5);
 
-/// Nodes read directly, newer than the watch's view of them. `None`: the
-/// node is gone (purged).
-pub(super) type DirectReads = Arc<Mutex<HashMap<String, Option<Arc<NodeListStub>>>>>;
+/// Nodes read directly, newer than the watch's view of them, with the
+/// index of the write that made us read. `None`: the node is gone (purged).
+pub(super) type DirectReads = Arc<Mutex<HashMap<String, (u64, Option<Arc<NodeListStub>>)>>>;
 
 impl NodesSnapshot {
     /// Whether this view shows a write Nomad answered with `index`: the view
@@ -78,7 +78,7 @@ impl PoolWatch {
             direct
                 .lock()
                 .expect("direct reads lock")
-                .insert(node_id, read.map(|n| Arc::new(n.to_stub())));
+                .insert(node_id, (index, read.map(|n| Arc::new(n.to_stub()))));
             trigger.fire();
         });
     }
@@ -91,7 +91,7 @@ impl PoolWatch {
             return snapshot;
         }
         let mut nodes: Option<Vec<Arc<NodeListStub>>> = None;
-        direct.retain(|id, read| {
+        direct.retain(|id, (write, read)| {
             let Some(pos) = snapshot.nodes.iter().position(|n| &n.id == id) else {
                 // Not in the pool's view (any more): nothing to correct.
                 return false;
@@ -105,6 +105,9 @@ impl PoolWatch {
                     nodes[at] = read.clone();
                     true
                 }
+                // The watch shows the node changed since our write: a
+                // client that registered again after the purge.
+                None if seen.modify_index >= *write => false,
                 None => {
                     nodes.retain(|n| &n.id != id);
                     true
@@ -173,9 +176,9 @@ mod tests {
             })
         };
         w.direct.lock().unwrap().extend([
-            ("a".to_string(), Some(stub("a", 12, true))),
-            ("b".to_string(), None),
-            ("c".to_string(), Some(stub("c", 12, true))),
+            ("a".to_string(), (12, Some(stub("a", 12, true)))),
+            ("b".to_string(), (12, None)),
+            ("c".to_string(), (12, Some(stub("c", 12, true)))),
         ]);
         let merged = w.with_direct_reads(view(5, 5));
         let ids: Vec<_> = merged
@@ -192,5 +195,8 @@ mod tests {
         );
         assert_eq!(merged.nodes.len(), 1);
         assert_eq!(w.direct.lock().unwrap().len(), 1);
+        let merged = w.with_direct_reads(view(12, 13));
+        assert_eq!(merged.nodes.len(), 2, "b registered again after the purge");
+        assert!(w.direct.lock().unwrap().is_empty());
     }
 }
