@@ -74,6 +74,13 @@ impl Trouble {
                 ),
                 retry: Duration::from_secs(60),
             },
+            NomadError::BodyTooLarge { .. } => Trouble {
+                reason: "NomadResponseTooLarge",
+                message: format!(
+                    "{e}, far more than a real cluster's; it was not read. Check what answers at {address} (a proxy?)"
+                ),
+                retry: Duration::from_secs(60),
+            },
             NomadError::InvalidTls(_) | NomadError::InvalidAddress(_) => Trouble {
                 reason: "InvalidSpec",
                 message: format!("{e}"),

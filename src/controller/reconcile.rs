@@ -421,7 +421,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     // A write the node view does not show yet is not sent again; the event
     // that shows it wakes the next reconcile.
     let planned_at = started.elapsed();
-    let unobserved = rt.writes.unobserved(snapshot.index);
+    let unobserved = rt.writes.unobserved(&snapshot);
     if !unobserved.is_empty() {
         planned.actions.retain(|a| match a {
             Action::Cordon { node_id }
@@ -649,7 +649,7 @@ async fn run_action(
         Action::Cordon { node_id } => nomad
             .set_eligibility(node_id, false)
             .await
-            .map(|r| rt.writes.record(node_id, r.index)),
+            .map(|r| rt.wrote(node_id, r.index)),
         Action::Drain { node_id, mark } => {
             let spec = match pool
                 .spec
@@ -678,7 +678,7 @@ async fn run_action(
                 meta,
             };
             nomad.drain(node_id, &req).await.map(|r| {
-                rt.writes.record(node_id, r.index);
+                rt.wrote(node_id, r.index);
                 rt.drain_resends.accepted(node_id, r.index);
             })
         }
@@ -701,11 +701,11 @@ async fn run_action(
             nomad
                 .drain(node_id, &req)
                 .await
-                .map(|r| rt.writes.record(node_id, r.index))
+                .map(|r| rt.wrote(node_id, r.index))
         }
         Action::Purge { node_id } => match nomad.purge(node_id).await {
             Err(NomadError::NodeNotFound { .. }) => Ok(()),
-            other => other.map(|r| rt.writes.record(node_id, r.index)),
+            other => other.map(|r| rt.wrote(node_id, r.index)),
         },
         Action::Terminate { .. } => {
             unreachable!("terminate calls run on their own, see spawn_terminate")

@@ -21,8 +21,11 @@ use crate::nomad::{
     QueryResponse,
 };
 
+mod backoff;
+mod direct;
 mod nodes;
 
+use backoff::IndexBackoff;
 use nodes::{Regressions, watch_nodes};
 
 /// How long one blocking query waits for a change (Nomad's maximum).
@@ -82,6 +85,10 @@ pub struct PoolWatch {
     /// query would not notice that the cluster went back).
     relist: Arc<Notify>,
     last_probe: Mutex<Option<Instant>>,
+    /// Nodes read back after a write the view did not show.
+    direct: direct::DirectReads,
+    /// Counts writes Nomad showed and the event stream did not.
+    stream_missed: Arc<watch::Sender<u64>>,
 }
 
 struct AllocWatch {
@@ -132,6 +139,7 @@ impl PoolWatch {
         let (tx, rx) = watch::channel(NodesState::Pending);
         let regressions = Arc::new(AtomicU64::new(0));
         let relist = Arc::new(Notify::new());
+        let stream_missed = Arc::new(watch::Sender::new(0));
         let node_task = tokio::spawn(watch_nodes(
             client.clone(),
             filter,
@@ -143,6 +151,7 @@ impl PoolWatch {
                 count: regressions.clone(),
                 relist: relist.clone(),
             },
+            stream_missed.subscribe(),
         ));
         Self {
             client,
@@ -155,6 +164,8 @@ impl PoolWatch {
             regressions_seen: AtomicU64::new(0),
             relist,
             last_probe: Mutex::new(None),
+            direct: Arc::default(),
+            stream_missed,
         }
     }
 
@@ -203,8 +214,14 @@ impl PoolWatch {
         self.regressions_seen.swap(now, Ordering::Relaxed) != now
     }
 
+    /// The node view, with the nodes read back after a write it did not
+    /// show (see `direct`).
     pub fn nodes(&self) -> NodesState {
-        self.nodes.borrow().clone()
+        let state = self.nodes.borrow().clone();
+        match state {
+            NodesState::Ready(s) => NodesState::Ready(self.with_direct_reads(s)),
+            other => other,
+        }
     }
 
     /// What the allocation watches know now, without changing which nodes
@@ -321,6 +338,7 @@ async fn watch_allocations(
 ) {
     let mut index = 0u64;
     let mut backoff = Duration::ZERO;
+    let mut backwards = IndexBackoff::default();
     loop {
         let q = QueryOptions {
             index,
@@ -330,6 +348,7 @@ async fn watch_allocations(
         match client.node_allocations(&node_id, &q).await {
             Ok(resp) => {
                 backoff = Duration::ZERO;
+                let pause = backwards.after(index, resp.index);
                 index = resp.next_index(index);
                 let mut facts = AllocFacts::default();
                 for a in resp.value.iter().filter(|a| a.is_live()) {
@@ -349,6 +368,11 @@ async fn watch_allocations(
                 if changed {
                     tx.send_replace(Some(facts));
                     trigger.fire();
+                }
+                if !pause.is_zero() {
+                    debug!(node = %node_id, pause_ms = pause.as_millis() as u64,
+                        "Nomad's allocation index went backwards; waiting before reading again");
+                    tokio::time::sleep(pause).await;
                 }
             }
             Err(e) => {

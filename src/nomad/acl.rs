@@ -236,7 +236,13 @@ impl NomadClient {
         path: &[&str],
     ) -> Result<T, NomadError> {
         Ok(self
-            .query(path, Vec::new(), &QueryOptions::default(), NodeScope::None)
+            .query(
+                path,
+                Vec::new(),
+                &QueryOptions::default(),
+                NodeScope::None,
+                super::client::SMALL_LIMIT,
+            )
             .await?
             .value)
     }

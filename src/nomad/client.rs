@@ -22,8 +22,15 @@ pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
 /// Largest error body kept in an error message; proxies can return pages.
 const MAX_ERROR_BODY: usize = 512;
 
+mod body;
 mod config;
 mod event_stream;
+
+use body::{
+    ALLOCATIONS_LIMIT, NODE_ALLOCATIONS_LIMIT, NODE_LIMIT, NODE_LIST_LIMIT, Reply, decode_list,
+    read_capped,
+};
+pub(crate) use body::{SMALL_LIMIT, show_size};
 
 pub use config::{NomadConfig, NomadTlsConfig, SecretToken, Timeouts};
 use config::{configure_tls, error_chain, parse_address};
@@ -189,7 +196,8 @@ impl NomadClient {
     ) -> Result<QueryResponse<Vec<NodeListStub>>, NomadError> {
         let mut params = Vec::new();
         push_filter(&mut params, filter);
-        self.query(&["nodes"], params, q, NodeScope::None).await
+        self.query_list(&["nodes"], params, q, NODE_LIST_LIMIT)
+            .await
     }
 
     /// `GET /v1/node/:id`. The response index is the node's `ModifyIndex`,
@@ -200,7 +208,8 @@ impl NomadClient {
         q: &QueryOptions,
     ) -> Result<QueryResponse<Node>, NomadError> {
         let node_id = checked_node_id(node_id)?;
-        self.query(&["node", node_id], Vec::new(), q, NodeScope::Node(node_id))
+        let scope = NodeScope::Node(node_id);
+        self.query(&["node", node_id], Vec::new(), q, scope, NODE_LIMIT)
             .await
     }
 
@@ -213,13 +222,9 @@ impl NomadClient {
         q: &QueryOptions,
     ) -> Result<QueryResponse<Vec<Allocation>>, NomadError> {
         let node_id = checked_node_id(node_id)?;
-        self.query(
-            &["node", node_id, "allocations"],
-            Vec::new(),
-            q,
-            NodeScope::None,
-        )
-        .await
+        let path = ["node", node_id, "allocations"];
+        self.query_list(&path, Vec::new(), q, NODE_ALLOCATIONS_LIMIT)
+            .await
     }
 
     /// `GET /v1/allocations` across all namespaces, without task states.
@@ -233,7 +238,7 @@ impl NomadClient {
             ("task_states", "false".to_owned()),
         ];
         push_filter(&mut params, filter);
-        self.query(&["allocations"], params, q, NodeScope::None)
+        self.query_list(&["allocations"], params, q, ALLOCATIONS_LIMIT)
             .await
     }
 
@@ -310,7 +315,8 @@ impl NomadClient {
             NodeScope::None,
         )
         .await?
-        .json()
+        .json(SMALL_LIMIT)
+        .await
     }
 
     /// `GET /v1/nodes?per_page=1`: fails with
@@ -319,16 +325,19 @@ impl NomadClient {
     pub async fn check_node_read(&self) -> Result<(), NomadError> {
         let params = vec![("per_page", "1".to_owned())];
         let timeout = self.inner.timeouts.request;
-        self.send(
-            Method::GET,
-            &["nodes"],
-            params,
-            None,
-            timeout,
-            NodeScope::None,
-        )
-        .await
-        .map(drop)
+        let reply = self
+            .send(
+                Method::GET,
+                &["nodes"],
+                params,
+                None,
+                timeout,
+                NodeScope::None,
+            )
+            .await?;
+        read_capped(reply.resp, SMALL_LIMIT, &reply.endpoint)
+            .await
+            .map(drop)
     }
 
     /// `GET /v1/nodes?per_page=1` from the leader: the index of Nomad's
@@ -342,18 +351,45 @@ impl NomadClient {
                 params,
                 &QueryOptions::default(),
                 NodeScope::None,
+                SMALL_LIMIT,
             )
             .await?;
         Ok(resp.index)
     }
 
+    /// A read whose answer is decoded whole, up to `limit` bytes.
     pub(super) async fn query<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        params: Vec<(&'static str, String)>,
+        q: &QueryOptions,
+        scope: NodeScope<'_>,
+        limit: usize,
+    ) -> Result<QueryResponse<T>, NomadError> {
+        let (meta, reply) = self.query_reply(path, params, q, scope).await?;
+        Ok(meta.with(reply.json(limit).await?))
+    }
+
+    /// A read of a list, decoded element by element as it streams in, up
+    /// to `limit` bytes.
+    async fn query_list<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        params: Vec<(&'static str, String)>,
+        q: &QueryOptions,
+        limit: usize,
+    ) -> Result<QueryResponse<Vec<T>>, NomadError> {
+        let (meta, reply) = self.query_reply(path, params, q, NodeScope::None).await?;
+        Ok(meta.with(decode_list(reply.resp, limit, &reply.endpoint).await?))
+    }
+
+    async fn query_reply(
         &self,
         path: &[&str],
         mut params: Vec<(&'static str, String)>,
         q: &QueryOptions,
         scope: NodeScope<'_>,
-    ) -> Result<QueryResponse<T>, NomadError> {
+    ) -> Result<(QueryResponse<()>, Reply), NomadError> {
         if q.index > 0 {
             params.push(("index", q.index.to_string()));
             if let Some(ms) = q.wait_ms() {
@@ -367,13 +403,15 @@ impl NomadClient {
         let reply = self
             .send(Method::GET, path, params, None, timeout, scope)
             .await?;
-        let (index, known_leader, last_contact) = query_meta(&reply.headers, &reply.endpoint)?;
-        Ok(QueryResponse {
+        let (index, known_leader, last_contact) =
+            query_meta(reply.resp.headers(), &reply.endpoint)?;
+        let meta = QueryResponse {
             index,
             known_leader,
             last_contact,
-            value: reply.json()?,
-        })
+            value: (),
+        };
+        Ok((meta, reply))
     }
 
     async fn write<B: Serialize>(
@@ -390,7 +428,8 @@ impl NomadClient {
         let scope = NodeScope::Node(node_id);
         self.send(Method::POST, path, Vec::new(), body, timeout, scope)
             .await?
-            .json()
+            .json(SMALL_LIMIT)
+            .await
     }
 
     /// Returns the URL and the `METHOD /path` label used in errors and logs;
@@ -425,7 +464,7 @@ impl NomadClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
         scope: NodeScope<'_>,
-    ) -> Result<Reply<impl AsRef<[u8]> + use<>>, NomadError> {
+    ) -> Result<Reply, NomadError> {
         let (url, endpoint) = self.url(&method, path, params);
         let mut req = self.inner.http.request(method, url).timeout(timeout);
         if let Some(body) = body {
@@ -438,12 +477,9 @@ impl NomadClient {
             crate::metrics::metrics().nomad_request(&endpoint, None, started.elapsed());
             NomadError::from_reqwest(&endpoint, e)
         })?;
+        // The body is read by the caller, with the endpoint's limit; the
+        // request's timeout covers it too.
         let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| NomadError::from_reqwest(&endpoint, e))?;
         crate::metrics::metrics().nomad_request(
             &endpoint,
             Some(status.as_u16()),
@@ -456,30 +492,10 @@ impl NomadClient {
             "nomad request"
         );
         if !status.is_success() {
-            return Err(status_error(status, body.as_ref(), endpoint, scope));
+            let body = body::error_body(resp).await;
+            return Err(status_error(status, &body, endpoint, scope));
         }
-        Ok(Reply {
-            endpoint,
-            headers,
-            body,
-        })
-    }
-}
-
-/// A successful response. The body is whatever reqwest returns
-/// (`bytes::Bytes`), left unnamed so `bytes` need not be a dependency.
-struct Reply<B> {
-    endpoint: String,
-    headers: HeaderMap,
-    body: B,
-}
-
-impl<B: AsRef<[u8]>> Reply<B> {
-    fn json<T: DeserializeOwned>(&self) -> Result<T, NomadError> {
-        serde_json::from_slice(self.body.as_ref()).map_err(|source| NomadError::Decode {
-            endpoint: self.endpoint.clone(),
-            source,
-        })
+        Ok(Reply { endpoint, resp })
     }
 }
 

@@ -54,6 +54,22 @@ pub enum NomadError {
         source: serde_json::Error,
     },
 
+    /// The answer was larger than the endpoint's limit (see
+    /// `client/body.rs` for the limits and why): cut off rather than read
+    /// into memory.
+    #[error("Nomad's answer on {endpoint} is larger than its limit of {}", super::client::show_size(*limit))]
+    BodyTooLarge { endpoint: String, limit: usize },
+
+    /// The connection is open but nothing came for `waited`: no headers or
+    /// first frame of the event stream, or no frame (not even a heartbeat)
+    /// since the last one.
+    #[error("Nomad sent nothing on {endpoint} for {}s ({stage})", waited.as_secs())]
+    Stalled {
+        endpoint: String,
+        stage: StallStage,
+        waited: std::time::Duration,
+    },
+
     /// A response header needed for blocking queries is missing or malformed,
     /// typically because a proxy stripped it.
     #[error("Nomad response from {endpoint} has an invalid {header} header: {value:?}")]
@@ -72,7 +88,7 @@ impl NomadError {
     /// will not fix themselves.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Transport { .. } => true,
+            Self::Unreachable { .. } | Self::Transport { .. } | Self::Stalled { .. } => true,
             Self::Api { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -89,5 +105,23 @@ impl NomadError {
         } else {
             Self::Transport { endpoint, source }
         }
+    }
+}
+
+/// Where a stalled event stream stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallStage {
+    /// No response headers, or no first frame after them.
+    Opening,
+    /// Frames came, then nothing for three heartbeats.
+    Frames,
+}
+
+impl std::fmt::Display for StallStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Opening => "no headers or first frame",
+            Self::Frames => "no frame since the last one",
+        })
     }
 }

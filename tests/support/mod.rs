@@ -523,6 +523,11 @@ impl Operator {
         Operator { child, log }
     }
 
+    /// The process ID while it runs (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no cleanup code runs, as when a node dies.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

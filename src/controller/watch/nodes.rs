@@ -9,8 +9,10 @@ use super::*;
 /// small event instead of re-reading the whole pool. Every subscription ends
 /// after `EVENT_STREAM_LIFETIME` and the list is read again, which also
 /// repairs anything a gap in Nomad's event buffer hid. A Nomad whose stream is
-/// unusable (closed at once, or refused) is watched with blocking queries on
-/// the node list instead.
+/// unusable (closed at once, refused, stalled, or not showing a write Nomad
+/// shows) is watched with blocking queries on the node list instead, for
+/// `STREAM_RETRY_AFTER`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn watch_nodes(
     client: NomadClient,
     filter: Option<String>,
@@ -19,6 +21,7 @@ pub(super) async fn watch_nodes(
     tx: watch::Sender<NodesState>,
     trigger: Trigger,
     regressions: Regressions,
+    stream_missed: watch::Receiver<u64>,
 ) {
     let mut w = NodeWatch {
         client,
@@ -30,8 +33,9 @@ pub(super) async fn watch_nodes(
         failing_since: None,
         backoff: Duration::ZERO,
         regressions,
+        stream_missed,
     };
-    let mut short_streams = 0;
+    let mut troubled = 0;
     loop {
         let Some(listed) = w.list(0).await else {
             continue;
@@ -42,16 +46,31 @@ pub(super) async fn watch_nodes(
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect();
-        if short_streams >= STREAM_FALLBACK_AFTER {
+        if troubled >= STREAM_FALLBACK_AFTER {
             warn!(
-                "the Nomad event stream keeps closing; watching the node list with blocking queries"
+                "the Nomad event stream is unusable; watching the node list with blocking queries"
             );
-            return w.blocking(index).await;
+            w.blocking(index, STREAM_RETRY_AFTER).await;
+            troubled = 0;
+            continue;
         }
         let started = Instant::now();
-        match w.follow(index, &selector, &mut nodes).await {
-            Err(e) => debug!(error = %e, "node event stream ended; listing again"),
-            Ok(StreamEnd::Closed) => {}
+        let unusable = match w.follow(index, &selector, &mut nodes).await {
+            // A stream that stalls or sends what no Nomad sends is as
+            // unusable as one that closes at once, however long it lived.
+            Err(
+                e @ (NomadError::Stalled { .. }
+                | NomadError::BodyTooLarge { .. }
+                | NomadError::Decode { .. }),
+            ) => {
+                warn!(error = %e, "node event stream unusable; listing again");
+                true
+            }
+            Err(e) => {
+                debug!(error = %e, "node event stream ended; listing again");
+                started.elapsed() < MIN_HEALTHY_STREAM
+            }
+            Ok(StreamEnd::Closed) => started.elapsed() < MIN_HEALTHY_STREAM,
             Ok(StreamEnd::Relist) => continue,
             Ok(StreamEnd::IndexWentBackwards) => {
                 warn!("Nomad's index went backwards; listing the nodes again");
@@ -59,13 +78,19 @@ pub(super) async fn watch_nodes(
                 w.trigger.fire();
                 continue;
             }
-        }
-        if started.elapsed() < MIN_HEALTHY_STREAM {
-            short_streams += 1;
+            // It holds back what Nomad shows: the view would freeze on
+            // every subscription, so fall back at once.
+            Ok(StreamEnd::MissedWrite) => {
+                troubled = STREAM_FALLBACK_AFTER;
+                continue;
+            }
+        };
+        if unusable {
+            troubled += 1;
             w.backoff = next_backoff(w.backoff);
             tokio::time::sleep(w.backoff).await;
         } else {
-            short_streams = 0;
+            troubled = 0;
         }
     }
 }
@@ -77,12 +102,18 @@ enum StreamEnd {
     IndexWentBackwards,
     /// The index probe asked for a fresh list.
     Relist,
+    /// Nomad showed a write of ours that the stream did not deliver.
+    MissedWrite,
 }
 
 /// A stream that ends sooner than this counts as unusable.
 const MIN_HEALTHY_STREAM: Duration = Duration::from_secs(5);
 /// Unusable streams in a row before falling back to blocking list queries.
 const STREAM_FALLBACK_AFTER: u32 = 3;
+/// How long the fallback lasts before the stream is tried again (a proxy
+/// may have been fixed), so one bad spell does not cost a large pool full
+/// lists on every change for the rest of the process.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(30 * 60);
 
 struct NodeWatch {
     client: NomadClient,
@@ -94,6 +125,7 @@ struct NodeWatch {
     failing_since: Option<Instant>,
     backoff: Duration,
     regressions: Regressions,
+    stream_missed: watch::Receiver<u64>,
 }
 
 /// Shared between a pool's node watch and its `PoolWatch`.
@@ -203,6 +235,8 @@ impl NodeWatch {
         let mut stream = self.client.node_events(index + 1).await?;
         let mut last = index;
         let mut batches = 0u32;
+        // Only misses from now on concern this subscription.
+        self.stream_missed.borrow_and_update();
         loop {
             // A node whose attributes could not be read (a failed read at
             // list time) gets no event until it changes: retry it here, or
@@ -213,24 +247,26 @@ impl NodeWatch {
                 .cloned()
                 .collect();
             let relist = self.regressions.relist.clone();
+            let mut missed = self.stream_missed.clone();
             let next_frame = async {
                 tokio::select! {
-                    next = stream.next() => next.map(Some),
+                    next = stream.next() => next.map(Ok),
                     // The probe saw the cluster go back: its counter is
                     // already raised.
-                    _ = relist.notified() => Ok(None),
+                    _ = relist.notified() => Ok(Err(StreamEnd::Relist)),
+                    Ok(()) = missed.changed() => Ok(Err(StreamEnd::MissedWrite)),
                 }
             };
             let next = if missing.is_empty() {
                 match next_frame.await? {
-                    Some(next) => next,
-                    None => return Ok(StreamEnd::Relist),
+                    Ok(next) => next,
+                    Err(end) => return Ok(end),
                 }
             } else {
                 match tokio::time::timeout(DETAIL_RETRY, next_frame).await {
                     Ok(next) => match next? {
-                        Some(next) => next,
-                        None => return Ok(StreamEnd::Relist),
+                        Ok(next) => next,
+                        Err(end) => return Ok(end),
                     },
                     Err(_) => {
                         let known = self.instance_ids.len();
@@ -285,9 +321,11 @@ impl NodeWatch {
     }
 
     /// Fallback for a Nomad without a usable event stream: blocking queries
-    /// on the node list, one full list per change.
-    async fn blocking(mut self, mut index: u64) {
+    /// on the node list, one full list per change, for `period`.
+    async fn blocking(&mut self, mut index: u64, period: Duration) {
         let relist = self.regressions.relist.clone();
+        let until = tokio::time::Instant::now() + period;
+        let mut backwards = IndexBackoff::default();
         loop {
             let listed = tokio::select! {
                 listed = self.list(index) => listed,
@@ -295,9 +333,14 @@ impl NodeWatch {
                     index = 0;
                     continue;
                 }
+                _ = tokio::time::sleep_until(until) => return,
             };
             match listed {
-                Some(resp) => index = resp.next_index(index),
+                Some(resp) => {
+                    let pause = backwards.after(index, resp.index);
+                    index = resp.next_index(index);
+                    tokio::time::sleep(pause).await;
+                }
                 // Retry with a plain read: a blocking query on the old index
                 // would leave the pool Failed until the node table changes.
                 None => index = 0,

@@ -11,6 +11,12 @@ pub const EVENT_STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// Nomad sends `{}` every 30 s; three missed heartbeats mean a dead stream.
 const EVENT_STREAM_IDLE: Duration = Duration::from_secs(95);
 
+/// Nomad answers a subscription with its headers and a `{}` heartbeat at
+/// once (`nomad/event_endpoint.go`). A stream without them in this time is
+/// stuck (a buffering proxy, a hung server): without this bound it held the
+/// node view for the subscription's whole lifetime.
+pub const EVENT_STREAM_FIRST_BYTE: Duration = Duration::from_secs(10);
+
 /// One NDJSON line of `GET /v1/event/stream`. A heartbeat is `{}`: index 0
 /// and no events.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -45,7 +51,12 @@ pub struct EventPayload {
 pub struct NodeEventStream {
     resp: reqwest::Response,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline: a long frame arriving
+    /// in small chunks is scanned once, not once per chunk.
+    scanned: usize,
     endpoint: String,
+    /// No frame yet: the first must come within `EVENT_STREAM_FIRST_BYTE`.
+    opening: bool,
 }
 
 impl NomadClient {
@@ -58,13 +69,23 @@ impl NomadClient {
             vec![("topic", "Node".to_string()), ("index", index.to_string())],
         );
         let started = Instant::now();
-        let resp = self
+        let send = self
             .inner
             .http
             .get(url)
             .timeout(EVENT_STREAM_LIFETIME)
-            .send()
+            .send();
+        let stalled = || NomadError::Stalled {
+            endpoint: endpoint.clone(),
+            stage: crate::nomad::StallStage::Opening,
+            waited: EVENT_STREAM_FIRST_BYTE,
+        };
+        let resp = tokio::time::timeout(EVENT_STREAM_FIRST_BYTE, send)
             .await
+            .map_err(|_| {
+                crate::metrics::metrics().nomad_request(&endpoint, None, started.elapsed());
+                stalled()
+            })?
             .map_err(|e| {
                 crate::metrics::metrics().nomad_request(&endpoint, None, started.elapsed());
                 NomadError::from_reqwest(&endpoint, e)
@@ -76,13 +97,15 @@ impl NomadClient {
             started.elapsed(),
         );
         if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = super::body::error_body(resp).await;
             return Err(status_error(status, &body, endpoint, NodeScope::None));
         }
         Ok(NodeEventStream {
             resp,
             buf: Vec::new(),
+            scanned: 0,
             endpoint,
+            opening: true,
         })
     }
 }
@@ -93,25 +116,38 @@ impl NodeEventStream {
     /// other: the caller re-lists.
     pub async fn next(&mut self) -> Result<Option<EventFrame>, NomadError> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let from = self.scanned;
+            let newline = self.buf[from..].iter().position(|b| *b == b'\n');
+            self.scanned = self.buf.len();
+            if let Some(pos) = newline.map(|p| from + p) {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                self.scanned = 0;
                 let line = line.trim_ascii();
                 if line.is_empty() {
                     continue;
                 }
-                return serde_json::from_slice(line).map(Some).map_err(|source| {
-                    NomadError::Decode {
-                        endpoint: self.endpoint.clone(),
-                        source,
-                    }
+                self.opening = false;
+                return super::body::decode(line, &self.endpoint).map(Some);
+            }
+            // One frame is held whole before it is decoded: a line that
+            // never ends must not grow without bound.
+            if self.buf.len() > super::body::EVENT_FRAME_LIMIT {
+                return Err(NomadError::BodyTooLarge {
+                    endpoint: self.endpoint.clone(),
+                    limit: super::body::EVENT_FRAME_LIMIT,
                 });
             }
-            let chunk = tokio::time::timeout(EVENT_STREAM_IDLE, self.resp.chunk())
+            let (wait, stage) = if self.opening {
+                (EVENT_STREAM_FIRST_BYTE, crate::nomad::StallStage::Opening)
+            } else {
+                (EVENT_STREAM_IDLE, crate::nomad::StallStage::Frames)
+            };
+            let chunk = tokio::time::timeout(wait, self.resp.chunk())
                 .await
-                .map_err(|_| NomadError::Api {
-                    status: 0,
-                    message: "event stream silent for longer than three heartbeats".into(),
+                .map_err(|_| NomadError::Stalled {
                     endpoint: self.endpoint.clone(),
+                    stage,
+                    waited: wait,
                 })?
                 .map_err(|e| NomadError::from_reqwest(&self.endpoint, e))?;
             match chunk {

@@ -182,3 +182,107 @@ fn status_mapping() {
     };
     assert!(message.len() <= MAX_ERROR_BODY + '…'.len_utf8());
 }
+
+/// A server that answers every request with `head`, then `first`, then
+/// `chunk` forever (chunked), until the client hangs up.
+async fn endless_server(head: &'static str, first: &'static [u8], chunk: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let frame =
+                    |c: &[u8]| [format!("{:x}\r\n", c.len()).as_bytes(), c, b"\r\n"].concat();
+                if !first.is_empty() && conn.write_all(&frame(first)).await.is_err() {
+                    return;
+                }
+                // Large writes keep a debug-build test quick.
+                let framed = frame(&chunk.repeat(64 * 1024 / chunk.len()));
+                while conn.write_all(&framed).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+fn client_for(url: String) -> NomadClient {
+    NomadClient::new(NomadConfig {
+        address: url,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_endless_list_is_cut_off_at_the_endpoints_limit() {
+    let url = endless_server(
+        "HTTP/1.1 200 OK\r\nX-Nomad-Index: 5\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"[",
+        br#"{"ID":"a","Name":"a","Datacenter":"dc1","SchedulingEligibility":"eligible","Status":"ready","CreateIndex":1,"ModifyIndex":1},"#,
+    )
+    .await;
+    let err = client_for(url)
+        .list_nodes(None, &QueryOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        NomadError::BodyTooLarge { endpoint, limit } => {
+            assert_eq!(endpoint, "GET /v1/nodes");
+            assert_eq!(*limit, body::NODE_LIST_LIMIT);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "Nomad's answer on GET /v1/nodes is larger than its limit of 40 MiB"
+    );
+}
+
+#[tokio::test]
+async fn an_announced_oversized_body_is_refused_before_it_is_read() {
+    let url = endless_server(
+        "HTTP/1.1 200 OK\r\nX-Nomad-Index: 5\r\nContent-Length: 999999999999\r\n\r\n",
+        b"",
+        b"x",
+    )
+    .await;
+    let started = Instant::now();
+    let err = client_for(url)
+        .node(
+            "00000000-0000-4000-8000-000000000000",
+            &QueryOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NomadError::BodyTooLarge { limit, .. } if limit == body::NODE_LIMIT));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn an_event_frame_that_never_ends_is_cut_off() {
+    let url = endless_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"{}\n{\"Index\":1,\"Events\":[",
+        b"{\"Topic\":\"Node\"},",
+    )
+    .await;
+    let mut stream = client_for(url).node_events(1).await.unwrap();
+    assert!(
+        stream.next().await.unwrap().is_some(),
+        "the opening heartbeat"
+    );
+    let err = stream.next().await.unwrap_err();
+    assert!(
+        matches!(err, NomadError::BodyTooLarge { limit, .. } if limit == body::EVENT_FRAME_LIMIT),
+        "{err:?}"
+    );
+}
