@@ -11,6 +11,7 @@
 pub mod connect;
 pub mod events;
 pub mod group;
+pub mod outside;
 pub mod plan;
 pub mod reconcile;
 pub mod status;

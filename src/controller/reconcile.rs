@@ -326,7 +326,7 @@ fn alloc_watch_set(
     watched
 }
 
-fn node_facts(snapshot: &super::watch::NodesSnapshot, uid: &str) -> Vec<NodeFacts> {
+fn node_facts(snapshot: &super::watch::NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFacts> {
     snapshot
         .nodes
         .iter()
@@ -351,7 +351,7 @@ fn node_facts(snapshot: &super::watch::NodesSnapshot, uid: &str) -> Vec<NodeFact
             last_drain_mark: n
                 .last_drain
                 .as_ref()
-                .and_then(|d| plan::read_drain_meta(&d.meta, uid)),
+                .and_then(|d| plan::read_drain_meta_of(&d.meta, key, uid)),
             create_index: n.create_index,
             instance_id: snapshot.instance_ids.get(&n.id).cloned(),
         })
@@ -407,12 +407,20 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         .allocation_facts(pool.spec.drain.ignore_system_jobs);
 
     let uid = pool.uid().unwrap_or_default();
-    let nodes = node_facts(&snapshot, &uid);
     let key = format!(
         "{}/{}",
         pool.namespace().unwrap_or_default(),
         pool.name_any()
     );
+    let mut nodes = node_facts(&snapshot, &key, &uid);
+    let unseen = super::outside::read_unseen(&rt, &pool.spec, &status.retiring, &snapshot, |s| {
+        node_facts(s, &key, &uid)
+    });
+    let unseen = match unseen.await {
+        Ok(u) => u,
+        Err(e) => return report_trouble(&pool, &ctx, Trouble::from_nomad(&e, &rt.address)).await,
+    };
+    nodes.extend(unseen.lagging);
     let now = Timestamp::now();
     let visibility_gap = visibility.gap();
     let visibility = match (&visibility, &visibility_gap) {
@@ -426,6 +434,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         spec: &pool.spec,
         tracked: &status.retiring,
         nodes: &nodes,
+        outside: &unseen.outside,
         allocs: &allocs,
         load,
         group,

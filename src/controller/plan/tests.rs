@@ -141,6 +141,7 @@ impl World {
             spec: &self.spec,
             tracked: &self.tracked,
             nodes: &self.nodes,
+            outside: &[],
             allocs: &self.allocs,
             load: self.load.as_ref(),
             group: &self.group,
@@ -945,4 +946,6 @@ fn drain_cancelled_by_someone_else_is_sent_again() {
     assert_eq!(p.actions, [drain_of(&w, 0)]);
 }
 
+mod adoption;
+mod departed;
 mod properties;

@@ -169,6 +169,7 @@ proptest! {
                 spec: &c.spec,
             tracked: &c.tracked,
             nodes: &c.nodes,
+            outside: &[],
             allocs: &c.allocs,
             load: Some(&c.load),
             group: &c.group,
@@ -265,9 +266,14 @@ proptest! {
             prop_assert!(n.eligible && !n.draining && n.status == NodeStatus::Ready);
         }
         if !selected.is_empty() {
-            let in_flight = p.retiring.iter().filter(|r| r.phase != RetirePhase::Cancelling).count() as u32;
+            // Out of service: every retirement in flight and every live
+            // client ineligible or draining, whoever took it out.
+            let mut out: Vec<&str> = p.retiring.iter().filter(|r| r.phase != RetirePhase::Cancelling).map(|r| r.node_id.as_str()).collect();
+            out.extend(c.nodes.iter().filter(|n| n.status != NodeStatus::Down && (!n.eligible || n.draining)).map(|n| n.id.as_str()));
+            out.sort();
+            out.dedup();
             let budget = budget(&c.spec.disruption.max_unavailable, 0);
-            prop_assert!(in_flight <= budget, "{} in flight, budget {}", in_flight, budget);
+            prop_assert!(out.len() as u32 <= budget, "{} out of service, budget {}", out.len(), budget);
         }
     }
 }
