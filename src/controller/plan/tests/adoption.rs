@@ -132,3 +132,28 @@ fn retiring_a_client_already_out_of_service_costs_no_budget() {
         budget: 1
     }));
 }
+
+#[test]
+fn an_inherited_retirement_whose_vm_is_already_terminated_only_waits_for_its_purge() {
+    // The deleted pool had terminated client-0's VM (desired capacity
+    // already lowered) and its client has not turned down yet.
+    let mut w = World::new(4, Some(3));
+    w.nodes[0].eligible = false;
+    w.nodes[0].last_drain = Some(LastDrainStatus::Complete);
+    w.nodes[0].last_drain_mark = Some(scale_in_mark());
+    w.group.instances[0].lifecycle = Lifecycle::Terminating;
+    w.group.desired_capacity = 3;
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Terminating)]);
+    assert!(
+        p.actions.is_empty(),
+        "no second decrement, no scale-up, no release: {:?}",
+        p.actions
+    );
+
+    // Its client turns down: purged, then retired.
+    w.nodes[0].status = NodeStatus::Down;
+    w.tracked = p.retiring;
+    let p = w.plan();
+    assert_eq!(p.actions, [Action::Purge { node_id: w.id(0) }]);
+}
