@@ -231,6 +231,106 @@ async fn pool_deleted_in_the_foreground_and_created_again_adopts_its_drains() {
         .await;
 }
 
+/// Deleted and created again while one retirement is past the point of no
+/// return (its VM terminated, its client not down yet) and one drains: the
+/// new pool carries the first to its purge without counting its decrement
+/// twice (which would raise the group again or cancel a drain) and finishes
+/// the second.
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_created_again_while_a_vm_terminates_carries_it_to_the_end() {
+    let mut w = setup("recreate-terminating", 4).await;
+    let jobs = w.busy_everywhere().await;
+    let manifest = w.pool_manifest(
+        "pool",
+        json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}),
+    );
+    w.apply_pool(&manifest).await;
+    let st = w
+        .wait_status("pool", "two clients draining", T, |s| {
+            s.retiring.len() == 2 && s.retiring.iter().all(|r| r.phase == RetirePhase::Draining)
+        })
+        .await;
+    let (a, b) = (st.retiring[0].clone(), st.retiring[1].clone());
+    // Clients stay up after their VM is terminated (the bridge would stop
+    // them at once), so A can be caught in Terminating.
+    let sim_url = w.sim.url.clone();
+    drop(std::mem::replace(
+        &mut w.bridge,
+        Bridge::start(sim_url, unique("no-such-group"), "ci".into()),
+    ));
+    let job = |id: &str| jobs.iter().find(|(n, _)| n == id).unwrap().1.clone();
+    w.sim.finish(&job(&a.node_id)).await;
+    w.wait_status("pool", "A terminating", T, |s| {
+        s.retiring
+            .iter()
+            .any(|r| r.node_id == a.node_id && r.phase == RetirePhase::Terminating)
+    })
+    .await;
+    wait_for("A's VM to leave the group", T, || async {
+        let g = w.group().await;
+        (g.desired == 3).then_some(())
+    })
+    .await;
+    let budget = BudgetWatch::start(w.sim.url.clone());
+
+    delete_and_wait_gone(&w, "pool", &DeleteParams::background()).await;
+    w.apply_pool(&manifest).await;
+    let st = w
+        .wait_status("pool", "A carried, B draining", T, |s| {
+            s.retiring
+                .iter()
+                .any(|r| r.node_id == a.node_id && r.phase == RetirePhase::Terminating)
+                && s.retiring
+                    .iter()
+                    .any(|r| r.node_id == b.node_id && r.phase == RetirePhase::Draining)
+        })
+        .await;
+    assert_eq!(st.retiring.len(), 2, "{st:#?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        w.group().await.desired,
+        3,
+        "the terminated VM's decrement is counted once: nothing bought back"
+    );
+    let st = w.status("pool").await;
+    let events = w.events().await;
+    assert!(
+        st.retiring
+            .iter()
+            .all(|r| r.phase != RetirePhase::Cancelling)
+            && !events.iter().any(|(r, _)| r == "RetirementCancelled"),
+        "nothing cancelled: {st:#?}\n{events:#?}"
+    );
+
+    // A's client stops, as the bridge would have made it; B's job ends.
+    w.sim
+        .post(&format!("/sim/nodes/{}/kill", a.node_id), json!({}))
+        .await;
+    w.sim.finish(&job(&b.node_id)).await;
+    w.wait_status("pool", "B terminating", T, |s| {
+        s.retiring
+            .iter()
+            .any(|r| r.node_id == b.node_id && r.phase == RetirePhase::Terminating)
+    })
+    .await;
+    w.sim
+        .post(&format!("/sim/nodes/{}/kill", b.node_id), json!({}))
+        .await;
+    let st = w
+        .wait_status("pool", "settled at 2", T, |s| {
+            s.retiring.is_empty() && condition(s, "Ready").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    assert_eq!(st.retired_total, 2, "the new pool finished both: {st:#?}");
+    assert_eq!(w.group().await.desired, 2);
+    assert!(budget.most() <= 2, "{} out of service", budget.most());
+    let nodes = w.sim.nodes().await;
+    assert!(out_of_service(&nodes).is_empty(), "{nodes:#?}");
+    drop(budget);
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
 /// Clients someone else cordoned are out of service too: a pool with
 /// `maxUnavailable: 2` next to two clients cordoned by hand starts nothing.
 #[tokio::test(flavor = "multi_thread")]
