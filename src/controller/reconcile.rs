@@ -854,7 +854,7 @@ fn build_status(
             true,
             "BudgetExhausted",
             format!(
-                "{in_flight} client(s) in flight, disruption.maxUnavailable allows {budget}; more start as these finish"
+                "{in_flight} client(s) out of service (retiring, or made ineligible by anyone), disruption.maxUnavailable allows {budget}; more start as these finish"
             ),
         )
     } else if planned.blockers.contains(&Blocker::Paused) {
