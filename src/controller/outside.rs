@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use super::PoolRuntime;
 use super::plan::NodeFacts;
 use super::watch::NodesSnapshot;
-use crate::api::{NomadClientPoolSpec, RetiringNode};
+use crate::api::{NomadClientPoolSpec, NomadClientPoolStatus, RetiringNode};
 use crate::nomad::{Node, NomadError, PoolSelector, QueryOptions, QueryResponse};
 
 type NodeRead = Result<QueryResponse<Node>, NomadError>;
@@ -25,23 +25,30 @@ type NodeRead = Result<QueryResponse<Node>, NomadError>;
 /// Reads of missing nodes in flight at once.
 const READ_CONCURRENCY: usize = 8;
 
-/// Tracked nodes missing from the node view, as read by ID.
-#[derive(Debug, Default)]
-pub struct Unseen {
-    /// The selector no longer matches them.
-    pub outside: Vec<NodeFacts>,
-    /// Still matched: the view trails Nomad. They are the pool's nodes.
-    pub lagging: Vec<NodeFacts>,
+/// The pool's nodes (the view's, and tracked ones it trails behind) and
+/// the tracked nodes outside the selector, as the planner takes them.
+pub async fn view(
+    rt: &PoolRuntime,
+    spec: &NomadClientPoolSpec,
+    status: &NomadClientPoolStatus,
+    snapshot: &NodesSnapshot,
+    facts: impl Fn(&NodesSnapshot) -> Vec<NodeFacts>,
+) -> Result<(Vec<NodeFacts>, Vec<NodeFacts>), NomadError> {
+    let mut nodes = facts(snapshot);
+    let (outside, lagging) = read_unseen(rt, spec, &status.retiring, snapshot).await?;
+    nodes.extend(facts(&lagging));
+    Ok((nodes, facts(&outside)))
 }
 
-/// Read every node of `tracked` that `snapshot` lacks.
-pub async fn read_unseen(
+/// Read every node of `tracked` that `snapshot` lacks: those the selector
+/// no longer matches, and those it still matches (the view trails Nomad;
+/// they are the pool's nodes).
+async fn read_unseen(
     rt: &PoolRuntime,
     spec: &NomadClientPoolSpec,
     tracked: &[RetiringNode],
     snapshot: &NodesSnapshot,
-    facts: impl Fn(&NodesSnapshot) -> Vec<NodeFacts>,
-) -> Result<Unseen, NomadError> {
+) -> Result<(NodesSnapshot, NodesSnapshot), NomadError> {
     let (nomad, instance_attribute) = (&rt.nomad, rt.provider.instance_id_attribute());
     let seen: HashSet<&str> = snapshot.nodes.iter().map(|n| n.id.as_str()).collect();
     let missing: Vec<&str> = tracked
@@ -49,8 +56,10 @@ pub async fn read_unseen(
         .map(|r| r.node_id.as_str())
         .filter(|id| !seen.contains(id))
         .collect();
+    let mut outside = NodesSnapshot::default();
+    let mut lagging = NodesSnapshot::default();
     if missing.is_empty() {
-        return Ok(Unseen::default());
+        return Ok((outside, lagging));
     }
     let selector = PoolSelector {
         node_pool: spec.selector.node_pool.clone(),
@@ -68,8 +77,6 @@ pub async fn read_unseen(
         .buffer_unordered(READ_CONCURRENCY)
         .collect()
         .await;
-    let mut outside = NodesSnapshot::default();
-    let mut lagging = NodesSnapshot::default();
     for read in reads {
         let node = match read {
             Ok(resp) => resp.value,
@@ -86,8 +93,5 @@ pub async fn read_unseen(
         }
         into.nodes.push(Arc::new(node.to_stub()));
     }
-    Ok(Unseen {
-        outside: facts(&outside),
-        lagging: facts(&lagging),
-    })
+    Ok((outside, lagging))
 }

@@ -412,15 +412,13 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         pool.namespace().unwrap_or_default(),
         pool.name_any()
     );
-    let mut nodes = node_facts(&snapshot, &key, &uid);
-    let unseen = super::outside::read_unseen(&rt, &pool.spec, &status.retiring, &snapshot, |s| {
-        node_facts(s, &key, &uid)
-    });
-    let unseen = match unseen.await {
-        Ok(u) => u,
+    let facts = |s: &_| node_facts(s, &key, &uid);
+    let (nodes, outside) = match super::outside::view(&rt, &pool.spec, &status, &snapshot, facts)
+        .await
+    {
+        Ok(v) => v,
         Err(e) => return report_trouble(&pool, &ctx, Trouble::from_nomad(&e, &rt.address)).await,
     };
-    nodes.extend(unseen.lagging);
     let now = Timestamp::now();
     let visibility_gap = visibility.gap();
     let visibility = match (&visibility, &visibility_gap) {
@@ -434,7 +432,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         spec: &pool.spec,
         tracked: &status.retiring,
         nodes: &nodes,
-        outside: &unseen.outside,
+        outside: &outside,
         allocs: &allocs,
         load,
         group,
