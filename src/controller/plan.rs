@@ -418,17 +418,15 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             node_id: n.id.clone(),
             node_name: n.name.clone(),
             instance_id: n.instance_id.clone(),
-            // A VM terminated before the status was lost (or by a deleted
-            // pool of this name) has only its purge left; as a drain its
-            // decrement would be counted twice.
-            phase: match n.instance_id.as_deref().map(|i| instance_in_group(view.group, i)) {
-                Some(l) if !still_counted(&l) => RetirePhase::Terminating,
-                _ => RetirePhase::Draining,
-            },
+            phase: RetirePhase::Draining,
             since: ts(view.now),
             selected_at: Some(ts(n.last_drain_started.unwrap_or(view.now))),
             reason,
-            decrement: reason != RetireReason::Replace,
+            // A VM terminated before the status was lost (or by a deleted
+            // pool of this name): its decrement is in the desired capacity.
+            decrement: reason != RetireReason::Replace
+                && (n.instance_id.as_deref())
+                    .is_none_or(|i| still_counted(&instance_in_group(view.group, i))),
             cordoned_by_pool: mark.cordoned_by_pool,
             drain_started_at: n.last_drain_started.map(ts),
             drain_deadline: None,

@@ -134,7 +134,7 @@ fn retiring_a_client_already_out_of_service_costs_no_budget() {
 }
 
 #[test]
-fn an_inherited_retirement_whose_vm_is_already_terminated_only_waits_for_its_purge() {
+fn an_inherited_retirement_whose_vm_is_already_terminated_counts_no_decrement_again() {
     // The deleted pool had terminated client-0's VM (desired capacity
     // already lowered) and its client has not turned down yet.
     let mut w = World::new(4, Some(3));
@@ -144,14 +144,21 @@ fn an_inherited_retirement_whose_vm_is_already_terminated_only_waits_for_its_pur
     w.group.instances[0].lifecycle = Lifecycle::Terminating;
     w.group.desired_capacity = 3;
     let p = w.plan();
-    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Terminating)]);
+    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Draining)]);
+    assert!(!p.retiring[0].decrement, "already in the desired capacity");
     assert!(
         p.actions.is_empty(),
-        "no second decrement, no scale-up, no release: {:?}",
+        "no scale-up, no release: {:?}",
         p.actions
     );
 
-    // Its client turns down: purged, then retired.
+    // Empty: on to Terminating without a second terminate, then purged
+    // once its client is down.
+    w.tracked = p.retiring;
+    w.allocs.insert(w.id(0), AllocFacts::default());
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Terminating)]);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
     w.nodes[0].status = NodeStatus::Down;
     w.tracked = p.retiring;
     let p = w.plan();

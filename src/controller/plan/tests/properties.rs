@@ -248,7 +248,8 @@ proptest! {
             let mark = n.last_drain_mark.as_ref().unwrap();
             // Adopted as recorded: a replacement never shrinks the group,
             // and a cancel restores the owner's cordon.
-            prop_assert_eq!(r.decrement, r.reason != RetireReason::Replace);
+            let in_group = r.instance_id.as_deref().is_none_or(|i| still_counted(&instance_in_group(&c.group, i)));
+            prop_assert_eq!(r.decrement, r.reason != RetireReason::Replace && in_group);
             prop_assert_eq!(r.cordoned_by_pool, mark.cordoned_by_pool);
             // A finished drain the pool gave back, of a client someone
             // else had cordoned, is never taken again (no spec names
