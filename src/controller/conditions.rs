@@ -219,7 +219,7 @@ fn progressing(pool: &NomadClientPool, planned: &plan::Plan, scaling_up: bool) -
             true,
             "BudgetExhausted",
             format!(
-                "{in_flight} client(s) in flight, disruption.maxUnavailable allows {budget}; more start as these finish"
+                "{in_flight} client(s) out of service (retiring, or made ineligible by anyone), disruption.maxUnavailable allows {budget}; more start as these finish"
             ),
         )
     } else if planned.blockers.contains(&Blocker::Paused) {

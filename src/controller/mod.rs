@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod connect;
 pub mod events;
 pub mod group;
+pub mod outside;
 pub mod plan;
 pub mod reconcile;
 pub mod resends;

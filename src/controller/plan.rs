@@ -21,15 +21,18 @@ use crate::provider::{GroupState, Lifecycle, preflight_with};
 
 mod advance;
 mod capacity;
+mod departed;
 mod go_duration;
 mod meta;
 mod retired;
 mod select;
+mod unavailable;
 
 use advance::{advance, cancel};
 pub use go_duration::parse_go_duration;
 pub use meta::{
     META_CORDONED_BY_POOL, META_POOL, META_POOL_UID, META_REASON, drain_meta, read_drain_meta,
+    read_drain_meta_of,
 };
 use select::{check_preflight, choose, preview, select, wants_more};
 
@@ -102,6 +105,9 @@ pub struct PoolView<'a> {
     pub retired: &'a [RetiredNode],
     /// Every Nomad node the selector matches (down ones included).
     pub nodes: &'a [NodeFacts],
+    /// Tracked nodes the selector no longer matches, read by ID: released or
+    /// carried to the end (see `departed`), never selected or adopted.
+    pub outside: &'a [NodeFacts],
     /// Allocation facts of tracked nodes; absent until a fresh read arrived.
     pub allocs: &'a HashMap<String, AllocFacts>,
     /// Pending/running allocation counts of every pool node, when the caller
@@ -337,7 +343,9 @@ fn target_label(t: &RetireTarget) -> String {
 pub fn plan(view: &PoolView<'_>) -> Plan {
     let spec = view.spec;
     let mut plan = Plan::default();
-    let nodes: BTreeMap<&str, &NodeFacts> = view.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let nodes: BTreeMap<&str, &NodeFacts> = (view.outside.iter().chain(view.nodes))
+        .map(|n| (n.id.as_str(), n))
+        .collect();
     let force_after = spec
         .drain
         .force_terminate_after
@@ -351,6 +359,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     for entry in view.tracked {
         if dry_run {
             next.push(entry.clone());
+        } else if departed::is_outside(view, entry) {
+            next.extend(departed::step(view, &nodes, entry, force_after, &mut plan));
         } else if let Some(kept) = advance(view, &nodes, entry, force_after, &mut plan) {
             next.push(kept);
         }
@@ -389,7 +399,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             Some(&n.name),
             "AdoptedDrain",
             format!(
-                "adopted drain of node {} started earlier by this pool",
+                "adopted drain of node {} started earlier by this pool (or an earlier pool of the same name)",
                 n.name
             ),
         );
@@ -401,13 +411,17 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             since: ts(view.now),
             selected_at: Some(ts(n.last_drain_started.unwrap_or(view.now))),
             reason,
-            decrement: reason != RetireReason::Replace,
+            // A VM terminated before the status was lost (or by a deleted
+            // pool of this name): its decrement is in the desired capacity.
+            decrement: reason != RetireReason::Replace
+                && (n.instance_id.as_deref())
+                    .is_none_or(|i| still_counted(&instance_in_group(view.group, i))),
             cordoned_by_pool: mark.cordoned_by_pool,
             drain_started_at: n.last_drain_started.map(ts),
             drain_deadline: None,
             allocations_left: 0,
             blocking_jobs: vec![],
-            message: Some("adopted after a controller restart".into()),
+            message: Some("adopted: this pool's drain, from a lost status or a pool deleted and created again".into()),
         });
     }
 
@@ -419,11 +433,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         .collect();
     let pool_size = live_nodes.len() as u32;
     let budget = budget(&spec.disruption.max_unavailable, pool_size);
-    let in_flight = |next: &[RetiringNode]| {
-        next.iter()
-            .filter(|r| r.phase != RetirePhase::Cancelling)
-            .count() as u32
-    };
+    // Clients out of service, whoever took them out, against the budget.
+    let in_flight = |next: &[RetiringNode]| unavailable::count(view, next);
     let mut pending = pending_decrements(&next, view.group);
     let group_desired = view.group.desired_capacity;
     plan.desired_nodes = spec
@@ -455,7 +466,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         if !start_allowed {
             continue;
         }
-        if in_flight(&next) >= budget {
+        if !unavailable::is_out(node) && in_flight(&next) >= budget {
             plan.blockers.push(Blocker::BudgetExhausted {
                 in_flight: in_flight(&next),
                 budget,

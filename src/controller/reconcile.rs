@@ -267,7 +267,7 @@ fn alloc_watch_set(
     watched
 }
 
-fn node_facts(snapshot: &super::watch::NodesSnapshot, uid: &str) -> Vec<NodeFacts> {
+fn node_facts(snapshot: &super::watch::NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFacts> {
     snapshot
         .nodes
         .iter()
@@ -292,7 +292,7 @@ fn node_facts(snapshot: &super::watch::NodesSnapshot, uid: &str) -> Vec<NodeFact
             last_drain_mark: n
                 .last_drain
                 .as_ref()
-                .and_then(|d| plan::read_drain_meta(&d.meta, uid)),
+                .and_then(|d| plan::read_drain_meta_of(&d.meta, key, uid)),
             create_index: n.create_index,
             instance_id: snapshot.instance_ids.get(&n.id).cloned(),
         })
@@ -354,12 +354,18 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         .allocation_facts(pool.spec.drain.ignore_system_jobs);
 
     let uid = pool.uid().unwrap_or_default();
-    let nodes = node_facts(&snapshot, &uid);
     let key = format!(
         "{}/{}",
         pool.namespace().unwrap_or_default(),
         pool.name_any()
     );
+    let facts = |s: &_| node_facts(s, &key, &uid);
+    let (nodes, outside) = match super::outside::view(&rt, &pool.spec, &status, &snapshot, facts)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return report_trouble(&pool, &ctx, Trouble::from_nomad(&e, &rt.address)).await,
+    };
     let now = Timestamp::now();
     let visibility_gap = visibility.gap();
     let visibility = match (&visibility, &visibility_gap) {
@@ -374,6 +380,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         tracked: &status.retiring,
         retired: &status.retired,
         nodes: &nodes,
+        outside: &outside,
         allocs: &allocs,
         load,
         group,

@@ -40,6 +40,27 @@ pub fn read_drain_meta(meta: &BTreeMap<String, String>, uid: &str) -> Option<Dra
     if meta.get(META_POOL_UID).map(String::as_str) != Some(uid) {
         return None;
     }
+    Some(mark_of(meta))
+}
+
+/// As `read_drain_meta`, also recognising the drains of an earlier pool of
+/// the same namespace/name (`pool_key`): a pool deleted and created again
+/// (GitOps re-sync, `kubectl replace --force`) gets a new UID while the old
+/// pool's drains run on, and would otherwise ignore them and select more.
+/// The earlier pool no longer exists: the API server holds one object per
+/// namespace/name, and the old one was removed (its finalizer having run)
+/// before this one could be created. So its drains are ours to carry on.
+pub fn read_drain_meta_of(
+    meta: &BTreeMap<String, String>,
+    pool_key: &str,
+    uid: &str,
+) -> Option<DrainMark> {
+    let same_pool = meta.get(META_POOL_UID).map(String::as_str) == Some(uid)
+        || meta.get(META_POOL).map(String::as_str) == Some(pool_key);
+    same_pool.then(|| mark_of(meta))
+}
+
+fn mark_of(meta: &BTreeMap<String, String>) -> DrainMark {
     // Drains sent before these keys existed were scale-ins by a pool that
     // had cordoned the client: selection only takes eligible clients.
     let reason = match meta.get(META_REASON).map(String::as_str) {
@@ -48,8 +69,8 @@ pub fn read_drain_meta(meta: &BTreeMap<String, String>, uid: &str) -> Option<Dra
         _ => RetireReason::ScaleIn,
     };
     let cordoned_by_pool = meta.get(META_CORDONED_BY_POOL).map(String::as_str) != Some("false");
-    Some(DrainMark {
+    DrainMark {
         reason,
         cordoned_by_pool,
-    })
+    }
 }

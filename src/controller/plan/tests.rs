@@ -145,6 +145,7 @@ impl World {
             tracked: &self.tracked,
             retired: &self.retired,
             nodes: &self.nodes,
+            outside: &[],
             allocs: &self.allocs,
             load: self.load.as_ref(),
             group: &self.group,
@@ -949,5 +950,7 @@ fn drain_cancelled_by_someone_else_is_sent_again() {
     assert_eq!(p.actions, [drain_of(&w, 0)]);
 }
 
+mod adoption;
+mod departed;
 mod properties;
 mod truth;

@@ -170,6 +170,7 @@ proptest! {
             tracked: &c.tracked,
             retired: &[],
             nodes: &c.nodes,
+            outside: &[],
             allocs: &c.allocs,
             load: Some(&c.load),
             group: &c.group,
@@ -248,7 +249,8 @@ proptest! {
             let mark = n.last_drain_mark.as_ref().unwrap();
             // Adopted as recorded: a replacement never shrinks the group,
             // and a cancel restores the owner's cordon.
-            prop_assert_eq!(r.decrement, r.reason != RetireReason::Replace);
+            let in_group = r.instance_id.as_deref().is_none_or(|i| still_counted(&instance_in_group(&c.group, i)));
+            prop_assert_eq!(r.decrement, r.reason != RetireReason::Replace && in_group);
             prop_assert_eq!(r.cordoned_by_pool, mark.cordoned_by_pool);
             // A finished drain the pool gave back, of a client someone
             // else had cordoned, is never taken again (no spec names
@@ -266,9 +268,14 @@ proptest! {
             prop_assert!(n.eligible && !n.draining && n.status == NodeStatus::Ready);
         }
         if !selected.is_empty() {
-            let in_flight = p.retiring.iter().filter(|r| r.phase != RetirePhase::Cancelling).count() as u32;
+            // Out of service: every retirement in flight and every live
+            // client ineligible or draining, whoever took it out.
+            let mut out: Vec<&str> = p.retiring.iter().filter(|r| r.phase != RetirePhase::Cancelling).map(|r| r.node_id.as_str()).collect();
+            out.extend(c.nodes.iter().filter(|n| n.status != NodeStatus::Down && (!n.eligible || n.draining)).map(|n| n.id.as_str()));
+            out.sort();
+            out.dedup();
             let budget = budget(&c.spec.disruption.max_unavailable, 0);
-            prop_assert!(in_flight <= budget, "{} in flight, budget {}", in_flight, budget);
+            prop_assert!(out.len() as u32 <= budget, "{} out of service, budget {}", out.len(), budget);
         }
     }
 }
