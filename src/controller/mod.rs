@@ -12,7 +12,9 @@ pub mod connect;
 pub mod events;
 pub mod group;
 pub mod plan;
+pub mod readiness;
 pub mod reconcile;
+pub mod siblings;
 pub mod status;
 pub mod visibility;
 pub mod watch;
@@ -75,6 +77,8 @@ pub struct PoolRuntime {
     /// Whether the token provably sees every allocation; no termination
     /// without it.
     pub visibility: visibility::VisibilityWatch,
+    /// Every Nomad node reporting the VMs at the termination gate.
+    pub siblings: siblings::SiblingWatch,
     /// Nomad writes to nodes not yet seen in the node view.
     pub writes: WriteLog,
     /// Instances whose terminate call is running: they are not sent again.

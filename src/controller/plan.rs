@@ -20,10 +20,16 @@ use crate::api::{
 use crate::provider::{GroupState, Lifecycle, preflight_with};
 
 mod advance;
+mod duration;
+mod identity;
 mod meta;
 mod select;
 
 use advance::{advance, cancel};
+pub use duration::parse_go_duration;
+pub use identity::{
+    InstanceNode, InstanceNodes, describe_shared, shared_instances, vms_without_client,
+};
 pub use meta::{
     META_CORDONED_BY_POOL, META_POOL, META_POOL_UID, META_REASON, drain_meta, read_drain_meta,
 };
@@ -107,6 +113,9 @@ pub struct PoolView<'a> {
     /// terminated: an allocation the token cannot see still runs. Only a
     /// termination the spec forces past its deadline goes ahead.
     pub visibility: AllocationVisibility<'a>,
+    /// Every Nomad node (cluster-wide) reporting the VMs at the termination
+    /// gate; see `identity`.
+    pub instance_nodes: &'a InstanceNodes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +210,10 @@ pub enum Blocker {
     /// allocations (the message says what is missing).
     AllocationsHidden(String),
     Paused,
+    /// VMs reported by more than one live node (`i-1 (a, b); ...`): never selected.
+    SharedInstance(String),
+    /// In-service VMs that no ready client of the pool reports.
+    VmsWithoutClient(Vec<String>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -255,37 +268,6 @@ pub fn budget(max_unavailable: &IntOrString, pool_size: u32) -> u32 {
             (pool_size * pct / 100).max(1)
         }
     }
-}
-
-/// Parse a Go duration (`1h30m`, `90s`, `1.5h`, `250ms`).
-pub fn parse_go_duration(s: &str) -> Option<SignedDuration> {
-    let mut total_nanos: f64 = 0.0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let (unit, len) = [
-            ("ns", 1.0),
-            ("us", 1e3),
-            ("µs", 1e3),
-            ("ms", 1e6),
-            ("s", 1e9),
-            ("m", 60e9),
-            ("h", 3600e9),
-        ]
-        .iter()
-        .find(|(u, _)| rest.starts_with(u))
-        .map(|(u, f)| (*f, u.len()))?;
-        total_nanos += value * unit;
-        rest = &rest[len..];
-    }
-    Some(SignedDuration::from_nanos(total_nanos as i64))
 }
 
 fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
@@ -454,7 +436,10 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
                 .push(Blocker::UnknownRetireTarget(target_label(target)));
             continue;
         };
-        if candidates_taken.contains(&node.id) || node.status == NodeStatus::Down {
+        if candidates_taken.contains(&node.id)
+            || node.status == NodeStatus::Down
+            || identity::on_shared_vm(view, node)
+        {
             continue;
         }
         if !start_allowed {
@@ -500,7 +485,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         let replicas = replicas.max(0) as u32;
         let effective = group_desired.saturating_sub(pending);
         if effective > replicas {
-            let mut excess = effective - replicas;
+            let mut excess = identity::scale_in_excess(view, &next, effective - replicas, replicas);
             if spec.disruption.dry_run {
                 excess = excess.saturating_sub(plan.preview.len() as u32);
             }
@@ -617,6 +602,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         }
     }
 
+    identity::report_shared(view, &mut plan);
+    identity::report_clientless(view, &next, &mut plan);
     plan.retiring = next;
     plan
 }

@@ -256,6 +256,11 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
     );
     let group = super::group::GroupView::new(provider.clone(), trigger.clone());
     let visibility = super::visibility::VisibilityWatch::start(nomad.clone(), trigger.clone());
+    let siblings = super::siblings::SiblingWatch::new(
+        nomad.clone(),
+        provider.instance_id_attribute(),
+        trigger.clone(),
+    );
     let rt = Arc::new(PoolRuntime {
         fingerprint: conn.fingerprint,
         address,
@@ -264,6 +269,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         watch,
         group,
         visibility,
+        siblings,
         writes: Default::default(),
         terminating: Default::default(),
         cloud_failures: Default::default(),
@@ -408,6 +414,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     let uid = pool.uid().unwrap_or_default();
     let nodes = node_facts(&snapshot, &uid);
+    let instance_nodes = rt.siblings.facts();
     let key = format!(
         "{}/{}",
         pool.namespace().unwrap_or_default(),
@@ -430,6 +437,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         load,
         group,
         visibility,
+        instance_nodes: &instance_nodes,
     };
     let mut planned = plan::plan(&view(&observed.group, None));
     let mut load = None;
@@ -481,11 +489,21 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         });
     }
 
-    let watched = alloc_watch_set(&planned.retiring, &nodes, now);
+    let mut watched = alloc_watch_set(&planned.retiring, &nodes, now);
+    let gate = super::siblings::gate_instances(&planned.retiring, &watched);
+    watched.extend(super::siblings::sibling_nodes(
+        &gate,
+        &instance_nodes,
+        &nodes,
+    ));
+    rt.siblings.track(&gate);
     rt.watch
         .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
 
     let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
+    for (reason, message) in super::readiness::news(&status, &new_status) {
+        publish(&ctx, &pool, EventType::Warning, reason, &message, None);
+    }
     record_metrics(&key, &planned, new_status.ready_nodes);
     // Write-ahead: the status names every action (but a purge) before it
     // runs; with such actions to follow, the write is also the check that
@@ -822,6 +840,8 @@ fn build_status(
             _ => None,
         })
     });
+    let degraded = degraded.or_else(|| super::readiness::shared_instance(planned));
+    let not_ready = super::readiness::not_ready(planned, nodes, ready);
     let in_flight = planned.retiring.len();
     let scaling_up = planned
         .actions
@@ -888,7 +908,8 @@ fn build_status(
         && !scaling_up
         && degraded.is_none()
         && group.desired_capacity == planned.desired_nodes
-        && planned.preview.is_empty();
+        && planned.preview.is_empty()
+        && not_ready.is_none();
     let ready_signal = if let Some((reason, message)) = &degraded {
         Signal::new(false, *reason, message.clone())
     } else if settled {
@@ -897,6 +918,8 @@ fn build_status(
             "Settled",
             format!("{} client(s), as desired", planned.desired_nodes),
         )
+    } else if let Some(s) = not_ready.filter(|_| in_flight == 0 && !scaling_up) {
+        s
     } else if progressing.reason == "BudgetExhausted" {
         // Waiting on the budget is normal progress; the column users see
         // should say the pool is retiring, not sound an alarm.

@@ -99,7 +99,11 @@ pub(super) fn choose<'a>(
         .nodes
         .iter()
         .filter(|n| {
-            n.status == NodeStatus::Ready && n.eligible && !n.draining && !taken.contains(&n.id)
+            n.status == NodeStatus::Ready
+                && n.eligible
+                && !n.draining
+                && !taken.contains(&n.id)
+                && !super::identity::on_shared_vm(view, n)
         })
         .collect();
     let busy = |n: &NodeFacts| load.get(&n.id).copied().unwrap_or(0);
