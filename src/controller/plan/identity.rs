@@ -125,9 +125,8 @@ pub(super) fn sibling_gate(view: &PoolView<'_>, node_id: &str, instance: &str) -
         match view.allocs.get(&n.id) {
             None => unread.push(n.name.as_str()),
             Some(a) if a.live > 0 => held.push(format!(
-                "node {} ({}) on the same VM has {} live allocation(s) ({})",
-                n.name,
-                status_word(n.status),
+                "node {} on the same VM has {} live allocation(s) ({})",
+                label(n),
                 a.live,
                 a.blocking_jobs
                     .iter()
@@ -139,9 +138,8 @@ pub(super) fn sibling_gate(view: &PoolView<'_>, node_id: &str, instance: &str) -
             // Work could land on it between this read and the terminate
             // call: only an ineligible or down sibling is safe to take down.
             Some(_) if n.eligible && n.status != NodeStatus::Down => held.push(format!(
-                "node {} ({}) on the same VM is eligible for new work; cordon or stop it",
-                n.name,
-                status_word(n.status)
+                "node {} on the same VM is eligible for new work; cordon or stop it",
+                label(n)
             )),
             Some(_) => {}
         }
@@ -156,6 +154,13 @@ pub(super) fn sibling_gate(view: &PoolView<'_>, node_id: &str, instance: &str) -
         ));
     }
     Gate::Clear
+}
+
+/// `client-1 (0b9e2f4a, ready)`: a re-registered client keeps its name, so
+/// the ID tells the two apart.
+fn label(n: &InstanceNode) -> String {
+    let short: String = n.id.chars().take(8).collect();
+    format!("{} ({short}, {})", n.name, status_word(n.status))
 }
 
 fn status_word(s: NodeStatus) -> &'static str {
