@@ -8,6 +8,7 @@
 //! - `group`: the cloud group as last read, refreshed off the critical path;
 //! - `status`: condition bookkeeping.
 
+pub mod alloc_watch;
 pub mod connect;
 pub mod events;
 pub mod group;

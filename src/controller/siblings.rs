@@ -23,7 +23,7 @@ use tracing::warn;
 use super::plan::{InstanceNode, InstanceNodes, NodeFacts, NodeStatus};
 use super::watch::Trigger;
 use crate::api::{RetirePhase, RetiringNode};
-use crate::nomad::{self, NomadClient, QueryOptions, filter::quote};
+use crate::nomad::{self, NomadClient, NomadError, QueryOptions, filter::quote};
 
 /// Nomad's longest blocking wait.
 const BLOCKING_WAIT: Duration = Duration::from_secs(300);
@@ -98,6 +98,56 @@ impl SiblingWatch {
             });
         }
     }
+}
+
+/// Why a terminate call was not sent after all.
+#[derive(Debug, thiserror::Error)]
+pub enum LastCheckError {
+    #[error("not sent: node(s) {} registered on the VM after the decision", .0.join(", "))]
+    NodesAppeared(Vec<String>),
+    #[error("not sent: the Nomad nodes reporting the VM could not be read: {0}")]
+    Unreadable(#[source] NomadError),
+}
+
+impl SiblingWatch {
+    /// Right before a terminate call, one direct read of the nodes that
+    /// report `instance`: a node the decision did not know (registered
+    /// since its last answer) stops the call. Its watch shows the node to
+    /// the next plan, which holds the VM while the node may lose work.
+    pub async fn last_check(
+        &self,
+        instance: &str,
+        known: &HashSet<String>,
+    ) -> Result<(), LastCheckError> {
+        let filter = instance_filter(self.attribute, instance);
+        let listed = self
+            .client
+            .list_nodes(Some(&filter), &QueryOptions::default())
+            .await
+            .map_err(LastCheckError::Unreadable)?;
+        let new: Vec<String> = listed
+            .value
+            .iter()
+            .filter(|n| !known.contains(&n.id))
+            .map(|n| n.id.clone())
+            .collect();
+        if new.is_empty() {
+            Ok(())
+        } else {
+            Err(LastCheckError::NodesAppeared(new))
+        }
+    }
+}
+
+/// Every node the decision knew on `instance`: the cluster-wide list and the
+/// pool's own nodes.
+pub fn known_on(instance: &str, listed: &InstanceNodes, nodes: &[NodeFacts]) -> HashSet<String> {
+    let instances: BTreeSet<String> = [instance.to_owned()].into();
+    sibling_nodes(&instances, listed, nodes)
+}
+
+fn instance_filter(attribute: &str, instance: &str) -> String {
+    format!("Attributes[{}] == {}", quote(attribute), quote(instance))
 }
 
 async fn follow(
@@ -218,6 +268,68 @@ mod tests {
             blocking_jobs: vec![],
             message: None,
         }
+    }
+
+    /// Against the simulator: the filter finds every node of the VM, and a
+    /// node that registered after the decision stops the call.
+    #[tokio::test]
+    async fn the_last_check_refuses_a_node_the_decision_did_not_know() {
+        let sim = nomad_sim::serve(nomad_sim::Config::default())
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let register = |instance: &'static str| {
+            let (http, url) = (http.clone(), sim.url());
+            async move {
+                let v: serde_json::Value = http
+                    .post(format!("{url}/sim/nodes"))
+                    .json(&serde_json::json!({"instance_ids": [instance]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["nodes"][0]["id"].as_str().unwrap().to_string()
+            }
+        };
+        let first = register("i-0vm").await;
+        register("i-0elsewhere").await;
+        let client = NomadClient::new(crate::nomad::NomadConfig {
+            address: sim.url(),
+            ..Default::default()
+        })
+        .unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let trigger = Trigger::new(
+            tx,
+            kube::runtime::reflector::ObjectRef::new("pool").within("ns"),
+        );
+        let w = SiblingWatch::new(client, "unique.platform.aws.instance-id", trigger);
+        let known: HashSet<String> = [first.clone()].into();
+        w.last_check("i-0vm", &known).await.unwrap();
+        w.track(&["i-0vm".to_string()].into());
+        let w = &w;
+        let listed = |n: usize| async move {
+            for _ in 0..100 {
+                if let Some(nodes) = w.facts().get("i-0vm")
+                    && nodes.len() == n
+                {
+                    return nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("the watch never listed {n} node(s): {:?}", w.facts());
+        };
+        assert_eq!(listed(1).await, vec![first.clone()]);
+        let second = register("i-0vm").await;
+        // The parked blocking query answers with the newcomer.
+        assert!(listed(2).await.contains(&second));
+        match w.last_check("i-0vm", &known).await {
+            Err(LastCheckError::NodesAppeared(ids)) => assert_eq!(ids, [second]),
+            other => panic!("{other:?}"),
+        }
+        sim.shutdown().await;
     }
 
     #[test]
