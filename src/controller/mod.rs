@@ -80,6 +80,8 @@ pub struct PoolRuntime {
     pub visibility: visibility::VisibilityWatch,
     /// Every Nomad node reporting the VMs at the termination gate.
     pub siblings: siblings::SiblingWatch,
+    /// VMs of the group no node reports yet, since when.
+    pub clientless: readiness::Clientless,
     /// Nomad writes to nodes not yet seen in the node view.
     pub writes: WriteLog,
     /// Instances whose terminate call is running: they are not sent again.

@@ -3,6 +3,10 @@
 //! cordoned by anyone, takes no work, so a pool with such VMs is not
 //! `Settled` however many VMs the group holds.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use super::plan::{Blocker, NodeFacts, NodeStatus, Plan};
 use super::status::{self, Signal};
 use crate::api::NomadClientPoolStatus;
@@ -77,6 +81,47 @@ fn listed<'a>(names: impl Iterator<Item = &'a str>) -> String {
     out
 }
 
+/// How long a VM of the group may run without any Nomad node reporting it
+/// before it is reported: a new VM is in service before its agent has
+/// booted and joined. A VM whose node exists but is not ready (the agent
+/// stopped, or lost its servers) is reported at once.
+pub const JOIN_GRACE: Duration = Duration::from_secs(300);
+
+/// When each VM without any node was first seen so, per pool.
+#[derive(Default)]
+pub struct Clientless(Mutex<HashMap<String, Instant>>);
+
+impl Clientless {
+    /// Keep in the plan's `VmsWithoutClient` only the VMs to report now: those
+    /// some node reports (it is not ready), and those no node reports for
+    /// longer than `JOIN_GRACE`. Scale-in already counted them all.
+    pub fn settle(&self, planned: &mut Plan, nodes: &[NodeFacts]) {
+        self.settle_at(planned, nodes, Instant::now());
+    }
+
+    fn settle_at(&self, planned: &mut Plan, nodes: &[NodeFacts], now: Instant) {
+        let mut seen = self.0.lock().expect("clientless lock");
+        let Some(ids) = planned.blockers.iter_mut().find_map(|b| match b {
+            Blocker::VmsWithoutClient(ids) => Some(ids),
+            _ => None,
+        }) else {
+            seen.clear();
+            return;
+        };
+        seen.retain(|id, _| ids.contains(id));
+        ids.retain(|id| {
+            let has_node = nodes.iter().any(|n| n.instance_id.as_ref() == Some(id));
+            let since = *seen.entry(id.clone()).or_insert(now);
+            has_node || now.duration_since(since) >= JOIN_GRACE
+        });
+        if ids.is_empty() {
+            planned
+                .blockers
+                .retain(|b| !matches!(b, Blocker::VmsWithoutClient(_)));
+        }
+    }
+}
+
 /// The Degraded condition for VMs several live nodes report, if any.
 pub fn shared_instance(planned: &Plan) -> Option<(&'static str, String)> {
     planned.blockers.iter().find_map(|b| match b {
@@ -98,9 +143,10 @@ pub fn news(
     new: &NomadClientPoolStatus,
 ) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
+    // Not `ClientsNotReady`: every scale-up passes through it while the new
+    // clients join, and its counts move with each.
     for (type_, reason) in [
         (status::READY, "VMsWithoutClient"),
-        (status::READY, "ClientsNotReady"),
         (status::DEGRADED, "SharedInstance"),
     ] {
         let find = |s: &NomadClientPoolStatus| {
@@ -159,6 +205,43 @@ mod tests {
         let s = not_ready(&plan, &nodes, 3).unwrap();
         assert_eq!(s.reason, "VMsWithoutClient");
         assert!(s.message.contains("i-dead"), "{}", s.message);
+    }
+
+    #[test]
+    fn a_vm_no_node_reports_is_reported_only_after_the_join_grace() {
+        let c = Clientless::default();
+        let plan = || Plan {
+            blockers: vec![Blocker::VmsWithoutClient(vec![
+                "i-crashed".into(),
+                "i-booting".into(),
+            ])],
+            ..Default::default()
+        };
+        let mut crashed = node("x", NodeStatus::Down, true);
+        crashed.instance_id = Some("i-crashed".into());
+        let t0 = Instant::now();
+        let mut p = plan();
+        c.settle_at(&mut p, std::slice::from_ref(&crashed), t0);
+        assert_eq!(
+            p.blockers,
+            [Blocker::VmsWithoutClient(vec!["i-crashed".into()])]
+        );
+        let mut p = plan();
+        c.settle_at(&mut p, &[crashed], t0 + JOIN_GRACE);
+        assert_eq!(
+            p.blockers,
+            [Blocker::VmsWithoutClient(vec![
+                "i-crashed".into(),
+                "i-booting".into()
+            ])]
+        );
+        // Once its client joined, a VM starts over.
+        let mut p = Plan {
+            blockers: vec![Blocker::VmsWithoutClient(vec!["i-later".into()])],
+            ..Default::default()
+        };
+        c.settle_at(&mut p, &[], t0 + JOIN_GRACE);
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
     }
 
     #[test]

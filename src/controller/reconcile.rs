@@ -270,6 +270,7 @@ async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntim
         group,
         visibility,
         siblings,
+        clientless: Default::default(),
         writes: Default::default(),
         terminating: Default::default(),
         cloud_failures: Default::default(),
@@ -450,6 +451,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     rt.watch
         .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
 
+    rt.clientless.settle(&mut planned, &nodes);
     let new_status = build_status(&pool, &status, &planned, &nodes, group, None);
     for (reason, message) in super::readiness::news(&status, &new_status) {
         publish(&ctx, &pool, EventType::Warning, reason, &message, None);
