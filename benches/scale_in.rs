@@ -464,7 +464,8 @@ fn form_value<'a>(body: &'a str, key: &str) -> Option<&'a str> {
 
 fn snapshot(app: &nomad_sim::App, instance: &str) -> Option<NodeSnap> {
     let c = app.cluster.read().unwrap();
-    let id = c.resolve_node(instance)?;
+    // The VM's newest client: the one the pool retires (one per VM here).
+    let id = c.nodes_on_vm(instance).pop()?;
     let rec = c.nodes.get(&id)?;
     let event_ns = |msg: &str| {
         rec.node
@@ -565,9 +566,7 @@ async fn proxy_handler(
         let iid = instance.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let mut c = app.write();
-            if let Some(id) = c.resolve_node(&iid) {
-                let _ = c.kill_node(&id);
-            }
+            let _ = c.vm_action(&iid, "kill");
         })
         .await;
     }

@@ -407,19 +407,25 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
             Ok(ok(&json!({"nodes": v})))
         }
         (Method::POST, ["sim", "nodes", key, action]) => {
-            let mut c = app.write();
-            let id = c
-                .resolve_node(key)
-                .ok_or_else(|| ApiError::NotFound("node not found".into()))?;
-            match *action {
-                "kill" => c.kill_node(&id)?,
-                "restart" => c.restart_node(&id)?,
-                "disconnect" => c.disconnect_node(&id)?,
-                "reconnect" => c.reconnect_node(&id)?,
-                _ => return Err(ApiError::NotFound(format!("unknown action {action}"))),
+            if !matches!(
+                *action,
+                "kill" | "restart" | "disconnect" | "reconnect" | "reregister"
+            ) {
+                return Err(ApiError::NotFound(format!("unknown action {action}")));
             }
+            let mut c = app.write();
+            let ids = c.vm_action(key, action).map_err(|e| match e {
+                crate::state::StateError::NodeNotFound => {
+                    ApiError::NotFound("node not found".into())
+                }
+                other => other.into(),
+            })?;
+            // The node acted on (for `reregister`, the new one), and all of them.
+            let id = ids.last().cloned().unwrap_or_default();
             let iid = c.nodes.get(&id).and_then(|r| r.instance_id.clone());
-            Ok(ok(&json!({"node_id": id, "instance_id": iid})))
+            Ok(ok(
+                &json!({"node_id": id, "instance_id": iid, "node_ids": ids}),
+            ))
         }
         (Method::POST, ["sim", "allocations"]) => {
             let r: AllocReq = body_required(req).await?;

@@ -255,7 +255,6 @@ pub struct Cluster {
     pub namespaces: BTreeMap<String, NamespaceRec>,
     pub namespaces_index: u64,
     system_jobs: Vec<Arc<Job>>,
-    instance_index: HashMap<String, String>,
     /// Placements waiting for capacity, FIFO per node pool.
     pub queue: HashMap<String, VecDeque<Placement>>,
     /// Placements pinned to one node, waiting for it to have room.
@@ -362,7 +361,6 @@ impl Cluster {
             .collect(),
             namespaces_index: 1,
             system_jobs: Vec::new(),
-            instance_index: HashMap::new(),
             queue: HashMap::new(),
             pinned: Vec::new(),
             sched: HashMap::new(),
@@ -720,9 +718,6 @@ impl Cluster {
             modify_index: idx,
             drain: false,
         };
-        if let Some(iid) = &instance_id {
-            self.instance_index.insert(iid.clone(), id.clone());
-        }
         let slots = spec.slots.unwrap_or(self.cfg.default_slots);
         self.insert_node(NodeRec {
             node,
@@ -747,16 +742,6 @@ impl Cluster {
             allocs: watch::Sender::new(0),
         });
         self.nodes.insert(id, rec);
-    }
-
-    pub fn resolve_node(&self, id_or_instance: &str) -> Option<String> {
-        if self.nodes.contains_key(id_or_instance) {
-            return Some(id_or_instance.to_string());
-        }
-        self.instance_index
-            .get(id_or_instance)
-            .filter(|id| self.nodes.contains_key(*id))
-            .cloned()
     }
 
     pub fn node_allocs(&self, node_id: &str) -> impl Iterator<Item = &AllocRec> {
@@ -1066,8 +1051,6 @@ impl Cluster {
             let at = self.now + self.cfg.heartbeat_ttl_ns;
             self.purged_alive.insert(node_id.to_string(), rec);
             self.timer(at, Timer::Reregister(node_id.to_string()));
-        } else if let Some(iid) = &rec.instance_id {
-            self.instance_index.remove(iid);
         }
         Ok((
             idx,
@@ -1108,10 +1091,7 @@ impl Cluster {
         if rec.node.status != "down" || self.node_allocs(node_id).any(|a| !a.alloc.terminal()) {
             return false;
         }
-        let (_, rec) = self.remove_node(node_id);
-        if let Some(iid) = &rec.instance_id {
-            self.instance_index.remove(iid);
-        }
+        self.remove_node(node_id);
         true
     }
 
@@ -2105,6 +2085,7 @@ impl Cluster {
     }
 }
 
+mod vm;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,6 +167,13 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
                 "spec.replicas is {replicas} but {group} allows at most {max_size} (MaxSize): the group is grown no further than that; raise its MaxSize or lower replicas"
             ),
         ),
+        Blocker::SharedInstance(which) => Problem::new(
+            "SharedInstance",
+            super::readiness::shared_instance_message(which),
+        ),
+        // Capacity that is missing, not a fault of the pool: `Ready` says it
+        // (see `readiness::not_ready`).
+        Blocker::VmsWithoutClient(_) => return None,
         Blocker::BudgetExhausted { .. } | Blocker::NoEmptyNodes | Blocker::Paused => {
             return None;
         }
@@ -303,11 +310,13 @@ pub(super) fn build_status(
         .iter()
         .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     let progressing = progressing(pool, planned, scaling_up);
+    let not_ready = super::readiness::not_ready(planned, nodes, ready);
     let settled = planned.retiring.is_empty()
         && !scaling_up
         && degraded.is_none()
         && group.desired_capacity == planned.desired_nodes
-        && planned.preview.is_empty();
+        && planned.preview.is_empty()
+        && not_ready.is_none();
     let ready_signal = if let Some((reason, message)) = &degraded {
         Signal::new(false, *reason, message.clone())
     } else if settled {
@@ -320,6 +329,8 @@ pub(super) fn build_status(
             ));
         }
         Signal::new(true, "Settled", message)
+    } else if let Some(s) = not_ready.filter(|_| planned.retiring.is_empty() && !scaling_up) {
+        s
     } else if progressing.reason == "BudgetExhausted" {
         // Waiting on the budget is normal progress; the column users see
         // should say the pool is retiring, not sound an alarm.

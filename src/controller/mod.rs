@@ -11,6 +11,7 @@
 //! - `authority`: which pools may use the operator's cloud identity and a group;
 //! - `conditions`: what the conditions say (reasons for trouble and blockers).
 
+pub mod alloc_watch;
 pub mod authority;
 pub mod conditions;
 pub mod connect;
@@ -18,9 +19,11 @@ pub mod events;
 pub mod group;
 pub mod outside;
 pub mod plan;
+pub mod readiness;
 pub mod reconcile;
 pub mod resends;
 pub mod secret_use;
+pub mod siblings;
 pub mod status;
 pub mod visibility;
 pub mod watch;
@@ -83,6 +86,10 @@ pub struct PoolRuntime {
     /// Whether the token provably sees every allocation; no termination
     /// without it.
     pub visibility: visibility::VisibilityWatch,
+    /// Every Nomad node reporting the VMs at the termination gate.
+    pub siblings: siblings::SiblingWatch,
+    /// VMs of the group no node reports yet, since when.
+    pub clientless: readiness::Clientless,
     /// Nomad writes to nodes not yet seen in the node view.
     pub writes: WriteLog,
     /// Drains answered `200` that the node view does not show.

@@ -23,6 +23,7 @@ mod advance;
 mod capacity;
 mod departed;
 mod go_duration;
+mod identity;
 mod meta;
 mod retired;
 mod select;
@@ -30,6 +31,9 @@ mod unavailable;
 
 use advance::{advance, cancel};
 pub use go_duration::parse_go_duration;
+pub use identity::{
+    InstanceNode, InstanceNodes, describe_shared, shared_instances, vms_without_client,
+};
 pub use meta::{
     META_CORDONED_BY_POOL, META_POOL, META_POOL_UID, META_REASON, drain_meta, read_drain_meta,
     read_drain_meta_of,
@@ -119,6 +123,9 @@ pub struct PoolView<'a> {
     /// terminated: an allocation the token cannot see still runs. Only a
     /// termination the spec forces past its deadline goes ahead.
     pub visibility: AllocationVisibility<'a>,
+    /// Every Nomad node (cluster-wide) reporting the VMs at the termination
+    /// gate; see `identity`.
+    pub instance_nodes: &'a InstanceNodes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +230,10 @@ pub enum Blocker {
         max_size: u32,
         group: String,
     },
+    /// VMs reported by more than one live node (`i-1 (a, b); ...`): never selected.
+    SharedInstance(String),
+    /// In-service VMs that no ready client of the pool reports.
+    VmsWithoutClient(Vec<String>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -460,7 +471,10 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
                 .push(Blocker::UnknownRetireTarget(target_label(target)));
             continue;
         };
-        if candidates_taken.contains(&node.id) || node.status == NodeStatus::Down {
+        if candidates_taken.contains(&node.id)
+            || node.status == NodeStatus::Down
+            || identity::on_shared_vm(view, node)
+        {
             continue;
         }
         if !start_allowed {
@@ -506,7 +520,7 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         let replicas = replicas.max(0) as u32;
         let effective = group_desired.saturating_sub(pending);
         if effective > replicas {
-            let mut excess = effective - replicas;
+            let mut excess = identity::scale_in_excess(view, &next, effective - replicas, replicas);
             if spec.disruption.dry_run {
                 excess = excess.saturating_sub(plan.preview.len() as u32);
             }
@@ -625,6 +639,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         }
     }
 
+    identity::report_shared(view, &mut plan);
+    identity::report_clientless(view, &next, &mut plan);
     plan.retiring = next;
     plan.retired_nodes = retired::keep_named(view, std::mem::take(&mut plan.retired_nodes));
     plan

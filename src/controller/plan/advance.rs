@@ -189,6 +189,9 @@ pub(super) fn advance(
                     e.message = Some("waiting to learn the node's instance ID".into());
                     return Some(e);
                 };
+                if !siblings_allow(view, &mut e, &instance, plan) {
+                    return Some(e);
+                }
                 let lifecycle = instance_in_group(view.group, &instance);
                 let refusal = if still_counted(&lifecycle) {
                     preflight_with(view.group, &instance, 0, e.decrement)
@@ -300,7 +303,10 @@ pub(super) fn advance(
         RetirePhase::Terminating => {
             let instance = e.instance_id.clone().unwrap_or_default();
             let lifecycle = instance_in_group(view.group, &instance);
-            if still_counted(&lifecycle) {
+            if still_counted(&lifecycle) && !siblings_allow(view, &mut e, &instance, plan) {
+                // A node that appeared on the VM since the decision: the
+                // call is not sent again while it may lose work.
+            } else if still_counted(&lifecycle) {
                 // Committed but not landed (crash, throttling): re-issue; the
                 // provider re-checks the instance so this never decrements twice.
                 plan.actions.push(Action::Terminate {
@@ -335,6 +341,38 @@ pub(super) fn advance(
         }
     }
     Some(e)
+}
+
+/// Whether the other nodes reporting the VM let it go; if not, the entry
+/// says why (a hold before the decision moves it to `Drained`, once with a
+/// warning).
+fn siblings_allow(
+    view: &PoolView<'_>,
+    e: &mut RetiringNode,
+    instance: &str,
+    plan: &mut Plan,
+) -> bool {
+    let why = match super::identity::sibling_gate(view, &e.node_id, instance) {
+        super::identity::Gate::Clear => return true,
+        super::identity::Gate::Waiting(why) => {
+            e.message = Some(why);
+            return false;
+        }
+        super::identity::Gate::Held(why) => why,
+    };
+    if e.message.as_deref() != Some(why.as_str()) {
+        plan.warn(
+            &e.node_name,
+            "TerminateHeld",
+            format!("node {} is drained but {why}", e.node_name),
+        );
+        if e.phase != RetirePhase::Terminating {
+            e.phase = RetirePhase::Drained;
+            e.since = ts(view.now);
+        }
+    }
+    e.message = Some(why);
+    false
 }
 
 /// A drained client whose allocations the token may not all see stays in

@@ -4,10 +4,11 @@ use super::*;
 
 /// Whether the spec asks for retirements beyond those in flight.
 pub(super) fn wants_more(view: &PoolView<'_>, next: &[RetiringNode], pending: u32) -> bool {
-    let excess = view
-        .spec
-        .replicas
-        .is_some_and(|r| view.group.desired_capacity.saturating_sub(pending) > r.max(0) as u32);
+    let excess = view.spec.replicas.is_some_and(|r| {
+        let r = r.max(0) as u32;
+        let vms = view.group.desired_capacity.saturating_sub(pending);
+        super::identity::scale_in_excess(view, next, vms.saturating_sub(r), r) > 0
+    });
     let named = view.spec.retire.iter().any(|t| {
         view.nodes
             .iter()
@@ -99,7 +100,11 @@ pub(super) fn choose<'a>(
         .nodes
         .iter()
         .filter(|n| {
-            n.status == NodeStatus::Ready && n.eligible && !n.draining && !taken.contains(&n.id)
+            n.status == NodeStatus::Ready
+                && n.eligible
+                && !n.draining
+                && !taken.contains(&n.id)
+                && !super::identity::on_shared_vm(view, n)
         })
         .collect();
     let busy = |n: &NodeFacts| load.get(&n.id).copied().unwrap_or(0);

@@ -122,6 +122,25 @@ struct World {
     load: Option<HashMap<String, u32>>,
     group: GroupState,
     visibility: AllocationVisibility<'static>,
+    /// The cluster-wide read of the nodes reporting each VM; by default every
+    /// pool node's VM, listing the pool nodes that report it.
+    instance_nodes: Option<InstanceNodes>,
+}
+
+/// What the cluster-wide read finds when the pool's nodes are all there is.
+fn instance_nodes_of(nodes: &[NodeFacts]) -> InstanceNodes {
+    let mut out = InstanceNodes::new();
+    for n in nodes {
+        if let Some(i) = &n.instance_id {
+            out.entry(i.clone()).or_default().push(InstanceNode {
+                id: n.id.clone(),
+                name: n.name.clone(),
+                status: n.status,
+                eligible: n.eligible,
+            });
+        }
+    }
+    out
 }
 
 impl World {
@@ -135,9 +154,11 @@ impl World {
             load: Some(HashMap::new()),
             group: group(n),
             visibility: AllocationVisibility::Proven,
+            instance_nodes: None,
         }
     }
     fn plan(&self) -> Plan {
+        let derived = instance_nodes_of(&self.nodes);
         plan(&PoolView {
             now: now(),
             pool_key: "ns/pool",
@@ -150,6 +171,7 @@ impl World {
             load: self.load.as_ref(),
             group: &self.group,
             visibility: self.visibility,
+            instance_nodes: self.instance_nodes.as_ref().unwrap_or(&derived),
         })
     }
     fn id(&self, i: usize) -> String {
@@ -952,5 +974,6 @@ fn drain_cancelled_by_someone_else_is_sent_again() {
 
 mod adoption;
 mod departed;
+mod identity;
 mod properties;
 mod truth;

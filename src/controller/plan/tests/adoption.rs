@@ -62,8 +62,10 @@ fn a_recreated_pool_takes_over_the_running_drains_instead_of_selecting_more() {
 
 #[test]
 fn clients_cordoned_by_someone_else_use_up_the_budget() {
-    // Two of four clients made ineligible by hand; maxUnavailable 2.
-    let mut w = World::new(4, Some(2));
+    // Two of four clients made ineligible by hand; maxUnavailable 2. One
+    // client is wanted, so a scale-in is due even counting only the two
+    // clients that take work.
+    let mut w = World::new(4, Some(1));
     w.nodes[0].eligible = false;
     w.nodes[1].eligible = false;
     let p = w.plan();
@@ -88,7 +90,8 @@ fn clients_cordoned_by_someone_else_use_up_the_budget() {
 
 #[test]
 fn clients_still_returning_to_service_count_until_they_are_back() {
-    let mut w = World::new(4, Some(3));
+    // Two clients wanted: with client-0 out, three take work, one too many.
+    let mut w = World::new(4, Some(2));
     w.spec.disruption.max_unavailable = IntOrString::Int(1);
     w.tracked = vec![entry(&w.nodes[0], RetirePhase::Cancelling)];
     w.nodes[0].eligible = false;

@@ -13,6 +13,8 @@ struct Case {
     group: GroupState,
     spec: NomadClientPoolSpec,
     hidden: bool,
+    /// Cluster-wide nodes per VM; empty when that read has not answered.
+    instance_nodes: InstanceNodes,
 }
 
 fn phase() -> impl Strategy<Value = RetirePhase> {
@@ -38,6 +40,7 @@ fn case() -> impl Strategy<Value = Case> {
                     prop::option::of((0u8..3, any::<bool>())),
                     0u32..4,
                     prop::option::of(0u32..3),
+                    0u8..4,
                 ),
                 n as usize,
             ),
@@ -53,6 +56,7 @@ fn case() -> impl Strategy<Value = Case> {
                 any::<bool>(),
                 any::<bool>(),
                 any::<bool>(),
+                any::<bool>(),
             ),
             proptest::collection::vec(0u8..5, n as usize),
         )
@@ -60,7 +64,7 @@ fn case() -> impl Strategy<Value = Case> {
                 move |(
                     node_bits,
                     tracked_bits,
-                    (replicas, budget, min, paused, dry, force, hidden),
+                    (replicas, budget, min, paused, dry, force, hidden, listed),
                     lifecycles,
                 )| {
                     let mut nodes = vec![];
@@ -68,7 +72,7 @@ fn case() -> impl Strategy<Value = Case> {
                     let mut load = HashMap::new();
                     let mut group = group(n);
                     group.min_size = min;
-                    for (i, (eligible, draining, status, drain, ours, busy, live)) in
+                    for (i, (eligible, draining, status, drain, ours, busy, live, shares)) in
                         node_bits.into_iter().enumerate()
                     {
                         let mut f = node(i as u32);
@@ -95,6 +99,12 @@ fn case() -> impl Strategy<Value = Case> {
                             ][reason as usize],
                             cordoned_by_pool,
                         });
+                        // One node in four reports the VM of the node before
+                        // it (a second agent, a re-registered client).
+                        if shares == 0 && i > 0 {
+                            f.instance_id =
+                                nodes.last().and_then(|p: &NodeFacts| p.instance_id.clone());
+                        }
                         load.insert(f.id.clone(), busy);
                         if let Some(live) = live {
                             allocs.insert(
@@ -145,13 +155,18 @@ fn case() -> impl Strategy<Value = Case> {
                         spec.drain.force_terminate_after = Some("10m".into());
                     }
                     Case {
-                        nodes,
                         tracked,
                         allocs,
                         load,
                         group,
                         spec,
                         hidden,
+                        instance_nodes: if listed {
+                            instance_nodes_of(&nodes)
+                        } else {
+                            InstanceNodes::new()
+                        },
+                        nodes,
                     }
                 },
             )
@@ -179,6 +194,7 @@ proptest! {
             } else {
                 AllocationVisibility::Proven
             },
+            instance_nodes: &c.instance_nodes,
         });
         let node = |id: &str| c.nodes.iter().find(|n| n.id == id);
         let forced = c.spec.drain.force_terminate_after.is_some();
@@ -207,6 +223,15 @@ proptest! {
                         // Allocations the token may not see: only a termination the spec forces.
                         prop_assert!(!c.hidden || (forced && live.is_some()), "terminated with hidden allocations possible");
                     }
+                    // Whether entering now or sent again: no other node of the
+                    // VM has live work, may get some, or is unread.
+                    let instance = p.retiring.iter().find(|r| &r.node_id == node_id).and_then(|r| r.instance_id.clone());
+                    for other in c.nodes.iter().filter(|o| &o.id != node_id && o.instance_id == instance) {
+                        let live = c.allocs.get(&other.id).map(|a| a.live);
+                        prop_assert!(live == Some(0), "VM terminated while {} has {:?} live", other.name, live);
+                        prop_assert!(!other.eligible || other.status == NodeStatus::Down, "VM terminated under eligible {}", other.name);
+                    }
+                    prop_assert!(instance.as_ref().is_some_and(|i| c.instance_nodes.contains_key(i)), "VM terminated before its nodes were listed");
                     prop_assert!(!c.spec.disruption.dry_run || was_terminating);
                 }
                 Action::Release { node_id, .. } => {
@@ -266,6 +291,18 @@ proptest! {
         for r in &selected {
             let n = node(&r.node_id).unwrap();
             prop_assert!(n.eligible && !n.draining && n.status == NodeStatus::Ready);
+            // Never a VM another live node reports.
+            let shared = c.nodes.iter().any(|o| o.id != n.id && o.status != NodeStatus::Down && o.instance_id == n.instance_id);
+            prop_assert!(!shared, "selected {} on a shared VM", n.name);
+        }
+        // A scale-in never leaves fewer live, eligible clients than replicas.
+        let scale_ins = selected.iter().filter(|r| r.reason == RetireReason::ScaleIn).count();
+        if scale_ins > 0 {
+            let working = c.nodes.iter().filter(|n| {
+                n.status == NodeStatus::Ready && n.eligible && !n.draining
+                    && !p.retiring.iter().any(|r| r.node_id == n.id)
+            }).count() as i32;
+            prop_assert!(working >= c.spec.replicas.unwrap_or(0), "{} working clients left, replicas {:?}", working, c.spec.replicas);
         }
         if !selected.is_empty() {
             // Out of service: every retirement in flight and every live

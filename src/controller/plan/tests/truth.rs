@@ -89,7 +89,9 @@ fn a_finished_retire_entry_is_done_recorded_and_not_retired_again() {
     e.reason = RetireReason::Requested;
     w.tracked = vec![e];
     w.nodes.retain(|n| n.id != gone.id);
-    w.group = group(2);
+    // Its VM is gone from the group too.
+    w.group.instances.retain(|i| i.id != "i-0001");
+    w.group.desired_capacity = 2;
     w.spec.retire = vec![target("client-1")];
     let p = w.plan();
     assert_eq!(p.retired, 1);

@@ -1,0 +1,265 @@
+//! Whether a pool's capacity is really there: `Ready` counts live, eligible
+//! clients, not VMs. A VM whose agent crashed or never joined, and a client
+//! cordoned by anyone, takes no work, so a pool with such VMs is not
+//! `Settled` however many VMs the group holds.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::plan::{Blocker, NodeFacts, NodeStatus, Plan};
+use super::status::{self, Signal};
+use crate::api::NomadClientPoolStatus;
+
+/// Names listed in a condition at most; the count says how many more.
+const MAX_LISTED: usize = 5;
+
+/// Why the pool is not ready although nothing is in flight, if it is not:
+/// VMs without a ready client first (the fleet needs repair), then clients
+/// that are not live and eligible.
+pub fn not_ready(planned: &Plan, nodes: &[NodeFacts], ready: i32) -> Option<Signal> {
+    let desired = planned.desired_nodes as i32;
+    let missing = planned.blockers.iter().find_map(|b| match b {
+        Blocker::VmsWithoutClient(ids) => Some(ids),
+        _ => None,
+    });
+    if let Some(ids) = missing {
+        return Some(Signal::new(
+            false,
+            "VMsWithoutClient",
+            format!(
+                "{} VM(s) of the group have no ready Nomad client (agent stopped or never joined): {}; \
+                 {ready} of {desired} desired client(s) are ready, and scale-in counts only those",
+                ids.len(),
+                listed(ids.iter().map(String::as_str))
+            ),
+        ));
+    }
+    if ready >= desired {
+        return None;
+    }
+    let unready = nodes
+        .iter()
+        .filter_map(|n| why_not_ready(n).map(|why| format!("{} ({why})", n.name)))
+        .collect::<Vec<_>>();
+    Some(Signal::new(
+        false,
+        "ClientsNotReady",
+        format!(
+            "{ready} of {desired} desired client(s) are ready (live and eligible for work); not ready: {}",
+            if unready.is_empty() {
+                "none of the group's VMs runs a client yet".to_string()
+            } else {
+                listed(unready.iter().map(String::as_str))
+            }
+        ),
+    ))
+}
+
+fn why_not_ready(n: &NodeFacts) -> Option<&'static str> {
+    match n.status {
+        NodeStatus::Down => None,
+        NodeStatus::Initializing => Some("initializing"),
+        NodeStatus::Disconnected => Some("disconnected"),
+        NodeStatus::Ready if n.draining => Some("draining"),
+        NodeStatus::Ready if !n.eligible => Some("ineligible"),
+        NodeStatus::Ready => None,
+    }
+}
+
+fn listed<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    let mut out = names
+        .iter()
+        .take(MAX_LISTED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_LISTED {
+        out.push_str(&format!(" and {} more", names.len() - MAX_LISTED));
+    }
+    out
+}
+
+/// How long a VM of the group may run without any Nomad node reporting it
+/// before it is reported: a new VM is in service before its agent has
+/// booted and joined. A VM whose node exists but is not ready (the agent
+/// stopped, or lost its servers) is reported at once.
+pub const JOIN_GRACE: Duration = Duration::from_secs(300);
+
+/// When each VM without any node was first seen so, per pool.
+#[derive(Default)]
+pub struct Clientless(Mutex<HashMap<String, Instant>>);
+
+impl Clientless {
+    /// Keep in the plan's `VmsWithoutClient` only the VMs to report now: those
+    /// some node reports (it is not ready), and those no node reports for
+    /// longer than `JOIN_GRACE`. Scale-in already counted them all.
+    pub fn settle(&self, planned: &mut Plan, nodes: &[NodeFacts]) {
+        self.settle_at(planned, nodes, Instant::now());
+    }
+
+    fn settle_at(&self, planned: &mut Plan, nodes: &[NodeFacts], now: Instant) {
+        let mut seen = self.0.lock().expect("clientless lock");
+        let Some(ids) = planned.blockers.iter_mut().find_map(|b| match b {
+            Blocker::VmsWithoutClient(ids) => Some(ids),
+            _ => None,
+        }) else {
+            seen.clear();
+            return;
+        };
+        seen.retain(|id, _| ids.contains(id));
+        ids.retain(|id| {
+            let has_node = nodes.iter().any(|n| n.instance_id.as_ref() == Some(id));
+            let since = *seen.entry(id.clone()).or_insert(now);
+            has_node || now.duration_since(since) >= JOIN_GRACE
+        });
+        if ids.is_empty() {
+            planned
+                .blockers
+                .retain(|b| !matches!(b, Blocker::VmsWithoutClient(_)));
+        }
+    }
+}
+
+/// The Degraded message for VMs several live nodes report (`which` names
+/// them: `i-1 (a, b); ...`).
+pub fn shared_instance_message(which: &str) -> String {
+    format!(
+        "one VM, several live Nomad nodes: {which}; such a VM is never selected, and no VM \
+         is terminated while another node on it has work or is eligible for it"
+    )
+}
+
+/// Conditions of this module that are new in `new`, as (reason, message)
+/// for a warning Event: an Event when the news arrives, not on every pass.
+pub fn news(
+    previous: &NomadClientPoolStatus,
+    new: &NomadClientPoolStatus,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    // Not `ClientsNotReady`: every scale-up passes through it while the new
+    // clients join, and its counts move with each.
+    for (type_, reason) in [
+        (status::READY, "VMsWithoutClient"),
+        (status::DEGRADED, "SharedInstance"),
+    ] {
+        let find = |s: &NomadClientPoolStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.reason == reason)
+                .map(|c| c.message.clone())
+        };
+        if let Some(message) = find(new)
+            && find(previous).as_ref() != Some(&message)
+        {
+            out.push((reason, message));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn node(name: &str, status: NodeStatus, eligible: bool) -> NodeFacts {
+        NodeFacts {
+            id: name.into(),
+            name: name.into(),
+            status,
+            eligible,
+            draining: false,
+            last_drain: None,
+            last_drain_started: None,
+            last_drain_mark: None,
+            create_index: 1,
+            instance_id: Some(format!("i-{name}")),
+        }
+    }
+
+    #[test]
+    fn cordoned_clients_and_clientless_vms_are_not_ready() {
+        let mut plan = Plan {
+            desired_nodes: 3,
+            ..Default::default()
+        };
+        let nodes = [
+            node("a", NodeStatus::Ready, true),
+            node("b", NodeStatus::Ready, true),
+            node("c", NodeStatus::Ready, false),
+        ];
+        let s = not_ready(&plan, &nodes, 2).unwrap();
+        assert_eq!(s.reason, "ClientsNotReady");
+        assert!(s.message.contains("2 of 3") && s.message.contains("c (ineligible)"));
+        assert!(not_ready(&plan, &nodes, 3).is_none());
+
+        plan.blockers
+            .push(Blocker::VmsWithoutClient(vec!["i-dead".into()]));
+        let s = not_ready(&plan, &nodes, 3).unwrap();
+        assert_eq!(s.reason, "VMsWithoutClient");
+        assert!(s.message.contains("i-dead"), "{}", s.message);
+    }
+
+    #[test]
+    fn a_vm_no_node_reports_is_reported_only_after_the_join_grace() {
+        let c = Clientless::default();
+        let plan = || Plan {
+            blockers: vec![Blocker::VmsWithoutClient(vec![
+                "i-crashed".into(),
+                "i-booting".into(),
+            ])],
+            ..Default::default()
+        };
+        let mut crashed = node("x", NodeStatus::Down, true);
+        crashed.instance_id = Some("i-crashed".into());
+        let t0 = Instant::now();
+        let mut p = plan();
+        c.settle_at(&mut p, std::slice::from_ref(&crashed), t0);
+        assert_eq!(
+            p.blockers,
+            [Blocker::VmsWithoutClient(vec!["i-crashed".into()])]
+        );
+        let mut p = plan();
+        c.settle_at(&mut p, &[crashed], t0 + JOIN_GRACE);
+        assert_eq!(
+            p.blockers,
+            [Blocker::VmsWithoutClient(vec![
+                "i-crashed".into(),
+                "i-booting".into()
+            ])]
+        );
+        // Once its client joined, a VM starts over.
+        let mut p = Plan {
+            blockers: vec![Blocker::VmsWithoutClient(vec!["i-later".into()])],
+            ..Default::default()
+        };
+        c.settle_at(&mut p, &[], t0 + JOIN_GRACE);
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    }
+
+    #[test]
+    fn news_only_when_the_condition_changes() {
+        let cond = |reason: &str, message: &str| Condition {
+            type_: status::READY.into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: None,
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+        };
+        let with = |c: Condition| NomadClientPoolStatus {
+            conditions: vec![c],
+            ..Default::default()
+        };
+        let old = with(cond("Settled", "3 client(s), as desired"));
+        let new = with(cond("VMsWithoutClient", "i-1"));
+        assert_eq!(news(&old, &new), [("VMsWithoutClient", "i-1".to_string())]);
+        assert!(news(&new, &new).is_empty());
+        assert_eq!(
+            news(&new, &with(cond("VMsWithoutClient", "i-1, i-2"))).len(),
+            1
+        );
+    }
+}
