@@ -350,11 +350,28 @@ async fn clients_cordoned_by_someone_else_count_against_the_budget() {
             .unwrap();
     }
     let budget = BudgetWatch::start(w.sim.url.clone());
+    // Two clients wanted and two take work: the two cordoned ones are not
+    // replaced by retiring a healthy one, and Ready says why the group
+    // stays above replicas.
     w.apply_pool(&w.pool_manifest(
         "pool",
         json!({"replicas": 2, "disruption": {"maxUnavailable": 2}}),
     ))
     .await;
+    let st = w
+        .wait_status("pool", "the scale-in reported held", T, |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "ScaleInHeld")
+        })
+        .await;
+    assert!(st.retiring.is_empty(), "{st:#?}");
+    let held = condition(&st, "Ready").unwrap().message.clone();
+    for n in &nodes[..2] {
+        let name = n["name"].as_str().unwrap();
+        assert!(held.contains(&format!("{name} (ineligible)")), "{held}");
+    }
+    // One client wanted: one of the two working clients is due, but the
+    // two cordoned by hand already use up maxUnavailable.
+    w.patch_spec("pool", json!({"replicas": 1})).await;
     let st = w
         .wait_status("pool", "the budget reported exhausted", T, |s| {
             condition(s, "Progressing").is_some_and(|c| c.reason == "BudgetExhausted")

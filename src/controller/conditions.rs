@@ -310,7 +310,8 @@ pub(super) fn build_status(
         .iter()
         .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     let progressing = progressing(pool, planned, scaling_up);
-    let not_ready = super::readiness::not_ready(planned, nodes, ready);
+    let not_ready = super::readiness::not_ready(planned, nodes, ready)
+        .or_else(|| super::readiness::scale_in_held(planned, nodes, group.desired_capacity, ready));
     let settled = planned.retiring.is_empty()
         && !scaling_up
         && degraded.is_none()

@@ -56,6 +56,40 @@ pub fn not_ready(planned: &Plan, nodes: &[NodeFacts], ready: i32) -> Option<Sign
     ))
 }
 
+/// Why the group keeps more VMs than the pool wants although nothing is in
+/// flight: scale-in counts clients that take work, so clients out of
+/// service (cordoned or drained by someone else, initializing,
+/// disconnected) are never replaced by retiring a healthy one. Without this
+/// the pool would read `Idle` with the group above `replicas` forever.
+pub fn scale_in_held(
+    planned: &Plan,
+    nodes: &[NodeFacts],
+    group_desired: u32,
+    ready: i32,
+) -> Option<Signal> {
+    if group_desired <= planned.desired_nodes || !planned.retiring.is_empty() {
+        return None;
+    }
+    let out = nodes
+        .iter()
+        .filter_map(|n| why_not_ready(n).map(|why| format!("{} ({why})", n.name)))
+        .collect::<Vec<_>>();
+    if out.is_empty() {
+        return None;
+    }
+    Some(Signal::new(
+        false,
+        "ScaleInHeld",
+        format!(
+            "the group holds {group_desired} VM(s) for {} desired client(s), and {ready} client(s) take work; \
+             the rest are out of service: {}. A client that takes work is never retired in their place: \
+             return them to service, or retire them by name in spec.retire",
+            planned.desired_nodes,
+            listed(out.iter().map(String::as_str))
+        ),
+    ))
+}
+
 fn why_not_ready(n: &NodeFacts) -> Option<&'static str> {
     match n.status {
         NodeStatus::Down => None,
@@ -200,6 +234,26 @@ mod tests {
         let s = not_ready(&plan, &nodes, 3).unwrap();
         assert_eq!(s.reason, "VMsWithoutClient");
         assert!(s.message.contains("i-dead"), "{}", s.message);
+    }
+
+    #[test]
+    fn a_group_above_replicas_because_clients_are_out_of_service_says_so() {
+        let plan = Plan {
+            desired_nodes: 2,
+            ..Default::default()
+        };
+        let nodes = [
+            node("a", NodeStatus::Ready, true),
+            node("b", NodeStatus::Ready, true),
+            node("c", NodeStatus::Ready, false),
+        ];
+        let s = scale_in_held(&plan, &nodes, 3, 2).unwrap();
+        assert_eq!(s.reason, "ScaleInHeld");
+        assert!(s.message.contains("c (ineligible)"), "{}", s.message);
+        assert!(s.message.contains("3 VM(s) for 2"), "{}", s.message);
+        // At size, or nothing out of service to explain it: not this.
+        assert!(scale_in_held(&plan, &nodes, 2, 2).is_none());
+        assert!(scale_in_held(&plan, &nodes[..2], 3, 2).is_none());
     }
 
     #[test]
