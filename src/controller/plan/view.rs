@@ -1,0 +1,104 @@
+//! What the planner sees: the facts `reconcile` gathers about one pool
+//! from Nomad, the cloud group and the pool's own status, as plain values.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::InstanceNodes;
+use crate::api::{NomadClientPoolSpec, RetireReason, RetiredNode, RetiringNode};
+use crate::provider::GroupState;
+
+/// Nomad node status, as far as retiring cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    Initializing,
+    Ready,
+    Down,
+    Disconnected,
+}
+
+/// `LastDrain.Status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LastDrainStatus {
+    Draining,
+    Complete,
+    Canceled,
+}
+
+/// What the planner needs to know about one Nomad node of the pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeFacts {
+    pub id: String,
+    pub name: String,
+    pub status: NodeStatus,
+    pub eligible: bool,
+    /// `DrainStrategy != null`.
+    pub draining: bool,
+    pub last_drain: Option<LastDrainStatus>,
+    pub last_drain_started: Option<Timestamp>,
+    /// The retirement recorded in `LastDrain.Meta`, when the last drain was
+    /// this pool's.
+    pub last_drain_mark: Option<DrainMark>,
+    pub create_index: u64,
+    /// Cloud instance ID from the node's attributes, once read.
+    pub instance_id: Option<String>,
+}
+
+/// A retirement as this pool records it in the Meta of the drain it sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainMark {
+    pub reason: RetireReason,
+    pub cordoned_by_pool: bool,
+}
+
+/// Allocations of a node being retired, from a fresh blocking query.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AllocFacts {
+    /// Pending, running or unknown allocations that block retirement
+    /// (system ones are left out when the drain ignores system jobs).
+    pub live: u32,
+    /// Of those, `unknown` ones: their node is disconnected and they may
+    /// still run behind the partition.
+    pub unknown: u32,
+    pub blocking_jobs: Vec<String>,
+}
+
+/// Everything observed for one pool, gathered by `reconcile`.
+#[derive(Clone, Debug)]
+pub struct PoolView<'a> {
+    pub now: Timestamp,
+    pub pool_key: &'a str,
+    pub spec: &'a NomadClientPoolSpec,
+    pub tracked: &'a [RetiringNode],
+    /// Clients `spec.retire` named that this pool retired (`status.retired`).
+    pub retired: &'a [RetiredNode],
+    /// Every Nomad node the selector matches (down ones included).
+    pub nodes: &'a [NodeFacts],
+    /// Tracked nodes the selector no longer matches, read by ID: released or
+    /// carried to the end (see `departed`), never selected or adopted.
+    pub outside: &'a [NodeFacts],
+    /// Allocation facts of tracked nodes; absent until a fresh read arrived.
+    pub allocs: &'a HashMap<String, AllocFacts>,
+    /// Pending/running allocation counts of every pool node, when the caller
+    /// fetched them (only needed to select; see `Plan::needs_load`).
+    pub load: Option<&'a HashMap<String, u32>>,
+    pub group: &'a GroupState,
+    /// Whether the pool's Nomad token provably sees every allocation (see
+    /// `nomad::acl`). Until it does, drained clients wait instead of being
+    /// terminated: an allocation the token cannot see still runs. Only a
+    /// termination the spec forces past its deadline goes ahead.
+    pub visibility: AllocationVisibility<'a>,
+    /// Every Nomad node (cluster-wide) reporting the VMs at the termination
+    /// gate; see `identity`.
+    pub instance_nodes: &'a InstanceNodes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocationVisibility<'a> {
+    Proven,
+    /// The first check has not answered: wait quietly, it wakes the pool.
+    Checking,
+    /// Not proven; the text says what is missing and how to fix it.
+    Unproven(&'a str),
+}
