@@ -4,13 +4,16 @@
 //! Nomad evaluates a node-list `filter` against the full node, attributes
 //! included (`nomad/node_endpoint.go` `List`, through the paginator), so one
 //! filtered list per VM finds every node that reports it, whatever its
-//! status, node pool or class, at the cost of one small answer. Each VM at
-//! the termination gate gets a blocking query on that list, so a client
-//! that registers on it later (a second agent, a client whose data
-//! directory was wiped) shows up within one round trip; the allocations of
-//! every such node are then watched like those of the drained node itself.
-//! The watches are bounded by the VMs at the gate, which the disruption
-//! budget bounds.
+//! status, node pool or class. Each list costs the server a pass over every
+//! node, so it is read once per VM when the VM reaches the termination gate,
+//! not followed with a blocking query: a blocking list wakes on every change
+//! of the node table, and hundreds of VMs at the gate of a large pool made
+//! that a pass over the whole cluster per VM per change (the scale-in bench
+//! stalled on it). A client that registers on the VM later is caught by
+//! `last_check`, one more leader read right before the terminate call, which
+//! also drops the VM's answer so the next plan reads the VM again and holds
+//! it while the new node may lose work. The allocations of every node found
+//! are watched like those of the drained node itself.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -25,11 +28,9 @@ use super::watch::Trigger;
 use crate::api::{RetirePhase, RetiringNode};
 use crate::nomad::{self, NomadClient, NomadError, QueryOptions, filter::quote};
 
-/// Nomad's longest blocking wait.
-const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// One blocking node-list query per VM at the termination gate.
+/// One node-list read per VM at the termination gate.
 pub struct SiblingWatch {
     client: NomadClient,
     attribute: &'static str,
@@ -134,6 +135,10 @@ impl SiblingWatch {
         if new.is_empty() {
             Ok(())
         } else {
+            // Read the VM again for the next plan, which must see the node.
+            if let Some(w) = self.watches.lock().expect("sibling lock").remove(instance) {
+                w.task.abort();
+            }
             Err(LastCheckError::NodesAppeared(new))
         }
     }
@@ -150,6 +155,7 @@ fn instance_filter(attribute: &str, instance: &str) -> String {
     format!("Attributes[{}] == {}", quote(attribute), quote(instance))
 }
 
+/// Read the nodes reporting `instance` once, retrying until Nomad answers.
 async fn follow(
     client: NomadClient,
     instance: String,
@@ -157,19 +163,16 @@ async fn follow(
     tx: watch::Sender<Option<Vec<InstanceNode>>>,
     trigger: Trigger,
 ) {
-    let mut index = 0u64;
     let mut backoff = Duration::ZERO;
+    // A node that registered a moment ago must be in the answer: a leader read.
+    let q = QueryOptions {
+        index: 0,
+        wait: None,
+        stale: false,
+    };
     loop {
-        let q = QueryOptions {
-            index,
-            wait: (index > 0).then_some(BLOCKING_WAIT),
-            // A node that registered a moment ago must be in the answer.
-            stale: false,
-        };
         match client.list_nodes(Some(&filter), &q).await {
             Ok(resp) => {
-                backoff = Duration::ZERO;
-                index = resp.next_index(index);
                 let mut nodes: Vec<InstanceNode> = resp
                     .value
                     .iter()
@@ -182,10 +185,9 @@ async fn follow(
                     })
                     .collect();
                 nodes.sort_by(|a, b| a.id.cmp(&b.id));
-                if tx.borrow().as_ref() != Some(&nodes) {
-                    tx.send_replace(Some(nodes));
-                    trigger.fire();
-                }
+                tx.send_replace(Some(nodes));
+                trigger.fire();
+                return;
             }
             Err(e) => {
                 warn!(%instance, error = %e, "listing the Nomad nodes of a VM failed");
@@ -273,7 +275,7 @@ mod tests {
     /// Against the simulator: the filter finds every node of the VM, and a
     /// node that registered after the decision stops the call.
     #[tokio::test]
-    async fn the_last_check_refuses_a_node_the_decision_did_not_know() {
+    async fn the_last_check_refuses_a_node_the_decision_did_not_know_and_the_vm_is_read_again() {
         let sim = nomad_sim::serve(nomad_sim::Config::default())
             .await
             .unwrap();
@@ -323,12 +325,16 @@ mod tests {
         };
         assert_eq!(listed(1).await, vec![first.clone()]);
         let second = register("i-0vm").await;
-        // The parked blocking query answers with the newcomer.
-        assert!(listed(2).await.contains(&second));
+        // One read per VM, no blocking query: the newcomer is caught by the
+        // check right before the terminate call ...
         match w.last_check("i-0vm", &known).await {
-            Err(LastCheckError::NodesAppeared(ids)) => assert_eq!(ids, [second]),
+            Err(LastCheckError::NodesAppeared(ids)) => assert_eq!(ids, [second.clone()]),
             other => panic!("{other:?}"),
         }
+        // ... which drops the VM's answer, so the next plan reads it again.
+        assert!(!w.facts().contains_key("i-0vm"), "{:?}", w.facts());
+        w.track(&["i-0vm".to_string()].into());
+        assert!(listed(2).await.contains(&second));
         sim.shutdown().await;
     }
 
