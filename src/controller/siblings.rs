@@ -328,7 +328,9 @@ mod tests {
         // One read per VM, no blocking query: the newcomer is caught by the
         // check right before the terminate call ...
         match w.last_check("i-0vm", &known).await {
-            Err(LastCheckError::NodesAppeared(ids)) => assert_eq!(ids, [second.clone()]),
+            Err(LastCheckError::NodesAppeared(ids)) => {
+                assert_eq!(ids, std::slice::from_ref(&second))
+            }
             other => panic!("{other:?}"),
         }
         // ... which drops the VM's answer, so the next plan reads it again.
