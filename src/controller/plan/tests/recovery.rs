@@ -1,0 +1,120 @@
+//! A pool that lost its status finds its retirements again from the Meta of
+//! the drains it sent, and does not adopt what it already gave back.
+
+use super::*;
+
+#[test]
+fn lost_status_is_recovered_from_our_drain_meta() {
+    let mut w = World::new(3, Some(2));
+    w.nodes[1].eligible = false;
+    w.nodes[1].draining = true;
+    w.nodes[1].last_drain = Some(LastDrainStatus::Draining);
+    w.nodes[1].last_drain_mark = Some(scale_in_mark());
+    // Someone else's drain is never adopted.
+    w.nodes[2].eligible = false;
+    w.nodes[2].draining = true;
+    w.nodes[2].last_drain_mark = None;
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Draining)]);
+    assert!(p.events.iter().any(|e| e.reason == "AdoptedDrain"));
+    assert!(
+        !p.actions.iter().any(|a| matches!(a, Action::Cordon { .. })),
+        "the adopted drain fills the need"
+    );
+}
+
+#[test]
+fn adopted_drain_is_cancelled_when_the_spec_no_longer_wants_it() {
+    let mut w = World::new(3, Some(3));
+    w.nodes[1].eligible = false;
+    w.nodes[1].draining = true;
+    w.nodes[1].last_drain_mark = Some(scale_in_mark());
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cancelling)]);
+    assert!(p.actions.contains(&Action::Release {
+        node_id: w.id(1),
+        mark_eligible: true
+    }));
+}
+
+#[test]
+fn drain_meta_records_the_retirement_and_reads_back() {
+    let mark = DrainMark {
+        reason: RetireReason::Replace,
+        cordoned_by_pool: false,
+    };
+    let meta = drain_meta("ns/pool", UID, &mark);
+    assert_eq!(read_drain_meta(&meta, UID), Some(mark));
+    assert_eq!(read_drain_meta(&meta, "another-pool"), None);
+    // A drain sent before the reason was recorded: a scale-in, which only
+    // ever takes clients the pool cordoned itself.
+    let legacy = [(META_POOL_UID.to_string(), UID.to_string())].into();
+    assert_eq!(read_drain_meta(&legacy, UID), Some(scale_in_mark()));
+}
+
+#[test]
+fn adopted_replacement_keeps_its_reason_and_does_not_shrink_the_group() {
+    let mut w = World::new(3, Some(3));
+    w.spec.retire = vec![RetireTarget {
+        node_name: Some("client-1".into()),
+        replace: true,
+        ..Default::default()
+    }];
+    w.nodes[1].eligible = false;
+    w.nodes[1].draining = true;
+    w.nodes[1].last_drain = Some(LastDrainStatus::Draining);
+    w.nodes[1].last_drain_mark = Some(DrainMark {
+        reason: RetireReason::Replace,
+        cordoned_by_pool: false,
+    });
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Draining)]);
+    let adopted = &p.retiring[0];
+    assert_eq!(
+        (adopted.reason, adopted.decrement, adopted.cordoned_by_pool),
+        (RetireReason::Replace, false, false)
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn client_given_back_after_its_drain_finished_is_not_adopted_again() {
+    // Someone else had cordoned client-1; the spec named it, its drain
+    // finished, then the spec dropped it. The cancel left it ineligible (as
+    // its owner had it) and Nomad kept our completed drain's Meta.
+    let mut w = World::new(3, Some(3));
+    w.nodes[1].eligible = false;
+    w.nodes[1].last_drain = Some(LastDrainStatus::Complete);
+    w.nodes[1].last_drain_mark = Some(DrainMark {
+        reason: RetireReason::Replace,
+        cordoned_by_pool: false,
+    });
+    let p = w.plan();
+    assert!(p.retiring.is_empty(), "{:?}", phases(&p));
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(p.events.is_empty(), "{:?}", p.events);
+
+    // Named again, it is adopted and goes on to its terminate.
+    w.spec.retire = vec![RetireTarget {
+        node_name: Some("client-1".into()),
+        replace: true,
+        ..Default::default()
+    }];
+    w.allocs.insert(w.id(1), AllocFacts::default());
+    let p = w.plan();
+    assert_eq!(p.retiring.len(), 1);
+    assert_eq!(p.retiring[0].reason, RetireReason::Replace);
+
+    // A drain still running is adopted even when the spec dropped the
+    // client, so that it can be cancelled: leaving it would strand the
+    // client ineligible. The cancel keeps the owner's cordon.
+    w.spec.retire.clear();
+    w.nodes[1].draining = true;
+    w.nodes[1].last_drain = Some(LastDrainStatus::Draining);
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cancelling)]);
+    assert!(p.actions.contains(&Action::Release {
+        node_id: w.id(1),
+        mark_eligible: false
+    }));
+}
