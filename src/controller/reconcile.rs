@@ -29,6 +29,14 @@ use crate::nomad::{
 };
 use crate::provider::{CloudProvider, TerminateOutcome, aws::AwsAutoScalingGroup};
 
+mod actions;
+mod cleanup;
+mod runtime;
+
+use actions::{run_logged, spawn_terminate};
+use cleanup::cleanup;
+use runtime::runtime;
+
 pub const FINALIZER: &str = "nomadpool.dev/release-nodes";
 
 /// Safety-net resync: the watches wake us on every change, this only covers
@@ -74,17 +82,6 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
             result: outcome.into(),
         })
         .inc();
-    result
-}
-
-/// Time a cloud call and count it by operation and outcome.
-async fn cloud<T, E>(
-    operation: &str,
-    call: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    let started = std::time::Instant::now();
-    let result = call.await;
-    metrics().cloud_request(operation, result.is_ok(), started.elapsed());
     result
 }
 
@@ -137,91 +134,6 @@ fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
     for s in &planned.drain_wait_seconds {
         m.drain_wait.get_or_create(&labels).observe(*s);
     }
-}
-
-async fn runtime(pool: &NomadClientPool, ctx: &Context) -> Result<Arc<PoolRuntime>, Trouble> {
-    let ns = pool.namespace().unwrap_or_default();
-    let key = ObjectRef::from_obj(pool);
-    let conn = connect::resolve(&ctx.client, &ns, &pool.spec)
-        .await
-        .map_err(|e| {
-            if e.withdraws_consent() {
-                // Its watches would keep sending a credential no longer allowed.
-                ctx.pools.lock().expect("pools lock").remove(&key);
-            }
-            Trouble::from_connect(&e)
-        })?;
-    ctx.ambient
-        .check(&ns, conn.aws.as_ref())
-        .map_err(Trouble::refused)?;
-    if let Some(rt) = ctx.pools.lock().expect("pools lock").get(&key)
-        && rt.fingerprint == conn.fingerprint
-    {
-        return Ok(rt.clone());
-    }
-    let address = conn.nomad.address.clone();
-    let nomad = NomadClient::new(conn.nomad).map_err(|e| Trouble::from_nomad(&e, &address))?;
-    let provider: Arc<dyn CloudProvider> = match conn.aws {
-        Some(aws) => {
-            let name = aws.group_name.clone();
-            Arc::new(
-                AwsAutoScalingGroup::new(aws)
-                    .await
-                    .map_err(|e| Trouble::from_provider(&e, &name))?,
-            )
-        }
-        None => {
-            return Err(Trouble {
-                reason: "InvalidSpec",
-                message: "spec.provider names no provider".into(),
-                retry: Duration::from_secs(120),
-            });
-        }
-    };
-    let selector = PoolSelector {
-        node_pool: pool.spec.selector.node_pool.clone(),
-        node_class: pool.spec.selector.node_class.clone(),
-        datacenters: pool.spec.selector.datacenters.clone(),
-        meta: pool.spec.selector.meta.clone(),
-    };
-    let filter = nomad::node_pool_filter(&selector);
-    let filter = (!filter.is_empty()).then_some(filter);
-    let trigger = Trigger::new(ctx.trigger.clone(), key.clone());
-    let watch = PoolWatch::start(
-        nomad.clone(),
-        filter,
-        selector,
-        provider.instance_id_attribute(),
-        trigger.clone(),
-    );
-    let group = super::group::GroupView::new(provider.clone(), trigger.clone());
-    let visibility = super::visibility::VisibilityWatch::start(nomad.clone(), trigger.clone());
-    let siblings = super::siblings::SiblingWatch::new(
-        nomad.clone(),
-        provider.instance_id_attribute(),
-        trigger.clone(),
-    );
-    let rt = Arc::new(PoolRuntime {
-        fingerprint: conn.fingerprint,
-        address,
-        nomad,
-        provider,
-        watch,
-        group,
-        visibility,
-        siblings,
-        clientless: Default::default(),
-        writes: Default::default(),
-        drain_resends: Default::default(),
-        terminating: Default::default(),
-        cloud_failures: Default::default(),
-        trigger,
-    });
-    ctx.pools
-        .lock()
-        .expect("pools lock")
-        .insert(key, rt.clone());
-    Ok(rt)
 }
 
 fn node_facts(snapshot: &super::watch::NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFacts> {
@@ -550,176 +462,6 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     }))
 }
 
-/// Start a terminate call unless one for the instance is running; whether
-/// one runs now.
-fn spawn_terminate(
-    rt: &Arc<PoolRuntime>,
-    instance_id: &str,
-    decrement: bool,
-    first_attempt: bool,
-    known_on_vm: HashSet<String>,
-) -> bool {
-    if rt.group.leaving(instance_id) {
-        return false;
-    }
-    if !rt
-        .terminating
-        .lock()
-        .expect("terminating lock")
-        .insert(instance_id.to_owned())
-    {
-        return true;
-    }
-    let rt = rt.clone();
-    let instance_id = instance_id.to_owned();
-    let span = tracing::info_span!("terminate", instance = %instance_id);
-    tokio::spawn(
-        async move {
-            // No wake-up on a refusal: the watch that shows the new node does.
-            if let Err(e) = rt.siblings.last_check(&instance_id, &known_on_vm).await {
-                warn!(error = %e, "terminate withheld");
-                let failure = format!("terminating {instance_id}: {e}");
-                rt.cloud_failures
-                    .lock()
-                    .expect("failures lock")
-                    .push(failure);
-                rt.terminating
-                    .lock()
-                    .expect("terminating lock")
-                    .remove(&instance_id);
-                return;
-            }
-            let call = if first_attempt {
-                rt.provider.terminate_new_instance(&instance_id, decrement)
-            } else {
-                rt.provider.terminate_instance(&instance_id, decrement)
-            };
-            let result = cloud("TerminateInstance", call).await;
-            // Only a landed termination wakes the pool at once; anything else
-            // waits for the pool's own requeue and back-off, or a call that
-            // keeps failing (or finds the instance gone) would spin it.
-            let wake = matches!(result, Ok(TerminateOutcome::Terminated));
-            match &result {
-                Ok(outcome) => rt.group.terminated(&instance_id, decrement, outcome),
-                Err(e) => {
-                    warn!(error = %e, "terminate failed; retried on the next reconcile");
-                    rt.group.forget();
-                    rt.cloud_failures
-                        .lock()
-                        .expect("failures lock")
-                        .push(format!("terminating {instance_id}: {e}"));
-                }
-            }
-            rt.terminating
-                .lock()
-                .expect("terminating lock")
-                .remove(&instance_id);
-            if wake {
-                rt.trigger.fire();
-            }
-        }
-        .instrument(span),
-    );
-    true
-}
-
-/// Run one action in a span naming its node; the error, if any, for status.
-async fn run_logged(pool: &NomadClientPool, rt: &PoolRuntime, action: &Action) -> Option<String> {
-    let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
-    let result = run_action(pool, rt, action).instrument(span).await;
-    if let Err(e) = &result {
-        warn!(?action, error = %e, "action failed; retried on the next reconcile");
-    }
-    result.err()
-}
-
-async fn run_action(
-    pool: &NomadClientPool,
-    rt: &PoolRuntime,
-    action: &Action,
-) -> Result<(), String> {
-    let nomad = &rt.nomad;
-    let result = match action {
-        Action::Cordon { node_id } => nomad
-            .set_eligibility(node_id, false)
-            .await
-            .map(|r| rt.wrote(node_id, r.index)),
-        Action::Drain { node_id, mark } => {
-            let spec = match pool
-                .spec
-                .drain
-                .deadline
-                .as_deref()
-                .and_then(plan::parse_go_duration)
-            {
-                Some(d) => {
-                    DrainSpec::with_deadline(d.unsigned_abs(), pool.spec.drain.ignore_system_jobs)
-                }
-                None => DrainSpec::no_deadline(pool.spec.drain.ignore_system_jobs),
-            };
-            let meta = plan::drain_meta(
-                &format!(
-                    "{}/{}",
-                    pool.namespace().unwrap_or_default(),
-                    pool.name_any()
-                ),
-                &pool.uid().unwrap_or_default(),
-                mark,
-            );
-            let req = DrainRequest {
-                drain_spec: Some(spec),
-                mark_eligible: false,
-                meta,
-            };
-            nomad.drain(node_id, &req).await.map(|r| {
-                rt.wrote(node_id, r.index);
-                rt.drain_resends.accepted(node_id, r.index);
-            })
-        }
-        Action::Release {
-            node_id,
-            mark_eligible,
-        } => {
-            // Cancel through the drain endpoint even when no drain shows yet:
-            // one just sent may not be visible, and on an idle node Nomad
-            // only applies MarkEligible.
-            let req = DrainRequest {
-                drain_spec: None,
-                mark_eligible: *mark_eligible,
-                meta: [(
-                    "cancel_message".to_string(),
-                    "retirement cancelled by nomad-pool-operator".to_string(),
-                )]
-                .into(),
-            };
-            nomad
-                .drain(node_id, &req)
-                .await
-                .map(|r| rt.wrote(node_id, r.index))
-        }
-        Action::Purge { node_id } => match nomad.purge(node_id).await {
-            Err(NomadError::NodeNotFound { .. }) => Ok(()),
-            other => other.map(|r| rt.wrote(node_id, r.index)),
-        },
-        Action::Terminate { .. } => {
-            unreachable!("terminate calls run on their own, see spawn_terminate")
-        }
-        Action::SetDesiredCapacity { desired } => {
-            let result = cloud(
-                "SetDesiredCapacity",
-                rt.provider.set_desired_capacity(*desired),
-            )
-            .await;
-            match &result {
-                Ok(()) => rt.group.desired_set(*desired),
-                Err(_) => rt.group.forget(),
-            }
-            return result.map_err(|e| format!("setting desired capacity to {desired}: {e}"));
-        }
-    };
-    result.map_err(|e| format!("{e}"))
-}
-
 async fn write_status(
     pool: &NomadClientPool,
     ctx: &Context,
@@ -822,89 +564,4 @@ fn publish(
         }),
     };
     ctx.events.publish(ev, pool.object_ref(&()));
-}
-
-/// The pool is being deleted: never terminate anything. Nodes that were only
-/// selected or cordoned go back to service; drains already running are left
-/// to finish (their jobs are already moving) and named in an event.
-async fn cleanup(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let key = ObjectRef::from_obj(pool.as_ref());
-    let retiring: Vec<RetiringNode> = pool.status.clone().unwrap_or_default().retiring;
-    let rt = match runtime(&pool, &ctx).await {
-        Ok(rt) => Some(rt),
-        Err(t) => {
-            warn!(
-                reason = t.reason,
-                "cannot reach Nomad while deleting the pool: {}", t.message
-            );
-            None
-        }
-    };
-    let mut released = Vec::new();
-    let mut left = Vec::new();
-    for r in &retiring {
-        match r.phase {
-            RetirePhase::Selected | RetirePhase::Cordoned | RetirePhase::Cancelling => {
-                if let Some(rt) = &rt {
-                    let result =
-                        if r.phase == RetirePhase::Cordoned || r.phase == RetirePhase::Cancelling {
-                            // A drain may have been sent just before the status write.
-                            let req = DrainRequest {
-                                drain_spec: None,
-                                mark_eligible: r.cordoned_by_pool,
-                                meta: Default::default(),
-                            };
-                            rt.nomad.drain(&r.node_id, &req).await.map(drop)
-                        } else if r.cordoned_by_pool {
-                            rt.nomad.set_eligibility(&r.node_id, true).await.map(drop)
-                        } else {
-                            Ok(())
-                        };
-                    match result {
-                        Ok(()) | Err(NomadError::NodeNotFound { .. }) => {
-                            released.push(r.node_name.clone())
-                        }
-                        Err(e) => {
-                            // Keep the finalizer: returning an error retries the cleanup.
-                            return Err(Error::Cleanup(format!(
-                                "returning {} to service: {e}",
-                                r.node_name
-                            )));
-                        }
-                    }
-                } else {
-                    return Err(Error::Cleanup(
-                        "Nomad is unreachable; cannot return cordoned nodes to service".into(),
-                    ));
-                }
-            }
-            _ => left.push(format!("{} ({:?})", r.node_name, r.phase)),
-        }
-    }
-    let mut message = String::from("pool deleted; no VM was terminated by the deletion");
-    if !released.is_empty() {
-        message.push_str(&format!("; returned to service: {}", released.join(", ")));
-    }
-    if !left.is_empty() {
-        message.push_str(&format!(
-            "; left as they were (drain already running, or VM already terminating): {}",
-            left.join(", ")
-        ));
-    }
-    publish(
-        &ctx,
-        &pool,
-        EventType::Normal,
-        "PoolDeleted",
-        &message,
-        None,
-    );
-    ctx.pools.lock().expect("pools lock").remove(&key);
-    ctx.own_writes.forget(&pool);
-    forget_metrics(&format!(
-        "{}/{}",
-        pool.namespace().unwrap_or_default(),
-        pool.name_any()
-    ));
-    Ok(Requeue::await_change())
 }

@@ -1,0 +1,91 @@
+//! The finalizer's side: what a deleted pool gives back before it goes.
+
+use super::*;
+
+/// The pool is being deleted: never terminate anything. Nodes that were only
+/// selected or cordoned go back to service; drains already running are left
+/// to finish (their jobs are already moving) and named in an event.
+pub(super) async fn cleanup(
+    pool: Arc<NomadClientPool>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let key = ObjectRef::from_obj(pool.as_ref());
+    let retiring: Vec<RetiringNode> = pool.status.clone().unwrap_or_default().retiring;
+    let rt = match runtime(&pool, &ctx).await {
+        Ok(rt) => Some(rt),
+        Err(t) => {
+            warn!(
+                reason = t.reason,
+                "cannot reach Nomad while deleting the pool: {}", t.message
+            );
+            None
+        }
+    };
+    let mut released = Vec::new();
+    let mut left = Vec::new();
+    for r in &retiring {
+        match r.phase {
+            RetirePhase::Selected | RetirePhase::Cordoned | RetirePhase::Cancelling => {
+                if let Some(rt) = &rt {
+                    let result =
+                        if r.phase == RetirePhase::Cordoned || r.phase == RetirePhase::Cancelling {
+                            // A drain may have been sent just before the status write.
+                            let req = DrainRequest {
+                                drain_spec: None,
+                                mark_eligible: r.cordoned_by_pool,
+                                meta: Default::default(),
+                            };
+                            rt.nomad.drain(&r.node_id, &req).await.map(drop)
+                        } else if r.cordoned_by_pool {
+                            rt.nomad.set_eligibility(&r.node_id, true).await.map(drop)
+                        } else {
+                            Ok(())
+                        };
+                    match result {
+                        Ok(()) | Err(NomadError::NodeNotFound { .. }) => {
+                            released.push(r.node_name.clone())
+                        }
+                        Err(e) => {
+                            // Keep the finalizer: returning an error retries the cleanup.
+                            return Err(Error::Cleanup(format!(
+                                "returning {} to service: {e}",
+                                r.node_name
+                            )));
+                        }
+                    }
+                } else {
+                    return Err(Error::Cleanup(
+                        "Nomad is unreachable; cannot return cordoned nodes to service".into(),
+                    ));
+                }
+            }
+            _ => left.push(format!("{} ({:?})", r.node_name, r.phase)),
+        }
+    }
+    let mut message = String::from("pool deleted; no VM was terminated by the deletion");
+    if !released.is_empty() {
+        message.push_str(&format!("; returned to service: {}", released.join(", ")));
+    }
+    if !left.is_empty() {
+        message.push_str(&format!(
+            "; left as they were (drain already running, or VM already terminating): {}",
+            left.join(", ")
+        ));
+    }
+    publish(
+        &ctx,
+        &pool,
+        EventType::Normal,
+        "PoolDeleted",
+        &message,
+        None,
+    );
+    ctx.pools.lock().expect("pools lock").remove(&key);
+    ctx.own_writes.forget(&pool);
+    forget_metrics(&format!(
+        "{}/{}",
+        pool.namespace().unwrap_or_default(),
+        pool.name_any()
+    ));
+    Ok(Requeue::await_change())
+}
