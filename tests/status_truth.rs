@@ -214,12 +214,17 @@ async fn a_drain_nomad_accepts_but_never_applies_is_reported() {
         "{}",
         c.message
     );
-    let events: Vec<_> = w
-        .events()
-        .await
-        .into_iter()
-        .filter(|(reason, _)| reason == "DrainNotApplied")
-        .collect();
+    // Events are published after the status write, off the reconcile path.
+    let events: Vec<_> = wait_for("the DrainNotApplied Event", T, || async {
+        let found: Vec<_> = w
+            .events()
+            .await
+            .into_iter()
+            .filter(|(reason, _)| reason == "DrainNotApplied")
+            .collect();
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].1.contains(&entry.node_name), "{events:?}");
 
