@@ -16,15 +16,15 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use crate::api::NomadClientPool;
-use crate::provider::aws::{AwsAsgConfig, AwsCredentials};
-use crate::provider::{GroupState, OwnershipRefusal, ownership};
+use crate::provider::{GroupState, OwnershipRefusal, ProviderConfig, ownership};
 
 /// The `run` flag and environment variable that list the namespaces.
 pub const AMBIENT_FLAG: &str = "--ambient-credentials-namespaces";
 pub const AMBIENT_ENV: &str = "NPO_AMBIENT_CREDENTIALS_NAMESPACES";
 
 /// The namespaces whose pools may use the operator's own cloud identity (the
-/// AWS default chain: IRSA, environment, instance metadata) instead of naming
+/// cloud SDK's default chain: workload identity, environment, instance
+/// metadata) instead of naming
 /// a credentials Secret. Nobody by default, as Cluster API lends its
 /// controller identity to no namespace until `allowedNamespaces` is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,14 +64,19 @@ impl AmbientCredentials {
 
     /// Refuse a pool in `namespace` whose cloud provider would fall back to
     /// the operator's own identity when that namespace is not allowed it.
-    pub fn check(&self, namespace: &str, aws: Option<&AwsAsgConfig>) -> Result<(), Refusal> {
-        let ambient = aws.is_some_and(|a| a.credentials == AwsCredentials::DefaultChain);
-        if !ambient || self.allows(namespace) {
+    pub fn check(&self, namespace: &str, provider: Option<&ProviderConfig>) -> Result<(), Refusal> {
+        let Some(provider) = provider.filter(|p| p.uses_ambient_identity()) else {
+            return Ok(());
+        };
+        if self.allows(namespace) {
             return Ok(());
         }
+        let (cloud, field) = provider.credentials_field();
         Err(Refusal::AmbientCredentialsNotAllowed {
             namespace: namespace.to_owned(),
             allowed: self.to_string(),
+            cloud,
+            field,
         })
     }
 }
@@ -92,9 +97,14 @@ impl fmt::Display for AmbientCredentials {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "the pool names no provider.awsAutoScalingGroup.credentialsSecretRef, and the operator's own AWS identity is not lent to namespace {namespace} (allowed: {allowed}); set credentialsSecretRef, or have the operator's administrator add {namespace} to {AMBIENT_FLAG} (env {AMBIENT_ENV})"
+        "the pool names no {field}, and the operator's own {cloud} identity is not lent to namespace {namespace} (allowed: {allowed}); set credentialsSecretRef, or have the operator's administrator add {namespace} to {AMBIENT_FLAG} (env {AMBIENT_ENV})"
     )]
-    AmbientCredentialsNotAllowed { namespace: String, allowed: String },
+    AmbientCredentialsNotAllowed {
+        namespace: String,
+        allowed: String,
+        cloud: &'static str,
+        field: &'static str,
+    },
     #[error("{0}")]
     Ownership(OwnershipRefusal),
 }
@@ -137,21 +147,17 @@ pub fn group_owned(
 mod tests {
     use super::*;
 
-    fn aws(credentials: AwsCredentials) -> AwsAsgConfig {
-        AwsAsgConfig {
-            group_name: "ci".into(),
-            region: "us-east-1".into(),
-            endpoint: None,
-            credentials,
-        }
+    /// A provider acting with the operator's identity, or with a Secret's.
+    fn provider(ambient: bool) -> ProviderConfig {
+        let spec = crate::provider::config::sample_spec((!ambient).then_some("creds"));
+        let read = |_: &str, _: &str| Some(b"AKIAEXAMPLE".to_vec());
+        ProviderConfig::build(&spec, &read).unwrap().unwrap()
     }
 
     #[test]
     fn nobody_may_use_the_ambient_identity_by_default() {
         let policy = AmbientCredentials::default();
-        let refusal = policy
-            .check("team-a", Some(&aws(AwsCredentials::DefaultChain)))
-            .unwrap_err();
+        let refusal = policy.check("team-a", Some(&provider(true))).unwrap_err();
         assert_eq!(refusal.reason(), "AmbientCredentialsNotAllowed");
         let text = refusal.to_string();
         for needle in [
@@ -169,11 +175,7 @@ mod tests {
 
     #[test]
     fn a_credentials_secret_needs_no_permission() {
-        let secret = aws(AwsCredentials::Static {
-            access_key_id: "AKIA".into(),
-            secret_access_key: "s".into(),
-            session_token: None,
-        });
+        let secret = provider(false);
         assert_eq!(
             AmbientCredentials::Nobody.check("team-a", Some(&secret)),
             Ok(())
@@ -183,7 +185,7 @@ mod tests {
 
     #[test]
     fn listed_namespaces_and_the_wildcard() {
-        let ambient = aws(AwsCredentials::DefaultChain);
+        let ambient = provider(true);
         let listed = AmbientCredentials::from_list(&["ci", " platform "]);
         assert!(listed.check("ci", Some(&ambient)).is_ok());
         assert!(listed.check("platform", Some(&ambient)).is_ok());

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use super::secret_use::{self, NotLabelled};
 use crate::api::{NomadClientPoolSpec, SecretKeyRef};
 use crate::nomad::{NomadConfig, NomadTlsConfig, SecretToken};
-use crate::provider::aws::{AwsAsgConfig, AwsCredentials};
+use crate::provider::{MissingKey, ProviderConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -39,6 +39,16 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    fn key_missing(namespace: &str, missing: MissingKey) -> Self {
+        ConnectError::SecretKeyMissing {
+            namespace: namespace.into(),
+            name: missing.secret,
+            key: missing.key.into(),
+        }
+    }
+}
+
+impl ConnectError {
     /// The condition reason (and Event reason) for this error.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -58,7 +68,7 @@ impl ConnectError {
     /// Whether the pool must stop using what it built from its Secrets
     /// before: a Secret's owner withdrew the label (or the spec now names a
     /// Secret not meant for it), so nothing may be sent with it any more.
-    pub fn withdraws_consent(&self) -> bool {
+    pub fn revokes_consent(&self) -> bool {
         matches!(self, ConnectError::SecretNotLabelled { .. })
     }
 }
@@ -67,7 +77,8 @@ impl ConnectError {
 /// any input (spec or Secret content) changes, so cached clients are rebuilt.
 pub struct Connection {
     pub nomad: NomadConfig,
-    pub aws: Option<AwsAsgConfig>,
+    /// `None` when the spec names no provider.
+    pub provider: Option<ProviderConfig>,
     pub fingerprint: u64,
 }
 
@@ -183,29 +194,12 @@ pub async fn resolve(
         token,
         tls,
     };
-    let aws = match &spec.provider.aws_auto_scaling_group {
-        Some(asg) => {
-            let credentials = match &asg.credentials_secret_ref {
-                Some(r) => AwsCredentials::Static {
-                    access_key_id: utf8(secrets.key(&r.name, "AWS_ACCESS_KEY_ID").await?),
-                    secret_access_key: utf8(secrets.key(&r.name, "AWS_SECRET_ACCESS_KEY").await?),
-                    session_token: match secrets.key(&r.name, "AWS_SESSION_TOKEN").await {
-                        Ok(v) => Some(utf8(v)),
-                        Err(ConnectError::SecretKeyMissing { .. }) => None,
-                        Err(e) => return Err(e),
-                    },
-                },
-                None => AwsCredentials::DefaultChain,
-            };
-            Some(AwsAsgConfig {
-                group_name: asg.name.clone(),
-                region: asg.region.clone(),
-                endpoint: asg.endpoint.clone(),
-                credentials,
-            })
-        }
-        None => None,
-    };
+    // Every Secret the spec names was read by check_labels: the provider's
+    // keys are looked up in that copy.
+    let cache = &secrets.cache;
+    let read = |name: &str, key: &str| cache.get(name)?.get(key).map(|v| v.0.clone());
+    let provider = ProviderConfig::build(&spec.provider, &read)
+        .map_err(|missing| ConnectError::key_missing(namespace, missing))?;
     let mut hasher = secrets.hasher;
     serde_json::to_string(&spec.nomad)
         .unwrap_or_default()
@@ -218,7 +212,7 @@ pub async fn resolve(
         .hash(&mut hasher);
     Ok(Connection {
         nomad,
-        aws,
+        provider,
         fingerprint: hasher.finish(),
     })
 }

@@ -1,7 +1,7 @@
 //! The pool's view of its cloud group, kept off the reconcile's critical path.
 //!
 //! Cloud groups are not watchable, and describing a large one is slow (moto
-//! takes ~0.5 s for 5,000 instances; AWS rate-limits describes). A reconcile
+//! takes ~0.5 s for 5,000 instances; clouds rate-limit describes). A reconcile
 //! that waits for a fresh read before every terminate makes each drained node
 //! wait that long. So a reconcile plans on the last answer while it is young
 //! enough, a single background read refreshes it, and our own mutations are
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::provider::{CloudProvider, GroupState, Lifecycle, ProviderError, TerminateOutcome};
 
-use super::watch::Trigger;
+use super::trigger::Trigger;
 
 /// Younger than this, the snapshot is used without a refresh.
 pub const FRESH: Duration = Duration::from_secs(10);
@@ -176,11 +176,9 @@ impl GroupView {
     }
 }
 
+/// One describe call (timed by the provider's metrics decorator).
 async fn describe(provider: &dyn CloudProvider) -> Result<GroupState, ProviderError> {
-    let started = Instant::now();
-    let result = provider.describe_group().await;
-    crate::metrics::metrics().cloud_request("DescribeGroup", result.is_ok(), started.elapsed());
-    result
+    provider.describe_group().await
 }
 
 #[cfg(test)]
@@ -239,7 +237,7 @@ mod tests {
             unreachable!()
         }
         fn instance_id_attribute(&self) -> &'static str {
-            "unique.platform.aws.instance-id"
+            crate::provider::fake::INSTANCE_ID_ATTRIBUTE
         }
     }
 

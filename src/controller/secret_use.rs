@@ -1,19 +1,20 @@
 //! Which Secrets a pool may use, and for what.
 //!
-//! Anyone who may create a pool names Secrets and a Nomad address (or an AWS
+//! Anyone who may create a pool names Secrets and a Nomad address (or a cloud
 //! endpoint) of their choice, and the operator reads those Secrets with its
 //! own rights. Without a check, a user who may not read a Secret could point
 //! `nomad.tokenSecretRef` at it and an address they control, and receive its
 //! value as `X-Nomad-Token`. So a Secret is used only if its owner labelled it
 //! for that use (`nomadpool.dev/secret-type`), the way Argo CD only takes
 //! Secrets labelled `argocd.argoproj.io/secret-type` as repository
-//! credentials. One value per Secret: a Secret labelled for AWS credentials
+//! credentials. One value per Secret: a Secret labelled for cloud credentials
 //! is not sent to Nomad as a token either.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::api::NomadClientPoolSpec;
+use crate::provider;
 
 /// The label a Secret must carry to be used by a pool.
 pub const SECRET_TYPE_LABEL: &str = "nomadpool.dev/secret-type";
@@ -25,8 +26,10 @@ pub enum SecretUse {
     NomadToken,
     /// `nomad.tls.caSecretRef`, `nomad.tls.clientCertSecretRef`.
     Tls,
-    /// `provider.awsAutoScalingGroup.credentialsSecretRef`: signs AWS requests.
-    AwsCredentials,
+    /// The provider's credentials Secret (see
+    /// `provider::credentials_reference`): signs the cloud's requests. The
+    /// label value is the provider's.
+    CloudCredentials { label: &'static str },
 }
 
 impl SecretUse {
@@ -34,7 +37,7 @@ impl SecretUse {
         match self {
             SecretUse::NomadToken => "nomad-token",
             SecretUse::Tls => "tls",
-            SecretUse::AwsCredentials => "aws-credentials",
+            SecretUse::CloudCredentials { label } => label,
         }
     }
 }
@@ -75,13 +78,11 @@ pub fn references(spec: &NomadClientPoolSpec) -> Vec<SecretReference> {
             push("nomad.tls.clientCertSecretRef", &r.name, SecretUse::Tls);
         }
     }
-    if let Some(asg) = &spec.provider.aws_auto_scaling_group
-        && let Some(r) = &asg.credentials_secret_ref
-    {
+    if let Some(r) = provider::credentials_reference(&spec.provider) {
         push(
-            "provider.awsAutoScalingGroup.credentialsSecretRef",
-            &r.name,
-            SecretUse::AwsCredentials,
+            r.field,
+            &r.secret,
+            SecretUse::CloudCredentials { label: r.label },
         );
     }
     out
@@ -137,7 +138,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AwsAutoScalingGroup, NomadTls, SecretKeyRef, SecretRef};
+    use crate::api::{NomadTls, SecretKeyRef, SecretRef};
 
     fn labels(v: Option<&str>) -> BTreeMap<String, String> {
         v.map(|v| (SECRET_TYPE_LABEL.to_string(), v.to_string()))
@@ -169,16 +170,15 @@ mod tests {
             }),
             ..Default::default()
         });
-        spec.provider.aws_auto_scaling_group = Some(AwsAutoScalingGroup {
-            credentials_secret_ref: Some(SecretRef { name: "aws".into() }),
-            ..Default::default()
-        });
+        spec.provider = provider::config::sample_spec(Some("creds"));
         spec
     }
 
     #[test]
     fn every_secret_reference_of_the_spec_is_listed_with_its_use() {
-        let refs = references(&full_spec());
+        let spec = full_spec();
+        let cloud = provider::credentials_reference(&spec.provider).unwrap();
+        let refs = references(&spec);
         let refs: Vec<(&str, &str, SecretUse)> = refs
             .iter()
             .map(|r| (r.field, r.name.as_str(), r.used_as))
@@ -190,9 +190,9 @@ mod tests {
                 ("nomad.tls.caSecretRef", "ca", SecretUse::Tls),
                 ("nomad.tls.clientCertSecretRef", "client", SecretUse::Tls),
                 (
-                    "provider.awsAutoScalingGroup.credentialsSecretRef",
-                    "aws",
-                    SecretUse::AwsCredentials
+                    cloud.field,
+                    "creds",
+                    SecretUse::CloudCredentials { label: cloud.label }
                 ),
             ]
         );
@@ -205,8 +205,12 @@ mod tests {
         let unlabelled = check(token, &labels(None)).unwrap_err();
         assert_eq!(unlabelled.found, None);
         assert_eq!(unlabelled.wanted, SecretUse::NomadToken);
-        let other_use = check(token, &labels(Some("aws-credentials"))).unwrap_err();
-        assert_eq!(other_use.found.as_deref(), Some("aws-credentials"));
+        let cloud = &references(&full_spec())[3];
+        let other_use = check(token, &labels(Some(cloud.used_as.label_value()))).unwrap_err();
+        assert_eq!(
+            other_use.found.as_deref(),
+            Some(cloud.used_as.label_value())
+        );
         // Values are compared exactly: no case folding, no lists.
         assert!(check(token, &labels(Some("Nomad-Token"))).is_err());
         assert!(check(token, &labels(Some("nomad-token,tls"))).is_err());

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::plan::{InstanceNode, InstanceNodes, NodeFacts, NodeStatus};
-use super::watch::Trigger;
+use super::trigger::Trigger;
 use crate::api::{RetirePhase, RetiringNode};
 use crate::nomad::{self, NomadClient, NomadError, QueryOptions, filter::quote};
 
@@ -307,7 +307,11 @@ mod tests {
             tx,
             kube::runtime::reflector::ObjectRef::new("pool").within("ns"),
         );
-        let w = SiblingWatch::new(client, "unique.platform.aws.instance-id", trigger);
+        let w = SiblingWatch::new(
+            client,
+            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
+            trigger,
+        );
         let known: HashSet<String> = [first.clone()].into();
         w.last_check("i-0vm", &known).await.unwrap();
         w.track(&["i-0vm".to_string()].into());

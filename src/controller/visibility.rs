@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::controller::watch::Trigger;
+use crate::controller::trigger::Trigger;
 use crate::nomad::acl::{MINIMAL_NAMESPACE_RULE, Visibility};
 use crate::nomad::{NomadClient, NomadError};
 

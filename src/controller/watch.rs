@@ -9,13 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::runtime::reflector::ObjectRef;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::api::NomadClientPool;
 use crate::controller::plan::AllocFacts;
+use crate::controller::trigger::Trigger;
 use crate::nomad::{
     ClientStatus, JobType, Node, NodeListStub, NomadClient, NomadError, PoolSelector, QueryOptions,
     QueryResponse,
@@ -95,27 +94,6 @@ struct AllocWatch {
     facts: watch::Receiver<Option<AllocFacts>>,
     ignore_system_jobs: bool,
     task: JoinHandle<()>,
-}
-
-/// Wakes the reconciler for one pool.
-#[derive(Clone)]
-pub struct Trigger {
-    tx: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
-    pool: ObjectRef<NomadClientPool>,
-}
-
-impl Trigger {
-    pub fn new(
-        tx: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
-        pool: ObjectRef<NomadClientPool>,
-    ) -> Self {
-        Self { tx, pool }
-    }
-    pub(crate) fn fire(&self) {
-        // The controller dedups queued requests for the same pool, so a burst
-        // of changes costs one reconcile.
-        let _ = self.tx.send(self.pool.clone());
-    }
 }
 
 impl Drop for PoolWatch {

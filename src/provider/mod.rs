@@ -4,11 +4,21 @@
 //! pool's spec as an `Arc<dyn CloudProvider>`, so the trait returns boxed
 //! futures instead of using `async fn` (which is not dyn-compatible).
 //!
+//! - `config`: `spec.provider` and its Secret keys → a [`ProviderConfig`] (pure);
+//! - `factory`: the one [`connect`] that builds a provider through a
+//!   [`Connector`] and wraps it in the `metered` decorator;
+//! - `aws`: EC2 Auto Scaling groups; `fake`: the tests' in-memory group;
+//! - `ownership`, `preflight`: rules every provider applies the same way.
+//!
 //! The safety rules that do not depend on a cloud's API live here as pure
 //! functions ([`preflight`]), so that every provider refuses the same things
 //! for the same reasons and the rules are testable without I/O.
 
 pub mod aws;
+pub mod config;
+mod factory;
+pub mod fake;
+pub mod metered;
 pub mod ownership;
 mod preflight;
 
@@ -17,6 +27,8 @@ use std::fmt;
 use futures::future::BoxFuture;
 
 pub use aws::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
+pub use config::{CredentialsReference, MissingKey, ProviderConfig, credentials_reference};
+pub use factory::{Clouds, Connector, connect};
 pub use ownership::{OWNER_TAG, OwnershipRefusal};
 pub use preflight::{PreflightRefusal, preflight, preflight_with};
 

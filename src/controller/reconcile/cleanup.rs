@@ -1,6 +1,32 @@
 //! The finalizer's side: what a deleted pool gives back before it goes.
 
-use super::*;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use tracing::warn;
+
+use super::super::runtime::runtime;
+use super::super::{Context, Error};
+use super::report::{forget_metrics, publish};
+use crate::api::{NomadClientPool, RetirePhase, RetiringNode};
+use crate::nomad::{DrainRequest, NomadError};
+
+/// Why a deleted pool's finalizer stays: a node it cordoned could not be
+/// returned to service yet. The cleanup is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("returning {node} to service: {source}")]
+    Release {
+        node: String,
+        #[source]
+        source: NomadError,
+    },
+    #[error("Nomad is unreachable; cannot return cordoned nodes to service")]
+    NomadUnreachable,
+}
 
 /// The pool is being deleted: never terminate anything. Nodes that were only
 /// selected or cordoned go back to service; drains already running are left
@@ -47,16 +73,14 @@ pub(super) async fn cleanup(
                         }
                         Err(e) => {
                             // Keep the finalizer: returning an error retries the cleanup.
-                            return Err(Error::Cleanup(format!(
-                                "returning {} to service: {e}",
-                                r.node_name
-                            )));
+                            return Err(Error::Cleanup(CleanupError::Release {
+                                node: r.node_name.clone(),
+                                source: e,
+                            }));
                         }
                     }
                 } else {
-                    return Err(Error::Cleanup(
-                        "Nomad is unreachable; cannot return cordoned nodes to service".into(),
-                    ));
+                    return Err(Error::Cleanup(CleanupError::NomadUnreachable));
                 }
             }
             _ => left.push(format!("{} ({:?})", r.node_name, r.phase)),

@@ -159,13 +159,13 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let pool = ObjectRef::new("p").within("ns");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
         let w = PoolWatch::start(
             client,
             None,
             PoolSelector::default(),
-            "unique.platform.aws.instance-id",
+            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
             Trigger::new(tx, pool),
         );
         let view = |a: u64, b: u64| {

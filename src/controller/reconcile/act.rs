@@ -1,22 +1,116 @@
-//! The side effects a plan names, run after its write-ahead status is
-//! persisted: Nomad writes, and cloud calls timed and counted per operation.
+//! Act: the side effects a plan names, run after its write-ahead status is
+//! persisted. Terminate calls run on their own tasks; node actions side by
+//! side; group actions last.
 
-use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
 
-/// Time a cloud call and count it by operation and outcome.
-pub(super) async fn cloud<T, E>(
-    operation: &str,
-    call: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    let started = std::time::Instant::now();
-    let result = call.await;
-    metrics().cloud_request(operation, result.is_ok(), started.elapsed());
-    result
+use futures::StreamExt;
+use kube::ResourceExt;
+use tracing::{Instrument, warn};
+
+use super::super::PoolRuntime;
+use super::super::plan::{self, Action};
+use super::super::siblings::{self, LastCheckError};
+use super::observe::Observed;
+use crate::api::NomadClientPool;
+use crate::nomad::{DrainRequest, DrainSpec, NomadError};
+use crate::provider::{ProviderError, TerminateOutcome};
+
+/// Nomad and cloud calls of one reconcile in flight at once.
+const ACTION_CONCURRENCY: usize = 16;
+
+/// An action that failed; retried by a later reconcile, and named in the
+/// pool's `ActionFailed` condition and Event.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// A cordon, drain, release or purge Nomad refused or did not answer.
+    #[error("{0}")]
+    Nomad(#[source] NomadError),
+    #[error("setting desired capacity to {desired}: {source}")]
+    SetDesiredCapacity {
+        desired: u32,
+        #[source]
+        source: ProviderError,
+    },
+    #[error("terminating {instance_id}: {source}")]
+    Terminate {
+        instance_id: String,
+        #[source]
+        source: ProviderError,
+    },
+    /// The last look at the VM's nodes before the call stopped it.
+    #[error("terminating {instance_id}: {source}")]
+    TerminateWithheld {
+        instance_id: String,
+        #[source]
+        source: LastCheckError,
+    },
+}
+
+/// Run the plan's actions; the failures, with those of terminate calls that
+/// ended since the last reconcile.
+pub async fn act(
+    pool: &NomadClientPool,
+    rt: &Arc<PoolRuntime>,
+    seen: &Observed,
+    planned: &plan::Plan,
+) -> Vec<ActionError> {
+    // Terminate calls run on their own: a slow or throttled cloud must not
+    // hold the next drained node back until every call of this reconcile
+    // returned. The write-ahead status already names them; the in-flight
+    // set keeps the next reconciles from sending one again, and the end of
+    // each call wakes the pool.
+    let mut terminates_running = false;
+    for action in &planned.actions {
+        if let Action::Terminate {
+            instance_id,
+            decrement,
+            first_attempt,
+            ..
+        } = action
+        {
+            let known = siblings::known_on(instance_id, &seen.instance_nodes, &seen.nodes);
+            terminates_running |=
+                spawn_terminate(rt, instance_id, *decrement, *first_attempt, known);
+        }
+    }
+    terminates_running |= !rt.terminating.lock().expect("terminating lock").is_empty();
+    // Each node has at most one action per plan, so node actions run side by
+    // side (a large scale-in must not wait on hundreds of calls in a row);
+    // growing the group comes last, after the retirements it replaces are
+    // cancelled, and waits while a terminate with decrement may still land.
+    let (node_actions, group_actions): (Vec<&Action>, Vec<&Action>) = planned
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Terminate { .. }))
+        .partition(|a| a.node_id().is_some());
+    // Built eagerly (boxed) rather than mapped lazily in the stream: a lazy
+    // map over borrowed actions trips the Send check of the controller.
+    let calls: Vec<futures::future::BoxFuture<'_, Option<ActionError>>> = node_actions
+        .into_iter()
+        .map(|action| Box::pin(run_logged(pool, rt, action)) as _)
+        .collect();
+    let mut failures: Vec<ActionError> =
+        std::mem::take(&mut *rt.cloud_failures.lock().expect("failures lock"));
+    failures.extend(
+        futures::stream::iter(calls)
+            .buffered(ACTION_CONCURRENCY)
+            .filter_map(|e| async move { e })
+            .collect::<Vec<_>>()
+            .await,
+    );
+    if !terminates_running {
+        for action in group_actions {
+            failures.extend(run_logged(pool, rt, action).await);
+        }
+    }
+    failures
 }
 
 /// Start a terminate call unless one for the instance is running; whether
 /// one runs now.
-pub(super) fn spawn_terminate(
+fn spawn_terminate(
     rt: &Arc<PoolRuntime>,
     instance_id: &str,
     decrement: bool,
@@ -42,7 +136,10 @@ pub(super) fn spawn_terminate(
             // No wake-up on a refusal: the watch that shows the new node does.
             if let Err(e) = rt.siblings.last_check(&instance_id, &known_on_vm).await {
                 warn!(error = %e, "terminate withheld");
-                let failure = format!("terminating {instance_id}: {e}");
+                let failure = ActionError::TerminateWithheld {
+                    instance_id: instance_id.clone(),
+                    source: e,
+                };
                 rt.cloud_failures
                     .lock()
                     .expect("failures lock")
@@ -58,7 +155,7 @@ pub(super) fn spawn_terminate(
             } else {
                 rt.provider.terminate_instance(&instance_id, decrement)
             };
-            let result = cloud("TerminateInstance", call).await;
+            let result = call.await;
             // Only a landed termination wakes the pool at once; anything else
             // waits for the pool's own requeue and back-off, or a call that
             // keeps failing (or finds the instance gone) would spin it.
@@ -71,7 +168,10 @@ pub(super) fn spawn_terminate(
                     rt.cloud_failures
                         .lock()
                         .expect("failures lock")
-                        .push(format!("terminating {instance_id}: {e}"));
+                        .push(ActionError::Terminate {
+                            instance_id: instance_id.clone(),
+                            source: e.clone(),
+                        });
                 }
             }
             rt.terminating
@@ -88,11 +188,11 @@ pub(super) fn spawn_terminate(
 }
 
 /// Run one action in a span naming its node; the error, if any, for status.
-pub(super) async fn run_logged(
+async fn run_logged(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
     action: &Action,
-) -> Option<String> {
+) -> Option<ActionError> {
     let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
     let result = run_action(pool, rt, action).instrument(span).await;
     if let Err(e) = &result {
@@ -101,11 +201,11 @@ pub(super) async fn run_logged(
     result.err()
 }
 
-pub(super) async fn run_action(
+async fn run_action(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
     action: &Action,
-) -> Result<(), String> {
+) -> Result<(), ActionError> {
     let nomad = &rt.nomad;
     let result = match action {
         Action::Cordon { node_id } => nomad
@@ -173,17 +273,16 @@ pub(super) async fn run_action(
             unreachable!("terminate calls run on their own, see spawn_terminate")
         }
         Action::SetDesiredCapacity { desired } => {
-            let result = cloud(
-                "SetDesiredCapacity",
-                rt.provider.set_desired_capacity(*desired),
-            )
-            .await;
+            let result = rt.provider.set_desired_capacity(*desired).await;
             match &result {
                 Ok(()) => rt.group.desired_set(*desired),
                 Err(_) => rt.group.forget(),
             }
-            return result.map_err(|e| format!("setting desired capacity to {desired}: {e}"));
+            return result.map_err(|source| ActionError::SetDesiredCapacity {
+                desired: *desired,
+                source,
+            });
         }
     };
-    result.map_err(|e| format!("{e}"))
+    result.map_err(ActionError::Nomad)
 }

@@ -1,0 +1,270 @@
+//! Observe and plan: the Nomad and cloud views turned into the planner's
+//! facts, the pure plan made on them (again on the nodes' load, or on a
+//! fresh group read, when the first plan asks for it), and the plan held
+//! to what this process remembers (writes not yet seen, VMs still joining,
+//! drains Nomad does not apply).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::super::conditions::{Problem, Trouble};
+use super::super::plan::{
+    self, Action, AllocFacts, AllocationVisibility, InstanceNodes, LastDrainStatus, NodeFacts,
+    NodeStatus, PoolView,
+};
+use super::super::visibility::VisibilityState;
+use super::super::watch::{NodesSnapshot, NodesState};
+use super::super::{PoolRuntime, alloc_watch, authority, outside, siblings};
+use crate::api::{NomadClientPool, NomadClientPoolStatus};
+use crate::nomad::{self, DrainStatus};
+use crate::provider::GroupState;
+
+/// Everything one reconcile saw of the pool, before planning.
+pub struct Observed {
+    pub now: Timestamp,
+    /// `namespace/name`.
+    pub key: String,
+    pub status: NomadClientPoolStatus,
+    pub snapshot: Arc<NodesSnapshot>,
+    /// The cloud group; after a fresh read (see [`plan`]) that read's.
+    pub group: GroupState,
+    group_age: Duration,
+    pub nodes: Vec<NodeFacts>,
+    pub outside: Vec<NodeFacts>,
+    pub allocs: HashMap<String, AllocFacts>,
+    pub instance_nodes: InstanceNodes,
+    visibility: VisibilityState,
+    visibility_gap: Option<String>,
+}
+
+/// Why there is nothing to plan on yet.
+pub enum NotObserved {
+    /// The node watch has not answered; its first answer wakes the pool.
+    Pending,
+    Trouble(Trouble),
+}
+
+impl From<Trouble> for NotObserved {
+    fn from(t: Trouble) -> Self {
+        NotObserved::Trouble(t)
+    }
+}
+
+/// Read the pool's views: nodes, cloud group (and whose it is), allocation
+/// visibility and facts, and the tracked nodes the view does not show.
+pub async fn observe(pool: &NomadClientPool, rt: &PoolRuntime) -> Result<Observed, NotObserved> {
+    let snapshot = match rt.watch.nodes() {
+        NodesState::Pending => return Err(NotObserved::Pending),
+        NodesState::Failed { error, .. } => {
+            return Err(Trouble::from_nomad(&error, &rt.address).into());
+        }
+        NodesState::Ready(s) => s,
+    };
+    let observed = rt
+        .group
+        .get()
+        .await
+        .map_err(|e| Trouble::from_provider(&e, &rt.provider.group()))?;
+    // Nothing is done to a group its tag does not give to this pool: not
+    // even to clients already in flight, which stay as they are until the
+    // tag names the pool again (see provider::ownership).
+    authority::group_owned(pool, &rt.provider.group(), &observed.group)
+        .map_err(Trouble::refused)?;
+
+    let status = pool.status.clone().unwrap_or_default();
+    // Read before the allocation facts: facts gathered under an earlier
+    // answer may have been filtered by what the token could not see.
+    // Both checks run (no short circuit): each marks its news as seen.
+    let visibility_changed = rt.visibility.changed_since_seen();
+    let index_went_backwards = rt.watch.index_went_backwards_since_seen();
+    if visibility_changed || index_went_backwards {
+        rt.watch.restart_allocation_watches();
+    }
+    if index_went_backwards {
+        // Their indexes belong to the cluster's past.
+        rt.writes.clear();
+    }
+    if !status.retiring.is_empty() {
+        rt.watch.probe_index(snapshot.index);
+    }
+    let visibility = rt.visibility.state();
+    let allocs = rt
+        .watch
+        .allocation_facts(pool.spec.drain.ignore_system_jobs);
+
+    let uid = pool.uid().unwrap_or_default();
+    let instance_nodes = rt.siblings.facts();
+    let key = format!(
+        "{}/{}",
+        pool.namespace().unwrap_or_default(),
+        pool.name_any()
+    );
+    let facts = |s: &_| node_facts(s, &key, &uid);
+    let (nodes, outside) = outside::view(rt, &pool.spec, &status, &snapshot, facts)
+        .await
+        .map_err(|e| Trouble::from_nomad(&e, &rt.address))?;
+    Ok(Observed {
+        now: Timestamp::now(),
+        key,
+        status,
+        snapshot,
+        group: observed.group,
+        group_age: observed.age,
+        nodes,
+        outside,
+        allocs,
+        instance_nodes,
+        visibility_gap: visibility.gap(),
+        visibility,
+    })
+}
+
+impl Observed {
+    /// The planner's input, on `load` if fetched.
+    fn view<'a>(
+        &'a self,
+        pool: &'a NomadClientPool,
+        load: Option<&'a HashMap<String, u32>>,
+    ) -> PoolView<'a> {
+        let visibility = match (&self.visibility, &self.visibility_gap) {
+            (_, None) => AllocationVisibility::Proven,
+            (VisibilityState::Checking, _) => AllocationVisibility::Checking,
+            (_, Some(gap)) => AllocationVisibility::Unproven(gap),
+        };
+        PoolView {
+            now: self.now,
+            pool_key: &self.key,
+            spec: &pool.spec,
+            tracked: &self.status.retiring,
+            retired: &self.status.retired,
+            nodes: &self.nodes,
+            outside: &self.outside,
+            allocs: &self.allocs,
+            load,
+            group: &self.group,
+            visibility,
+            instance_nodes: &self.instance_nodes,
+        }
+    }
+}
+
+/// The plan, and the problems the reconciler found on its own.
+pub struct Planned {
+    pub plan: plan::Plan,
+    /// Drains Nomad answered and did not apply (see `resends`).
+    pub unapplied: Vec<Problem>,
+}
+
+/// Plan on what was observed; re-plan with the nodes' load when selecting,
+/// and on a fresh group read before changing the desired capacity.
+pub async fn plan(
+    pool: &NomadClientPool,
+    rt: &PoolRuntime,
+    seen: &mut Observed,
+) -> Result<plan::Plan, Trouble> {
+    let mut planned = plan::plan(&seen.view(pool, None));
+    let mut load = None;
+    if planned.needs_load {
+        load = Some(
+            rt.watch
+                .load()
+                .await
+                .map_err(|e| Trouble::from_nomad(&e, &rt.address))?,
+        );
+        planned = plan::plan(&seen.view(pool, load.as_deref()));
+    }
+    // Setting the desired capacity is the one action the cloud does not
+    // re-check for us: it is planned on a fresh read.
+    let sets_capacity = planned
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
+    if seen.group_age > Duration::ZERO && sets_capacity {
+        let fresh = rt
+            .group
+            .read_now()
+            .await
+            .map_err(|e| Trouble::from_provider(&e, &rt.provider.group()))?;
+        authority::group_owned(pool, &rt.provider.group(), &fresh.group)
+            .map_err(Trouble::refused)?;
+        seen.group = fresh.group;
+        seen.group_age = fresh.age;
+        planned = plan::plan(&seen.view(pool, load.as_deref()));
+    }
+    Ok(planned)
+}
+
+/// Hold the plan to what this process remembers, and point the watches at
+/// what it now waits on.
+pub fn settle(
+    pool: &NomadClientPool,
+    rt: &PoolRuntime,
+    seen: &Observed,
+    plan: plan::Plan,
+) -> Planned {
+    let mut plan = plan;
+    // A write the node view does not show yet is not sent again; the event
+    // that shows it wakes the next reconcile.
+    let unobserved = rt.writes.unobserved(&seen.snapshot);
+    if !unobserved.is_empty() {
+        plan.actions.retain(|a| match a {
+            Action::Cordon { node_id }
+            | Action::Drain { node_id, .. }
+            | Action::Release { node_id, .. }
+            | Action::Purge { node_id } => !unobserved.contains(node_id),
+            Action::Terminate { .. } | Action::SetDesiredCapacity { .. } => true,
+        });
+    }
+
+    let mut watched = alloc_watch::alloc_watch_set(&plan.retiring, &seen.nodes, seen.now);
+    let gate = siblings::gate_instances(&plan.retiring, &watched);
+    watched.extend(siblings::sibling_nodes(
+        &gate,
+        &seen.instance_nodes,
+        &seen.nodes,
+    ));
+    rt.siblings.track(&gate);
+    rt.watch
+        .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
+
+    rt.clientless.settle(&mut plan, &seen.nodes);
+    let unapplied = rt.drain_resends.review(&mut plan, &seen.nodes);
+    Planned { plan, unapplied }
+}
+
+/// A node of the view as the planner takes it.
+fn node_facts(snapshot: &NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFacts> {
+    snapshot
+        .nodes
+        .iter()
+        .map(|n| NodeFacts {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            status: match n.status {
+                nomad::NodeStatus::Ready => NodeStatus::Ready,
+                nomad::NodeStatus::Down => NodeStatus::Down,
+                nomad::NodeStatus::Disconnected => NodeStatus::Disconnected,
+                _ => NodeStatus::Initializing,
+            },
+            eligible: n.scheduling_eligibility == nomad::SchedulingEligibility::Eligible,
+            draining: n.drain,
+            last_drain: n.last_drain.as_ref().and_then(|d| match d.status {
+                DrainStatus::Draining => Some(LastDrainStatus::Draining),
+                DrainStatus::Complete => Some(LastDrainStatus::Complete),
+                DrainStatus::Canceled => Some(LastDrainStatus::Canceled),
+                _ => None,
+            }),
+            last_drain_started: n.last_drain.as_ref().and_then(|d| d.started_at),
+            last_drain_mark: n
+                .last_drain
+                .as_ref()
+                .and_then(|d| plan::read_drain_meta_of(&d.meta, key, uid)),
+            create_index: n.create_index,
+            instance_id: snapshot.instance_ids.get(&n.id).cloned(),
+        })
+        .collect()
+}

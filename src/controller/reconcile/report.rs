@@ -1,0 +1,211 @@
+//! Report: what the pool's status, Events and metrics say after a
+//! reconcile: trouble that stopped it, the planner's events, actions that
+//! failed, the gauges per phase.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use tracing::info;
+
+use super::super::conditions::{Problem, Trouble, build_status};
+use super::super::plan;
+use super::super::status::{self, Signal};
+use super::super::{Context, Error};
+use super::act::ActionError;
+use super::observe::{Observed, Planned};
+use super::persist;
+use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase};
+use crate::metrics::{PhaseLabels, PoolLabels, metrics};
+
+/// The pool cannot be worked on: Degraded and not Ready say why, an Event
+/// says it once, and the pool is retried after its back-off.
+pub async fn trouble(
+    pool: &NomadClientPool,
+    ctx: &Context,
+    trouble: Trouble,
+) -> Result<Requeue, Error> {
+    let previous = pool.status.clone().unwrap_or_default();
+    let was_same = previous.conditions.iter().any(|c| {
+        c.type_ == status::DEGRADED
+            && c.status == "True"
+            && c.reason == trouble.reason
+            && c.message == trouble.message
+    });
+    let conditions = status::merge(
+        &previous.conditions,
+        &[
+            (
+                status::READY,
+                Signal::new(false, trouble.reason, trouble.message.clone()),
+            ),
+            (
+                status::DEGRADED,
+                Signal::new(true, trouble.reason, trouble.message.clone()),
+            ),
+        ],
+        pool.metadata.generation,
+        Timestamp::now(),
+    );
+    let status = NomadClientPoolStatus {
+        observed_generation: pool.metadata.generation,
+        conditions,
+        ..previous.clone()
+    };
+    if status != previous {
+        persist::write_status(pool, ctx, &status).await?;
+    }
+    if !was_same {
+        publish(
+            ctx,
+            pool,
+            EventType::Warning,
+            trouble.reason,
+            &trouble.message,
+            None,
+        );
+    }
+    ctx.note_failure(pool);
+    Ok(Requeue::requeue(
+        trouble
+            .retry
+            .min(ctx.backoff(pool))
+            .max(Duration::from_secs(1)),
+    ))
+}
+
+/// The planner's Events, and its decisions in the log.
+pub fn plan_events(ctx: &Context, pool: &NomadClientPool, planned: &plan::Plan) {
+    for ev in &planned.events {
+        let type_ = if ev.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, pool, type_, ev.reason, &ev.message, ev.node.as_deref());
+        info!(reason = ev.reason, "{}", ev.message);
+    }
+}
+
+/// Actions failed: an `ActionFailed` Event and condition naming each; the
+/// pool backs off. The write is best effort: the write-ahead entries are
+/// already stored.
+pub async fn failures(
+    ctx: &Context,
+    pool: &std::sync::Arc<NomadClientPool>,
+    seen: &Observed,
+    planned: &Planned,
+    failures: &[ActionError],
+) -> Requeue {
+    let message = failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    publish(
+        ctx,
+        pool,
+        EventType::Warning,
+        "ActionFailed",
+        &message,
+        None,
+    );
+    let problems = [Problem::new("ActionFailed", message)]
+        .into_iter()
+        .chain(planned.unapplied.iter().cloned())
+        .collect();
+    let failed = build_status(
+        pool,
+        &seen.status,
+        &planned.plan,
+        &seen.nodes,
+        &seen.group,
+        problems,
+    );
+    // Written over the copy the write-ahead returned, or it could never apply.
+    let newest = ctx.own_writes.newest(pool.clone());
+    let _ = persist::write_status(&newest, ctx, &failed).await;
+    ctx.note_failure(pool);
+    Requeue::requeue(ctx.backoff(pool))
+}
+
+const PHASES: [RetirePhase; 6] = [
+    RetirePhase::Selected,
+    RetirePhase::Cordoned,
+    RetirePhase::Draining,
+    RetirePhase::Drained,
+    RetirePhase::Terminating,
+    RetirePhase::Cancelling,
+];
+
+/// A deleted pool's gauges would otherwise report its last counts forever.
+pub fn forget_metrics(pool_key: &str) {
+    let m = metrics();
+    let phases = PHASES
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .chain(["Ready".to_string()]);
+    for phase in phases {
+        m.nodes.remove(&PhaseLabels {
+            pool: pool_key.into(),
+            phase,
+        });
+    }
+}
+
+pub fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
+    let m = metrics();
+    let mut by_phase: std::collections::BTreeMap<String, i64> =
+        PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
+    for r in &planned.retiring {
+        *by_phase.entry(format!("{:?}", r.phase)).or_default() += 1;
+    }
+    by_phase.insert("Ready".into(), ready as i64);
+    for (phase, n) in by_phase {
+        m.nodes
+            .get_or_create(&PhaseLabels {
+                pool: pool_key.into(),
+                phase,
+            })
+            .set(n);
+    }
+    let labels = PoolLabels {
+        pool: pool_key.into(),
+    };
+    for s in &planned.retire_seconds {
+        m.retire_duration.get_or_create(&labels).observe(*s);
+    }
+    for s in &planned.drain_wait_seconds {
+        m.drain_wait.get_or_create(&labels).observe(*s);
+    }
+}
+
+/// Publish an Event on the pool. An event about a node names it as the
+/// `related` object: the recorder folds events into a series by reason and
+/// objects, not by message, so without it the second node's "Retired" would
+/// only bump the count of the first's.
+pub fn publish(
+    ctx: &Context,
+    pool: &NomadClientPool,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    node: Option<&str>,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: node.map(|name| ObjectReference {
+            api_version: Some("nomadproject.io/v1".into()),
+            kind: Some("NomadNode".into()),
+            name: Some(name.into()),
+            ..Default::default()
+        }),
+    };
+    ctx.events.publish(ev, pool.object_ref(&()));
+}

@@ -1,0 +1,265 @@
+//! An in-memory [`CloudProvider`] shared by the unit tests and the
+//! reconcile tests (as Karpenter's fake cloud provider is): a group whose
+//! state the test sets, that records every call and answers as the trait's
+//! contract says a cloud does, no more leniently.
+//!
+//! What it does like a cloud: terminating an instance already on its way
+//! out, or not in the group, does nothing and says so; a decrement below the
+//! group's minimum and a desired capacity outside min..=max are refused;
+//! suspended terminations are refused. What it does not do: launch
+//! instances (a raised desired capacity stays a number until the test adds
+//! instances with [`FakeProvider::launch`]), or finish a termination by
+//! itself ([`FakeProvider::settle`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{CloudProvider, GroupState, InstanceState, Lifecycle, ProviderError, TerminateOutcome};
+
+/// The Nomad attribute the fake's instance IDs are found under: the one
+/// `nomad-sim` fingerprints its VMs with.
+pub const INSTANCE_ID_ATTRIBUTE: &str = "unique.platform.aws.instance-id";
+
+/// One call the provider received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Describe,
+    Terminate {
+        instance_id: String,
+        decrement: bool,
+    },
+    SetDesiredCapacity(u32),
+}
+
+/// Which call an injected failure answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Describe,
+    Terminate,
+    SetDesiredCapacity,
+}
+
+#[derive(Debug)]
+pub struct FakeProvider {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    group: GroupState,
+    calls: Vec<Call>,
+    failures: HashMap<Operation, ProviderError>,
+}
+
+impl FakeProvider {
+    /// A group named `name` with these instances in service, desired = their
+    /// number, min 0, max 1,000, untagged.
+    pub fn new(name: &str, instances: &[&str]) -> Arc<Self> {
+        let group = GroupState {
+            name: name.into(),
+            min_size: 0,
+            max_size: 1_000,
+            desired_capacity: instances.len() as u32,
+            terminate_suspended: false,
+            suspended_processes: vec![],
+            instances: instances.iter().map(|id| in_service(id)).collect(),
+            owner_tag: None,
+        };
+        Arc::new(FakeProvider {
+            state: Mutex::new(FakeState {
+                group,
+                calls: vec![],
+                failures: HashMap::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().expect("fake provider lock")
+    }
+
+    /// Change the group as a person or the cloud would.
+    pub fn update(&self, change: impl FnOnce(&mut GroupState)) {
+        change(&mut self.lock().group);
+    }
+
+    /// The group as the cloud holds it now.
+    pub fn group_state(&self) -> GroupState {
+        self.lock().group.clone()
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The next call of `operation` fails with `error`.
+    pub fn fail_next(&self, operation: Operation, error: ProviderError) {
+        self.lock().failures.insert(operation, error);
+    }
+
+    /// Add an instance in service, as the cloud does after a scale-out.
+    pub fn launch(&self, instance_id: &str) {
+        self.lock().group.instances.push(in_service(instance_id));
+    }
+
+    /// Terminations finish: terminating instances leave the group.
+    pub fn settle(&self) {
+        self.lock()
+            .group
+            .instances
+            .retain(|i| !i.lifecycle.is_terminating());
+    }
+
+    fn call(&self, call: Call, operation: Operation) -> Result<(), ProviderError> {
+        let mut st = self.lock();
+        st.calls.push(call);
+        match st.failures.remove(&operation) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn terminate(
+        &self,
+        instance_id: &str,
+        decrement: bool,
+    ) -> Result<TerminateOutcome, ProviderError> {
+        let call = Call::Terminate {
+            instance_id: instance_id.into(),
+            decrement,
+        };
+        self.call(call, Operation::Terminate)?;
+        let mut st = self.lock();
+        let group = &mut st.group;
+        if group.terminate_suspended {
+            return Err(refused("the Terminate process is suspended"));
+        }
+        let Some(at) = group.instances.iter().position(|i| i.id == instance_id) else {
+            return Ok(TerminateOutcome::NotInGroup);
+        };
+        match group.instances[at].lifecycle {
+            Lifecycle::Terminating | Lifecycle::Terminated => {
+                return Ok(TerminateOutcome::AlreadyTerminating);
+            }
+            Lifecycle::Detaching => return Ok(TerminateOutcome::NotInGroup),
+            _ => {}
+        }
+        if decrement {
+            if group.desired_capacity <= group.min_size {
+                return Err(refused(&format!(
+                    "Currently, desiredSize equals minSize ({}). Terminating instance without replacement will violate group's min size constraint.",
+                    group.min_size
+                )));
+            }
+            group.desired_capacity -= 1;
+        }
+        group.instances[at].lifecycle = Lifecycle::Terminating;
+        Ok(TerminateOutcome::Terminated)
+    }
+}
+
+fn in_service(id: &str) -> InstanceState {
+    InstanceState {
+        id: id.into(),
+        lifecycle: Lifecycle::InService,
+        protected_from_scale_in: false,
+        zone: Some("zone-a".into()),
+        healthy: true,
+    }
+}
+
+fn refused(message: &str) -> ProviderError {
+    ProviderError::Refused {
+        message: message.into(),
+    }
+}
+
+impl CloudProvider for FakeProvider {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    fn group(&self) -> String {
+        format!("fake/{}", self.lock().group.name)
+    }
+
+    fn describe_group(&self) -> BoxFuture<'_, Result<GroupState, ProviderError>> {
+        let result = self
+            .call(Call::Describe, Operation::Describe)
+            .map(|()| self.group_state());
+        futures::future::ready(result).boxed()
+    }
+
+    fn terminate_instance<'a>(
+        &'a self,
+        instance_id: &'a str,
+        decrement: bool,
+    ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
+        futures::future::ready(self.terminate(instance_id, decrement)).boxed()
+    }
+
+    fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
+        let result = self
+            .call(Call::SetDesiredCapacity(desired), Operation::SetDesiredCapacity)
+            .and_then(|()| {
+                let mut st = self.lock();
+                let g = &mut st.group;
+                if desired < g.min_size || desired > g.max_size {
+                    return Err(refused(&format!(
+                        "New SetDesiredCapacity value {desired} is outside min {} and max {} for the group",
+                        g.min_size, g.max_size
+                    )));
+                }
+                g.desired_capacity = desired;
+                Ok(())
+            });
+        futures::future::ready(result).boxed()
+    }
+
+    fn instance_id_attribute(&self) -> &'static str {
+        INSTANCE_ID_ATTRIBUTE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn terminations_follow_the_trait_contract() {
+        let fake = FakeProvider::new("g", &["i-1", "i-2", "i-3"]);
+        fake.update(|g| g.min_size = 1);
+        let t = |id: &'static str, dec| {
+            let fake = fake.clone();
+            async move { fake.terminate_instance(id, dec).await }
+        };
+        assert_eq!(t("i-1", true).await, Ok(TerminateOutcome::Terminated));
+        assert_eq!(
+            t("i-1", true).await,
+            Ok(TerminateOutcome::AlreadyTerminating)
+        );
+        assert_eq!(t("i-9", true).await, Ok(TerminateOutcome::NotInGroup));
+        assert_eq!(fake.group_state().desired_capacity, 2, "one decrement only");
+        assert_eq!(t("i-2", true).await, Ok(TerminateOutcome::Terminated));
+        assert!(
+            matches!(t("i-3", true).await, Err(ProviderError::Refused { .. })),
+            "below the minimum"
+        );
+        assert_eq!(t("i-3", false).await, Ok(TerminateOutcome::Terminated));
+        fake.settle();
+        assert!(fake.group_state().instances.is_empty());
+        fake.fail_next(
+            Operation::Describe,
+            ProviderError::Throttled {
+                message: "Rate exceeded".into(),
+            },
+        );
+        assert!(fake.describe_group().await.is_err());
+        assert!(fake.describe_group().await.is_ok(), "one failure only");
+        assert!(fake.set_desired_capacity(1_001).await.is_err());
+    }
+}
