@@ -17,7 +17,7 @@ use super::connect::ConnectError;
 use super::plan::{self, Action, Blocker, NodeFacts, NodeStatus};
 use super::status::{self, Signal};
 use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase};
-use crate::nomad::NomadError;
+use crate::nomad::{NomadError, error_chain};
 use crate::provider::{GroupState, ProviderError};
 
 /// Problems named in one Degraded message; more are counted, not listed
@@ -38,23 +38,6 @@ impl Problem {
             message: message.into(),
         }
     }
-}
-
-/// An error with its causes ("… : invalid peer certificate: UnknownIssuer"):
-/// the cause is what the on-call engineer needs. Sources carry no secrets:
-/// tokens travel in headers and URLs are stripped from transport errors.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// Why the pool cannot be worked on right now; becomes the Degraded condition.
@@ -278,38 +261,92 @@ pub(super) fn build_status(
     group: &GroupState,
     problems: Vec<Problem>,
 ) -> NomadClientPoolStatus {
-    let now = Timestamp::now();
-    let live = nodes
-        .iter()
-        .filter(|n| n.status != NodeStatus::Down)
-        .count() as i32;
-    let ready = nodes
-        .iter()
-        .filter(|n| n.status == NodeStatus::Ready && n.eligible && !n.draining)
-        .count() as i32;
-    let terminating = planned
-        .retiring
-        .iter()
-        .filter(|r| r.phase == RetirePhase::Terminating)
-        .count() as i32;
-    let draining = planned
-        .retiring
-        .iter()
-        .filter(|r| r.phase < RetirePhase::Terminating)
-        .count() as i32;
-
-    let mut problems = problems;
-    for p in planned.blockers.iter().filter_map(degraded_by) {
-        if !problems.contains(&p) {
-            problems.push(p);
-        }
-    }
-    let degraded = degraded_signal(&problems);
+    let ready = ready_clients(nodes);
+    let in_phase = |f: &dyn Fn(RetirePhase) -> bool| {
+        planned.retiring.iter().filter(|r| f(r.phase)).count() as i32
+    };
+    let degraded = degraded_signal(&all_problems(problems, planned));
     let scaling_up = planned
         .actions
         .iter()
         .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     let progressing = progressing(pool, planned, scaling_up);
+    let ready_signal = ready_condition(
+        planned,
+        nodes,
+        group,
+        ready,
+        &degraded,
+        &progressing,
+        scaling_up,
+    );
+    let conditions = status::merge(
+        &previous.conditions,
+        &[
+            (status::READY, ready_signal),
+            (status::PROGRESSING, progressing),
+            (status::DEGRADED, degraded_condition(&degraded)),
+        ],
+        pool.metadata.generation,
+        Timestamp::now(),
+    );
+    NomadClientPoolStatus {
+        observed_generation: pool.metadata.generation,
+        desired_nodes: Some(planned.desired_nodes as i32),
+        group_desired_capacity: Some(group.desired_capacity as i32),
+        nodes: nodes
+            .iter()
+            .filter(|n| n.status != NodeStatus::Down)
+            .count() as i32,
+        ready_nodes: ready,
+        draining_nodes: in_phase(&|p| p < RetirePhase::Terminating),
+        terminating_nodes: in_phase(&|p| p == RetirePhase::Terminating),
+        retired_total: previous.retired_total + planned.retired as i64,
+        retiring: planned.retiring.clone(),
+        retired: planned.retired_nodes.clone(),
+        plan: planned.preview.clone(),
+        conditions,
+    }
+}
+
+/// Clients that take work: ready, eligible, not draining.
+fn ready_clients(nodes: &[NodeFacts]) -> i32 {
+    nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Ready && n.eligible && !n.draining)
+        .count() as i32
+}
+
+/// The reconciler's problems first, then each fault among the planner's
+/// blockers once.
+fn all_problems(mut problems: Vec<Problem>, planned: &plan::Plan) -> Vec<Problem> {
+    for p in planned.blockers.iter().filter_map(degraded_by) {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    problems
+}
+
+/// The Degraded condition: every problem, or none.
+fn degraded_condition(degraded: &Option<(&'static str, String)>) -> Signal {
+    match degraded {
+        Some((reason, message)) => Signal::new(true, *reason, message.clone()),
+        None => Signal::new(false, "AsExpected", ""),
+    }
+}
+
+/// The Ready condition: a problem, settled, capacity missing, or what the
+/// pool is doing (Progressing's words).
+fn ready_condition(
+    planned: &plan::Plan,
+    nodes: &[NodeFacts],
+    group: &GroupState,
+    ready: i32,
+    degraded: &Option<(&'static str, String)>,
+    progressing: &Signal,
+    scaling_up: bool,
+) -> Signal {
     let not_ready = super::readiness::not_ready(planned, nodes, ready)
         .or_else(|| super::readiness::scale_in_held(planned, nodes, group.desired_capacity, ready));
     let settled = planned.retiring.is_empty()
@@ -318,7 +355,7 @@ pub(super) fn build_status(
         && group.desired_capacity == planned.desired_nodes
         && planned.preview.is_empty()
         && not_ready.is_none();
-    let ready_signal = if let Some((reason, message)) = &degraded {
+    if let Some((reason, message)) = degraded {
         Signal::new(false, *reason, message.clone())
     } else if settled {
         let mut message = format!("{} client(s), as desired", planned.desired_nodes);
@@ -342,34 +379,6 @@ pub(super) fn build_status(
             progressing.reason.clone(),
             progressing.message.clone(),
         )
-    };
-    let degraded_signal = match &degraded {
-        Some((reason, message)) => Signal::new(true, *reason, message.clone()),
-        None => Signal::new(false, "AsExpected", ""),
-    };
-    let conditions = status::merge(
-        &previous.conditions,
-        &[
-            (status::READY, ready_signal),
-            (status::PROGRESSING, progressing),
-            (status::DEGRADED, degraded_signal),
-        ],
-        pool.metadata.generation,
-        now,
-    );
-    NomadClientPoolStatus {
-        observed_generation: pool.metadata.generation,
-        desired_nodes: Some(planned.desired_nodes as i32),
-        group_desired_capacity: Some(group.desired_capacity as i32),
-        nodes: live,
-        ready_nodes: ready,
-        draining_nodes: draining,
-        terminating_nodes: terminating,
-        retired_total: previous.retired_total + planned.retired as i64,
-        retiring: planned.retiring.clone(),
-        retired: planned.retired_nodes.clone(),
-        plan: planned.preview.clone(),
-        conditions,
     }
 }
 

@@ -32,8 +32,9 @@ use body::{
 };
 pub(crate) use body::{SMALL_LIMIT, show_size};
 
+use super::error::error_chain;
 pub use config::{NomadConfig, NomadTlsConfig, SecretToken, Timeouts};
-use config::{configure_tls, error_chain, parse_address};
+use config::{configure_tls, parse_address};
 pub use event_stream::{EVENT_STREAM_LIFETIME, EventFrame, NodeEventStream, NomadEvent};
 
 /// Read options. `index: 0` is a plain read; a non-zero index blocks until

@@ -125,3 +125,20 @@ impl std::fmt::Display for StallStage {
         })
     }
 }
+
+/// An error with its causes ("… : invalid peer certificate: UnknownIssuer"):
+/// the cause is what the on-call engineer needs. Sources carry no secrets:
+/// tokens travel in headers and URLs are stripped from transport errors.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -13,6 +13,6 @@ pub use client::{
     NomadConfig, NomadEvent, NomadTlsConfig, QueryOptions, QueryResponse, SecretToken, Timeouts,
     next_blocking_index,
 };
-pub use error::{NomadError, StallStage};
+pub use error::{NomadError, StallStage, error_chain};
 pub use filter::{PoolSelector, node_pool_filter};
 pub use types::*;

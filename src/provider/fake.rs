@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{CloudProvider, GroupState, InstanceState, Lifecycle, ProviderError, TerminateOutcome};
+use super::{
+    CloudProvider, Connector, GroupState, InstanceState, Lifecycle, ProviderConfig, ProviderError,
+    TerminateOutcome,
+};
 
 /// The Nomad attribute the fake's instance IDs are found under: the one
 /// `nomad-sim` fingerprints its VMs with.
@@ -222,6 +225,33 @@ impl CloudProvider for FakeProvider {
 
     fn instance_id_attribute(&self) -> &'static str {
         INSTANCE_ID_ATTRIBUTE
+    }
+}
+
+/// A [`Connector`] that hands out fake groups by the name a pool's spec
+/// gives its group; a name it does not hold is a group that does not exist.
+#[derive(Debug, Default)]
+pub struct FakeCloud(Mutex<HashMap<String, Arc<FakeProvider>>>);
+
+impl FakeCloud {
+    pub fn add(&self, group: Arc<FakeProvider>) {
+        let name = group.group_state().name;
+        self.0.lock().expect("fake cloud lock").insert(name, group);
+    }
+}
+
+impl Connector for FakeCloud {
+    fn connect(
+        &self,
+        config: ProviderConfig,
+    ) -> BoxFuture<'static, Result<Arc<dyn CloudProvider>, ProviderError>> {
+        let name = config.group_name().to_owned();
+        let found = self.0.lock().expect("fake cloud lock").get(&name).cloned();
+        let result = match found {
+            Some(group) => Ok(group as Arc<dyn CloudProvider>),
+            None => Err(ProviderError::GroupNotFound { group: name }),
+        };
+        futures::future::ready(result).boxed()
     }
 }
 

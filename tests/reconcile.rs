@@ -1,0 +1,358 @@
+//! The middle layer: one reconcile at a time, in this process, against the
+//! real API server, the in-process Nomad simulator and the fake cloud
+//! provider. Between the pure planner's unit tests and the end-to-end runs of
+//! the operator binary: fast and deterministic (the test decides when each
+//! reconcile runs), and able to reach `apply`, status, trouble reporting and
+//! cleanup directly.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client};
+use nomad_pool_operator::api::{NomadClientPool, RetirePhase};
+use nomad_pool_operator::controller::authority::AmbientCredentials;
+use nomad_pool_operator::controller::events::EventSink;
+use nomad_pool_operator::controller::reconcile::reconcile;
+use nomad_pool_operator::controller::{Context, Error};
+use nomad_pool_operator::provider::fake::{Call, FakeCloud, FakeProvider, Operation};
+use nomad_pool_operator::provider::{Lifecycle, ProviderError};
+use serde_json::{Value, json};
+use support::{Sim, SimOptions, condition, create_namespace, install_crd, kube_client};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const POOL: &str = "pool";
+const T: Duration = Duration::from_secs(60);
+
+/// One pool, its Nomad (simulated), its cloud group (fake) and a controller
+/// context whose reconciles the test runs itself.
+struct Rig {
+    api: Api<NomadClientPool>,
+    client: Client,
+    namespace: String,
+    sim: Sim,
+    group: Arc<FakeProvider>,
+    ctx: Arc<Context>,
+    woken: UnboundedReceiver<ObjectRef<NomadClientPool>>,
+    instances: Vec<String>,
+}
+
+impl Rig {
+    /// `vms` VMs with one Nomad client each, in a group the pool owns.
+    async fn new(test: &str, vms: usize) -> Rig {
+        let client = kube_client().await;
+        install_crd(&client).await;
+        let namespace = create_namespace(&client, test).await;
+        let sim = Sim::start(SimOptions::default()).await;
+        let instances: Vec<String> = (0..vms).map(|i| format!("i-{test}-{i}")).collect();
+        sim.post(
+            "/sim/nodes",
+            json!({"count": vms, "node_pool": "ci", "node_class": "linux",
+                   "instance_ids": instances, "availability_zone": "us-east-1a"}),
+        )
+        .await;
+        let ids: Vec<&str> = instances.iter().map(String::as_str).collect();
+        let group = FakeProvider::new(&format!("{test}-group"), &ids);
+        group.update(|g| g.owner_tag = Some(format!("{namespace}/{POOL}")));
+        let cloud = FakeCloud::default();
+        cloud.add(group.clone());
+        let reporter = Reporter {
+            controller: "nomad-pool-operator-reconcile-test".into(),
+            instance: None,
+        };
+        let events = EventSink::start(client.clone(), reporter);
+        let (ctx, woken) = Context::new(
+            client.clone(),
+            events,
+            AmbientCredentials::Everyone,
+            Arc::new(cloud),
+        );
+        Rig {
+            api: Api::namespaced(client.clone(), &namespace),
+            client,
+            namespace,
+            sim,
+            group,
+            ctx,
+            woken,
+            instances,
+        }
+    }
+
+    async fn create_pool(&self, extra_spec: Value) {
+        let mut spec = json!({
+            "nomad": {"address": self.sim.url},
+            "selector": {"nodePool": "ci"},
+            "provider": {"awsAutoScalingGroup": {
+                "name": self.group.group_state().name, "region": "us-east-1"}},
+        });
+        support::merge(&mut spec, extra_spec);
+        let pool: NomadClientPool = serde_json::from_value(json!({
+            "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
+            "metadata": {"name": POOL, "namespace": self.namespace}, "spec": spec,
+        }))
+        .unwrap();
+        self.api
+            .create(&PostParams::default(), &pool)
+            .await
+            .unwrap();
+    }
+
+    /// One reconcile of the pool as the API server holds it now.
+    async fn reconcile_once(&self) -> Result<(), Error> {
+        let pool = self.api.get(POOL).await.expect("reading the pool");
+        reconcile(Arc::new(pool), self.ctx.clone()).await.map(drop)
+    }
+
+    /// Reconcile until `done` holds for the stored pool (`None`: deleted),
+    /// waiting between reconciles for a watch's wake-up or 100 ms. The VMs
+    /// the fake group terminates go down in the simulator, as the cloud's do.
+    async fn reconcile_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(Option<&NomadClientPool>) -> bool,
+    ) -> Option<NomadClientPool> {
+        let start = Instant::now();
+        loop {
+            let _ = self.reconcile_once().await;
+            self.bridge().await;
+            let pool = self.api.get_opt(POOL).await.unwrap();
+            if done(pool.as_ref()) {
+                return pool;
+            }
+            assert!(
+                start.elapsed() < T,
+                "timed out waiting for {what}: {pool:#?}"
+            );
+            let wake = self.woken.recv();
+            let _ = tokio::time::timeout(Duration::from_millis(100), wake).await;
+        }
+    }
+
+    async fn bridge(&self) {
+        let state = self.group.group_state();
+        for i in state
+            .instances
+            .iter()
+            .filter(|i| i.lifecycle == Lifecycle::Terminating)
+        {
+            self.sim
+                .post(&format!("/sim/nodes/{}/kill", i.id), json!({}))
+                .await;
+        }
+        self.group.settle();
+    }
+
+    fn terminations(&self) -> Vec<(String, bool)> {
+        self.group
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Terminate {
+                    instance_id,
+                    decrement,
+                } => Some((instance_id, decrement)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A batch job on every client, running until finished.
+    async fn busy_everywhere(&self) -> Vec<String> {
+        let mut allocs = vec![];
+        for node in self.sim.nodes().await {
+            let id = node["id"].as_str().unwrap().to_owned();
+            allocs.push(
+                self.sim
+                    .batch_on(&id, &format!("ci-{}", &id[..8]), None)
+                    .await,
+            );
+        }
+        allocs
+    }
+
+    async fn events(&self, reason: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api.list(&ListParams::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.message)
+            .collect()
+    }
+}
+
+fn reason_of(pool: Option<&NomadClientPool>, type_: &str) -> Option<String> {
+    let st = pool?.status.as_ref()?;
+    let c = condition(st, type_)?;
+    (c.status == "True").then(|| c.reason.clone())
+}
+
+fn settled(pool: Option<&NomadClientPool>, retired: i64) -> bool {
+    let Some(st) = pool.and_then(|p| p.status.as_ref()) else {
+        return false;
+    };
+    st.retired_total == retired
+        && st.retiring.is_empty()
+        && condition(st, "Ready").is_some_and(|c| c.reason == "Settled")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_in_by_one_retires_one_client_and_settles() {
+    let mut rig = Rig::new("mid-scale-in", 3).await;
+    rig.create_pool(json!({"replicas": 2})).await;
+    let pool = rig
+        .reconcile_until("one client retired, settled", |p| settled(p, 1))
+        .await
+        .unwrap();
+    let terminated = rig.terminations();
+    assert_eq!(terminated.len(), 1, "one VM, once: {terminated:?}");
+    assert!(terminated[0].1, "with decrement");
+    assert!(rig.instances.contains(&terminated[0].0));
+    assert_eq!(rig.group.group_state().desired_capacity, 2);
+    let st = pool.status.unwrap();
+    assert_eq!((st.nodes, st.ready_nodes), (2, 2));
+    assert_eq!(reason_of(Some(&pool_now(&rig).await), "Degraded"), None);
+    rig.sim.assert_no_violations().await;
+}
+
+async fn pool_now(rig: &Rig) -> NomadClientPool {
+    rig.api.get(POOL).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloud_error_is_reported_as_degraded_and_clears_when_the_cloud_answers() {
+    let mut rig = Rig::new("mid-cloud-error", 2).await;
+    rig.group.fail_next(
+        Operation::Describe,
+        ProviderError::Unauthorized {
+            message: "AccessDenied: not allowed".into(),
+        },
+    );
+    rig.create_pool(json!({"replicas": 2})).await;
+    let pool = rig
+        .reconcile_until("Degraded ProviderError", |p| {
+            reason_of(p, "Degraded").as_deref() == Some("ProviderError")
+        })
+        .await
+        .unwrap();
+    let degraded = condition(pool.status.as_ref().unwrap(), "Degraded").unwrap();
+    assert!(
+        degraded.message.contains("rejected the credentials")
+            && degraded.message.contains("AccessDenied"),
+        "{}",
+        degraded.message
+    );
+    rig.reconcile_until("settled again", |p| settled(p, 0))
+        .await;
+    assert_eq!(reason_of(Some(&pool_now(&rig).await), "Degraded"), None);
+    assert!(rig.terminations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_terminate_is_named_in_action_failed_and_retried() {
+    let mut rig = Rig::new("mid-terminate-fails", 3).await;
+    rig.group.fail_next(
+        Operation::Terminate,
+        ProviderError::Throttled {
+            message: "Rate exceeded".into(),
+        },
+    );
+    rig.create_pool(json!({"replicas": 2})).await;
+    let pool = rig
+        .reconcile_until("ActionFailed", |p| {
+            reason_of(p, "Degraded").as_deref() == Some("ActionFailed")
+        })
+        .await
+        .unwrap();
+    let message = &condition(pool.status.as_ref().unwrap(), "Degraded")
+        .unwrap()
+        .message;
+    let first = &rig.terminations()[0].0;
+    assert!(
+        message.contains(&format!(
+            "terminating {first}: cloud API throttled the request: Rate exceeded"
+        )),
+        "{message}"
+    );
+    rig.reconcile_until("retired after the retry", |p| settled(p, 1))
+        .await;
+    let terminated = rig.terminations();
+    assert_eq!(
+        terminated.len(),
+        2,
+        "failed once, then once more: {terminated:?}"
+    );
+    assert_eq!(terminated[0], terminated[1], "the same VM");
+    let events = rig.events("ActionFailed").await;
+    assert!(
+        events.iter().any(|m| m.contains("Rate exceeded")),
+        "{events:?}"
+    );
+    rig.sim.assert_no_violations().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_tagged_for_no_pool_is_refused_and_nothing_is_done() {
+    let mut rig = Rig::new("mid-untagged", 3).await;
+    rig.group.update(|g| g.owner_tag = None);
+    rig.create_pool(json!({"replicas": 1})).await;
+    rig.reconcile_until("GroupNotTagged", |p| {
+        reason_of(p, "Degraded").as_deref() == Some("GroupNotTagged")
+    })
+    .await;
+    for _ in 0..3 {
+        let _ = rig.reconcile_once().await;
+    }
+    assert!(rig.terminations().is_empty());
+    let eligible = rig
+        .sim
+        .nodes()
+        .await
+        .iter()
+        .filter(|n| n["eligibility"] == "eligible" && n["draining"] == false)
+        .count();
+    assert_eq!(
+        eligible,
+        3,
+        "no client cordoned: {:#?}",
+        rig.sim.nodes().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_pool_mid_drain_terminates_nothing_and_says_what_it_left() {
+    let mut rig = Rig::new("mid-delete", 3).await;
+    rig.busy_everywhere().await;
+    rig.create_pool(json!({"replicas": 2})).await;
+    let pool = rig
+        .reconcile_until("one client draining", |p| {
+            p.and_then(|p| p.status.as_ref())
+                .is_some_and(|s| s.retiring.iter().any(|r| r.phase == RetirePhase::Draining))
+        })
+        .await
+        .unwrap();
+    let draining = pool.status.unwrap().retiring[0].node_name.clone();
+    rig.api
+        .delete(POOL, &DeleteParams::default())
+        .await
+        .unwrap();
+    rig.reconcile_until("the pool gone", |p| p.is_none()).await;
+    assert!(
+        rig.terminations().is_empty(),
+        "a deletion terminates nothing"
+    );
+    let events = rig.events("PoolDeleted").await;
+    assert!(
+        events
+            .iter()
+            .any(|m| m.contains("no VM was terminated") && m.contains(&draining)),
+        "{events:?}"
+    );
+    rig.sim.assert_no_violations().await;
+}
