@@ -69,7 +69,7 @@ impl Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles by pool and result (ok, error)",
+            "Reconciles by pool and result (ok, conflict: the pool changed under the reconcile, error)",
             reconciles.clone(),
         );
         let reconcile_duration = Family::<_, Histogram>::new_with_constructor(|| {

@@ -1,7 +1,9 @@
 //! Nomad watches that wake the reconciler when something it cares about
-//! changes: one blocking query on the pool's node list, and one on the
-//! allocations of each node being drained. No sleep loops: a quiet pool costs
-//! one request per blocking-query wait (5 minutes), whatever its size.
+//! changes: the pool's node view (one list, then Nomad's Node event stream;
+//! blocking queries on the node list where the stream is unusable, see
+//! `nodes`), and one blocking query on the allocations of each node being
+//! drained. No sleep loops: a quiet pool costs a re-list every
+//! `EVENT_STREAM_LIFETIME`, whatever its size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
