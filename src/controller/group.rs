@@ -184,68 +184,17 @@ async fn describe(provider: &dyn CloudProvider) -> Result<GroupState, ProviderEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::InstanceState;
-    use futures::FutureExt;
-    use futures::future::BoxFuture;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use crate::provider::fake::{Call, FakeProvider};
     use tokio::sync::mpsc;
 
-    #[derive(Debug)]
-    struct Counting {
-        reads: AtomicU32,
-        desired: AtomicU32,
+    /// Describe calls the fake group answered so far.
+    fn reads(p: &FakeProvider) -> usize {
+        p.calls().iter().filter(|c| **c == Call::Describe).count()
     }
 
-    impl CloudProvider for Counting {
-        fn kind(&self) -> &'static str {
-            "test"
-        }
-        fn group(&self) -> String {
-            "g".into()
-        }
-        fn describe_group(&self) -> BoxFuture<'_, Result<GroupState, ProviderError>> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            let desired = self.desired.load(Ordering::SeqCst);
-            async move {
-                Ok(GroupState {
-                    name: "g".into(),
-                    min_size: 0,
-                    max_size: 10,
-                    desired_capacity: desired,
-                    terminate_suspended: false,
-                    suspended_processes: vec![],
-                    instances: vec![InstanceState {
-                        id: "i-1".into(),
-                        lifecycle: Lifecycle::InService,
-                        protected_from_scale_in: false,
-                        zone: None,
-                        healthy: true,
-                    }],
-                    owner_tag: None,
-                })
-            }
-            .boxed()
-        }
-        fn terminate_instance<'a>(
-            &'a self,
-            _: &'a str,
-            _: bool,
-        ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
-            unreachable!()
-        }
-        fn set_desired_capacity(&self, _: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
-            unreachable!()
-        }
-        fn instance_id_attribute(&self) -> &'static str {
-            crate::provider::fake::INSTANCE_ID_ATTRIBUTE
-        }
-    }
-
-    fn view(desired: u32) -> (GroupView, Arc<Counting>, mpsc::UnboundedReceiver<()>) {
-        let p = Arc::new(Counting {
-            reads: AtomicU32::new(0),
-            desired: AtomicU32::new(desired),
-        });
+    fn view(desired: u32) -> (GroupView, Arc<FakeProvider>, mpsc::UnboundedReceiver<()>) {
+        let p = FakeProvider::new("g", &["i-1"]);
+        p.update(|g| g.desired_capacity = desired);
         let (tx, rx) = mpsc::unbounded_channel();
         let key = kube::runtime::reflector::ObjectRef::new("p").within("ns");
         let (fwd_tx, fwd_rx) = mpsc::unbounded_channel();
@@ -270,11 +219,11 @@ mod tests {
         let (v, p, mut fired) = view(3);
         assert_eq!(v.get().await.unwrap().group.desired_capacity, 3);
         assert_eq!(v.get().await.unwrap().group.desired_capacity, 3);
-        assert_eq!(p.reads.load(Ordering::SeqCst), 1, "a young view is reused");
+        assert_eq!(reads(&p), 1, "a young view is reused");
 
         // Someone else lowers the group; a stale view is answered at once and
         // the background read wakes the pool with the news.
-        p.desired.store(2, Ordering::SeqCst);
+        p.update(|g| g.desired_capacity = 2);
         age(&v, FRESH);
         let o = v.get().await.unwrap();
         assert_eq!(o.group.desired_capacity, 3);
@@ -289,14 +238,14 @@ mod tests {
         age(&v, FRESH);
         v.get().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(p.reads.load(Ordering::SeqCst), 3);
+        assert_eq!(reads(&p), 3);
         assert!(fired.try_recv().is_err());
 
         // Too old to plan on: read inline.
         age(&v, MAX_STALE);
         let o = v.get().await.unwrap();
         assert_eq!(o.age, Duration::ZERO);
-        assert_eq!(p.reads.load(Ordering::SeqCst), 4);
+        assert_eq!(reads(&p), 4);
     }
 
     #[tokio::test]
@@ -311,7 +260,7 @@ mod tests {
         let g = v.get().await.unwrap().group;
         assert_eq!(g.desired_capacity, 2);
         assert_eq!(g.instances[0].lifecycle, Lifecycle::Terminating);
-        assert_eq!(p.reads.load(Ordering::SeqCst), 2);
+        assert_eq!(reads(&p), 2);
 
         assert!(v.leaving("i-1"));
         assert!(v.leaving("i-unknown"), "absent from the view: gone");
