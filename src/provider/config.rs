@@ -105,6 +105,10 @@ impl ProviderConfig {
     }
 }
 
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
 /// A `spec.provider` naming a group, with a credentials Secret if given
 /// (for tests elsewhere that need a provider spec without naming a cloud).
 #[cfg(test)]
@@ -118,10 +122,6 @@ pub fn sample_spec(credentials: Option<&str>) -> ProviderSpec {
             credentials_secret_ref: credentials.map(|name| SecretRef { name: name.into() }),
         }),
     }
-}
-
-fn utf8(bytes: Vec<u8>) -> String {
-    String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
 #[cfg(test)]
