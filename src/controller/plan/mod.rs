@@ -19,18 +19,21 @@ use crate::api::{
 };
 use crate::provider::{GroupState, Lifecycle, preflight_with};
 
+mod adopt;
 mod advance;
 mod capacity;
 mod departed;
 mod go_duration;
 mod identity;
 mod meta;
+mod release;
 mod retired;
 mod select;
+mod terminate;
 mod unavailable;
 mod view;
 
-use advance::{advance, cancel};
+use advance::advance;
 pub use go_duration::parse_go_duration;
 pub use identity::{
     InstanceNode, InstanceNodes, describe_shared, shared_instances, vms_without_client,
@@ -39,7 +42,9 @@ pub use meta::{
     META_CORDONED_BY_POOL, META_POOL, META_POOL_UID, META_REASON, drain_meta, read_drain_meta,
     read_drain_meta_of,
 };
-use select::{check_preflight, choose, preview, select, wants_more};
+use release::cancel;
+use select::Selection;
+pub use select::budget;
 pub use view::{
     AllocFacts, AllocationVisibility, DrainMark, LastDrainStatus, NodeFacts, NodeStatus, PoolView,
 };
@@ -191,19 +196,6 @@ impl Plan {
     }
 }
 
-/// The most clients that may be in flight at once.
-pub fn budget(max_unavailable: &IntOrString, pool_size: u32) -> u32 {
-    match max_unavailable {
-        IntOrString::Int(n) => (*n).max(1) as u32,
-        IntOrString::String(s) => {
-            let pct: u32 = s.trim_end_matches('%').parse().unwrap_or(10).min(100);
-            // Rounded down like a Deployment's maxUnavailable, but never 0: a
-            // zero budget would stall a small pool forever; `paused` says that.
-            (pool_size * pct / 100).max(1)
-        }
-    }
-}
-
 fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64().max(0.0)
 }
@@ -260,295 +252,77 @@ fn target_label(t: &RetireTarget) -> String {
         .unwrap_or_default()
 }
 
-/// Decide the next step for the pool.
+/// Decide the next step for the pool. Each step is one function; a later
+/// step sees what the earlier ones decided (`next`, the next status).
 pub fn plan(view: &PoolView<'_>) -> Plan {
-    let spec = view.spec;
     let mut plan = Plan::default();
     let nodes: BTreeMap<&str, &NodeFacts> = (view.outside.iter().chain(view.nodes))
         .map(|n| (n.id.as_str(), n))
         .collect();
-    let force_after = spec
+    // A dry run touches nothing: retirements in flight wait where they are,
+    // lost drains stay lost and nothing is given back.
+    let dry_run = view.spec.disruption.dry_run;
+
+    // 1. Advance every tracked retirement by what was observed.
+    let mut next = if dry_run {
+        view.tracked.to_vec()
+    } else {
+        advance_tracked(view, &nodes, &mut plan)
+    };
+    // 2. Adopt this pool's drains that status lost.
+    if !dry_run {
+        adopt::lost_drains(view, &mut next, &mut plan);
+    }
+    // 3. The pool's size and budget, and what holds them back.
+    let mut selection = Selection::new(view, &next, &mut plan);
+    // 4. Explicit retirements named in the spec.
+    selection.named(view, &mut next, &mut plan);
+    // 5. Scale toward `replicas`.
+    if let Some(replicas) = view.spec.replicas {
+        let replicas = replicas.max(0) as u32;
+        let effective = view
+            .group
+            .desired_capacity
+            .saturating_sub(selection.pending);
+        if effective > replicas {
+            selection.scale_in(view, effective - replicas, replicas, &mut next, &mut plan);
+        } else if effective < replicas {
+            capacity::scale_up(view, replicas, replicas - effective, &mut next, &mut plan);
+        }
+    }
+    // 6. Anything tracked that the spec no longer wants retired goes back.
+    if !dry_run {
+        release::unwanted(view, &nodes, &mut next, &mut plan);
+    }
+    report(view, next, plan)
+}
+
+/// Step 1: the next step of every tracked retirement; finished ones drop out.
+fn advance_tracked(
+    view: &PoolView<'_>,
+    nodes: &BTreeMap<&str, &NodeFacts>,
+    plan: &mut Plan,
+) -> Vec<RetiringNode> {
+    let force_after = view
+        .spec
         .drain
         .force_terminate_after
         .as_deref()
         .and_then(parse_go_duration);
-
-    // 1. Advance every tracked retirement by what was observed. A dry run
-    //    touches nothing, so retirements in flight wait where they are.
-    let dry_run = spec.disruption.dry_run;
-    let mut next: Vec<RetiringNode> = Vec::with_capacity(view.tracked.len());
+    let mut next = Vec::with_capacity(view.tracked.len());
     for entry in view.tracked {
-        if dry_run {
-            next.push(entry.clone());
-        } else if departed::is_outside(view, entry) {
-            next.extend(departed::step(view, &nodes, entry, force_after, &mut plan));
-        } else if let Some(kept) = advance(view, &nodes, entry, force_after, &mut plan) {
+        if departed::is_outside(view, entry) {
+            next.extend(departed::step(view, nodes, entry, force_after, plan));
+        } else if let Some(kept) = advance(view, nodes, entry, force_after, plan) {
             next.push(kept);
         }
     }
+    next
+}
 
-    // 2. Adopt this pool's drains that status lost (status written by an older
-    //    controller, or a status update that never landed before a crash).
-    let tracked_ids: BTreeSet<String> = next.iter().map(|r| r.node_id.clone()).collect();
-    for n in view.nodes.iter().filter(|_| !dry_run) {
-        let Some(mark) = &n.last_drain_mark else {
-            continue;
-        };
-        let in_progress =
-            n.draining || (!n.eligible && n.last_drain == Some(LastDrainStatus::Complete));
-        if !in_progress || n.status == NodeStatus::Down || tracked_ids.contains(&n.id) {
-            continue;
-        }
-        // The spec's word on the client wins over the mark: a client named
-        // now is retired the way the spec names it.
-        let target = spec.retire.iter().find(|t| target_matches(t, n));
-        let reason = match target {
-            Some(t) if t.replace => RetireReason::Replace,
-            Some(_) => RetireReason::Requested,
-            None => mark.reason,
-        };
-        // Nomad keeps a completed drain's Meta, and cancelling a completed
-        // drain changes nothing in it. So a client this pool gave back after
-        // its drain finished, and left ineligible because someone else had
-        // cordoned it, still looks like a drain of ours awaiting its
-        // terminate. The spec no longer naming it is what tells them apart.
-        let given_back = !n.draining && reason != RetireReason::ScaleIn && target.is_none();
-        if given_back && !mark.cordoned_by_pool {
-            continue;
-        }
-        plan.event(
-            Some(&n.name),
-            "AdoptedDrain",
-            format!(
-                "adopted drain of node {} started earlier by this pool (or an earlier pool of the same name)",
-                n.name
-            ),
-        );
-        next.push(RetiringNode {
-            node_id: n.id.clone(),
-            node_name: n.name.clone(),
-            instance_id: n.instance_id.clone(),
-            phase: RetirePhase::Draining,
-            since: ts(view.now),
-            selected_at: Some(ts(n.last_drain_started.unwrap_or(view.now))),
-            reason,
-            // A VM terminated before the status was lost (or by a deleted
-            // pool of this name): its decrement is in the desired capacity.
-            decrement: reason != RetireReason::Replace
-                && (n.instance_id.as_deref())
-                    .is_none_or(|i| still_counted(&instance_in_group(view.group, i))),
-            cordoned_by_pool: mark.cordoned_by_pool,
-            drain_started_at: n.last_drain_started.map(ts),
-            drain_deadline: None,
-            allocations_left: 0,
-            blocking_jobs: vec![],
-            message: Some("adopted: this pool's drain, from a lost status or a pool deleted and created again".into()),
-        });
-    }
-
-    // 3. Explicit retirements named in the spec.
-    let live_nodes: Vec<&NodeFacts> = view
-        .nodes
-        .iter()
-        .filter(|n| n.status != NodeStatus::Down)
-        .collect();
-    let pool_size = live_nodes.len() as u32;
-    let budget = budget(&spec.disruption.max_unavailable, pool_size);
-    // Clients out of service, whoever took them out, against the budget.
-    let in_flight = |next: &[RetiringNode]| unavailable::count(view, next);
-    let mut pending = pending_decrements(&next, view.group);
-    let group_desired = view.group.desired_capacity;
-    plan.desired_nodes = spec
-        .replicas
-        .map(|r| r.max(0) as u32)
-        .unwrap_or(group_desired.saturating_sub(pending));
-    plan.blockers
-        .extend(capacity::blockers(view, pool_size, plan.desired_nodes));
-
-    let mut candidates_taken: BTreeSet<String> = next.iter().map(|r| r.node_id.clone()).collect();
-    let start_allowed = !spec.disruption.paused;
-    if spec.disruption.paused && wants_more(view, &next, pending) {
-        plan.blockers.push(Blocker::Paused);
-    }
-
-    for target in &spec.retire {
-        if retired::is_done(target, view, &plan.retired_nodes) {
-            plan.done_targets.push(target_label(target));
-            continue;
-        }
-        let Some(node) = view.nodes.iter().find(|n| target_matches(target, n)) else {
-            plan.blockers
-                .push(Blocker::UnknownRetireTarget(target_label(target)));
-            continue;
-        };
-        if candidates_taken.contains(&node.id)
-            || node.status == NodeStatus::Down
-            || identity::on_shared_vm(view, node)
-        {
-            continue;
-        }
-        if !start_allowed {
-            continue;
-        }
-        if !unavailable::is_out(node) && in_flight(&next) >= budget {
-            plan.blockers.push(Blocker::BudgetExhausted {
-                in_flight: in_flight(&next),
-                budget,
-            });
-            break;
-        }
-        let decrement = !target.replace;
-        let reason = if target.replace {
-            RetireReason::Replace
-        } else {
-            RetireReason::Requested
-        };
-        if let Err(refusal) = check_preflight(
-            view.group,
-            node,
-            if decrement { pending } else { 0 },
-            decrement,
-        ) {
-            plan.blockers
-                .push(Blocker::Preflight(format!("{}: {refusal}", node.name)));
-            continue;
-        }
-        if spec.disruption.dry_run {
-            plan.preview.push(preview(node, reason, view.load));
-            candidates_taken.insert(node.id.clone());
-            continue;
-        }
-        candidates_taken.insert(node.id.clone());
-        if decrement {
-            pending += 1;
-        }
-        next.push(select(view, node, reason, decrement, &mut plan));
-    }
-
-    // 4. Scale toward `replicas`.
-    if let Some(replicas) = spec.replicas {
-        let replicas = replicas.max(0) as u32;
-        let effective = group_desired.saturating_sub(pending);
-        if effective > replicas {
-            let mut excess = identity::scale_in_excess(view, &next, effective - replicas, replicas);
-            if spec.disruption.dry_run {
-                excess = excess.saturating_sub(plan.preview.len() as u32);
-            }
-            if excess > 0 && start_allowed {
-                let room = budget.saturating_sub(
-                    in_flight(&next)
-                        + if spec.disruption.dry_run {
-                            plan.preview.len() as u32
-                        } else {
-                            0
-                        },
-                );
-                if room == 0 {
-                    plan.blockers.push(Blocker::BudgetExhausted {
-                        in_flight: in_flight(&next),
-                        budget,
-                    });
-                } else if let Some(load) = view.load {
-                    let want = excess.min(room);
-                    let chosen = choose(view, load, &candidates_taken, want, pending, &mut plan);
-                    for node in chosen {
-                        candidates_taken.insert(node.id.clone());
-                        if spec.disruption.dry_run {
-                            plan.preview
-                                .push(preview(node, RetireReason::ScaleIn, view.load));
-                        } else {
-                            next.push(select(view, node, RetireReason::ScaleIn, true, &mut plan));
-                        }
-                    }
-                } else {
-                    plan.needs_load = true;
-                }
-            }
-        } else if effective < replicas {
-            // Scale up: return clients in flight to service before buying new
-            // VMs, newest retirements first (they have lost the least work).
-            let mut deficit = replicas - effective;
-            let mut cancellable: Vec<usize> = next
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| {
-                    r.reason == RetireReason::ScaleIn
-                        && matches!(
-                            r.phase,
-                            RetirePhase::Selected
-                                | RetirePhase::Cordoned
-                                | RetirePhase::Draining
-                                | RetirePhase::Drained
-                        )
-                })
-                .map(|(i, _)| i)
-                .collect();
-            // Clients not yet draining first (nothing moved yet), then the
-            // most recently started drains.
-            cancellable.sort_by_key(|i| {
-                let r = &next[*i];
-                let started = r.drain_started_at.as_ref().unwrap_or(&r.since).0;
-                (r.phase >= RetirePhase::Draining, std::cmp::Reverse(started))
-            });
-            for i in cancellable {
-                if deficit == 0 {
-                    break;
-                }
-                let entry = &mut next[i];
-                if spec.disruption.dry_run {
-                    deficit -= 1;
-                    continue;
-                }
-                cancel(
-                    entry,
-                    &mut plan,
-                    view.now,
-                    format!("replicas raised to {replicas}"),
-                );
-                pending = pending.saturating_sub(1);
-                deficit -= 1;
-            }
-            if deficit > 0
-                && !spec.disruption.dry_run
-                && let Some(desired) = capacity::grown_capacity(view, deficit)
-            {
-                plan.event(
-                    None,
-                    "ScalingUp",
-                    format!(
-                        "raising {} desired capacity from {group_desired} to {desired}",
-                        view.group.name
-                    ),
-                );
-                plan.actions.push(Action::SetDesiredCapacity { desired });
-            }
-        }
-    }
-
-    // 5. Anything tracked that the spec no longer wants retired goes back.
-    for entry in next.iter_mut().filter(|_| !dry_run) {
-        if entry.phase == RetirePhase::Cancelling {
-            continue;
-        }
-        let named = spec.retire.iter().any(|t| {
-            nodes
-                .get(entry.node_id.as_str())
-                .is_some_and(|n| target_matches(t, n))
-        });
-        let wanted = match entry.reason {
-            RetireReason::ScaleIn => spec.replicas.is_some(),
-            RetireReason::Requested | RetireReason::Replace => named,
-        };
-        if !wanted && entry.phase < RetirePhase::Terminating {
-            cancel(
-                entry,
-                &mut plan,
-                view.now,
-                "no longer named by the spec".into(),
-            );
-        }
-    }
-
+/// The last step: what the pool's nodes and VMs show that no retirement
+/// explains, and the next status.
+fn report(view: &PoolView<'_>, next: Vec<RetiringNode>, mut plan: Plan) -> Plan {
     identity::report_shared(view, &mut plan);
     identity::report_clientless(view, &next, &mut plan);
     plan.retiring = next;
