@@ -15,6 +15,7 @@ pub mod alloc_watch;
 pub mod authority;
 pub mod conditions;
 pub mod connect;
+pub mod drain_meta;
 pub mod events;
 pub mod group;
 pub mod outside;

@@ -25,7 +25,6 @@ mod capacity;
 mod departed;
 mod go_duration;
 mod identity;
-mod meta;
 mod release;
 mod retired;
 mod select;
@@ -33,12 +32,17 @@ mod terminate;
 mod unavailable;
 mod view;
 
+/// What a drain's Meta records, as the planner sees it in `NodeFacts`
+/// and names it in `Action::Drain`.
+pub use super::drain_meta::DrainMark;
 use advance::advance;
 pub use go_duration::parse_go_duration;
 pub use identity::{
     InstanceNode, InstanceNodes, describe_shared, shared_instances, vms_without_client,
 };
-pub use meta::{
+// The codec has its own room (`controller::drain_meta`); these keep its old
+// paths under `plan::` working for `reconcile` until it imports it there.
+pub use super::drain_meta::{
     META_CORDONED_BY_POOL, META_POOL, META_POOL_UID, META_REASON, drain_meta, read_drain_meta,
     read_drain_meta_of,
 };
@@ -46,7 +50,7 @@ use release::cancel;
 use select::Selection;
 pub use select::budget;
 pub use view::{
-    AllocFacts, AllocationVisibility, DrainMark, LastDrainStatus, NodeFacts, NodeStatus, PoolView,
+    AllocFacts, AllocationVisibility, LastDrainStatus, NodeFacts, NodeStatus, PoolView,
 };
 
 /// How many blocking job IDs a status entry lists: enough for a human to act on.

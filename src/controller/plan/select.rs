@@ -228,7 +228,7 @@ pub(super) fn select(
         Some(&node.name),
         "Selected",
         format!(
-            "node {} ({}) selected for retirement ({reason:?})",
+            "node {} ({}) selected for retirement ({reason})",
             node.name,
             node.instance_id.as_deref().unwrap_or("instance unknown")
         ),
