@@ -6,6 +6,20 @@
 //! cloud. `reconcile` persists `Plan::retiring` *before* it runs `Plan::actions`:
 //! an action is always named in status before it happens, so a controller killed
 //! between the two re-issues an idempotent action instead of forgetting it.
+//!
+//! `plan` below reads as its steps; each is a function in the room named for it:
+//! 1. `advance`: every tracked retirement moves on by its phase (`terminate`
+//!    for Draining and Drained, where the VM's fate is decided; `departed`
+//!    for clients that left the selector);
+//! 2. `adopt`: this pool's drains that status lost are tracked again;
+//! 3. to 5. `select`: the budget, the clients `spec.retire` names and the
+//!    scale-in selection; `capacity`: the scale-up and the limits of the
+//!    pool's size;
+//! 6. `release`: what the spec no longer wants goes back to service;
+//!
+//! then `identity` reports VMs shared by nodes or without a client, and
+//! `retired` keeps the records of named clients. The facts it reads are in
+//! `view`; `unavailable` counts clients out of service against the budget.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
