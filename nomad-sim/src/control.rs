@@ -11,8 +11,8 @@ use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, Resp, json_bytes, to_json};
 use crate::faults::Faults;
+use crate::http_common::{ApiError, Resp, json_bytes, to_json};
 use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, GroupSpec, JobSpec, NodeSpec, Placement};
 use crate::wire::StrMap;
 use crate::{App, secs_to_ns};

@@ -117,7 +117,7 @@ impl Faults {
             return None;
         }
         if sr.only_stale_param {
-            let stale = crate::api::parse_pairs(query)
+            let stale = crate::http_common::parse_pairs(query)
                 .iter()
                 .any(|(k, v)| k == "stale" && (v.is_empty() || v == "true"));
             if !stale {
@@ -172,7 +172,11 @@ impl Cluster {
 
 /// The `truncated_json` fault: a `200` JSON answer under the prefix keeps
 /// its status and headers and loses the second half of its body.
-pub async fn truncate_json(app: &crate::App, path: &str, r: crate::api::Resp) -> crate::api::Resp {
+pub async fn truncate_json(
+    app: &crate::App,
+    path: &str,
+    r: crate::http_common::Resp,
+) -> crate::http_common::Resp {
     use http_body_util::BodyExt;
     let cut = {
         let f = app.faults.lock().unwrap();
@@ -192,5 +196,5 @@ pub async fn truncate_json(app: &crate::App, path: &str, r: crate::api::Resp) ->
     };
     let half = bytes.slice(..bytes.len() / 2);
     parts.headers.remove("content-length");
-    hyper::Response::from_parts(parts, crate::api::full(half))
+    hyper::Response::from_parts(parts, crate::http_common::full(half))
 }

@@ -18,6 +18,7 @@ pub mod drainer;
 pub mod events;
 pub mod faults;
 pub mod filter;
+pub mod http_common;
 pub mod scheduler;
 pub mod state;
 pub mod wire;

@@ -466,3 +466,72 @@ pub enum RetireReason {
     /// Named in `spec.retire` with `replace: true`.
     Replace,
 }
+
+// The names below are the serde names (what `status` records), spelled out:
+// the drain Meta, events and metric labels use them too, so they must not
+// depend on `Debug` output.
+impl RetirePhase {
+    /// The phase's name, as `status.retiring[].phase` records it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RetirePhase::Selected => "Selected",
+            RetirePhase::Cordoned => "Cordoned",
+            RetirePhase::Draining => "Draining",
+            RetirePhase::Drained => "Drained",
+            RetirePhase::Terminating => "Terminating",
+            RetirePhase::Cancelling => "Cancelling",
+        }
+    }
+}
+
+impl std::fmt::Display for RetirePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RetireReason {
+    /// The reason's name, as `status.retiring[].reason` and the drain Meta
+    /// record it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RetireReason::ScaleIn => "ScaleIn",
+            RetireReason::Requested => "Requested",
+            RetireReason::Replace => "Replace",
+        }
+    }
+}
+
+impl std::fmt::Display for RetireReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` names each phase and reason exactly as serde writes it into
+    /// status, so every place that shows one says the same word.
+    #[test]
+    fn names_are_the_serde_names() {
+        use RetirePhase as P;
+        for p in [
+            P::Selected,
+            P::Cordoned,
+            P::Draining,
+            P::Drained,
+            P::Terminating,
+            P::Cancelling,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str(), "{p}");
+            assert_eq!(p.to_string(), format!("{p:?}"));
+        }
+        use RetireReason as R;
+        for r in [R::ScaleIn, R::Requested, R::Replace] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r}");
+            assert_eq!(r.to_string(), format!("{r:?}"));
+        }
+    }
+}

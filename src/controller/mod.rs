@@ -4,7 +4,8 @@
 //! persist the write-ahead status → act → report:
 //! - `reconcile/observe`: the Nomad and cloud views as planner facts, and the
 //!   re-plan on a fresh group read or the nodes' load;
-//! - `plan`: the retire decisions, pure and unit-tested;
+//! - `plan`: the retire decisions, pure and unit-tested; `drain_meta`: how a
+//!   drain records the retirement it belongs to (in Nomad's drain `Meta`);
 //! - `reconcile/persist`: the status written before any side effect;
 //! - `reconcile/act`: the side effects, with typed [`reconcile::ActionError`]s;
 //! - `reconcile/report`: status after trouble or failures, Events, metrics;
@@ -33,6 +34,7 @@ pub mod authority;
 pub mod conditions;
 pub mod connect;
 pub mod context;
+pub mod drain_meta;
 pub mod error;
 pub mod events;
 pub mod group;

@@ -33,3 +33,31 @@ pub fn parse_go_duration(s: &str) -> Option<SignedDuration> {
     }
     Some(SignedDuration::from_nanos(total_nanos as i64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse_like_go() {
+        assert_eq!(
+            parse_go_duration("90s"),
+            Some(SignedDuration::from_secs(90))
+        );
+        assert_eq!(
+            parse_go_duration("1h30m"),
+            Some(SignedDuration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_go_duration("1.5h"),
+            Some(SignedDuration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_go_duration("250ms"),
+            Some(SignedDuration::from_millis(250))
+        );
+        assert_eq!(parse_go_duration("10"), None, "a unit is required");
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("5d"), None);
+    }
+}

@@ -1,6 +1,181 @@
-//! Choosing which clients to retire next, and the dry-run preview of it.
+//! Choosing which clients to retire next: the disruption budget, the
+//! clients `spec.retire` names, the scale-in selection policies, and the
+//! dry-run preview of them.
 
 use super::*;
+
+/// The most clients that may be in flight at once.
+pub fn budget(max_unavailable: &IntOrString, pool_size: u32) -> u32 {
+    match max_unavailable {
+        IntOrString::Int(n) => (*n).max(1) as u32,
+        IntOrString::String(s) => {
+            let pct: u32 = s.trim_end_matches('%').parse().unwrap_or(10).min(100);
+            // Rounded down like a Deployment's maxUnavailable, but never 0: a
+            // zero budget would stall a small pool forever; `paused` says that.
+            (pool_size * pct / 100).max(1)
+        }
+    }
+}
+
+/// What the selection steps share while they start retirements.
+pub(super) struct Selection {
+    /// The most clients that may be out of service at once.
+    budget: u32,
+    /// Decrements committed in status that the group's desired capacity
+    /// does not reflect yet, counting those started in this plan.
+    pub(super) pending: u32,
+    /// Clients tracked or chosen in this plan: none is chosen twice.
+    taken: BTreeSet<String>,
+    /// `false` while `disruption.paused`.
+    start_allowed: bool,
+}
+
+impl Selection {
+    /// The budget and the pool's target size for this plan, with the
+    /// blockers that limit them (`next` is the status after steps 1 and 2).
+    pub(super) fn new(view: &PoolView<'_>, next: &[RetiringNode], plan: &mut Plan) -> Self {
+        let spec = view.spec;
+        let pool_size = view
+            .nodes
+            .iter()
+            .filter(|n| n.status != NodeStatus::Down)
+            .count() as u32;
+        let pending = pending_decrements(next, view.group);
+        plan.desired_nodes = spec
+            .replicas
+            .map(|r| r.max(0) as u32)
+            .unwrap_or(view.group.desired_capacity.saturating_sub(pending));
+        plan.blockers
+            .extend(capacity::blockers(view, pool_size, plan.desired_nodes));
+        if spec.disruption.paused && wants_more(view, next, pending) {
+            plan.blockers.push(Blocker::Paused);
+        }
+        Selection {
+            budget: budget(&spec.disruption.max_unavailable, pool_size),
+            pending,
+            taken: next.iter().map(|r| r.node_id.clone()).collect(),
+            start_allowed: !spec.disruption.paused,
+        }
+    }
+
+    /// Start the retirements `spec.retire` names, within the budget.
+    pub(super) fn named(
+        &mut self,
+        view: &PoolView<'_>,
+        next: &mut Vec<RetiringNode>,
+        plan: &mut Plan,
+    ) {
+        let dry_run = view.spec.disruption.dry_run;
+        for target in &view.spec.retire {
+            if retired::is_done(target, view, &plan.retired_nodes) {
+                plan.done_targets.push(target_label(target));
+                continue;
+            }
+            let Some(node) = view.nodes.iter().find(|n| target_matches(target, n)) else {
+                plan.blockers
+                    .push(Blocker::UnknownRetireTarget(target_label(target)));
+                continue;
+            };
+            if self.taken.contains(&node.id)
+                || node.status == NodeStatus::Down
+                || identity::on_shared_vm(view, node)
+            {
+                continue;
+            }
+            if !self.start_allowed {
+                continue;
+            }
+            // Clients out of service, whoever took them out, against the budget.
+            if !unavailable::is_out(node) && unavailable::count(view, next) >= self.budget {
+                plan.blockers.push(Blocker::BudgetExhausted {
+                    in_flight: unavailable::count(view, next),
+                    budget: self.budget,
+                });
+                break;
+            }
+            let decrement = !target.replace;
+            let reason = if target.replace {
+                RetireReason::Replace
+            } else {
+                RetireReason::Requested
+            };
+            if let Err(refusal) = check_preflight(
+                view.group,
+                node,
+                if decrement { self.pending } else { 0 },
+                decrement,
+            ) {
+                plan.blockers
+                    .push(Blocker::Preflight(format!("{}: {refusal}", node.name)));
+                continue;
+            }
+            self.taken.insert(node.id.clone());
+            if dry_run {
+                plan.preview.push(preview(node, reason, view.load));
+                continue;
+            }
+            if decrement {
+                self.pending += 1;
+            }
+            next.push(select(view, node, reason, decrement, plan));
+        }
+    }
+
+    /// Start scale-ins of up to `vms_over` clients, the group being that many
+    /// VMs above `replicas`, within the budget and the selection policy.
+    pub(super) fn scale_in(
+        &mut self,
+        view: &PoolView<'_>,
+        vms_over: u32,
+        replicas: u32,
+        next: &mut Vec<RetiringNode>,
+        plan: &mut Plan,
+    ) {
+        let dry_run = view.spec.disruption.dry_run;
+        let mut excess = identity::scale_in_excess(view, next, vms_over, replicas);
+        // A dry run previews, and selects nothing: what it previewed counts.
+        let previewed = if dry_run {
+            plan.preview.len() as u32
+        } else {
+            0
+        };
+        excess = excess.saturating_sub(previewed);
+        if excess == 0 || !self.start_allowed {
+            return;
+        }
+        let room = self
+            .budget
+            .saturating_sub(unavailable::count(view, next) + previewed);
+        if room == 0 {
+            plan.blockers.push(Blocker::BudgetExhausted {
+                in_flight: unavailable::count(view, next),
+                budget: self.budget,
+            });
+            return;
+        }
+        let Some(load) = view.load else {
+            plan.needs_load = true;
+            return;
+        };
+        let chosen = choose(
+            view,
+            load,
+            &self.taken,
+            excess.min(room),
+            self.pending,
+            plan,
+        );
+        for node in chosen {
+            self.taken.insert(node.id.clone());
+            if dry_run {
+                plan.preview
+                    .push(preview(node, RetireReason::ScaleIn, view.load));
+            } else {
+                next.push(select(view, node, RetireReason::ScaleIn, true, plan));
+            }
+        }
+    }
+}
 
 /// Whether the spec asks for retirements beyond those in flight.
 pub(super) fn wants_more(view: &PoolView<'_>, next: &[RetiringNode], pending: u32) -> bool {
@@ -53,7 +228,7 @@ pub(super) fn select(
         Some(&node.name),
         "Selected",
         format!(
-            "node {} ({}) selected for retirement ({reason:?})",
+            "node {} ({}) selected for retirement ({reason})",
             node.name,
             node.instance_id.as_deref().unwrap_or("instance unknown")
         ),

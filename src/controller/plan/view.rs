@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::InstanceNodes;
-use crate::api::{NomadClientPoolSpec, RetireReason, RetiredNode, RetiringNode};
+use super::{DrainMark, InstanceNodes};
+use crate::api::{NomadClientPoolSpec, RetiredNode, RetiringNode};
 use crate::provider::GroupState;
 
 /// Nomad node status, as far as retiring cares.
@@ -43,13 +43,6 @@ pub struct NodeFacts {
     pub create_index: u64,
     /// Cloud instance ID from the node's attributes, once read.
     pub instance_id: Option<String>,
-}
-
-/// A retirement as this pool records it in the Meta of the drain it sends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DrainMark {
-    pub reason: RetireReason,
-    pub cordoned_by_pool: bool,
 }
 
 /// Allocations of a node being retired, from a fresh blocking query.

@@ -9,9 +9,9 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use tracing::{Instrument, warn};
 
-use super::super::PoolRuntime;
 use super::super::plan::{self, Action};
 use super::super::siblings::{self, LastCheckError};
+use super::super::{PoolRuntime, drain_meta};
 use super::observe::Observed;
 use crate::api::NomadClientPool;
 use crate::nomad::{DrainRequest, DrainSpec, NomadError};
@@ -225,7 +225,7 @@ async fn run_action(
                 }
                 None => DrainSpec::no_deadline(pool.spec.drain.ignore_system_jobs),
             };
-            let meta = plan::drain_meta(
+            let meta = drain_meta::drain_meta(
                 &format!(
                     "{}/{}",
                     pool.namespace().unwrap_or_default(),

@@ -83,7 +83,7 @@ pub(super) async fn cleanup(
                     return Err(Error::Cleanup(CleanupError::NomadUnreachable));
                 }
             }
-            _ => left.push(format!("{} ({:?})", r.node_name, r.phase)),
+            _ => left.push(format!("{} ({})", r.node_name, r.phase)),
         }
     }
     let mut message = String::from("pool deleted; no VM was terminated by the deletion");

@@ -18,7 +18,7 @@ use super::super::plan::{
 };
 use super::super::visibility::VisibilityState;
 use super::super::watch::{NodesSnapshot, NodesState};
-use super::super::{PoolRuntime, alloc_watch, authority, outside, siblings};
+use super::super::{PoolRuntime, alloc_watch, authority, drain_meta, outside, siblings};
 use crate::api::{NomadClientPool, NomadClientPoolStatus};
 use crate::nomad::{self, DrainStatus};
 use crate::provider::GroupState;
@@ -262,7 +262,7 @@ fn node_facts(snapshot: &NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFacts> 
             last_drain_mark: n
                 .last_drain
                 .as_ref()
-                .and_then(|d| plan::read_drain_meta_of(&d.meta, key, uid)),
+                .and_then(|d| drain_meta::read_drain_meta_of(&d.meta, key, uid)),
             create_index: n.create_index,
             instance_id: snapshot.instance_ids.get(&n.id).cloned(),
         })

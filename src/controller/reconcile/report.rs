@@ -146,7 +146,7 @@ pub fn forget_metrics(pool_key: &str) {
     let m = metrics();
     let phases = PHASES
         .iter()
-        .map(|p| format!("{p:?}"))
+        .map(|p| p.as_str().to_string())
         .chain(["Ready".to_string()]);
     for phase in phases {
         m.nodes.remove(&PhaseLabels {
@@ -159,9 +159,9 @@ pub fn forget_metrics(pool_key: &str) {
 pub fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
     let m = metrics();
     let mut by_phase: std::collections::BTreeMap<String, i64> =
-        PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
+        PHASES.iter().map(|p| (p.as_str().to_string(), 0)).collect();
     for r in &planned.retiring {
-        *by_phase.entry(format!("{:?}", r.phase)).or_default() += 1;
+        *by_phase.entry(r.phase.as_str().to_string()).or_default() += 1;
     }
     by_phase.insert("Ready".into(), ready as i64);
     for (phase, n) in by_phase {

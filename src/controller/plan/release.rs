@@ -1,0 +1,55 @@
+//! Giving clients back to service: cancelling a retirement, and the step
+//! that gives back every retirement the spec no longer wants.
+
+use super::*;
+
+/// Return a client to service: any step planned for it earlier in this plan
+/// is dropped, and its drain (if any) is cancelled. Cancelling through the
+/// drain endpoint also covers a drain Nomad has not shown us yet; on a node
+/// that is not draining it only applies `MarkEligible`.
+pub(super) fn cancel(entry: &mut RetiringNode, plan: &mut Plan, now: Timestamp, why: String) {
+    plan.actions.retain(|a| match a {
+        Action::Cordon { node_id } | Action::Drain { node_id, .. } => *node_id != entry.node_id,
+        _ => true,
+    });
+    plan.event(
+        Some(&entry.node_name),
+        "RetirementCancelled",
+        format!("node {} returns to service: {why}", entry.node_name),
+    );
+    entry.phase = RetirePhase::Cancelling;
+    entry.since = ts(now);
+    entry.message = Some(why);
+    plan.actions.push(Action::Release {
+        node_id: entry.node_id.clone(),
+        mark_eligible: entry.cordoned_by_pool,
+    });
+}
+
+/// Step 6: cancel every retirement in `next` that the spec no longer asks
+/// for, unless its VM is already being terminated.
+pub(super) fn unwanted(
+    view: &PoolView<'_>,
+    nodes: &BTreeMap<&str, &NodeFacts>,
+    next: &mut [RetiringNode],
+    plan: &mut Plan,
+) {
+    let spec = view.spec;
+    for entry in next.iter_mut() {
+        if entry.phase == RetirePhase::Cancelling {
+            continue;
+        }
+        let named = spec.retire.iter().any(|t| {
+            nodes
+                .get(entry.node_id.as_str())
+                .is_some_and(|n| target_matches(t, n))
+        });
+        let wanted = match entry.reason {
+            RetireReason::ScaleIn => spec.replicas.is_some(),
+            RetireReason::Requested | RetireReason::Replace => named,
+        };
+        if !wanted && entry.phase < RetirePhase::Terminating {
+            cancel(entry, plan, view.now, "no longer named by the spec".into());
+        }
+    }
+}
