@@ -18,6 +18,12 @@ async fn an_unapplied_drain_is_answered_as_an_applied_one_and_changes_nothing() 
     let t = start().await;
     let n = t.nodes(json!({"count": 2})).await;
     let (a, b) = (&n[0], &n[1]);
+    // A batch job keeps b's drain running: an empty node's drain completes
+    // on the simulator's next tick, and that write would move the node
+    // table's index past the answer this test compares it with.
+    t.allocs(json!({"job_id": "keeps-b-draining", "type": "batch", "node_id": b}))
+        .await;
+    t.advance(1.0).await;
     t.post_ok(
         "/sim/faults",
         json!({"drains_not_applied": true, "path_prefix": format!("/v1/node/{a}/drain")}),
