@@ -465,5 +465,4 @@ use errors::{RetryOnlyUnexecutedTerminate, classify_sdk_error};
 use errors::{classify_dispatch_failure, classify_response};
 
 #[cfg(test)]
-#[path = "aws_tests.rs"]
 mod tests;

@@ -1,6 +1,6 @@
 //! What an AWS error means for the operator: retryable or not, missing
 //! group, unauthorized, and whether a terminate may be sent again. Pure
-//! where it can be, so the mapping is unit-tested (`aws_tests.rs`).
+//! where it can be, so the mapping is unit-tested (`aws/tests.rs`).
 
 use super::*;
 
