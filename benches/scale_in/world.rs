@@ -4,11 +4,13 @@
 use super::*;
 use support::moto::MotoServer;
 
-// ---------------------------------------------------------------------------
-// moto: one private server per world
-
-/// Creates the group and returns its instance IDs and the describe times (s).
-pub async fn create_group(asg: &AsgClient, name: &str, size: usize) -> (Vec<String>, Vec<f64>) {
+/// Creates the group (in the world's own moto) and returns its instance IDs
+/// and how long three describes of it took (s).
+pub async fn create_group_timed(
+    asg: &AsgClient,
+    name: &str,
+    size: usize,
+) -> (Vec<String>, Vec<f64>) {
     support::create_group(asg, name, 0, size as i32, size as i32).await;
     let mut times = Vec::new();
     let mut ids = Vec::new();
@@ -62,7 +64,7 @@ impl World {
             MotoServer::start(&bench_dir().join(format!("scale-in-logs/moto-{label}.log"))).await;
         let asg = moto.client();
         let group = support::unique(&format!("bench-{label}"));
-        let (instances, moto_describe_s) = create_group(&asg, &group, size).await;
+        let (instances, moto_describe_s) = create_group_timed(&asg, &group, size).await;
         let sim = nomad_sim::serve(nomad_sim::Config {
             time_scale: 0.0,
             seed: Some(p.seed),

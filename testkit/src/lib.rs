@@ -10,13 +10,15 @@
 //!
 //! A dependency that cannot start fails the test with its log; nothing is skipped.
 //!
-//! Rooms: `env` (the environment file, waiting, naming), `cluster` (Kubernetes clients,
-//! CRD, namespaces, Secrets), `aws` (groups in moto, the ownership tag),
-//! `moto` (a private moto server), `sim` (the simulator and the bridge),
-//! `world` (one test's world), `operator` (the binary as a process),
-//! `procstat` (CPU and memory from /proc), `proxy` (fault-injecting proxies),
-//! `pki` (throw-away certificates). Everything a test uses often is
-//! re-exported here, so `use npo_testkit::*` is enough.
+//! Rooms: `env` (the environment file, waiting, naming), `cluster`
+//! (Kubernetes clients, CRD, namespaces, Secrets), `aws` (groups in moto, the
+//! ownership tag), `moto` (a private moto server), `sim` (the simulator, the
+//! bridge, request counts), `world` (one test's world), `operator` (the binary
+//! as a process), `procstat` (CPU and memory from /proc), `proxy`
+//! (fault-injecting proxies), `pki` (throw-away certificates), `deploy` (the
+//! install manifests, the operator as their ServiceAccount), `faults` (what
+//! the crash and fault tests share, a private control plane). Everything a
+//! test uses often is re-exported here, so `use npo_testkit::*` is enough.
 
 pub mod aws;
 pub mod cluster;
