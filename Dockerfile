@@ -20,15 +20,17 @@ WORKDIR /src
 # added, add a stub for it here.
 COPY Cargo.toml Cargo.lock ./
 COPY nomad-sim/Cargo.toml nomad-sim/Cargo.toml
-RUN mkdir -p src benches nomad-sim/src nomad-sim/benches \
+COPY testkit/Cargo.toml testkit/Cargo.toml
+RUN mkdir -p src benches/scale_in nomad-sim/src nomad-sim/benches testkit/src \
  && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > benches/scale_in.rs \
+ && echo 'fn main() {}' > benches/scale_in/main.rs \
  && touch src/lib.rs \
  && echo 'fn main() {}' > nomad-sim/src/main.rs \
  && touch nomad-sim/src/lib.rs \
  && echo 'fn main() {}' > nomad-sim/benches/scale.rs \
+ && touch testkit/src/lib.rs \
  && cargo build --release --locked --bin nomad-pool-operator \
- && rm -rf src benches nomad-sim
+ && rm -rf src benches nomad-sim testkit
 
 # The real build. `touch` makes the copied sources newer than the stub build
 # (COPY keeps the build context's timestamps), so cargo rebuilds the crate.

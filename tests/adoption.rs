@@ -4,32 +4,16 @@
 //! server, moto and the Nomad simulator. Nothing in flight may be forgotten,
 //! and the disruption budget holds throughout.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use nomad_pool_operator::api::RetirePhase;
+use npo_testkit::*;
 use serde_json::{Value, json};
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
-
-async fn setup(test: &str, size: i32) -> World {
-    let mut w = World::new(
-        test,
-        WorldOptions {
-            size,
-            ..Default::default()
-        },
-    )
-    .await;
-    w.create_aws_secret().await;
-    w.start_operator().await;
-    w
-}
 
 /// Live clients out of service (ineligible or draining, whoever did it).
 fn out_of_service(nodes: &[Value]) -> Vec<String> {

@@ -1,12 +1,10 @@
 //! Invalid specs are rejected by the real API server (schema and CEL rules),
 //! each with a message that says what to fix.
 
-mod support;
-
 use kube::Api;
 use kube::api::{DynamicObject, PostParams};
+use npo_testkit::*;
 use serde_json::{Value, json};
-use support::*;
 
 fn valid() -> Value {
     json!({

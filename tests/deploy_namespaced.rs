@@ -8,49 +8,23 @@
 //! namespaced variant removes that install's ClusterRoleBinding, as
 //! switching an installation from one variant to the other must.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Api, Client};
-use serde::Deserialize;
+use npo_testkit::deploy::*;
+use npo_testkit::*;
 use serde_json::{Value, json};
-use support::*;
-use tokio::process::Command;
 
-const SYSTEM_NS: &str = "nomad-pool-system";
-const SA: &str = "nomad-pool-operator";
 /// The namespaces deploy/namespaced/ watches.
 const WATCHED: [&str; 2] = ["ci", "batch"];
 const T: Duration = Duration::from_secs(60);
-
-fn render(dir: &str) -> Vec<Value> {
-    let out = std::process::Command::new(env_var("NPO_KUBECTL"))
-        .arg("kustomize")
-        .arg(repo_root().join(dir))
-        .stdin(Stdio::null())
-        .output()
-        .expect("running kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
 
 fn id(o: &Value) -> (String, String, String) {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
@@ -59,19 +33,6 @@ fn id(o: &Value) -> (String, String, String) {
         s(&o["metadata"]["namespace"]),
         s(&o["metadata"]["name"]),
     )
-}
-
-fn operator_args(objects: &[Value]) -> Vec<String> {
-    let d = objects
-        .iter()
-        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == SA)
-        .expect("a Deployment");
-    d["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect()
 }
 
 /// What the namespaced variant renders: the base's objects, a Role and
@@ -124,9 +85,9 @@ async fn namespaced_variant_grants_rights_per_watched_namespace_only() {
         role_namespaces,
         WATCHED.iter().map(|s| s.to_string()).collect()
     );
-    let mut args = operator_args(&cluster_wide);
+    let mut args = deployment_args(&cluster_wide);
     args.push(format!("--namespace={}", WATCHED.join(",")));
-    assert_eq!(operator_args(&namespaced), args);
+    assert_eq!(deployment_args(&namespaced), args);
 }
 
 /// Apply what deploy/namespaced/ renders except what needs a kubelet; the
@@ -181,34 +142,6 @@ async fn install(admin: &Client, objects: &[Value]) {
     install_crd(admin).await;
 }
 
-/// A kubeconfig with a fresh token of the operator's ServiceAccount only.
-async fn service_account_kubeconfig(admin: &Client) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), SYSTEM_NS);
-    let req: TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap();
-    let token = sas
-        .create_token_request(SA, &PostParams::default(), &req)
-        .await
-        .expect("TokenRequest")
-        .status
-        .unwrap()
-        .token;
-    let admin_config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(env_var("KUBECONFIG")).unwrap()).unwrap();
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "t", "cluster": admin_config["clusters"][0]["cluster"].clone()}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": SA, "context": {"cluster": "t", "user": SA}}],
-        "current-context": SA,
-    });
-    let dir = PathBuf::from(env_var("NPO_TESTENV_DIR")).join("deploy-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.kubeconfig", unique("namespaced")));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 async fn allowed(as_sa: &Client, verb: &str, resource: &str, namespace: &str) -> bool {
     let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
     let review: SelfSubjectAccessReview = serde_json::from_value(json!({
@@ -235,16 +168,8 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
     let admin = kube_client().await;
     let objects = render("deploy/namespaced");
     install(&admin, &objects).await;
-    let kubeconfig = service_account_kubeconfig(&admin).await;
-    let as_sa = Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+    let kubeconfig = service_account_kubeconfig(&admin, "namespaced").await;
+    let as_sa = client_from(&kubeconfig).await;
     let unwatched = create_namespace(&admin, "unwatched").await;
 
     assert_rights_in_watched_namespaces_only(&as_sa, &unwatched).await;
@@ -279,7 +204,7 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
         .unwrap();
 
     let lease = unique("npo-namespaced-lease");
-    let (mut operator, log) = start_operator_as_sa(&objects, &kubeconfig, &lease, &pool);
+    let (operator, log) = start_operator_as_sa(&objects, &kubeconfig, &lease, &pool);
     let log_tail = || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -296,7 +221,7 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
         {
             break;
         }
-        if let Ok(Some(exit)) = operator.try_wait() {
+        if let Some(exit) = operator.exited() {
             panic!("the operator exited ({exit}):\n{}", log_tail());
         }
         assert!(
@@ -320,7 +245,7 @@ async fn namespaced_operator_reads_no_secret_outside_its_namespaces_and_drives_a
     );
     assert_never_denied(&log);
 
-    let _ = operator.kill().await;
+    operator.kill().await;
     remove_test_objects(&admin, &pool, &secret, &unwatched, &lease).await;
     let _ = std::fs::remove_file(&kubeconfig);
     w.namespace = own_namespace;
@@ -409,27 +334,18 @@ fn start_operator_as_sa(
     kubeconfig: &std::path::Path,
     lease: &str,
     test: &str,
-) -> (tokio::process::Child, PathBuf) {
-    let log = PathBuf::from(env_var("NPO_TESTENV_DIR"))
-        .join("logs")
-        .join(format!("operator-deploy-namespaced-{test}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let operator = Command::new(operator_bin())
-        .args(operator_args(objects))
-        .args(["--lease-namespace", SYSTEM_NS, "--lease-name", lease])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .env_clear()
-        .env("KUBECONFIG", kubeconfig)
-        .env("POD_NAME", "nomad-pool-operator-0")
-        .env("POD_NAMESPACE", SYSTEM_NS)
-        .env("NPO_LOG", "info,nomad_pool_operator=debug")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the operator binary");
-    (operator, log)
+) -> (Operator, PathBuf) {
+    let log = log_dir().join(format!("operator-deploy-namespaced-{test}.log"));
+    let mut cmd = as_service_account(
+        &deployment_args(objects),
+        kubeconfig,
+        "nomad-pool-operator-0",
+        log.clone(),
+    )
+    .args(["--lease-namespace", SYSTEM_NS, "--lease-name", lease])
+    .args(["--metrics-addr", "127.0.0.1:0"]);
+    cmd.truncate_log = true;
+    (Operator::spawn(cmd), log)
 }
 
 fn pool_resource() -> kube::api::ApiResource {

@@ -3,29 +3,13 @@
 //! server, moto and the simulator; each test ends with the simulator's
 //! record that no VM was killed under a live allocation.
 
-mod support;
-
 use std::time::Duration;
 
 use nomad_pool_operator::api::RetirePhase;
+use npo_testkit::*;
 use serde_json::{Value, json};
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
-
-async fn setup(test: &str, size: i32) -> World {
-    let mut w = World::new(
-        test,
-        WorldOptions {
-            size,
-            ..Default::default()
-        },
-    )
-    .await;
-    w.create_aws_secret().await;
-    w.start_operator().await;
-    w
-}
 
 fn id_of(n: &Value) -> String {
     n["id"].as_str().unwrap().to_string()

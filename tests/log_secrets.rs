@@ -4,15 +4,11 @@
 //! crates, hyper and reqwest), with distinctive AWS keys, session token and
 //! Nomad token, and the whole log is searched for each of them.
 
-mod support;
-
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
+use npo_testkit::*;
 use serde_json::json;
-use support::*;
-use tokio::process::Command;
 
 /// Every target known to log request headers or credentials, each asked for
 /// at `trace` explicitly (a more specific directive beats a general one in
@@ -24,25 +20,13 @@ aws_sdk_autoscaling=trace,aws_smithy_http_client=trace,hyper=trace,hyper_util=tr
 reqwest=trace,h2=trace,rustls=trace,nomad_pool_operator=trace";
 
 /// The operator binary for `namespace`, with NPO_LOG; its log file.
-fn start_operator_at_trace(namespace: &str) -> (tokio::process::Child, PathBuf) {
-    let log = PathBuf::from(env_var("NPO_TESTENV_DIR"))
-        .join("logs")
-        .join(format!("operator-logsecrets-{}.log", namespace));
-    let file = std::fs::File::create(&log).unwrap();
-    let operator = Command::new(operator_bin())
-        .args(["run", "--namespace", namespace])
-        .args(["--lease-namespace", namespace])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .env("KUBECONFIG", env_var("KUBECONFIG"))
+fn start_operator_at_trace(namespace: &str) -> (Operator, PathBuf) {
+    let log = log_dir().join(format!("operator-logsecrets-{namespace}.log"));
+    let mut cmd = OperatorCmd::run(namespace, log.clone())
         .env("POD_NAME", "nomad-pool-operator")
-        .env("NPO_LOG", NPO_LOG)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the operator binary");
-    (operator, log)
+        .env("NPO_LOG", NPO_LOG);
+    cmd.truncate_log = true;
+    (Operator::spawn(cmd), log)
 }
 
 /// For each (what, value) found in `text`, the first line holding it.
@@ -92,7 +76,7 @@ async fn no_credential_appears_in_a_trace_log_of_a_retirement() {
     )
     .await;
 
-    let (mut operator, log) = start_operator_at_trace(&w.namespace);
+    let (operator, log) = start_operator_at_trace(&w.namespace);
 
     // One client retired all the way: cordon, drain, terminate (AWS calls
     // signed with the keys), purge (Nomad calls with the token).
@@ -125,7 +109,7 @@ async fn no_credential_appears_in_a_trace_log_of_a_retirement() {
     }
     assert_eq!(w.group().await.desired, 2);
     w.sim.assert_no_violations().await;
-    let _ = operator.kill().await;
+    operator.kill().await;
 
     let text = std::fs::read_to_string(&log).unwrap();
     // The log really is at trace, and the requests really were made and

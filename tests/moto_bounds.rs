@@ -3,10 +3,8 @@
 //! AWS's status, code and message (sources in tests/env/README.md), through
 //! the AWS SDK the operator uses. moto alone accepts all three requests.
 
-mod support;
-
 use aws_sdk_autoscaling::error::ProvideErrorMetadata;
-use support::*;
+use npo_testkit::*;
 
 /// The HTTP status, error code and message of a refused request.
 fn refusal<E: ProvideErrorMetadata, R: std::fmt::Debug>(

@@ -1,6 +1,6 @@
 //! Bounded resources and liveness on the Nomad side (issue 13, items 10–12),
 //! end to end: the operator binary against the real API server, moto, and
-//! the Nomad simulator behind a misbehaving proxy (`support/nomad_proxy.rs`)
+//! the Nomad simulator behind a misbehaving proxy (`npo_testkit::proxy::nomad`)
 //! that grows, never ends or stalls Nomad's answers.
 //!
 //! - A node list far larger than any real cluster's, and one that never
@@ -14,31 +14,18 @@
 //! - Nomad's index going backwards under the allocation watches does not
 //!   turn them into a request loop.
 
-mod support;
-
-#[path = "support/nomad_proxy.rs"]
-mod nomad_proxy;
-
 use std::time::{Duration, Instant};
 
 use nomad_pool_operator::api::{NomadClientPoolStatus, RetirePhase};
-use nomad_proxy::{NomadFaults, NomadProxy, StreamFault};
+use npo_testkit::proxy::nomad::{NomadFaults, NomadProxy, StreamFault};
+use npo_testkit::*;
 use serde_json::json;
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
 
-async fn setup(test: &str, size: i32) -> (World, NomadProxy) {
-    let mut w = World::new(
-        test,
-        WorldOptions {
-            size,
-            ..Default::default()
-        },
-    )
-    .await;
-    w.create_aws_secret().await;
-    w.start_operator().await;
+/// The usual world, and the proxy in front of its simulator.
+async fn setup_proxied(test: &str, size: i32) -> (World, NomadProxy) {
+    let w = setup(test, size).await;
     let proxy = NomadProxy::start(&w.sim.url).await;
     (w, proxy)
 }
@@ -79,7 +66,7 @@ fn degraded(s: &NomadClientPoolStatus) -> Option<(String, String)> {
 const MEMORY_BOUND_MIB: u64 = 100;
 
 async fn oversized_node_list_is_refused(test: &str, faults: NomadFaults) {
-    let (w, proxy) = setup(test, 2).await;
+    let (w, proxy) = setup_proxied(test, 2).await;
     proxy.set_faults(faults);
     w.apply_pool(&via(&w, &proxy, json!({"replicas": 2}))).await;
     // The condition, or 30 s; then a few retries on the same answer:
@@ -135,7 +122,7 @@ async fn an_endless_node_list_is_cut_off_with_a_condition_and_bounded_memory() {
 /// must be seen within seconds and the retirement finish, with the cordon
 /// and drain each sent at most twice.
 async fn broken_stream_does_not_freeze_a_retirement(test: &str, fault: StreamFault) {
-    let (w, proxy) = setup(test, 3).await;
+    let (w, proxy) = setup_proxied(test, 3).await;
     proxy.set_faults(NomadFaults {
         stream: fault,
         ..Default::default()
@@ -191,7 +178,7 @@ async fn an_event_stream_silent_after_its_first_bytes_does_not_freeze_a_retireme
 
 #[tokio::test(flavor = "multi_thread")]
 async fn index_going_backwards_under_allocation_watches_backs_off() {
-    let (w, proxy) = setup("alloc-backwards", 3).await;
+    let (w, proxy) = setup_proxied("alloc-backwards", 3).await;
     let jobs = w.busy_everywhere().await;
     // From the start: a blocking read parked before the fault would wait
     // out its 5 minutes and never see it.

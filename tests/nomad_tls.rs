@@ -2,106 +2,30 @@
 //! and an ACL token, all taken from Secrets named in the pool's spec; a pool
 //! trusting the wrong CA is reported, not retried in a tight loop.
 
-mod support;
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use nomad_pool_operator::api::RetirePhase;
+use npo_testkit::pki::{PkiNames, make_pki, read};
+use npo_testkit::*;
 use serde_json::json;
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA, a server certificate named like Nomad's (`server.global.nomad`) for
-/// 127.0.0.1, and a client certificate; EC P-256.
-fn make_pki(dir: &Path, ca: &str) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    a.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj"]);
-    let subj = format!("/CN={ca}");
-    a.push(&subj);
-    openssl(dir, &a);
-    for (name, eku, san) in [
-        (
-            "server",
-            "serverAuth",
-            "subjectAltName=DNS:server.global.nomad,IP:127.0.0.1\n",
-        ),
-        ("client", "clientAuth", ""),
-    ] {
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(
-            dir.join(&ext),
-            format!("{san}basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={eku}\n"),
-        )
-        .unwrap();
-        let mut a = vec!["req"];
-        a.extend(ec);
-        a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=nomad"]);
-        openssl(dir, &a);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "1",
-                "-extfile",
-                &ext,
-            ],
-        );
-    }
-}
-
+/// 127.0.0.1, and a client certificate.
 fn pki(tag: &str, ca: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("npo-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    make_pki(&dir, ca);
-    dir
-}
-
-fn read(dir: &Path, f: &str) -> String {
-    std::fs::read_to_string(dir.join(f)).unwrap()
+    make_pki(
+        &format!("npo-tls-{tag}"),
+        &PkiNames {
+            ca,
+            server_san: "DNS:server.global.nomad,IP:127.0.0.1",
+            leaf: "nomad",
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -177,7 +101,7 @@ async fn operator_drives_a_nomad_that_requires_mtls_and_a_token() {
             .await
             .unwrap();
     }
-    let mut operator = Operator::start(&ns, "tls").await;
+    let operator = Operator::start(&ns, "tls").await;
     let pools: Api<nomad_pool_operator::api::NomadClientPool> =
         Api::namespaced(client.clone(), &ns);
     let pool = |name: &str, ca: &str| {

@@ -5,13 +5,11 @@
 //! of Nomad >= 1.11.2 is in tests/retire.rs beside the other unusable stream). The operator binary against the real API server,
 //! moto and the simulator; every test ends with no safety violation.
 
-mod support;
-
 use std::time::Duration;
 
 use nomad_pool_operator::api::RetirePhase;
+use npo_testkit::*;
 use serde_json::{Value, json};
-use support::*;
 
 const T: Duration = Duration::from_secs(90);
 const MANAGEMENT: &str = "00000000-0000-4000-8000-00000000mgmt";
@@ -25,10 +23,7 @@ async fn world(test: &str, size: i32, acl: bool) -> World {
     if acl {
         opts.sim.acl_tokens = vec![(MANAGEMENT.into(), nomad_sim::acl::Policy::Management)];
     }
-    let mut w = World::new(test, opts).await;
-    w.create_aws_secret().await;
-    w.start_operator().await;
-    w
+    setup_with(test, opts).await
 }
 
 async fn create_token_secret(w: &World, token: &str) {

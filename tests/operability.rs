@@ -2,15 +2,13 @@
 //! acts and a killed leader is replaced mid-drain, and `kubectl get` /
 //! `kubectl describe` showing which nodes drain, for how long, and why.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use nomad_pool_operator::api::RetirePhase;
+use npo_testkit::*;
 use serde_json::json;
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
 

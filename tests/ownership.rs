@@ -4,13 +4,11 @@
 //! on one group, an untagged group, and a tag that changes under a drain.
 //! The operator binary against the real API server, moto and the simulator.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use nomad_pool_operator::api::{NomadClientPoolStatus, RetirePhase};
+use npo_testkit::*;
 use serde_json::{Value, json};
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
 

@@ -1,85 +1,28 @@
 //! The AWS Auto Scaling provider against a real moto server.
 //!
-//! Needs `NPO_MOTO_ENDPOINT` (e.g. `http://127.0.0.1:5055`): run
-//! `tests/env/up.sh` and `source target/testenv/env` first. Each test makes
-//! its own launch configuration and group with a unique name, so tests run in
-//! parallel against one moto and repeated runs do not collide.
-
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+//! The environment's moto (`tests/env/up.sh`, started by the harness if it
+//! is not up). Each test makes its own launch configuration and group with a
+//! unique name, so tests run in parallel against one moto and repeated runs do
+//! not collide.
 
 use aws_sdk_autoscaling::Client;
-use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
+use npo_testkit::{asg_client, moto_endpoint, unique};
 
 use nomad_pool_operator::provider::{
     AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, CloudProvider, GroupState, Lifecycle,
     OWNER_TAG, PreflightRefusal, ProviderError, TerminateOutcome, preflight,
 };
 
-fn moto_endpoint() -> String {
-    match std::env::var("NPO_MOTO_ENDPOINT") {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!(
-            "NPO_MOTO_ENDPOINT is not set: these tests need a moto server. \
-             Run `tests/env/up.sh` and `source target/testenv/env`, or start \
-             `moto_server -H 127.0.0.1 -p 5055` and export NPO_MOTO_ENDPOINT=http://127.0.0.1:5055"
-        ),
-    }
-}
-
 /// A client for setting up fixtures that the provider itself never does
 /// (creating groups, protecting instances, suspending processes).
 fn admin() -> Client {
-    let conf = aws_sdk_autoscaling::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .build();
-    Client::from_conf(conf)
+    asg_client()
 }
 
-fn unique(test: &str) -> String {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "npo-{test}-{}-{nanos}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
+/// A fresh group named for `test`, so parallel and repeated runs never collide.
 async fn create_group(test: &str, min: i32, max: i32, desired: i32) -> String {
-    let name = unique(test);
-    let admin = admin();
-    admin
-        .create_launch_configuration()
-        .launch_configuration_name(&name)
-        .image_id("ami-12c6146b")
-        .instance_type("t2.micro")
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "moto at {} did not create a launch configuration: {}",
-                moto_endpoint(),
-                aws_sdk_autoscaling::error::DisplayErrorContext(e)
-            )
-        });
-    admin
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(&name)
-        .launch_configuration_name(&name)
-        .min_size(min)
-        .max_size(max)
-        .desired_capacity(desired)
-        .availability_zones("us-east-1a")
-        .send()
-        .await
-        .expect("create Auto Scaling group");
+    let name = unique(&format!("npo-{test}"));
+    npo_testkit::create_group(&admin(), &name, min, max, desired).await;
     name
 }
 
@@ -209,7 +152,7 @@ async fn describe_reads_the_ownership_tag_among_others() {
             .propagate_at_launch(true)
             .build()
     };
-    let name = unique("owner-tag");
+    let name = unique("npo-owner-tag");
     let admin = admin();
     admin
         .create_launch_configuration()
@@ -413,7 +356,7 @@ async fn set_desired_capacity_scales_up() {
 
 #[tokio::test]
 async fn unknown_group_is_group_not_found() {
-    let name = unique("missing");
+    let name = unique("npo-missing");
     let p = provider(&name).await;
     let want = ProviderError::GroupNotFound {
         group: name.clone(),

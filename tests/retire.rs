@@ -2,29 +2,13 @@
 //! server, moto and the Nomad simulator. Every test ends by asserting the
 //! simulator saw no safety violation (no VM killed under a live allocation).
 
-mod support;
-
 use std::time::Duration;
 
 use nomad_pool_operator::api::{RetirePhase, RetireReason};
+use npo_testkit::*;
 use serde_json::json;
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
-
-async fn setup(test: &str, size: i32) -> World {
-    let mut w = World::new(
-        test,
-        WorldOptions {
-            size,
-            ..Default::default()
-        },
-    )
-    .await;
-    w.create_aws_secret().await;
-    w.start_operator().await;
-    w
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_in_waits_for_running_jobs_then_terminates_with_decrement() {

@@ -4,8 +4,6 @@
 //! the author controls. The operator reads Secrets with its own rights, so
 //! only the Secret's label (`nomadpool.dev/secret-type`) can stop it.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +11,8 @@ use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use nomad_pool_operator::api::NomadClientPool;
+use npo_testkit::*;
 use serde_json::{Value, json};
-use support::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 

@@ -2,8 +2,6 @@
 //! server enforces the CRD schema and RBAC, moto speaks the Auto Scaling API,
 //! and the simulator answers the operator's own Nomad client.
 
-mod support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -11,8 +9,8 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use nomad_pool_operator::nomad::{NomadClient, NomadConfig, QueryOptions};
+use npo_testkit::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_server_rejects_a_pool_that_violates_the_schema() {

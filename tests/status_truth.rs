@@ -4,30 +4,14 @@
 //! entry reads as done, and a drain Nomad accepts without applying it is
 //! reported instead of being re-sent forever in silence.
 
-mod support;
-
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use nomad_pool_operator::api::{NomadClientPoolStatus, RetirePhase};
+use npo_testkit::*;
 use serde_json::json;
-use support::*;
 
 const T: Duration = Duration::from_secs(60);
-
-async fn setup(test: &str, size: i32) -> World {
-    let mut w = World::new(
-        test,
-        WorldOptions {
-            size,
-            ..Default::default()
-        },
-    )
-    .await;
-    w.create_aws_secret().await;
-    w.start_operator().await;
-    w
-}
 
 fn degraded(s: &NomadClientPoolStatus) -> Option<&Condition> {
     condition(s, "Degraded").filter(|c| c.status == "True")

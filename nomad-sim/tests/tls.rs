@@ -1,94 +1,23 @@
 //! TLS, with and without client-certificate verification, over reqwest with
 //! rustls (the operator's client). Certificates are generated at test time
-//! with the `openssl` CLI.
+//! with the `openssl` CLI (`npo_testkit::pki`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nomad_sim::{Config, TlsConfig, serve};
+use npo_testkit::pki::{PkiNames, make_pki};
 use reqwest::{Certificate, Client, Identity};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl on PATH");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// CA, server cert for 127.0.0.1, client cert; all EC P-256.
+/// CA, server cert for 127.0.0.1, client cert.
 fn make_certs(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nomad-sim-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=nomad-sim test CA",
-    ]);
-    openssl(&dir, &a);
-    for (name, eku, san) in [
-        (
-            "server",
-            "serverAuth",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        ),
-        ("client", "clientAuth", ""),
-    ] {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let ext = format!("{name}.ext");
-        std::fs::write(
-            dir.join(&ext),
-            format!("{san}basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={eku}\n"),
-        )
-        .unwrap();
-        let mut a = vec!["req"];
-        a.extend(ec);
-        a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=nomad-sim-test"]);
-        openssl(&dir, &a);
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "1",
-                "-extfile",
-                &ext,
-            ],
-        );
-    }
-    dir
+    make_pki(
+        &format!("nomad-sim-tls-{tag}"),
+        &PkiNames {
+            ca: "nomad-sim test CA",
+            server_san: "IP:127.0.0.1,DNS:localhost",
+            leaf: "nomad-sim-test",
+        },
+    )
 }
 
 fn client(dir: &Path, with_identity: bool) -> Client {

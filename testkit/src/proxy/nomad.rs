@@ -19,7 +19,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::task::JoinHandle;
+
+use super::{LocalServer, Upstream};
 
 /// What the event stream (`GET /v1/event/stream`) does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,8 +55,7 @@ pub struct NomadFaults {
 }
 
 struct Inner {
-    upstream: String,
-    http: reqwest::Client,
+    upstream: Upstream,
     faults: Mutex<NomadFaults>,
     requests: Mutex<BTreeMap<String, u64>>,
 }
@@ -63,35 +63,26 @@ struct Inner {
 pub struct NomadProxy {
     pub url: String,
     inner: Arc<Inner>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for NomadProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: LocalServer,
 }
 
 impl NomadProxy {
     /// Listen on 127.0.0.1:0 and forward to `upstream` (the simulator's URL).
     pub async fn start(upstream: &str) -> NomadProxy {
         let inner = Arc::new(Inner {
-            upstream: upstream.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            upstream: Upstream::new(upstream),
             faults: Mutex::new(NomadFaults::default()),
             requests: Mutex::new(BTreeMap::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the Nomad proxy");
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        NomadProxy { url, inner, task }
+        let server = LocalServer::start(app).await;
+        NomadProxy {
+            url: server.url.clone(),
+            inner,
+            _server: server,
+        }
     }
 
     pub fn set_faults(&self, faults: NomadFaults) {
@@ -180,16 +171,7 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut fwd = headers;
-    fwd.remove(header::HOST);
-    fwd.remove(header::CONTENT_LENGTH);
-    let upstream = inner
-        .http
-        .request(method, format!("{}{path}", inner.upstream))
-        .headers(fwd)
-        .body(body)
-        .send()
-        .await;
+    let upstream = inner.upstream.send(method, path, headers, body).await;
     let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {

@@ -20,7 +20,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::task::JoinHandle;
+
+use super::{LocalServer, Upstream};
 
 /// What the proxy does to requests. Rates are fractions in `0..=1`, drawn
 /// one after the other for each request (throttle first).
@@ -60,8 +61,7 @@ pub struct TerminateCall {
 }
 
 struct Inner {
-    upstream: String,
-    http: reqwest::Client,
+    upstream: Upstream,
     faults: Mutex<AwsFaults>,
     rng: Mutex<StdRng>,
     stats: Mutex<BTreeMap<String, ActionStats>>,
@@ -72,13 +72,7 @@ struct Inner {
 pub struct FaultProxy {
     pub url: String,
     inner: Arc<Inner>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: LocalServer,
 }
 
 impl FaultProxy {
@@ -87,25 +81,22 @@ impl FaultProxy {
     /// which requests arrive still depends on timing).
     pub async fn start(upstream: &str, seed: u64) -> FaultProxy {
         let inner = Arc::new(Inner {
-            upstream: upstream.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            upstream: Upstream::new(upstream),
             faults: Mutex::new(AwsFaults::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             stats: Mutex::new(BTreeMap::new()),
             terminates: Mutex::new(Vec::new()),
             request_ids: std::sync::atomic::AtomicU64::new(1),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the fault proxy");
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        FaultProxy { url, inner, task }
+        let server = LocalServer::start(app).await;
+        FaultProxy {
+            url: server.url.clone(),
+            inner,
+            _server: server,
+        }
     }
 
     /// Replace the fault configuration.
@@ -315,16 +306,7 @@ async fn process(
     }
 
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut fwd_headers = headers.clone();
-    fwd_headers.remove(header::HOST);
-    fwd_headers.remove(header::CONTENT_LENGTH);
-    let upstream = inner
-        .http
-        .request(method, format!("{}{path}", inner.upstream))
-        .headers(fwd_headers)
-        .body(body.clone())
-        .send()
-        .await;
+    let upstream = inner.upstream.send(method, path, headers, body).await;
     let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {

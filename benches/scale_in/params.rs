@@ -1,0 +1,91 @@
+//! The scenario: every `SCALE_IN_*` knob and what follows from it.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Parameters
+
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub nodes: usize,
+    pub small: usize,
+    pub retire: usize,
+    pub max_unavailable_pct: u32,
+    pub time_scale: f64,
+    pub slots: u32,
+    pub utilization: f64,
+    pub job_min_s: f64,
+    pub job_max_s: f64,
+    pub warmup_s: f64,
+    pub idle_s: f64,
+    pub baseline_poll_s: f64,
+    pub heartbeat_ttl_s: f64,
+    pub heartbeat_grace_s: f64,
+    pub seed: u64,
+    pub baseline: bool,
+    pub operator: bool,
+}
+
+impl Params {
+    pub fn from_env() -> Params {
+        Params {
+            nodes: env_or("SCALE_IN_NODES", 5000),
+            small: env_or("SCALE_IN_SMALL", 500),
+            retire: env_or("SCALE_IN_RETIRE", 1000),
+            max_unavailable_pct: env_or("SCALE_IN_MAX_UNAVAILABLE_PCT", 10),
+            time_scale: env_or("SCALE_IN_TIME_SCALE", 10.0),
+            slots: env_or("SCALE_IN_SLOTS", 4),
+            utilization: env_or("SCALE_IN_UTILIZATION", 0.5),
+            job_min_s: env_or("SCALE_IN_JOB_MIN_S", 60.0),
+            job_max_s: env_or("SCALE_IN_JOB_MAX_S", 1200.0),
+            warmup_s: env_or("SCALE_IN_WARMUP_S", 1500.0),
+            idle_s: env_or("SCALE_IN_IDLE_S", 330.0),
+            baseline_poll_s: env_or("SCALE_IN_BASELINE_POLL_S", 10.0),
+            heartbeat_ttl_s: env_or("SCALE_IN_HEARTBEAT_TTL_S", 10.0),
+            heartbeat_grace_s: env_or("SCALE_IN_HEARTBEAT_GRACE_S", 10.0),
+            seed: env_or("SCALE_IN_SEED", 42),
+            baseline: env_or("SCALE_IN_BASELINE", 1) != 0,
+            operator: env_or("SCALE_IN_OPERATOR", 1) != 0,
+        }
+    }
+
+    /// Batch jobs per simulated minute that keep `utilization` of the slots busy.
+    pub fn rate_per_min(&self, nodes: usize) -> f64 {
+        let mean_min = (self.job_min_s + self.job_max_s) / 2.0 / 60.0;
+        self.utilization * (nodes as f64) * f64::from(self.slots) / mean_min
+    }
+
+    pub fn budget(&self) -> usize {
+        (self.nodes * self.max_unavailable_pct as usize / 100).max(1)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "pool_size": self.nodes,
+            "small_pool_size": self.small,
+            "scale_in_by": self.retire,
+            "replicas_after": self.nodes - self.retire,
+            "max_unavailable": format!("{}%", self.max_unavailable_pct),
+            "budget_at_start": self.budget(),
+            "selection_policy": "LeastBusy",
+            "time_scale": self.time_scale,
+            "slots_per_node": self.slots,
+            "target_utilization": self.utilization,
+            "job_duration_s": [self.job_min_s, self.job_max_s],
+            "batch_jobs_per_min": self.rate_per_min(self.nodes),
+            "warmup_sim_s": self.warmup_s,
+            "idle_window_s": self.idle_s,
+            "baseline_poll_s_scenario_time": self.baseline_poll_s,
+            "baseline_poll_ms_wall_clock": self.baseline_poll_s / self.time_scale * 1e3,
+            "heartbeat_ttl_plus_grace_sim_s": self.heartbeat_ttl_s + self.heartbeat_grace_s,
+            "seed": self.seed,
+        })
+    }
+}

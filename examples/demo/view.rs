@@ -1,0 +1,220 @@
+//! What the demo observes once a second (the pool, the group, the
+//! simulator's jobs), how it is drawn, and the pool's Events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+use nomad_pool_operator::api::NomadClientPoolStatus;
+
+use super::POOL;
+use super::support::{self, World};
+use super::ui::Ui;
+
+// ---------------------------------------------------------------------------
+// What is observed once a second.
+
+#[derive(Default)]
+pub struct Snapshot {
+    pub generation: Option<i64>,
+    pub status: NomadClientPoolStatus,
+    pub group_desired: i32,
+    pub instances: Vec<support::Instance>,
+    pub jobs_running: u64,
+    pub jobs_queued: u64,
+    pub busy_clients: usize,
+    pub clients: usize,
+}
+
+pub async fn observe(w: &World) -> Snapshot {
+    let pool = w.pools().get_opt(POOL).await.ok().flatten();
+    let g = w.group().await;
+    let stats = w.sim.get("/sim/stats").await;
+    let allocs = &stats["cluster"]["allocations"];
+    let nodes = w.ready_nodes().await;
+    Snapshot {
+        generation: pool.as_ref().and_then(|p| p.metadata.generation),
+        status: pool.and_then(|p| p.status).unwrap_or_default(),
+        group_desired: g.desired,
+        instances: g.instances,
+        jobs_running: allocs["by_client_status"]["running"].as_u64().unwrap_or(0)
+            + allocs["by_client_status"]["pending"].as_u64().unwrap_or(0),
+        jobs_queued: allocs["blocked_placements"].as_u64().unwrap_or(0),
+        busy_clients: nodes
+            .iter()
+            .filter(|n| n["used_slots"].as_u64().unwrap_or(0) > 0)
+            .count(),
+        clients: nodes.len(),
+    }
+}
+
+pub fn ready_reason(st: &NomadClientPoolStatus) -> (bool, String) {
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status == "True", c.reason.clone()))
+        .unwrap_or((false, "-".into()))
+}
+
+pub fn settled(s: &Snapshot, replicas: i32, retired: i64) -> bool {
+    let st = &s.status;
+    st.observed_generation.is_some()
+        && st.observed_generation == s.generation
+        && st.desired_nodes == Some(replicas)
+        && st.retiring.is_empty()
+        && st.retired_total >= retired
+        && st.ready_nodes == replicas
+        && ready_reason(st).0
+        && s.group_desired == replicas
+        && s.instances.len() == replicas as usize
+}
+
+pub fn lifecycle_summary(instances: &[support::Instance]) -> String {
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in instances {
+        *by.entry(i.lifecycle.as_str()).or_default() += 1;
+    }
+    if by.len() == 1 && by.contains_key("InService") {
+        return String::new();
+    }
+    let parts: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
+pub fn ago(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
+    let secs = (jiff::Timestamp::now().as_second() - t.0.as_second()).max(0);
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
+/// The progress block and its change key.
+pub fn render(ui: &Ui, group: &str, s: &Snapshot) -> (Vec<String>, String) {
+    let st = &s.status;
+    let (ready, reason) = ready_reason(st);
+    let status = if ready {
+        ui.green(&reason)
+    } else {
+        ui.yellow(&reason)
+    };
+    let desired = st
+        .desired_nodes
+        .map(|d| d.to_string())
+        .unwrap_or("-".into());
+    let mut key = format!(
+        "{desired} {} {} {} {} {reason} {} {}",
+        st.ready_nodes,
+        st.draining_nodes,
+        st.terminating_nodes,
+        st.retired_total,
+        s.group_desired,
+        s.instances.len()
+    );
+    let row = if st.observed_generation.is_none() {
+        format!("{POOL:<4}  (no status yet: the operator is starting)")
+    } else {
+        format!(
+            "{POOL:<4}  {desired:<7}  {:<5}  {:<8}  {:<11}  {:<7}  {status}",
+            st.ready_nodes, st.draining_nodes, st.terminating_nodes, st.retired_total
+        )
+    };
+    let mut lines = vec![
+        ui.bold("NAME  DESIRED  READY  DRAINING  TERMINATING  RETIRED  STATUS"),
+        row,
+        format!(
+            "Auto Scaling group {group}: desired capacity {}, {} instances{}",
+            s.group_desired,
+            s.instances.len(),
+            lifecycle_summary(&s.instances),
+        ),
+        format!(
+            "CI: {} jobs running, {} waiting for a slot",
+            s.jobs_running, s.jobs_queued
+        ),
+    ];
+    if !st.retiring.is_empty() {
+        lines.push(ui.bold(&format!(
+            "  {:<17}{:<21}{:<13}{:<7}{:<8}BLOCKING JOBS",
+            "RETIRING NODE", "INSTANCE", "PHASE", "FOR", "ALLOCS"
+        )));
+        for r in &st.retiring {
+            let what = if !r.blocking_jobs.is_empty() {
+                let more = (r.allocations_left as usize).saturating_sub(r.blocking_jobs.len());
+                let mut j = r.blocking_jobs.join(", ");
+                if more > 0 {
+                    let _ = write!(j, " +{more}");
+                }
+                j
+            } else {
+                r.message.clone().map(|m| ui.dim(&m)).unwrap_or_default()
+            };
+            let phase = format!("{:?}", r.phase);
+            let _ = write!(key, " {}:{phase}:{}", r.node_id, r.allocations_left);
+            lines.push(format!(
+                "  {:<17}{:<21}{phase:<13}{:<7}{:<8}{what}",
+                r.node_name,
+                r.instance_id.as_deref().unwrap_or("-"),
+                ago(&r.since),
+                r.allocations_left,
+            ));
+        }
+    }
+    (lines, key)
+}
+
+/// The pool's Kubernetes Events, printed once each (again when it repeats).
+pub struct Events {
+    pub api: Api<Event>,
+    pub seen: HashMap<String, i32>,
+}
+
+impl Events {
+    pub async fn poll(&mut self, ui: &mut Ui) {
+        let Ok(list) = self.api.list(&ListParams::default()).await else {
+            return;
+        };
+        let mut fresh: Vec<(jiff::Timestamp, Event, i32)> = vec![];
+        for ev in list.items {
+            if ev.regarding.as_ref().and_then(|r| r.kind.as_deref()) != Some("NomadClientPool") {
+                continue;
+            }
+            let uid = ev.metadata.uid.clone().unwrap_or_default();
+            let count = ev.series.as_ref().map(|s| s.count).unwrap_or(1);
+            if self.seen.get(&uid).is_some_and(|c| *c >= count) {
+                continue;
+            }
+            self.seen.insert(uid, count);
+            let at = ev
+                .series
+                .as_ref()
+                .map(|s| s.last_observed_time.0)
+                .or(ev.event_time.as_ref().map(|t| t.0))
+                .unwrap_or_else(jiff::Timestamp::now);
+            fresh.push((at, ev, count));
+        }
+        fresh.sort_by_key(|(at, _, _)| *at);
+        for (_, ev, count) in fresh {
+            let warning = ev.type_.as_deref() == Some("Warning");
+            let reason = format!("{:<18}", ev.reason.clone().unwrap_or_default());
+            let reason = if warning {
+                ui.yellow(&reason)
+            } else {
+                ui.green(&reason)
+            };
+            let times = if count > 1 {
+                ui.dim(&format!(" (x{count})"))
+            } else {
+                String::new()
+            };
+            let kind = if warning { "Warning" } else { "event  " };
+            ui.note(&format!(
+                "{kind} {reason} {}{times}",
+                ev.note.unwrap_or_default()
+            ));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Auto Scaling groups in moto, as the harness creates and reads them, and
+//! the ownership tag: the operator drives a group only for the pool its
+//! `nomadpool.dev/pool` tag names, so the harness tags each group for the pool
+//! that will drive it, as the group's owner does in a real account.
+
+use aws_sdk_autoscaling::Client as AsgClient;
+use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
+
+use crate::env::env_var;
+
+/// The tag on a group naming the one pool that may drive it.
+pub const OWNER_TAG: &str = "nomadpool.dev/pool";
+
+/// The environment's shared moto.
+pub fn moto_endpoint() -> String {
+    env_var("NPO_MOTO_ENDPOINT")
+}
+
+/// A client of the environment's shared moto.
+pub fn asg_client() -> AsgClient {
+    asg_client_at(&moto_endpoint())
+}
+
+/// A client of the moto (or proxy in front of one) at `endpoint`.
+pub fn asg_client_at(endpoint: &str) -> AsgClient {
+    let config = aws_sdk_autoscaling::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "npo-tests",
+        ))
+        .build();
+    AsgClient::from_conf(config)
+}
+
+/// A launch configuration and a group of the same name, in one zone.
+pub async fn create_group(asg: &AsgClient, name: &str, min: i32, max: i32, desired: i32) {
+    asg.create_launch_configuration()
+        .launch_configuration_name(name)
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .expect("creating a launch configuration in moto");
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_configuration_name(name)
+        .min_size(min)
+        .max_size(max)
+        .desired_capacity(desired)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .expect("creating an Auto Scaling group in moto");
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    pub lifecycle: String,
+    pub protected: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub desired: i32,
+    pub min: i32,
+    pub instances: Vec<Instance>,
+}
+
+pub async fn describe_group(asg: &AsgClient, name: &str) -> Group {
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .expect("describing the group in moto");
+    let g = out
+        .auto_scaling_groups()
+        .first()
+        .expect("group exists")
+        .clone();
+    Group {
+        desired: g.desired_capacity().unwrap_or_default(),
+        min: g.min_size().unwrap_or_default(),
+        instances: g
+            .instances()
+            .iter()
+            .map(|i| Instance {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                lifecycle: i
+                    .lifecycle_state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                protected: i.protected_from_scale_in().unwrap_or(false),
+            })
+            .collect(),
+    }
+}
+
+/// Tag `group` for the pool `owner` (`<namespace>/<name>`), as the group's
+/// owner does in the cloud account: the operator drives a group only for the
+/// pool its tag names.
+pub async fn tag_group(asg: &AsgClient, group: &str, owner: &str) {
+    let tag = aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(group)
+        .resource_type("auto-scaling-group")
+        .key(OWNER_TAG)
+        .value(owner)
+        .propagate_at_launch(false)
+        .build();
+    asg.create_or_update_tags()
+        .tags(tag)
+        .send()
+        .await
+        .expect("tagging the group in moto");
+}

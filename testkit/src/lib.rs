@@ -1,0 +1,50 @@
+//! Test harness of nomad-pool-operator, shared by its end-to-end tests
+//! (`tests/`), the scale-in benchmark (`benches/scale_in/`), the demo
+//! (`examples/demo/`) and nomad-sim's TLS tests.
+//!
+//! A real kube-apiserver + etcd and a moto server (started once per test run
+//! by `tests/env/up.sh`), and per test its own namespace, its own Nomad
+//! simulator, its own Auto Scaling group, a "cloud bridge" that makes the
+//! simulator's nodes follow the group's instances the way real VMs and Nomad
+//! clients do, and the operator binary running as a child process.
+//!
+//! A dependency that cannot start fails the test with its log; nothing is skipped.
+//!
+//! Rooms: `env` (the environment file, waiting, naming), `cluster`
+//! (Kubernetes clients, CRD, namespaces, Secrets), `aws` (groups in moto, the
+//! ownership tag), `moto` (a private moto server), `sim` (the simulator, the
+//! bridge, request counts), `world` (one test's world), `operator` (the binary
+//! as a process), `procstat` (CPU and memory from /proc), `proxy`
+//! (fault-injecting proxies), `pki` (throw-away certificates), `deploy` (the
+//! install manifests, the operator as their ServiceAccount), `faults` (what
+//! the crash and fault tests share, a private control plane). Everything a
+//! test uses often is re-exported here, so `use npo_testkit::*` is enough.
+
+pub mod aws;
+pub mod cluster;
+pub mod deploy;
+pub mod env;
+pub mod faults;
+
+pub mod moto;
+pub mod operator;
+pub mod pki;
+pub mod procstat;
+pub mod proxy;
+pub mod sim;
+pub mod world;
+
+pub use crate::aws::{
+    Group, Instance, OWNER_TAG, asg_client, asg_client_at, create_group, describe_group,
+    moto_endpoint, tag_group,
+};
+pub use crate::cluster::{
+    CRD_NAME, client_from, condition, create_aws_secret, create_namespace, create_secret,
+    delete_namespace, install_crd, kube_client, merge, pool_secret, wait_crd_established,
+};
+pub use crate::env::{
+    env, env_var, free_port, log_dir, read_env_file, repo_root, unique, wait_for,
+};
+pub use crate::operator::{Operator, OperatorCmd, operator_bin};
+pub use crate::sim::{Bridge, Sim, SimOptions, delta, total};
+pub use crate::world::{World, WorldOptions, setup, setup_with};

@@ -1,0 +1,217 @@
+//! A Nomad simulator per test (in this process, on its own port) with the
+//! test's view of it, and the "cloud bridge" that makes the simulator's nodes
+//! follow an Auto Scaling group's instances the way real VMs and Nomad
+//! clients do.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::aws::asg_client;
+
+pub struct Sim {
+    pub sim: nomad_sim::Sim,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+pub struct SimOptions {
+    pub acl_tokens: Vec<(String, nomad_sim::acl::Policy)>,
+    pub slots: u32,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            acl_tokens: vec![],
+            slots: 4,
+        }
+    }
+}
+
+impl Sim {
+    pub async fn start(opts: SimOptions) -> Sim {
+        let cfg = nomad_sim::Config {
+            acl_tokens: opts.acl_tokens,
+            // Real Nomad waits TTL + grace (tens of seconds) before a dead client
+            // turns down; tests shorten it so a retirement finishes in seconds.
+            heartbeat_ttl: Duration::from_millis(500),
+            heartbeat_grace: Duration::from_millis(500),
+            node_slots: opts.slots,
+            ..Default::default()
+        };
+        let sim = nomad_sim::serve(cfg).await.expect("starting nomad-sim");
+        let url = sim.url();
+        Sim {
+            sim,
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.control(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.control(reqwest::Method::GET, path, None).await
+    }
+
+    /// Every node the simulator knows, as its control surface reports them.
+    pub async fn nodes(&self) -> Vec<Value> {
+        self.get("/sim/nodes").await["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Safety violations: nodes killed or purged with pending/running allocations.
+    pub async fn violations(&self) -> Value {
+        self.get("/sim/violations").await
+    }
+
+    pub async fn assert_no_violations(&self) {
+        let v = self.violations().await;
+        assert_eq!(v["count"], 0, "safety violations: {v:#}");
+    }
+
+    /// A batch allocation on a given node that runs until finished (or for `duration_s`).
+    pub async fn batch_on(&self, node_id: &str, job: &str, duration_s: Option<f64>) -> String {
+        let v = self
+            .post(
+                "/sim/allocations",
+                json!({"job_id": job, "type": "batch", "node_id": node_id, "duration_s": duration_s, "node_pool": "ci"}),
+            )
+            .await;
+        first_alloc_id(&v)
+    }
+
+    pub async fn finish(&self, alloc_id: &str) {
+        self.post(&format!("/sim/allocations/{alloc_id}/finish"), json!({}))
+            .await;
+    }
+}
+
+fn first_alloc_id(v: &Value) -> String {
+    v["allocations"][0]["id"]
+        .as_str()
+        .or_else(|| v["alloc_ids"][0].as_str())
+        .or_else(|| v["ids"][0].as_str())
+        .unwrap_or_else(|| panic!("no allocation ID in {v}"))
+        .to_string()
+}
+
+/// Makes the simulator's nodes follow the group's instances, as VMs and Nomad
+/// clients do: a new instance registers a client in `node_pool`, a terminated
+/// instance's client stops heartbeating (and later turns down).
+pub struct Bridge {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Bridge {
+    pub fn start(sim_url: String, group: String, node_pool: String) -> Bridge {
+        Self::start_with_meta(sim_url, group, node_pool, Value::Null)
+    }
+
+    /// As `start`, with `meta` (a JSON object, or null) on every client.
+    pub fn start_with_meta(
+        sim_url: String,
+        group: String,
+        node_pool: String,
+        meta: Value,
+    ) -> Bridge {
+        let task = tokio::spawn(async move {
+            let asg = asg_client();
+            let http = reqwest::Client::new();
+            let mut registered: HashSet<String> = HashSet::new();
+            let mut killed: HashSet<String> = HashSet::new();
+            loop {
+                let Ok(out) = asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&group)
+                    .send()
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let instances: BTreeMap<String, String> = out
+                    .auto_scaling_groups()
+                    .iter()
+                    .flat_map(|g| g.instances())
+                    .map(|i| {
+                        (
+                            i.instance_id().unwrap_or_default().to_string(),
+                            i.lifecycle_state()
+                                .map(|s| s.as_str().to_string())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                for (id, state) in &instances {
+                    let alive = matches!(state.as_str(), "InService" | "Pending" | "Standby");
+                    if alive && registered.insert(id.clone()) {
+                        let body = json!({"count": 1, "node_pool": node_pool, "node_class": "linux",
+                                          "instance_ids": [id], "availability_zone": "us-east-1a",
+                                          "meta": meta});
+                        let _ = http
+                            .post(format!("{sim_url}/sim/nodes"))
+                            .json(&body)
+                            .send()
+                            .await;
+                    }
+                }
+                for id in registered.iter() {
+                    let gone = instances
+                        .get(id)
+                        .is_none_or(|s| !matches!(s.as_str(), "InService" | "Pending" | "Standby"));
+                    if gone && killed.insert(id.clone()) {
+                        let _ = http
+                            .post(format!("{sim_url}/sim/nodes/{id}/kill"))
+                            .send()
+                            .await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Bridge { task }
+    }
+}
+
+/// Request counts that grew from `b` to `a` (by endpoint), zeros left out.
+pub fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    a.iter()
+        .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+pub fn total(m: &BTreeMap<String, u64>) -> u64 {
+    m.values().sum()
+}
