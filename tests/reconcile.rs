@@ -5,8 +5,6 @@
 //! reconcile runs), and able to reach `apply`, status, trouble reporting and
 //! cleanup directly.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +20,8 @@ use nomad_pool_operator::controller::reconcile::reconcile;
 use nomad_pool_operator::controller::{Context, Error};
 use nomad_pool_operator::provider::fake::{Call, FakeCloud, FakeProvider, Operation};
 use nomad_pool_operator::provider::{Lifecycle, ProviderError};
+use npo_testkit::{Sim, SimOptions, condition, create_namespace, install_crd, kube_client, merge};
 use serde_json::{Value, json};
-use support::{Sim, SimOptions, condition, create_namespace, install_crd, kube_client};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const POOL: &str = "pool";
@@ -91,7 +89,7 @@ impl Rig {
             "provider": {"awsAutoScalingGroup": {
                 "name": self.group.group_state().name, "region": "us-east-1"}},
         });
-        support::merge(&mut spec, extra_spec);
+        merge(&mut spec, extra_spec);
         let pool: NomadClientPool = serde_json::from_value(json!({
             "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
             "metadata": {"name": POOL, "namespace": self.namespace}, "spec": spec,
