@@ -20,7 +20,9 @@ use nomad_pool_operator::controller::reconcile::reconcile;
 use nomad_pool_operator::controller::{Context, Error};
 use nomad_pool_operator::provider::fake::{Call, FakeCloud, FakeProvider, Operation};
 use nomad_pool_operator::provider::{Lifecycle, ProviderError};
-use npo_testkit::{Sim, SimOptions, condition, create_namespace, install_crd, kube_client, merge};
+use npo_testkit::{
+    Sim, SimOptions, condition, create_namespace, install_crd, kube_client, merge, wait_for,
+};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -174,14 +176,23 @@ impl Rig {
         allocs
     }
 
-    async fn events(&self, reason: &str) -> Vec<String> {
+    /// The messages of the pool's Events with `reason`, once one of them
+    /// satisfies `wanted`: Events are published off the reconcile path, so
+    /// they may land after the reconcile that decided them returned.
+    async fn event_where(&self, reason: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let list = api.list(&ListParams::default()).await.unwrap();
-        list.items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .filter_map(|e| e.message)
-            .collect()
+        let what = format!("a {reason} Event");
+        wait_for(&what, T, || async {
+            let list = api.list(&ListParams::default()).await.unwrap();
+            let messages: Vec<String> = list
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter_map(|e| e.message)
+                .collect();
+            messages.iter().any(|m| wanted(m)).then_some(messages)
+        })
+        .await
     }
 }
 
@@ -287,11 +298,8 @@ async fn a_failed_terminate_is_named_in_action_failed_and_retried() {
         "failed once, then once more: {terminated:?}"
     );
     assert_eq!(terminated[0], terminated[1], "the same VM");
-    let events = rig.events("ActionFailed").await;
-    assert!(
-        events.iter().any(|m| m.contains("Rate exceeded")),
-        "{events:?}"
-    );
+    rig.event_where("ActionFailed", |m| m.contains("Rate exceeded"))
+        .await;
     rig.sim.assert_no_violations().await;
 }
 
@@ -345,12 +353,9 @@ async fn deleting_the_pool_mid_drain_terminates_nothing_and_says_what_it_left() 
         rig.terminations().is_empty(),
         "a deletion terminates nothing"
     );
-    let events = rig.events("PoolDeleted").await;
-    assert!(
-        events
-            .iter()
-            .any(|m| m.contains("no VM was terminated") && m.contains(&draining)),
-        "{events:?}"
-    );
+    rig.event_where("PoolDeleted", |m| {
+        m.contains("no VM was terminated") && m.contains(&draining)
+    })
+    .await;
     rig.sim.assert_no_violations().await;
 }
