@@ -15,7 +15,6 @@ use super::conditions::build_status;
 use super::runtime::runtime;
 use super::{Context, Error, readiness};
 use crate::api::NomadClientPool;
-use crate::metrics::{PoolLabels, ReconcileLabels, metrics};
 
 mod act;
 mod cleanup;
@@ -51,22 +50,7 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) if e.is_conflict() => "conflict",
-        Err(_) => "error",
-    };
-    metrics()
-        .reconcile_duration
-        .get_or_create(&PoolLabels { pool: key.clone() })
-        .observe(started.elapsed().as_secs_f64());
-    metrics()
-        .reconciles
-        .get_or_create(&ReconcileLabels {
-            pool: key,
-            result: outcome.into(),
-        })
-        .inc();
+    report::reconcile_metrics(&key, started.elapsed(), &result);
     result
 }
 

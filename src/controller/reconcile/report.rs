@@ -19,7 +19,7 @@ use super::act::ActionError;
 use super::observe::{Observed, Planned};
 use super::persist;
 use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase};
-use crate::metrics::{PhaseLabels, PoolLabels, metrics};
+use crate::metrics::{PhaseLabels, PoolLabels, ReconcileLabels, metrics};
 
 /// The pool cannot be worked on: Degraded and not Ready say why, an Event
 /// says it once, and the pool is retried after its back-off.
@@ -130,6 +130,27 @@ pub async fn failures(
     let _ = persist::write_status(&newest, ctx, &failed).await;
     ctx.note_failure(pool);
     Requeue::requeue(ctx.backoff(pool))
+}
+
+/// Each reconcile's duration and result (`ok`, `conflict`, `error`).
+pub fn reconcile_metrics(pool_key: &str, took: Duration, result: &Result<Requeue, Error>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) if e.is_conflict() => "conflict",
+        Err(_) => "error",
+    };
+    let m = metrics();
+    m.reconcile_duration
+        .get_or_create(&PoolLabels {
+            pool: pool_key.into(),
+        })
+        .observe(took.as_secs_f64());
+    m.reconciles
+        .get_or_create(&ReconcileLabels {
+            pool: pool_key.into(),
+            result: outcome.into(),
+        })
+        .inc();
 }
 
 const PHASES: [RetirePhase; 6] = [
