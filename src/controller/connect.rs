@@ -12,6 +12,7 @@ use kube::{Api, Client};
 use super::secret_use::{self, NotLabelled};
 use crate::api::{NomadClientPoolSpec, SecretKeyRef};
 use crate::nomad::{NomadConfig, NomadTlsConfig, SecretToken};
+use crate::provider::config::utf8;
 use crate::provider::{MissingKey, ProviderConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -153,10 +154,6 @@ impl Secrets<'_> {
         self.key(&r.name, r.key.as_deref().unwrap_or(default_key))
             .await
     }
-}
-
-fn utf8(bytes: Vec<u8>) -> String {
-    String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
 pub async fn resolve(

@@ -83,7 +83,7 @@ impl GroupView {
     /// A read now, stored for the next reconciles.
     pub async fn read_now(&self) -> Result<Observed, ProviderError> {
         let mutations = self.lock().mutations;
-        let group = describe(self.provider.as_ref()).await?;
+        let group = self.provider.describe_group().await?;
         let mut st = self.lock();
         if st.mutations == mutations {
             st.snapshot = Some((Instant::now(), group.clone()));
@@ -99,7 +99,7 @@ impl GroupView {
         let state = self.state.clone();
         let trigger = self.trigger.clone();
         tokio::spawn(async move {
-            let result = describe(provider.as_ref()).await;
+            let result = provider.describe_group().await;
             let mut st = state.lock().expect("group view lock");
             st.refreshing = false;
             // An error keeps the old view until it is too old to use; the
@@ -174,11 +174,6 @@ impl GroupView {
         st.mutations += 1;
         st.snapshot = None;
     }
-}
-
-/// One describe call (timed by the provider's metrics decorator).
-async fn describe(provider: &dyn CloudProvider) -> Result<GroupState, ProviderError> {
-    provider.describe_group().await
 }
 
 #[cfg(test)]

@@ -105,7 +105,9 @@ impl ProviderConfig {
     }
 }
 
-fn utf8(bytes: Vec<u8>) -> String {
+/// A Secret value as text: lossy UTF-8, surrounding whitespace (a
+/// trailing newline from `kubectl create secret --from-file`) trimmed.
+pub fn utf8(bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
