@@ -21,3 +21,12 @@ demo:
 	tests/env/up.sh
 	cargo build -p nomad-pool-operator --bins
 	cargo run --example demo
+
+# Regenerate crds/ from the Rust types (a unit test checks they match).
+.PHONY: crds
+crds:
+	cargo run -q -p nomad-pool-operator -- crd | csplit -s -z -f crds/.part - '/^---$$/' '{*}'
+	for f in crds/.part*; do \
+	  name=$$(sed -n 's/^  name: \(.*\)$$/\1/p' $$f | head -1); \
+	  sed '1{/^---$$/d}' $$f > crds/$$name.yaml; rm $$f; \
+	done

@@ -1,4 +1,5 @@
-//! The `NomadClientPool` custom resource (group `nomadpool.dev`).
+//! The custom resources of group `nomadpool.dev`: `NomadClientPool` and
+//! `NomadClientRetirement`.
 
 pub mod v1alpha1;
 
@@ -6,22 +7,43 @@ pub use v1alpha1::*;
 
 use kube::CustomResourceExt;
 
-/// The CRD as YAML, exactly as committed under `crds/`.
+/// The CRDs, each as YAML and the file under `crds/` it is committed as.
+pub fn crds() -> [(&'static str, String); 2] {
+    let yaml =
+        |crd| serde_yaml::to_string(&crd).expect("a CustomResourceDefinition always serializes");
+    [
+        (
+            "nomadclientpools.nomadpool.dev.yaml",
+            yaml(NomadClientPool::crd()),
+        ),
+        (
+            "nomadclientretirements.nomadpool.dev.yaml",
+            yaml(NomadClientRetirement::crd()),
+        ),
+    ]
+}
+
+/// Every CRD as one multi-document YAML stream (what `crd` prints).
 pub fn crd_yaml() -> String {
-    let crd = NomadClientPool::crd();
-    serde_yaml::to_string(&crd).expect("a CustomResourceDefinition always serializes")
+    crds()
+        .iter()
+        .map(|(_, yaml)| format!("---\n{yaml}"))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    /// The committed CRD is what `kubectl apply` installs; it must never drift
-    /// from the Rust types. Regenerate with `cargo run -- crd > crds/nomadclientpools.nomadpool.dev.yaml`.
+    /// The committed CRDs are what `kubectl apply` installs; they must never
+    /// drift from the Rust types. Regenerate with `make crds`.
     #[test]
-    fn committed_crd_matches_the_types() {
-        let committed = include_str!("../../crds/nomadclientpools.nomadpool.dev.yaml");
-        assert!(
-            committed == super::crd_yaml(),
-            "crds/nomadclientpools.nomadpool.dev.yaml is stale: run `cargo run -- crd > crds/nomadclientpools.nomadpool.dev.yaml`"
-        );
+    fn committed_crds_match_the_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for (file, yaml) in super::crds() {
+            let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            assert!(
+                committed == yaml,
+                "crds/{file} is stale or missing: run `make crds`"
+            );
+        }
     }
 }

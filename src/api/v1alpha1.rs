@@ -13,6 +13,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod retirement;
+pub use retirement::*;
+
 /// A Go duration string as Nomad and Kubernetes use them (`90s`, `30m`, `1h30m`).
 const GO_DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') && duration(self) > duration('0s')";
 
@@ -71,6 +74,19 @@ pub struct NomadClientPoolSpec {
     /// How much of the pool may be disrupted at once, and which clients go first.
     #[serde(default)]
     pub disruption: DisruptionPolicy,
+
+    /// How many finished `NomadClientRetirement`s (retired or cancelled) are
+    /// kept for history; the oldest beyond it are deleted. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub retirement_history_limit: Option<i32>,
+}
+
+impl NomadClientPoolSpec {
+    /// `retirementHistoryLimit`, defaulted.
+    pub fn history_limit(&self) -> usize {
+        self.retirement_history_limit.unwrap_or(20).max(0) as usize
+    }
 }
 
 /// Connection to the Nomad HTTP API.
@@ -331,11 +347,22 @@ pub struct NomadClientPoolStatus {
     /// Clients retired by this pool since it was created.
     #[serde(default)]
     pub retired_total: i64,
-    /// Clients in transition, one entry each; a retired client leaves the list.
-    /// This is the controller's write-ahead record: an entry is written before
-    /// the action it names, so a restarted controller resumes it.
-    #[serde(default)]
+    /// Deprecated, always empty: before `NomadClientRetirement` existed the
+    /// clients in flight were listed here. A pool that still holds entries
+    /// from that version has them turned into retirement objects on its
+    /// first reconcile, which then empties the list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retiring: Vec<RetiringNode>,
+    /// Retirements of this pool in flight (started and not finished).
+    #[serde(default)]
+    pub retirements_in_flight: i32,
+    /// Retirements created by hand that wait for the pool's budget.
+    #[serde(default)]
+    pub retirements_pending: i32,
+    /// The oldest retirements in flight (at most five) and what each waits
+    /// for; `kubectl get ncr -l nomadpool.dev/pool=NAME` lists them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oldest_retirements: Vec<RetirementSummary>,
     /// Clients a `spec.retire` entry named that this pool has retired, kept
     /// while the spec still names them: such an entry is done, not unknown,
     /// and is never applied again (to a later client with the same name).
@@ -398,6 +425,25 @@ pub struct RetiringNode {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocking_jobs: Vec<String>,
     /// What the controller is waiting for, or what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One retirement in flight, as the pool's summary shows it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetirementSummary {
+    /// The `NomadClientRetirement`'s name.
+    pub name: String,
+    /// Nomad node name.
+    pub node_name: String,
+    pub phase: RetirePhase,
+    /// When it entered the phase.
+    pub since: Time,
+    /// Pending or running allocations left.
+    #[serde(default)]
+    pub allocations_left: i32,
+    /// What it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

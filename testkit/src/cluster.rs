@@ -31,36 +31,47 @@ pub async fn client_from(kubeconfig: &Path) -> Client {
     Client::try_from(config).expect("kube client")
 }
 
-/// Install the committed CRD (what users apply) and wait until it is served.
+/// The committed CRDs: what users apply.
+pub const CRD_FILES: [(&str, &str); 2] = [
+    (CRD_NAME, "crds/nomadclientpools.nomadpool.dev.yaml"),
+    (
+        "nomadclientretirements.nomadpool.dev",
+        "crds/nomadclientretirements.nomadpool.dev.yaml",
+    ),
+];
+
+/// Install the committed CRDs and wait until they are served.
 pub async fn install_crd(client: &Client) {
-    let yaml =
-        std::fs::read_to_string(repo_root().join("crds/nomadclientpools.nomadpool.dev.yaml"))
-            .unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        CRD_NAME,
-        &PatchParams::apply("npo-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("applying the CRD");
+    for (name, file) in CRD_FILES {
+        let yaml = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+        api.patch(
+            name,
+            &PatchParams::apply("npo-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("applying the CRD");
+    }
     wait_crd_established(client, Duration::from_secs(30)).await;
 }
 
-/// Wait until the API server serves the CRD (however it was applied).
+/// Wait until the API server serves the CRDs (however they were applied).
 pub async fn wait_crd_established(client: &Client, timeout: Duration) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    wait_for("CRD established", timeout, || async {
-        let crd = api.get(CRD_NAME).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
+    for (name, _) in CRD_FILES {
+        wait_for("CRD established", timeout, || async {
+            let crd = api.get(name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
 }
 
 pub async fn create_namespace(client: &Client, prefix: &str) -> String {

@@ -96,6 +96,7 @@ fn spec(replicas: Option<i32>) -> NomadClientPoolSpec {
             max_unavailable: IntOrString::Int(2),
             ..Default::default()
         },
+        retirement_history_limit: None,
     }
 }
 
