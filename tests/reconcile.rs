@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::events::Reporter;
@@ -17,7 +18,7 @@ use nomad_pool_operator::api::{NomadClientPool, RetirePhase};
 use nomad_pool_operator::controller::authority::AmbientCredentials;
 use nomad_pool_operator::controller::events::EventSink;
 use nomad_pool_operator::controller::reconcile::reconcile;
-use nomad_pool_operator::controller::{Context, Error};
+use nomad_pool_operator::controller::{Context, Error, retirement};
 use nomad_pool_operator::provider::fake::{Call, FakeCloud, FakeProvider, Operation};
 use nomad_pool_operator::provider::{Lifecycle, ProviderError};
 use npo_testkit::{
@@ -72,6 +73,10 @@ impl Rig {
             AmbientCredentials::Everyone,
             Arc::new(cloud),
         );
+        // The retirement objects' store, as the controller runs it; its
+        // wake-ups are not needed here (each test reconciles on its own).
+        let retirements = retirement::ledger::watch(&ctx, Some(namespace.clone()));
+        tokio::spawn(retirements.for_each(|_| async {}));
         Rig {
             api: Api::namespaced(client.clone(), &namespace),
             client,
@@ -207,7 +212,7 @@ fn settled(pool: Option<&NomadClientPool>, retired: i64) -> bool {
         return false;
     };
     st.retired_total == retired
-        && st.retiring.is_empty()
+        && st.retirements_in_flight == 0
         && condition(st, "Ready").is_some_and(|c| c.reason == "Settled")
 }
 
@@ -338,12 +343,13 @@ async fn deleting_the_pool_mid_drain_terminates_nothing_and_says_what_it_left() 
     rig.create_pool(json!({"replicas": 2})).await;
     let pool = rig
         .reconcile_until("one client draining", |p| {
-            p.and_then(|p| p.status.as_ref())
-                .is_some_and(|s| s.retiring.iter().any(|r| r.phase == RetirePhase::Draining))
+            p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+                (s.oldest_retirements.iter()).any(|r| r.phase == RetirePhase::Draining)
+            })
         })
         .await
         .unwrap();
-    let draining = pool.status.unwrap().retiring[0].node_name.clone();
+    let draining = pool.status.unwrap().oldest_retirements[0].node_name.clone();
     rig.api
         .delete(POOL, &DeleteParams::default())
         .await

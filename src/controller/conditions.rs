@@ -302,7 +302,7 @@ pub(super) fn build_status(
         draining_nodes: in_phase(&|p| p < RetirePhase::Terminating),
         terminating_nodes: in_phase(&|p| p == RetirePhase::Terminating),
         retired_total: previous.retired_total + planned.retired as i64,
-        retiring: planned.retiring.clone(),
+        retiring: vec![],
         retirements_in_flight: 0,
         retirements_pending: 0,
         oldest_retirements: vec![],

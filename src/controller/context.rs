@@ -10,6 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 
 use super::own_writes::OwnWrites;
+use super::retirement::Ledgers;
 use super::runtime::PoolRuntime;
 use super::{authority, events};
 use crate::api::NomadClientPool;
@@ -21,6 +22,8 @@ pub struct Context {
     pub pools: Mutex<HashMap<ObjectRef<NomadClientPool>, Arc<PoolRuntime>>>,
     pub trigger: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
     pub own_writes: OwnWrites,
+    /// Every pool's retirement objects.
+    pub ledgers: Ledgers,
     /// Namespaces whose pools may use the operator's own cloud identity.
     pub ambient: authority::AmbientCredentials,
     /// Builds each pool's cloud provider: the real clouds, or a test's fake.
@@ -47,6 +50,7 @@ impl Context {
             pools: Mutex::new(HashMap::new()),
             trigger,
             own_writes: OwnWrites::default(),
+            ledgers: Ledgers::default(),
             ambient,
             connector,
             failures: Mutex::new(HashMap::new()),

@@ -29,6 +29,39 @@ pub const META_REASON: &str = "nomadpool.dev/reason";
 /// cancelled restores the client's eligibility exactly as its owner had it.
 pub const META_CORDONED_BY_POOL: &str = "nomadpool.dev/cordoned-by-pool";
 
+/// The `NomadClientRetirement` the drain belongs to: a drain whose object
+/// went missing (etcd restored, deleted while the operator was down) gets
+/// its object back under the same name.
+pub const META_RETIREMENT: &str = "nomadpool.dev/retirement";
+
+/// `meta` naming the retirement object too.
+pub fn with_retirement(
+    mut meta: BTreeMap<String, String>,
+    retirement: Option<&str>,
+) -> BTreeMap<String, String> {
+    if let Some(name) = retirement {
+        meta.insert(META_RETIREMENT.to_string(), name.to_string());
+    }
+    meta
+}
+
+/// The retirement each drain of this pool names, by node ID.
+pub fn retirement_names(
+    snapshot: &crate::controller::watch::NodesSnapshot,
+    pool_key: &str,
+    uid: &str,
+) -> std::collections::HashMap<String, String> {
+    snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let meta = &n.last_drain.as_ref()?.meta;
+            read_drain_meta_of(meta, pool_key, uid)?;
+            Some((n.id.clone(), meta.get(META_RETIREMENT)?.clone()))
+        })
+        .collect()
+}
+
 /// The `Meta` of a drain this pool sends for the retirement `mark` records.
 pub fn drain_meta(pool_key: &str, uid: &str, mark: &DrainMark) -> BTreeMap<String, String> {
     [

@@ -2,6 +2,7 @@
 //! or the cloud is not here: it is reported in status and requeued.
 
 use super::reconcile::CleanupError;
+use super::retirement::write::WriteError;
 
 /// Errors that make a reconcile fail and retry with backoff. Trouble with
 /// Nomad or the cloud is not here: it is reported in status and requeued.
@@ -9,6 +10,8 @@ use super::reconcile::CleanupError;
 pub enum Error {
     #[error("writing the pool's status failed: {0}")]
     StatusWrite(#[source] kube::Error),
+    #[error("{0}")]
+    RetirementWrite(#[source] WriteError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("cleanup on deletion: {0}")]
@@ -16,18 +19,21 @@ pub enum Error {
 }
 
 impl Error {
-    /// A write refused because the pool changed since the copy it was made
-    /// from: not a failure to back off from.
+    /// A write refused because the pool or one of its retirements changed
+    /// since the copy it was made from: not a failure to back off from.
     pub fn is_conflict(&self) -> bool {
-        let status_write = match self {
-            Error::StatusWrite(e) => Some(e),
+        let inner = match self {
             Error::Finalizer(f) => match f.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(Error::StatusWrite(e))
-                | kube::runtime::finalizer::Error::CleanupFailed(Error::StatusWrite(e)) => Some(e),
-                _ => None,
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+                _ => return false,
             },
-            Error::Cleanup(_) => None,
+            e => e,
         };
-        matches!(status_write, Some(kube::Error::Api(s)) if s.code == 409)
+        match inner {
+            Error::StatusWrite(kube::Error::Api(s)) => s.code == 409,
+            Error::RetirementWrite(w) => w.is_conflict(),
+            _ => false,
+        }
     }
 }

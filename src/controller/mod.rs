@@ -6,7 +6,8 @@
 //!   re-plan on a fresh group read or the nodes' load;
 //! - `plan`: the retire decisions, pure and unit-tested; `drain_meta`: how a
 //!   drain records the retirement it belongs to (in Nomad's drain `Meta`);
-//! - `reconcile/persist`: the status written before any side effect;
+//! - `reconcile/persist`: the records written before any side effect: each
+//!   client's `NomadClientRetirement` (see `retirement`), then the pool's status;
 //! - `reconcile/act`: the side effects, with typed [`reconcile::ActionError`]s;
 //! - `reconcile/report`: status after trouble or failures, Events, metrics;
 //! - `reconcile/cleanup`: what a deleted pool gives back (the finalizer).
@@ -44,6 +45,7 @@ pub mod plan;
 pub mod readiness;
 pub mod reconcile;
 pub mod resends;
+pub mod retirement;
 pub mod runtime;
 pub mod secret_use;
 pub mod siblings;
@@ -160,9 +162,14 @@ async fn run_scope(
             predicates::generation.combine(predicates::finalizers),
             Default::default(),
         );
+    // Each pool's retirement objects: the store the reconciles read them
+    // from, and the changes that wake their pool (one made by hand, one
+    // deleted, a finalizer); our own status writes do not.
+    let retirements = retirement::ledger::watch(&ctx, namespace.clone());
     Controller::for_stream(pool_changes, reader)
         .with_config(ControllerConfig::default().concurrency(16))
         .reconcile_on(UnboundedReceiverStream(triggers))
+        .reconcile_on(retirements)
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use super::PoolRuntime;
 use super::plan::NodeFacts;
 use super::watch::NodesSnapshot;
-use crate::api::{NomadClientPoolSpec, NomadClientPoolStatus, RetiringNode};
+use crate::api::{NomadClientPoolSpec, RetiringNode};
 use crate::nomad::{Node, NomadError, PoolSelector, QueryOptions, QueryResponse};
 
 type NodeRead = Result<QueryResponse<Node>, NomadError>;
@@ -30,12 +30,12 @@ const READ_CONCURRENCY: usize = 8;
 pub async fn view(
     rt: &PoolRuntime,
     spec: &NomadClientPoolSpec,
-    status: &NomadClientPoolStatus,
+    tracked: &[RetiringNode],
     snapshot: &NodesSnapshot,
     facts: impl Fn(&NodesSnapshot) -> Vec<NodeFacts>,
 ) -> Result<(Vec<NodeFacts>, Vec<NodeFacts>), NomadError> {
     let mut nodes = facts(snapshot);
-    let (outside, lagging) = read_unseen(rt, spec, &status.retiring, snapshot).await?;
+    let (outside, lagging) = read_unseen(rt, spec, tracked, snapshot).await?;
     nodes.extend(facts(&lagging));
     Ok((nodes, facts(&outside)))
 }

@@ -1,6 +1,6 @@
 //! One reconcile of one pool, as a table of contents: observe → plan (pure)
-//! → persist the write-ahead status → act → report, each step in the room
-//! named for it.
+//! → persist the write-ahead records (each client's retirement object, then
+//! the pool's status) → act → report, each step in the room named for it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let connected = started.elapsed();
 
     // Observe.
-    let mut seen = match observe::observe(&pool, &rt).await {
+    let mut seen = match observe::observe(&pool, &rt, &ctx.ledgers).await {
         Ok(seen) => seen,
         // The watch fires the trigger as soon as its first answer lands.
         Err(NotObserved::Pending) => return Ok(Requeue::requeue(Duration::from_secs(5))),
@@ -78,8 +78,9 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let planned = observe::settle(&pool, &rt, &seen, planned);
     let planned_at = started.elapsed();
 
-    // Persist the write-ahead status.
-    let new_status = build_status(
+    // Persist the write-ahead records: the retirements, then the pool.
+    let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan);
+    let mut new_status = build_status(
         &pool,
         &seen.status,
         &planned.plan,
@@ -87,16 +88,24 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         &seen.group,
         planned.unapplied.clone(),
     );
+    persist::summarize(&mut new_status, &planned.plan, &writes, seen.pending);
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
-    let persisted =
-        persist::write_ahead(&pool, &ctx, &seen.status, &new_status, &planned.plan).await?;
+    let persisted = persist::write_ahead(
+        &pool,
+        &ctx,
+        &seen.status,
+        &new_status,
+        &planned.plan,
+        writes,
+    )
+    .await?;
     let written_at = started.elapsed();
 
     // Act.
-    let failures = act::act(&pool, &rt, &seen, &planned.plan).await;
+    let failures = act::act(&pool, &rt, &seen, &planned.plan, &persisted.names).await;
     // Where a slow reconcile spends its time (cumulative milliseconds).
     debug!(
         connect_ms = connected.as_millis() as u64,
@@ -110,9 +119,9 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     );
 
     // Report.
-    report::plan_events(&ctx, &pool, &planned.plan);
+    report::plan_events(&ctx, &pool, &planned.plan, &persisted.by_node_name).await;
     if !failures.is_empty() {
-        return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures).await);
+        return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures, &persisted).await);
     }
     ctx.note_success(&pool);
     Ok(Requeue::requeue(next_look(&planned.plan, &persisted)))

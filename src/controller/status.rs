@@ -85,6 +85,10 @@ pub fn only_progress_differs(old: &NomadClientPoolStatus, new: &NomadClientPoolS
             r.blocking_jobs.clear();
             r.message = None;
         }
+        for r in &mut s.oldest_retirements {
+            r.allocations_left = 0;
+            r.message = None;
+        }
         for c in &mut s.conditions {
             c.message.clear();
         }

@@ -15,6 +15,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::BlockingAllocation;
 use crate::controller::plan::AllocFacts;
 use crate::controller::trigger::Trigger;
 use crate::nomad::{
@@ -30,6 +33,8 @@ use backoff::IndexBackoff;
 use nodes::{Regressions, watch_nodes};
 
 /// How long one blocking query waits for a change (Nomad's maximum).
+/// How many blocking allocations a retirement's status names.
+const MAX_BLOCKING_ALLOCATIONS: usize = 10;
 const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 /// Reads of node details run at most this many at once, so discovering a
 /// pool of thousands does not flood Nomad.
@@ -342,8 +347,18 @@ async fn watch_allocations(
                     if !facts.blocking_jobs.contains(&a.job_id) {
                         facts.blocking_jobs.push(a.job_id.clone());
                     }
+                    facts.blocking.push(BlockingAllocation {
+                        job_id: a.job_id.clone(),
+                        task_group: a.task_group.clone(),
+                        allocation_id: a.id.clone(),
+                        since: a.modify_time().map(Time),
+                    });
                 }
                 facts.blocking_jobs.sort();
+                facts.blocking.sort_by(|x, y| {
+                    (&x.since, &x.allocation_id).cmp(&(&y.since, &y.allocation_id))
+                });
+                facts.blocking.truncate(MAX_BLOCKING_ALLOCATIONS);
                 let changed = tx.borrow().as_ref() != Some(&facts);
                 if changed {
                     tx.send_replace(Some(facts));

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::{RetirePhase, RetireReason};
 
 /// One Nomad client being retired from a `NomadClientPool`.
+// Each printer column repeats `type_ = "string"`: not a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "nomadpool.dev",
@@ -210,8 +212,12 @@ pub struct BlockingAllocation {
     /// Task group of the job.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub task_group: String,
-    /// Allocation ID.
-    #[serde(rename = "allocationID")]
+    /// Allocation ID (unset when only the job is known).
+    #[serde(
+        default,
+        rename = "allocationID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub allocation_id: String,
     /// When the allocation was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,7 +226,9 @@ pub struct BlockingAllocation {
 
 /// Phases of a retirement. The in-flight ones are the pool's `RetirePhase`s,
 /// each recorded before its action runs; `Retired` and `Cancelled` are final.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum RetirementPhase {
     /// Waiting for the pool: its target resolved and the disruption budget.
     Pending,

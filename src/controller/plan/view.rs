@@ -55,6 +55,9 @@ pub struct AllocFacts {
     /// still run behind the partition.
     pub unknown: u32,
     pub blocking_jobs: Vec<String>,
+    /// The oldest of those allocations (at most ten), for the retirement's
+    /// status: which job, task group and allocation, since when.
+    pub blocking: Vec<crate::api::BlockingAllocation>,
 }
 
 /// Everything observed for one pool, gathered by `reconcile`.

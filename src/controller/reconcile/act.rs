@@ -2,7 +2,7 @@
 //! persisted. Terminate calls run on their own tasks; node actions side by
 //! side; group actions last.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -55,6 +55,7 @@ pub async fn act(
     rt: &Arc<PoolRuntime>,
     seen: &Observed,
     planned: &plan::Plan,
+    names: &HashMap<String, String>,
 ) -> Vec<ActionError> {
     // Terminate calls run on their own: a slow or throttled cloud must not
     // hold the next drained node back until every call of this reconcile
@@ -89,7 +90,7 @@ pub async fn act(
     // map over borrowed actions trips the Send check of the controller.
     let calls: Vec<futures::future::BoxFuture<'_, Option<ActionError>>> = node_actions
         .into_iter()
-        .map(|action| Box::pin(run_logged(pool, rt, action)) as _)
+        .map(|action| Box::pin(run_logged(pool, rt, names, action)) as _)
         .collect();
     let mut failures: Vec<ActionError> =
         std::mem::take(&mut *rt.cloud_failures.lock().expect("failures lock"));
@@ -102,7 +103,7 @@ pub async fn act(
     );
     if !terminates_running {
         for action in group_actions {
-            failures.extend(run_logged(pool, rt, action).await);
+            failures.extend(run_logged(pool, rt, names, action).await);
         }
     }
     failures
@@ -191,19 +192,22 @@ fn spawn_terminate(
 async fn run_logged(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
+    names: &HashMap<String, String>,
     action: &Action,
 ) -> Option<ActionError> {
     let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
-    let result = run_action(pool, rt, action).instrument(span).await;
+    let result = run_action(pool, rt, names, action).instrument(span).await;
     if let Err(e) = &result {
         warn!(?action, error = %e, "action failed; retried on the next reconcile");
     }
     result.err()
 }
 
+/// `names`: the retirement of each client, named in its drain's Meta.
 async fn run_action(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
+    names: &HashMap<String, String>,
     action: &Action,
 ) -> Result<(), ActionError> {
     let nomad = &rt.nomad;
@@ -225,14 +229,17 @@ async fn run_action(
                 }
                 None => DrainSpec::no_deadline(pool.spec.drain.ignore_system_jobs),
             };
-            let meta = drain_meta::drain_meta(
-                &format!(
-                    "{}/{}",
-                    pool.namespace().unwrap_or_default(),
-                    pool.name_any()
+            let meta = drain_meta::with_retirement(
+                drain_meta::drain_meta(
+                    &format!(
+                        "{}/{}",
+                        pool.namespace().unwrap_or_default(),
+                        pool.name_any()
+                    ),
+                    &pool.uid().unwrap_or_default(),
+                    mark,
                 ),
-                &pool.uid().unwrap_or_default(),
-                mark,
+                names.get(node_id).map(String::as_str),
             );
             let req = DrainRequest {
                 drain_spec: Some(spec),

@@ -2,16 +2,19 @@
 
 use std::sync::Arc;
 
-use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
 use tracing::warn;
 
+use super::super::retirement::ledger::LedgerError;
+use super::super::retirement::records;
+use super::super::retirement::write::{self, WriteError};
 use super::super::runtime::runtime;
 use super::super::{Context, Error};
 use super::report::{forget_metrics, publish};
-use crate::api::{NomadClientPool, RetirePhase, RetiringNode};
+use crate::api::{NomadClientPool, RetirePhase};
 use crate::nomad::{DrainRequest, NomadError};
 
 /// Why a deleted pool's finalizer stays: a node it cordoned could not be
@@ -26,17 +29,29 @@ pub enum CleanupError {
     },
     #[error("Nomad is unreachable; cannot return cordoned nodes to service")]
     NomadUnreachable,
+    #[error("{0}")]
+    Retirements(#[source] LedgerError),
+    /// The pool's retirement objects could not be removed.
+    #[error("{0}")]
+    RemoveRetirements(#[source] WriteError),
 }
 
 /// The pool is being deleted: never terminate anything. Nodes that were only
 /// selected or cordoned go back to service; drains already running are left
-/// to finish (their jobs are already moving) and named in an event.
+/// to finish (their jobs are already moving) and named in an event. The
+/// pool's retirement objects are deleted with it.
 pub(super) async fn cleanup(
     pool: Arc<NomadClientPool>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
     let key = ObjectRef::from_obj(pool.as_ref());
-    let retiring: Vec<RetiringNode> = pool.status.clone().unwrap_or_default().retiring;
+    let retirements = ctx
+        .ledgers
+        .of_pool(&pool)
+        .await
+        .map_err(|e| Error::Cleanup(CleanupError::Retirements(e)))?;
+    let legacy = pool.status.clone().unwrap_or_default().retiring;
+    let retiring = records::tracked(&retirements, &legacy, jiff::Timestamp::now()).entries;
     let rt = match runtime(&pool, &ctx).await {
         Ok(rt) => Some(rt),
         Err(t) => {
@@ -104,6 +119,12 @@ pub(super) async fn cleanup(
         &message,
         None,
     );
+    // The objects go with the pool: owner references are not collected in
+    // every cluster, and a finalizer would keep each one forever.
+    let api = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    write::remove_all(&api, &ctx.ledgers, &retirements)
+        .await
+        .map_err(|e| Error::Cleanup(CleanupError::RemoveRetirements(e)))?;
     ctx.pools.lock().expect("pools lock").remove(&key);
     ctx.own_writes.forget(&pool);
     forget_metrics(&format!(

@@ -16,10 +16,14 @@ use super::super::plan::{
     self, Action, AllocFacts, AllocationVisibility, InstanceNodes, LastDrainStatus, NodeFacts,
     NodeStatus, PoolView,
 };
+use super::super::retirement::{Ledgers, records};
 use super::super::visibility::VisibilityState;
 use super::super::watch::{NodesSnapshot, NodesState};
 use super::super::{PoolRuntime, alloc_watch, authority, drain_meta, outside, siblings};
-use crate::api::{NomadClientPool, NomadClientPoolStatus};
+use crate::api::{
+    NomadClientPool, NomadClientPoolSpec, NomadClientPoolStatus, NomadClientRetirement,
+    RetiringNode,
+};
 use crate::nomad::{self, DrainStatus};
 use crate::provider::GroupState;
 
@@ -29,6 +33,17 @@ pub struct Observed {
     /// `namespace/name`.
     pub key: String,
     pub status: NomadClientPoolStatus,
+    /// The pool's retirement objects, finished ones included.
+    pub retirements: Vec<Arc<NomadClientRetirement>>,
+    /// The retirements in flight as the planner tracks them.
+    pub tracked: Vec<RetiringNode>,
+    /// The spec the planner reads: the pool's, with the clients that
+    /// hand-made retirements name added to `retire`.
+    pub spec: NomadClientPoolSpec,
+    /// Hand-made retirements waiting to start.
+    pub pending: usize,
+    /// The retirement each drain of ours names in its Meta, by node ID.
+    pub meta_names: HashMap<String, String>,
     pub snapshot: Arc<NodesSnapshot>,
     /// The cloud group; after a fresh read (see [`plan`]) that read's.
     pub group: GroupState,
@@ -56,7 +71,11 @@ impl From<Trouble> for NotObserved {
 
 /// Read the pool's views: nodes, cloud group (and whose it is), allocation
 /// visibility and facts, and the tracked nodes the view does not show.
-pub async fn observe(pool: &NomadClientPool, rt: &PoolRuntime) -> Result<Observed, NotObserved> {
+pub async fn observe(
+    pool: &NomadClientPool,
+    rt: &PoolRuntime,
+    ledger: &Ledgers,
+) -> Result<Observed, NotObserved> {
     let snapshot = match rt.watch.nodes() {
         NodesState::Pending => return Err(NotObserved::Pending),
         NodesState::Failed { error, .. } => {
@@ -76,6 +95,14 @@ pub async fn observe(pool: &NomadClientPool, rt: &PoolRuntime) -> Result<Observe
         .map_err(Trouble::refused)?;
 
     let status = pool.status.clone().unwrap_or_default();
+    let retirements = ledger
+        .of_pool(pool)
+        .await
+        .map_err(|_| NotObserved::Pending)?;
+    let now = Timestamp::now();
+    let tracked = records::tracked(&retirements, &status.retiring, now);
+    let mut spec = pool.spec.clone();
+    spec.retire.extend(tracked.hand_made.iter().cloned());
     // Read before the allocation facts: facts gathered under an earlier
     // answer may have been filtered by what the token could not see.
     // Both checks run (no short circuit): each marks its news as seen.
@@ -88,7 +115,7 @@ pub async fn observe(pool: &NomadClientPool, rt: &PoolRuntime) -> Result<Observe
         // Their indexes belong to the cluster's past.
         rt.writes.clear();
     }
-    if !status.retiring.is_empty() {
+    if !tracked.entries.is_empty() {
         rt.watch.probe_index(snapshot.index);
     }
     let visibility = rt.visibility.state();
@@ -104,13 +131,19 @@ pub async fn observe(pool: &NomadClientPool, rt: &PoolRuntime) -> Result<Observe
         pool.name_any()
     );
     let facts = |s: &_| node_facts(s, &key, &uid);
-    let (nodes, outside) = outside::view(rt, &pool.spec, &status, &snapshot, facts)
+    let (nodes, outside) = outside::view(rt, &spec, &tracked.entries, &snapshot, facts)
         .await
         .map_err(|e| Trouble::from_nomad(&e, &rt.address))?;
+    let meta_names = drain_meta::retirement_names(&snapshot, &key, &uid);
     Ok(Observed {
-        now: Timestamp::now(),
+        now,
         key,
         status,
+        retirements,
+        tracked: tracked.entries,
+        spec,
+        pending: tracked.pending,
+        meta_names,
         snapshot,
         group: observed.group,
         group_age: observed.age,
@@ -125,11 +158,7 @@ pub async fn observe(pool: &NomadClientPool, rt: &PoolRuntime) -> Result<Observe
 
 impl Observed {
     /// The planner's input, on `load` if fetched.
-    fn view<'a>(
-        &'a self,
-        pool: &'a NomadClientPool,
-        load: Option<&'a HashMap<String, u32>>,
-    ) -> PoolView<'a> {
+    fn view<'a>(&'a self, load: Option<&'a HashMap<String, u32>>) -> PoolView<'a> {
         let visibility = match (&self.visibility, &self.visibility_gap) {
             (_, None) => AllocationVisibility::Proven,
             (VisibilityState::Checking, _) => AllocationVisibility::Checking,
@@ -138,8 +167,8 @@ impl Observed {
         PoolView {
             now: self.now,
             pool_key: &self.key,
-            spec: &pool.spec,
-            tracked: &self.status.retiring,
+            spec: &self.spec,
+            tracked: &self.tracked,
             retired: &self.status.retired,
             nodes: &self.nodes,
             outside: &self.outside,
@@ -166,7 +195,7 @@ pub async fn plan(
     rt: &PoolRuntime,
     seen: &mut Observed,
 ) -> Result<plan::Plan, Trouble> {
-    let mut planned = plan::plan(&seen.view(pool, None));
+    let mut planned = plan::plan(&seen.view(None));
     let mut load = None;
     if planned.needs_load {
         load = Some(
@@ -175,7 +204,7 @@ pub async fn plan(
                 .await
                 .map_err(|e| Trouble::from_nomad(&e, &rt.address))?,
         );
-        planned = plan::plan(&seen.view(pool, load.as_deref()));
+        planned = plan::plan(&seen.view(load.as_deref()));
     }
     // Setting the desired capacity is the one action the cloud does not
     // re-check for us: it is planned on a fresh read.
@@ -193,7 +222,7 @@ pub async fn plan(
             .map_err(Trouble::refused)?;
         seen.group = fresh.group;
         seen.group_age = fresh.age;
-        planned = plan::plan(&seen.view(pool, load.as_deref()));
+        planned = plan::plan(&seen.view(load.as_deref()));
     }
     Ok(planned)
 }

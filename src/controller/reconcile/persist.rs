@@ -1,19 +1,25 @@
-//! Persist: the status a plan leads to, written before any of its side
-//! effects (the write-ahead record a restarted controller adopts from),
-//! and every status write of the reconciler.
+//! Persist: the write-ahead record of a plan, written before any of its
+//! side effects: each client's retirement object (created, taken over or
+//! moved on), then the pool's own status; after them the retirements the
+//! plan let go of are finished and the history pruned.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
 use super::super::plan::{self, Action};
+use super::super::retirement::{sync, write};
 use super::super::{Context, Error, status};
-use crate::api::{NomadClientPool, NomadClientPoolStatus};
+use super::observe::Observed;
+use crate::api::{NomadClientPool, NomadClientPoolStatus, NomadClientRetirement};
 
 /// How long a status whose only news is progress figures (counts,
 /// messages; see `status::only_progress_differs`) may wait for the next write.
 pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// How many retirements the pool's status names.
+const SUMMARY_SIZE: usize = 5;
 
 /// What the write-ahead step did.
 pub struct Persisted {
@@ -21,32 +27,104 @@ pub struct Persisted {
     /// Only progress figures changed and we wrote recently: not written now,
     /// the pool is requeued soon to write them.
     pub progress_waits: bool,
+    /// The retirement of each client, by node ID and by node name.
+    pub names: HashMap<String, String>,
+    pub by_node_name: HashMap<String, String>,
+    /// The pool status this step wrote or found unchanged.
+    pub status: NomadClientPoolStatus,
 }
 
-/// Write-ahead: the status names every action (but a purge) before it
-/// runs; with such actions to follow, the write is also the check that no
-/// newer copy of the pool exists. Without, a status with nothing new is not
-/// written, and one with only new progress figures waits a little if we
-/// wrote recently (each write rewrites every entry of the pool).
+/// The retirement writes `planned` needs (pure, but for what the ledger
+/// remembers of our recent writes).
+pub fn retirement_writes(
+    pool: &NomadClientPool,
+    ctx: &Context,
+    seen: &Observed,
+    planned: &plan::Plan,
+) -> sync::Writes {
+    let blocking = seen
+        .allocs
+        .iter()
+        .map(|(id, facts)| (id.clone(), facts.blocking.clone()))
+        .collect();
+    let recently =
+        |r: &NomadClientRetirement| ctx.ledgers.written_within(r, PROGRESS_WRITE_INTERVAL);
+    sync::writes(
+        &sync::Inputs {
+            pool,
+            retirements: &seen.retirements,
+            meta_names: &seen.meta_names,
+            blocking: &blocking,
+            written_recently: &recently,
+            now: seen.now,
+        },
+        planned,
+    )
+}
+
+/// The pool status's summary of its retirements.
+pub fn summarize(
+    status: &mut NomadClientPoolStatus,
+    planned: &plan::Plan,
+    writes: &sync::Writes,
+    pending: usize,
+) {
+    status.retiring.clear();
+    status.retirements_in_flight = planned.retiring.len() as i32;
+    status.retirements_pending = pending.saturating_sub(writes.adopts.len()) as i32;
+    status.oldest_retirements = sync::oldest(&planned.retiring, &writes.names, SUMMARY_SIZE);
+}
+
+/// A later status of the same reconcile keeps the summary `summarize` made.
+pub fn carry_summary(status: &mut NomadClientPoolStatus, from: &NomadClientPoolStatus) {
+    status.retiring.clear();
+    status.retirements_in_flight = from.retirements_in_flight;
+    status.retirements_pending = from.retirements_pending;
+    status.oldest_retirements = from.oldest_retirements.clone();
+}
+
+/// Write-ahead: every retirement the plan moves on is written before the
+/// action it names runs; then the pool's status. That write is also the
+/// check that no newer copy of the pool exists when the plan starts new
+/// retirements or changes the group's size; otherwise a status with
+/// nothing new is not written, and one with only new progress figures
+/// waits a little if we wrote recently.
 pub async fn write_ahead(
     pool: &NomadClientPool,
     ctx: &Context,
     previous: &NomadClientPoolStatus,
     next: &NomadClientPoolStatus,
     planned: &plan::Plan,
+    writes: sync::Writes,
 ) -> Result<Persisted, Error> {
-    let write_ahead = planned.actions.iter().any(Action::needs_write_ahead);
+    let api: Api<NomadClientRetirement> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    write::write_ahead(&api, pool, &ctx.ledgers, &writes)
+        .await
+        .map_err(Error::RetirementWrite)?;
+    let pool_decides = !writes.creates.is_empty()
+        || !writes.adopts.is_empty()
+        || planned
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     let progress_only = status::only_progress_differs(previous, next);
     let progress_waits = progress_only
-        && !write_ahead
+        && !pool_decides
         && ctx.own_writes.written_within(pool, PROGRESS_WRITE_INTERVAL);
-    let written = !progress_waits && (next != previous || write_ahead);
+    let written = !progress_waits && (next != previous || pool_decides);
     if written {
         write_status(pool, ctx, next).await?;
     }
+    write::wind_up(&api, &ctx.ledgers, &writes)
+        .await
+        .map_err(Error::RetirementWrite)?;
     Ok(Persisted {
         written,
         progress_waits,
+        names: writes.names,
+        by_node_name: writes.by_node_name,
+        status: next.clone(),
     })
 }
 
@@ -57,12 +135,9 @@ pub async fn write_status(
 ) -> Result<(), Error> {
     let api: Api<NomadClientPool> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    // A replace, not a patch: the API server then skips applying a patch to
-    // the stored object, which for a pool with hundreds of retiring entries
-    // was a third of each write's cost. Only the status of the body is used.
     // Its resourceVersion makes this a compare-and-swap: a reconcile that
-    // started from a stale copy must not overwrite write-ahead entries it
-    // never saw. A conflict just requeues.
+    // started from a stale copy must not overwrite a newer status, nor act
+    // on decisions made from a spec that changed since. A conflict requeues.
     let mut body = pool.clone();
     body.status = Some(status.clone());
     let written = api

@@ -2,13 +2,14 @@
 //! reconcile: trouble that stopped it, the planner's events, actions that
 //! failed, the gauges per phase.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Resource;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::super::conditions::{Problem, Trouble, build_status};
@@ -77,15 +78,44 @@ pub async fn trouble(
     ))
 }
 
-/// The planner's Events, and its decisions in the log.
-pub fn plan_events(ctx: &Context, pool: &NomadClientPool, planned: &plan::Plan) {
+/// The planner's Events, and its decisions in the log. An Event about one
+/// client goes on its retirement object, where `kubectl describe ncr`
+/// shows it; the others on the pool.
+pub async fn plan_events(
+    ctx: &Context,
+    pool: &NomadClientPool,
+    planned: &plan::Plan,
+    by_node_name: &HashMap<String, String>,
+) {
+    let about_clients = planned.events.iter().any(|ev| ev.node.is_some());
+    let objects: HashMap<String, ObjectReference> = if about_clients {
+        ctx.ledgers
+            .of_pool(pool)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| (r.name_any(), r.object_ref(&())))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     for ev in &planned.events {
         let type_ = if ev.warning {
             EventType::Warning
         } else {
             EventType::Normal
         };
-        publish(ctx, pool, type_, ev.reason, &ev.message, ev.node.as_deref());
+        let retirement = ev
+            .node
+            .as_ref()
+            .and_then(|n| by_node_name.get(n))
+            .and_then(|name| objects.get(name));
+        match retirement {
+            Some(object) => ctx
+                .events
+                .publish(event(type_, ev.reason, &ev.message, None), object.clone()),
+            None => publish(ctx, pool, type_, ev.reason, &ev.message, ev.node.as_deref()),
+        }
         info!(reason = ev.reason, "{}", ev.message);
     }
 }
@@ -99,6 +129,7 @@ pub async fn failures(
     seen: &Observed,
     planned: &Planned,
     failures: &[ActionError],
+    persisted: &persist::Persisted,
 ) -> Requeue {
     let message = failures
         .iter()
@@ -117,7 +148,7 @@ pub async fn failures(
         .into_iter()
         .chain(planned.unapplied.iter().cloned())
         .collect();
-    let failed = build_status(
+    let mut failed = build_status(
         pool,
         &seen.status,
         &planned.plan,
@@ -125,6 +156,7 @@ pub async fn failures(
         &seen.group,
         problems,
     );
+    persist::carry_summary(&mut failed, &persisted.status);
     // Written over the copy the write-ahead returned, or it could never apply.
     let newest = ctx.own_writes.newest(pool.clone());
     let _ = persist::write_status(&newest, ctx, &failed).await;
@@ -216,7 +248,12 @@ pub fn publish(
     message: &str,
     node: Option<&str>,
 ) {
-    let ev = Event {
+    ctx.events
+        .publish(event(type_, reason, message, node), pool.object_ref(&()));
+}
+
+fn event(type_: EventType, reason: &str, message: &str, node: Option<&str>) -> Event {
+    Event {
         type_,
         reason: reason.into(),
         note: Some(message.chars().take(1000).collect()),
@@ -227,6 +264,5 @@ pub fn publish(
             name: Some(name.into()),
             ..Default::default()
         }),
-    };
-    ctx.events.publish(ev, pool.object_ref(&()));
+    }
 }

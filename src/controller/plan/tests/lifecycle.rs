@@ -198,6 +198,7 @@ fn a_disconnected_client_with_unknown_allocations_is_not_terminated_when_its_dra
             live: 2,
             unknown: 2,
             blocking_jobs: vec!["build".into()],
+            ..Default::default()
         },
     );
     let p = w.plan();

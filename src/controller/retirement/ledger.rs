@@ -1,0 +1,203 @@
+//! Every retirement a pool has: the watch's store of the objects, read
+//! through our own writes the store does not show yet.
+//!
+//! The store trails our writes by a watch event. A reconcile that read a
+//! retirement from it before the event arrived would plan on a phase it had
+//! already moved past (and create again an object it just created), so each
+//! write we make is remembered until the store shows it, or shows something
+//! newer, as `own_writes` does for the pool itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::api::{NomadClientPool, NomadClientRetirement};
+
+/// How long a write of ours stands in for the store: the store trails by an
+/// event or two, so an entry this old has been overtaken by something we
+/// did not see (an object created and deleted again).
+const OWN_WRITE_TTL: Duration = Duration::from_secs(60);
+/// How long a reconcile waits for a store's first list before it says the
+/// pool's retirements are not known yet.
+const READY_WAIT: Duration = Duration::from_secs(5);
+
+type Key = ObjectRef<NomadClientRetirement>;
+
+/// The stores of every namespace scope the controller watches, and our own
+/// writes.
+#[derive(Default)]
+pub struct Ledgers {
+    stores: Mutex<Vec<(Option<String>, Store<NomadClientRetirement>)>>,
+    own: Mutex<HashMap<Key, Own>>,
+    /// When we last wrote each retirement (kept after the store caught up).
+    last_write: Mutex<HashMap<Key, Instant>>,
+}
+
+struct Own {
+    /// What our last write left; `None` after we deleted the object.
+    latest: Option<Arc<NomadClientRetirement>>,
+    /// resourceVersions our writes replaced ("" for a create).
+    replaced: VecDeque<String>,
+    at: Instant,
+}
+
+/// Why a pool's retirements cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("no watch of NomadClientRetirements covers namespace {0}")]
+    NotWatched(String),
+    #[error("the NomadClientRetirement watch of namespace {0} has not listed yet")]
+    NotReady(String),
+}
+
+impl Ledgers {
+    /// The store of one watched scope (`None`: every namespace).
+    pub fn register(&self, scope: Option<String>, store: Store<NomadClientRetirement>) {
+        self.stores
+            .lock()
+            .expect("ledger lock")
+            .push((scope, store));
+    }
+
+    fn store_for(&self, ns: &str) -> Option<Store<NomadClientRetirement>> {
+        let stores = self.stores.lock().expect("ledger lock");
+        let exact = stores.iter().find(|(s, _)| s.as_deref() == Some(ns));
+        exact
+            .or_else(|| stores.iter().find(|(s, _)| s.is_none()))
+            .map(|(_, store)| store.clone())
+    }
+
+    /// Every retirement of `pool` (by `spec.pool`), as our writes left them.
+    pub async fn of_pool(
+        &self,
+        pool: &NomadClientPool,
+    ) -> Result<Vec<Arc<NomadClientRetirement>>, LedgerError> {
+        let ns = pool.namespace().unwrap_or_default();
+        let store = self
+            .store_for(&ns)
+            .ok_or_else(|| LedgerError::NotWatched(ns.clone()))?;
+        tokio::time::timeout(READY_WAIT, store.wait_until_ready())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| LedgerError::NotReady(ns.clone()))?;
+        let name = pool.name_any();
+        let mine = |r: &NomadClientRetirement| {
+            r.spec.pool == name && r.namespace().as_deref() == Some(ns.as_str())
+        };
+        let stored: Vec<_> = store.state().into_iter().filter(|r| mine(r)).collect();
+        Ok(self.overlay(stored, mine))
+    }
+
+    /// The stored objects, each swapped for our write where the store has
+    /// not caught up, plus the objects we created that it does not show.
+    fn overlay(
+        &self,
+        stored: Vec<Arc<NomadClientRetirement>>,
+        mine: impl Fn(&NomadClientRetirement) -> bool,
+    ) -> Vec<Arc<NomadClientRetirement>> {
+        let mut own = self.own.lock().expect("ledger lock");
+        own.retain(|_, o| o.at.elapsed() < OWN_WRITE_TTL);
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(stored.len());
+        for obj in stored {
+            let key = ObjectRef::from_obj(obj.as_ref());
+            let rv = obj.resource_version().unwrap_or_default();
+            seen.insert(key.clone());
+            match own.get(&key) {
+                Some(o) if o.replaced.contains(&rv) => out.extend(o.latest.clone()),
+                Some(_) => {
+                    // The store shows our write or something newer.
+                    own.remove(&key);
+                    out.push(obj);
+                }
+                None => out.push(obj),
+            }
+        }
+        for (key, o) in own.iter() {
+            if seen.contains(key) || !o.replaced.contains(&String::new()) {
+                continue;
+            }
+            if let Some(created) = o.latest.as_ref().filter(|l| mine(l)) {
+                out.push(created.clone());
+            }
+        }
+        out
+    }
+
+    /// Remember a write: `before_rv` is the version it replaced (`None` for
+    /// a create), `after` what the API server returned.
+    pub fn wrote(&self, before_rv: Option<String>, after: NomadClientRetirement) {
+        let key = ObjectRef::from_obj(&after);
+        self.remember(key, before_rv.unwrap_or_default(), Some(Arc::new(after)));
+    }
+
+    /// Remember that we deleted (or let go of) the object at `rv`.
+    pub fn deleted(&self, obj: &NomadClientRetirement) {
+        let key = ObjectRef::from_obj(obj);
+        self.remember(key, obj.resource_version().unwrap_or_default(), None);
+    }
+
+    /// Whether this process wrote the retirement within `period`.
+    pub fn written_within(&self, r: &NomadClientRetirement, period: Duration) -> bool {
+        self.last_write
+            .lock()
+            .expect("ledger lock")
+            .get(&ObjectRef::from_obj(r))
+            .is_some_and(|at| at.elapsed() < period)
+    }
+
+    fn remember(&self, key: Key, replaced: String, latest: Option<Arc<NomadClientRetirement>>) {
+        {
+            let mut last = self.last_write.lock().expect("ledger lock");
+            last.retain(|_, at| at.elapsed() < OWN_WRITE_TTL);
+            last.insert(key.clone(), Instant::now());
+        }
+        let mut own = self.own.lock().expect("ledger lock");
+        let o = own.entry(key).or_insert_with(|| Own {
+            latest: None,
+            replaced: VecDeque::new(),
+            at: Instant::now(),
+        });
+        o.latest = latest;
+        o.at = Instant::now();
+        o.replaced.push_back(replaced);
+        if o.replaced.len() > 16 {
+            o.replaced.pop_front();
+        }
+    }
+}
+
+/// Watch the retirements of one scope (`None`: every namespace) into a
+/// store the context's ledgers read, and yield the pool each change that
+/// matters concerns: a new object (made by hand, or ours), a deletion
+/// (which bumps the generation), a finalizer. Our status writes, which
+/// change neither, do not wake the pool again.
+pub fn watch(
+    ctx: &crate::controller::Context,
+    scope: Option<String>,
+) -> impl futures::Stream<Item = ObjectRef<NomadClientPool>> + Send + 'static {
+    use futures::StreamExt;
+    use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
+    let api: kube::Api<NomadClientRetirement> = match &scope {
+        Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
+        None => kube::Api::all(ctx.client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    ctx.ledgers.register(scope, reader);
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        )
+        .filter_map(|r| async move {
+            let r = r.ok()?;
+            Some(ObjectRef::new(&r.spec.pool).within(&r.namespace()?))
+        })
+}

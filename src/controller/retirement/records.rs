@@ -1,0 +1,311 @@
+//! A retirement object as the planner's entry, and the planner's entry as a
+//! retirement's status; the object's name; what hand-made and deleted
+//! objects ask of the pool. Pure: no I/O.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+
+use super::CREATED_BY;
+use crate::api::{
+    BlockingAllocation, NomadClientRetirement, NomadClientRetirementStatus, RetirePhase,
+    RetireTarget, RetirementPhase, RetiringNode,
+};
+
+/// How many blocking job IDs a planner entry lists (as `status.retiring` did).
+const MAX_BLOCKING_JOBS: usize = 5;
+/// The condition every retirement carries.
+pub const PROGRESSING: &str = "Progressing";
+
+/// What a pool's retirements ask of the planner.
+#[derive(Debug, Default)]
+pub struct Tracked {
+    /// Retirements in flight, as the planner tracks them; a deleted one that
+    /// has not reached `Terminating` is asked to cancel.
+    pub entries: Vec<RetiringNode>,
+    /// Hand-made retirements not finished nor deleted: the pool keeps their
+    /// clients wanted, as if `spec.retire` named them.
+    pub hand_made: Vec<RetireTarget>,
+    /// Of those, how many wait for the pool to start them.
+    pub pending: usize,
+}
+
+/// The planner's view of a pool's retirements, with the entries a status
+/// written by the previous version still lists (`legacy`) for the clients
+/// that have no object yet.
+pub fn tracked(
+    retirements: &[Arc<NomadClientRetirement>],
+    legacy: &[RetiringNode],
+    now: Timestamp,
+) -> Tracked {
+    let mut out = Tracked::default();
+    for r in retirements {
+        let deleting = r.metadata.deletion_timestamp.is_some();
+        let phase = r.phase();
+        if !deleting && !phase.is_finished() && !created_by_pool(r) {
+            out.hand_made.push(target_of(r));
+            if phase == RetirementPhase::Pending {
+                out.pending += 1;
+            }
+        }
+        if let Some(mut entry) = entry_of(r) {
+            if deleting && entry.phase < RetirePhase::Terminating {
+                entry.phase = RetirePhase::Cancelling;
+                entry.since = Time(now);
+                entry.message = Some("cancelling: the retirement was deleted".into());
+            }
+            out.entries.push(entry);
+        }
+    }
+    for old in legacy {
+        if !out.entries.iter().any(|e| e.node_id == old.node_id) {
+            out.entries.push(old.clone());
+        }
+    }
+    out
+}
+
+pub fn created_by_pool(r: &NomadClientRetirement) -> bool {
+    r.annotations().contains_key(CREATED_BY)
+}
+
+/// The `spec.retire` entry a hand-made retirement stands for.
+pub fn target_of(r: &NomadClientRetirement) -> RetireTarget {
+    let t = &r.spec.target;
+    RetireTarget {
+        node_name: t.node_name.clone(),
+        node_id: t.node_id.clone(),
+        instance_id: t.instance_id.clone(),
+        replace: !r.spec.decrement(),
+    }
+}
+
+/// Whether a hand-made retirement's target is this entry's client.
+pub fn targets(r: &NomadClientRetirement, e: &RetiringNode) -> bool {
+    let t = &r.spec.target;
+    t.node_id.as_deref() == Some(e.node_id.as_str())
+        || t.node_name.as_deref() == Some(e.node_name.as_str())
+        || (t.instance_id.is_some() && t.instance_id == e.instance_id)
+}
+
+/// A retirement in flight as the planner's entry; `None` when it is pending
+/// or finished.
+pub fn entry_of(r: &NomadClientRetirement) -> Option<RetiringNode> {
+    let st = r.status.as_ref()?;
+    let phase = st.phase?.in_flight()?;
+    let mut blocking_jobs: Vec<String> = Vec::new();
+    for a in &st.blocking_allocations {
+        if !blocking_jobs.contains(&a.job_id) && blocking_jobs.len() < MAX_BLOCKING_JOBS {
+            blocking_jobs.push(a.job_id.clone());
+        }
+    }
+    blocking_jobs.sort();
+    let created = r.metadata.creation_timestamp.clone();
+    Some(RetiringNode {
+        node_id: st.node_id.clone()?,
+        node_name: st.node_name.clone().unwrap_or_default(),
+        instance_id: st.instance_id.clone(),
+        phase,
+        since: st
+            .phase_since
+            .clone()
+            .or(created)
+            .unwrap_or(Time(Timestamp::UNIX_EPOCH)),
+        selected_at: st.selected_at.clone(),
+        reason: r.spec.reason,
+        decrement: r.spec.decrement(),
+        cordoned_by_pool: st.cordoned_by_pool,
+        drain_started_at: st.drain_started_at.clone(),
+        drain_deadline: st.drain_deadline.clone(),
+        allocations_left: st.allocations_left,
+        blocking_jobs,
+        message: st.message.clone(),
+    })
+}
+
+/// The status of a retirement whose client the planner left at `e`;
+/// `blocking`: the allocations seen on the client, if it is watched.
+pub fn status_of(
+    e: &RetiringNode,
+    previous: Option<&NomadClientRetirementStatus>,
+    generation: Option<i64>,
+    blocking: Option<Vec<BlockingAllocation>>,
+    now: Timestamp,
+) -> NomadClientRetirementStatus {
+    let phase = RetirementPhase::from(e.phase);
+    let blocking_allocations = blocking_of(e, blocking, previous);
+    let terminated_at = previous
+        .and_then(|p| p.terminated_at.clone())
+        .or_else(|| (e.phase == RetirePhase::Terminating).then(|| e.since.clone()));
+    let message = e.message.clone();
+    NomadClientRetirementStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        phase_since: Some(e.since.clone()),
+        node_id: Some(e.node_id.clone()),
+        node_name: Some(e.node_name.clone()),
+        instance_id: e.instance_id.clone(),
+        selected_at: e.selected_at.clone(),
+        cordoned_by_pool: e.cordoned_by_pool,
+        drain_started_at: e.drain_started_at.clone(),
+        drain_deadline: e.drain_deadline.clone(),
+        allocations_left: e.allocations_left,
+        blocking_allocations,
+        terminated_at,
+        finished_at: None,
+        conditions: vec![progressing(
+            previous,
+            generation,
+            true,
+            phase,
+            message.as_deref().unwrap_or(""),
+            now,
+        )],
+        message,
+    }
+}
+
+/// The allocations blocking `e`: of the jobs the planner names, those seen
+/// on the client now (or, unwatched, last time), and a job's name alone
+/// where no allocation of it was seen.
+fn blocking_of(
+    e: &RetiringNode,
+    seen: Option<Vec<BlockingAllocation>>,
+    previous: Option<&NomadClientRetirementStatus>,
+) -> Vec<BlockingAllocation> {
+    let known = seen
+        .or_else(|| previous.map(|p| p.blocking_allocations.clone()))
+        .unwrap_or_default();
+    let mut out: Vec<BlockingAllocation> = known
+        .into_iter()
+        .filter(|a| e.blocking_jobs.contains(&a.job_id))
+        .collect();
+    for job in &e.blocking_jobs {
+        if !out.iter().any(|a| &a.job_id == job) {
+            out.push(BlockingAllocation {
+                job_id: job.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// The status of a retirement that ended: `Retired` or `Cancelled`.
+pub fn finished_status(
+    previous: &NomadClientRetirementStatus,
+    generation: Option<i64>,
+    outcome: RetirementPhase,
+    message: String,
+    now: Timestamp,
+) -> NomadClientRetirementStatus {
+    NomadClientRetirementStatus {
+        observed_generation: generation,
+        phase: Some(outcome),
+        phase_since: Some(Time(now)),
+        allocations_left: 0,
+        blocking_allocations: vec![],
+        finished_at: Some(Time(now)),
+        conditions: vec![progressing(
+            Some(previous),
+            generation,
+            false,
+            outcome,
+            &message,
+            now,
+        )],
+        message: Some(message),
+        ..previous.clone()
+    }
+}
+
+/// `Progressing`, keeping its transition time while its status holds.
+fn progressing(
+    previous: Option<&NomadClientRetirementStatus>,
+    generation: Option<i64>,
+    on: bool,
+    phase: RetirementPhase,
+    message: &str,
+    now: Timestamp,
+) -> Condition {
+    let status = if on { "True" } else { "False" };
+    let since = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == PROGRESSING))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: PROGRESSING.into(),
+        status: status.into(),
+        reason: phase.as_str().into(),
+        message: message.chars().take(1024).collect(),
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+/// Whether two statuses differ in more than progress figures (allocation
+/// counts and lists, messages, condition messages): those may wait a
+/// little for the next write, everything else is written at once.
+pub fn material_change(
+    old: &NomadClientRetirementStatus,
+    new: &NomadClientRetirementStatus,
+) -> bool {
+    fn material(s: &NomadClientRetirementStatus) -> NomadClientRetirementStatus {
+        let mut s = s.clone();
+        s.allocations_left = 0;
+        s.blocking_allocations.clear();
+        s.message = None;
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    }
+    material(old) != material(new)
+}
+
+/// The name the pool gives the retirement of a client: the pool's and the
+/// node's names and the node ID's first characters, as a DNS subdomain,
+/// with a counter when an earlier retirement of the same client holds it.
+pub fn name_for(
+    pool: &str,
+    node_name: &str,
+    node_id: &str,
+    taken: impl Fn(&str) -> bool,
+) -> String {
+    let clean = |s: &str| -> String {
+        s.to_ascii_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    let id: String = clean(node_id).chars().take(8).collect();
+    let mut base = format!("{}-{}", clean(pool), clean(node_name));
+    // Room for "-<id>-<counter>" within the 253 characters of a name.
+    base.truncate(253 - id.len() - 8);
+    let base = format!(
+        "{}-{id}",
+        base.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+    );
+    let base = base
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|n| !taken(n))
+        .expect("some counter is free")
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,217 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::api::{NomadClientPoolSpec, RetireReason};
+use crate::controller::retirement::records::tests::object;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+fn pool(history: Option<i32>) -> NomadClientPool {
+    let spec: NomadClientPoolSpec = serde_json::from_value(serde_json::json!({
+        "nomad": {"address": "http://127.0.0.1:4646"},
+        "selector": {"nodePool": "ci"},
+        "provider": {"awsAutoScalingGroup": {"name": "g", "region": "us-east-1"}},
+        "retirementHistoryLimit": history,
+    }))
+    .unwrap();
+    let mut p = NomadClientPool::new("ci", spec);
+    p.metadata.namespace = Some("default".into());
+    p.metadata.uid = Some("uid-1".into());
+    p
+}
+
+fn entry(n: u32, phase: RetirePhase) -> RetiringNode {
+    RetiringNode {
+        node_id: format!("0b1c2d3e-0000-4000-8000-00000000000{n}"),
+        node_name: format!("client-{n}"),
+        instance_id: Some(format!("i-{n}")),
+        phase,
+        since: Time("2026-12-01T10:00:00Z".parse().unwrap()),
+        selected_at: None,
+        reason: RetireReason::ScaleIn,
+        decrement: true,
+        cordoned_by_pool: true,
+        drain_started_at: None,
+        drain_deadline: None,
+        allocations_left: 0,
+        blocking_jobs: vec![],
+        message: None,
+    }
+}
+
+fn plan_of(entries: Vec<RetiringNode>) -> Plan {
+    Plan {
+        retiring: entries,
+        ..Default::default()
+    }
+}
+
+fn run(
+    pool: &NomadClientPool,
+    rs: &[Arc<NomadClientRetirement>],
+    plan: &Plan,
+    recent: bool,
+) -> Writes {
+    let none = HashMap::new();
+    let blocking = HashMap::new();
+    let recently = move |_: &NomadClientRetirement| recent;
+    writes(
+        &Inputs {
+            pool,
+            retirements: rs,
+            meta_names: &none,
+            blocking: &blocking,
+            written_recently: &recently,
+            now: Timestamp::now(),
+        },
+        plan,
+    )
+}
+
+fn finished(name: &str, at: &str, outcome: RetirementPhase) -> Arc<NomadClientRetirement> {
+    let mut r = object(name, Some(&entry(1, RetirePhase::Terminating)));
+    let st = r.status.as_mut().unwrap();
+    st.phase = Some(outcome);
+    st.finished_at = Some(Time(at.parse().unwrap()));
+    Arc::new(r)
+}
+
+#[test]
+fn a_new_client_in_flight_gets_an_object_owned_and_labelled_by_the_pool() {
+    let p = pool(None);
+    let w = run(
+        &p,
+        &[],
+        &plan_of(vec![entry(1, RetirePhase::Selected)]),
+        false,
+    );
+    assert_eq!(w.creates.len(), 1);
+    let (obj, status) = &w.creates[0];
+    assert_eq!(obj.name_any(), "ci-client-1-0b1c2d3e");
+    assert_eq!(obj.labels()[POOL_LABEL], "ci");
+    assert_eq!(obj.finalizers(), [FINALIZER.to_string()]);
+    let owner = &obj.owner_references()[0];
+    assert_eq!(
+        (owner.uid.as_str(), owner.controller),
+        ("uid-1", Some(true))
+    );
+    assert_eq!(status.phase, Some(RetirementPhase::Selected));
+    assert!(obj.spec.decrement());
+    assert_eq!(
+        w.names["0b1c2d3e-0000-4000-8000-000000000001"],
+        obj.name_any()
+    );
+}
+
+#[test]
+fn a_hand_made_retirement_naming_the_client_is_taken_over_not_duplicated() {
+    let p = pool(None);
+    let mut by_hand = object("by-hand", None);
+    by_hand.spec.target.node_name = Some("client-1".into());
+    let w = run(
+        &p,
+        &[Arc::new(by_hand)],
+        &plan_of(vec![entry(1, RetirePhase::Selected)]),
+        false,
+    );
+    assert!(w.creates.is_empty());
+    assert_eq!(w.adopts.len(), 1);
+    let owned = adopted_object(&p, &w.adopts[0].object);
+    assert_eq!(owned.labels()[POOL_LABEL], "ci");
+    assert!(owned.finalizers().contains(&FINALIZER.to_string()));
+}
+
+#[test]
+fn progress_alone_waits_after_a_recent_write_a_phase_never_does() {
+    let p = pool(None);
+    let e = entry(1, RetirePhase::Draining);
+    let r = Arc::new(object("r", Some(&e)));
+    let mut progressed = e.clone();
+    progressed.allocations_left = 3;
+    let w = run(
+        &p,
+        std::slice::from_ref(&r),
+        &plan_of(vec![progressed.clone()]),
+        true,
+    );
+    assert!(w.statuses.is_empty(), "progress waits");
+    let w = run(
+        &p,
+        std::slice::from_ref(&r),
+        &plan_of(vec![progressed]),
+        false,
+    );
+    assert_eq!(w.statuses.len(), 1, "progress is written when due");
+    let mut moved = e.clone();
+    moved.phase = RetirePhase::Drained;
+    let w = run(&p, std::slice::from_ref(&r), &plan_of(vec![moved]), true);
+    assert_eq!(w.statuses.len(), 1, "a phase is written at once");
+    let w = run(&p, &[r], &plan_of(vec![e]), false);
+    assert!(w.is_empty(), "nothing new, nothing written");
+}
+
+#[test]
+fn a_retirement_the_plan_lets_go_of_is_finished_and_lets_go_of_its_finalizer() {
+    let p = pool(None);
+    let mut terminating = object("t", Some(&entry(1, RetirePhase::Terminating)));
+    terminating.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let mut draining = object("d", Some(&entry(2, RetirePhase::Cancelling)));
+    draining.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let mut plan = plan_of(vec![]);
+    plan.events.push(crate::controller::plan::PlanEvent {
+        warning: false,
+        node: Some("client-1".into()),
+        reason: "Retired",
+        message: "node client-1 retired: VM i-1 terminated and node purged".into(),
+    });
+    let w = run(
+        &p,
+        &[Arc::new(terminating), Arc::new(draining)],
+        &plan,
+        false,
+    );
+    let mut outcomes: Vec<(String, RetirementPhase)> = (w.finishes.iter())
+        .map(|f| (f.object.name_any(), f.status.phase.unwrap()))
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("d".into(), RetirementPhase::Cancelled),
+            ("t".into(), RetirementPhase::Retired)
+        ]
+    );
+    let t = w
+        .finishes
+        .iter()
+        .find(|f| f.object.name_any() == "t")
+        .unwrap();
+    assert!(t.status.message.as_deref().unwrap().contains("purged"));
+    assert!(t.status.finished_at.is_some());
+    assert_eq!(w.releases.len(), 2);
+}
+
+#[test]
+fn history_beyond_the_limit_goes_oldest_first() {
+    let p = pool(Some(2));
+    let rs = [
+        finished("a", "2026-12-01T10:00:00Z", RetirementPhase::Retired),
+        finished("b", "2026-12-01T11:00:00Z", RetirementPhase::Cancelled),
+        finished("c", "2026-12-01T12:00:00Z", RetirementPhase::Retired),
+        finished("d", "2026-12-01T09:00:00Z", RetirementPhase::Retired),
+    ];
+    let w = run(&p, &rs, &plan_of(vec![]), false);
+    let mut pruned: Vec<String> = w.prunes.iter().map(|r| r.name_any()).collect();
+    pruned.sort();
+    assert_eq!(pruned, ["a", "d"]);
+}
+
+#[test]
+fn a_retirement_deleted_before_it_started_just_lets_go() {
+    let p = pool(None);
+    let mut by_hand = object("by-hand", None);
+    by_hand.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    by_hand.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let w = run(&p, &[Arc::new(by_hand)], &plan_of(vec![]), false);
+    assert_eq!(w.releases.len(), 1);
+    assert!(w.finishes.is_empty() && w.creates.is_empty());
+}

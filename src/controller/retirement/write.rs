@@ -1,0 +1,279 @@
+//! The writes `sync` chose, against the API server, side by side. Each
+//! write-ahead write (a create, a status) must land before the reconcile
+//! acts; each one is remembered in the ledger until the store shows it.
+
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
+
+use super::sync::{StatusWrite, Writes, adopted_object};
+use super::{FINALIZER, Ledgers};
+use crate::api::{NomadClientPool, NomadClientRetirement, NomadClientRetirementStatus};
+
+/// Retirement writes of one reconcile in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// A retirement write the API server refused or did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("creating retirement {name}: {source}")]
+    Create {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("taking over retirement {name}: {source}")]
+    Adopt {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status of retirement {name}: {source}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("removing the finalizer of retirement {name}: {source}")]
+    Finalizer {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting finished retirement {name}: {source}")]
+    Prune {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl WriteError {
+    /// Someone changed the object since we read it: retry on the newer copy.
+    pub fn is_conflict(&self) -> bool {
+        let source = match self {
+            WriteError::Create { source, .. }
+            | WriteError::Adopt { source, .. }
+            | WriteError::Status { source, .. }
+            | WriteError::Finalizer { source, .. }
+            | WriteError::Prune { source, .. } => source,
+        };
+        matches!(source, kube::Error::Api(s) if s.code == 409)
+    }
+}
+
+/// The write-ahead half: objects created, hand-made ones taken over, new
+/// statuses. The reconcile acts only once these all landed.
+pub async fn write_ahead(
+    api: &Api<NomadClientRetirement>,
+    pool: &NomadClientPool,
+    ledger: &Ledgers,
+    writes: &Writes,
+) -> Result<(), WriteError> {
+    let creates = writes
+        .creates
+        .iter()
+        .map(|(obj, status)| Box::pin(create(api, ledger, obj, status)) as Call<'_>);
+    let adopts = (writes.adopts.iter()).map(|w| Box::pin(adopt(api, pool, ledger, w)) as Call<'_>);
+    let statuses = (writes.statuses.iter())
+        .map(|w| Box::pin(write_status(api, ledger, &w.object, &w.status)) as Call<'_>);
+    run(creates.chain(adopts).chain(statuses).collect()).await
+}
+
+/// The other half: final statuses, finalizers given up, history pruned.
+pub async fn wind_up(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    writes: &Writes,
+) -> Result<(), WriteError> {
+    let finishes = (writes.finishes.iter())
+        .map(|w| Box::pin(finish(api, ledger, w, writes)) as Call<'_>)
+        .collect();
+    run(finishes).await?;
+    let finished: Vec<String> = writes
+        .finishes
+        .iter()
+        .map(|w| w.object.name_any())
+        .collect();
+    let releases = (writes.releases.iter())
+        .filter(|r| !finished.contains(&r.name_any()))
+        .map(|r| Box::pin(release(api, ledger, r)) as Call<'_>)
+        .collect();
+    run(releases).await?;
+    let prunes = (writes.prunes.iter())
+        .map(|r| Box::pin(prune(api, ledger, r)) as Call<'_>)
+        .collect();
+    run(prunes).await
+}
+
+/// One write, boxed: built eagerly rather than mapped lazily in the stream,
+/// where a map over borrowed items trips the controller's Send check.
+type Call<'a> = BoxFuture<'a, Result<(), WriteError>>;
+
+async fn run(calls: Vec<Call<'_>>) -> Result<(), WriteError> {
+    stream::iter(calls)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
+}
+
+async fn create(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    obj: &NomadClientRetirement,
+    status: &NomadClientRetirementStatus,
+) -> Result<(), WriteError> {
+    let name = obj.name_any();
+    let created = match api.create(&PostParams::default(), obj).await {
+        Ok(created) => created,
+        // Created by a write whose answer was lost, or by an earlier
+        // process: it is ours if it names the same client.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = api.get(&name).await.map_err(|source| WriteError::Create {
+                name: name.clone(),
+                source,
+            })?;
+            if existing.spec != obj.spec || existing.phase().is_finished() {
+                return Err(WriteError::Create {
+                    name,
+                    source: kube::Error::Api(s),
+                });
+            }
+            existing
+        }
+        Err(source) => return Err(WriteError::Create { name, source }),
+    };
+    ledger.wrote(None, created.clone());
+    write_status(api, ledger, &created, status).await
+}
+
+async fn adopt(
+    api: &Api<NomadClientRetirement>,
+    pool: &NomadClientPool,
+    ledger: &Ledgers,
+    w: &StatusWrite,
+) -> Result<(), WriteError> {
+    let name = w.object.name_any();
+    let owned = api
+        .replace(
+            &name,
+            &PostParams::default(),
+            &adopted_object(pool, &w.object),
+        )
+        .await
+        .map_err(|source| WriteError::Adopt {
+            name: name.clone(),
+            source,
+        })?;
+    ledger.wrote(w.object.resource_version(), owned.clone());
+    write_status(api, ledger, &owned, &w.status).await
+}
+
+async fn write_status(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    obj: &NomadClientRetirement,
+    status: &NomadClientRetirementStatus,
+) -> Result<(), WriteError> {
+    let name = obj.name_any();
+    let mut body = obj.clone();
+    body.status = Some(status.clone());
+    // A replace with the version we read: a compare-and-swap, so a reconcile
+    // working from a stale copy never writes a phase over a newer one.
+    let written = api
+        .replace_status(&name, &PostParams::default(), &body)
+        .await
+        .map_err(|source| WriteError::Status { name, source })?;
+    ledger.wrote(obj.resource_version(), written);
+    Ok(())
+}
+
+async fn finish(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    w: &StatusWrite,
+    writes: &Writes,
+) -> Result<(), WriteError> {
+    let name = w.object.name_any();
+    let mut body = (*w.object).clone();
+    body.status = Some(w.status.clone());
+    let written = api
+        .replace_status(&name, &PostParams::default(), &body)
+        .await
+        .map_err(|source| WriteError::Status { name, source })?;
+    ledger.wrote(w.object.resource_version(), written.clone());
+    if writes
+        .releases
+        .iter()
+        .any(|r| r.name_any() == written.name_any())
+    {
+        release(api, ledger, &written).await?;
+    }
+    Ok(())
+}
+
+async fn release(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    obj: &NomadClientRetirement,
+) -> Result<(), WriteError> {
+    let name = obj.name_any();
+    let mut body = obj.clone();
+    body.finalizers_mut().retain(|f| f != FINALIZER);
+    match api.replace(&name, &PostParams::default(), &body).await {
+        Ok(after)
+            if obj.metadata.deletion_timestamp.is_none() || !after.finalizers().is_empty() =>
+        {
+            ledger.wrote(obj.resource_version(), after);
+            Ok(())
+        }
+        // The last finalizer of a deleted object: it is gone now.
+        Ok(_) => {
+            ledger.deleted(obj);
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            ledger.deleted(obj);
+            Ok(())
+        }
+        Err(source) => Err(WriteError::Finalizer { name, source }),
+    }
+}
+
+async fn prune(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    obj: &NomadClientRetirement,
+) -> Result<(), WriteError> {
+    let name = obj.name_any();
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            ledger.deleted(obj);
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            ledger.deleted(obj);
+            Ok(())
+        }
+        Err(source) => Err(WriteError::Prune { name, source }),
+    }
+}
+
+/// Every retirement of a deleted pool: finalizers dropped, objects deleted.
+pub async fn remove_all(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    retirements: &[std::sync::Arc<NomadClientRetirement>],
+) -> Result<(), WriteError> {
+    let releases = (retirements.iter())
+        .filter(|r| r.finalizers().iter().any(|f| f == FINALIZER))
+        .map(|r| Box::pin(release(api, ledger, r)) as Call<'_>)
+        .collect();
+    run(releases).await?;
+    let deletes = (retirements.iter())
+        .map(|r| Box::pin(prune(api, ledger, r)) as Call<'_>)
+        .collect();
+    run(deletes).await
+}
