@@ -71,7 +71,10 @@ fn blocking_allocations_follow_the_jobs_the_planner_names() {
     let draining = object("r", Some(&entry(RetirePhase::Draining)));
     let previous = draining.status.as_ref();
     let kept = status_of(&entry(RetirePhase::Drained), previous, Some(1), None, now);
-    assert_eq!(kept.blocking_allocations[0].allocation_id, "a1", "unwatched: as last seen");
+    assert_eq!(
+        kept.blocking_allocations[0].allocation_id, "a1",
+        "unwatched: as last seen"
+    );
     let mut done = entry(RetirePhase::Terminating);
     done.blocking_jobs.clear();
     let gone = status_of(&done, previous, Some(1), None, now);
