@@ -173,6 +173,16 @@ async fn hand_made_retirements_wait_for_the_budget_and_count_in_it() {
         "the scale-in waits for the budget too: {items:#?}"
     );
     assert_eq!(phase_of(&items, "second"), Some(RetirementPhase::Pending));
+    let second = items
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("second"));
+    let waits = second.and_then(|r| r.status.as_ref()?.message.clone());
+    assert!(
+        waits
+            .as_deref()
+            .is_some_and(|m| m.contains("disruption budget")),
+        "a pending retirement says what it waits for: {waits:?}"
+    );
 
     // The first one's job ends: it retires, then the second one starts.
     let first = items

@@ -258,7 +258,7 @@ fn target_matches(t: &RetireTarget, n: &NodeFacts) -> bool {
         || (t.instance_id.is_some() && t.instance_id == n.instance_id)
 }
 
-fn target_label(t: &RetireTarget) -> String {
+pub fn target_label(t: &RetireTarget) -> String {
     t.node_name
         .as_deref()
         .map(|n| format!("nodeName {n}"))

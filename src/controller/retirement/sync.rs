@@ -20,7 +20,7 @@ use crate::api::{
     NomadClientRetirementSpec, NomadClientRetirementStatus, RetirePhase, RetirementPhase,
     RetirementTarget, RetiringNode,
 };
-use crate::controller::plan::Plan;
+use crate::controller::plan::{Blocker, Plan, target_label};
 
 /// What the pool's reconcile saw besides the plan.
 pub struct Inputs<'a> {
@@ -135,6 +135,15 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
             out.creates.push((new_object(input.pool, &name, e), status));
         }
     }
+    for h in pending {
+        let status = pending_status(h, plan, &out.names);
+        if h.status.as_ref() != Some(&status) {
+            out.statuses.push(StatusWrite {
+                object: h.clone(),
+                status,
+            });
+        }
+    }
     finish(input, plan, &in_flight, &mut out);
     let name_of = |id: &str| out.names.get(id).cloned();
     out.by_node_name = (plan.retiring.iter().map(|e| (&e.node_id, &e.node_name)))
@@ -145,6 +154,48 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         .filter_map(|(id, name)| Some((name.clone(), name_of(id)?)))
         .collect();
     out
+}
+
+/// A hand-made retirement the pool has not started, and what it waits for.
+fn pending_status(
+    h: &NomadClientRetirement,
+    plan: &Plan,
+    names: &HashMap<String, String>,
+) -> NomadClientRetirementStatus {
+    let target = records::target_of(h);
+    let label = target_label(&target);
+    let busy = plan
+        .retiring
+        .iter()
+        .find(|e| records::targets(h, e))
+        .and_then(|e| names.get(&e.node_id));
+    let message = if let Some(other) = busy {
+        format!("the client is already being retired by {other}")
+    } else if plan
+        .blockers
+        .iter()
+        .any(|b| matches!(b, Blocker::UnknownRetireTarget(l) if *l == label))
+    {
+        format!("no client of pool {} matches {label}", h.spec.pool)
+    } else if let Some(Blocker::BudgetExhausted { in_flight, budget }) = plan
+        .blockers
+        .iter()
+        .find(|b| matches!(b, Blocker::BudgetExhausted { .. }))
+    {
+        format!(
+            "waiting for the disruption budget: {in_flight} client(s) out of service, maxUnavailable allows {budget}"
+        )
+    } else if plan.blockers.contains(&Blocker::Paused) {
+        "waiting: the pool's disruptions are paused".to_string()
+    } else {
+        "waiting for the pool to start it".to_string()
+    };
+    NomadClientRetirementStatus {
+        observed_generation: h.metadata.generation,
+        phase: Some(RetirementPhase::Pending),
+        message: Some(message),
+        ..Default::default()
+    }
 }
 
 /// The retirements the plan let go of, the finalizers that go, the history.
