@@ -85,6 +85,12 @@ async fn a_hand_made_retirement_runs_and_deleting_it_gives_the_client_back() {
         .as_str()
         .unwrap()
         .to_string();
+    let mut watch = tokio::process::Command::new(std::env::var("NPO_KUBECTL").unwrap())
+        .args(["-n", &w.namespace, "get", "ncr", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl get -w");
     create_by_hand(&w, "retire-one", &target).await;
 
     let items = wait_ncrs(&w, "the retirement draining, its job counted", |rs| {
@@ -130,6 +136,17 @@ async fn a_hand_made_retirement_runs_and_deleting_it_gives_the_client_back() {
     assert_eq!(n["draining"], false, "{n}");
     let g = w.group().await;
     assert_eq!((g.desired, g.instances.len()), (3, 3), "nothing terminated");
+    // `kubectl get ncr -w` showed each phase as it happened.
+    watch.start_kill().ok();
+    let seen = String::from_utf8(watch.wait_with_output().await.unwrap().stdout).unwrap();
+    let missing: Vec<&str> = ["Draining", "Cancelling", "Cancelled"]
+        .into_iter()
+        .filter(|p| !seen.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "kubectl get -w never showed {missing:?}:\n{seen}"
+    );
     drop(jobs);
     w.sim.assert_no_violations().await;
     w.cleanup().await;
