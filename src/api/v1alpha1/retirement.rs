@@ -12,7 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{RetirePhase, RetireReason};
+use super::{DrainPolicy, GO_DURATION_RULE, RetirePhase, RetireReason};
 
 /// One Nomad client being retired from a `NomadClientPool`.
 // Each printer column repeats `type_ = "string"`: not a duplicate.
@@ -90,6 +90,40 @@ pub struct NomadClientRetirementSpec {
     /// for the reason `Replace`, `Shrink` for any other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityChange>,
+
+    /// This client's drain, where it differs from the pool's `drain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainOverrides>,
+}
+
+/// A retirement's own drain settings; each unset field is the pool's.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainOverrides {
+    /// Drain deadline (Go duration such as `30m`) for this client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(GO_DURATION_RULE).message("drain.deadline must be a positive Go duration such as 45m or 2h"))]
+    pub deadline: Option<String>,
+    /// Terminate this client's VM this long after its drain deadline even
+    /// with allocations still live (counts from a deadline: the pool's, or
+    /// the one above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(GO_DURATION_RULE).message("drain.forceTerminateAfter must be a positive Go duration such as 5m"))]
+    pub force_terminate_after: Option<String>,
+}
+
+impl DrainOverrides {
+    /// The pool's drain with these overrides applied.
+    pub fn over(&self, pool: &DrainPolicy) -> DrainPolicy {
+        DrainPolicy {
+            deadline: self.deadline.clone().or_else(|| pool.deadline.clone()),
+            force_terminate_after: (self.force_terminate_after.clone())
+                .or_else(|| pool.force_terminate_after.clone()),
+            ignore_system_jobs: pool.ignore_system_jobs,
+        }
+    }
 }
 
 fn default_reason() -> RetireReason {
@@ -340,6 +374,7 @@ mod tests {
             target: RetirementTarget::default(),
             reason,
             capacity,
+            drain: None,
         };
         assert!(!spec(RetireReason::Replace, None).decrement());
         assert!(spec(RetireReason::ScaleIn, None).decrement());

@@ -186,8 +186,7 @@ fn advance_cancelling(node: &NodeFacts, e: RetiringNode, plan: &mut Plan) -> Opt
 
 fn drain_deadline(view: &PoolView<'_>, node: &NodeFacts) -> Option<Time> {
     let deadline = view
-        .spec
-        .drain
+        .drain_of(&node.id)
         .deadline
         .as_deref()
         .and_then(parse_go_duration)?;

@@ -318,14 +318,11 @@ fn advance_tracked(
     nodes: &BTreeMap<&str, &NodeFacts>,
     plan: &mut Plan,
 ) -> Vec<RetiringNode> {
-    let force_after = view
-        .spec
-        .drain
-        .force_terminate_after
-        .as_deref()
-        .and_then(parse_go_duration);
     let mut next = Vec::with_capacity(view.tracked.len());
     for entry in view.tracked {
+        let force_after = (view.drain_of(&entry.node_id).force_terminate_after)
+            .as_deref()
+            .and_then(parse_go_duration);
         if departed::is_outside(view, entry) {
             next.extend(departed::step(view, nodes, entry, force_after, plan));
         } else if let Some(kept) = advance(view, nodes, entry, force_after, plan) {

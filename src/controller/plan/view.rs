@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 
 use super::{DrainMark, InstanceNodes};
-use crate::api::{NomadClientPoolSpec, RetiredNode, RetiringNode};
+use crate::api::{DrainPolicy, NomadClientPoolSpec, RetiredNode, RetiringNode};
 use crate::provider::GroupState;
 
 /// Nomad node status, as far as retiring cares.
@@ -88,6 +88,17 @@ pub struct PoolView<'a> {
     /// Every Nomad node (cluster-wide) reporting the VMs at the termination
     /// gate; see `identity`.
     pub instance_nodes: &'a InstanceNodes,
+    /// Clients whose retirement drains them otherwise than the pool's
+    /// `drain` says, by node ID.
+    pub drains: &'a HashMap<String, DrainPolicy>,
+}
+
+impl PoolView<'_> {
+    /// How the client `node_id` is drained: its retirement's own settings,
+    /// or the pool's.
+    pub fn drain_of(&self, node_id: &str) -> &DrainPolicy {
+        self.drains.get(node_id).unwrap_or(&self.spec.drain)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use super::super::plan::{self, Action};
 use super::super::siblings::{self, LastCheckError};
 use super::super::{PoolRuntime, drain_meta};
 use super::observe::Observed;
-use crate::api::NomadClientPool;
+use crate::api::{DrainPolicy, NomadClientPool};
 use crate::nomad::{DrainRequest, DrainSpec, NomadError};
 use crate::provider::{ProviderError, TerminateOutcome};
 
@@ -57,6 +57,10 @@ pub async fn act(
     planned: &plan::Plan,
     names: &HashMap<String, String>,
 ) -> Vec<ActionError> {
+    let records = &Records {
+        names,
+        drains: &seen.drains,
+    };
     // Terminate calls run on their own: a slow or throttled cloud must not
     // hold the next drained node back until every call of this reconcile
     // returned. The write-ahead status already names them; the in-flight
@@ -90,7 +94,7 @@ pub async fn act(
     // map over borrowed actions trips the Send check of the controller.
     let calls: Vec<futures::future::BoxFuture<'_, Option<ActionError>>> = node_actions
         .into_iter()
-        .map(|action| Box::pin(run_logged(pool, rt, names, action)) as _)
+        .map(|action| Box::pin(run_logged(pool, rt, records, action)) as _)
         .collect();
     let mut failures: Vec<ActionError> =
         std::mem::take(&mut *rt.cloud_failures.lock().expect("failures lock"));
@@ -103,7 +107,7 @@ pub async fn act(
     );
     if !terminates_running {
         for action in group_actions {
-            failures.extend(run_logged(pool, rt, names, action).await);
+            failures.extend(run_logged(pool, rt, records, action).await);
         }
     }
     failures
@@ -192,22 +196,29 @@ fn spawn_terminate(
 async fn run_logged(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
-    names: &HashMap<String, String>,
+    records: &Records<'_>,
     action: &Action,
 ) -> Option<ActionError> {
     let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
-    let result = run_action(pool, rt, names, action).instrument(span).await;
+    let result = run_action(pool, rt, records, action).instrument(span).await;
     if let Err(e) = &result {
         warn!(?action, error = %e, "action failed; retried on the next reconcile");
     }
     result.err()
 }
 
-/// `names`: the retirement of each client, named in its drain's Meta.
+/// What the retirement objects say about each client's actions.
+struct Records<'a> {
+    /// The retirement of each client, named in its drain's Meta.
+    names: &'a HashMap<String, String>,
+    /// Clients whose retirement sets its own drain.
+    drains: &'a HashMap<String, DrainPolicy>,
+}
+
 async fn run_action(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
-    names: &HashMap<String, String>,
+    records: &Records<'_>,
     action: &Action,
 ) -> Result<(), ActionError> {
     let nomad = &rt.nomad;
@@ -217,17 +228,10 @@ async fn run_action(
             .await
             .map(|r| rt.wrote(node_id, r.index)),
         Action::Drain { node_id, mark } => {
-            let spec = match pool
-                .spec
-                .drain
-                .deadline
-                .as_deref()
-                .and_then(plan::parse_go_duration)
-            {
-                Some(d) => {
-                    DrainSpec::with_deadline(d.unsigned_abs(), pool.spec.drain.ignore_system_jobs)
-                }
-                None => DrainSpec::no_deadline(pool.spec.drain.ignore_system_jobs),
+            let drain = records.drains.get(node_id).unwrap_or(&pool.spec.drain);
+            let spec = match drain.deadline.as_deref().and_then(plan::parse_go_duration) {
+                Some(d) => DrainSpec::with_deadline(d.unsigned_abs(), drain.ignore_system_jobs),
+                None => DrainSpec::no_deadline(drain.ignore_system_jobs),
             };
             let meta = drain_meta::with_retirement(
                 drain_meta::drain_meta(
@@ -239,7 +243,7 @@ async fn run_action(
                     &pool.uid().unwrap_or_default(),
                     mark,
                 ),
-                names.get(node_id).map(String::as_str),
+                records.names.get(node_id).map(String::as_str),
             );
             let req = DrainRequest {
                 drain_spec: Some(spec),

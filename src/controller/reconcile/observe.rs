@@ -21,8 +21,8 @@ use super::super::visibility::VisibilityState;
 use super::super::watch::{NodesSnapshot, NodesState};
 use super::super::{PoolRuntime, alloc_watch, authority, drain_meta, outside, siblings};
 use crate::api::{
-    NomadClientPool, NomadClientPoolSpec, NomadClientPoolStatus, NomadClientRetirement,
-    RetiringNode,
+    DrainPolicy, NomadClientPool, NomadClientPoolSpec, NomadClientPoolStatus,
+    NomadClientRetirement, RetiringNode,
 };
 use crate::nomad::{self, DrainStatus};
 use crate::provider::GroupState;
@@ -44,6 +44,8 @@ pub struct Observed {
     pub pending: usize,
     /// The retirement each drain of ours names in its Meta, by node ID.
     pub meta_names: HashMap<String, String>,
+    /// Clients whose retirement sets its own drain, by node ID.
+    pub drains: HashMap<String, DrainPolicy>,
     pub snapshot: Arc<NodesSnapshot>,
     /// The cloud group; after a fresh read (see [`plan`]) that read's.
     pub group: GroupState,
@@ -135,6 +137,7 @@ pub async fn observe(
         .await
         .map_err(|e| Trouble::from_nomad(&e, &rt.address))?;
     let meta_names = drain_meta::retirement_names(&snapshot, &key, &uid);
+    let drains = records::drains(&retirements, &pool.spec.drain);
     Ok(Observed {
         now,
         key,
@@ -144,6 +147,7 @@ pub async fn observe(
         spec,
         pending: tracked.pending,
         meta_names,
+        drains,
         snapshot,
         group: observed.group,
         group_age: observed.age,
@@ -177,6 +181,7 @@ impl Observed {
             group: &self.group,
             visibility,
             instance_nodes: &self.instance_nodes,
+            drains: &self.drains,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! retirement's status; the object's name; what hand-made and deleted
 //! objects ask of the pool. Pure: no I/O.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -10,8 +11,8 @@ use kube::ResourceExt;
 
 use super::CREATED_BY;
 use crate::api::{
-    BlockingAllocation, NomadClientRetirement, NomadClientRetirementStatus, RetirePhase,
-    RetireTarget, RetirementPhase, RetiringNode,
+    BlockingAllocation, DrainPolicy, NomadClientRetirement, NomadClientRetirementStatus,
+    RetirePhase, RetireTarget, RetirementPhase, RetiringNode,
 };
 
 /// How many blocking job IDs a planner entry lists (as `status.retiring` did).
@@ -65,6 +66,23 @@ pub fn tracked(
         }
     }
     out
+}
+
+/// The drain of every client whose retirement sets its own, by node ID.
+/// A hand-made retirement not started yet names no node: the pool's
+/// settings apply to its drain only from when it starts (its node known).
+pub fn drains(
+    retirements: &[Arc<NomadClientRetirement>],
+    pool: &DrainPolicy,
+) -> HashMap<String, DrainPolicy> {
+    retirements
+        .iter()
+        .filter_map(|r| {
+            let overrides = r.spec.drain.as_ref()?;
+            let node = r.status.as_ref()?.node_id.clone()?;
+            Some((node, overrides.over(pool)))
+        })
+        .collect()
 }
 
 pub fn created_by_pool(r: &NomadClientRetirement) -> bool {

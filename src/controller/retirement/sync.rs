@@ -312,6 +312,7 @@ fn new_object(pool: &NomadClientPool, name: &str, e: &RetiringNode) -> NomadClie
         } else {
             CapacityChange::Replace
         }),
+        drain: None,
     };
     let mut obj = NomadClientRetirement::new(name, spec);
     obj.metadata = ObjectMeta {

@@ -23,6 +23,7 @@ fn plan_outside(w: &World, outside: &[NodeFacts]) -> Plan {
         group: &w.group,
         visibility: w.visibility,
         instance_nodes: &instance_nodes,
+        drains: &w.drains,
     })
 }
 

@@ -173,6 +173,36 @@ fn drained_client_waits_while_the_token_may_not_see_every_allocation() {
 }
 
 #[test]
+fn a_retirement_s_own_drain_settings_apply_to_its_client_only() {
+    let mut w = draining_world();
+    drain_completes(&mut w);
+    w.allocs.insert(
+        w.id(0),
+        AllocFacts {
+            live: 1,
+            blocking_jobs: vec!["stuck".into()],
+            ..Default::default()
+        },
+    );
+    w.spec.drain.deadline = Some("30m".into());
+    w.tracked[0].drain_deadline = Some(Time(t("2026-11-26T11:45:00Z")));
+    assert!(
+        w.plan().actions.is_empty(),
+        "the pool never forces a termination"
+    );
+    let own = DrainPolicy {
+        force_terminate_after: Some("10m".into()),
+        ..w.spec.drain.clone()
+    };
+    w.drains.insert(w.id(0), own);
+    let p = w.plan();
+    assert_eq!(p.retiring[0].phase, RetirePhase::Terminating);
+    w.drains.clear();
+    w.drains.insert(w.id(1), DrainPolicy::default());
+    assert!(w.plan().actions.is_empty(), "another client's settings");
+}
+
+#[test]
 fn a_forced_termination_goes_ahead_without_proof_of_visibility() {
     let mut w = draining_world();
     drain_completes(&mut w);

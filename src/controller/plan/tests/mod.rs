@@ -131,6 +131,8 @@ struct World {
     /// The cluster-wide read of the nodes reporting each VM; by default every
     /// pool node's VM, listing the pool nodes that report it.
     instance_nodes: Option<InstanceNodes>,
+    /// Retirements with their own drain settings, by node ID.
+    drains: HashMap<String, DrainPolicy>,
 }
 
 /// What the cluster-wide read finds when the pool's nodes are all there is.
@@ -161,6 +163,7 @@ impl World {
             group: group(n),
             visibility: AllocationVisibility::Proven,
             instance_nodes: None,
+            drains: HashMap::new(),
         }
     }
     fn plan(&self) -> Plan {
@@ -178,6 +181,7 @@ impl World {
             group: &self.group,
             visibility: self.visibility,
             instance_nodes: self.instance_nodes.as_ref().unwrap_or(&derived),
+            drains: &self.drains,
         })
     }
     fn id(&self, i: usize) -> String {

@@ -15,6 +15,7 @@ struct Case {
     hidden: bool,
     /// Cluster-wide nodes per VM; empty when that read has not answered.
     instance_nodes: InstanceNodes,
+    drains: HashMap<String, DrainPolicy>,
 }
 
 fn phase() -> impl Strategy<Value = RetirePhase> {
@@ -198,6 +199,7 @@ fn build_case(
         } else {
             InstanceNodes::new()
         },
+        drains: HashMap::new(),
         nodes,
     }
 }
@@ -220,6 +222,7 @@ fn view_of(c: &Case) -> PoolView<'_> {
             AllocationVisibility::Proven
         },
         instance_nodes: &c.instance_nodes,
+        drains: &c.drains,
     }
 }
 

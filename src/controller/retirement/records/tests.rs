@@ -34,6 +34,7 @@ pub(crate) fn object(name: &str, e: Option<&RetiringNode>) -> NomadClientRetirem
         },
         reason: e.map_or(RetireReason::Replace, |e| e.reason),
         capacity: None,
+        drain: None,
     };
     let mut r = NomadClientRetirement::new(name, spec);
     r.metadata.namespace = Some("default".into());
@@ -152,4 +153,31 @@ fn names_are_dns_subdomains_and_never_reused() {
     let long = "a".repeat(400);
     let n = name_for("ci", &long, "12345678", |_| false);
     assert!(n.len() <= 253, "{}", n.len());
+}
+
+#[test]
+fn a_retirement_s_drain_settings_apply_once_its_client_is_known() {
+    let pool = DrainPolicy {
+        deadline: Some("1h".into()),
+        ignore_system_jobs: true,
+        ..Default::default()
+    };
+    let own = crate::api::DrainOverrides {
+        force_terminate_after: Some("5m".into()),
+        ..Default::default()
+    };
+    let mut started = object("a", Some(&entry(RetirePhase::Draining)));
+    started.spec.drain = Some(own.clone());
+    let mut pending = object("b", None);
+    pending.spec.drain = Some(own);
+    let d = drains(&[Arc::new(started), Arc::new(pending)], &pool);
+    assert_eq!(d.len(), 1);
+    let policy = &d[&entry(RetirePhase::Draining).node_id];
+    assert_eq!(
+        policy.deadline.as_deref(),
+        Some("1h"),
+        "the pool's where unset"
+    );
+    assert_eq!(policy.force_terminate_after.as_deref(), Some("5m"));
+    assert!(policy.ignore_system_jobs);
 }
