@@ -51,7 +51,8 @@ pub(super) async fn cleanup(
         .await
         .map_err(|e| Error::Cleanup(CleanupError::Retirements(e)))?;
     let legacy = pool.status.clone().unwrap_or_default().retiring;
-    let retiring = records::tracked(&retirements, &legacy, jiff::Timestamp::now()).entries;
+    let retiring =
+        records::tracked(&retirements, &legacy, jiff::Timestamp::now(), &|_| false).entries;
     let rt = match runtime(&pool, &ctx).await {
         Ok(rt) => Some(rt),
         Err(t) => {

@@ -102,7 +102,9 @@ pub async fn observe(
         .await
         .map_err(|_| NotObserved::Pending)?;
     let now = Timestamp::now();
-    let tracked = records::tracked(&retirements, &status.retiring, now);
+    let tracked = records::tracked(&retirements, &status.retiring, now, &|r| {
+        ledger.is_finishing(r)
+    });
     let mut spec = pool.spec.clone();
     spec.retire.extend(tracked.hand_made.iter().cloned());
     // Read before the allocation facts: facts gathered under an earlier

@@ -34,6 +34,10 @@ pub struct Ledgers {
     own: Mutex<HashMap<Key, Own>>,
     /// When we last wrote each retirement (kept after the store caught up).
     last_write: Mutex<HashMap<Key, Instant>>,
+    /// Retirements whose end the pool's status already counts but whose
+    /// final status is not written yet: the planner must not see (and
+    /// count) them again; the next reconcile only writes their end.
+    finishing: Mutex<std::collections::HashSet<Key>>,
 }
 
 struct Own {
@@ -139,6 +143,23 @@ impl Ledgers {
     pub fn deleted(&self, obj: &NomadClientRetirement) {
         let key = ObjectRef::from_obj(obj);
         self.remember(key, obj.resource_version().unwrap_or_default(), None);
+    }
+
+    /// The end of `r` is counted; its final status is being written.
+    pub fn finishing(&self, r: &NomadClientRetirement) {
+        let key = ObjectRef::from_obj(r);
+        self.finishing.lock().expect("ledger lock").insert(key);
+    }
+
+    /// The final status of `r` landed (or the object is gone).
+    pub fn finished(&self, r: &NomadClientRetirement) {
+        let key = ObjectRef::from_obj(r);
+        self.finishing.lock().expect("ledger lock").remove(&key);
+    }
+
+    pub fn is_finishing(&self, r: &NomadClientRetirement) -> bool {
+        let key = ObjectRef::from_obj(r);
+        self.finishing.lock().expect("ledger lock").contains(&key)
     }
 
     /// Whether this process wrote the retirement within `period`.

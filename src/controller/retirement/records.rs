@@ -35,14 +35,16 @@ pub struct Tracked {
 
 /// The planner's view of a pool's retirements, with the entries a status
 /// written by the previous version still lists (`legacy`) for the clients
-/// that have no object yet.
+/// that have no object yet. Retirements whose end is `finishing` (counted,
+/// final status not yet written) are left out.
 pub fn tracked(
     retirements: &[Arc<NomadClientRetirement>],
     legacy: &[RetiringNode],
     now: Timestamp,
+    finishing: &dyn Fn(&NomadClientRetirement) -> bool,
 ) -> Tracked {
     let mut out = Tracked::default();
-    for r in retirements {
+    for r in retirements.iter().filter(|r| !finishing(r)) {
         let deleting = r.metadata.deletion_timestamp.is_some();
         let phase = r.phase();
         if !deleting && !phase.is_finished() && !created_by_pool(r) {
@@ -60,8 +62,14 @@ pub fn tracked(
             out.entries.push(entry);
         }
     }
+    let has_object = |id: &str| {
+        retirements.iter().any(|r| {
+            r.phase().in_flight().is_some()
+                && r.status.as_ref().and_then(|s| s.node_id.as_deref()) == Some(id)
+        })
+    };
     for old in legacy {
-        if !out.entries.iter().any(|e| e.node_id == old.node_id) {
+        if !has_object(&old.node_id) {
             out.entries.push(old.clone());
         }
     }

@@ -87,6 +87,12 @@ pub async fn wind_up(
     ledger: &Ledgers,
     writes: &Writes,
 ) -> Result<(), WriteError> {
+    // The pool's status, written before this, counts these ends: until
+    // each final status lands the planner must not see them again (a crash
+    // in between can still count one twice; it cannot lose a client).
+    for w in &writes.finishes {
+        ledger.finishing(&w.object);
+    }
     let finishes = (writes.finishes.iter())
         .map(|w| Box::pin(finish(api, ledger, w, writes)) as Call<'_>)
         .collect();
@@ -199,11 +205,20 @@ async fn finish(
     let name = w.object.name_any();
     let mut body = (*w.object).clone();
     body.status = Some(w.status.clone());
-    let written = api
+    let written = match api
         .replace_status(&name, &PostParams::default(), &body)
         .await
-        .map_err(|source| WriteError::Status { name, source })?;
+    {
+        Ok(written) => written,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            ledger.deleted(&w.object);
+            ledger.finished(&w.object);
+            return Ok(());
+        }
+        Err(source) => return Err(WriteError::Status { name, source }),
+    };
     ledger.wrote(w.object.resource_version(), written.clone());
+    ledger.finished(&w.object);
     if writes
         .releases
         .iter()

@@ -97,7 +97,12 @@ fn a_deleted_retirement_is_cancelled_unless_its_vm_is_already_going() {
     terminating_entry.node_id = "0b1c2d3e-0000-4000-8000-000000000002".into();
     let mut terminating = object("b", Some(&terminating_entry));
     terminating.metadata.deletion_timestamp = Some(Time(now));
-    let t = tracked(&[Arc::new(draining), Arc::new(terminating)], &[], now);
+    let t = tracked(
+        &[Arc::new(draining), Arc::new(terminating)],
+        &[],
+        now,
+        &|_| false,
+    );
     let phases: Vec<RetirePhase> = t.entries.iter().map(|e| e.phase).collect();
     assert_eq!(phases, [RetirePhase::Cancelling, RetirePhase::Terminating]);
 }
@@ -118,6 +123,7 @@ fn hand_made_retirements_are_wanted_and_counted_until_they_finish() {
         &[pending, started, pool_made, deleted].map(Arc::new),
         &[],
         now,
+        &|_| false,
     );
     assert_eq!(t.pending, 1);
     assert_eq!(t.hand_made.len(), 2, "{:?}", t.hand_made);
@@ -134,13 +140,14 @@ fn a_legacy_entry_counts_only_for_a_client_without_an_object() {
     let e = entry(RetirePhase::Draining);
     let mut other = entry(RetirePhase::Selected);
     other.node_id = "0b1c2d3e-0000-4000-8000-000000000003".into();
-    let t = tracked(
-        &[Arc::new(object("a", Some(&e)))],
-        &[e.clone(), other.clone()],
-        now,
-    );
+    let objects = [Arc::new(object("a", Some(&e)))];
+    let t = tracked(&objects, &[e.clone(), other.clone()], now, &|_| false);
     assert_eq!(t.entries.len(), 2);
     assert_eq!(t.entries[1], other);
+    // An end already counted is not planned again, nor read from the
+    // status of the previous version.
+    let t = tracked(&objects, std::slice::from_ref(&e), now, &|_| true);
+    assert!(t.entries.is_empty(), "{:?}", t.entries);
 }
 
 #[test]
