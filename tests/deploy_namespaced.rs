@@ -299,6 +299,9 @@ async fn assert_rights_in_watched_namespaces_only(as_sa: &Client, unwatched: &st
             ("get", "secrets"),
             ("watch", "nomadpool.dev/nomadclientpools"),
             ("update", "nomadpool.dev/nomadclientpools/status"),
+            ("create", "nomadpool.dev/nomadclientretirements"),
+            ("watch", "nomadpool.dev/nomadclientretirements"),
+            ("update", "nomadpool.dev/nomadclientretirements/status"),
         ] {
             if !allowed(as_sa, verb, resource, ns).await {
                 wrong.push(format!("denied {verb} {resource} in {ns}"));
@@ -309,6 +312,8 @@ async fn assert_rights_in_watched_namespaces_only(as_sa: &Client, unwatched: &st
         for (verb, resource) in [
             ("get", "secrets"),
             ("list", "nomadpool.dev/nomadclientpools"),
+            ("list", "nomadpool.dev/nomadclientretirements"),
+            ("delete", "nomadpool.dev/nomadclientretirements"),
             ("create", "events.k8s.io/events"),
         ] {
             if allowed(as_sa, verb, resource, ns).await {
