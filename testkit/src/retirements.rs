@@ -205,5 +205,11 @@ mod tests {
             "since falls back to selectedAt"
         );
         assert_eq!(view.retirement_of("n-a").unwrap().name_any(), "a");
+
+        // A failure message shows the entries and every object's phase.
+        let shown = serde_json::to_value(&view).unwrap();
+        assert_eq!(shown["retiring"][1]["nodeID"], "n-c");
+        assert_eq!(shown["retirementObjects"][0], "a: Retired");
+        assert_eq!(shown["retirementObjects"][4], "p: Pending");
     }
 }
