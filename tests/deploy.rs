@@ -14,6 +14,7 @@ use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SelfSubjectRu
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use npo_testkit::cluster::CRD_FILES;
 use npo_testkit::deploy::*;
 use npo_testkit::*;
 use serde_json::{Value, json};
@@ -56,6 +57,7 @@ impl Req {
 }
 
 const POOLS: &str = "nomadclientpools";
+const RETIREMENTS: &str = "nomadclientretirements";
 const NPD: &str = "nomadpool.dev";
 
 /// What the operator does, so what the manifests must allow.
@@ -70,6 +72,21 @@ const MUST: &[Req] = &[
     req("patch", NPD, POOLS),
     // Status: replace on the status subresource.
     req("update", NPD, POOLS).sub("status"),
+    // Retirements: the pool creates, adopts, prunes and releases them (the
+    // finalizer), each with its own status.
+    req("list", NPD, RETIREMENTS),
+    req("watch", NPD, RETIREMENTS),
+    req("list", NPD, RETIREMENTS).ns(""),
+    req("watch", NPD, RETIREMENTS).ns(""),
+    req("get", NPD, RETIREMENTS),
+    req("create", NPD, RETIREMENTS),
+    req("update", NPD, RETIREMENTS),
+    req("patch", NPD, RETIREMENTS),
+    req("delete", NPD, RETIREMENTS),
+    req("get", NPD, RETIREMENTS).sub("status"),
+    req("update", NPD, RETIREMENTS).sub("status"),
+    req("patch", NPD, RETIREMENTS).sub("status"),
+    req("update", NPD, RETIREMENTS).sub("finalizers"),
     // Secrets referenced by a pool, by name.
     req("get", "", "secrets"),
     // Events: create, patch to bump a series.
@@ -99,6 +116,9 @@ const MUST_NOT: &[Req] = &[
     req("delete", NPD, POOLS),
     req("deletecollection", NPD, POOLS),
     req("patch", NPD, POOLS).sub("status"),
+    req("update", NPD, POOLS).sub("finalizers"),
+    // Retirements one at a time: never all of a namespace at once.
+    req("deletecollection", NPD, RETIREMENTS),
     // The CRD is installed by the admin, not the operator.
     req(
         "create",
@@ -221,6 +241,19 @@ fn triples(list: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)>
 const CLUSTER_GRANT: &[(&str, &str, &[&str])] = &[
     (NPD, POOLS, &["get", "list", "watch", "patch"]),
     (NPD, "nomadclientpools/status", &["update"]),
+    (
+        NPD,
+        RETIREMENTS,
+        &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
+    ),
+    (
+        NPD,
+        "nomadclientretirements/status",
+        &["get", "update", "patch"],
+    ),
+    (NPD, "nomadclientretirements/finalizers", &["update"]),
     ("", "secrets", &["get"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
@@ -254,20 +287,30 @@ async fn deploy_renders_a_locked_down_deployment_and_metrics_service() {
             "ServiceAccount",
         ])
     );
-    // The CRD is the committed file, not a copy (compared as typed objects:
-    // kustomize writes the file's `minimum: 0.0` as `0`).
-    let committed: CustomResourceDefinition = serde_yaml::from_str(
-        &std::fs::read_to_string(repo_root().join("crds/nomadclientpools.nomadpool.dev.yaml"))
-            .unwrap(),
-    )
-    .unwrap();
-    let rendered: CustomResourceDefinition =
-        serde_json::from_value(find(&objects, "CustomResourceDefinition", CRD_NAME).clone())
-            .unwrap();
-    assert!(
-        rendered.spec == committed.spec,
-        "deploy/ must render crds/nomadclientpools.nomadpool.dev.yaml unchanged"
+    // Each CRD is the committed file, not a copy (compared as typed objects:
+    // kustomize writes the file's `minimum: 0.0` as `0`), and there is no other.
+    let rendered_crds: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rendered_crds,
+        CRD_FILES.iter().map(|(name, _)| *name).collect(),
+        "deploy/ renders every committed CRD"
     );
+    for (name, file) in CRD_FILES {
+        let committed: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(file)).unwrap())
+                .unwrap();
+        let rendered: CustomResourceDefinition =
+            serde_json::from_value(find(&objects, "CustomResourceDefinition", name).clone())
+                .unwrap();
+        assert!(
+            rendered.spec == committed.spec,
+            "deploy/ must render {file} unchanged"
+        );
+    }
 
     for o in &objects {
         if o["kind"] != "Namespace"

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::discovery::{Scope, pinned_kind};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+use nomad_pool_operator::api::NomadClientRetirement;
 use npo_testkit::deploy::*;
 use npo_testkit::*;
 use serde_json::{Value, json};
@@ -270,6 +273,26 @@ async fn remove_test_objects(
             &Patch::Merge(json!({"metadata": {"finalizers": null}})),
         )
         .await;
+    // Its retirements too: GC of ownerReferences does not run here, and a
+    // retirement left unfinished still holds the operator's finalizer.
+    let retirements: Api<NomadClientRetirement> = Api::namespaced(admin.clone(), "ci");
+    let labelled = ListParams::default().labels(&format!("{POOL_LABEL}={pool}"));
+    for r in retirements
+        .list(&labelled)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let name = r.name_any();
+        let _ = retirements
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+        let _ = retirements.delete(&name, &DeleteParams::default()).await;
+    }
     let _ = Api::<Secret>::namespaced(admin.clone(), "ci")
         .delete(secret, &DeleteParams::default())
         .await;
@@ -299,6 +322,9 @@ async fn assert_rights_in_watched_namespaces_only(as_sa: &Client, unwatched: &st
             ("get", "secrets"),
             ("watch", "nomadpool.dev/nomadclientpools"),
             ("update", "nomadpool.dev/nomadclientpools/status"),
+            ("create", "nomadpool.dev/nomadclientretirements"),
+            ("watch", "nomadpool.dev/nomadclientretirements"),
+            ("update", "nomadpool.dev/nomadclientretirements/status"),
         ] {
             if !allowed(as_sa, verb, resource, ns).await {
                 wrong.push(format!("denied {verb} {resource} in {ns}"));
@@ -309,6 +335,8 @@ async fn assert_rights_in_watched_namespaces_only(as_sa: &Client, unwatched: &st
         for (verb, resource) in [
             ("get", "secrets"),
             ("list", "nomadpool.dev/nomadclientpools"),
+            ("list", "nomadpool.dev/nomadclientretirements"),
+            ("delete", "nomadpool.dev/nomadclientretirements"),
             ("create", "events.k8s.io/events"),
         ] {
             if allowed(as_sa, verb, resource, ns).await {

@@ -13,7 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use nomad_pool_operator::api::{NomadClientPoolStatus, RetirePhase, RetireReason};
+use nomad_pool_operator::api::{RetirePhase, RetireReason};
 use npo_testkit::deploy::*;
 use npo_testkit::*;
 use serde_json::{Value, json};
@@ -101,8 +101,8 @@ async fn wait_status(
     op: &SaOperator,
     name: &str,
     what: &str,
-    pred: impl Fn(&NomadClientPoolStatus) -> bool,
-) -> NomadClientPoolStatus {
+    pred: impl Fn(&PoolView) -> bool,
+) -> PoolView {
     let start = Instant::now();
     loop {
         let st = w.status(name).await;

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use nomad_pool_operator::api::{NomadClientPoolStatus, RetirePhase};
+use nomad_pool_operator::api::RetirePhase;
 use npo_testkit::proxy::nomad::{NomadFaults, NomadProxy, StreamFault};
 use npo_testkit::*;
 use serde_json::json;
@@ -54,7 +54,7 @@ fn peak_rss_mib(w: &World) -> u64 {
     kib / 1024
 }
 
-fn degraded(s: &NomadClientPoolStatus) -> Option<(String, String)> {
+fn degraded(s: &PoolView) -> Option<(String, String)> {
     condition(s, "Degraded")
         .filter(|c| c.status == "True")
         .map(|c| (c.reason.clone(), c.message.clone()))
@@ -130,7 +130,7 @@ async fn broken_stream_does_not_freeze_a_retirement(test: &str, fault: StreamFau
     let started = Instant::now();
     w.apply_pool(&via(&w, &proxy, json!({"replicas": 2}))).await;
     // Up to 90 s, so that a write re-sent every 30 s shows in the counts.
-    let retired = |s: &NomadClientPoolStatus| s.retired_total == 1 && s.retiring.is_empty();
+    let retired = |s: &PoolView| s.retired_total == 1 && s.retiring.is_empty();
     while started.elapsed() < Duration::from_secs(90) && !retired(&w.status("pool").await) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

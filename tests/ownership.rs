@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use nomad_pool_operator::api::{NomadClientPoolStatus, RetirePhase};
+use nomad_pool_operator::api::RetirePhase;
 use npo_testkit::*;
 use serde_json::{Value, json};
 
@@ -53,7 +53,7 @@ fn without_credentials(mut manifest: Value) -> Value {
     manifest
 }
 
-fn degraded_reason(st: &NomadClientPoolStatus) -> Option<String> {
+fn degraded_reason(st: &PoolView) -> Option<String> {
     condition(st, "Degraded")
         .filter(|c| c.status == "True")
         .map(|c| c.reason.clone())

@@ -90,9 +90,11 @@ async fn watch(
     loop {
         let s = observe(w).await;
         events.poll(ui).await;
-        for r in &s.status.retiring {
-            let instance = r.instance_id.clone().unwrap_or("-".into());
-            retiring.insert(r.node_id.clone(), (r.node_name.clone(), instance));
+        for st in s.retirements.iter().filter_map(|r| r.status.as_ref()) {
+            if let (Some(id), Some(name)) = (&st.node_id, &st.node_name) {
+                let instance = st.instance_id.clone().unwrap_or("-".into());
+                retiring.insert(id.clone(), (name.clone(), instance));
+            }
         }
         let (lines, key) = render(ui, &w.group, &s);
         ui.live(lines, key);
@@ -444,6 +446,7 @@ async fn main() {
     ui.line("Look at what the operator left behind (the pool keeps its last status):");
     ui.line(&format!("  export KUBECONFIG={kubeconfig}"));
     ui.line(&format!("  kubectl get ncp -n {}", w.namespace));
+    ui.line(&format!("  kubectl get ncr -n {}", w.namespace));
     ui.line(&format!("  kubectl describe ncp {POOL} -n {}", w.namespace));
     ui.line(&format!(
         "  kubectl events -n {} --for ncp/{POOL}",

@@ -1,13 +1,16 @@
-//! What the demo observes once a second (the pool, the group, the
-//! simulator's jobs), how it is drawn, and the pool's Events.
+//! What the demo observes once a second (the pool, its retirements, the
+//! group, the simulator's jobs), how it is drawn, and the Events of the pool
+//! and its retirements.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
-use nomad_pool_operator::api::NomadClientPoolStatus;
+use nomad_pool_operator::api::{
+    NomadClientPoolStatus, NomadClientRetirement, NomadClientRetirementStatus,
+};
 
 use super::POOL;
 use super::support::{self, World};
@@ -20,6 +23,8 @@ use super::ui::Ui;
 pub struct Snapshot {
     pub generation: Option<i64>,
     pub status: NomadClientPoolStatus,
+    /// The pool's retirements not yet finished, by name.
+    pub retirements: Vec<NomadClientRetirement>,
     pub group_desired: i32,
     pub instances: Vec<support::Instance>,
     pub jobs_running: u64,
@@ -30,6 +35,12 @@ pub struct Snapshot {
 
 pub async fn observe(w: &World) -> Snapshot {
     let pool = w.pools().get_opt(POOL).await.ok().flatten();
+    // Listed after the pool: whatever its status counts is in the list.
+    let mut retirements = support::retirements::list(&w.retirements_api(), POOL)
+        .await
+        .unwrap_or_default();
+    retirements.retain(|r| !r.phase().is_finished());
+    retirements.sort_by_key(|r| r.metadata.name.clone());
     let g = w.group().await;
     let stats = w.sim.get("/sim/stats").await;
     let allocs = &stats["cluster"]["allocations"];
@@ -37,6 +48,7 @@ pub async fn observe(w: &World) -> Snapshot {
     Snapshot {
         generation: pool.as_ref().and_then(|p| p.metadata.generation),
         status: pool.and_then(|p| p.status).unwrap_or_default(),
+        retirements,
         group_desired: g.desired,
         instances: g.instances,
         jobs_running: allocs["by_client_status"]["running"].as_u64().unwrap_or(0)
@@ -63,7 +75,7 @@ pub fn settled(s: &Snapshot, replicas: i32, retired: i64) -> bool {
     st.observed_generation.is_some()
         && st.observed_generation == s.generation
         && st.desired_nodes == Some(replicas)
-        && st.retiring.is_empty()
+        && s.retirements.is_empty()
         && st.retired_total >= retired
         && st.ready_nodes == replicas
         && ready_reason(st).0
@@ -81,15 +93,6 @@ pub fn lifecycle_summary(instances: &[support::Instance]) -> String {
     }
     let parts: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
     format!(" ({})", parts.join(", "))
-}
-
-pub fn ago(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
-    let secs = (jiff::Timestamp::now().as_second() - t.0.as_second()).max(0);
-    if secs < 60 {
-        format!("{secs}s")
-    } else {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    }
 }
 
 /// The progress block and its change key.
@@ -136,37 +139,47 @@ pub fn render(ui: &Ui, group: &str, s: &Snapshot) -> (Vec<String>, String) {
             s.jobs_running, s.jobs_queued
         ),
     ];
-    if !st.retiring.is_empty() {
+    if !s.retirements.is_empty() {
         lines.push(ui.bold(&format!(
-            "  {:<17}{:<21}{:<13}{:<7}{:<8}BLOCKING JOBS",
-            "RETIRING NODE", "INSTANCE", "PHASE", "FOR", "ALLOCS"
+            "  {:<27}{:<17}{:<12}{:<7}WAITS FOR",
+            "RETIREMENT", "NODE", "PHASE", "ALLOCS"
         )));
-        for r in &st.retiring {
-            let what = if !r.blocking_jobs.is_empty() {
-                let more = (r.allocations_left as usize).saturating_sub(r.blocking_jobs.len());
-                let mut j = r.blocking_jobs.join(", ");
-                if more > 0 {
-                    let _ = write!(j, " +{more}");
-                }
-                j
-            } else {
-                r.message.clone().map(|m| ui.dim(&m)).unwrap_or_default()
-            };
-            let phase = format!("{:?}", r.phase);
-            let _ = write!(key, " {}:{phase}:{}", r.node_id, r.allocations_left);
-            lines.push(format!(
-                "  {:<17}{:<21}{phase:<13}{:<7}{:<8}{what}",
-                r.node_name,
-                r.instance_id.as_deref().unwrap_or("-"),
-                ago(&r.since),
-                r.allocations_left,
-            ));
-        }
+    }
+    for r in &s.retirements {
+        let st = r.status.clone().unwrap_or_default();
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let phase = r.phase().as_str();
+        let _ = write!(key, " {name}:{phase}:{}", st.allocations_left);
+        lines.push(format!(
+            "  {name:<27}{:<17}{phase:<12}{:<7}{}",
+            st.node_name.as_deref().unwrap_or("-"),
+            st.allocations_left,
+            waits_for(ui, &st),
+        ));
     }
     (lines, key)
 }
 
-/// The pool's Kubernetes Events, printed once each (again when it repeats).
+/// The jobs still running on the client, or else the retirement's message.
+fn waits_for(ui: &Ui, st: &NomadClientRetirementStatus) -> String {
+    let jobs: BTreeSet<&str> = st
+        .blocking_allocations
+        .iter()
+        .map(|a| a.job_id.as_str())
+        .collect();
+    if jobs.is_empty() {
+        return st.message.as_deref().map(|m| ui.dim(m)).unwrap_or_default();
+    }
+    let mut out = jobs.into_iter().collect::<Vec<_>>().join(", ");
+    let more = (st.allocations_left as usize).saturating_sub(st.blocking_allocations.len());
+    if more > 0 {
+        let _ = write!(out, " +{more}");
+    }
+    out
+}
+
+/// The Events of the pool and its retirements, printed once each (again
+/// when it repeats).
 pub struct Events {
     pub api: Api<Event>,
     pub seen: HashMap<String, i32>,
@@ -179,7 +192,8 @@ impl Events {
         };
         let mut fresh: Vec<(jiff::Timestamp, Event, i32)> = vec![];
         for ev in list.items {
-            if ev.regarding.as_ref().and_then(|r| r.kind.as_deref()) != Some("NomadClientPool") {
+            let kind = ev.regarding.as_ref().and_then(|r| r.kind.as_deref());
+            if !matches!(kind, Some("NomadClientPool" | "NomadClientRetirement")) {
                 continue;
             }
             let uid = ev.metadata.uid.clone().unwrap_or_default();

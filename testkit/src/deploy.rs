@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cluster::CRD_NAME;
-use crate::env::{env_var, repo_root, unique, wait_for};
+use crate::cluster::wait_crd_established;
+use crate::env::{env_var, repo_root, unique};
 use crate::operator::OperatorCmd;
 
 /// Where the manifests install the operator.
@@ -75,7 +74,7 @@ pub fn gvk(obj: &Value) -> GroupVersionKind {
 }
 
 /// Server-side apply everything `deploy/` renders except what needs a kubelet
-/// (Deployment, Service), in dependency order; wait for the CRD to be served.
+/// (Deployment, Service), in dependency order; wait for the CRDs to be served.
 pub async fn install_deploy_base(client: &Client, objects: &[Value]) {
     const ORDER: [&str; 7] = [
         "CustomResourceDefinition",
@@ -119,16 +118,7 @@ pub async fn install_deploy_base(client: &Client, objects: &[Value]) {
             .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
         }
     }
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    wait_for("CRD established", Duration::from_secs(60), || async {
-        let crd = crds.get(CRD_NAME).await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    wait_crd_established(client, Duration::from_secs(60)).await;
 }
 
 /// A short-lived token for the operator's ServiceAccount, written into a

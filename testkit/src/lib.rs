@@ -13,8 +13,9 @@
 //! Rooms: `env` (the environment file, waiting, naming), `cluster`
 //! (Kubernetes clients, CRD, namespaces, Secrets), `aws` (groups in moto, the
 //! ownership tag), `moto` (a private moto server), `sim` (the simulator, the
-//! bridge, request counts), `world` (one test's world), `operator` (the binary
-//! as a process), `procstat` (CPU and memory from /proc), `proxy`
+//! bridge, request counts), `world` (one test's world), `retirements` (a
+//! pool's status with its retirement objects, as tests read it), `operator`
+//! (the binary as a process), `procstat` (CPU and memory from /proc), `proxy`
 //! (fault-injecting proxies), `pki` (throw-away certificates), `deploy` (the
 //! install manifests, the operator as their ServiceAccount), `faults` (what
 //! the crash and fault tests share, a private control plane). Everything a
@@ -31,6 +32,7 @@ pub mod operator;
 pub mod pki;
 pub mod procstat;
 pub mod proxy;
+pub mod retirements;
 pub mod sim;
 pub mod world;
 
@@ -46,5 +48,6 @@ pub use crate::env::{
     env, env_var, free_port, log_dir, read_env_file, repo_root, unique, wait_for,
 };
 pub use crate::operator::{Operator, OperatorCmd, operator_bin};
+pub use crate::retirements::{POOL_LABEL, PoolView};
 pub use crate::sim::{Bridge, Sim, SimOptions, delta, total};
 pub use crate::world::{World, WorldOptions, setup, setup_with};

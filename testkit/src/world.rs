@@ -1,14 +1,15 @@
 //! One test's world: a namespace, a Nomad simulator, an Auto Scaling group in
 //! moto whose clients have registered in node pool `ci`, the bridge between
 //! them, and the operator binary as a child process; with the helpers a test
-//! uses to act on the pool and read what happened.
+//! uses to act on the pool and read what happened (the pool's status with its
+//! retirements, as a `PoolView`).
 
 use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::Client as AsgClient;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use nomad_pool_operator::api::{NomadClientPool, NomadClientPoolStatus};
+use nomad_pool_operator::api::{NomadClientPool, NomadClientRetirement};
 use serde_json::{Value, json};
 
 use crate::aws::{Group, asg_client, create_group, describe_group, moto_endpoint, tag_group};
@@ -17,6 +18,7 @@ use crate::cluster::{
 };
 use crate::env::{unique, wait_for};
 use crate::operator::Operator;
+use crate::retirements::{self, PoolView};
 use crate::sim::{Bridge, Sim, SimOptions};
 
 pub struct World {
@@ -205,24 +207,28 @@ impl World {
             .unwrap_or_else(|e| panic!("patching pool {name}: {e}"));
     }
 
-    pub async fn status(&self, name: &str) -> NomadClientPoolStatus {
-        self.pools()
-            .get(name)
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default()
+    pub fn retirements_api(&self) -> Api<NomadClientRetirement> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Wait for the pool's status to satisfy `pred`, printing the operator's
+    /// The pool's status and its retirements (read in the order
+    /// `retirements::read` explains); panics if the pool does not exist.
+    pub async fn status(&self, name: &str) -> PoolView {
+        retirements::read(&self.pools(), &self.retirements_api(), name)
+            .await
+            .unwrap_or_else(|e| panic!("reading pool {name}: {e}"))
+            .unwrap_or_else(|| panic!("pool {name} does not exist"))
+    }
+
+    /// Wait for the pool's view to satisfy `pred`, printing the operator's
     /// log tail when it does not.
     pub async fn wait_status(
         &self,
         name: &str,
         what: &str,
         timeout: Duration,
-        pred: impl Fn(&NomadClientPoolStatus) -> bool,
-    ) -> NomadClientPoolStatus {
+        pred: impl Fn(&PoolView) -> bool,
+    ) -> PoolView {
         let start = Instant::now();
         loop {
             let st = self.status(name).await;
@@ -233,14 +239,56 @@ impl World {
                 panic!(
                     "timed out after {timeout:?} waiting for {what}\nstatus: {}\noperator log:\n{}",
                     serde_json::to_string_pretty(&st).unwrap(),
-                    self.operator
-                        .as_ref()
-                        .map(|o| o.log_tail())
-                        .unwrap_or_default()
+                    self.operator_log_tail()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every retirement of pool `pool` (labelled for it), finished ones
+    /// included, by name.
+    pub async fn retirements(&self, pool: &str) -> Vec<NomadClientRetirement> {
+        let mut all = retirements::list(&self.retirements_api(), pool)
+            .await
+            .unwrap_or_else(|e| panic!("listing the retirements of pool {pool}: {e}"));
+        all.sort_by_key(|r| r.metadata.name.clone());
+        all
+    }
+
+    /// Wait until the retirement `name` exists and satisfies `pred`.
+    pub async fn wait_retirement(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&NomadClientRetirement) -> bool,
+    ) -> NomadClientRetirement {
+        let api = self.retirements_api();
+        let start = Instant::now();
+        loop {
+            let r = api
+                .get_opt(name)
+                .await
+                .unwrap_or_else(|e| panic!("reading retirement {name}: {e}"));
+            match r {
+                Some(r) if pred(&r) => return r,
+                _ if start.elapsed() > timeout => panic!(
+                    "timed out after {timeout:?} waiting for {what}\nretirement {name}: {}\noperator log:\n{}",
+                    r.map(|r| serde_json::to_string_pretty(&r).unwrap())
+                        .unwrap_or_else(|| "absent".into()),
+                    self.operator_log_tail()
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn operator_log_tail(&self) -> String {
+        self.operator
+            .as_ref()
+            .map(|o| o.log_tail())
+            .unwrap_or_default()
     }
 
     pub async fn group(&self) -> Group {

@@ -15,13 +15,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use nomad_pool_operator::api::NomadClientPoolStatus;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
 use crate::cluster::condition;
 use crate::operator::{Operator, OperatorCmd};
+use crate::retirements::{self, PoolView};
 use crate::sim::Sim;
 use crate::world::{World, WorldOptions};
 
@@ -97,15 +97,16 @@ pub fn pool_spec(replicas: i32, max_unavailable: i32, endpoint: Option<&str>) ->
     spec
 }
 
-pub async fn status_of(w: &World, name: &str) -> Option<NomadClientPoolStatus> {
-    w.pools()
-        .get(name)
+/// The pool's view, `None` while it cannot be read (absent, or the API
+/// server down).
+pub async fn status_of(w: &World, name: &str) -> Option<PoolView> {
+    retirements::read(&w.pools(), &w.retirements_api(), name)
         .await
         .ok()
-        .map(|p| p.status.unwrap_or_default())
+        .flatten()
 }
 
-pub fn is_settled(st: &NomadClientPoolStatus, replicas: i32) -> bool {
+pub fn is_settled(st: &PoolView, replicas: i32) -> bool {
     st.retiring.is_empty()
         && st.desired_nodes == Some(replicas)
         && st.group_desired_capacity == Some(replicas)
@@ -120,7 +121,7 @@ pub async fn wait_settled(
     name: &str,
     replicas: i32,
     timeout: Duration,
-) -> NomadClientPoolStatus {
+) -> PoolView {
     let start = Instant::now();
     loop {
         let st = status_of(w, name).await.unwrap_or_default();
@@ -159,7 +160,7 @@ pub async fn live_nodes(w: &World) -> Vec<Value> {
 }
 
 /// Every client still in Nomad that is not being retired is in service.
-pub async fn assert_no_stranded_nodes(w: &World, st: &NomadClientPoolStatus) {
+pub async fn assert_no_stranded_nodes(w: &World, st: &PoolView) {
     let retiring: BTreeSet<&str> = st.retiring.iter().map(|r| r.node_id.as_str()).collect();
     for n in w.sim.nodes().await {
         let id = n["id"].as_str().unwrap_or_default();
@@ -189,7 +190,7 @@ pub async fn nomad_requests(sim: &Sim) -> BTreeMap<String, u64> {
 }
 
 /// Retiring entries by phase, e.g. `Drainingx2,Terminatingx1` (`-` for none).
-pub fn phases(st: &NomadClientPoolStatus) -> String {
+pub fn phases(st: &PoolView) -> String {
     let mut by: BTreeMap<String, u32> = BTreeMap::new();
     for r in &st.retiring {
         *by.entry(format!("{:?}", r.phase)).or_default() += 1;
