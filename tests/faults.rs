@@ -35,33 +35,24 @@ const MIN_KILLS: usize = 20;
 /// Kills go on while the scale-in is still running, up to this many in all.
 const MAX_KILLS: usize = 80;
 
-/// Counts the writes that change `status.retiring` (a phase moved, an entry
-/// came or went), as seen through a watch on the pool: each one is a
-/// write-ahead after which the operator runs the actions it names.
+/// Counts the writes that move a retirement (one came, or its phase
+/// moved), as seen through a watch on the retirement objects: each one is a
+/// write-ahead after which the operator runs the action it names.
 fn watch_retiring_writes(
-    api: Api<nomad_pool_operator::api::NomadClientPool>,
-    name: &str,
+    api: Api<nomad_pool_operator::api::NomadClientRetirement>,
 ) -> (tokio::sync::watch::Receiver<u64>, JoinHandle<()>) {
     use futures::StreamExt;
+    use kube::ResourceExt;
     use kube::runtime::{WatchStreamExt, watcher};
     let (tx, rx) = tokio::sync::watch::channel(0u64);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let task = tokio::spawn(async move {
-        let mut last = String::new();
-        let mut events = watcher(api, cfg).applied_objects().boxed();
+        let mut phases = std::collections::HashMap::new();
+        let mut events = watcher(api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
         while let Some(ev) = events.next().await {
-            let Ok(pool) = ev else { continue };
-            let sig: String = pool
-                .status
-                .map(|s| {
-                    s.retiring
-                        .iter()
-                        .map(|r| format!("{}:{:?};", r.node_id, r.phase))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if sig != last {
-                last = sig;
+            let Ok(r) = ev else { continue };
+            if phases.insert(r.name_any(), r.phase()) != Some(r.phase()) {
                 tx.send_modify(|n| *n += 1);
             }
         }
@@ -91,7 +82,8 @@ async fn sigkill_loop_during_scale_in_keeps_every_invariant() {
     // short life waiting for the lease and the kills would never land inside
     // a reconcile. This test is about the reconcile's crash safety.
     let log_dir = PathBuf::from(env_var("NPO_TESTENV_DIR")).join("logs");
-    let (mut writes, writes_task) = watch_retiring_writes(w.pools(), "pool");
+    let (mut writes, writes_task) =
+        watch_retiring_writes(Api::namespaced(w.client.clone(), &w.namespace));
     let mut op = operator(
         &env_var("KUBECONFIG"),
         &w.namespace,

@@ -381,16 +381,33 @@ async fn controller_that_lost_its_status_adopts_its_own_drain_from_nomad() {
         .await;
     let node = st.retiring[0].node_id.clone();
 
-    // Crash, and the status is lost too: only Nomad's drain Meta remembers.
+    // Crash, and the records are lost too (the retirement objects, the
+    // pool's conditions): only Nomad's drain Meta remembers.
     w.operator.as_mut().unwrap().kill().await;
     w.pools()
         .patch_status(
             "pool",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"status": {"retiring": [], "conditions": []}})),
+            &kube::api::Patch::Merge(json!({"status": {"conditions": []}})),
         )
         .await
         .unwrap();
+    let retirements = w.retirements_api();
+    for r in &st.retirements {
+        let name = r.metadata.name.as_deref().unwrap();
+        let unpin = json!({"metadata": {"finalizers": null}});
+        let params = kube::api::PatchParams::default();
+        retirements
+            .patch(name, &params, &kube::api::Patch::Merge(unpin))
+            .await
+            .unwrap();
+        let _ = retirements.delete(name, &Default::default()).await;
+    }
+    wait_for("the records gone", T, || async {
+        let left = retirements.list(&Default::default()).await.unwrap();
+        left.items.is_empty().then_some(())
+    })
+    .await;
     w.start_operator().await;
     let st = w
         .wait_status("pool", "the drain adopted", T, |s| {
