@@ -222,7 +222,8 @@ async fn operator_runs_a_scale_in_with_only_the_deploy_rbac() {
     .await;
     w.sim.assert_no_violations().await;
 
-    // Events were recorded, by this operator, about the pool.
+    // Events were recorded, by this operator, about the pool or (those
+    // about one client) its retirements.
     let events: Api<Event> = Api::namespaced(admin.clone(), &w.namespace);
     let ours: Vec<Event> = events
         .list(&ListParams::default())
@@ -232,7 +233,10 @@ async fn operator_runs_a_scale_in_with_only_the_deploy_rbac() {
         .into_iter()
         .filter(|e| {
             e.reporting_controller.as_deref() == Some("nomad-pool-operator")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pool")
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.name.as_deref() == Some("pool")
+                        || r.kind.as_deref() == Some("NomadClientRetirement")
+                })
         })
         .collect();
     assert!(
