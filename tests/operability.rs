@@ -158,23 +158,44 @@ async fn kubectl_get_and_describe_show_what_a_human_needs() {
         "{get}"
     );
 
+    // The pool says what is in flight in short; the client's retirement
+    // says everything about it, Events included.
     let describe = kubectl(&["describe", "ncp", "ci-linux", "-n", &w.namespace]);
+    for needle in [
+        draining.node_name.as_str(),
+        "Oldest Retirements:",
+        "Phase:",
+        "Draining",
+        "Allocations Left:",
+        "waiting for 1 allocation(s) to finish",
+        "BudgetExhausted",
+    ] {
+        assert!(
+            describe.contains(needle),
+            "`kubectl describe ncp` lacks {needle:?}:\n{describe}"
+        );
+    }
+    let retirement = st
+        .retirement_of(&draining.node_id)
+        .and_then(|r| r.metadata.name.clone())
+        .expect("the draining client's retirement");
+    let describe = kubectl(&["describe", "ncr", &retirement, "-n", &w.namespace]);
     for needle in [
         draining.node_name.as_str(),
         draining.instance_id.as_deref().unwrap(),
         "Phase:",
         "Draining",
         "Allocations Left:",
+        "Blocking Allocations:",
         draining.blocking_jobs[0].as_str(),
         "waiting for 1 allocation(s) to finish",
         "Drain Started At:",
-        "BudgetExhausted",
         "Selected",
         "Cordoned",
     ] {
         assert!(
             describe.contains(needle),
-            "`kubectl describe` lacks {needle:?}:\n{describe}"
+            "`kubectl describe ncr` lacks {needle:?}:\n{describe}"
         );
     }
     w.sim.assert_no_violations().await;
