@@ -187,8 +187,11 @@ pub fn settled(st: &Value, nodes: usize) -> bool {
         cs.iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     });
+    // `retiring` is the old model's list; `retirementsInFlight` the count of
+    // unfinished retirement objects that replaced it (issue 15).
     ready
         && st["retiring"].as_array().is_none_or(|r| r.is_empty())
+        && st["retirementsInFlight"].as_u64().unwrap_or(0) == 0
         && st["nodes"].as_u64() == Some(nodes as u64)
 }
 
