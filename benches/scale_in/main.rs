@@ -116,6 +116,7 @@ async fn run(p: Params, scenarios: Scenarios) {
         }
     };
     if scenarios != Scenarios::First {
+        warn_fd_limit();
         let p2 = p.scale_20000();
         let t = Instant::now();
         let mut s = scale_20000(&p2, &client).await;
@@ -152,6 +153,25 @@ async fn run(p: Params, scenarios: Scenarios) {
             eprintln!("scale-in incomplete: {}", o["stopped_because"]);
             std::process::exit(1);
         }
+    }
+}
+
+/// The relay and the simulator live in this process and take three file
+/// descriptors per Nomad connection of the operator, which opened more than
+/// 6,000 at once at 20,000 clients (old controller): warn when the limit is
+/// low (raise it with `ulimit -n` where allowed, or bypass the relay with
+/// `SCALE_IN_RELAY=0`).
+fn warn_fd_limit() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    if soft.is_some_and(|n| n < 100_000) {
+        eprintln!(
+            "warning: open files limit {soft:?}; the 20,000-client scenario can exhaust it (ulimit -n, or SCALE_IN_RELAY=0)"
+        );
     }
 }
 
