@@ -10,6 +10,17 @@
 //! null, terminate with decrement. Idle Nomad request rates are measured with
 //! the operator watching settled pools of `SCALE_IN_SMALL` (500) and 5,000.
 //!
+//! The API server's cost of the operator's scale-in (issue 15) is measured
+//! too: kube-apiserver's write requests and request bytes (its own
+//! `/metrics`), the CPU seconds of kube-apiserver and etcd, and the largest
+//! pool or retirement object written (`apiserver.rs`).
+//!
+//! `SCALE_IN_SCALE_20000=1` runs a second scenario after the first (operator
+//! only, no idle window): 20,000 clients scaled in by 4,000 at
+//! `maxUnavailable` 25 % (`Params::scale_20000`); `SCALE_IN_SCALE_20000=only`
+//! runs it alone and merges it into an existing JSON. Its figures go to the
+//! JSON's `scale_20000` object.
+//!
 //! Results: a table on stdout, JSON in `target/bench/scale-in.json`. See
 //! `BENCHMARKS.md` for the method and the figures.
 //!
@@ -31,6 +42,7 @@
 //!   with the (fixed) time scale. The moment the simulator made it visible to
 //!   API clients (its tick) is recorded as well, through its per-node watch.
 
+mod apiserver;
 mod baseline;
 mod figures;
 mod helpers;
@@ -63,6 +75,7 @@ const NS_PER_S: f64 = 1e9;
 use npo_testkit as support;
 use support::{delta, total};
 
+use apiserver::{LargestObjects, apiserver_figures};
 use baseline::*;
 use figures::*;
 use helpers::*;
@@ -74,68 +87,107 @@ use relay::*;
 use report::*;
 use world::*;
 
-async fn run(p: Params) {
+async fn run(p: Params, scenarios: Scenarios) {
     std::fs::create_dir_all(bench_dir().join("scale-in-logs")).unwrap();
     let client = support::kube_client().await;
     support::install_crd(&client).await;
     let started = Instant::now();
     let build = build_info();
     eprintln!("operator binary: {} {build}", operator_binary().display());
-
-    let mut operator = Value::Null;
-    if p.operator {
-        let r = operator_run(&p, &client).await;
-        let mut f = r.figures;
-        let o = f.as_object_mut().unwrap();
-        o.insert(
-            "idle_nomad_requests_per_min".into(),
-            r.idle
-                .iter()
-                .map(|(k, (rate, _, _))| (k.to_string(), json!(round(*rate, 2))))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
+    let path = bench_dir().join("scale-in.json");
+    let mut out = match scenarios {
+        // The second scenario alone joins the figures of an earlier run.
+        Scenarios::Second => std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!({})),
+        _ => {
+            let out = first_scenario(&p, &client).await;
+            println!(
+                "scale-in of {} → {} clients, maxUnavailable {}%, time scale {}",
+                p.nodes,
+                p.nodes - p.retire,
+                p.max_unavailable_pct,
+                p.time_scale
+            );
+            println!("{}", table(&p, &out["operator"], &out["baseline"]));
+            println!("targets: {}", out["targets"]);
+            out
+        }
+    };
+    if scenarios != Scenarios::First {
+        warn_fd_limit();
+        let p2 = p.scale_20000();
+        let t = Instant::now();
+        let mut s = scale_20000(&p2, &client).await;
+        s["run_seconds"] = json!(round(t.elapsed().as_secs_f64(), 0));
+        s["build"] = build.clone();
+        println!(
+            "scale-in of {} → {} clients, maxUnavailable {}% (scale_20000)",
+            p2.nodes,
+            p2.nodes - p2.retire,
+            p2.max_unavailable_pct
         );
-        o.insert(
-            "idle_nomad_kib_per_min".into(),
-            r.idle
-                .iter()
-                .map(|(k, (_, b, _))| (k.to_string(), json!(round(*b / 1024.0, 1))))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
-        o.insert(
-            "idle_nomad_requests_by_endpoint".into(),
-            r.idle
-                .iter()
-                .map(|(k, (_, _, by))| (k.to_string(), json!(by)))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
-        o.insert("peak_rss_mib".into(), json!(round(r.peak_rss[&p.nodes], 1)));
-        o.insert(
-            "peak_rss_mib_by_pool_size".into(),
-            r.peak_rss
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(round(*v, 1))))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
-        o.insert(
-            "startup".into(),
-            r.startup
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
-        operator = f;
+        println!("{}", table(&p2, &s, &Value::Null));
+        println!("targets: {}", s["targets"]);
+        out["scale_20000"] = s;
     }
-    let baseline = if p.baseline {
-        baseline_run(&p).await
+    if scenarios != Scenarios::Second {
+        out["run_seconds"] = json!(round(started.elapsed().as_secs_f64(), 0));
+        out["build"] = build;
+    }
+    out["command"] = json!(
+        "cargo build --release --bin nomad-pool-operator && cargo bench -p nomad-pool-operator --bench scale_in"
+    );
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    let mut md = table(&p, &out["operator"], &out["baseline"]);
+    if !out["scale_20000"].is_null() {
+        md.push_str("\nscale_20000:\n\n");
+        md.push_str(&table(&p.scale_20000(), &out["scale_20000"], &Value::Null));
+    }
+    std::fs::write(bench_dir().join("scale-in.md"), md).unwrap();
+    println!("wrote {}", path.display());
+    // A run that could not finish is recorded above, and fails the bench.
+    for o in [&out["operator"], &out["scale_20000"]] {
+        if o["completed"] == json!(false) {
+            eprintln!("scale-in incomplete: {}", o["stopped_because"]);
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The relay and the simulator live in this process and take three file
+/// descriptors per Nomad connection of the operator, which opened more than
+/// 6,000 at once at 20,000 clients (old controller): warn when the limit is
+/// low (raise it with `ulimit -n` where allowed, or bypass the relay with
+/// `SCALE_IN_RELAY=0`).
+fn warn_fd_limit() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    if soft.is_some_and(|n| n < 100_000) {
+        eprintln!(
+            "warning: open files limit {soft:?}; the 20,000-client scenario can exhaust it (ulimit -n, or SCALE_IN_RELAY=0)"
+        );
+    }
+}
+
+/// The 5,000-client scenario: the operator and the baseline, their ratios
+/// and the targets.
+async fn first_scenario(p: &Params, client: &kube::Client) -> Value {
+    let operator = if p.operator {
+        operator_json(p, operator_run(p, client).await)
     } else {
         Value::Null
     };
-
+    let baseline = if p.baseline {
+        baseline_run(p).await
+    } else {
+        Value::Null
+    };
     let keys = [
         ("retire_latency_p50", "retire_latency_ms", Some("p50")),
         ("retire_latency_p99", "retire_latency_ms", Some("p99")),
@@ -159,41 +211,95 @@ async fn run(p: Params) {
             (name.to_string(), ratio(b, o))
         })
         .collect();
+    json!({
+        "scenario": p.json(),
+        "targets": targets(p, &operator, &baseline),
+        "operator": operator,
+        "baseline": baseline,
+        "ratio_baseline_over_operator": ratios,
+    })
+}
+
+/// The targets of issues 6 and 15 for the 5,000-client scenario.
+fn targets(p: &Params, operator: &Value, baseline: &Value) -> Value {
     let p99 = operator["retire_latency_ms"]["p99"].as_f64();
     let idle_small = operator["idle_nomad_requests_per_min"][p.small.to_string()].as_f64();
     let idle_big = operator["idle_nomad_requests_per_min"][p.nodes.to_string()].as_f64();
     let rss = operator["peak_rss_mib"].as_f64();
-    let out = json!({
-        "scenario": p.json(),
-        "operator": operator,
-        "baseline": baseline,
-        "ratio_baseline_over_operator": ratios,
-        "targets": {
-            "retire_latency_p99_under_1s": p99.map(|x| x < 1000.0),
-            "idle_rate_flat_in_pool_size": match (idle_small, idle_big) {
-                (Some(a), Some(b)) => json!(b <= a.max(0.5) * 1.5),
-                _ => Value::Null,
-            },
-            "peak_rss_under_100_mib": rss.map(|x| x < 100.0),
+    let cpu = operator["cpu_seconds"].as_f64();
+    json!({
+        "retire_latency_p99_under_1s": p99.map(|x| x < 1000.0),
+        "retire_latency_p99_under_0_3s": p99.map(|x| x < 300.0),
+        "idle_rate_flat_in_pool_size": match (idle_small, idle_big) {
+            (Some(a), Some(b)) => json!(b <= a.max(0.5) * 1.5),
+            _ => Value::Null,
         },
-        "run_seconds": round(started.elapsed().as_secs_f64(), 0),
-        "build": build,
-        "command": "cargo build --release --bin nomad-pool-operator && cargo bench -p nomad-pool-operator --bench scale_in",
-    });
-    let path = bench_dir().join("scale-in.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
-    let t = table(&p, &operator, &baseline);
-    std::fs::write(bench_dir().join("scale-in.md"), &t).unwrap();
-    println!(
-        "scale-in of {} → {} clients, maxUnavailable {}%, time scale {}",
-        p.nodes,
-        p.nodes - p.retire,
-        p.max_unavailable_pct,
-        p.time_scale
+        "peak_rss_under_100_mib": rss.map(|x| x < 100.0),
+        "cpu_seconds_at_most_baseline": cpu.zip(baseline["cpu_seconds"].as_f64()).map(|(o, b)| o <= b),
+        "no_safety_violations": operator["safety_violations"].as_u64().map(|v| v == 0),
+    })
+}
+
+/// The operator's figures with its idle rates, peak RSS and start-up.
+fn operator_json(p: &Params, r: OperatorResult) -> Value {
+    let mut f = r.figures;
+    let o = f.as_object_mut().unwrap();
+    let by_size = |g: &dyn Fn(&IdleRate) -> Value| -> Value {
+        r.idle
+            .iter()
+            .map(|(k, v)| (k.to_string(), g(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    o.insert(
+        "idle_nomad_requests_per_min".into(),
+        by_size(&|(rate, _, _)| json!(round(*rate, 2))),
     );
-    println!("{t}");
-    println!("targets: {}", out["targets"]);
-    println!("wrote {}", path.display());
+    o.insert(
+        "idle_nomad_kib_per_min".into(),
+        by_size(&|(_, b, _)| json!(round(*b / 1024.0, 1))),
+    );
+    o.insert(
+        "idle_nomad_requests_by_endpoint".into(),
+        by_size(&|(_, _, by)| json!(by)),
+    );
+    o.insert(
+        "peak_rss_mib".into(),
+        json!(r.peak_rss.get(&p.nodes).map(|v| round(*v, 1))),
+    );
+    o.insert(
+        "peak_rss_mib_by_pool_size".into(),
+        r.peak_rss
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(round(*v, 1))))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    o.insert(
+        "startup".into(),
+        r.startup
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    f
+}
+
+/// The 20,000-client scenario (issue 15), operator only: its figures, the
+/// scenario and its targets in one object.
+async fn scale_20000(p: &Params, client: &kube::Client) -> Value {
+    let mut f = operator_json(p, operator_run(p, client).await);
+    let p99 = f["retire_latency_ms"]["p99"].as_f64();
+    let rss = f["peak_rss_mib"].as_f64();
+    f["targets"] = json!({
+        "completed": f["completed"],
+        "no_safety_violations": f["safety_violations"].as_u64().map(|v| v == 0),
+        "retire_latency_p99_under_0_5s": p99.map(|x| x < 500.0),
+        "peak_rss_under_250_mib": rss.map(|x| x < 250.0),
+    });
+    f["scenario"] = p.json();
+    f
 }
 
 fn main() {
@@ -212,5 +318,5 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(Params::from_env()));
+    rt.block_on(run(Params::from_env(), Scenarios::from_env()));
 }

@@ -153,7 +153,7 @@ pub async fn manage(client: &kube::Client, w: &World, p: &Params) -> Managed {
         "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
         "metadata": {"name": "ci", "namespace": ns},
         "spec": {
-            "nomad": {"address": w.relay.url},
+            "nomad": {"address": w.operator_nomad_url()},
             "selector": {"nodePool": "ci"},
             "provider": {"awsAutoScalingGroup": {
                 "name": w.group, "region": "us-east-1", "endpoint": w.proxy.url,
@@ -187,8 +187,11 @@ pub fn settled(st: &Value, nodes: usize) -> bool {
         cs.iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     });
+    // `retiring` is the old model's list; `retirementsInFlight` the count of
+    // unfinished retirement objects that replaced it (issue 15).
     ready
         && st["retiring"].as_array().is_none_or(|r| r.is_empty())
+        && st["retirementsInFlight"].as_u64().unwrap_or(0) == 0
         && st["nodes"].as_u64() == Some(nodes as u64)
 }
 
@@ -219,10 +222,12 @@ pub async fn try_settle(m: &Managed, nodes: usize, timeout: Duration) -> Result<
 /// When a pool does not settle: what Nomad (directly and through the relay)
 /// and this process look like.
 pub async fn diagnose(w: &World, st: &Value) -> Value {
-    let http = reqwest::Client::builder()
+    let Ok(http) = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
-        .unwrap();
+    else {
+        return json!({"error": "no HTTP client (out of file descriptors?)"});
+    };
     let mut out = serde_json::Map::new();
     for (name, base) in [("direct", &w.url), ("relay", &w.relay.url)] {
         let t = Instant::now();

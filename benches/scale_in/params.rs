@@ -12,6 +12,27 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Which scenarios one invocation runs (`SCALE_IN_SCALE_20000`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scenarios {
+    /// `0` (default): the 5,000-client scenario only.
+    First,
+    /// `1`: the 5,000-client scenario, then the 20,000-client one.
+    Both,
+    /// `only`: the 20,000-client scenario, merged into an existing JSON.
+    Second,
+}
+
+impl Scenarios {
+    pub fn from_env() -> Scenarios {
+        match std::env::var("SCALE_IN_SCALE_20000").as_deref() {
+            Ok("1") => Scenarios::Both,
+            Ok("only") => Scenarios::Second,
+            _ => Scenarios::First,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Params {
     pub nodes: usize,
@@ -53,6 +74,22 @@ impl Params {
             seed: env_or("SCALE_IN_SEED", 42),
             baseline: env_or("SCALE_IN_BASELINE", 1) != 0,
             operator: env_or("SCALE_IN_OPERATOR", 1) != 0,
+        }
+    }
+
+    /// The second scenario (issue 15): `SCALE_IN_20000_NODES` (20,000)
+    /// clients scaled in by `SCALE_IN_20000_RETIRE` (4,000) at
+    /// `SCALE_IN_20000_MAX_UNAVAILABLE_PCT` (25) %, operator only, no idle
+    /// window; the workload knobs as in the first.
+    pub fn scale_20000(&self) -> Params {
+        Params {
+            nodes: env_or("SCALE_IN_20000_NODES", 20_000),
+            retire: env_or("SCALE_IN_20000_RETIRE", 4_000),
+            max_unavailable_pct: env_or("SCALE_IN_20000_MAX_UNAVAILABLE_PCT", 25),
+            idle_s: 0.0,
+            baseline: false,
+            operator: true,
+            ..self.clone()
         }
     }
 

@@ -102,11 +102,18 @@ impl Relay {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
+                    // Out of file descriptors: wait for some to close rather
+                    // than spin on accept.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let b = b.clone();
                 tokio::spawn(async move {
-                    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                    // Out of file descriptors the client is dropped, as a
+                    // server refuses a connection over its limit.
+                    let Ok(sock) = tokio::net::TcpSocket::new_v4() else {
+                        return;
+                    };
                     let _ = sock.set_send_buffer_size(1 << 20);
                     let Ok(server) = sock.connect(target).await else {
                         return;

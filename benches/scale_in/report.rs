@@ -12,40 +12,52 @@ pub fn ratio(b: &Value, o: &Value) -> Value {
     }
 }
 
-pub fn table(p: &Params, op: &Value, bl: &Value) -> String {
-    let num = |v: &Value| match v.as_f64() {
+/// A number as the table prints it ("–" when missing).
+fn num(v: &Value) -> String {
+    match v.as_f64() {
         Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
         Some(x) => format!("{x}"),
         None => "–".into(),
-    };
-    let lat = |v: &Value| {
-        format!(
-            "{} / {} / {}",
-            num(&v["p50"]),
-            num(&v["p99"]),
-            num(&v["max"])
-        )
-    };
-    let small = p.small.to_string();
-    let big = p.nodes.to_string();
-    let mut rows = vec![
+    }
+}
+
+fn lat(v: &Value) -> String {
+    format!(
+        "{} / {} / {}",
+        num(&v["p50"]),
+        num(&v["p99"]),
+        num(&v["max"])
+    )
+}
+
+/// One row: what, operator, baseline, baseline ÷ operator.
+type Row = (String, String, String, Value);
+
+/// A row of one plain figure, the same key on both sides.
+fn plain(label: &str, key: &str, op: &Value, bl: &Value) -> Row {
+    (
+        label.into(),
+        num(&op[key]),
+        num(&bl[key]),
+        ratio(&bl[key], &op[key]),
+    )
+}
+
+fn latency_rows(op: &Value, bl: &Value) -> Vec<Row> {
+    let (ol, bll) = (&op["retire_latency_ms"], &bl["retire_latency_ms"]);
+    let bl_real = &bl["retire_latency_ms_at_scenario_speed"];
+    vec![
         (
-            "retire latency p50 / p99 / max, ms (wall clock)".to_string(),
-            lat(&op["retire_latency_ms"]),
-            lat(&bl["retire_latency_ms"]),
-            ratio(
-                &bl["retire_latency_ms"]["p99"],
-                &op["retire_latency_ms"]["p99"],
-            ),
+            "retire latency p50 / p99 / max, ms (wall clock)".into(),
+            lat(ol),
+            lat(bll),
+            ratio(&bll["p99"], &ol["p99"]),
         ),
         (
-            "... at scenario speed (the script's 10 s poll unscaled), ms".to_string(),
-            lat(&op["retire_latency_ms"]),
-            lat(&bl["retire_latency_ms_at_scenario_speed"]),
-            ratio(
-                &bl["retire_latency_ms_at_scenario_speed"]["p99"],
-                &op["retire_latency_ms"]["p99"],
-            ),
+            "... at scenario speed (the script's 10 s poll unscaled), ms".into(),
+            lat(ol),
+            lat(bl_real),
+            ratio(&bl_real["p99"], &ol["p99"]),
         ),
         (
             "scale-in time / ideal, s (wall clock)".into(),
@@ -61,60 +73,111 @@ pub fn table(p: &Params, op: &Value, bl: &Value) -> String {
             ),
             ratio(&bl["scale_in_seconds"], &op["scale_in_seconds"]),
         ),
-        (
-            "Nomad requests per retired node".into(),
-            num(&op["nomad_requests_per_retired_node"]),
-            num(&bl["nomad_requests_per_retired_node"]),
-            ratio(
-                &bl["nomad_requests_per_retired_node"],
-                &op["nomad_requests_per_retired_node"],
-            ),
+    ]
+}
+
+fn nomad_rows(p: &Params, op: &Value, bl: &Value) -> Vec<Row> {
+    let small = p.small.to_string();
+    let big = p.nodes.to_string();
+    let idle = |v: &Value| {
+        let i = &v["idle_nomad_requests_per_min"];
+        format!("{} / {}", num(&i[&small]), num(&i[&big]))
+    };
+    vec![
+        plain(
+            "Nomad requests per retired node",
+            "nomad_requests_per_retired_node",
+            op,
+            bl,
         ),
-        (
-            "Nomad API traffic per retired node, KiB".into(),
-            num(&op["nomad_kib_per_retired_node"]),
-            num(&bl["nomad_kib_per_retired_node"]),
-            ratio(
-                &bl["nomad_kib_per_retired_node"],
-                &op["nomad_kib_per_retired_node"],
-            ),
+        plain(
+            "Nomad API traffic per retired node, KiB",
+            "nomad_kib_per_retired_node",
+            op,
+            bl,
         ),
         (
             format!("idle Nomad requests per minute, {small} / {big} nodes"),
-            format!(
-                "{} / {}",
-                num(&op["idle_nomad_requests_per_min"][&small]),
-                num(&op["idle_nomad_requests_per_min"][&big])
-            ),
-            format!(
-                "{} / {}",
-                num(&bl["idle_nomad_requests_per_min"][&small]),
-                num(&bl["idle_nomad_requests_per_min"][&big])
-            ),
+            idle(op),
+            idle(bl),
+            Value::Null,
+        ),
+    ]
+}
+
+/// The API server's figures (issue 15): the baseline's run has none.
+fn apiserver_rows(op: &Value, bl: &Value) -> Vec<Row> {
+    let both = |a: &str, b: &str| {
+        (
+            format!("{} / {}", num(&op[a]), num(&op[b])),
+            format!("{} / {}", num(&bl[a]), num(&bl[b])),
+        )
+    };
+    let (w_op, w_bl) = both(
+        "apiserver_writes_per_retired_node",
+        "apiserver_writes_per_retired_node_nomadpool",
+    );
+    let (b_op, b_bl) = both(
+        "apiserver_bytes_per_retired_node",
+        "apiserver_bytes_per_retired_node_nomadpool",
+    );
+    let by = &op["apiserver_cpu_seconds_by_process"];
+    vec![
+        (
+            "API server writes per retired node, all / nomadpool.dev".into(),
+            w_op,
+            w_bl,
             Value::Null,
         ),
         (
-            "CPU seconds (during the scale-in)".into(),
-            num(&op["cpu_seconds"]),
-            num(&bl["cpu_seconds"]),
-            ratio(&bl["cpu_seconds"], &op["cpu_seconds"]),
+            "API server request bytes per retired node, all / nomadpool.dev".into(),
+            b_op,
+            b_bl,
+            Value::Null,
         ),
         (
-            "peak RSS, MiB".into(),
-            num(&op["peak_rss_mib"]),
-            num(&bl["peak_rss_mib"]),
-            ratio(&bl["peak_rss_mib"], &op["peak_rss_mib"]),
+            "kube-apiserver + etcd CPU seconds (apiserver / etcd)".into(),
+            format!(
+                "{} ({} / {})",
+                num(&op["apiserver_cpu_seconds"]),
+                num(&by["kube-apiserver"]),
+                num(&by["etcd"])
+            ),
+            num(&bl["apiserver_cpu_seconds"]),
+            Value::Null,
         ),
+        plain(
+            "... per retired node",
+            "apiserver_cpu_seconds_per_retired_node",
+            op,
+            bl,
+        ),
+        plain(
+            "largest object written, bytes",
+            "largest_object_bytes",
+            op,
+            bl,
+        ),
+    ]
+}
+
+pub fn table(p: &Params, op: &Value, bl: &Value) -> String {
+    let mut rows = latency_rows(op, bl);
+    rows.extend(nomad_rows(p, op, bl));
+    rows.extend(apiserver_rows(op, bl));
+    rows.extend([
+        plain("CPU seconds (during the scale-in)", "cpu_seconds", op, bl),
+        plain("peak RSS, MiB", "peak_rss_mib", op, bl),
         (
             "safety violations".into(),
             num(&op["safety_violations"]),
             num(&bl["safety_violations"]),
             Value::Null,
         ),
-    ];
+    ]);
     let mut s =
         String::from("| | operator | baseline | baseline ÷ operator |\n|---|---|---|---|\n");
-    for (k, a, b, r) in rows.drain(..) {
+    for (k, a, b, r) in rows {
         s.push_str(&format!(
             "| {k} | {a} | {b} | {} |\n",
             r.as_f64()

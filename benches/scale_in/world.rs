@@ -125,6 +125,18 @@ impl World {
         }
     }
 
+    /// Nomad's address for the operator: the relay, or with
+    /// `SCALE_IN_RELAY=0` the simulator itself (one file descriptor of this
+    /// process per operator connection instead of three; the Nomad traffic
+    /// figures are then 0).
+    pub fn operator_nomad_url(&self) -> String {
+        if env_or("SCALE_IN_RELAY", 1) == 0 {
+            self.url.clone()
+        } else {
+            self.relay.url.clone()
+        }
+    }
+
     /// Seconds after `clock0` (wall clock) at which simulated time was `ns`.
     pub fn wall_of_sim(&self, ns: i64) -> f64 {
         (ns - self.clock0.1) as f64 / NS_PER_S / self.scale
