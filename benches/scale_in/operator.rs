@@ -270,6 +270,11 @@ pub async fn diagnose(w: &World, st: &Value) -> Value {
         .map(|r| json!({"node": r["nodeName"], "phase": r["phase"], "message": r["message"]}))
         .collect();
     out.insert("status_retiring".into(), json!(retiring));
+    // The new model's summary of the clients in flight (issue 15).
+    out.insert(
+        "status_oldestRetirements".into(),
+        st["oldestRetirements"].clone(),
+    );
     for k in [
         "nodes",
         "readyNodes",
