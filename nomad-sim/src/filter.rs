@@ -623,6 +623,29 @@ impl Expr {
         }
     }
 
+    /// Adds to `out` the keys of map field `field` the expression reads, and
+    /// says whether single keys are all it reads of it (`Meta["a"]`,
+    /// `Meta.a`); false when it reads the whole map (`"a" in Meta`, `Meta
+    /// is empty`). Lets a caller build a map of thousands of nodes' keys
+    /// without copying every key of each.
+    pub fn map_keys(&self, field: &str, out: &mut Vec<String>) -> bool {
+        match self {
+            Expr::And(l, r) | Expr::Or(l, r) => {
+                let left = l.map_keys(field, out);
+                r.map_keys(field, out) && left
+            }
+            Expr::Not(e) => e.map_keys(field, out),
+            Expr::Match { selector, .. } if selector[0] == field => match selector.get(1) {
+                Some(k) => {
+                    out.push(k.clone());
+                    true
+                }
+                None => false,
+            },
+            Expr::Match { .. } => true,
+        }
+    }
+
     /// Top-level field names the expression reads (to build only those).
     pub fn fields(&self, out: &mut Vec<String>) {
         match self {

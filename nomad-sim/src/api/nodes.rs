@@ -13,7 +13,7 @@ use super::{
 use crate::App;
 use crate::acl::Capability;
 use crate::filter::{self, Expr};
-use crate::wire::{DrainRequest, EligibilityRequest, Node, NodePurgeResponse};
+use crate::wire::{DrainRequest, EligibilityRequest, Node, NodePurgeResponse, StrMap};
 
 pub(super) fn parse_filter(f: &Option<String>) -> Result<Option<Expr>, ApiError> {
     match f {
@@ -24,13 +24,52 @@ pub(super) fn parse_filter(f: &Option<String>) -> Result<Option<Expr>, ApiError>
     }
 }
 
+/// What of a node a filter reads: its top-level fields, and of the string
+/// maps `Attributes` and `Meta` only the keys it names when that is all it
+/// reads of them (None: the whole map).
+struct Reads {
+    fields: Vec<String>,
+    attributes: Option<Vec<String>>,
+    meta: Option<Vec<String>>,
+}
+
+impl Reads {
+    fn of(e: &Expr) -> Reads {
+        let mut fields = Vec::new();
+        e.fields(&mut fields);
+        let keys = |f: &str| {
+            let mut out = Vec::new();
+            e.map_keys(f, &mut out).then_some(out)
+        };
+        Reads {
+            fields,
+            attributes: keys("Attributes"),
+            meta: keys("Meta"),
+        }
+    }
+}
+
+/// A string map as a filter sees it: whole, or only the keys it reads (a
+/// missing key stays missing).
+fn str_map(m: Option<&StrMap>, keys: Option<&[String]>) -> Value {
+    match (m, keys) {
+        (None, _) => Value::Null,
+        (Some(m), None) => serde_json::to_value(m).unwrap(),
+        (Some(m), Some(keys)) => Value::Object(
+            keys.iter()
+                .filter_map(|k| m.get(k).map(|v| (k.clone(), Value::String(v.clone()))))
+                .collect(),
+        ),
+    }
+}
+
 /// The datum a filter sees: the Go struct's fields. Only the top-level
 /// fields the expression reads are built. The synthetic `Drain` bool is not
 /// a Go field, so (as in Nomad) it is not filterable.
-fn node_datum(n: &Node, fields: &[String]) -> Value {
+fn node_datum(n: &Node, reads: &Reads) -> Value {
     let mut m = Map::new();
     let mut full: Option<Value> = None;
-    for f in fields {
+    for f in &reads.fields {
         let v = match f.as_str() {
             "ID" => Value::String(n.id.clone()),
             "Name" => Value::String(n.name.clone()),
@@ -40,8 +79,8 @@ fn node_datum(n: &Node, fields: &[String]) -> Value {
             "Status" => Value::String(n.status.clone()),
             "SchedulingEligibility" => Value::String(n.scheduling_eligibility.clone()),
             "HTTPAddr" => Value::String(n.http_addr.clone()),
-            "Attributes" => serde_json::to_value(&n.attributes).unwrap(),
-            "Meta" => serde_json::to_value(&n.meta).unwrap(),
+            "Attributes" => str_map(Some(&n.attributes), reads.attributes.as_deref()),
+            "Meta" => str_map(n.meta.as_ref(), reads.meta.as_deref()),
             "Drain" => continue,
             other => {
                 let fv = full.get_or_insert_with(|| serde_json::to_value(n).unwrap());
@@ -66,18 +105,15 @@ pub(super) async fn list(
     let expr = parse_filter(&q.filter)?;
     block_until(app, &q, |c| (c.nodes_index, Some(c.nodes_tx.subscribe()))).await;
     let c = super::read_state(app);
-    let mut fields = Vec::new();
-    if let Some(e) = &expr {
-        e.fields(&mut fields);
-    }
+    let reads = expr.as_ref().map(Reads::of);
     let mut items: Vec<(String, Vec<u8>)> = Vec::new();
     for (id, rec) in c.nodes.range(q.prefix.clone()..) {
         if !id.starts_with(&q.prefix) {
             break;
         }
-        if let Some(e) = &expr {
+        if let (Some(e), Some(reads)) = (&expr, &reads) {
             let keep = e
-                .eval(&node_datum(&rec.node, &fields))
+                .eval(&node_datum(&rec.node, reads))
                 .map_err(|e| ApiError::BadRequest(format!("failed to read result page: {e}")))?;
             if !keep {
                 continue;
@@ -292,4 +328,45 @@ pub(super) async fn purge(
         servers: None,
     };
     Ok(write_resp(&out, idx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A filter on one attribute builds only that key of each node.
+    #[test]
+    fn map_keys_read() {
+        let keys = |s: &str, f: &str| {
+            let mut out = Vec::new();
+            filter::parse(s)
+                .unwrap()
+                .map_keys(f, &mut out)
+                .then_some(out)
+        };
+        let a = r#"Attributes["unique.platform.aws.instance-id"] == "i-1""#;
+        assert_eq!(
+            keys(a, "Attributes"),
+            Some(vec!["unique.platform.aws.instance-id".to_string()])
+        );
+        assert_eq!(keys(a, "Meta"), Some(vec![]));
+        assert_eq!(
+            keys(r#"Meta.team == "a" or Meta["x"] != "b""#, "Meta"),
+            Some(vec!["team".to_string(), "x".to_string()])
+        );
+        assert_eq!(keys(r#""team" in Meta"#, "Meta"), None);
+        assert_eq!(keys(r#"Meta.a == "b" and Meta is empty"#, "Meta"), None);
+    }
+
+    #[test]
+    fn partial_maps_keep_missing_keys_missing() {
+        let m: StrMap = [("a".to_string(), "1".to_string())].into();
+        let keys = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            str_map(Some(&m), Some(&keys)),
+            serde_json::json!({"a": "1"})
+        );
+        assert_eq!(str_map(None, Some(&keys)), Value::Null);
+        assert_eq!(str_map(Some(&m), None), serde_json::json!({"a": "1"}));
+    }
 }
