@@ -271,6 +271,7 @@ pub(super) fn choose<'a>(
     plan: &mut Plan,
 ) -> Vec<&'a NodeFacts> {
     let policy = view.spec.disruption.selection_policy;
+    let shared = super::identity::shared_vms(view);
     let mut eligible: Vec<&NodeFacts> = view
         .nodes
         .iter()
@@ -279,7 +280,7 @@ pub(super) fn choose<'a>(
                 && n.eligible
                 && !n.draining
                 && !taken.contains(&n.id)
-                && !super::identity::on_shared_vm(view, n)
+                && !(n.instance_id.as_deref()).is_some_and(|i| shared.contains(i))
         })
         .collect();
     let busy = |n: &NodeFacts| load.get(&n.id).copied().unwrap_or(0);
