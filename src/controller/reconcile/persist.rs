@@ -18,6 +18,12 @@ use crate::api::{NomadClientPool, NomadClientPoolStatus, NomadClientRetirement};
 /// How long a status whose only news is progress figures (counts,
 /// messages; see `status::only_progress_differs`) may wait for the next write.
 pub const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a retirement whose only news is progress (allocations left,
+/// blocking allocations, its message) may wait for the next write. Longer
+/// than the pool's: a scale-in has hundreds of retirements whose counts move
+/// every few seconds, and each write costs the API server a full update;
+/// phases are always written at once.
+pub const RETIREMENT_PROGRESS_INTERVAL: Duration = Duration::from_secs(15);
 /// How many retirements the pool's status names.
 const SUMMARY_SIZE: usize = 5;
 
@@ -48,7 +54,7 @@ pub fn retirement_writes(
         .map(|(id, facts)| (id.clone(), facts.blocking.clone()))
         .collect();
     let recently =
-        |r: &NomadClientRetirement| ctx.ledgers.written_within(r, PROGRESS_WRITE_INTERVAL);
+        |r: &NomadClientRetirement| ctx.ledgers.written_within(r, RETIREMENT_PROGRESS_INTERVAL);
     sync::writes(
         &sync::Inputs {
             pool,
