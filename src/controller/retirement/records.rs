@@ -273,19 +273,24 @@ fn progressing(
 }
 
 /// Whether two statuses differ in more than progress figures (allocation
-/// counts and lists, messages, condition messages): those may wait a
-/// little for the next write, everything else is written at once.
+/// counts and lists, and the numbers in messages): those may wait a little
+/// for the next write, everything else is written at once. A message that
+/// says something else ("waiting for 2 allocation(s)" becoming "the node
+/// is disconnected ...") is news, not progress.
 pub fn material_change(
     old: &NomadClientRetirementStatus,
     new: &NomadClientRetirementStatus,
 ) -> bool {
+    fn words(m: &str) -> String {
+        m.chars().filter(|c| !c.is_ascii_digit()).collect()
+    }
     fn material(s: &NomadClientRetirementStatus) -> NomadClientRetirementStatus {
         let mut s = s.clone();
         s.allocations_left = 0;
         s.blocking_allocations.clear();
-        s.message = None;
+        s.message = s.message.as_deref().map(words);
         for c in &mut s.conditions {
-            c.message.clear();
+            c.message = words(&c.message);
         }
         s
     }

@@ -188,3 +188,17 @@ fn a_retirement_s_drain_settings_apply_once_its_client_is_known() {
     assert_eq!(policy.force_terminate_after.as_deref(), Some("5m"));
     assert!(policy.ignore_system_jobs);
 }
+
+#[test]
+fn new_counts_are_progress_a_new_message_is_news() {
+    let now = Timestamp::now();
+    let mut e = entry(RetirePhase::Draining);
+    let before = status_of(&e, None, Some(1), None, now);
+    e.allocations_left = 1;
+    e.message = Some("waiting for 1 allocation(s) to finish".into());
+    let counted = status_of(&e, Some(&before), Some(1), None, now);
+    assert!(!material_change(&before, &counted));
+    e.message = Some("node is disconnected with 1 allocation(s) that may still run".into());
+    let news = status_of(&e, Some(&counted), Some(1), None, now);
+    assert!(material_change(&counted, &news));
+}
