@@ -225,6 +225,20 @@ impl NodeWatch {
         self.trigger.fire();
     }
 
+    /// Nodes whose instance is not known. A node whose attributes could not
+    /// be read (a failed read at list time) gets no event until it changes:
+    /// `follow` retries them, or they could never be selected until the
+    /// next re-list. It keeps the set up to date event by event: looking
+    /// every node up on every frame was most of the watch's cost at 5,000
+    /// clients.
+    fn unread_instances(&self, nodes: &BTreeMap<String, Arc<NodeListStub>>) -> HashSet<String> {
+        nodes
+            .keys()
+            .filter(|id| !self.instance_ids.contains_key(*id))
+            .cloned()
+            .collect()
+    }
+
     /// Apply Node events after `index` to `nodes` until the stream ends.
     async fn follow(
         &mut self,
@@ -237,16 +251,7 @@ impl NodeWatch {
         let mut batches = 0u32;
         // Only misses from now on concern this subscription.
         self.stream_missed.borrow_and_update();
-        // A node whose attributes could not be read (a failed read at list
-        // time) gets no event until it changes: it is retried below, or it
-        // could never be selected until the next re-list. Kept up to date
-        // event by event: looking every node up on every frame was most of
-        // the watch's cost at 5,000 clients.
-        let mut missing: HashSet<String> = nodes
-            .keys()
-            .filter(|id| !self.instance_ids.contains_key(*id))
-            .cloned()
-            .collect();
+        let mut missing = self.unread_instances(nodes);
         loop {
             let relist = self.regressions.relist.clone();
             let mut missed = self.stream_missed.clone();
