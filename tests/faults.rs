@@ -146,10 +146,10 @@ async fn sigkill_loop_during_scale_in_keeps_every_invariant() {
     assert_no_stranded_nodes(&w, &st).await;
     let h = mon.history();
     assert_cloud_invariants(&h, &proxy, 12, 6);
-    // retiredTotal is exact even across crashes: an entry leaves
-    // status.retiring in the same compare-and-swap write that adds it to
-    // retiredTotal, and a crash before that write leaves the entry in
-    // Terminating, so the next process counts it when it sees the node gone.
+    // retiredTotal is exact even across crashes: a retirement's final status
+    // (Retired) is written before the pool's status counts it by name
+    // (countedRetirements), so a crash between the two leaves it finished
+    // and uncounted, and the next process counts it once.
     assert_eq!(st.retired_total, 6, "{st:?}");
     assert!(op.exited().is_none(), "operator exited:\n{}", op.log_tail());
 

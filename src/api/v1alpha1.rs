@@ -347,6 +347,10 @@ pub struct NomadClientPoolStatus {
     /// Clients retired by this pool since it was created.
     #[serde(default)]
     pub retired_total: i64,
+    /// The finished retirements `retiredTotal` already counts (those still
+    /// kept): bookkeeping that keeps the count exact across restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted_retirements: Vec<String>,
     /// Deprecated, always empty: before `NomadClientRetirement` existed the
     /// clients in flight were listed here. A pool that still holds entries
     /// from that version has them turned into retirement objects on its

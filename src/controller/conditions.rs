@@ -303,6 +303,7 @@ pub(super) fn build_status(
         terminating_nodes: in_phase(&|p| p == RetirePhase::Terminating),
         retired_total: previous.retired_total + planned.retired as i64,
         retiring: vec![],
+        counted_retirements: previous.counted_retirements.clone(),
         retirements_in_flight: 0,
         retirements_pending: 0,
         oldest_retirements: vec![],

@@ -88,7 +88,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         &seen.group,
         planned.unapplied.clone(),
     );
-    persist::summarize(&mut new_status, &planned.plan, &writes, seen.pending);
+    persist::summarize(&mut new_status, &seen, &planned.plan, &writes);
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }

@@ -13,7 +13,7 @@ use super::super::plan::{self, Action};
 use super::super::retirement::{sync, write};
 use super::super::{Context, Error, status};
 use super::observe::Observed;
-use crate::api::{NomadClientPool, NomadClientPoolStatus, NomadClientRetirement};
+use crate::api::{NomadClientPool, NomadClientPoolStatus, NomadClientRetirement, RetirementPhase};
 
 /// How long a status whose only news is progress figures (counts,
 /// messages; see `status::only_progress_differs`) may wait for the next write.
@@ -68,8 +68,53 @@ pub fn retirement_writes(
     )
 }
 
-/// The pool status's summary of its retirements.
+/// The pool status's summary of its retirements, and `retiredTotal`
+/// counted from them: each retirement whose final status says `Retired` is
+/// counted once, by name (`countedRetirements` remembers which), so a
+/// crash between a final status and this status neither loses nor repeats
+/// one. The planner's own count covers only clients that never had an
+/// object: entries of the previous version's `status.retiring`.
 pub fn summarize(
+    status: &mut NomadClientPoolStatus,
+    seen: &Observed,
+    planned: &plan::Plan,
+    writes: &sync::Writes,
+) {
+    let retired = |r: &NomadClientRetirement| r.phase() == RetirementPhase::Retired;
+    let pruned: Vec<String> = writes.prunes.iter().map(|r| r.name_any()).collect();
+    let ended: Vec<String> = (seen.retirements.iter().filter(|r| retired(r)))
+        .map(|r| r.name_any())
+        .chain(
+            (writes.finishes.iter())
+                .filter(|w| w.status.phase == Some(RetirementPhase::Retired))
+                .map(|w| w.object.name_any()),
+        )
+        .collect();
+    let counted = &seen.status.counted_retirements;
+    let newly = ended.iter().filter(|n| !counted.contains(n)).count();
+    status.retired_total =
+        seen.status.retired_total + (newly + legacy_retired(seen, planned)) as i64;
+    status.counted_retirements = ended.into_iter().filter(|n| !pruned.contains(n)).collect();
+    status.counted_retirements.sort();
+    status.counted_retirements.dedup();
+    summarize_in_flight(status, planned, writes, seen.pending);
+}
+
+/// Entries of the previous version's status (clients without an object)
+/// that the plan saw retired.
+fn legacy_retired(seen: &Observed, planned: &plan::Plan) -> usize {
+    let has_object = |id: &str| {
+        seen.retirements
+            .iter()
+            .any(|r| r.status.as_ref().and_then(|s| s.node_id.as_deref()) == Some(id))
+    };
+    (seen.status.retiring.iter())
+        .filter(|e| e.phase == crate::api::RetirePhase::Terminating && !has_object(&e.node_id))
+        .filter(|e| !planned.retiring.iter().any(|n| n.node_id == e.node_id))
+        .count()
+}
+
+fn summarize_in_flight(
     status: &mut NomadClientPoolStatus,
     planned: &plan::Plan,
     writes: &sync::Writes,
@@ -84,6 +129,8 @@ pub fn summarize(
 /// A later status of the same reconcile keeps the summary `summarize` made.
 pub fn carry_summary(status: &mut NomadClientPoolStatus, from: &NomadClientPoolStatus) {
     status.retiring.clear();
+    status.retired_total = from.retired_total;
+    status.counted_retirements = from.counted_retirements.clone();
     status.retirements_in_flight = from.retirements_in_flight;
     status.retirements_pending = from.retirements_pending;
     status.oldest_retirements = from.oldest_retirements.clone();
@@ -118,6 +165,9 @@ pub async fn write_ahead(
     let progress_waits = progress_only
         && !pool_decides
         && ctx.own_writes.written_within(pool, PROGRESS_WRITE_INTERVAL);
+    write::finish_all(&api, &ctx.ledgers, &writes)
+        .await
+        .map_err(Error::RetirementWrite)?;
     let written = !progress_waits && (next != previous || pool_decides);
     if written {
         write_status(pool, ctx, next).await?;

@@ -81,22 +81,32 @@ pub async fn write_ahead(
     run(creates.chain(adopts).chain(statuses).collect()).await
 }
 
-/// The other half: final statuses, finalizers given up, history pruned.
-pub async fn wind_up(
+/// The retirements the plan let go of: their final statuses (each with its
+/// finalizer dropped). Written before the pool's status, which counts the
+/// retired ones by name: a crash in between leaves them finished and
+/// uncounted, and the next reconcile counts them, exactly once.
+pub async fn finish_all(
     api: &Api<NomadClientRetirement>,
     ledger: &Ledgers,
     writes: &Writes,
 ) -> Result<(), WriteError> {
-    // The pool's status, written before this, counts these ends: until
-    // each final status lands the planner must not see them again (a crash
-    // in between can still count one twice; it cannot lose a client).
+    // Until each final status lands the planner must not see them again.
     for w in &writes.finishes {
         ledger.finishing(&w.object);
     }
     let finishes = (writes.finishes.iter())
         .map(|w| Box::pin(finish(api, ledger, w, writes)) as Call<'_>)
         .collect();
-    run(finishes).await?;
+    run(finishes).await
+}
+
+/// After the pool's status: finalizers of deleted retirements given up,
+/// the history pruned.
+pub async fn wind_up(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    writes: &Writes,
+) -> Result<(), WriteError> {
     let finished: Vec<String> = writes
         .finishes
         .iter()
