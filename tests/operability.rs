@@ -130,7 +130,14 @@ async fn kubectl_get_and_describe_show_what_a_human_needs() {
     .await;
     let st = w
         .wait_status("ci-linux", "draining with its blocking job known", T, |s| {
-            s.retiring.len() == 1 && !s.retiring[0].blocking_jobs.is_empty()
+            // The pool's summary may trail the retirement by a progress write.
+            let summary = s
+                .oldest_retirements
+                .first()
+                .and_then(|r| r.message.as_deref());
+            s.retiring.len() == 1
+                && !s.retiring[0].blocking_jobs.is_empty()
+                && summary.is_some_and(|m| m.contains("waiting for 1 allocation"))
         })
         .await;
     let draining = &st.retiring[0];
