@@ -17,8 +17,8 @@ use super::records::{self, created_by_pool, finished_status, material_change, st
 use super::{CREATED_BY, FINALIZER, POOL_LABEL};
 use crate::api::{
     BlockingAllocation, CapacityChange, NomadClientPool, NomadClientRetirement,
-    NomadClientRetirementSpec, NomadClientRetirementStatus, RetirePhase, RetirementPhase,
-    RetirementTarget, RetiringNode,
+    NomadClientRetirementSpec, NomadClientRetirementStatus, RetirementPhase, RetirementTarget,
+    RetiringNode,
 };
 use crate::controller::plan::{Blocker, Plan, target_label};
 
@@ -290,16 +290,23 @@ fn beyond_history(
         .collect()
 }
 
-/// A retirement the pool creates for a client it tracks.
-fn new_object(pool: &NomadClientPool, name: &str, e: &RetiringNode) -> NomadClientRetirement {
-    let owner = OwnerReference {
+/// The pool as its retirements' controlling owner. Not kube's
+/// `controller_owner_ref`: that sets `blockOwnerDeletion`, which needs
+/// `update` on the pool's finalizers where the admission plugin that checks
+/// it runs, a right the deploy does not grant.
+fn owner_of(pool: &NomadClientPool) -> OwnerReference {
+    OwnerReference {
         api_version: NomadClientPool::api_version(&()).into_owned(),
         kind: NomadClientPool::kind(&()).into_owned(),
         name: pool.name_any(),
         uid: pool.uid().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: None,
-    };
+    }
+}
+
+/// A retirement the pool creates for a client it tracks.
+fn new_object(pool: &NomadClientPool, name: &str, e: &RetiringNode) -> NomadClientRetirement {
     let spec = NomadClientRetirementSpec {
         pool: pool.name_any(),
         target: RetirementTarget {
@@ -320,7 +327,7 @@ fn new_object(pool: &NomadClientPool, name: &str, e: &RetiringNode) -> NomadClie
         namespace: pool.namespace(),
         labels: Some([(POOL_LABEL.to_string(), pool.name_any())].into()),
         annotations: Some([(CREATED_BY.to_string(), "pool".to_string())].into()),
-        owner_references: Some(vec![owner]),
+        owner_references: Some(vec![owner_of(pool)]),
         finalizers: Some(vec![FINALIZER.into()]),
         ..Default::default()
     };
@@ -338,14 +345,7 @@ pub fn adopted_object(pool: &NomadClientPool, r: &NomadClientRetirement) -> Noma
     }
     let owners = obj.owner_references_mut();
     if !owners.iter().any(|o| o.controller == Some(true)) {
-        owners.push(OwnerReference {
-            api_version: NomadClientPool::api_version(&()).into_owned(),
-            kind: NomadClientPool::kind(&()).into_owned(),
-            name: pool.name_any(),
-            uid: pool.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        });
+        owners.push(owner_of(pool));
     }
     obj
 }
@@ -376,11 +376,6 @@ pub fn oldest(
             message: e.message.clone(),
         })
         .collect()
-}
-
-/// Whether the retirement of a client at this phase can still be stopped.
-pub fn cancellable(phase: RetirePhase) -> bool {
-    phase < RetirePhase::Terminating
 }
 
 #[cfg(test)]

@@ -254,15 +254,9 @@ async fn release(
             ledger.wrote(obj.resource_version(), after);
             Ok(())
         }
-        // The last finalizer of a deleted object: it is gone now.
-        Ok(_) => {
-            ledger.deleted(obj);
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            ledger.deleted(obj);
-            Ok(())
-        }
+        // The last finalizer of a deleted object (it is gone now), or gone already.
+        Ok(_) => gone(ledger, obj),
+        Err(kube::Error::Api(s)) if s.code == 404 => gone(ledger, obj),
         Err(source) => Err(WriteError::Finalizer { name, source }),
     }
 }
@@ -274,16 +268,15 @@ async fn prune(
 ) -> Result<(), WriteError> {
     let name = obj.name_any();
     match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => {
-            ledger.deleted(obj);
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            ledger.deleted(obj);
-            Ok(())
-        }
+        Ok(_) => gone(ledger, obj),
+        Err(kube::Error::Api(s)) if s.code == 404 => gone(ledger, obj),
         Err(source) => Err(WriteError::Prune { name, source }),
     }
+}
+
+fn gone(ledger: &Ledgers, obj: &NomadClientRetirement) -> Result<(), WriteError> {
+    ledger.deleted(obj);
+    Ok(())
 }
 
 /// Every retirement of a deleted pool: finalizers dropped, objects deleted.

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::api::{NomadClientPoolSpec, RetireReason};
+use crate::api::{NomadClientPoolSpec, RetirePhase, RetireReason};
 use crate::controller::retirement::records::tests::object;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
