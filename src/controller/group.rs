@@ -5,8 +5,8 @@
 //! that waits for a fresh read before every terminate makes each drained node
 //! wait that long. So a reconcile plans on the last answer while it is young
 //! enough, a single background read refreshes it, and our own mutations are
-//! applied to it as they land (the cloud would show them on the next read
-//! anyway). That is safe because nothing irreversible is decided on it alone:
+//! applied to it as they land, and again to the answer of any read that was
+//! out meanwhile (the cloud would show them on the next read anyway). That is safe because nothing irreversible is decided on it alone:
 //! the provider re-reads an instance before terminating it, and a plan that
 //! sets the desired capacity is made on a fresh read (see `reconcile`).
 
@@ -32,10 +32,101 @@ pub struct GroupView {
 #[derive(Default)]
 struct State {
     snapshot: Option<(Instant, GroupState)>,
-    /// Bumped by each mutation applied locally: a read that started before it
-    /// would undo it, so its answer is dropped.
-    mutations: u64,
+    /// Bumped by each mutation applied locally.
+    seq: u64,
+    /// Our own mutations a read still in flight may not show, by `seq`: they
+    /// are applied again to its answer. Dropping such an answer instead (as
+    /// this view once did) starved a scale-in of fresh reads, since some
+    /// terminate always lands while a read of a large group is out, and every
+    /// reconcile then started another read of it.
+    log: Vec<(u64, Mutation)>,
+    /// The `seq` of the last mutation whose effect is unknown: an answer to a
+    /// read started before it is dropped.
+    forgotten_at: u64,
+    /// The `seq` each read in flight started at.
+    reads: Vec<u64>,
     refreshing: bool,
+}
+
+/// One of our own changes to the group, as the cloud will show it.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Terminated {
+        instance_id: String,
+        decrement: bool,
+    },
+    DesiredSet(u32),
+}
+
+impl Mutation {
+    /// Apply to a view. Idempotent, so a view that already shows it (a read
+    /// that landed after the cloud applied it) is not changed twice.
+    fn apply(&self, g: &mut GroupState) {
+        match self {
+            Mutation::Terminated {
+                instance_id,
+                decrement,
+            } => {
+                if let Some(i) = g.instances.iter_mut().find(|i| {
+                    i.id == *instance_id
+                        && matches!(
+                            i.lifecycle,
+                            Lifecycle::Pending | Lifecycle::InService | Lifecycle::Standby
+                        )
+                }) {
+                    i.lifecycle = Lifecycle::Terminating;
+                    if *decrement {
+                        g.desired_capacity = g.desired_capacity.saturating_sub(1);
+                    }
+                }
+            }
+            Mutation::DesiredSet(d) => g.desired_capacity = *d,
+        }
+    }
+}
+
+impl State {
+    /// A read starts: the mutations from now on are kept for its answer.
+    fn read_started(&mut self) -> u64 {
+        self.reads.push(self.seq);
+        self.seq
+    }
+
+    /// A read started at `start` ended: its answer, with our mutations since
+    /// applied, becomes the view (unless a mutation of unknown effect came
+    /// after its start). Returns the view stored, if any.
+    fn read_ended(&mut self, start: u64, answer: Option<GroupState>) -> Option<GroupState> {
+        if let Some(at) = self.reads.iter().position(|s| *s == start) {
+            self.reads.swap_remove(at);
+        }
+        let stored = answer.filter(|_| start >= self.forgotten_at).map(|mut g| {
+            for (_, m) in self.log.iter().filter(|(seq, _)| *seq > start) {
+                m.apply(&mut g);
+            }
+            self.snapshot = Some((Instant::now(), g.clone()));
+            g
+        });
+        let oldest = self.reads.iter().min().copied().unwrap_or(self.seq);
+        self.log.retain(|(seq, _)| *seq > oldest);
+        stored
+    }
+
+    fn mutate(&mut self, m: Mutation) {
+        self.seq += 1;
+        if let Some((_, g)) = self.snapshot.as_mut() {
+            m.apply(g);
+        }
+        if !self.reads.is_empty() {
+            self.log.push((self.seq, m));
+        }
+    }
+
+    fn forget(&mut self) {
+        self.seq += 1;
+        self.forgotten_at = self.seq;
+        self.snapshot = None;
+        self.log.clear();
+    }
 }
 
 /// A group answer and how old it is.
@@ -71,7 +162,8 @@ impl GroupView {
                     };
                     if age >= FRESH && !st.refreshing {
                         st.refreshing = true;
-                        self.spawn_refresh(st.mutations);
+                        let start = st.read_started();
+                        self.spawn_refresh(start);
                     }
                     return Ok(observed);
                 }
@@ -82,19 +174,24 @@ impl GroupView {
 
     /// A read now, stored for the next reconciles.
     pub async fn read_now(&self) -> Result<Observed, ProviderError> {
-        let mutations = self.lock().mutations;
-        let group = self.provider.describe_group().await?;
+        let start = self.lock().read_started();
+        let result = self.provider.describe_group().await;
         let mut st = self.lock();
-        if st.mutations == mutations {
-            st.snapshot = Some((Instant::now(), group.clone()));
-        }
+        let group = match result {
+            Ok(g) => g,
+            Err(e) => {
+                st.read_ended(start, None);
+                return Err(e);
+            }
+        };
+        let group = st.read_ended(start, Some(group.clone())).unwrap_or(group);
         Ok(Observed {
             group,
             age: Duration::ZERO,
         })
     }
 
-    fn spawn_refresh(&self, mutations: u64) {
+    fn spawn_refresh(&self, start: u64) {
         let provider = self.provider.clone();
         let state = self.state.clone();
         let trigger = self.trigger.clone();
@@ -102,16 +199,14 @@ impl GroupView {
             let result = provider.describe_group().await;
             let mut st = state.lock().expect("group view lock");
             st.refreshing = false;
+            let before = st.snapshot.as_ref().map(|(_, g)| g.clone());
             // An error keeps the old view until it is too old to use; the
             // reconcile's own read then reports the trouble.
-            let Ok(group) = result else { return };
-            if st.mutations != mutations {
+            let Some(group) = st.read_ended(start, result.ok()) else {
                 return;
-            }
-            let changed = st.snapshot.as_ref().is_none_or(|(_, g)| *g != group);
-            st.snapshot = Some((Instant::now(), group));
+            };
             drop(st);
-            if changed {
+            if before.as_ref() != Some(&group) {
                 trigger.fire();
             }
         });
@@ -120,32 +215,16 @@ impl GroupView {
     /// What a successful terminate does to the group, as the cloud will show it.
     pub fn terminated(&self, instance_id: &str, decrement: bool, outcome: &TerminateOutcome) {
         let mut st = self.lock();
-        st.mutations += 1;
-        let Some((_, g)) = st.snapshot.as_mut() else {
-            return;
-        };
         match outcome {
-            TerminateOutcome::Terminated => {
-                // A background read may already show this termination; the
-                // view must count it once.
-                if let Some(i) = g.instances.iter_mut().find(|i| {
-                    i.id == instance_id
-                        && matches!(
-                            i.lifecycle,
-                            Lifecycle::Pending | Lifecycle::InService | Lifecycle::Standby
-                        )
-                }) {
-                    i.lifecycle = Lifecycle::Terminating;
-                    if decrement {
-                        g.desired_capacity = g.desired_capacity.saturating_sub(1);
-                    }
-                }
-            }
+            TerminateOutcome::Terminated => st.mutate(Mutation::Terminated {
+                instance_id: instance_id.to_owned(),
+                decrement,
+            }),
             // Someone else's doing, or a call of ours whose answer was lost:
             // what it did to the desired capacity is not known here, and a
             // view with the instance gone but the capacity not lowered would
             // retire one node too many. The next reconcile reads the group.
-            _ => st.snapshot = None,
+            _ => st.forget(),
         }
     }
 
@@ -161,18 +240,12 @@ impl GroupView {
     }
 
     pub fn desired_set(&self, desired: u32) {
-        let mut st = self.lock();
-        st.mutations += 1;
-        if let Some((_, g)) = st.snapshot.as_mut() {
-            g.desired_capacity = desired;
-        }
+        self.lock().mutate(Mutation::DesiredSet(desired));
     }
 
     /// Drop the view (after a failed mutation whose effect is unknown).
     pub fn forget(&self) {
-        let mut st = self.lock();
-        st.mutations += 1;
-        st.snapshot = None;
+        self.lock().forget();
     }
 }
 
@@ -270,5 +343,37 @@ mod tests {
         v.terminated("i-1", true, &TerminateOutcome::AlreadyTerminating);
         assert!(!v.leaving("i-1"), "no view: the provider's re-read decides");
         assert_eq!(v.get().await.unwrap().age, Duration::ZERO, "read again");
+    }
+
+    #[tokio::test]
+    async fn a_read_out_during_our_terminates_lands_with_them_applied() {
+        let (v, p, _fired) = view(3);
+        v.get().await.unwrap();
+        // Someone else raises the group meanwhile; the refresh must show it
+        // although our terminate landed while the read was out.
+        p.update(|g| g.max_size = 9);
+        age(&v, FRESH);
+        v.get().await.unwrap();
+        v.terminated("i-1", true, &TerminateOutcome::Terminated);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let o = v.get().await.unwrap();
+        assert!(o.age < FRESH, "the answer was kept, not dropped");
+        assert_eq!(o.group.max_size, 9, "someone else's change shows");
+        assert_eq!(o.group.desired_capacity, 2, "our terminate counted once");
+        assert_eq!(o.group.instances[0].lifecycle, Lifecycle::Terminating);
+        assert!(v.lock().log.is_empty(), "nothing kept once no read is out");
+    }
+
+    #[tokio::test]
+    async fn a_read_out_during_a_mutation_of_unknown_effect_is_dropped() {
+        let (v, p, _fired) = view(3);
+        v.get().await.unwrap();
+        age(&v, FRESH);
+        v.get().await.unwrap();
+        v.forget();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(v.lock().snapshot.is_none(), "the older answer is not used");
+        assert_eq!(v.get().await.unwrap().age, Duration::ZERO, "read again");
+        assert_eq!(reads(&p), 3);
     }
 }
