@@ -197,14 +197,19 @@ async fn kubectl_get_and_describe_show_what_a_human_needs() {
         draining.blocking_jobs[0].as_str(),
         "waiting for 1 allocation(s) to finish",
         "Drain Started At:",
-        "Selected",
-        "Cordoned",
+        "Cordoned By Pool:",
     ] {
         assert!(
             describe.contains(needle),
             "`kubectl describe ncr` lacks {needle:?}:\n{describe}"
         );
     }
+    // Its Events open with why it was chosen (phases are in its status).
+    let events = describe.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.lines().any(|l| l.contains("Normal") && l.contains("Selected")),
+        "`kubectl describe ncr` shows no Selected event:\n{describe}"
+    );
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }

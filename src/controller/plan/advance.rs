@@ -47,7 +47,7 @@ pub(super) fn advance(
     };
     match e.phase {
         RetirePhase::Selected => advance_selected(node, &mut e, view, plan),
-        RetirePhase::Cordoned => advance_cordoned(node, &mut e, view, plan),
+        RetirePhase::Cordoned => advance_cordoned(node, &mut e, view, force_after, plan),
         RetirePhase::Draining | RetirePhase::Drained => {
             terminate::advance_draining(node, &mut e, view, force_after, plan)
         }
@@ -75,16 +75,26 @@ fn node_gone(view: &PoolView<'_>, e: &RetiringNode, plan: &mut Plan) {
     if e.reason != RetireReason::ScaleIn {
         plan.retired_nodes.push(super::retired::record(view, e));
     }
-    if let Some(selected) = &e.selected_at {
-        plan.retire_seconds
-            .push(seconds_between(selected.0, view.now));
-    }
+    let took = e
+        .selected_at
+        .as_ref()
+        .map(|s| seconds_between(s.0, view.now));
+    plan.retire_seconds.extend(took);
+    let drained_in = match (&e.drain_started_at, &e.since) {
+        (Some(from), to) => format!(
+            ", drained in {}",
+            human_seconds(seconds_between(from.0, to.0))
+        ),
+        _ => String::new(),
+    };
     plan.event(
         Some(&e.node_name),
         "Retired",
         format!(
-            "node {} retired: VM {} terminated and node purged",
+            "node {} retired{}{drained_in}: VM {} terminated and node purged",
             e.node_name,
+            took.map(|t| format!(" in {}", human_seconds(t)))
+                .unwrap_or_default(),
             e.instance_id.as_deref().unwrap_or("?")
         ),
     );
@@ -98,37 +108,33 @@ fn advance_selected(node: &NodeFacts, e: &mut RetiringNode, view: &PoolView<'_>,
         });
         return;
     }
+    // No Event for this phase, nor for Draining and Terminating: each is in
+    // the retirement's status, and each Event is a write the API server pays
+    // for on every client (Selected and Retired open and close the story).
     move_to(e, view, RetirePhase::Cordoned, None);
-    plan.event(
-        Some(&e.node_name),
-        "Cordoned",
-        format!("node {} is ineligible for new work", e.node_name),
-    );
     plan.actions.push(drain(e));
 }
 
 /// Cordoned: drain the client until Nomad shows our drain running (or
 /// already finished).
-fn advance_cordoned(node: &NodeFacts, e: &mut RetiringNode, view: &PoolView<'_>, plan: &mut Plan) {
+fn advance_cordoned(
+    node: &NodeFacts,
+    e: &mut RetiringNode,
+    view: &PoolView<'_>,
+    force_after: Option<SignedDuration>,
+    plan: &mut Plan,
+) {
     let ours = node.last_drain_mark.is_some();
     if node.draining && ours {
-        move_to(e, view, RetirePhase::Draining, None);
+        // What it waits for is said in the same write as the phase.
+        let waiting = super::terminate::waiting(node, view.allocs.get(&e.node_id), force_after);
+        move_to(e, view, RetirePhase::Draining, Some(waiting));
         e.drain_started_at = node.last_drain_started.or(Some(view.now)).map(ts);
         e.drain_deadline = drain_deadline(view, node);
-        plan.event(
-            Some(&e.node_name),
-            "Draining",
-            format!("node {} is draining", e.node_name),
-        );
     } else if ours && node.last_drain == Some(LastDrainStatus::Complete) {
         // The drain finished between two observations.
         move_to(e, view, RetirePhase::Draining, None);
         e.drain_started_at = node.last_drain_started.map(ts);
-        plan.event(
-            Some(&e.node_name),
-            "Draining",
-            format!("node {} drained", e.node_name),
-        );
     } else {
         plan.actions.push(drain(e));
     }

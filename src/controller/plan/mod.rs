@@ -121,7 +121,8 @@ impl Action {
     }
 }
 
-/// Kubernetes Event to publish: one per phase change.
+/// Kubernetes Event to publish: a retirement's start and end, and what is
+/// not routine (warnings, cancellations, adoptions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanEvent {
     pub warning: bool,
@@ -208,6 +209,16 @@ impl Plan {
             reason,
             message,
         });
+    }
+}
+
+/// `75.4` as `1m15s`, for messages people read.
+fn human_seconds(seconds: f64) -> String {
+    let s = seconds.round().max(0.0) as u64;
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
     }
 }
 

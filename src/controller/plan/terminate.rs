@@ -147,11 +147,6 @@ fn terminate_drained(
             .push(seconds_between(started.0, view.now));
     }
     move_to(e, view, RetirePhase::Terminating, None);
-    plan.event(
-        Some(&e.node_name),
-        "Terminating",
-        format!("terminating VM {instance} of node {}", e.node_name),
-    );
     if still_counted(&lifecycle) {
         plan.actions.push(Action::Terminate {
             node_id: e.node_id.clone(),
@@ -162,14 +157,9 @@ fn terminate_drained(
     }
 }
 
-/// The event of a termination: drained, or forced with work still live.
+/// The event of a forced termination; a drained client's is its `Retired`.
 fn say_why_terminated(node: &NodeFacts, e: &RetiringNode, d: &Drain<'_>, plan: &mut Plan) {
     if d.empty {
-        plan.event(
-            Some(&e.node_name),
-            "Drained",
-            format!("node {} has no pending or running allocation", e.node_name),
-        );
         return;
     }
     let partitioned = if matches!(node.status, NodeStatus::Disconnected | NodeStatus::Down)
@@ -191,14 +181,16 @@ fn say_why_terminated(node: &NodeFacts, e: &RetiringNode, d: &Drain<'_>, plan: &
 
 /// The status message of a drain still running, or of allocations not
 /// ended yet: what the retirement waits for.
-fn waiting(
+pub(super) fn waiting(
     node: &NodeFacts,
     allocs: Option<&AllocFacts>,
     force_after: Option<SignedDuration>,
 ) -> String {
     match allocs {
-        None if node.draining => "draining; waiting for Nomad to mark the drain complete".into(),
-        None => "waiting for the node's allocations to be read".into(),
+        // One message for both: a drain that just finished has its
+        // allocations read within moments, and a status write for that
+        // moment alone would cost the API server a write per client.
+        None => "draining; waiting for the drain to complete and its allocations to be confirmed stopped".into(),
         Some(a)
             if a.unknown > 0
                 && matches!(node.status, NodeStatus::Disconnected | NodeStatus::Down) =>

@@ -277,6 +277,12 @@ fn progressing(
 /// for the next write, everything else is written at once. A message that
 /// says something else ("waiting for 2 allocation(s)" becoming "the node
 /// is disconnected ...") is news, not progress.
+///
+/// `Cordoned` is progress too: it is `Selected` with the cordon done, and the
+/// `Selected` record already holds all a restart needs (what it does next,
+/// the drain, follows from Nomad's answer either way). So the phase shows
+/// with the next write, usually `Draining` moments later, and the API server
+/// is spared one write per client.
 pub fn material_change(
     old: &NomadClientRetirementStatus,
     new: &NomadClientRetirementStatus,
@@ -289,8 +295,16 @@ pub fn material_change(
         s.allocations_left = 0;
         s.blocking_allocations.clear();
         s.message = s.message.as_deref().map(words);
+        let cordoned = s.phase == Some(RetirementPhase::Cordoned);
+        if cordoned || s.phase == Some(RetirementPhase::Selected) {
+            s.phase = Some(RetirementPhase::Selected);
+            s.phase_since = None;
+        }
         for c in &mut s.conditions {
             c.message = words(&c.message);
+            if cordoned {
+                c.reason = RetirementPhase::Selected.as_str().into();
+            }
         }
         s
     }

@@ -316,7 +316,18 @@ fn terminating_reissues_only_while_the_instance_still_counts() {
     assert!(p.retiring.is_empty());
     assert_eq!(p.retired, 1);
     assert_eq!(p.retire_seconds, [7200.0], "selected two hours before");
-    assert!(p.events.iter().any(|e| e.reason == "Retired"));
+    let retired = p.events.iter().find(|e| e.reason == "Retired");
+    assert!(
+        retired.is_some_and(|e| e.message.contains(" retired in 2h00m")),
+        "{retired:?}"
+    );
+}
+
+#[test]
+fn human_seconds_reads_like_a_duration() {
+    assert_eq!(super::super::human_seconds(0.4), "0s");
+    assert_eq!(super::super::human_seconds(75.4), "1m15s");
+    assert_eq!(super::super::human_seconds(7263.0), "2h01m");
 }
 
 #[test]
