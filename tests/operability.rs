@@ -207,7 +207,9 @@ async fn kubectl_get_and_describe_show_what_a_human_needs() {
     // Its Events open with why it was chosen (phases are in its status).
     let events = describe.split("Events:").nth(1).unwrap_or_default();
     assert!(
-        events.lines().any(|l| l.contains("Normal") && l.contains("Selected")),
+        events
+            .lines()
+            .any(|l| l.contains("Normal") && l.contains("Selected")),
         "`kubectl describe ncr` shows no Selected event:\n{describe}"
     );
     w.sim.assert_no_violations().await;

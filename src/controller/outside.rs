@@ -32,11 +32,14 @@ pub async fn view(
     spec: &NomadClientPoolSpec,
     tracked: &[RetiringNode],
     snapshot: &NodesSnapshot,
+    nodes: Arc<Vec<NodeFacts>>,
     facts: impl Fn(&NodesSnapshot) -> Vec<NodeFacts>,
-) -> Result<(Vec<NodeFacts>, Vec<NodeFacts>), NomadError> {
-    let mut nodes = facts(snapshot);
+) -> Result<(Arc<Vec<NodeFacts>>, Vec<NodeFacts>), NomadError> {
+    let mut nodes = nodes;
     let (outside, lagging) = read_unseen(rt, spec, tracked, snapshot).await?;
-    nodes.extend(facts(&lagging));
+    if !lagging.nodes.is_empty() {
+        Arc::make_mut(&mut nodes).extend(facts(&lagging));
+    }
     Ok((nodes, facts(&outside)))
 }
 

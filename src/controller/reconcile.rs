@@ -18,6 +18,7 @@ use crate::api::NomadClientPool;
 
 mod act;
 mod cleanup;
+pub(super) mod facts;
 mod observe;
 mod persist;
 mod report;

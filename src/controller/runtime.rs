@@ -41,6 +41,8 @@ pub struct PoolRuntime {
     pub writes: WriteLog,
     /// Drains answered `200` that the node view does not show.
     pub drain_resends: resends::DrainResends,
+    /// The planner's facts of the last node snapshot.
+    pub facts: super::reconcile::facts::FactsCache,
     /// Instances whose terminate call is running: they are not sent again.
     pub terminating: Mutex<std::collections::HashSet<String>>,
     /// Failed terminate calls, reported by the next reconcile.
@@ -135,6 +137,7 @@ pub(super) async fn runtime(
         clientless: Default::default(),
         writes: Default::default(),
         drain_resends: Default::default(),
+        facts: Default::default(),
         terminating: Default::default(),
         cloud_failures: Default::default(),
         trigger,

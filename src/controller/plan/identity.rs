@@ -33,27 +33,29 @@ pub type InstanceNodes = HashMap<String, Vec<InstanceNode>>;
 /// Instances reported by more than one live (not `down`) node of the pool,
 /// with those nodes' names, in name order.
 pub fn shared_instances(nodes: &[NodeFacts]) -> BTreeMap<&str, Vec<&str>> {
+    // Counted first, so the common answer (nothing shared) costs one hash
+    // pass and no list per VM: it runs on every reconcile of every pool.
+    let shared = shared_in(nodes.iter());
     let mut by_instance: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    if shared.is_empty() {
+        return by_instance;
+    }
     for n in nodes.iter().filter(|n| n.status != NodeStatus::Down) {
-        if let Some(instance) = n.instance_id.as_deref() {
+        if let Some(instance) = n.instance_id.as_deref().filter(|i| shared.contains(i)) {
             by_instance.entry(instance).or_default().push(&n.name);
         }
     }
-    by_instance.retain(|_, names| names.len() > 1);
     for names in by_instance.values_mut() {
         names.sort_unstable();
     }
     by_instance
 }
 
-/// The VMs more than one live node of the pool reports: selecting any of
-/// their nodes would pick a VM another node also runs on. Built once per
-/// selection; asking `on_shared_vm` of every node was quadratic in the
-/// pool's size, and at 5,000 clients the most expensive part of a reconcile.
-pub(super) fn shared_vms<'a>(view: &PoolView<'a>) -> HashSet<&'a str> {
+/// The VMs more than one of `nodes` (the live ones) reports.
+fn shared_in<'a>(nodes: impl Iterator<Item = &'a NodeFacts>) -> HashSet<&'a str> {
     let mut seen = HashSet::new();
     let mut shared = HashSet::new();
-    for n in view.nodes.iter().filter(|n| n.status != NodeStatus::Down) {
+    for n in nodes.filter(|n| n.status != NodeStatus::Down) {
         if let Some(instance) = n.instance_id.as_deref()
             && !seen.insert(instance)
         {
@@ -61,6 +63,14 @@ pub(super) fn shared_vms<'a>(view: &PoolView<'a>) -> HashSet<&'a str> {
         }
     }
     shared
+}
+
+/// The VMs more than one live node of the pool reports: selecting any of
+/// their nodes would pick a VM another node also runs on. Built once per
+/// selection; asking `on_shared_vm` of every node was quadratic in the
+/// pool's size, and at 5,000 clients the most expensive part of a reconcile.
+pub(super) fn shared_vms<'a>(view: &PoolView<'a>) -> HashSet<&'a str> {
+    shared_in(view.nodes.iter())
 }
 
 /// Whether selecting `node` would pick a VM another live node also reports.
@@ -225,11 +235,11 @@ pub fn vms_without_client(
     if live.clone().any(|n| n.instance_id.is_none()) {
         return vec![];
     }
-    let served: BTreeSet<&str> = live
+    let served: HashSet<&str> = live
         .filter(|n| n.status == NodeStatus::Ready)
         .filter_map(|n| n.instance_id.as_deref())
         .collect();
-    let leaving: BTreeSet<&str> = tracked
+    let leaving: HashSet<&str> = tracked
         .iter()
         .filter_map(|r| r.instance_id.as_deref())
         .collect();

@@ -13,8 +13,7 @@ use kube::ResourceExt;
 
 use super::super::conditions::{Problem, Trouble};
 use super::super::plan::{
-    self, Action, AllocFacts, AllocationVisibility, InstanceNodes, LastDrainStatus, NodeFacts,
-    NodeStatus, PoolView,
+    self, Action, AllocFacts, AllocationVisibility, InstanceNodes, NodeFacts, PoolView,
 };
 use super::super::retirement::{Ledgers, records};
 use super::super::visibility::VisibilityState;
@@ -24,7 +23,6 @@ use crate::api::{
     DrainPolicy, NomadClientPool, NomadClientPoolSpec, NomadClientPoolStatus,
     NomadClientRetirement, RetiringNode,
 };
-use crate::nomad::{self, DrainStatus};
 use crate::provider::GroupState;
 
 /// Everything one reconcile saw of the pool, before planning.
@@ -50,7 +48,8 @@ pub struct Observed {
     /// The cloud group; after a fresh read (see [`plan`]) that read's.
     pub group: GroupState,
     group_age: Duration,
-    pub nodes: Vec<NodeFacts>,
+    /// Shared with the pool's facts cache (`facts`).
+    pub nodes: Arc<Vec<NodeFacts>>,
     pub outside: Vec<NodeFacts>,
     pub allocs: HashMap<String, AllocFacts>,
     pub instance_nodes: InstanceNodes,
@@ -134,8 +133,9 @@ pub async fn observe(
         pool.namespace().unwrap_or_default(),
         pool.name_any()
     );
-    let facts = |s: &_| node_facts(s, &key, &uid);
-    let (nodes, outside) = outside::view(rt, &spec, &tracked.entries, &snapshot, facts)
+    let facts = |s: &_| super::facts::node_facts(s, &key, &uid);
+    let nodes = rt.facts.of(&snapshot, &key, &uid);
+    let (nodes, outside) = outside::view(rt, &spec, &tracked.entries, &snapshot, nodes, facts)
         .await
         .map_err(|e| Trouble::from_nomad(&e, &rt.address))?;
     let meta_names = drain_meta::retirement_names(&snapshot, &key, &uid);
@@ -270,37 +270,4 @@ pub fn settle(
     rt.clientless.settle(&mut plan, &seen.nodes);
     let unapplied = rt.drain_resends.review(&mut plan, &seen.nodes);
     Planned { plan, unapplied }
-}
-
-/// A node of the view as the planner takes it.
-fn node_facts(snapshot: &NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFacts> {
-    snapshot
-        .nodes
-        .iter()
-        .map(|n| NodeFacts {
-            id: n.id.clone(),
-            name: n.name.clone(),
-            status: match n.status {
-                nomad::NodeStatus::Ready => NodeStatus::Ready,
-                nomad::NodeStatus::Down => NodeStatus::Down,
-                nomad::NodeStatus::Disconnected => NodeStatus::Disconnected,
-                _ => NodeStatus::Initializing,
-            },
-            eligible: n.scheduling_eligibility == nomad::SchedulingEligibility::Eligible,
-            draining: n.drain,
-            last_drain: n.last_drain.as_ref().and_then(|d| match d.status {
-                DrainStatus::Draining => Some(LastDrainStatus::Draining),
-                DrainStatus::Complete => Some(LastDrainStatus::Complete),
-                DrainStatus::Canceled => Some(LastDrainStatus::Canceled),
-                _ => None,
-            }),
-            last_drain_started: n.last_drain.as_ref().and_then(|d| d.started_at),
-            last_drain_mark: n
-                .last_drain
-                .as_ref()
-                .and_then(|d| drain_meta::read_drain_meta_of(&d.meta, key, uid)),
-            create_index: n.create_index,
-            instance_id: snapshot.instance_ids.get(&n.id).cloned(),
-        })
-        .collect()
 }

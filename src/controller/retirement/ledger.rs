@@ -22,6 +22,8 @@ use crate::api::{NomadClientPool, NomadClientRetirement};
 const OWN_WRITE_TTL: Duration = Duration::from_secs(60);
 /// How long a reconcile waits for a store's first list before it says the
 /// pool's retirements are not known yet.
+/// How often the record of our last writes drops entries past their TTL.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 const READY_WAIT: Duration = Duration::from_secs(5);
 
 type Key = ObjectRef<NomadClientRetirement>;
@@ -32,8 +34,9 @@ type Key = ObjectRef<NomadClientRetirement>;
 pub struct Ledgers {
     stores: Mutex<Vec<(Option<String>, Store<NomadClientRetirement>)>>,
     own: Mutex<HashMap<Key, Own>>,
-    /// When we last wrote each retirement (kept after the store caught up).
-    last_write: Mutex<HashMap<Key, Instant>>,
+    /// When we last wrote each retirement (kept after the store caught up),
+    /// and when entries older than `OWN_WRITE_TTL` were last dropped.
+    last_write: Mutex<(HashMap<Key, Instant>, Option<Instant>)>,
     /// Retirements whose end the pool's status already counts but whose
     /// final status is not written yet: the planner must not see (and
     /// count) them again; the next reconcile only writes their end.
@@ -167,14 +170,21 @@ impl Ledgers {
         self.last_write
             .lock()
             .expect("ledger lock")
+            .0
             .get(&ObjectRef::from_obj(r))
             .is_some_and(|at| at.elapsed() < period)
     }
 
     fn remember(&self, key: Key, replaced: String, latest: Option<Arc<NomadClientRetirement>>) {
         {
-            let mut last = self.last_write.lock().expect("ledger lock");
-            last.retain(|_, at| at.elapsed() < OWN_WRITE_TTL);
+            let mut guard = self.last_write.lock().expect("ledger lock");
+            let (last, pruned) = &mut *guard;
+            // Pruned once a second, not on every write: a scan per write was
+            // quadratic in the writes of the last minute.
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last.retain(|_, at| at.elapsed() < OWN_WRITE_TTL);
+                *pruned = Some(Instant::now());
+            }
             last.insert(key.clone(), Instant::now());
         }
         let mut own = self.own.lock().expect("ledger lock");
