@@ -278,11 +278,10 @@ fn progressing(
 /// says something else ("waiting for 2 allocation(s)" becoming "the node
 /// is disconnected ...") is news, not progress.
 ///
-/// `Cordoned` is progress too: it is `Selected` with the cordon done, and the
-/// `Selected` record already holds all a restart needs (what it does next,
-/// the drain, follows from Nomad's answer either way). So the phase shows
-/// with the next write, usually `Draining` moments later, and the API server
-/// is spared one write per client.
+/// A phase is always news, `Cordoned` too: the planner plans from the
+/// stored record, and a `Selected` record left in place when the cordon
+/// landed made every reconcile send the drain again until `Draining` was
+/// written (the bench saw 4.8 drains per client).
 pub fn material_change(
     old: &NomadClientRetirementStatus,
     new: &NomadClientRetirementStatus,
@@ -295,16 +294,8 @@ pub fn material_change(
         s.allocations_left = 0;
         s.blocking_allocations.clear();
         s.message = s.message.as_deref().map(words);
-        let cordoned = s.phase == Some(RetirementPhase::Cordoned);
-        if cordoned || s.phase == Some(RetirementPhase::Selected) {
-            s.phase = Some(RetirementPhase::Selected);
-            s.phase_since = None;
-        }
         for c in &mut s.conditions {
             c.message = words(&c.message);
-            if cordoned {
-                c.reason = RetirementPhase::Selected.as_str().into();
-            }
         }
         s
     }

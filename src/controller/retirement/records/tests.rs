@@ -205,20 +205,22 @@ fn new_counts_are_progress_a_new_message_is_news() {
 }
 
 #[test]
-fn cordoned_alone_is_progress_leaving_it_is_news() {
+fn every_phase_is_news() {
     let now = Timestamp::now();
     let mut e = entry(RetirePhase::Selected);
-    let selected = status_of(&e, None, Some(1), None, now);
-    e.phase = RetirePhase::Cordoned;
-    e.since = Time(now.checked_add(SignedDuration::from_secs(1)).unwrap());
-    let cordoned = status_of(&e, Some(&selected), Some(1), None, now);
-    assert!(!material_change(&selected, &cordoned));
-    e.phase = RetirePhase::Draining;
-    let draining = status_of(&e, Some(&cordoned), Some(1), None, now);
-    assert!(material_change(&selected, &draining));
-    assert!(material_change(&cordoned, &draining));
-    // Back to Cordoned from a drain cancelled outside: news.
-    e.phase = RetirePhase::Cordoned;
-    let again = status_of(&e, Some(&draining), Some(1), None, now);
-    assert!(material_change(&draining, &again));
+    let mut last = status_of(&e, None, Some(1), None, now);
+    for phase in [
+        RetirePhase::Cordoned,
+        RetirePhase::Draining,
+        RetirePhase::Cordoned,
+        RetirePhase::Draining,
+        RetirePhase::Drained,
+        RetirePhase::Terminating,
+    ] {
+        e.phase = phase;
+        e.since = Time(now.checked_add(SignedDuration::from_secs(1)).unwrap());
+        let next = status_of(&e, Some(&last), Some(1), None, now);
+        assert!(material_change(&last, &next), "{phase:?}");
+        last = next;
+    }
 }
