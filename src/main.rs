@@ -60,6 +60,13 @@ struct RunArgs {
     /// Seconds after which a dead leader's lease is taken over.
     #[arg(long, env = "NPO_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
+    /// Most connections held open to one Nomad agent, by all pools together.
+    /// Keep it under the agent's `limits.http_max_conns_per_client` (100 by
+    /// default), which counts every connection from this pod's IP.
+    #[arg(long, env = "NPO_NOMAD_MAX_CONNECTIONS",
+          default_value_t = nomad_pool_operator::nomad::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(nomad_pool_operator::nomad::MIN_MAX_CONNECTIONS as u64..))]
+    nomad_max_connections: u64,
 }
 
 #[tokio::main]
@@ -82,6 +89,13 @@ async fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     // NPO_LOG, except that credential-printing targets stay at info.
     nomad_pool_operator::logging::init(args.log_json);
+    nomad_pool_operator::nomad::set_max_connections(
+        usize::try_from(args.nomad_max_connections).unwrap_or(usize::MAX),
+    );
+    info!(
+        max = args.nomad_max_connections,
+        "connections per Nomad agent"
+    );
     let ready = server::Readiness::default();
     let bound = server::serve(args.metrics_addr, ready.clone()).await?;
     info!(%bound, "serving /metrics, /healthz and /readyz");

@@ -314,6 +314,7 @@ async fn blocking_read_sends_params_and_parses_headers() {
         index: 10,
         wait: Some(Duration::from_millis(150)),
         stale: true,
+        background: false,
     };
     let started = Instant::now();
     let resp = c.node(NODE_ID, &q).await.unwrap();

@@ -127,6 +127,7 @@ async fn simulator_answers_the_operators_nomad_client() {
                         index,
                         wait: Some(Duration::from_secs(30)),
                         stale: false,
+                        background: false,
                     },
                 )
                 .await

@@ -71,6 +71,17 @@ impl World {
             node_slots: p.slots,
             heartbeat_ttl: Duration::from_secs_f64(p.heartbeat_ttl_s),
             heartbeat_grace: Duration::from_secs_f64(p.heartbeat_grace_s),
+            // The baseline script sends `budget` requests at once (500 in
+            // the 5,000-client run), as the script it stands for would; a
+            // real agent would refuse most of them, so its world has no
+            // limit. The operator's worlds keep Nomad's default: the operator
+            // must stay under it (refused connections would show as Nomad
+            // errors in its log and slow retirements).
+            http_max_conns_per_client: if label == "baseline" {
+                0
+            } else {
+                nomad_sim::connlimit::DEFAULT_HTTP_MAX_CONNS_PER_CLIENT
+            },
             ..Default::default()
         })
         .await

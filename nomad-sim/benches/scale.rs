@@ -94,6 +94,10 @@ async fn run() {
         time_scale: 0.0,
         seed: Some(42),
         node_slots: (n_allocs / n_nodes.max(1) + 2) as u32,
+        // This bench measures the simulator itself with thousands of parked
+        // queries from one process: far past what one Nomad agent accepts
+        // from one IP (100 by default), so no limit here.
+        http_max_conns_per_client: 0,
         ..Config::default()
     })
     .await

@@ -557,6 +557,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
                 "responses": s.responses,
                 "faults_injected": s.faults,
                 "blocking_queries_open": app.waiters.load(std::sync::atomic::Ordering::Relaxed),
+                "connections": app.conns.stats(),
                 "cluster": counts,
                 "time": time_json(app),
             })))

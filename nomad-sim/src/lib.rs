@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod api;
 pub mod clock;
+pub mod connlimit;
 pub mod control;
 pub mod drainer;
 pub mod events;
@@ -78,6 +79,9 @@ pub struct Config {
     /// `200 OK` with the stream headers and a closed, empty body. The agent
     /// then reports version 1.11.1 instead of 1.11.3.
     pub legacy_event_stream_refusal: bool,
+    /// Nomad's `limits.http_max_conns_per_client`: concurrent connections
+    /// one client IP may hold (default 100, 0 = no limit); see `connlimit`.
+    pub http_max_conns_per_client: usize,
 }
 
 impl Default for Config {
@@ -99,6 +103,7 @@ impl Default for Config {
             event_heartbeat: Duration::from_secs(30),
             event_buffer_size: 100,
             legacy_event_stream_refusal: false,
+            http_max_conns_per_client: connlimit::DEFAULT_HTTP_MAX_CONNS_PER_CLIENT,
         }
     }
 }
@@ -131,6 +136,8 @@ pub struct App {
     pub cfg: Config,
     /// Blocking queries currently parked (for `/sim/stats` and benchmarks).
     pub waiters: std::sync::atomic::AtomicI64,
+    /// Open connections per client IP, and those refused over the limit.
+    pub conns: Arc<connlimit::ConnLimiter>,
 }
 
 impl App {
@@ -313,6 +320,7 @@ pub async fn serve(cfg: Config) -> Result<Sim, ServeError> {
         stats: Mutex::new(Stats::default()),
         cfg: cfg.clone(),
         waiters: std::sync::atomic::AtomicI64::new(0),
+        conns: connlimit::ConnLimiter::new(cfg.http_max_conns_per_client),
     });
     if let Some(sc) = &cfg.scenario {
         control::apply_scenario(&app, sc).map_err(ServeError::Scenario)?;
@@ -347,10 +355,19 @@ pub async fn serve(cfg: Config) -> Result<Sim, ServeError> {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
                 let tls = tls.clone();
+                let counted = match app.conns.accept(peer.ip()) {
+                    Ok(counted) => counted,
+                    Err(refused) => {
+                        tokio::spawn(refuse(stream, tls, refused));
+                        continue;
+                    }
+                };
+                let app = app.clone();
                 let mut stop = shutdown_rx.clone();
                 tokio::spawn(async move {
+                    // Counted until the connection closes, however it ends.
+                    let _counted = counted;
                     let svc = service_fn(move |req| api::handle(app.clone(), req, peer));
                     let builder = http1::Builder::new();
                     match tls {
@@ -383,6 +400,36 @@ pub async fn serve(cfg: Config) -> Result<Sim, ServeError> {
         shutdown,
         tasks,
     })
+}
+
+/// A connection over the limit: Nomad's 429 (through TLS on an HTTPS
+/// listener) when its rate limit allows, within a 10 ms deadline, then
+/// closed, before any request is read (see `connlimit`).
+async fn refuse(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    refused: connlimit::Refused,
+) {
+    use tokio::io::AsyncWriteExt;
+    if refused == connlimit::Refused::Close {
+        return;
+    }
+    let answer = connlimit::too_many_requests_response();
+    let write = async {
+        match tls {
+            Some(acceptor) => {
+                if let Ok(mut s) = acceptor.accept(stream).await {
+                    let _ = s.write_all(&answer).await;
+                    let _ = s.shutdown().await;
+                }
+            }
+            None => {
+                let mut s = stream;
+                let _ = s.write_all(&answer).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(connlimit::REFUSAL_WRITE_DEADLINE, write).await;
 }
 
 /// Seconds (f64) to simulated nanoseconds.

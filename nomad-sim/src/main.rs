@@ -51,6 +51,10 @@ struct Args {
     /// Allocation slots per node (non-system allocations).
     #[arg(long, default_value_t = 4)]
     node_slots: u32,
+    /// Nomad's `limits.http_max_conns_per_client`: concurrent connections
+    /// per client IP; 0 = no limit.
+    #[arg(long, default_value_t = nomad_sim::connlimit::DEFAULT_HTTP_MAX_CONNS_PER_CLIENT)]
+    http_max_conns_per_client: usize,
 }
 
 fn dur(s: &str, what: &str) -> Duration {
@@ -109,6 +113,7 @@ async fn main() {
         heartbeat_ttl: dur(&a.heartbeat_ttl, "--heartbeat-ttl"),
         heartbeat_grace: dur(&a.heartbeat_grace, "--heartbeat-grace"),
         node_slots: a.node_slots,
+        http_max_conns_per_client: a.http_max_conns_per_client,
         seed: a.seed,
         scenario,
         ..Config::default()

@@ -169,6 +169,7 @@ async fn follow(
         index: 0,
         wait: None,
         stale: false,
+        background: false,
     };
     loop {
         match client.list_nodes(Some(&filter), &q).await {

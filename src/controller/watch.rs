@@ -2,7 +2,8 @@
 //! changes: the pool's node view (one list, then Nomad's Node event stream;
 //! blocking queries on the node list where the stream is unusable, see
 //! `nodes`), and one blocking query on the allocations of each node being
-//! drained. No sleep loops: a quiet pool costs a re-list every
+//! drained, ended once nothing more can change there (see `alloc_watch`).
+//! No sleep loops: a quiet pool costs a re-list every
 //! `EVENT_STREAM_LIFETIME`, whatever its size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -18,6 +19,7 @@ use tracing::{debug, warn};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::BlockingAllocation;
+use crate::controller::alloc_watch::AllocWatchMode;
 use crate::controller::plan::AllocFacts;
 use crate::controller::trigger::Trigger;
 use crate::nomad::{
@@ -25,6 +27,8 @@ use crate::nomad::{
     QueryResponse,
 };
 
+#[cfg(test)]
+mod alloc_tests;
 mod backoff;
 mod direct;
 mod nodes;
@@ -100,7 +104,20 @@ pub struct PoolWatch {
 struct AllocWatch {
     facts: watch::Receiver<Option<AllocFacts>>,
     ignore_system_jobs: bool,
+    /// What the watch is for; its task reads it before each query.
+    mode: watch::Sender<AllocWatchMode>,
     task: JoinHandle<()>,
+}
+
+impl AllocWatch {
+    /// The last answer, unless it was kept for a node that has changed
+    /// since (`view_index`: the node's `ModifyIndex` in the view now).
+    fn facts(&self, view_index: Option<u64>) -> Option<AllocFacts> {
+        match *self.mode.borrow() {
+            AllocWatchMode::Settled(at) if view_index != Some(at) => None,
+            _ => self.facts.borrow().clone(),
+        }
+    }
 }
 
 impl Drop for PoolWatch {
@@ -212,12 +229,32 @@ impl PoolWatch {
     /// What the allocation watches know now, without changing which nodes
     /// are watched (that happens once per reconcile, on the planned state, so
     /// the set cannot flip between two calls and restart watches in a loop).
-    pub fn allocation_facts(&self, ignore_system_jobs: bool) -> HashMap<String, AllocFacts> {
+    /// An answer kept without a watch counts only while the node is as
+    /// `view` shows it was then (see `alloc_watch`).
+    pub fn allocation_facts(
+        &self,
+        ignore_system_jobs: bool,
+        view: &NodesSnapshot,
+    ) -> HashMap<String, AllocFacts> {
         let allocs = self.allocs.lock().expect("alloc watch lock");
+        let settled: HashSet<&str> = allocs
+            .iter()
+            .filter(|(_, w)| matches!(*w.mode.borrow(), AllocWatchMode::Settled(_)))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let view_index: HashMap<&str, u64> = view
+            .nodes
+            .iter()
+            .filter(|n| settled.contains(n.id.as_str()))
+            .map(|n| (n.id.as_str(), n.modify_index))
+            .collect();
         allocs
             .iter()
             .filter(|(_, w)| w.ignore_system_jobs == ignore_system_jobs)
-            .filter_map(|(id, w)| w.facts.borrow().clone().map(|f| (id.clone(), f)))
+            .filter_map(|(id, w)| {
+                let f = w.facts(view_index.get(id.as_str()).copied())?;
+                Some((id.clone(), f))
+            })
             .collect()
     }
 
@@ -229,29 +266,45 @@ impl PoolWatch {
         }
     }
 
-    /// Keep allocation watches exactly on `node_ids`.
-    pub fn track_allocations(&self, node_ids: &HashSet<String>, ignore_system_jobs: bool) {
+    /// Keep allocation watches exactly on the nodes of `modes`, each in its
+    /// mode. A watch whose answer was kept for a node as it was (`Settled`)
+    /// starts afresh once the node is no longer that.
+    pub fn track_allocations(
+        &self,
+        modes: &HashMap<String, AllocWatchMode>,
+        ignore_system_jobs: bool,
+    ) {
         let mut allocs = self.allocs.lock().expect("alloc watch lock");
         allocs.retain(|id, w| {
-            let keep = node_ids.contains(id) && w.ignore_system_jobs == ignore_system_jobs;
-            if !keep {
+            let keep = modes.get(id).is_some_and(|mode| {
+                let was = *w.mode.borrow();
+                let node_changed = matches!(was, AllocWatchMode::Settled(_)) && was != *mode;
+                w.ignore_system_jobs == ignore_system_jobs && !node_changed
+            });
+            if keep {
+                w.mode
+                    .send_if_modified(|m| std::mem::replace(m, modes[id]) != modes[id]);
+            } else {
                 w.task.abort();
             }
             keep
         });
-        for id in node_ids {
+        for (id, mode) in modes {
             allocs.entry(id.clone()).or_insert_with(|| {
                 let (tx, rx) = watch::channel(None);
+                let (mode, mode_rx) = watch::channel(*mode);
                 let task = tokio::spawn(watch_allocations(
                     self.client.clone(),
                     id.clone(),
                     ignore_system_jobs,
                     tx,
+                    mode_rx,
                     self.trigger.clone(),
                 ));
                 AllocWatch {
                     facts: rx,
                     ignore_system_jobs,
+                    mode,
                     task,
                 }
             });
@@ -310,6 +363,27 @@ struct LoadCache {
     refreshing: bool,
 }
 
+fn settled_and_empty(mode: AllocWatchMode, facts: &watch::Sender<Option<AllocFacts>>) -> bool {
+    matches!(mode, AllocWatchMode::Settled(_))
+        && facts.borrow().as_ref().is_some_and(|f| f.live == 0)
+}
+
+/// Resolves once the watch may end (see `alloc_watch`); never if the pool's
+/// watch is gone.
+async fn until_settled_and_empty(
+    mode: &mut watch::Receiver<AllocWatchMode>,
+    facts: &watch::Sender<Option<AllocFacts>>,
+) {
+    loop {
+        if mode.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if settled_and_empty(*mode.borrow_and_update(), facts) {
+            return;
+        }
+    }
+}
+
 fn next_backoff(current: Duration) -> Duration {
     (current * 2).clamp(Duration::from_millis(500), MAX_BACKOFF)
 }
@@ -319,18 +393,30 @@ async fn watch_allocations(
     node_id: String,
     ignore_system_jobs: bool,
     tx: watch::Sender<Option<AllocFacts>>,
+    mut mode: watch::Receiver<AllocWatchMode>,
     trigger: Trigger,
 ) {
     let mut index = 0u64;
     let mut backoff = Duration::ZERO;
     let mut backwards = IndexBackoff::default();
     loop {
+        let current = *mode.borrow_and_update();
+        if settled_and_empty(current, &tx) {
+            debug!(node = %node_id, "allocations all terminal on a node that gets no new ones; watch ended");
+            return;
+        }
         let q = QueryOptions {
             index,
             wait: Some(BLOCKING_WAIT),
             stale: false,
+            background: current == AllocWatchMode::Status,
         };
-        match client.node_allocations(&node_id, &q).await {
+        let answer = tokio::select! {
+            answer = client.node_allocations(&node_id, &q) => answer,
+            // Dropping the parked query gives its connection back.
+            () = until_settled_and_empty(&mut mode, &tx) => continue,
+        };
+        match answer {
             Ok(resp) => {
                 backoff = Duration::ZERO;
                 let pause = backwards.after(index, resp.index);

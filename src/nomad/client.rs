@@ -23,19 +23,25 @@ pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
 const MAX_ERROR_BODY: usize = 512;
 
 mod body;
+pub mod budget;
 mod config;
 mod event_stream;
+mod meta;
+mod transport;
 
 use body::{
     ALLOCATIONS_LIMIT, NODE_ALLOCATIONS_LIMIT, NODE_LIMIT, NODE_LIST_LIMIT, Reply, decode_list,
     read_capped,
 };
 pub(crate) use body::{SMALL_LIMIT, show_size};
+pub use budget::{DEFAULT_MAX_CONNECTIONS, MIN_MAX_CONNECTIONS, set_max_connections};
 
 use super::error::error_chain;
+use budget::Lane;
+use config::parse_address;
 pub use config::{NomadConfig, NomadTlsConfig, SecretToken, Timeouts};
-use config::{configure_tls, parse_address};
 pub use event_stream::{EVENT_STREAM_LIFETIME, EventFrame, NodeEventStream, NomadEvent};
+use meta::{query_meta, status_error};
 
 /// Read options. `index: 0` is a plain read; a non-zero index blocks until
 /// Nomad's index for the result exceeds it or `wait` passes.
@@ -47,6 +53,10 @@ pub struct QueryOptions {
     pub wait: Option<Duration>,
     /// Let any server answer, not just the leader; spreads load for watches.
     pub stale: bool,
+    /// A blocking query that only keeps a status fresh: it waits in its own
+    /// lane of the connection budget, so it never holds up one that the
+    /// next step of a retirement needs (see `budget`).
+    pub background: bool,
 }
 
 impl QueryOptions {
@@ -55,6 +65,19 @@ impl QueryOptions {
             index,
             wait: Some(wait),
             stale: false,
+            background: false,
+        }
+    }
+
+    /// The lane of the connection budget a read of `path` waits in: a
+    /// blocking query may be held by Nomad for minutes, a plain read is
+    /// answered at once, and a blocking node list is a pool's node view.
+    fn lane(&self, path: &[&str]) -> Lane {
+        match (self.index, self.background) {
+            (0, _) => Lane::Short,
+            (_, true) => Lane::Status,
+            _ if path == ["nodes"] => Lane::View,
+            _ => Lane::Parked,
         }
     }
 
@@ -127,10 +150,15 @@ pub struct NomadClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Connections and their budget, shared with every client of the same
+    /// Nomad agent (see `transport`).
+    transport: Arc<transport::Transport>,
     base: Url,
     region: Option<String>,
     timeouts: Timeouts,
+    /// `X-Nomad-Token`, marked sensitive so hyper/reqwest debug output
+    /// leaves it out.
+    token: Option<HeaderValue>,
 }
 
 impl fmt::Debug for NomadClient {
@@ -155,37 +183,39 @@ impl NomadClient {
     }
 
     pub fn with_timeouts(cfg: NomadConfig, timeouts: Timeouts) -> Result<Self, NomadError> {
-        let mut base = parse_address(&cfg.address)?;
-
-        let mut headers = HeaderMap::new();
-        if let Some(token) = &cfg.token {
-            let mut value = HeaderValue::from_str(token.expose_secret())
-                .map_err(|_| NomadError::InvalidToken)?;
-            // Keeps the value out of hyper/reqwest debug output.
-            value.set_sensitive(true);
-            headers.insert("X-Nomad-Token", value);
-        }
-
-        let builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(timeouts.connect)
-            .user_agent(concat!("nomad-pool-operator/", env!("CARGO_PKG_VERSION")))
-            // Nomad never redirects, and following one would hand the
-            // X-Nomad-Token header (not one reqwest strips) to another host.
-            .redirect(reqwest::redirect::Policy::none());
-        let builder = configure_tls(builder, &cfg.tls, &mut base)?;
-        let http = builder
-            .build()
-            .map_err(|e| NomadError::InvalidTls(error_chain(&e)))?;
-
+        let token = match &cfg.token {
+            Some(token) => {
+                let mut value = HeaderValue::from_str(token.expose_secret())
+                    .map_err(|_| NomadError::InvalidToken)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let transport = transport::transport(&cfg.address, &cfg.tls, &timeouts)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
-                base,
+                base: transport.base.clone(),
+                transport,
                 region: cfg.region.filter(|r| !r.is_empty()),
                 timeouts,
+                token,
             }),
         })
+    }
+
+    /// A request to `url` with this client's token, not sent yet.
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let req = self.inner.transport.http.request(method, url);
+        match &self.inner.token {
+            Some(token) => req.header("X-Nomad-Token", token.clone()),
+            None => req,
+        }
+    }
+
+    /// Waits for a free connection of `lane` in the agent's budget.
+    async fn permit(&self, lane: Lane) -> budget::Permit {
+        self.inner.transport.budget.acquire(lane).await
     }
 
     /// `GET /v1/nodes`. `filter` is a go-bexpr expression evaluated against
@@ -308,6 +338,7 @@ impl NomadClient {
     pub async fn leader(&self) -> Result<String, NomadError> {
         let timeout = self.inner.timeouts.request;
         self.send(
+            Lane::Short,
             Method::GET,
             &["status", "leader"],
             Vec::new(),
@@ -328,6 +359,7 @@ impl NomadClient {
         let timeout = self.inner.timeouts.request;
         let reply = self
             .send(
+                Lane::Short,
                 Method::GET,
                 &["nodes"],
                 params,
@@ -402,7 +434,15 @@ impl NomadClient {
         }
         let timeout = request_timeout(q, &self.inner.timeouts);
         let reply = self
-            .send(Method::GET, path, params, None, timeout, scope)
+            .send(
+                q.lane(path),
+                Method::GET,
+                path,
+                params,
+                None,
+                timeout,
+                scope,
+            )
             .await?;
         let (index, known_leader, last_contact) =
             query_meta(reply.resp.headers(), &reply.endpoint)?;
@@ -427,10 +467,18 @@ impl NomadClient {
             .expect("request bodies are plain structs of strings, bools and maps");
         let timeout = self.inner.timeouts.request;
         let scope = NodeScope::Node(node_id);
-        self.send(Method::POST, path, Vec::new(), body, timeout, scope)
-            .await?
-            .json(SMALL_LIMIT)
-            .await
+        self.send(
+            Lane::Short,
+            Method::POST,
+            path,
+            Vec::new(),
+            body,
+            timeout,
+            scope,
+        )
+        .await?
+        .json(SMALL_LIMIT)
+        .await
     }
 
     /// Returns the URL and the `METHOD /path` label used in errors and logs;
@@ -457,8 +505,12 @@ impl NomadClient {
         (url, label)
     }
 
+    /// Sends once a connection of `lane` is free; the permit goes with the
+    /// reply and is given back once its body is read or dropped.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
+        lane: Lane,
         method: Method,
         path: &[&str],
         params: Vec<(&'static str, String)>,
@@ -467,7 +519,8 @@ impl NomadClient {
         scope: NodeScope<'_>,
     ) -> Result<Reply, NomadError> {
         let (url, endpoint) = self.url(&method, path, params);
-        let mut req = self.inner.http.request(method, url).timeout(timeout);
+        let permit = self.permit(lane).await;
+        let mut req = self.request(method, url).timeout(timeout);
         if let Some(body) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -496,7 +549,11 @@ impl NomadClient {
             let body = body::error_body(resp).await;
             return Err(status_error(status, &body, endpoint, scope));
         }
-        Ok(Reply { endpoint, resp })
+        Ok(Reply {
+            endpoint,
+            resp,
+            _permit: permit,
+        })
     }
 }
 
@@ -505,63 +562,6 @@ fn request_timeout(q: &QueryOptions, t: &Timeouts) -> Duration {
         None => t.request,
         Some(wait) => (wait + wait / 16 + t.blocking_margin).max(t.request),
     }
-}
-
-fn status_error(
-    status: StatusCode,
-    body: &[u8],
-    endpoint: String,
-    scope: NodeScope<'_>,
-) -> NomadError {
-    let text = String::from_utf8_lossy(body);
-    let mut message = text.trim().to_owned();
-    if message.len() > MAX_ERROR_BODY {
-        let cut = (0..=MAX_ERROR_BODY)
-            .rev()
-            .find(|&i| message.is_char_boundary(i))
-            .unwrap_or(0);
-        message.truncate(cut);
-        message.push('…');
-    }
-    // Only Nomad's own message counts as "node not found": a bare 404 could
-    // come from a proxy, and treating that as a vanished node could get a
-    // live VM terminated. Reads answer 404, writes 500 (plain fmt.Errorf).
-    let node_missing = matches!(status.as_u16(), 404 | 500) && message.ends_with("node not found");
-    match scope {
-        NodeScope::Node(node_id) if node_missing => NomadError::NodeNotFound {
-            node_id: node_id.to_owned(),
-        },
-        _ if status == StatusCode::FORBIDDEN => NomadError::PermissionDenied { endpoint, message },
-        _ => NomadError::Api {
-            status: status.as_u16(),
-            message,
-            endpoint,
-        },
-    }
-}
-
-fn query_meta(headers: &HeaderMap, endpoint: &str) -> Result<(u64, bool, Duration), NomadError> {
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let invalid = |header, value: Option<&str>| NomadError::InvalidHeader {
-        endpoint: endpoint.to_owned(),
-        header,
-        value: value.map(str::to_owned),
-    };
-    // Without the index a watch cannot block and would spin, so it is
-    // required; the other two are informational.
-    let raw = text("X-Nomad-Index");
-    let index = raw
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| invalid("X-Nomad-Index", raw))?;
-    let known_leader = text("X-Nomad-KnownLeader") == Some("true");
-    let last_contact = match text("X-Nomad-LastContact") {
-        None => Duration::ZERO,
-        Some(v) => v
-            .parse()
-            .map(Duration::from_millis)
-            .map_err(|_| invalid("X-Nomad-LastContact", Some(v)))?,
-    };
-    Ok((index, known_leader, last_contact))
 }
 
 fn push_filter(params: &mut Vec<(&'static str, String)>, filter: Option<&str>) {

@@ -20,6 +20,10 @@ pub struct Sim {
 pub struct SimOptions {
     pub acl_tokens: Vec<(String, nomad_sim::acl::Policy)>,
     pub slots: u32,
+    /// Nomad's `limits.http_max_conns_per_client` (its default, 100, unless
+    /// a test sets it). It counts the test's own connections to the
+    /// simulator too: they come from the operator's IP.
+    pub http_max_conns_per_client: usize,
 }
 
 impl Default for SimOptions {
@@ -27,6 +31,7 @@ impl Default for SimOptions {
         Self {
             acl_tokens: vec![],
             slots: 4,
+            http_max_conns_per_client: nomad_sim::connlimit::DEFAULT_HTTP_MAX_CONNS_PER_CLIENT,
         }
     }
 }
@@ -40,6 +45,7 @@ impl Sim {
             heartbeat_ttl: Duration::from_millis(500),
             heartbeat_grace: Duration::from_millis(500),
             node_slots: opts.slots,
+            http_max_conns_per_client: opts.http_max_conns_per_client,
             ..Default::default()
         };
         let sim = nomad_sim::serve(cfg).await.expect("starting nomad-sim");

@@ -124,7 +124,7 @@ pub async fn observe(
     let visibility = rt.visibility.state();
     let allocs = rt
         .watch
-        .allocation_facts(pool.spec.drain.ignore_system_jobs);
+        .allocation_facts(pool.spec.drain.ignore_system_jobs, &snapshot);
 
     let uid = pool.uid().unwrap_or_default();
     let instance_nodes = rt.siblings.facts();
@@ -256,7 +256,8 @@ pub fn settle(
         });
     }
 
-    let mut watched = alloc_watch::alloc_watch_set(&plan.retiring, &seen.nodes, seen.now);
+    let (mut watched, status_only) =
+        alloc_watch::alloc_watch_set(&plan.retiring, &seen.nodes, seen.now);
     let gate = siblings::gate_instances(&plan.retiring, &watched);
     watched.extend(siblings::sibling_nodes(
         &gate,
@@ -264,8 +265,9 @@ pub fn settle(
         &seen.nodes,
     ));
     rt.siblings.track(&gate);
+    let modes = alloc_watch::watch_modes(&watched, &status_only, &seen.snapshot.nodes);
     rt.watch
-        .track_allocations(&watched, pool.spec.drain.ignore_system_jobs);
+        .track_allocations(&modes, pool.spec.drain.ignore_system_jobs);
 
     rt.clientless.settle(&mut plan, &seen.nodes);
     let unapplied = rt.drain_resends.review(&mut plan, &seen.nodes);

@@ -144,6 +144,7 @@ impl NodeWatch {
             index,
             wait: (index > 0).then_some(BLOCKING_WAIT),
             stale: true,
+            background: false,
         };
         match self.client.list_nodes(self.filter.as_deref(), &q).await {
             Ok(resp) => {

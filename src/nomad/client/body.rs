@@ -132,6 +132,8 @@ pub(super) async fn decode_list<T: DeserializeOwned>(
 pub(super) struct Reply {
     pub(super) endpoint: String,
     pub(super) resp: reqwest::Response,
+    /// The request's connection until the body is read (see `budget`).
+    pub(super) _permit: super::budget::Permit,
 }
 
 impl Reply {

@@ -57,6 +57,8 @@ pub struct NodeEventStream {
     endpoint: String,
     /// No frame yet: the first must come within `EVENT_STREAM_FIRST_BYTE`.
     opening: bool,
+    /// The subscription's connection, parked for its lifetime.
+    _permit: super::budget::Permit,
 }
 
 impl NomadClient {
@@ -68,11 +70,12 @@ impl NomadClient {
             &["event", "stream"],
             vec![("topic", "Node".to_string()), ("index", index.to_string())],
         );
+        // Waiting for a free connection is not Nomad being slow: the
+        // first-byte bound starts once the request can go.
+        let permit = self.permit(super::budget::Lane::View).await;
         let started = Instant::now();
         let send = self
-            .inner
-            .http
-            .get(url)
+            .request(Method::GET, url)
             .timeout(EVENT_STREAM_LIFETIME)
             .send();
         let stalled = || NomadError::Stalled {
@@ -106,6 +109,7 @@ impl NomadClient {
             scanned: 0,
             endpoint,
             opening: true,
+            _permit: permit,
         })
     }
 }

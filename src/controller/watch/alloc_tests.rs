@@ -1,0 +1,174 @@
+//! Allocation watches against the simulator: a watch ends once its node can
+//! get no new allocation and has none left, and its kept answer counts only
+//! while the node stays as it was.
+
+use super::*;
+use crate::nomad::NomadConfig;
+use serde_json::{Value, json};
+
+struct Setup {
+    sim: nomad_sim::Sim,
+    watch: PoolWatch,
+    client: NomadClient,
+    node: String,
+}
+
+async fn setup() -> Setup {
+    let sim = nomad_sim::serve(nomad_sim::Config::default())
+        .await
+        .unwrap();
+    let client = NomadClient::new(NomadConfig {
+        address: sim.url(),
+        ..Default::default()
+    })
+    .unwrap();
+    let http = reqwest::Client::new();
+    http.post(format!("{}/sim/nodes", sim.url()))
+        .json(&json!({"count": 1, "node_pool": "ci"}))
+        .send()
+        .await
+        .unwrap();
+    let node = client
+        .list_nodes(None, &QueryOptions::default())
+        .await
+        .unwrap()
+        .value[0]
+        .id
+        .clone();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
+    let watch = PoolWatch::start(
+        client.clone(),
+        None,
+        PoolSelector::default(),
+        crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
+        Trigger::new(tx, pool),
+    );
+    Setup {
+        sim,
+        watch,
+        client,
+        node,
+    }
+}
+
+impl Setup {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.sim.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn view(&self) -> NodesSnapshot {
+        let nodes = self
+            .client
+            .list_nodes(None, &QueryOptions::default())
+            .await
+            .unwrap();
+        NodesSnapshot {
+            index: nodes.index,
+            nodes: nodes.value.into_iter().map(Arc::new).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn track(&self, mode: AllocWatchMode) {
+        self.watch
+            .track_allocations(&[(self.node.clone(), mode)].into(), false);
+    }
+
+    fn task_ended(&self) -> bool {
+        self.watch.allocs.lock().unwrap()[&self.node]
+            .task
+            .is_finished()
+    }
+
+    async fn facts_until(&self, what: &str, ok: impl Fn(Option<&AllocFacts>) -> bool) {
+        let view = self.view().await;
+        for _ in 0..200 {
+            let facts = self.watch.allocation_facts(false, &view);
+            if ok(facts.get(&self.node)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what}: {:?}", self.watch.allocation_facts(false, &view));
+    }
+}
+
+#[tokio::test]
+async fn a_settled_node_keeps_its_answer_without_a_connection_until_it_changes() {
+    let s = setup().await;
+    let placed = s
+        .post(
+            "/sim/allocations",
+            json!({"type": "batch", "job_id": "etl", "node_id": s.node, "node_pool": "ci"}),
+        )
+        .await;
+    let alloc = placed["alloc_ids"][0].as_str().unwrap().to_owned();
+    s.client.set_eligibility(&s.node, false).await.unwrap();
+    let at = s.view().await.nodes[0].modify_index;
+
+    // Nothing new can land there, but an allocation still runs: watched.
+    s.track(AllocWatchMode::Settled(at));
+    s.facts_until("the running allocation", |f| f.is_some_and(|f| f.live == 1))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!s.task_ended(), "a live allocation is still followed");
+
+    // It finishes: the watch answers, then ends; the answer stays.
+    s.post(&format!("/sim/allocations/{alloc}/finish"), json!({}))
+        .await;
+    s.facts_until("the finished allocation", |f| {
+        f.is_some_and(|f| f.live == 0)
+    })
+    .await;
+    for _ in 0..100 {
+        if s.task_ended() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.task_ended(), "no parked query for a settled, empty node");
+
+    // The node changes (eligible again): the kept answer no longer counts,
+    // and the watch starts over with a fresh read.
+    s.client.set_eligibility(&s.node, true).await.unwrap();
+    let changed = s.view().await;
+    assert_ne!(changed.nodes[0].modify_index, at);
+    assert!(s.watch.allocation_facts(false, &changed).is_empty());
+    s.track(AllocWatchMode::Gate);
+    assert!(!s.task_ended(), "a new watch");
+    s.facts_until("a fresh answer", |f| f.is_some_and(|f| f.live == 0))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!s.task_ended(), "an eligible node stays watched");
+}
+
+#[tokio::test]
+async fn a_parked_watch_gives_its_connection_back_once_its_node_settles() {
+    let s = setup().await;
+    s.client.set_eligibility(&s.node, false).await.unwrap();
+    s.track(AllocWatchMode::Gate);
+    s.facts_until("the first answer", |f| f.is_some_and(|f| f.live == 0))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!s.task_ended(), "parked while the next step waits on it");
+    let at = s.view().await.nodes[0].modify_index;
+    s.track(AllocWatchMode::Settled(at));
+    for _ in 0..100 {
+        if s.task_ended() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.task_ended(), "the parked query was dropped");
+    s.facts_until("the kept answer", |f| f.is_some_and(|f| f.live == 0))
+        .await;
+}
