@@ -13,6 +13,11 @@ import sys
 # One module per correction, named for what it enforces.
 PATCHES = [
     "asg_capacity_bounds",
+    # Lookups and renderings that cost O(group size) per call in moto and
+    # not in AWS (tests/env/README.md, "moto at scale").
+    "ec2_instance_index",
+    "asg_instance_index",
+    "asg_group_render",
 ]
 
 
