@@ -41,7 +41,7 @@ def free_port() -> int:
 class Moto:
     """One moto server and boto3 clients that keep every raw answer."""
 
-    def __init__(self, name: str, command: list, logdir: str) -> None:
+    def __init__(self, name: str, command: list, logdir: str, read_timeout: int = 300) -> None:
         self.name = name
         port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
@@ -59,7 +59,7 @@ class Moto:
                     raise SystemExit(f"{name} moto did not start; see {log.name}")
                 time.sleep(0.1)
         self.answers: list = []
-        config = Config(retries={"max_attempts": 1}, read_timeout=300)
+        config = Config(retries={"max_attempts": 1}, read_timeout=read_timeout)
         kwargs = dict(
             endpoint_url=self.endpoint,
             region_name="us-east-1",

@@ -54,7 +54,8 @@ def main() -> None:
     python = sys.executable
     command = [python, WRAPPER] if which == "wrapper" else [
         os.path.join(os.path.dirname(python), "moto_server")]
-    server = Moto(which, command, os.environ.get("TMPDIR", "/tmp"))
+    # moto as shipped takes minutes to launch 20,000 instances in one call.
+    server = Moto(which, command, os.environ.get("TMPDIR", "/tmp"), read_timeout=3600)
     try:
         start = time.perf_counter()
         server.asg.create_launch_configuration(
