@@ -1,8 +1,8 @@
 """moto's server with the project's corrections applied first.
 
-moto is more lenient than AWS in places the operator depends on; each module
-listed in PATCHES corrects one such place by monkeypatching moto and exposes
-`apply()`. Patches run in this process before the server starts (never with
+moto is more lenient than AWS in places the operator depends on, and slower
+than AWS in ways that grow with the group; each module listed in PATCHES
+corrects one such place by monkeypatching moto and exposes `apply()`. Patches run in this process before the server starts (never with
 `--reload`, which would restart without them). Arguments are moto_server's.
 """
 
@@ -13,6 +13,11 @@ import sys
 # One module per correction, named for what it enforces.
 PATCHES = [
     "asg_capacity_bounds",
+    # Lookups and renderings that cost O(group size) per call in moto and
+    # not in AWS (tests/env/README.md, "moto at scale").
+    "ec2_instance_index",
+    "asg_instance_index",
+    "asg_group_render",
 ]
 
 
