@@ -449,12 +449,11 @@ async fn clients_in_flight_that_leave_the_selector_are_released_or_carried_to_th
         "no client left out of service: {nodes:#?}"
     );
     assert_eq!(w.group().await.desired, 3, "only A's VM went");
-    let events = w.events().await;
+    // Published after the writes the waits above saw.
+    let note = w.wait_event("LeftSelector", Duration::from_secs(10)).await;
     assert!(
-        events
-            .iter()
-            .any(|(_, note)| note.contains(&b.node_name) && note.contains("left the selector")),
-        "an event says B left the selector: {events:?}"
+        note.contains(&b.node_name) && note.contains("left the selector"),
+        "the event says B left the selector: {note}"
     );
     w.sim.assert_no_violations().await;
     w.cleanup().await;

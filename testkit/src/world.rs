@@ -318,6 +318,24 @@ impl World {
             .collect()
     }
 
+    /// Wait until an Event with `reason` is in this world's namespace; its
+    /// note. Events are published off the reconcile path, after the status
+    /// write that a test usually waits for first.
+    pub async fn wait_event(&self, reason: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let events = self.events().await;
+            if let Some((_, note)) = events.iter().find(|(r, _)| r == reason) {
+                return note.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} Event within {timeout:?}; seen: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Start a batch job that runs until finished on every ready client;
     /// returns (node ID, allocation ID) pairs. Job IDs are `ci-build-<node prefix>`.
     pub async fn busy_everywhere(&self) -> Vec<(String, String)> {
