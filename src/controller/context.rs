@@ -23,7 +23,7 @@ pub struct Context {
     pub trigger: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
     pub own_writes: OwnWrites,
     /// Every pool's retirement objects.
-    pub ledgers: Ledgers,
+    pub ledgers: Arc<Ledgers>,
     /// Namespaces whose pools may use the operator's own cloud identity.
     pub ambient: authority::AmbientCredentials,
     /// Builds each pool's cloud provider: the real clouds, or a test's fake.
@@ -50,7 +50,7 @@ impl Context {
             pools: Mutex::new(HashMap::new()),
             trigger,
             own_writes: OwnWrites::default(),
-            ledgers: Ledgers::default(),
+            ledgers: Arc::default(),
             ambient,
             connector,
             failures: Mutex::new(HashMap::new()),
