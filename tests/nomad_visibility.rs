@@ -133,7 +133,8 @@ async fn a_token_that_cannot_read_every_namespace_drains_but_terminates_nothing_
         message.contains("read-job") && message.contains(r#"namespace "*""#),
         "the condition names the capability and the rule to add: {message}"
     );
-    w.wait_event("TerminateWithheld", Duration::from_secs(10))
+    let withheld = |reason: &str, _: &str| reason == "TerminateWithheld";
+    w.wait_event("TerminateWithheld", withheld, Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let g = w.group().await;

@@ -318,19 +318,25 @@ impl World {
             .collect()
     }
 
-    /// Wait until an Event with `reason` is in this world's namespace; its
-    /// note. Events are published off the reconcile path, after the status
-    /// write that a test usually waits for first.
-    pub async fn wait_event(&self, reason: &str, timeout: Duration) -> String {
+    /// Wait until an Event that `matches` (reason, note) is in this world's
+    /// namespace; its note. `what` names it in the failure. Events are
+    /// published off the reconcile path, after the status write a test
+    /// usually waits for first.
+    pub async fn wait_event(
+        &self,
+        what: &str,
+        matches: impl Fn(&str, &str) -> bool,
+        timeout: Duration,
+    ) -> String {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let events = self.events().await;
-            if let Some((_, note)) = events.iter().find(|(r, _)| r == reason) {
+            if let Some((_, note)) = events.iter().find(|(r, n)| matches(r, n)) {
                 return note.clone();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no {reason} Event within {timeout:?}; seen: {events:?}"
+                "no Event {what} within {timeout:?}; seen: {events:?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
