@@ -6,8 +6,9 @@
 //! wait that long. So a reconcile plans on the last answer while it is young
 //! enough, a single background read refreshes it, and our own mutations are
 //! applied to it as they land, and again to the answer of any read that was
-//! out meanwhile (the cloud would show them on the next read anyway). That is safe because nothing irreversible is decided on it alone:
-//! the provider re-reads an instance before terminating it, and a plan that
+//! out meanwhile (the cloud would show them on the next read anyway). That
+//! is safe because nothing irreversible is decided on it alone: the
+//! provider re-reads an instance before terminating it, and a plan that
 //! sets the desired capacity is made on a fresh read (see `reconcile`).
 
 use std::sync::{Arc, Mutex};
@@ -129,6 +130,40 @@ impl State {
     }
 }
 
+/// A read in flight. Dropped before it ends (its reconcile cancelled), it is
+/// ended without an answer, or the mutations kept for it would pile up.
+struct ReadInFlight {
+    state: Arc<Mutex<State>>,
+    start: u64,
+    open: bool,
+}
+
+impl ReadInFlight {
+    fn new(state: &Arc<Mutex<State>>, st: &mut State) -> Self {
+        Self {
+            state: state.clone(),
+            start: st.read_started(),
+            open: true,
+        }
+    }
+
+    /// End it under the lock the caller holds.
+    fn end(mut self, st: &mut State, answer: Option<GroupState>) -> Option<GroupState> {
+        self.open = false;
+        st.read_ended(self.start, answer)
+    }
+}
+
+impl Drop for ReadInFlight {
+    fn drop(&mut self) {
+        if self.open
+            && let Ok(mut st) = self.state.lock()
+        {
+            st.read_ended(self.start, None);
+        }
+    }
+}
+
 /// A group answer and how old it is.
 pub struct Observed {
     pub group: GroupState,
@@ -162,8 +197,8 @@ impl GroupView {
                     };
                     if age >= FRESH && !st.refreshing {
                         st.refreshing = true;
-                        let start = st.read_started();
-                        self.spawn_refresh(start);
+                        let read = ReadInFlight::new(&self.state, &mut st);
+                        self.spawn_refresh(read);
                     }
                     return Ok(observed);
                 }
@@ -174,24 +209,24 @@ impl GroupView {
 
     /// A read now, stored for the next reconciles.
     pub async fn read_now(&self) -> Result<Observed, ProviderError> {
-        let start = self.lock().read_started();
+        let read = ReadInFlight::new(&self.state, &mut self.lock());
         let result = self.provider.describe_group().await;
         let mut st = self.lock();
         let group = match result {
             Ok(g) => g,
             Err(e) => {
-                st.read_ended(start, None);
+                read.end(&mut st, None);
                 return Err(e);
             }
         };
-        let group = st.read_ended(start, Some(group.clone())).unwrap_or(group);
+        let group = read.end(&mut st, Some(group.clone())).unwrap_or(group);
         Ok(Observed {
             group,
             age: Duration::ZERO,
         })
     }
 
-    fn spawn_refresh(&self, start: u64) {
+    fn spawn_refresh(&self, read: ReadInFlight) {
         let provider = self.provider.clone();
         let state = self.state.clone();
         let trigger = self.trigger.clone();
@@ -202,7 +237,7 @@ impl GroupView {
             let before = st.snapshot.as_ref().map(|(_, g)| g.clone());
             // An error keeps the old view until it is too old to use; the
             // reconcile's own read then reports the trouble.
-            let Some(group) = st.read_ended(start, result.ok()) else {
+            let Some(group) = read.end(&mut st, result.ok()) else {
                 return;
             };
             drop(st);
@@ -375,5 +410,24 @@ mod tests {
         assert!(v.lock().snapshot.is_none(), "the older answer is not used");
         assert_eq!(v.get().await.unwrap().age, Duration::ZERO, "read again");
         assert_eq!(reads(&p), 3);
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_midway_keeps_nothing_for_it() {
+        let (v, _p, _fired) = view(3);
+        v.get().await.unwrap();
+        // A read started, then dropped before the provider answers (as
+        // when the reconcile awaiting `read_now` is cancelled).
+        let mut st = v.lock();
+        let read = ReadInFlight::new(&v.state, &mut st);
+        drop(st);
+        v.terminated("i-1", true, &TerminateOutcome::Terminated);
+        assert_eq!(v.lock().log.len(), 1, "kept for the read out");
+        drop(read);
+        let st = v.lock();
+        assert!(
+            st.reads.is_empty() && st.log.is_empty(),
+            "nothing left behind"
+        );
     }
 }
