@@ -32,12 +32,30 @@ pub fn figures(p: &Params, w: &World, run: &ScaleIn, budget: usize) -> Value {
     let mut jobs: Vec<(f64, f64)> = Vec::new(); // (emptying since, job-bound seconds), sim s
     let mut live_at_terminate = 0usize;
     let describes = w.proxy.describes();
+    // One line per terminate (node, instance, seconds since the scale-in
+    // began when its jobs were done and when it was terminated), so a tail
+    // can be followed into the operator's log.
+    let t0_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() - run.t0.elapsed().as_secs_f64())
+        .unwrap_or_default();
+    let mut rows = format!("# t0_unix={t0_unix:.3}\n");
+    rows.push_str("node\tinstance\tready_s\tterminated_s\tlatency_ms\n");
     for t in &terms {
         let Some(s) = &t.snap else { continue };
         live_at_terminate += usize::from(s.live_allocs > 0);
         let Some(ready) = s.ready_ns() else { continue };
         let ready_wall = w.wall_of_sim(ready);
         lat.push((w.wall_of(t.at) - ready_wall) * 1e3);
+        let since_t0 = |wall: f64| wall - w.wall_of(run.t0);
+        rows.push_str(&format!(
+            "{}\t{}\t{:.3}\t{:.3}\t{:.1}\n",
+            s.node_id,
+            t.instance,
+            since_t0(ready_wall),
+            since_t0(w.wall_of(t.at)),
+            (w.wall_of(t.at) - ready_wall) * 1e3
+        ));
         if let Some(v) = visible.get(&s.node_id) {
             lat_visible.push((t.at.saturating_duration_since(*v)).as_secs_f64() * 1e3);
             tick_lag.push((w.wall_of(*v) - ready_wall) * 1e3);
@@ -48,6 +66,10 @@ pub fn figures(p: &Params, w: &World, run: &ScaleIn, budget: usize) -> Value {
                 ((ready - since) as f64 / NS_PER_S).max(0.0),
             ));
         }
+    }
+    let dump = bench_dir().join("scale-in-logs/retire-latencies.tsv");
+    if let Err(e) = std::fs::write(&dump, rows) {
+        eprintln!("writing {}: {e}", dump.display());
     }
     // Ideal: a retirer with no overhead at all and the same budget, which
     // starts a node the instant a slot frees (in the order the run started
