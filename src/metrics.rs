@@ -44,6 +44,11 @@ pub struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabels {
+    pub lane: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub endpoint: String,
 }
@@ -57,6 +62,7 @@ pub struct Metrics {
     pub drain_wait: Family<PoolLabels, Histogram>,
     pub nomad_requests: Family<RequestLabels, Counter>,
     pub nomad_latency: Family<EndpointLabels, Histogram>,
+    pub connection_wait: Family<LaneLabels, Histogram>,
     pub cloud_requests: Family<RequestLabels, Counter>,
     pub cloud_latency: Family<EndpointLabels, Histogram>,
     pub leader: Gauge,
@@ -117,6 +123,14 @@ impl Metrics {
             "Nomad API request latency (blocking queries included)",
             nomad_latency.clone(),
         );
+        let connection_wait = Family::<_, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "nomad_connection_wait_seconds",
+            "Time a Nomad request waited for a connection of its lane (short, parked, view, status) under --nomad-max-connections",
+            connection_wait.clone(),
+        );
         let cloud_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "cloud_requests",
@@ -152,6 +166,7 @@ impl Metrics {
             drain_wait,
             nomad_requests,
             nomad_latency,
+            connection_wait,
             cloud_requests,
             cloud_latency,
             leader,
@@ -183,6 +198,12 @@ impl Metrics {
         self.nomad_latency
             .get_or_create(&EndpointLabels { endpoint })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn connection_wait(&self, lane: &'static str, waited: Duration) {
+        self.connection_wait
+            .get_or_create(&LaneLabels { lane })
+            .observe(waited.as_secs_f64());
     }
 
     pub fn cloud_request(&self, operation: &str, ok: bool, elapsed: Duration) {
@@ -259,6 +280,7 @@ mod tests {
             })
             .observe(0.02);
         m.event("dropped");
+        m.connection_wait("parked", Duration::from_millis(2));
         let text = m.encode();
         for name in [
             "nomadpool_reconciles_total{pool=\"ns/p\",result=\"ok\"} 1",
@@ -268,6 +290,7 @@ mod tests {
             "nomadpool_reconcile_duration_seconds_count{pool=\"ns/p\"} 1",
             "nomadpool_leader 0",
             "nomadpool_events_total{outcome=\"dropped\"} 1",
+            "nomadpool_nomad_connection_wait_seconds_count{lane=\"parked\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

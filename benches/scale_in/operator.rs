@@ -109,6 +109,8 @@ impl OperatorProc {
             let keep = [
                 "duration_seconds_sum",
                 "duration_seconds_count",
+                "wait_seconds_sum",
+                "wait_seconds_count",
                 "reconciles_total",
                 "requests_total",
             ];

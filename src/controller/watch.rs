@@ -368,17 +368,26 @@ fn settled_and_empty(mode: AllocWatchMode, facts: &watch::Sender<Option<AllocFac
         && facts.borrow().as_ref().is_some_and(|f| f.live == 0)
 }
 
-/// Resolves once the watch may end (see `alloc_watch`); never if the pool's
-/// watch is gone.
-async fn until_settled_and_empty(
+/// Resolves once the request sent in mode `sent` should be dropped: the
+/// watch may end (see `alloc_watch`), or its lane changed. A status-only
+/// watch waits in the small status lane, behind parked queries that are
+/// answered only when their node changes; once the retirement's next step
+/// waits on the node (its drain finished), the request is sent again in the
+/// lane the termination decision uses, not left queued there (the scale-in
+/// bench had such nodes wait tens of seconds after their jobs ended).
+/// Never resolves if the pool's watch is gone.
+async fn until_dropped(
+    sent: AllocWatchMode,
     mode: &mut watch::Receiver<AllocWatchMode>,
     facts: &watch::Sender<Option<AllocFacts>>,
 ) {
+    let status_only = |m: AllocWatchMode| m == AllocWatchMode::Status;
     loop {
         if mode.changed().await.is_err() {
             return std::future::pending().await;
         }
-        if settled_and_empty(*mode.borrow_and_update(), facts) {
+        let now = *mode.borrow();
+        if settled_and_empty(now, facts) || status_only(now) != status_only(sent) {
             return;
         }
     }
@@ -414,7 +423,7 @@ async fn watch_allocations(
         let answer = tokio::select! {
             answer = client.node_allocations(&node_id, &q) => answer,
             // Dropping the parked query gives its connection back.
-            () = until_settled_and_empty(&mut mode, &tx) => continue,
+            () = until_dropped(current, &mut mode, &tx) => continue,
         };
         match answer {
             Ok(resp) => {
@@ -447,6 +456,9 @@ async fn watch_allocations(
                 facts.blocking.truncate(MAX_BLOCKING_ALLOCATIONS);
                 let changed = tx.borrow().as_ref() != Some(&facts);
                 if changed {
+                    if facts.live == 0 {
+                        debug!(node = %node_id, "allocations all terminal");
+                    }
                     tx.send_replace(Some(facts));
                     trigger.fire();
                 }

@@ -214,8 +214,13 @@ impl NomadClient {
     }
 
     /// Waits for a free connection of `lane` in the agent's budget.
+    /// The wait is recorded per lane: a lane that stays full shows up as
+    /// retirement latency nothing else explains.
     async fn permit(&self, lane: Lane) -> budget::Permit {
-        self.inner.transport.budget.acquire(lane).await
+        let asked = std::time::Instant::now();
+        let permit = self.inner.transport.budget.acquire(lane).await;
+        crate::metrics::metrics().connection_wait(lane.name(), asked.elapsed());
+        permit
     }
 
     /// `GET /v1/nodes`. `filter` is a go-bexpr expression evaluated against

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::ResourceExt;
-use tracing::{Instrument, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::super::plan::{self, Action};
 use super::super::siblings::{self, LastCheckError};
@@ -138,6 +138,7 @@ fn spawn_terminate(
     let span = tracing::info_span!("terminate", instance = %instance_id);
     tokio::spawn(
         async move {
+            debug!("terminate decided; last check of the VM's nodes");
             // No wake-up on a refusal: the watch that shows the new node does.
             if let Err(e) = rt.siblings.last_check(&instance_id, &known_on_vm).await {
                 warn!(error = %e, "terminate withheld");

@@ -172,3 +172,77 @@ async fn a_parked_watch_gives_its_connection_back_once_its_node_settles() {
     s.facts_until("the kept answer", |f| f.is_some_and(|f| f.live == 0))
         .await;
 }
+
+/// A status-only watch waits in the small status lane behind queries parked
+/// on nodes that do not change. Once the retirement's next step waits on its
+/// node, the watch must ask again in the lane the decision uses rather than
+/// stay queued: the scale-in bench had nodes wait tens of seconds there
+/// after their last job ended.
+#[tokio::test]
+async fn a_status_watch_whose_node_the_next_step_needs_leaves_the_full_status_lane() {
+    let s = setup().await;
+    s.post("/sim/nodes", json!({"count": 24, "node_pool": "ci"}))
+        .await;
+    let placed = s
+        .post(
+            "/sim/allocations",
+            json!({"type": "batch", "job_id": "etl", "node_id": s.node, "node_pool": "ci"}),
+        )
+        .await;
+    let alloc = placed["alloc_ids"][0].as_str().unwrap().to_owned();
+    s.client.set_eligibility(&s.node, false).await.unwrap();
+    let others: Vec<String> = s
+        .view()
+        .await
+        .nodes
+        .iter()
+        .map(|n| n.id.clone())
+        .filter(|id| *id != s.node)
+        .collect();
+    let modes = |ours: AllocWatchMode| -> HashMap<String, AllocWatchMode> {
+        others
+            .iter()
+            .map(|id| (id.clone(), AllocWatchMode::Status))
+            .chain([(s.node.clone(), ours)])
+            .collect()
+    };
+    s.watch
+        .track_allocations(&modes(AllocWatchMode::Status), false);
+    s.facts_until("the running allocation", |f| f.is_some_and(|f| f.live == 1))
+        .await;
+    // Every watch has its first answer; their next queries fill the lane.
+    let view = s.view().await;
+    for _ in 0..200 {
+        if s.watch.allocation_facts(false, &view).len() == others.len() + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    s.post(&format!("/sim/allocations/{alloc}/finish"), json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stale = s.watch.allocation_facts(false, &s.view().await);
+    assert_eq!(
+        stale.get(&s.node).map(|f| f.live),
+        Some(1),
+        "precondition: the status lane is full, so the finish is not seen yet"
+    );
+
+    // The drain is over: the termination decision waits on this node now.
+    let at = s
+        .view()
+        .await
+        .nodes
+        .iter()
+        .find(|n| n.id == s.node)
+        .unwrap()
+        .modify_index;
+    s.watch
+        .track_allocations(&modes(AllocWatchMode::Settled(at)), false);
+    s.facts_until("the finish, read in the decision's lane", |f| {
+        f.is_some_and(|f| f.live == 0)
+    })
+    .await;
+}

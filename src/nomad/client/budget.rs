@@ -61,6 +61,18 @@ pub enum Lane {
     Status,
 }
 
+impl Lane {
+    /// The lane's metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Short => "short",
+            Lane::Parked => "parked",
+            Lane::View => "view",
+            Lane::Status => "status",
+        }
+    }
+}
+
 /// How `max_connections` is shared out between the lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaneSizes {
