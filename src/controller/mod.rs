@@ -14,7 +14,8 @@
 //!
 //! What the reconciles share and keep:
 //! - `context`: the shared context and per-pool back-off; `error`: why a
-//!   reconcile fails; `trigger`: wake-ups;
+//!   reconcile fails; `trigger`: wake-ups, at most one per pool per
+//!   `--min-reconcile-interval`;
 //! - `runtime`: a pool's clients and watches, built by `connect` (spec and
 //!   Secrets → Nomad config and a `provider::ProviderConfig`) and
 //!   `secret_use` (which Secrets a pool may use, by their label);
@@ -99,6 +100,7 @@ pub async fn run(
     reporter: Reporter,
     namespaces: Vec<String>,
     ambient: authority::AmbientCredentials,
+    min_reconcile_interval: Duration,
 ) {
     let events = events::EventSink::start(client.clone(), reporter);
     let (ctx, rx) = Context::new(client, events, ambient, Arc::new(Clouds));
@@ -118,7 +120,7 @@ pub async fn run(
         routes.insert(scope.clone(), tx);
         controllers.push(run_scope(ctx.clone(), scope, rx));
     }
-    tokio::spawn(route_triggers(rx, routes));
+    tokio::spawn(route_triggers(rx, routes, min_reconcile_interval));
     futures::future::join_all(controllers).await;
     info!("controller stopped");
 }
@@ -126,11 +128,34 @@ pub async fn run(
 async fn route_triggers(
     mut rx: mpsc::UnboundedReceiver<ObjectRef<NomadClientPool>>,
     routes: HashMap<Option<String>, mpsc::UnboundedSender<ObjectRef<NomadClientPool>>>,
+    min_interval: Duration,
 ) {
-    while let Some(pool) = rx.recv().await {
-        let route = routes.get(&pool.namespace).or_else(|| routes.get(&None));
-        if let Some(tx) = route {
+    let route = |pool: ObjectRef<NomadClientPool>| {
+        let tx = routes.get(&pool.namespace).or_else(|| routes.get(&None));
+        if let Some(tx) = tx {
             let _ = tx.send(pool);
+        }
+    };
+    let mut throttle = trigger::Throttle::new(min_interval);
+    let (due_tx, mut due) = mpsc::unbounded_channel();
+    loop {
+        tokio::select! {
+            Some(pool) = rx.recv() => match throttle.offer(&pool, tokio::time::Instant::now()) {
+                trigger::Pass::Now => route(pool),
+                trigger::Pass::At(at) => {
+                    let due_tx = due_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at).await;
+                        let _ = due_tx.send(pool);
+                    });
+                }
+                trigger::Pass::Merged => {}
+            },
+            Some(pool) = due.recv() => {
+                throttle.release(&pool, tokio::time::Instant::now());
+                route(pool);
+            }
+            else => break,
         }
     }
 }

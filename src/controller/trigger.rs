@@ -1,8 +1,13 @@
 //! Wake-ups: what the Nomad and cloud watches fire to have a pool
-//! reconciled, and the channel's receiving end as the controller's stream.
+//! reconciled, the throttle that spaces them out per pool, and the channel's
+//! receiving end as the controller's stream.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::api::NomadClientPool;
 
@@ -27,6 +32,67 @@ impl Trigger {
     }
 }
 
+/// Spaces out the wake-ups of each pool: the first one after a quiet spell
+/// passes at once, later ones are held until `min_interval` after the last
+/// one that passed, and all those held for a pool pass as one.
+///
+/// Every reconcile plans the whole pool, so its cost grows with the pool's
+/// size. During a large scale-in something changes for some client almost
+/// all the time (an allocation finishes, a drain ends, a VM goes), and
+/// reconciling once per change ran back to back: 2,205 reconciles of a
+/// 5,000-client pool in 200 s, their CPU the operator's largest cost. A
+/// leading edge keeps a lone change (the common case) as fast as before,
+/// where a trailing debounce would delay every one and could hold a busy
+/// pool off forever.
+pub struct Throttle<K> {
+    min_interval: Duration,
+    /// When each key last passed, and whether one is held for it.
+    keys: HashMap<K, (Instant, bool)>,
+}
+
+/// What to do with a wake-up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pass {
+    Now,
+    /// Hold it and offer it again (`release`) at this instant.
+    At(Instant),
+    /// One is already held: this one rides along.
+    Merged,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
+    pub fn new(min_interval: Duration) -> Self {
+        Self {
+            min_interval,
+            keys: HashMap::new(),
+        }
+    }
+
+    pub fn offer(&mut self, key: &K, now: Instant) -> Pass {
+        match self.keys.get_mut(key) {
+            Some((_, true)) => Pass::Merged,
+            Some((last, held)) if now < *last + self.min_interval => {
+                *held = true;
+                Pass::At(*last + self.min_interval)
+            }
+            _ => {
+                self.keys.insert(key.clone(), (now, false));
+                Pass::Now
+            }
+        }
+    }
+
+    /// A held wake-up's time came: it passes now.
+    pub fn release(&mut self, key: &K, now: Instant) {
+        self.keys.insert(key.clone(), (now, false));
+        // Keys quiet for long are forgotten, so the map follows the pools
+        // that exist rather than every pool ever seen.
+        let horizon = self.min_interval.max(Duration::from_secs(1)) * 60;
+        self.keys
+            .retain(|_, (last, held)| *held || now.duration_since(*last) < horizon);
+    }
+}
+
 /// `tokio::sync::mpsc::UnboundedReceiver` as a `Stream`, without pulling in
 /// tokio-stream for one adapter.
 pub mod stream {
@@ -42,5 +108,28 @@ pub mod stream {
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
             self.0.poll_recv(cx)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_passes_at_once_the_rest_are_held_and_merged_into_one() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut t = Throttle::new(ms(200));
+        assert_eq!(t.offer(&"a", t0), Pass::Now);
+        // Another pool is not held by this one.
+        assert_eq!(t.offer(&"b", t0 + ms(10)), Pass::Now);
+        assert_eq!(t.offer(&"a", t0 + ms(50)), Pass::At(t0 + ms(200)));
+        assert_eq!(t.offer(&"a", t0 + ms(120)), Pass::Merged);
+        t.release(&"a", t0 + ms(200));
+        // Right after a release, the next one waits a whole interval again.
+        assert_eq!(t.offer(&"a", t0 + ms(250)), Pass::At(t0 + ms(400)));
+        t.release(&"a", t0 + ms(400));
+        // After a quiet spell, at once.
+        assert_eq!(t.offer(&"a", t0 + ms(700)), Pass::Now);
     }
 }
