@@ -20,11 +20,12 @@ use crate::nomad::{
     self, Node, NodeListStub, NomadClient, NomadError, QueryOptions, QueryResponse,
 };
 
-/// VMs one list asks for. Each term is about 70 bytes for an AWS instance
-/// ID and ~95 once query-encoded, so 50 make a URL of about 5 KB: far below
-/// Go's `http.DefaultMaxHeaderBytes` (1 MB, which bounds the request line
-/// of Nomad's HTTP server) and below the 8 KB request line that common
-/// proxies in front of Nomad accept (nginx's `large_client_header_buffers`).
+/// VMs one list asks for. A term is 70 bytes for an AWS instance ID and 90
+/// once query-encoded with its ` or `, so 50 make a `filter` of 4.5 KB:
+/// far below Go's `http.DefaultMaxHeaderBytes` (1 MB, request line
+/// included, for a Go HTTP server that sets no limit) and below the 8 KB
+/// request line that common proxies in front of Nomad accept (nginx's
+/// `large_client_header_buffers`).
 pub(super) const MAX_BATCH: usize = 50;
 /// The encoded `filter` parameter stays within this, whatever the length of
 /// the attribute name and IDs, for the same proxies.
