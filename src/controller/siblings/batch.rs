@@ -256,8 +256,9 @@ impl Shared {
                 node_id: id.to_owned(),
                 source: Arc::new(e),
             })?;
-            // Gone since the list, or its attribute changed: it cannot be
-            // placed, and a guess could let a VM with it go.
+            // Its attribute changed since the list (a node gone since is a
+            // read error above): it cannot be placed, and a guess could let
+            // a VM with it go.
             let Some(vm) = node.value.attribute(self.attribute) else {
                 return Err(SiblingReadError::Unattributed(id.to_owned()));
             };

@@ -178,7 +178,12 @@ async fn a_last_check_is_answered_by_a_list_begun_after_it_was_asked() {
     let w = Arc::new(sim.watch());
     let gate: BTreeSet<String> = ["i-0vm".to_string()].into();
     w.track(&gate, Arc::new(vec![pool_node(&first, "i-0vm")]));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    for _ in 0..100 {
+        if sim.requests(LISTS).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(sim.requests(LISTS).await, 1, "the gate's list is out");
     assert!(w.facts().is_empty());
 
