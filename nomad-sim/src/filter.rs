@@ -67,12 +67,22 @@ enum Tok {
     NotEq,
 }
 
-fn lex(s: &str) -> Result<Vec<Tok>, FilterError> {
+/// The tokens of `s`, and for each token (and the end) whether whitespace
+/// comes right before it: go-bexpr's connectives need it on both sides.
+fn lex(s: &str) -> Result<(Vec<Tok>, Vec<bool>), FilterError> {
     let c: Vec<char> = s.chars().collect();
     let mut i = 0;
     let mut out = Vec::new();
+    let mut spaced = Vec::new();
+    let mut gap = false;
     while i < c.len() {
         let ch = c[i];
+        // Every other character starts a token, which its arm lexes whole.
+        let blank = matches!(ch, ' ' | '\t' | '\r' | '\n');
+        if !blank {
+            spaced.push(gap);
+        }
+        gap = blank;
         match ch {
             ' ' | '\t' | '\r' | '\n' => i += 1,
             '(' => {
@@ -170,11 +180,14 @@ fn lex(s: &str) -> Result<Vec<Tok>, FilterError> {
             }
         }
     }
-    Ok(out)
+    spaced.push(gap);
+    Ok((out, spaced))
 }
 
 struct Parser {
     t: Vec<Tok>,
+    /// Whitespace right before token `i` (`t.len()`: at the end).
+    spaced: Vec<bool>,
     p: usize,
 }
 
@@ -191,9 +204,16 @@ impl Parser {
         t
     }
 
+    /// The connective `word` next, with whitespace on both sides as
+    /// go-bexpr's grammar asks (`_ "or" _`, `_ "and" _`): without it
+    /// (`"a"or b`, `(x)and(y)`) the expression does not parse.
+    fn connective(&self, word: &str) -> bool {
+        self.peek_ident(0, word) && self.spaced[self.p] && self.spaced[self.p + 1]
+    }
+
     fn or(&mut self) -> Result<Expr, FilterError> {
         let l = self.and()?;
-        if self.peek_ident(0, "or") {
+        if self.connective("or") {
             self.p += 1;
             let r = self.or()?;
             return Ok(Expr::Or(Box::new(l), Box::new(r)));
@@ -203,7 +223,7 @@ impl Parser {
 
     fn and(&mut self) -> Result<Expr, FilterError> {
         let l = self.not()?;
-        if self.peek_ident(0, "and") {
+        if self.connective("and") {
             self.p += 1;
             let r = self.and()?;
             return Ok(Expr::And(Box::new(l), Box::new(r)));
@@ -212,7 +232,8 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Expr, FilterError> {
-        if self.peek_ident(0, "not") {
+        // `"not" _ NotExpression`: `not(x)` is not a negation.
+        if self.peek_ident(0, "not") && self.spaced[self.p + 1] {
             self.p += 1;
             let e = self.not()?;
             return Ok(match e {
@@ -404,11 +425,15 @@ impl Parser {
 
 /// Parses a go-bexpr expression.
 pub fn parse(s: &str) -> Result<Expr, FilterError> {
-    let toks = lex(s)?;
+    let (toks, spaced) = lex(s)?;
     if toks.is_empty() {
         return Err(FilterError::Parse("empty filter expression".into()));
     }
-    let mut p = Parser { t: toks, p: 0 };
+    let mut p = Parser {
+        t: toks,
+        spaced,
+        p: 0,
+    };
     let e = p.or()?;
     if p.p != p.t.len() {
         return Err(FilterError::Parse(format!(
@@ -637,7 +662,10 @@ impl Expr {
             Expr::Not(e) => e.map_keys(field, out),
             Expr::Match { selector, .. } if selector[0] == field => match selector.get(1) {
                 Some(k) => {
-                    out.push(k.clone());
+                    // Once each: a batch ORs the same key for many values.
+                    if !out.contains(k) {
+                        out.push(k.clone());
+                    }
                     true
                 }
                 None => false,
@@ -664,78 +692,5 @@ impl Expr {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn node() -> Value {
-        json!({"ID": "abc", "NodePool": "batch", "Status": "ready", "Drain": false,
-               "SchedulingEligibility": "eligible", "CreateIndex": 7,
-               "Meta": {"team": "a"}, "Attributes": {"unique.platform.aws.instance-id": "i-1"},
-               "Links": null})
-    }
-
-    fn ev(s: &str) -> Result<bool, FilterError> {
-        parse(s)?.eval(&node())
-    }
-
-    #[test]
-    fn basic_forms() {
-        assert_eq!(ev(r#"NodePool == "batch""#), Ok(true));
-        assert_eq!(ev(r#"NodePool != "batch""#), Ok(false));
-        assert_eq!(ev(r#"Status == ready"#), Ok(true));
-        assert_eq!(ev(r#"Meta["team"] == "a" and Status == "ready""#), Ok(true));
-        assert_eq!(
-            ev(r#"Meta.team == "b" or not (Status == "down")"#),
-            Ok(true)
-        );
-        assert_eq!(ev(r#""team" in Meta"#), Ok(true));
-        assert_eq!(ev(r#""x" not in Meta"#), Ok(true));
-        assert_eq!(ev(r#"NodePool contains "atc""#), Ok(true));
-        assert_eq!(ev(r#"Meta is not empty"#), Ok(true));
-        assert_eq!(ev(r#"Links is empty"#), Ok(true));
-        assert_eq!(ev(r#"CreateIndex == 7"#), Ok(true));
-        assert_eq!(ev(r#"Drain == false"#), Ok(true));
-        assert_eq!(
-            ev(r#"Attributes["unique.platform.aws.instance-id"] == "i-1""#),
-            Ok(true)
-        );
-    }
-
-    /// go-bexpr >= v0.1.12 `NotPresentDisposition` (grammar/ast.go).
-    #[test]
-    fn missing_map_keys_are_not_errors() {
-        assert_eq!(ev(r#"Meta["missing"] == "x""#), Ok(false));
-        assert_eq!(ev(r#"Meta.missing == "x""#), Ok(false));
-        assert_eq!(ev(r#"Meta["missing"] != "x""#), Ok(true));
-        assert_eq!(ev(r#""x" in Meta["missing"]"#), Ok(false));
-        assert_eq!(ev(r#""x" not in Meta["missing"]"#), Ok(true));
-        assert_eq!(ev(r#"Meta["missing"] contains "x""#), Ok(false));
-        assert_eq!(ev(r#"Meta["missing"] is empty"#), Ok(true));
-        assert_eq!(ev(r#"Meta["missing"] is not empty"#), Ok(false));
-        assert_eq!(ev(r#"not (Meta["missing"] == "x")"#), Ok(true));
-        // A nil map (Links: null) is a map without keys.
-        assert_eq!(ev(r#"Links["x"] == "y""#), Ok(false));
-        assert_eq!(ev(r#"Links["x"] != "y""#), Ok(true));
-    }
-
-    #[test]
-    fn errors_are_errors() {
-        assert!(matches!(ev(r#"Nope == "x""#), Err(FilterError::Eval(_))));
-        assert!(matches!(
-            ev(r#"Name matches "x""#),
-            Err(FilterError::Parse(_))
-        ));
-        assert!(matches!(ev(r#"NodePool =="#), Err(FilterError::Parse(_))));
-        assert!(matches!(
-            ev(r#"(NodePool == "a""#),
-            Err(FilterError::Parse(_))
-        ));
-        assert!(matches!(ev(r#"Drain == maybe"#), Err(FilterError::Eval(_))));
-        // short-circuit: the bad branch is never evaluated
-        assert_eq!(
-            ev(r#"Status == "down" and Meta["missing"] == "x""#),
-            Ok(false)
-        );
-    }
-}
+#[path = "filter_tests.rs"]
+mod tests;

@@ -2,103 +2,109 @@
 //! the cluster they are: the I/O half of `plan::identity`.
 //!
 //! Nomad evaluates a node-list `filter` against the full node, attributes
-//! included (`nomad/node_endpoint.go` `List`, through the paginator), so one
-//! filtered list per VM finds every node that reports it, whatever its
-//! status, node pool or class. Each list costs the server a pass over every
-//! node, so it is read once per VM when the VM reaches the termination gate,
-//! not followed with a blocking query: a blocking list wakes on every change
-//! of the node table, and hundreds of VMs at the gate of a large pool made
-//! that a pass over the whole cluster per VM per change (the scale-in bench
-//! stalled on it). A client that registers on the VM later is caught by
-//! `last_check`, one more leader read right before the terminate call, which
-//! also drops the VM's answer so the next plan reads the VM again and holds
-//! it while the new node may lose work. The allocations of every node found
-//! are watched like those of the drained node itself.
+//! included (`nomad/node_endpoint.go` `List`, through the paginator), so a
+//! filtered list finds every node that reports a VM, whatever its status,
+//! node pool or class. Each list costs the server a pass over every node, so
+//! a VM is read once when it reaches the termination gate, not followed with
+//! a blocking query (one wakes on every change of the node table), and the
+//! reads are batched: one list ORs up to 50 VMs, and a single reader per
+//! pool sends them one after another, so what arrives while a list is out
+//! goes into the next (`batch`). At 20,000 clients one list per VM made
+//! Nomad the bottleneck. A list stub carries no attributes, so each node of
+//! an answer is placed on its VM by the pool's own instance IDs, or by a
+//! read of the node; one that cannot be placed fails the whole list.
+//!
+//! A client that registers on the VM later is caught by `last_check`, one
+//! more leader read (batched the same way, but begun after the caller
+//! asked) right before the terminate call, which also drops the VM's answer
+//! so the next plan reads the VM again and holds it while the new node may
+//! lose work. The allocations of every node found are watched like those of
+//! the drained node itself.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::Duration;
+mod batch;
+#[cfg(test)]
+mod sim_tests;
 
-use tokio::sync::watch;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
-use tracing::warn;
 
-use super::plan::{InstanceNode, InstanceNodes, NodeFacts, NodeStatus};
+use super::plan::{InstanceNodes, NodeFacts};
 use super::trigger::Trigger;
 use crate::api::{RetirePhase, RetiringNode};
-use crate::nomad::{self, NomadClient, NomadError, QueryOptions, filter::quote};
+use crate::nomad::{NomadClient, NomadError, filter::quote};
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// One node-list read per VM at the termination gate.
+/// The nodes of the VMs at the termination gate, read in batches.
 pub struct SiblingWatch {
-    client: NomadClient,
-    attribute: &'static str,
-    trigger: Trigger,
-    watches: Mutex<HashMap<String, Watch>>,
-}
-
-struct Watch {
-    nodes: watch::Receiver<Option<Vec<InstanceNode>>>,
-    task: JoinHandle<()>,
+    shared: Arc<batch::Shared>,
+    reader: JoinHandle<()>,
 }
 
 impl Drop for SiblingWatch {
     fn drop(&mut self) {
-        for (_, w) in self.watches.lock().expect("sibling lock").drain() {
-            w.task.abort();
-        }
+        self.reader.abort();
     }
 }
 
 impl SiblingWatch {
+    /// Starts the reader task: call within a Tokio runtime.
     pub fn new(client: NomadClient, attribute: &'static str, trigger: Trigger) -> Self {
-        Self {
+        let shared = Arc::new(batch::Shared {
             client,
             attribute,
             trigger,
-            watches: Mutex::default(),
-        }
+            state: Mutex::default(),
+            wake: Notify::new(),
+        });
+        let reader = tokio::spawn(batch::run(shared.clone()));
+        Self { shared, reader }
     }
 
-    /// What the watches know now: a VM is absent until its first answer.
+    /// What the reads know now: a VM is absent until its first answer.
     pub fn facts(&self) -> InstanceNodes {
-        let watches = self.watches.lock().expect("sibling lock");
-        watches
+        let s = self.shared.state.lock().expect("sibling lock");
+        s.tracked
             .iter()
-            .filter_map(|(i, w)| w.nodes.borrow().clone().map(|n| (i.clone(), n)))
+            .filter_map(|(i, g)| g.nodes.clone().map(|n| (i.clone(), n)))
             .collect()
     }
 
-    /// Keep watches exactly on `instances`.
-    pub fn track(&self, instances: &BTreeSet<String>) {
-        let mut watches = self.watches.lock().expect("sibling lock");
-        watches.retain(|i, w| {
-            let keep = instances.contains(i);
-            if !keep {
-                w.task.abort();
-            }
-            keep
-        });
-        for instance in instances {
-            watches.entry(instance.clone()).or_insert_with(|| {
-                let (tx, rx) = watch::channel(None);
-                let filter = format!(
-                    "Attributes[{}] == {}",
-                    quote(self.attribute),
-                    quote(instance)
-                );
-                let task = tokio::spawn(follow(
-                    self.client.clone(),
-                    instance.clone(),
-                    filter,
-                    tx,
-                    self.trigger.clone(),
-                ));
-                Watch { nodes: rx, task }
-            });
+    /// Keep answers exactly on `instances`, reading the VMs new among them.
+    /// `pool` is the pool's nodes as the plan sees them: their instance IDs
+    /// place the nodes of an answer on their VMs without reading each.
+    pub fn track(&self, instances: &BTreeSet<String>, pool: Arc<Vec<NodeFacts>>) {
+        let queued = self
+            .shared
+            .state
+            .lock()
+            .expect("sibling lock")
+            .track(instances, pool);
+        if queued {
+            self.shared.wake.notify_one();
         }
     }
+}
+
+/// Why the nodes of a list of VMs are not known.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SiblingReadError {
+    #[error("listing the Nomad nodes of the VMs: {0}")]
+    List(#[source] Arc<NomadError>),
+    #[error("reading Nomad node {node_id} to find its VM: {source}")]
+    Node {
+        node_id: String,
+        #[source]
+        source: Arc<NomadError>,
+    },
+    /// Listed as on one of the VMs, but its own read shows none of them (it
+    /// is gone, or its attribute changed): the list cannot be trusted.
+    #[error("Nomad node {0} was listed on one of the VMs but its read shows none of them")]
+    Unattributed(String),
+    /// The reader task is gone (the pool's runtime is being replaced).
+    #[error("the reader of the VMs' nodes stopped")]
+    ReaderGone,
 }
 
 /// Why a terminate call was not sent after all.
@@ -107,40 +113,36 @@ pub enum LastCheckError {
     #[error("not sent: node(s) {} registered on the VM after the decision", .0.join(", "))]
     NodesAppeared(Vec<String>),
     #[error("not sent: the Nomad nodes reporting the VM could not be read: {0}")]
-    Unreadable(#[source] NomadError),
+    Unreadable(#[source] SiblingReadError),
 }
 
 impl SiblingWatch {
-    /// Right before a terminate call, one direct read of the nodes that
-    /// report `instance`: a node the decision did not know (registered
-    /// since its last answer) stops the call. Its watch shows the node to
-    /// the next plan, which holds the VM while the node may lose work.
+    /// Right before a terminate call, a leader read of the nodes that
+    /// report `instance`, begun after this call queued it (a list already
+    /// out does not answer it): a node the decision did not know (registered
+    /// since its last answer) stops the call. The VM's answer is dropped,
+    /// so the next plan reads it, sees the node and holds the VM while the
+    /// node may lose work.
     pub async fn last_check(
         &self,
         instance: &str,
         known: &HashSet<String>,
     ) -> Result<(), LastCheckError> {
-        let filter = instance_filter(self.attribute, instance);
-        let listed = self
-            .client
-            .list_nodes(Some(&filter), &QueryOptions::default())
-            .await
-            .map_err(LastCheckError::Unreadable)?;
-        let new: Vec<String> = listed
-            .value
-            .iter()
-            .filter(|n| !known.contains(&n.id))
-            .map(|n| n.id.clone())
-            .collect();
-        if new.is_empty() {
-            Ok(())
-        } else {
-            // Read the VM again for the next plan, which must see the node.
-            if let Some(w) = self.watches.lock().expect("sibling lock").remove(instance) {
-                w.task.abort();
-            }
-            Err(LastCheckError::NodesAppeared(new))
-        }
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .state
+            .lock()
+            .expect("sibling lock")
+            .checks
+            .push_back(batch::Check {
+                instance: instance.to_owned(),
+                known: known.clone(),
+                reply,
+            });
+        self.shared.wake.notify_one();
+        answer.await.unwrap_or(Err(LastCheckError::Unreadable(
+            SiblingReadError::ReaderGone,
+        )))
     }
 }
 
@@ -153,59 +155,6 @@ pub fn known_on(instance: &str, listed: &InstanceNodes, nodes: &[NodeFacts]) -> 
 
 fn instance_filter(attribute: &str, instance: &str) -> String {
     format!("Attributes[{}] == {}", quote(attribute), quote(instance))
-}
-
-/// Read the nodes reporting `instance` once, retrying until Nomad answers.
-async fn follow(
-    client: NomadClient,
-    instance: String,
-    filter: String,
-    tx: watch::Sender<Option<Vec<InstanceNode>>>,
-    trigger: Trigger,
-) {
-    let mut backoff = Duration::ZERO;
-    // A node that registered a moment ago must be in the answer: a leader read.
-    let q = QueryOptions {
-        index: 0,
-        wait: None,
-        stale: false,
-        background: false,
-    };
-    loop {
-        match client.list_nodes(Some(&filter), &q).await {
-            Ok(resp) => {
-                let mut nodes: Vec<InstanceNode> = resp
-                    .value
-                    .iter()
-                    .map(|n| InstanceNode {
-                        id: n.id.clone(),
-                        name: n.name.clone(),
-                        status: status_of(&n.status),
-                        eligible: n.scheduling_eligibility
-                            == nomad::SchedulingEligibility::Eligible,
-                    })
-                    .collect();
-                nodes.sort_by(|a, b| a.id.cmp(&b.id));
-                tx.send_replace(Some(nodes));
-                trigger.fire();
-                return;
-            }
-            Err(e) => {
-                warn!(%instance, error = %e, "listing the Nomad nodes of a VM failed");
-                backoff = (backoff * 2).clamp(Duration::from_millis(500), MAX_BACKOFF);
-                tokio::time::sleep(backoff).await;
-            }
-        }
-    }
-}
-
-fn status_of(s: &nomad::NodeStatus) -> NodeStatus {
-    match s {
-        nomad::NodeStatus::Ready => NodeStatus::Ready,
-        nomad::NodeStatus::Down => NodeStatus::Down,
-        nomad::NodeStatus::Disconnected => NodeStatus::Disconnected,
-        _ => NodeStatus::Initializing,
-    }
 }
 
 /// The VMs whose other nodes the next step may need: those of retirements
@@ -249,6 +198,7 @@ pub fn sibling_nodes(
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::{InstanceNode, NodeStatus};
     use super::*;
     use crate::api::RetireReason;
     use jiff::Timestamp;
@@ -315,7 +265,7 @@ mod tests {
         );
         let known: HashSet<String> = [first.clone()].into();
         w.last_check("i-0vm", &known).await.unwrap();
-        w.track(&["i-0vm".to_string()].into());
+        w.track(&["i-0vm".to_string()].into(), Arc::default());
         let w = &w;
         let listed = |n: usize| async move {
             for _ in 0..100 {
@@ -340,7 +290,7 @@ mod tests {
         }
         // ... which drops the VM's answer, so the next plan reads it again.
         assert!(!w.facts().contains_key("i-0vm"), "{:?}", w.facts());
-        w.track(&["i-0vm".to_string()].into());
+        w.track(&["i-0vm".to_string()].into(), Arc::default());
         assert!(listed(2).await.contains(&second));
         sim.shutdown().await;
     }

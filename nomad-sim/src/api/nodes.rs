@@ -354,6 +354,11 @@ mod tests {
             keys(r#"Meta.team == "a" or Meta["x"] != "b""#, "Meta"),
             Some(vec!["team".to_string(), "x".to_string()])
         );
+        assert_eq!(
+            keys(r#"Meta.team == "a" or Meta.team == "b""#, "Meta"),
+            Some(vec!["team".to_string()]),
+            "a key read by many terms is built once"
+        );
         assert_eq!(keys(r#""team" in Meta"#, "Meta"), None);
         assert_eq!(keys(r#"Meta.a == "b" and Meta is empty"#, "Meta"), None);
     }

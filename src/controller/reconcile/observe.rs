@@ -264,7 +264,7 @@ pub fn settle(
         &seen.instance_nodes,
         &seen.nodes,
     ));
-    rt.siblings.track(&gate);
+    rt.siblings.track(&gate, seen.nodes.clone());
     let modes = alloc_watch::watch_modes(&watched, &status_only, &seen.snapshot.nodes);
     rt.watch
         .track_allocations(&modes, pool.spec.drain.ignore_system_jobs);
