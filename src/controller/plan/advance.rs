@@ -31,7 +31,7 @@ pub(super) fn move_to(
 /// One tracked retirement's next step; `None` when it is finished.
 pub(super) fn advance(
     view: &PoolView<'_>,
-    nodes: &BTreeMap<&str, &NodeFacts>,
+    nodes: &HashMap<&str, &NodeFacts>,
     entry: &RetiringNode,
     force_after: Option<SignedDuration>,
     plan: &mut Plan,

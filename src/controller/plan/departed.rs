@@ -23,7 +23,7 @@ pub(super) fn is_outside(view: &PoolView<'_>, entry: &RetiringNode) -> bool {
 /// when it is finished.
 pub(super) fn step(
     view: &PoolView<'_>,
-    nodes: &BTreeMap<&str, &NodeFacts>,
+    nodes: &HashMap<&str, &NodeFacts>,
     entry: &RetiringNode,
     force_after: Option<SignedDuration>,
     plan: &mut Plan,

@@ -30,7 +30,7 @@ pub(super) fn cancel(entry: &mut RetiringNode, plan: &mut Plan, now: Timestamp, 
 /// for, unless its VM is already being terminated.
 pub(super) fn unwanted(
     view: &PoolView<'_>,
-    nodes: &BTreeMap<&str, &NodeFacts>,
+    nodes: &HashMap<&str, &NodeFacts>,
     next: &mut [RetiringNode],
     plan: &mut Plan,
 ) {
