@@ -23,8 +23,8 @@ use crate::controller::alloc_watch::AllocWatchMode;
 use crate::controller::plan::AllocFacts;
 use crate::controller::trigger::Trigger;
 use crate::nomad::{
-    ClientStatus, JobType, Node, NodeListStub, NomadClient, NomadError, PoolSelector, QueryOptions,
-    QueryResponse,
+    ClientStatus, EventFrame, JobType, Node, NodeListStub, NomadClient, NomadError, PoolSelector,
+    QueryOptions, QueryResponse,
 };
 
 #[cfg(test)]

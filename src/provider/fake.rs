@@ -55,6 +55,11 @@ struct FakeState {
     group: GroupState,
     calls: Vec<Call>,
     failures: HashMap<Operation, ProviderError>,
+    /// How long a terminate call takes (a real one takes tens to hundreds
+    /// of milliseconds), and the most seen in flight at once.
+    terminate_takes: std::time::Duration,
+    terminates_in_flight: usize,
+    most_terminates_in_flight: usize,
 }
 
 impl FakeProvider {
@@ -76,6 +81,9 @@ impl FakeProvider {
                 group,
                 calls: vec![],
                 failures: HashMap::new(),
+                terminate_takes: std::time::Duration::ZERO,
+                terminates_in_flight: 0,
+                most_terminates_in_flight: 0,
             }),
         })
     }
@@ -102,6 +110,16 @@ impl FakeProvider {
     /// The next call of `operation` fails with `error`.
     pub fn fail_next(&self, operation: Operation, error: ProviderError) {
         self.lock().failures.insert(operation, error);
+    }
+
+    /// Terminate calls take `takes` from now on.
+    pub fn terminates_take(&self, takes: std::time::Duration) {
+        self.lock().terminate_takes = takes;
+    }
+
+    /// The most terminate calls that were in flight at once.
+    pub fn most_terminates_in_flight(&self) -> usize {
+        self.lock().most_terminates_in_flight
     }
 
     /// Add an instance in service, as the cloud does after a scale-out.
@@ -202,7 +220,23 @@ impl CloudProvider for FakeProvider {
         instance_id: &'a str,
         decrement: bool,
     ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
-        futures::future::ready(self.terminate(instance_id, decrement)).boxed()
+        let takes = self.lock().terminate_takes;
+        if takes.is_zero() {
+            return futures::future::ready(self.terminate(instance_id, decrement)).boxed();
+        }
+        async move {
+            {
+                let mut st = self.lock();
+                st.terminates_in_flight += 1;
+                st.most_terminates_in_flight =
+                    (st.most_terminates_in_flight).max(st.terminates_in_flight);
+            }
+            tokio::time::sleep(takes).await;
+            let outcome = self.terminate(instance_id, decrement);
+            self.lock().terminates_in_flight -= 1;
+            outcome
+        }
+        .boxed()
     }
 
     fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>> {

@@ -138,6 +138,10 @@ fn spawn_terminate(
     let span = tracing::info_span!("terminate", instance = %instance_id);
     tokio::spawn(
         async move {
+            // The check is made once the call may go, so that nothing
+            // registers unseen while it waits for its turn.
+            let _turn = (rt.terminate_calls.clone().acquire_owned().await)
+                .expect("the terminate semaphore is never closed");
             debug!("terminate decided; last check of the VM's nodes");
             // No wake-up on a refusal: the watch that shows the new node does.
             if let Err(e) = rt.siblings.last_check(&instance_id, &known_on_vm).await {

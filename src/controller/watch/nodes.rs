@@ -38,6 +38,13 @@ pub(super) async fn watch_nodes(
     };
     let mut troubled = 0;
     loop {
+        // Subscribed before the list is read, so that no change after the
+        // list's index can fall into a gap (see `Subscription`).
+        let subscription = if troubled < STREAM_FALLBACK_AFTER {
+            Some(Subscription::open(&w.client).await)
+        } else {
+            None
+        };
         let Some(listed) = w.list(0).await else {
             continue;
         };
@@ -55,8 +62,11 @@ pub(super) async fn watch_nodes(
             troubled = 0;
             continue;
         }
+        let Some(subscription) = subscription else {
+            continue;
+        };
         let started = Instant::now();
-        let unusable = match w.follow(index, &selector, &mut nodes).await {
+        let unusable = match w.follow(index, subscription, &selector, &mut nodes).await {
             // A stream that stalls or sends what no Nomad sends is as
             // unusable as one that closes at once, however long it lived.
             Err(
@@ -105,6 +115,62 @@ enum StreamEnd {
     Relist,
     /// Nomad showed a write of ours that the stream did not deliver.
     MissedWrite,
+}
+
+/// A Node event subscription opened before the node list is read, its
+/// frames read as they come while the list is out.
+///
+/// Nomad's event broker starts a subscription asked for an index it no
+/// longer buffers at the oldest event it still has, silently
+/// (`nomad/stream/event_broker.go` `Subscribe`, `StartAtClosest`; the
+/// buffer holds `event_buffer_size` batches, 100 by default). Subscribing
+/// after the list from the list's index lost every change made while a
+/// large list was read and answered once the buffer had moved on: in the
+/// 20,000-client bench, 39 nodes whose drains ended then stayed `Draining`
+/// in the pool's view until the subscription's lifetime ran out. Opened
+/// first, the subscription holds every change from then on; the replayed
+/// ones the list already shows are skipped by index. Its frames are read
+/// into a queue meanwhile, or Nomad would drop a subscriber that falls
+/// behind.
+pub(super) struct Subscription {
+    frames: tokio::sync::mpsc::UnboundedReceiver<Result<Option<EventFrame>, NomadError>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Subscription {
+    /// Opened once Nomad answered the request (the subscription exists);
+    /// a refusal is its first frame.
+    async fn open(client: &NomadClient) -> Subscription {
+        let (tx, frames) = tokio::sync::mpsc::unbounded_channel();
+        let opened = client.node_events(0).await;
+        let reader = tokio::spawn(async move {
+            let mut stream = match opened {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let frame = stream.next().await;
+                let more = matches!(frame, Ok(Some(_)));
+                if tx.send(frame).is_err() || !more {
+                    return;
+                }
+            }
+        });
+        Subscription { frames, reader }
+    }
+
+    async fn next(&mut self) -> Result<Option<EventFrame>, NomadError> {
+        self.frames.recv().await.unwrap_or(Ok(None))
+    }
 }
 
 /// A stream that ends sooner than this counts as unusable.
@@ -261,10 +327,10 @@ impl NodeWatch {
     async fn follow(
         &mut self,
         index: u64,
+        mut stream: Subscription,
         selector: &PoolSelector,
         nodes: &mut BTreeMap<String, Arc<NodeListStub>>,
     ) -> Result<StreamEnd, NomadError> {
-        let mut stream = self.client.node_events(index + 1).await?;
         let mut last = index;
         let mut batches = 0u32;
         // Only misses from now on concern this subscription.
@@ -307,6 +373,11 @@ impl NodeWatch {
             };
             let Some(frame) = next else { break };
             if frame.index > 0 {
+                // Opened before the list, the subscription first replays
+                // what the list already shows.
+                if batches == 0 && frame.index <= index {
+                    continue;
+                }
                 batches += 1;
                 // Within one subscription Nomad's indexes only grow; only the
                 // first batch may replay what the list already showed (an
@@ -382,4 +453,87 @@ impl NodeWatch {
 
 fn instance_of(node: &Node, attribute: &str) -> Option<String> {
     node.attribute(attribute).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::nomad::{NomadConfig, SchedulingEligibility};
+    use serde_json::json;
+
+    /// A change made while the first list is still being read (here: its
+    /// nodes' details, slowed down) and pushed out of Nomad's event buffer by
+    /// later ones must still reach the view. Subscribing after the list, from
+    /// its index, lost it: Nomad starts such a subscription at the oldest
+    /// event it still buffers, without a word.
+    #[tokio::test]
+    async fn a_change_made_while_the_list_is_read_is_not_lost_to_the_event_buffer() {
+        let sim = nomad_sim::serve(nomad_sim::Config {
+            event_buffer_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let http = reqwest::Client::new();
+        let post = |path: &str, body: serde_json::Value| {
+            let req = http.post(format!("{}{path}", sim.url())).json(&body);
+            async move { req.send().await.unwrap() }
+        };
+        post("/sim/nodes", json!({"count": 2, "node_pool": "ci"})).await;
+        let client = NomadClient::new(NomadConfig {
+            address: sim.url(),
+            ..Default::default()
+        })
+        .unwrap();
+        let ids: Vec<String> = client
+            .list_nodes(None, &QueryOptions::default())
+            .await
+            .unwrap()
+            .value
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        let (a, b) = (&ids[0], &ids[1]);
+        // Reading each node's details (for its instance ID) takes a while.
+        post(
+            "/sim/faults",
+            json!({"path_prefix": "/v1/node/", "latency_ms": 800}),
+        )
+        .await;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
+        let watch = PoolWatch::start(
+            client.clone(),
+            None,
+            PoolSelector::default(),
+            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
+            Trigger::new(tx, pool),
+        );
+        // The list is answered; its details are still being read. One change
+        // to `a`, then three to `b` that push it out of the buffer.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        post("/sim/faults", json!({})).await;
+        client.set_eligibility(a, false).await.unwrap();
+        for eligible in [false, true, false] {
+            client.set_eligibility(b, eligible).await.unwrap();
+        }
+        let seen = |id: &str| match watch.nodes() {
+            NodesState::Ready(s) => s
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.scheduling_eligibility.clone()),
+            _ => None,
+        };
+        for _ in 0..150 {
+            if seen(a) == Some(SchedulingEligibility::Ineligible)
+                && seen(b) == Some(SchedulingEligibility::Ineligible)
+            {
+                sim.shutdown().await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the view missed a change: a {:?}, b {:?}", seen(a), seen(b));
+    }
 }
