@@ -140,22 +140,23 @@ async fn route_triggers(
     let (due_tx, mut due) = mpsc::unbounded_channel();
     loop {
         tokio::select! {
-            Some(pool) = rx.recv() => match throttle.offer(&pool, tokio::time::Instant::now()) {
-                trigger::Pass::Now => route(pool),
-                trigger::Pass::At(at) => {
+            pool = rx.recv() => match pool.map(|p| (throttle.offer(&p, tokio::time::Instant::now()), p)) {
+                // Every watch is gone: so is the process's controller.
+                None => break,
+                Some((trigger::Pass::Now, pool)) => route(pool),
+                Some((trigger::Pass::At(at), pool)) => {
                     let due_tx = due_tx.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep_until(at).await;
                         let _ = due_tx.send(pool);
                     });
                 }
-                trigger::Pass::Merged => {}
+                Some((trigger::Pass::Merged, _)) => {}
             },
             Some(pool) = due.recv() => {
                 throttle.release(&pool, tokio::time::Instant::now());
                 route(pool);
             }
-            else => break,
         }
     }
 }
