@@ -22,7 +22,6 @@ use crate::api::NomadClientPool;
 use crate::nomad::{self, NomadClient, PoolSelector};
 use crate::provider::{self, CloudProvider};
 
-/// What a pool needs between reconciles: its clients and its watches.
 /// Terminate calls one pool has in flight. Thousands of VMs can clear the
 /// gate together (a 4,000-client scale-in at 25 %); sent all at once, they
 /// queued in the cloud API's throttle (or moto's one process), timed out
@@ -30,6 +29,7 @@ use crate::provider::{self, CloudProvider};
 /// throttle mutating calls per account, so a handful at a time is as fast.
 pub const TERMINATE_CALLS: usize = 10;
 
+/// What a pool needs between reconciles: its clients and its watches.
 pub struct PoolRuntime {
     pub fingerprint: u64,
     pub address: String,

@@ -1,10 +1,11 @@
-//! The node-list watch of a pool: a list, then Nomad's Node event stream
-//! (blocking list queries where the stream is unusable), publishing what the
-//! pool's nodes look like now.
+//! The node-list watch of a pool: a subscription to Nomad's Node events, a
+//! list, then the events after it (blocking list queries where the stream
+//! is unusable), publishing what the pool's nodes look like now.
 
 use super::*;
 
-/// The node-list watch: one full list, then Nomad's Node event stream, whose
+/// The node-list watch: one full list, then Nomad's Node event stream
+/// (subscribed before the list, see `Subscription`), whose
 /// payloads carry whole nodes (instance IDs included) so a change costs one
 /// small event instead of re-reading the whole pool. Every subscription ends
 /// after `EVENT_STREAM_LIFETIME` and the list is read again, which also
