@@ -206,18 +206,26 @@ async fn a_status_watch_whose_node_the_next_step_needs_leaves_the_full_status_la
             .chain([(s.node.clone(), ours)])
             .collect()
     };
-    s.watch
-        .track_allocations(&modes(AllocWatchMode::Status), false);
-    s.facts_until("the running allocation", |f| f.is_some_and(|f| f.live == 1))
-        .await;
-    // Every watch has its first answer; their next queries fill the lane.
+    // The other nodes' watches first: once each has its first answer, their
+    // next queries fill the status lane and queue behind it (first come,
+    // first served), so ours, asked after them, waits behind them all.
+    let theirs: HashMap<String, AllocWatchMode> = others
+        .iter()
+        .map(|id| (id.clone(), AllocWatchMode::Status))
+        .collect();
+    s.watch.track_allocations(&theirs, false);
     let view = s.view().await;
     for _ in 0..200 {
-        if s.watch.allocation_facts(false, &view).len() == others.len() + 1 {
+        if s.watch.allocation_facts(false, &view).len() == others.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.watch
+        .track_allocations(&modes(AllocWatchMode::Status), false);
+    s.facts_until("the running allocation", |f| f.is_some_and(|f| f.live == 1))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     s.post(&format!("/sim/allocations/{alloc}/finish"), json!({}))
