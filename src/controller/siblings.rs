@@ -49,6 +49,26 @@ impl Drop for SiblingWatch {
 }
 
 impl SiblingWatch {
+    /// A watch of the Nomad at `address` whose wake-ups go nowhere.
+    #[cfg(test)]
+    pub(super) fn for_tests(address: &str) -> Self {
+        let client = NomadClient::new(crate::nomad::NomadConfig {
+            address: address.to_owned(),
+            ..Default::default()
+        })
+        .unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let trigger = Trigger::new(
+            tx,
+            kube::runtime::reflector::ObjectRef::new("pool").within("ns"),
+        );
+        Self::new(
+            client,
+            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
+            trigger,
+        )
+    }
+
     /// Starts the reader task: call within a Tokio runtime.
     pub fn new(client: NomadClient, attribute: &'static str, trigger: Trigger) -> Self {
         let shared = Arc::new(batch::Shared {
@@ -248,21 +268,7 @@ mod tests {
         };
         let first = register("i-0vm").await;
         register("i-0elsewhere").await;
-        let client = NomadClient::new(crate::nomad::NomadConfig {
-            address: sim.url(),
-            ..Default::default()
-        })
-        .unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let trigger = Trigger::new(
-            tx,
-            kube::runtime::reflector::ObjectRef::new("pool").within("ns"),
-        );
-        let w = SiblingWatch::new(
-            client,
-            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
-            trigger,
-        );
+        let w = SiblingWatch::for_tests(&sim.url());
         let known: HashSet<String> = [first.clone()].into();
         w.last_check("i-0vm", &known).await.unwrap();
         w.track(&["i-0vm".to_string()].into(), Arc::default());

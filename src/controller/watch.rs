@@ -131,6 +131,21 @@ impl Drop for PoolWatch {
 
 impl PoolWatch {
     /// Start watching the nodes that `filter` selects.
+    /// A watch of every node of `client`'s cluster whose wake-ups go
+    /// nowhere, for tests that read its views directly.
+    #[cfg(test)]
+    pub(super) fn for_tests(client: NomadClient) -> Self {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
+        Self::start(
+            client,
+            None,
+            PoolSelector::default(),
+            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
+            Trigger::new(tx, pool),
+        )
+    }
+
     pub fn start(
         client: NomadClient,
         filter: Option<String>,

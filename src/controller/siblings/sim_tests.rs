@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::super::plan::{NodeFacts, NodeStatus};
-use super::super::trigger::Trigger;
 use super::*;
 
 struct Sim {
@@ -70,21 +69,7 @@ impl Sim {
     }
 
     fn watch(&self) -> SiblingWatch {
-        let client = NomadClient::new(crate::nomad::NomadConfig {
-            address: self.sim.url(),
-            ..Default::default()
-        })
-        .unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let trigger = Trigger::new(
-            tx,
-            kube::runtime::reflector::ObjectRef::new("pool").within("ns"),
-        );
-        SiblingWatch::new(
-            client,
-            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
-            trigger,
-        )
+        SiblingWatch::for_tests(&self.sim.url())
     }
 }
 

@@ -35,15 +35,7 @@ async fn setup() -> Setup {
         .value[0]
         .id
         .clone();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
-    let watch = PoolWatch::start(
-        client.clone(),
-        None,
-        PoolSelector::default(),
-        crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
-        Trigger::new(tx, pool),
-    );
+    let watch = PoolWatch::for_tests(client.clone());
     Setup {
         sim,
         watch,

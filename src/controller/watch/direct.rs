@@ -159,15 +159,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
-        let w = PoolWatch::start(
-            client,
-            None,
-            PoolSelector::default(),
-            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
-            Trigger::new(tx, pool),
-        );
+        let w = PoolWatch::for_tests(client);
         let view = |a: u64, b: u64| {
             Arc::new(NodesSnapshot {
                 index: 10,

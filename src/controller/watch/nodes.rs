@@ -501,15 +501,7 @@ mod tests {
             json!({"path_prefix": "/v1/node/", "latency_ms": 800}),
         )
         .await;
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
-        let watch = PoolWatch::start(
-            client.clone(),
-            None,
-            PoolSelector::default(),
-            crate::provider::fake::INSTANCE_ID_ATTRIBUTE,
-            Trigger::new(tx, pool),
-        );
+        let watch = PoolWatch::for_tests(client.clone());
         // The list is answered; its details are still being read. One change
         // to `a`, then three to `b` that push it out of the buffer.
         tokio::time::sleep(Duration::from_millis(300)).await;
