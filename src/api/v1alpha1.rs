@@ -347,8 +347,9 @@ pub struct NomadClientPoolStatus {
     /// Clients retired by this pool since it was created.
     #[serde(default)]
     pub retired_total: i64,
-    /// The finished retirements `retiredTotal` already counts (those still
-    /// kept): bookkeeping that keeps the count exact across restarts.
+    /// The finished retirements `retiredTotal` already counts (those whose
+    /// objects may still exist): bookkeeping that keeps the count exact
+    /// across restarts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counted_retirements: Vec<String>,
     /// Deprecated, always empty: before `NomadClientRetirement` existed the

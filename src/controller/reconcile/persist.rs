@@ -81,7 +81,6 @@ pub fn summarize(
     writes: &sync::Writes,
 ) {
     let retired = |r: &NomadClientRetirement| r.phase() == RetirementPhase::Retired;
-    let pruned: Vec<String> = writes.prunes.iter().map(|r| r.name_any()).collect();
     let ended: Vec<String> = (seen.retirements.iter().filter(|r| retired(r)))
         .map(|r| r.name_any())
         .chain(
@@ -90,14 +89,24 @@ pub fn summarize(
                 .map(|w| w.object.name_any()),
         )
         .collect();
-    let counted = &seen.status.counted_retirements;
-    let newly = ended.iter().filter(|n| !counted.contains(n)).count();
+    let (newly, counted) = tally(&seen.status.counted_retirements, ended);
     status.retired_total =
         seen.status.retired_total + (newly + legacy_retired(seen, planned)) as i64;
-    status.counted_retirements = ended.into_iter().filter(|n| !pruned.contains(n)).collect();
-    status.counted_retirements.sort();
-    status.counted_retirements.dedup();
+    status.counted_retirements = counted;
     summarize_in_flight(status, planned, writes, seen.pending);
+}
+
+/// How many of the retirements seen `ended` the count does not have yet,
+/// and the names it has now. A name stays for as long as its object may
+/// still be seen, even once it is being pruned: a delete that fails, a
+/// crash before it, or a store that shows the object one event longer
+/// must not count it again. It leaves with the first reconcile that no
+/// longer sees the object, so the list stays as short as the history.
+fn tally(counted: &[String], mut ended: Vec<String>) -> (usize, Vec<String>) {
+    ended.sort();
+    ended.dedup();
+    let newly = ended.iter().filter(|n| !counted.contains(n)).count();
+    (newly, ended)
 }
 
 /// Entries of the previous version's status (clients without an object)
@@ -202,4 +211,39 @@ pub async fn write_status(
         .map_err(Error::StatusWrite)?;
     ctx.own_writes.wrote(pool, written);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tally;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_retirement_is_counted_once_however_long_its_pruned_object_is_seen() {
+        let mut total = 0;
+        let mut counted = Vec::new();
+        // a and b end; a is pruned in the same reconcile; the store shows a
+        // for two more reconciles (a failed delete, a lagging watch), then
+        // it is gone; c ends later.
+        for ended in [
+            &["a", "b", "a"][..],
+            &["a", "b"],
+            &["b", "a"],
+            &["b"],
+            &["b", "c"],
+        ] {
+            let (newly, now) = tally(&counted, names(ended));
+            total += newly;
+            counted = now;
+        }
+        assert_eq!(total, 3);
+        assert_eq!(
+            counted,
+            names(&["b", "c"]),
+            "a left once it was no longer seen"
+        );
+    }
 }

@@ -20,10 +20,10 @@ use crate::api::{NomadClientPool, NomadClientRetirement};
 /// event or two, so an entry this old has been overtaken by something we
 /// did not see (an object created and deleted again).
 const OWN_WRITE_TTL: Duration = Duration::from_secs(60);
-/// How long a reconcile waits for a store's first list before it says the
-/// pool's retirements are not known yet.
 /// How often the record of our last writes drops entries past their TTL.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// How long a reconcile waits for a store's first list before it says the
+/// pool's retirements are not known yet.
 const READY_WAIT: Duration = Duration::from_secs(5);
 
 type Key = ObjectRef<NomadClientRetirement>;
@@ -142,9 +142,18 @@ impl Ledgers {
         self.remember(key, before_rv.unwrap_or_default(), Some(Arc::new(after)));
     }
 
-    /// Remember that we deleted (or let go of) the object at `rv`.
+    /// Remember that we deleted (or let go of) the object at `rv`. Every
+    /// version we wrote before is gone too: the delete may name an older
+    /// copy than our last write (a retirement finished and pruned in one
+    /// reconcile), and the store, still showing that last write, must not
+    /// bring the object back (its end would be counted twice).
     pub fn deleted(&self, obj: &NomadClientRetirement) {
         let key = ObjectRef::from_obj(obj);
+        let last_written = (self.own.lock().expect("ledger lock").get(&key))
+            .and_then(|o| o.latest.as_ref()?.resource_version());
+        if let Some(rv) = last_written {
+            self.remember(key.clone(), rv, None);
+        }
         self.remember(key, obj.resource_version().unwrap_or_default(), None);
     }
 
@@ -291,5 +300,20 @@ mod tests {
             !l.is_own_echo(&at("7")),
             "deleted: any version seen is news"
         );
+    }
+
+    #[test]
+    fn a_deleted_retirement_stays_hidden_whichever_of_our_versions_the_store_shows() {
+        let l = Ledgers::default();
+        // Finished (5 → 7), then pruned in the same reconcile through the
+        // copy the plan held (5).
+        l.wrote(Some("5".into()), at("7"));
+        l.deleted(&at("5"));
+        for rv in ["5", "7"] {
+            let seen = l.overlay(vec![Arc::new(at(rv))], |_| true);
+            assert!(seen.is_empty(), "store at {rv} shows a deleted object");
+        }
+        // Someone else's later version is news.
+        assert_eq!(l.overlay(vec![Arc::new(at("9"))], |_| true).len(), 1);
     }
 }
