@@ -21,6 +21,7 @@ mod cleanup;
 pub(super) mod facts;
 mod observe;
 mod persist;
+mod prime;
 mod report;
 
 pub use act::ActionError;

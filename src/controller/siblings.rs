@@ -51,7 +51,7 @@ impl Drop for SiblingWatch {
 impl SiblingWatch {
     /// A watch of the Nomad at `address` whose wake-ups go nowhere.
     #[cfg(test)]
-    pub(super) fn for_tests(address: &str) -> Self {
+    pub(crate) fn for_tests(address: &str) -> Self {
         let client = NomadClient::new(crate::nomad::NomadConfig {
             address: address.to_owned(),
             ..Default::default()
@@ -77,6 +77,7 @@ impl SiblingWatch {
             trigger,
             state: Mutex::default(),
             wake: Notify::new(),
+            answered: Notify::new(),
         });
         let reader = tokio::spawn(batch::run(shared.clone()));
         Self { shared, reader }
@@ -103,6 +104,36 @@ impl SiblingWatch {
             .track(instances, pool);
         if queued {
             self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl SiblingWatch {
+    /// Read the VMs of `instances` not at the gate yet, leaving the others
+    /// as they are (`track` sets the gate exactly, once the plan is made).
+    pub fn also(&self, instances: &BTreeSet<String>, pool: Arc<Vec<NodeFacts>>) {
+        let queued = (self.shared.state.lock().expect("sibling lock")).add(instances, pool);
+        if queued {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Resolves once every VM of `instances` has its answer (or is no
+    /// longer at the gate).
+    pub async fn answered(&self, instances: &BTreeSet<String>) {
+        loop {
+            let next = self.shared.answered.notified();
+            tokio::pin!(next);
+            // Registered before the check, so an answer in between wakes it.
+            next.as_mut().enable();
+            let all = {
+                let s = self.shared.state.lock().expect("sibling lock");
+                (instances.iter()).all(|i| s.tracked.get(i).is_none_or(|g| g.nodes.is_some()))
+            };
+            if all {
+                return;
+            }
+            next.await;
         }
     }
 }

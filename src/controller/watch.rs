@@ -134,7 +134,7 @@ impl PoolWatch {
     /// A watch of every node of `client`'s cluster whose wake-ups go
     /// nowhere, for tests that read its views directly.
     #[cfg(test)]
-    pub(super) fn for_tests(client: NomadClient) -> Self {
+    pub(crate) fn for_tests(client: NomadClient) -> Self {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let pool = kube::runtime::reflector::ObjectRef::new("p").within("ns");
         Self::start(
@@ -305,24 +305,54 @@ impl PoolWatch {
             keep
         });
         for (id, mode) in modes {
-            allocs.entry(id.clone()).or_insert_with(|| {
-                let (tx, rx) = watch::channel(None);
-                let (mode, mode_rx) = watch::channel(*mode);
-                let task = tokio::spawn(watch_allocations(
-                    self.client.clone(),
-                    id.clone(),
-                    ignore_system_jobs,
-                    tx,
-                    mode_rx,
-                    self.trigger.clone(),
-                ));
-                AllocWatch {
-                    facts: rx,
-                    ignore_system_jobs,
-                    mode,
-                    task,
-                }
-            });
+            (allocs.entry(id.clone()))
+                .or_insert_with(|| self.start_allocation_watch(id, *mode, ignore_system_jobs));
+        }
+    }
+
+    /// Start the watches of `modes` not running yet, each in its mode,
+    /// leaving every other watch as it is, and return the first answers of
+    /// those started. The reconcile that sees a drain end uses this to read
+    /// the node's allocations before it plans, rather than leave the
+    /// decision to the reconcile their answer would wake.
+    pub fn start_missing_watches(
+        &self,
+        modes: &HashMap<String, AllocWatchMode>,
+        ignore_system_jobs: bool,
+    ) -> Vec<(String, watch::Receiver<Option<AllocFacts>>)> {
+        let mut allocs = self.allocs.lock().expect("alloc watch lock");
+        let mut started = Vec::new();
+        for (id, mode) in modes {
+            if !allocs.contains_key(id) {
+                let w = self.start_allocation_watch(id, *mode, ignore_system_jobs);
+                started.push((id.clone(), w.facts.clone()));
+                allocs.insert(id.clone(), w);
+            }
+        }
+        started
+    }
+
+    fn start_allocation_watch(
+        &self,
+        id: &str,
+        mode: AllocWatchMode,
+        ignore_system_jobs: bool,
+    ) -> AllocWatch {
+        let (tx, rx) = watch::channel(None);
+        let (mode, mode_rx) = watch::channel(mode);
+        let task = tokio::spawn(watch_allocations(
+            self.client.clone(),
+            id.to_owned(),
+            ignore_system_jobs,
+            tx,
+            mode_rx,
+            self.trigger.clone(),
+        ));
+        AllocWatch {
+            facts: rx,
+            ignore_system_jobs,
+            mode,
+            task,
         }
     }
 

@@ -122,12 +122,7 @@ pub async fn observe(
         rt.watch.probe_index(snapshot.index);
     }
     let visibility = rt.visibility.state();
-    let allocs = rt
-        .watch
-        .allocation_facts(pool.spec.drain.ignore_system_jobs, &snapshot);
-
     let uid = pool.uid().unwrap_or_default();
-    let instance_nodes = rt.siblings.facts();
     let key = format!(
         "{}/{}",
         pool.namespace().unwrap_or_default(),
@@ -138,6 +133,18 @@ pub async fn observe(
     let (nodes, outside) = outside::view(rt, &spec, &tracked.entries, &snapshot, nodes, facts)
         .await
         .map_err(|e| Trouble::from_nomad(&e, &rt.address))?;
+    let ignore_system_jobs = pool.spec.drain.ignore_system_jobs;
+    super::prime::prime(
+        (&rt.watch, &rt.siblings),
+        &tracked.entries,
+        &nodes,
+        &snapshot,
+        now,
+        ignore_system_jobs,
+    )
+    .await;
+    let allocs = rt.watch.allocation_facts(ignore_system_jobs, &snapshot);
+    let instance_nodes = rt.siblings.facts();
     let meta_names = drain_meta::retirement_names(&snapshot, &key, &uid);
     let drains = records::drains(&retirements, &pool.spec.drain);
     Ok(Observed {

@@ -41,6 +41,8 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Wakes the reader: a request was queued.
     pub(super) wake: Notify,
+    /// Wakes those waiting for gate answers: a list answered.
+    pub(super) answered: Notify,
 }
 
 #[derive(Default)]
@@ -125,6 +127,12 @@ impl State {
     ) -> bool {
         self.tracked.retain(|i, _| instances.contains(i));
         self.learned.retain(|_, i| instances.contains(i));
+        self.add(instances, pool)
+    }
+
+    /// Read the VMs of `instances` not at the gate yet, keeping the others;
+    /// whether a read was queued.
+    pub(super) fn add(&mut self, instances: &BTreeSet<String>, pool: Arc<Vec<NodeFacts>>) -> bool {
         self.pool = pool;
         let mut queued = false;
         for instance in instances {
@@ -356,6 +364,7 @@ impl Shared {
             }
         }
         if fire {
+            self.answered.notify_waiters();
             self.trigger.fire();
         }
     }
