@@ -9,7 +9,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, ResourceExt};
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use super::conditions::build_status;
 use super::runtime::runtime;
@@ -106,8 +106,9 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     .await?;
     let written_at = started.elapsed();
 
-    // Act.
+    // Act, then write what no action waited on.
     let failures = act::act(&pool, &rt, &seen, &planned.plan, &persisted.names).await;
+    let behind = persist::write_behind(&pool, &ctx, &persisted.behind).await;
     // Where a slow reconcile spends its time (cumulative milliseconds).
     debug!(
         connect_ms = connected.as_millis() as u64,
@@ -122,6 +123,14 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     // Report.
     report::plan_events(&ctx, &pool, &planned.plan, &persisted.by_node_name).await;
+    if let Err(e) = behind {
+        // What the actions' failures say comes first; the next reconcile
+        // writes the figures again.
+        if failures.is_empty() {
+            return Err(e);
+        }
+        warn!(error = %e, "writing retirement progress after the actions failed");
+    }
     if !failures.is_empty() {
         return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures, &persisted).await);
     }

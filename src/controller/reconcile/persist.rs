@@ -1,7 +1,8 @@
 //! Persist: the write-ahead record of a plan, written before any of its
 //! side effects: each client's retirement object (created, taken over or
 //! moved on), then the pool's own status; after them the retirements the
-//! plan let go of are finished and the history pruned.
+//! plan let go of are finished. What no action waits on (progress figures,
+//! the pruning of old history) is written after the actions.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
 use super::super::plan::{self, Action};
-use super::super::retirement::{sync, write};
+use super::super::retirement::{records, sync, write};
 use super::super::{Context, Error, status};
 use super::observe::Observed;
 use crate::api::{NomadClientPool, NomadClientPoolStatus, NomadClientRetirement, RetirementPhase};
@@ -38,6 +39,48 @@ pub struct Persisted {
     pub by_node_name: HashMap<String, String>,
     /// The pool status this step wrote or found unchanged.
     pub status: NomadClientPoolStatus,
+    /// What no action waits on, written after them (`write_behind`).
+    pub behind: sync::Writes,
+}
+
+/// Take out of `writes` what no action of the plan depends on: progress
+/// figures of retirements whose phase and words stay (allocations left,
+/// blocking allocations) and the pruning of old history. The actions (a
+/// terminate call most of all) no longer wait for the API server to answer
+/// them; a crash before they are written loses only figures the next
+/// reconcile writes again, or leaves history the next one prunes.
+fn write_behind_part(writes: &mut sync::Writes) -> sync::Writes {
+    let (ahead, behind) = std::mem::take(&mut writes.statuses)
+        .into_iter()
+        .partition(|w| {
+            let old = w.object.status.clone().unwrap_or_default();
+            records::material_change(&old, &w.status)
+        });
+    writes.statuses = ahead;
+    sync::Writes {
+        statuses: behind,
+        prunes: std::mem::take(&mut writes.prunes),
+        ..Default::default()
+    }
+}
+
+/// After the actions: what `write_behind_part` held back.
+pub async fn write_behind(
+    pool: &NomadClientPool,
+    ctx: &Context,
+    behind: &sync::Writes,
+) -> Result<(), Error> {
+    if behind.is_empty() {
+        return Ok(());
+    }
+    let api: Api<NomadClientRetirement> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    write::write_ahead(&api, pool, &ctx.ledgers, behind)
+        .await
+        .map_err(Error::RetirementWrite)?;
+    write::wind_up(&api, &ctx.ledgers, behind)
+        .await
+        .map_err(Error::RetirementWrite)
 }
 
 /// The retirement writes `planned` needs (pure, but for what the ledger
@@ -157,10 +200,11 @@ pub async fn write_ahead(
     previous: &NomadClientPoolStatus,
     next: &NomadClientPoolStatus,
     planned: &plan::Plan,
-    writes: sync::Writes,
+    mut writes: sync::Writes,
 ) -> Result<Persisted, Error> {
     let api: Api<NomadClientRetirement> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let behind = write_behind_part(&mut writes);
     write::write_ahead(&api, pool, &ctx.ledgers, &writes)
         .await
         .map_err(Error::RetirementWrite)?;
@@ -187,6 +231,7 @@ pub async fn write_ahead(
     Ok(Persisted {
         written,
         progress_waits,
+        behind,
         names: writes.names,
         by_node_name: writes.by_node_name,
         status: next.clone(),
@@ -215,7 +260,71 @@ pub async fn write_status(
 
 #[cfg(test)]
 mod tests {
-    use super::tally;
+    use std::sync::Arc;
+
+    use super::{sync, tally, write_behind_part};
+    use crate::api::{
+        NomadClientRetirement, NomadClientRetirementSpec, NomadClientRetirementStatus,
+        RetireReason, RetirementPhase, RetirementTarget,
+    };
+
+    fn draining(name: &str, left: i32) -> NomadClientRetirement {
+        let mut r = NomadClientRetirement::new(
+            name,
+            NomadClientRetirementSpec {
+                pool: "ci".into(),
+                target: RetirementTarget {
+                    node_name: Some(name.into()),
+                    ..Default::default()
+                },
+                reason: RetireReason::ScaleIn,
+                capacity: None,
+                drain: None,
+            },
+        );
+        r.status = Some(NomadClientRetirementStatus {
+            phase: Some(RetirementPhase::Draining),
+            allocations_left: left,
+            ..Default::default()
+        });
+        r
+    }
+
+    fn moved(
+        r: &NomadClientRetirement,
+        f: impl Fn(&mut NomadClientRetirementStatus),
+    ) -> sync::StatusWrite {
+        let mut status = r.status.clone().unwrap();
+        f(&mut status);
+        sync::StatusWrite {
+            object: Arc::new(r.clone()),
+            status,
+        }
+    }
+
+    #[test]
+    fn only_what_no_action_waits_on_is_written_after_the_actions() {
+        let terminating = moved(&draining("a", 0), |s| {
+            s.phase = Some(RetirementPhase::Terminating)
+        });
+        let fewer = moved(&draining("b", 3), |s| s.allocations_left = 2);
+        let old = Arc::new(draining("c", 0));
+        let mut writes = sync::Writes {
+            statuses: vec![terminating, fewer],
+            prunes: vec![old],
+            ..Default::default()
+        };
+        let behind = write_behind_part(&mut writes);
+        let names = |w: &[sync::StatusWrite]| -> Vec<String> {
+            w.iter()
+                .map(|w| w.object.metadata.name.clone().unwrap())
+                .collect()
+        };
+        assert_eq!(names(&writes.statuses), ["a"], "a phase is written ahead");
+        assert!(writes.prunes.is_empty());
+        assert_eq!(names(&behind.statuses), ["b"]);
+        assert_eq!(behind.prunes.len(), 1);
+    }
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
