@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::App;
 use crate::clock::secs;
-use crate::faults::FaultRule;
+use crate::faults::{FaultAction, FaultRule};
 use crate::http::{Resp, json as json_resp};
 use crate::state::views::template_url;
 use crate::state::{
@@ -354,6 +354,11 @@ pub async fn handle(
         )),
         (Method::POST, "/sim/faults") => {
             let mut r: FaultRule = parse(body)?;
+            if r.after && matches!(r.action, FaultAction::FailOperation(_) | FaultAction::Delay) {
+                return Err(ControlError::Invalid(
+                    "after applies to error and drop only".into(),
+                ));
+            }
             r.fired = 0;
             app.faults.lock().unwrap().rules.push(r.clone());
             Ok(ok(&serde_json::to_value(r).expect("serializes")))
