@@ -228,6 +228,8 @@ impl Default for Timing {
 pub struct World {
     pub groups: BTreeMap<Key, Group>,
     pub ops: BTreeMap<OpKey, Operation>,
+    /// Operations not `DONE` yet.
+    pub open_ops: BTreeSet<OpKey>,
     /// `(project, requestId)` → the operation it created (§1.4).
     pub request_ids: HashMap<(String, String), OpKey>,
     pub autoscalers: BTreeMap<Key, Autoscaler>,
@@ -241,6 +243,7 @@ impl World {
         World {
             groups: BTreeMap::new(),
             ops: BTreeMap::new(),
+            open_ops: BTreeSet::new(),
             request_ids: HashMap::new(),
             autoscalers: BTreeMap::new(),
             timing,

@@ -125,6 +125,7 @@ impl World {
         if let Some(g) = self.groups.get_mut(target) {
             g.open_ops.insert(key.clone());
         }
+        self.open_ops.insert(key.clone());
         self.ops.insert(key.clone(), op);
         self.finish_due_operations();
         key
@@ -149,12 +150,21 @@ impl World {
     /// Marks `DONE` every operation whose polls and time are used up.
     pub fn finish_due_operations(&mut self) {
         let now = self.now;
-        for op in self.ops.values_mut() {
-            if op.end_ns.is_none() && op.polls_left == 0 && op.done_at_ns <= now {
-                op.end_ns = Some(now);
-                if let Some(g) = self.groups.get_mut(&op.target) {
-                    g.open_ops.remove(&op.key);
-                }
+        let due: Vec<OpKey> = self
+            .open_ops
+            .iter()
+            .filter(|k| {
+                let op = &self.ops[*k];
+                op.polls_left == 0 && op.done_at_ns <= now
+            })
+            .cloned()
+            .collect();
+        for k in due {
+            self.open_ops.remove(&k);
+            let op = self.ops.get_mut(&k).expect("open operations exist");
+            op.end_ns = Some(now);
+            if let Some(g) = self.groups.get_mut(&op.target) {
+                g.open_ops.remove(&k);
             }
         }
     }
