@@ -197,6 +197,7 @@ fn create_group(w: &mut World, now: i64, s: &GroupSpec) -> Result<Value, Control
         instances: Default::default(),
         open_ops: Default::default(),
         autoscaler: None,
+        changed_ns: now,
     };
     if group.target_size < 0 || group.target_size > group.max_size() {
         return Err(ControlError::Invalid("target_size out of range".into()));
@@ -266,7 +267,7 @@ fn create_autoscaler(w: &mut World, now: i64, s: &AutoscalerSpec) -> Result<Valu
         Autoscaler {
             id,
             created_ns: now,
-            target: target.url("instanceGroupManagers"),
+            target: target.clone(),
             min_num_replicas: s.min_num_replicas,
             max_num_replicas: s.max_num_replicas,
             cool_down_period_sec: s.cool_down_period_sec,

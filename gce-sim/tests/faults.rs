@@ -1,8 +1,8 @@
 //! Contract tests for fault injection and the request log (§5.1.8,
 //! §5.1.11, §5.3): Google-shaped HTTP errors (403 rateLimitExceeded, 503),
 //! a failure before the request is carried out (no effect) and a lost
-//! answer after it (effect, no answer), latency, and the autoscaler
-//! resource (§2, §5.1.10).
+//! answer after it (effect, no answer), latency, and instance states set
+//! through the control surface.
 
 mod common;
 
@@ -150,53 +150,6 @@ async fn the_request_log_records_method_path_decoded_query_body_and_header() {
     );
     t.http.delete(t.u("/sim/requests")).send().await.unwrap();
     assert!(t.requests().await.is_empty());
-}
-
-#[tokio::test]
-async fn an_attached_autoscaler_is_reported_on_the_group_and_readable() {
-    let t = start().await;
-    t.zonal("pool", 4).await;
-    t.ctl(
-        "/sim/autoscalers",
-        json!({"project": PROJECT, "zone": ZONE, "name": "pool-as", "target": "pool",
-               "min_num_replicas": 3, "max_num_replicas": 10, "mode": "ON"}),
-    )
-    .await;
-    let g = t.igm("pool").await;
-    let url = format!("{URL_BASE}projects/proj/zones/{ZONE}/autoscalers/pool-as");
-    // §1.1: status.autoscaler is the URL of the Autoscaler.
-    assert_eq!(g["status"]["autoscaler"], url);
-    let a = t.get_ok(&format!("{Z}/autoscalers/pool-as")).await;
-    // §2, §5.1.10
-    assert_eq!(a["kind"], "compute#autoscaler");
-    assert_eq!(a["selfLink"], url);
-    assert_eq!(a["target"], g["selfLink"]);
-    assert_eq!(a["autoscalingPolicy"]["minNumReplicas"], 3);
-    assert_eq!(a["autoscalingPolicy"]["maxNumReplicas"], 10);
-    assert_eq!(a["autoscalingPolicy"]["mode"], "ON");
-    assert_eq!(a["status"], "ACTIVE");
-    assert_eq!(a["recommendedSize"], 4);
-    assert!(a["id"].as_str().unwrap().parse::<u64>().is_ok());
-    let (s, _) = err(t.get(&format!("{Z}/autoscalers/none")).await).await;
-    assert_eq!(s, 404);
-    // Regional autoscalers live under regions/ (§4.3).
-    t.ctl(
-        "/sim/groups",
-        json!({"project": PROJECT, "region": REGION, "name": "rg"}),
-    )
-    .await;
-    t.ctl(
-        "/sim/autoscalers",
-        json!({"project": PROJECT, "region": REGION, "name": "rg-as", "target": "rg",
-               "min_num_replicas": 0, "max_num_replicas": 5, "mode": "ONLY_SCALE_OUT"}),
-    )
-    .await;
-    let a = t.get_ok(&format!("{R}/autoscalers/rg-as")).await;
-    assert_eq!(
-        a["region"],
-        format!("{URL_BASE}projects/proj/regions/{REGION}")
-    );
-    assert_eq!(a["autoscalingPolicy"]["mode"], "ONLY_SCALE_OUT");
 }
 
 #[tokio::test]

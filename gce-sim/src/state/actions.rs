@@ -185,9 +185,10 @@ impl World {
             }
             i.due_ns = Some(now + secs(dur));
         }
-        if verb != Verb::Recreate {
+        if verb != Verb::Recreate && !names.is_empty() {
             // "reduces the targetSize … by the number of instances" (R-DEL).
             g.target_size = (g.target_size - names.len() as i32).max(0);
+            g.changed_ns = now;
         }
     }
 
@@ -216,7 +217,7 @@ impl World {
         Ok(self.new_operation(key, "resize", request_id, injected))
     }
 
-    fn apply_resize(&mut self, key: &Key, size: i32) {
+    pub(super) fn apply_resize(&mut self, key: &Key, size: i32) {
         let g = &self.groups[key];
         let mut live: Vec<(bool, String)> = g
             .instances
@@ -242,7 +243,11 @@ impl World {
             self.apply(key, Verb::Delete, &victims);
             self.groups.get_mut(key).expect("exists").target_size = before;
         }
-        self.groups.get_mut(key).expect("exists").target_size = size;
+        let g = self.groups.get_mut(key).expect("exists");
+        if g.target_size != size {
+            g.changed_ns = self.now;
+        }
+        g.target_size = size;
     }
 
     /// Adds a managed instance (`name` default: base name + 4 characters;

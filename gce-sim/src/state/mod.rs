@@ -5,6 +5,7 @@
 //! first calls [`World::settle`] with the simulated "now".
 
 pub mod actions;
+mod autoscale;
 pub mod ops;
 pub mod views;
 
@@ -158,6 +159,8 @@ pub struct Group {
     pub open_ops: BTreeSet<OpKey>,
     /// URL of the attached autoscaler.
     pub autoscaler: Option<String>,
+    /// Simulated time `targetSize` last changed (autoscaler cool-down).
+    pub changed_ns: i64,
 }
 
 impl Group {
@@ -174,11 +177,12 @@ impl Group {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Autoscaler {
     pub id: u64,
     pub created_ns: i64,
-    pub target: String,
+    /// The group it scales.
+    pub target: Key,
     pub min_num_replicas: i32,
     pub max_num_replicas: i32,
     pub cool_down_period_sec: i32,
@@ -323,6 +327,7 @@ impl World {
             i.due_ns = None;
         }
         self.finish_due_operations();
+        self.autoscale();
     }
 
     pub fn group(&self, key: &Key) -> Result<&Group, crate::error::GceError> {

@@ -172,8 +172,7 @@ impl World {
             .ok_or_else(|| GceError::NotFound(key.path("autoscalers")))?;
         let target_size = self
             .groups
-            .values()
-            .find(|g| g.key.url("instanceGroupManagers") == a.target)
+            .get(&a.target)
             .map(|g| g.target_size)
             .unwrap_or_default();
         let scope_url = key.scope.url(&key.project);
@@ -186,7 +185,7 @@ impl World {
             id: a.id.to_string(),
             creation_timestamp: timestamp(a.created_ns),
             name: key.name.clone(),
-            target: a.target.clone(),
+            target: a.target.url("instanceGroupManagers"),
             autoscaling_policy: wire::AutoscalingPolicy {
                 min_num_replicas: a.min_num_replicas,
                 max_num_replicas: a.max_num_replicas,
@@ -197,7 +196,7 @@ impl World {
             region,
             self_link: key.url("autoscalers"),
             status: "ACTIVE".into(),
-            recommended_size: a.recommended_size.unwrap_or(target_size),
+            recommended_size: a.recommendation(target_size),
         })
     }
 }
