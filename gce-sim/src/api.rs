@@ -146,8 +146,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
         }
     }
     let (before, after) = match rule {
-        Some(r) if r.after => (None, Some(r.action)),
-        Some(r) => (Some(r.action), None),
+        Some(r) if r.after => (None, Some(r.action.resolved())),
+        Some(r) => (Some(r.action.resolved()), None),
         None => (None, None),
     };
     let mut call = Call {
@@ -169,7 +169,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
                     .unwrap_or_else(|e| e.response(with_status)),
             )
         }
-        Some(FaultAction::Delay) | None => Some(
+        Some(FaultAction::Delay | FaultAction::ErrorPreset(_)) | None => Some(
             route(&app, &call)
                 .await
                 .unwrap_or_else(|e| e.response(with_status)),

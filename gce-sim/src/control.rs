@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::App;
 use crate::clock::secs;
+use crate::error::ErrorSpec;
 use crate::faults::{FaultAction, FaultRule};
 use crate::http::{Resp, json as json_resp};
 use crate::state::views::template_url;
@@ -208,11 +209,11 @@ fn create_group(w: &mut World, now: i64, s: &GroupSpec) -> Result<Value, Control
         w.add_instance(&key, name, None, "NONE", None);
     }
     let list = w
-        .list_managed(&key, None, None)
+        .all_managed(&key)
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
     Ok(json!({
         "group": w.igm_view(&key).map_err(|e| ControlError::Invalid(e.to_string()))?,
-        "managed_instances": list.managed_instances,
+        "managed_instances": list,
     }))
 }
 
@@ -312,11 +313,13 @@ pub async fn handle(
         }
         (Method::GET, "/sim/groups") => {
             let w = app.world();
+            // Each group with all its managed instances, whatever its
+            // listing mode: what a bridge needs to follow the VMs.
             let v: Vec<Value> = w
                 .groups
                 .keys()
-                .filter_map(|k| w.igm_view(k).ok())
-                .map(|g| serde_json::to_value(g).expect("serializes"))
+                .filter_map(|k| Some((w.igm_view(k).ok()?, w.all_managed(k).ok()?)))
+                .map(|(g, mi)| json!({"group": g, "managed_instances": mi}))
                 .collect();
             Ok(ok(&json!({"groups": v})))
         }
@@ -359,6 +362,12 @@ pub async fn handle(
                 return Err(ControlError::Invalid(
                     "after applies to error and drop only".into(),
                 ));
+            }
+            if let FaultAction::ErrorPreset(name) = &r.action {
+                if ErrorSpec::preset(name).is_none() {
+                    return Err(ControlError::Invalid(format!("no error preset {name:?}")));
+                }
+                r.action = r.action.resolved();
             }
             r.fired = 0;
             app.faults.lock().unwrap().rules.push(r.clone());

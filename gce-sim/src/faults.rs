@@ -20,9 +20,24 @@ pub enum FaultAction {
     Drop,
     /// Answer with this HTTP error.
     Error(ErrorSpec),
+    /// Answer with the error `ErrorSpec::preset` names (`rateLimitExceeded`,
+    /// `backendError`, …); turned into `Error` when the rule is added.
+    ErrorPreset(String),
     /// Carry out nothing; answer with an Operation that ends `DONE` with
     /// this error (a mutating call only).
     FailOperation(OpFailure),
+}
+
+impl FaultAction {
+    /// `ErrorPreset` as the `Error` it names (an unknown name: no action).
+    pub fn resolved(self) -> FaultAction {
+        match self {
+            FaultAction::ErrorPreset(name) => {
+                ErrorSpec::preset(&name).map_or(FaultAction::Delay, FaultAction::Error)
+            }
+            other => other,
+        }
+    }
 }
 
 /// `POST /sim/faults` body.

@@ -183,3 +183,60 @@ async fn control_can_set_an_instance_state_that_the_api_reports() {
         .await;
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn error_presets_give_computes_codes_and_unknown_presets_are_refused() {
+    let t = start().await;
+    t.zonal("pool", 1).await;
+    let p = format!("{Z}/instanceGroupManagers/pool");
+    // §1.7: rateLimitExceeded is 403 (not 429); §5.3 also wants a 429 form.
+    for (preset, code, status) in [
+        ("rateLimitExceeded", 403, "PERMISSION_DENIED"),
+        ("tooManyRequests", 429, "RESOURCE_EXHAUSTED"),
+        ("backendError", 503, "UNAVAILABLE"),
+        ("notFound", 404, "NOT_FOUND"),
+    ] {
+        t.fault(json!({"action": {"error_preset": preset}})).await;
+        let (s, e) = err(t.get(&p).await).await;
+        assert_eq!(s, code, "{preset}");
+        assert_eq!(e["error"]["errors"][0]["reason"], preset);
+        assert_eq!(e["error"]["status"], status);
+    }
+    let r = t
+        .post(
+            "/sim/faults",
+            Some(json!({"action": {"error_preset": "nope"}})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    t.igm("pool").await;
+}
+
+#[tokio::test]
+async fn the_control_group_list_shows_every_instance_of_paginated_groups() {
+    let t = start().await;
+    t.ctl(
+        "/sim/groups",
+        json!({"project": PROJECT, "zone": ZONE, "name": "pg", "target_size": 501,
+               "list_managed_instances_results": "PAGINATED"}),
+    )
+    .await;
+    let v = t.get_ok("/sim/groups").await;
+    assert_eq!(v["groups"][0]["group"]["targetSize"], 501);
+    assert_eq!(
+        v["groups"][0]["managed_instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        501
+    );
+    // The API pages them (§1.3: maxResults defaults to 500).
+    let page = t
+        .post_ok(
+            &format!("{Z}/instanceGroupManagers/pg/listManagedInstances"),
+            None,
+        )
+        .await;
+    assert_eq!(page["managedInstances"].as_array().unwrap().len(), 500);
+    assert!(page["nextPageToken"].is_string());
+}

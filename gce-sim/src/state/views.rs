@@ -121,6 +121,15 @@ impl World {
         }
     }
 
+    /// Every managed instance of the group, in name order (for `/sim/`).
+    pub fn all_managed(&self, key: &Key) -> Result<Vec<wire::ManagedInstance>, GceError> {
+        let g = self.group(key)?;
+        Ok(g.instances
+            .values()
+            .map(|i| Self::managed_instance(&key.project, i))
+            .collect())
+    }
+
     /// One page of managed instances. PAGELESS ignores `max_results` and
     /// `page_token` (§1.3); PAGINATED honours both. The page token is the
     /// hex of the first name of the next page (opaque to clients).
