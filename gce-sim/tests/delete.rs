@@ -131,6 +131,14 @@ async fn with_skip_non_members_and_deleting_ones_are_skipped_and_not_counted() {
         .await;
     assert!(poll_done(&t, &op).await.0.get("error").is_some());
     assert_eq!(t.igm("pool").await["targetSize"], 1);
+    // §5.3: once the instance is gone, a repeated delete with skip=true
+    // still leaves targetSize alone.
+    t.advance(30.0).await;
+    assert!(state(&t.instances("pool").await, &n[0]).is_none());
+    let body = json!({"instances": [partial(&n[0])], "skipInstancesOnValidationError": true});
+    let op = t.post_ok(&del("pool"), Some(body)).await;
+    assert!(poll_done(&t, &op).await.0.get("error").is_none());
+    assert_eq!(t.igm("pool").await["targetSize"], 1);
 }
 
 #[tokio::test]
@@ -278,14 +286,23 @@ async fn resize_needs_a_size_grows_with_creating_instances_and_shrinks() {
     );
     t.advance(30.0).await;
     assert_eq!(t.igm("pool").await["currentActions"]["none"], 4);
+    // Shrinking picks instances still being created first (§1.5: the
+    // group chooses; the fake's order is creating ones, then by name).
+    t.post_ok(&format!("{p}?size=5"), None).await;
+    t.post_ok(&format!("{p}?size=4"), None).await;
+    let g = t.igm("pool").await;
+    let actions = |g: &Value| {
+        (
+            g["currentActions"]["creating"].clone(),
+            g["currentActions"]["deleting"].clone(),
+        )
+    };
+    assert_eq!(actions(&g), (json!(0), json!(1)));
     t.post_ok(&format!("{p}?size=1"), None).await;
     let g = t.igm("pool").await;
     assert_eq!(
-        (
-            g["targetSize"].clone(),
-            g["currentActions"]["deleting"].clone()
-        ),
-        (json!(1), json!(3))
+        (g["targetSize"].clone(), actions(&g).1),
+        (json!(1), json!(4))
     );
 }
 

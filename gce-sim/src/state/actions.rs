@@ -232,10 +232,10 @@ impl World {
                 self.add_instance(key, None, None, "CREATING", Some(due));
             }
         } else if size < have {
+            // Instances still being created go first, then by name.
             live.sort();
             let victims: Vec<String> = live
                 .into_iter()
-                .rev()
                 .take((have - size) as usize)
                 .map(|(_, n)| n)
                 .collect();
