@@ -57,12 +57,36 @@ pub struct IgmStatus {
     pub autoscaler: Option<String>,
 }
 
+/// `FixedOrPercent` (§1.1 `versions[].targetSize`, `updatePolicy.maxSurge`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FixedOrPercent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<i32>,
+    pub calculated: i32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IgmVersion {
     pub instance_template: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    pub target_size: FixedOrPercent,
+}
+
+/// `InstanceGroupManagerUpdatePolicy` (§1.1), the group's defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePolicy {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_redistribution_type: Option<String>,
+    pub minimal_action: String,
+    pub max_surge: FixedOrPercent,
+    pub max_unavailable: FixedOrPercent,
+    pub replacement_method: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +117,7 @@ pub struct InstanceGroupManager {
     pub distribution_policy: Option<DistributionPolicy>,
     pub instance_template: String,
     pub versions: Vec<IgmVersion>,
+    pub update_policy: UpdatePolicy,
     pub instance_group: String,
     pub base_instance_name: String,
     /// URL-safe base64 bytes (§1.1).

@@ -30,6 +30,9 @@ async fn a_zonal_group_has_the_apis_field_names_and_encodings() {
     let tpl = g["instanceTemplate"].as_str().unwrap();
     assert!(tpl.starts_with(URL_BASE) && tpl.ends_with("/global/instanceTemplates/pool-template"));
     assert_eq!(g["versions"][0]["instanceTemplate"], tpl);
+    // §1.1: versions[].targetSize{fixed, percent, calculated}.
+    assert_eq!(g["versions"][0]["targetSize"]["calculated"], 3);
+    assert_eq!(g["updatePolicy"]["type"], "OPPORTUNISTIC");
     // §1.1: fingerprint is URL-safe base64.
     let fp = g["fingerprint"].as_str().unwrap();
     assert!(!fp.is_empty());

@@ -52,6 +52,27 @@ pub fn template_url(project: &str, t: &str) -> String {
     }
 }
 
+/// The API's default update policy: opportunistic; a regional group
+/// redistributes proactively and may surge by one VM per zone.
+fn update_policy(g: &Group) -> wire::UpdatePolicy {
+    let (redistribution, surge) = match g.key.scope {
+        Scope::Zone(_) => (None, 1),
+        Scope::Region(_) => (Some("PROACTIVE".to_string()), g.zones.len() as i32),
+    };
+    let fixed = |n| wire::FixedOrPercent {
+        fixed: Some(n),
+        calculated: n,
+    };
+    wire::UpdatePolicy {
+        kind: "OPPORTUNISTIC".into(),
+        instance_redistribution_type: redistribution,
+        minimal_action: "REPLACE".into(),
+        max_surge: fixed(surge),
+        max_unavailable: fixed(surge),
+        replacement_method: "SUBSTITUTE".into(),
+    }
+}
+
 impl World {
     pub fn igm_view(&self, key: &Key) -> Result<wire::InstanceGroupManager, GceError> {
         let g = self.group(key)?;
@@ -85,7 +106,12 @@ impl World {
             versions: vec![wire::IgmVersion {
                 instance_template: g.template.clone(),
                 name: None,
+                target_size: wire::FixedOrPercent {
+                    fixed: None,
+                    calculated: g.target_size,
+                },
             }],
+            update_policy: update_policy(g),
             instance_group: key.url("instanceGroups"),
             base_instance_name: g.base_instance_name.clone(),
             fingerprint: g.fingerprint.clone(),
