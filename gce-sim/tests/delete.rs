@@ -342,3 +342,40 @@ async fn regional_groups_delete_across_their_zones_and_refuse_other_regions() {
     let (s, _) = err(t.post(&p, Some(json!({"instances": [other]}))).await).await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test]
+async fn a_thousand_instances_go_in_one_request_and_groups_are_capped() {
+    let t = start().await;
+    // §1.1 (R-INS): a zonal MIG holds up to 1000 VMs, a regional one 2000.
+    let r = t
+        .post(
+            "/sim/groups",
+            Some(json!({"project": PROJECT, "zone": ZONE, "name": "big", "target_size": 1001})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let n = t.zonal("big", 1000).await;
+    // §1.4: up to 1000 instances per request.
+    let all: Vec<String> = n.iter().map(|n| partial(n)).collect();
+    let op = t
+        .post_ok(&del("big"), Some(json!({"instances": all})))
+        .await;
+    poll_done(&t, &op).await;
+    let g = t.igm("big").await;
+    assert_eq!(
+        (
+            g["targetSize"].clone(),
+            g["currentActions"]["deleting"].clone()
+        ),
+        (json!(0), json!(1000))
+    );
+    let r = t
+        .post(
+            "/sim/groups",
+            Some(
+                json!({"project": PROJECT, "region": REGION, "name": "rbig", "target_size": 2001}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}
