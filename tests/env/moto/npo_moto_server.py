@@ -22,6 +22,8 @@ PATCHES = [
     # "Lifecycle hooks"); after the index modules, whose lookups they use.
     "asg_lifecycle_hooks",
     "asg_lifecycle_actions",
+    "asg_lifecycle_notify",
+    "events_envelope",
 ]
 
 
