@@ -23,6 +23,7 @@ PATCHES = [
     "asg_lifecycle_hooks",
     "asg_lifecycle_actions",
     "asg_lifecycle_notify",
+    "asg_instance_refresh",
     "events_envelope",
 ]
 
