@@ -1,6 +1,7 @@
 //! Contract tests of the moto corrections for terminating lifecycle hooks
 //! (`tests/env/moto/asg_lifecycle_hooks.py`, `asg_lifecycle_actions.py`,
-//! `asg_lifecycle_notify.py`, `events_envelope.py`), through the AWS SDK the
+//! `asg_lifecycle_notify.py`, `events_envelope.py`; the instance refresh of
+//! `asg_instance_refresh.py` in `moto_lifecycle/refresh.rs`), through the AWS SDK the
 //! operator uses. Each test names the fact of
 //! `/work/shared/reference/aws-lifecycle-hooks.md` ("ref §…") it pins. moto
 //! alone fails all of them: it terminates at once, answers the two lifecycle
@@ -10,6 +11,8 @@
 //! Query protocols): the tests only create a queue and a rule, read messages
 //! and one instance's state, which does not justify two more SDK crates.
 
+#[path = "moto_lifecycle/refresh.rs"]
+mod refresh;
 #[path = "moto_lifecycle/support.rs"]
 mod support;
 

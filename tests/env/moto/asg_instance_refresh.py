@@ -14,14 +14,17 @@ three operations, for what the reference does not cover):
 - Strategy Rolling only. The instances to replace are the group's InService
   instances when the refresh starts, not protected from scale in (AWS's
   defaults ScaleInProtectedInstances=Ignore, StandbyInstances=Ignore).
-- A batch is as large as MinHealthyPercentage (default 90) of the desired
-  capacity allows, at least one ("MinHealthyPercentage 100 replaces one
-  instance at a time"). With MaxHealthyPercentage omitted AWS "terminates an
-  instance and launches its replacement simultaneously"; with it set it may
-  launch first and then terminate, up to that percentage. Here both start in
-  the same reaper tick: the victims enter the hooks (Terminating:Wait) and
-  their replacements are launched InService at once, so the group never
-  has fewer InService instances than its desired capacity.
+- A batch is as large as the healthy bounds allow, at least one: the
+  desired capacity (or MaxHealthyPercentage of it, rounded down, when set)
+  minus MinHealthyPercentage (default 90) of it, rounded up. With
+  MaxHealthyPercentage omitted AWS "terminates an instance and launches its
+  replacement simultaneously"; with it set, or when the bounds allow no
+  termination (MinHealthyPercentage 100), it launches a new instance before
+  terminating an old one (API model; AWS's answer on re:Post about the
+  instance maintenance policy). Here both start in the same reaper tick: the
+  victims enter the hooks (Terminating:Wait) and their replacements are
+  launched InService at once, so the group never has fewer InService
+  instances than its desired capacity while the victims wait.
 - The next batch starts when every victim of the last one has left the group
   (its hook actions completed or timed out) and the warmup has passed
   (InstanceWarmup, else the group's HealthCheckGracePeriod; scaled by the
