@@ -1,16 +1,20 @@
 //! Contract tests of the moto corrections for terminating lifecycle hooks
 //! (`tests/env/moto/asg_lifecycle_hooks.py`, `asg_lifecycle_actions.py`,
 //! `asg_lifecycle_notify.py`, `events_envelope.py`; the instance refresh of
-//! `asg_instance_refresh.py` in `moto_lifecycle/refresh.rs`), through the AWS SDK the
+//! `asg_instance_refresh.py` in `moto_lifecycle/refresh.rs`; edge cases in
+//! `moto_lifecycle/edges.rs`), through the AWS SDK the
 //! operator uses. Each test names the fact of
-//! `/work/shared/reference/aws-lifecycle-hooks.md` ("ref §…") it pins. moto
-//! alone fails all of them: it terminates at once, answers the two lifecycle
-//! actions with HTTP 500 and sends no notification (ref §4.1).
+//! `/work/shared/reference/aws-lifecycle-hooks.md` ("ref §…") it pins.
+//! Against moto as shipped every test fails but the no-hook baseline, which
+//! pins what must not change: moto terminates at once, answers the two
+//! lifecycle actions with HTTP 500 and sends no notification (ref §4.1).
 //!
 //! SQS, EventBridge and EC2 are spoken to with plain HTTP (their JSON and
 //! Query protocols): the tests only create a queue and a rule, read messages
 //! and one instance's state, which does not justify two more SDK crates.
 
+#[path = "moto_lifecycle/edges.rs"]
+mod edges;
 #[path = "moto_lifecycle/refresh.rs"]
 mod refresh;
 #[path = "moto_lifecycle/support.rs"]

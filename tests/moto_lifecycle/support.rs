@@ -251,6 +251,24 @@ pub async fn ec2_state(id: &str) -> String {
         .to_string()
 }
 
+/// EC2 TerminateInstances (Query protocol), as someone outside the group does.
+pub async fn ec2_terminate(id: &str) {
+    let body = format!("Action=TerminateInstances&Version=2016-11-15&InstanceId.1={id}");
+    let response = reqwest::Client::new()
+        .post(moto_endpoint())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Authorization", authorization("ec2"))
+        .body(body)
+        .send()
+        .await
+        .expect("TerminateInstances");
+    assert!(
+        response.status().is_success(),
+        "TerminateInstances: {}",
+        response.status()
+    );
+}
+
 pub struct Queue {
     pub url: String,
     pub arn: String,
