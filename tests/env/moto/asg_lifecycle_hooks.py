@@ -175,13 +175,16 @@ def proceed(backend, group, instance_id: str) -> None:
 
 
 def finish_proceeding(backend) -> None:
-    done = proceeding(backend)
-    for instance_id, group_name in list(done.items()):
-        del done[instance_id]
+    # One removal per group and tick: each rebuilds the group's list (and
+    # the ID index of asg_instance_index.py), O(group size).
+    by_group: dict = {}
+    for instance_id, group_name in proceeding(backend).items():
+        by_group.setdefault(group_name, set()).add(instance_id)
+    proceeding(backend).clear()
+    for group_name, instance_ids in by_group.items():
         group = backend.autoscaling_groups.get(group_name)
-        if group is None:
-            continue
-        _remove_instances(backend, group, {instance_id})
+        if group is not None:
+            _remove_instances(backend, group, instance_ids)
 
 
 def _remove_instances(backend, group, instance_ids: set) -> None:
