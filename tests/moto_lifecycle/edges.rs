@@ -9,10 +9,11 @@ use npo_testkit::*;
 
 use super::support::*;
 
-/// ref §2.1: HeartbeatTimeout lies in 30..7200 (the error text is not known,
-/// ref §6, so only the code is pinned).
+/// ref §2.1: HeartbeatTimeout lies in 30..7200; LifecycleTransition is
+/// required for a new hook, and RoleARN for a new hook with a notification
+/// target. The error texts are not known (ref §6), so only the code is pinned.
 #[tokio::test]
-async fn a_heartbeat_timeout_outside_30_to_7200_is_refused() {
+async fn put_lifecycle_hook_enforces_the_apis_constraints() {
     let asg = asg_client();
     let name = unique("lc-limits");
     create_group(&asg, &name, 0, 10, 0).await;
@@ -28,6 +29,40 @@ async fn a_heartbeat_timeout_outside_30_to_7200_is_refused() {
         let err = refused.expect_err("out of range");
         assert_eq!(err.code(), Some("ValidationError"), "{timeout}");
     }
+    let no_transition = asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(&name)
+        .lifecycle_hook_name("new")
+        .send()
+        .await;
+    assert_eq!(
+        no_transition.expect_err("new hook").code(),
+        Some("ValidationError")
+    );
+    let queue = Queue::create(&unique("lc-limits")).await;
+    let no_role = asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(&name)
+        .lifecycle_hook_name("new")
+        .lifecycle_transition(TERMINATING)
+        .notification_target_arn(&queue.arn)
+        .send()
+        .await;
+    assert_eq!(
+        no_role.expect_err("target, no role").code(),
+        Some("ValidationError")
+    );
+    let no_group = asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(unique("lc-nogroup"))
+        .lifecycle_hook_name("new")
+        .lifecycle_transition(TERMINATING)
+        .send()
+        .await;
+    assert_eq!(
+        no_group.expect_err("no such group").code(),
+        Some("ValidationError")
+    );
     for timeout in [30, 7200] {
         put_hook(&asg, &name, HOOK, timeout, "CONTINUE").await;
     }

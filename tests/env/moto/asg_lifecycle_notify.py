@@ -9,7 +9,9 @@ LifecycleTransition forgets the transition; no notification is ever sent
 
 - the hook keeps its target, role and metadata; GlobalTimeout is
   min(172800, 100 x HeartbeatTimeout); parameters left out of an update keep
-  their values; HeartbeatTimeout lies in 30..7200;
+  their values; HeartbeatTimeout lies in 30..7200; a new hook needs its
+  LifecycleTransition, and its RoleARN when it has a notification target;
+  the group must exist;
 - a request naming a notification target sends it a test message
   (`"Event": "autoscaling:TEST_NOTIFICATION"`); when that cannot be
   delivered the request fails with ValidationError "Unable to publish test
@@ -21,8 +23,10 @@ LifecycleTransition forgets the transition; no notification is ever sent
   delivered here to moto's SQS and EventBridge backends in this process.
 
 Only SQS targets are delivered to (an SNS target gets nothing; not
-modelled). The message for an out-of-range HeartbeatTimeout is assumed
-(§6: not found).
+modelled). The messages of the refusals in `_validate` are our own (§6:
+AWS's not found); their code, ValidationError, is AWS's usual one. A hook
+without NotificationMetadata sends messages without that field (whether
+AWS sends it empty is not known).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import asg_lifecycle_hooks as hooks
 
 SERVICE = "AWS Auto Scaling"
 DETAIL_TYPE = "EC2 Instance-terminate Lifecycle Action"
+TRANSITIONS = (hooks.TERMINATING, "autoscaling:EC2_INSTANCE_LAUNCHING")
 
 
 def _now() -> str:
@@ -132,6 +137,32 @@ def _test_notification(backend, group_name: str) -> dict:
     }
 
 
+def _validate(request, backend, group_name: str, old) -> None:
+    """The API's constraints on PutLifecycleHook (§2.1); the texts are our
+    own (AWS's are not known), the code is AWS's."""
+    if group_name not in backend.autoscaling_groups:
+        raise ValidationError(
+            f"AutoScalingGroup name not found - AutoScalingGroup '{group_name}' not found"
+        )
+    timeout = request._get_int_param("HeartbeatTimeout")
+    if timeout is not None and not 30 <= timeout <= 7200:
+        raise ValidationError(f"HeartbeatTimeout {timeout} must be between 30 and 7200 seconds.")
+    transition = request._get_param("LifecycleTransition")
+    if transition is None and old is None:
+        raise ValidationError("LifecycleTransition is required for a new lifecycle hook.")
+    if transition is not None and transition not in TRANSITIONS:
+        raise ValidationError(f"Invalid LifecycleTransition {transition}.")
+    result = request._get_param("DefaultResult")
+    if result is not None and result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError(f"Invalid DefaultResult {result}: must be CONTINUE or ABANDON.")
+    # RoleARN is "Required for new lifecycle hooks" whose target is an SNS
+    # topic or SQS queue; hooks for EventBridge only have none.
+    if old is None and request._get_param("NotificationTargetARN") and not request._get_param(
+        "RoleARN"
+    ):
+        raise ValidationError("RoleARN is required for a new lifecycle hook with a notification target.")
+
+
 def apply() -> None:
     original_put = AutoScalingResponse.put_lifecycle_hook
 
@@ -141,11 +172,8 @@ def apply() -> None:
         group_name = self._get_param("AutoScalingGroupName")
         with hooks.LOCK:
             old = backend.lifecycle_hooks.get(f"{group_name}_{name}")
+            _validate(self, backend, group_name, old)
             timeout = self._get_int_param("HeartbeatTimeout")
-            if timeout is not None and not 30 <= timeout <= 7200:
-                raise ValidationError(
-                    f"HeartbeatTimeout {timeout} must be between 30 and 7200 seconds."
-                )
             values = {
                 "lifecycle_transition": self._get_param("LifecycleTransition"),
                 "heartbeat_timeout": timeout,
