@@ -18,6 +18,13 @@ PATCHES = [
     "ec2_instance_index",
     "asg_instance_index",
     "asg_group_render",
+    # Terminating lifecycle hooks, enforced as AWS does (tests/env/README.md,
+    # "Lifecycle hooks"); after the index modules, whose lookups they use.
+    "asg_lifecycle_hooks",
+    "asg_lifecycle_actions",
+    "asg_lifecycle_notify",
+    "asg_instance_refresh",
+    "events_envelope",
 ]
 
 
