@@ -47,6 +47,8 @@ pub(super) fn unwanted(
         let wanted = match entry.reason {
             RetireReason::ScaleIn => spec.replicas.is_some(),
             RetireReason::Requested | RetireReason::Replace => named,
+            // The group is terminating the VM whatever the spec says.
+            RetireReason::LifecycleHook => true,
         };
         if !wanted && entry.phase < RetirePhase::Terminating {
             cancel(entry, plan, view.now, "no longer named by the spec".into());
