@@ -4,6 +4,9 @@
 //! and the Nomad simulator. Every test ends by asserting the simulator saw
 //! no VM killed under a live allocation.
 
+#[path = "lifecycle_hooks/provider.rs"]
+mod provider;
+
 use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::Client as AsgClient;
@@ -234,5 +237,77 @@ async fn a_missing_hook_is_reported_and_nothing_is_completed() {
         w.status("pool").await.retiring.is_empty(),
         "nothing retired"
     );
+    w.cleanup().await;
+}
+
+/// Restart safety: SIGKILLed while a held VM's client drains, the restarted
+/// operator heartbeats again at its first look (the last heartbeat is long
+/// past the 30 s timeout by the end) and completes the action it owns.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_operator_resumes_heartbeats_and_completes_what_it_owns() {
+    let test = "hook-sigkill";
+    let mut w = World::new(
+        test,
+        WorldOptions {
+            size: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    w.create_aws_secret().await;
+    // No leader election: a killed leader's lease would hold the restart
+    // back for 15 s, half the heartbeat timeout.
+    w.operator = Some(
+        Operator::start_with(
+            &w.namespace,
+            test,
+            "nomad-pool-operator",
+            &["--leader-elect", "false"],
+        )
+        .await,
+    );
+    put_hook(&w.asg, &w.group, "drain", 30).await;
+    let jobs = w.busy_everywhere().await;
+    w.apply_pool(&w.pool_manifest("pool", hook_spec(json!({"name": "drain"}))))
+        .await;
+    w.wait_status("pool", "the hook confirmed", T, |s| {
+        condition(s, "LifecycleHook").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    set_desired(&w.asg, &w.group, 1).await;
+    let held = waiting(&w.group().await);
+    let st = w
+        .wait_status("pool", "the held VM's client draining", T, |s| {
+            s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Draining
+        })
+        .await;
+
+    let op = w.operator.as_mut().unwrap();
+    op.kill().await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    op.restart();
+    // 12 s down plus 30 s: past the timeout of any heartbeat sent before
+    // the kill.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        waiting(&w.group().await),
+        held,
+        "held by the restarted operator's heartbeats"
+    );
+    let (_, alloc) = jobs
+        .iter()
+        .find(|(n, _)| *n == st.retiring[0].node_id)
+        .unwrap();
+    w.sim.finish(alloc).await;
+    w.wait_status("pool", "retired", T, |s| {
+        s.retiring.is_empty() && s.retired_total == 1
+    })
+    .await;
+    wait_for("the held VM to leave the group", T, || async {
+        let g = w.group().await;
+        (!g.instances.iter().any(|i| held.contains(&i.id))).then_some(())
+    })
+    .await;
+    w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
