@@ -311,3 +311,44 @@ async fn a_restarted_operator_resumes_heartbeats_and_completes_what_it_owns() {
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
+
+/// With `replicas` set the pool owns the size: a capacity lowered elsewhere
+/// is raised back, while the VMs the group already chose are drained first.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_replicas_set_a_capacity_lowered_elsewhere_is_put_back_after_draining() {
+    let w = setup("hook-putback", 3).await;
+    put_hook(&w.asg, &w.group, "drain", 3600).await;
+    let jobs = w.busy_everywhere().await;
+    let mut spec = hook_spec(json!({"name": "drain"}));
+    spec["replicas"] = json!(3);
+    w.apply_pool(&w.pool_manifest("pool", spec)).await;
+    w.wait_status("pool", "the hook confirmed", T, |s| {
+        condition(s, "LifecycleHook").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    set_desired(&w.asg, &w.group, 2).await;
+    let held = waiting(&w.group().await);
+    let st = w
+        .wait_status("pool", "held VM draining, capacity put back", T, |s| {
+            s.retiring.len() == 1
+                && s.retiring[0].reason == RetireReason::LifecycleHook
+                && s.retiring[0].phase == RetirePhase::Draining
+                && s.group_desired_capacity == Some(3)
+        })
+        .await;
+    w.wait_event("ScalingUp", |r, _| r == "ScalingUp", T).await;
+    assert_eq!(waiting(&w.group().await), held, "its job still runs");
+    let (_, alloc) = jobs
+        .iter()
+        .find(|(n, _)| *n == st.retiring[0].node_id)
+        .unwrap();
+    w.sim.finish(alloc).await;
+    w.wait_status("pool", "retired, three clients again", T, |s| {
+        s.retiring.is_empty() && s.retired_total == 1 && s.ready_nodes == 3
+    })
+    .await;
+    let g = w.group().await;
+    assert_eq!((g.desired, g.instances.len()), (3, 3));
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}

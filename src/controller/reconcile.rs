@@ -79,7 +79,10 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
             rt.group.set_fresh(hooks::GROUP_FRESH);
             Some(hooks::check(spec, rt.provider.as_ref(), &rt.hooks).await)
         }
-        None => None,
+        None => {
+            rt.group.set_fresh(super::group::FRESH);
+            None
+        }
     };
     seen.lifecycle_hook = hook_check
         .as_ref()

@@ -185,3 +185,23 @@ fn a_held_vm_is_not_given_back_when_the_spec_stops_wanting_it() {
             .any(|a| matches!(a, Action::Release { .. }))
     );
 }
+
+#[test]
+fn with_replicas_set_a_capacity_lowered_elsewhere_is_put_back() {
+    // The pool owns the size: someone lowered it 4 -> 2; the two held VMs
+    // are drained (the group decided), and the capacity goes back to 4.
+    let mut w = World::new(4, Some(4));
+    w.lifecycle_hook = Some(HOOK);
+    w.group.desired_capacity = 2;
+    w.group.instances[0].lifecycle = Lifecycle::TerminatingWait;
+    w.group.instances[1].lifecycle = Lifecycle::TerminatingWait;
+    let p = w.plan();
+    let reasons: Vec<_> = p.retiring.iter().map(|e| e.reason).collect();
+    assert_eq!(reasons, [RetireReason::LifecycleHook; 2]);
+    assert!(
+        p.actions
+            .contains(&Action::SetDesiredCapacity { desired: 4 }),
+        "{:?}",
+        p.actions
+    );
+}
