@@ -6,6 +6,8 @@
 
 #[path = "lifecycle_hooks/provider.rs"]
 mod provider;
+#[path = "lifecycle_hooks/refresh.rs"]
+mod refresh;
 
 use std::time::{Duration, Instant};
 
