@@ -113,6 +113,8 @@ pub struct HookRuntime {
     checked: Mutex<Option<(Instant, HookCheck)>>,
     /// The last heartbeat recorded for each held VM.
     heartbeats: Mutex<HashMap<String, Instant>>,
+    /// Held VMs whose global timeout this process warned about.
+    pub warned: Warned,
 }
 
 impl HookRuntime {
@@ -316,6 +318,9 @@ pub async fn heartbeat(
     }
     failures
 }
+
+mod global;
+pub use global::{Warned, global_timeout_seconds, warnings as global_timeout_warnings};
 
 #[cfg(test)]
 mod tests;

@@ -150,6 +150,24 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         )
         .await;
         failures.extend(missed.into_iter().map(ActionError::Heartbeat));
+        let late = hooks::global_timeout_warnings(
+            &rt.hooks.warned,
+            *heartbeat_timeout,
+            &seen.group,
+            &planned.plan.retiring,
+            jiff::Timestamp::now(),
+        );
+        for (node, message) in late {
+            let reason = "LifecycleGlobalTimeoutNear";
+            report::publish(
+                &ctx,
+                &pool,
+                EventType::Warning,
+                reason,
+                &message,
+                Some(&node),
+            );
+        }
     }
     let behind = persist::write_behind(&pool, &ctx, &persisted.behind).await;
     // Where a slow reconcile spends its time (cumulative milliseconds).
