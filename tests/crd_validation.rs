@@ -141,7 +141,44 @@ async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
             json!({"provider": {"awsAutoScalingGroup": {"name": ""}}}),
             "spec.provider.awsAutoScalingGroup.name",
         ),
+        (
+            "hook-timeout-too-short",
+            hook(json!({"name": "drain", "mode": "Managed", "heartbeatTimeoutSeconds": 29})),
+            "between 30 and 7200",
+        ),
+        (
+            "hook-timeout-too-long",
+            hook(json!({"name": "drain", "mode": "Managed", "heartbeatTimeoutSeconds": 7201})),
+            "between 30 and 7200",
+        ),
+        (
+            "hook-timeout-of-an-existing-hook",
+            hook(json!({"name": "drain", "heartbeatTimeoutSeconds": 60})),
+            "only used with mode: Managed",
+        ),
+        (
+            "hook-without-name",
+            hook(json!({"mode": "Managed"})),
+            "name",
+        ),
+        (
+            "hook-bad-mode",
+            hook(json!({"name": "drain", "mode": "Sometimes"})),
+            "Unsupported value",
+        ),
+        (
+            "hook-queue-not-a-url",
+            hook(json!({"name": "drain", "queueURL": "my-queue"})),
+            "must be an SQS queue URL",
+        ),
     ];
+    let managed =
+        hook(json!({"name": "drain", "mode": "Managed", "heartbeatTimeoutSeconds": 7200}));
+    let mut spec = valid();
+    merge(&mut spec, managed);
+    create("valid-hook", spec)
+        .await
+        .expect("a managed hook at AWS's upper limit is valid");
     let mut failures = vec![];
     for (name, patch, expected) in cases {
         let mut spec = valid();
@@ -162,6 +199,11 @@ async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
 }
 
 /// `null` in a patch means "remove the field", as in a JSON merge patch.
+/// A patch naming the group's lifecycle hook.
+fn hook(hook: Value) -> Value {
+    json!({"provider": {"awsAutoScalingGroup": {"lifecycleHook": hook}}})
+}
+
 fn strip_nulls(v: &mut Value) {
     if let Value::Object(m) = v {
         m.retain(|_, v| !v.is_null());

@@ -13,7 +13,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod lifecycle_hook;
 mod retirement;
+pub use lifecycle_hook::*;
 pub use retirement::*;
 
 /// A Go duration string as Nomad and Kubernetes use them (`90s`, `30m`, `1h30m`).
@@ -210,6 +212,10 @@ pub struct AwsAutoScalingGroup {
     /// `AWS_SESSION_TOKEN`. Unset: the standard AWS chain (IRSA, environment, IMDS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// The group's terminating lifecycle hook: terminations the group starts
+    /// itself wait in `Terminating:Wait` until the client is drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_hook: Option<LifecycleHookSpec>,
 }
 
 /// One client to retire explicitly.
@@ -516,6 +522,9 @@ pub enum RetireReason {
     Requested,
     /// Named in `spec.retire` with `replace: true`.
     Replace,
+    /// The group is terminating the VM itself and its lifecycle hook holds
+    /// it in `Terminating:Wait`: never refused by the budget.
+    LifecycleHook,
 }
 
 // The names below are the serde names (what `status` records), spelled out:
@@ -549,6 +558,7 @@ impl RetireReason {
             RetireReason::ScaleIn => "ScaleIn",
             RetireReason::Requested => "Requested",
             RetireReason::Replace => "Replace",
+            RetireReason::LifecycleHook => "LifecycleHook",
         }
     }
 }
@@ -580,7 +590,7 @@ mod tests {
             assert_eq!(p.to_string(), format!("{p:?}"));
         }
         use RetireReason as R;
-        for r in [R::ScaleIn, R::Requested, R::Replace] {
+        for r in [R::ScaleIn, R::Requested, R::Replace, R::LifecycleHook] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r}");
             assert_eq!(r.to_string(), format!("{r:?}"));
         }

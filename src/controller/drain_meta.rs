@@ -127,6 +127,7 @@ fn reason_named(name: &str) -> Option<RetireReason> {
         RetireReason::ScaleIn,
         RetireReason::Requested,
         RetireReason::Replace,
+        RetireReason::LifecycleHook,
     ]
     .into_iter()
     .find(|r| r.as_str() == name)

@@ -28,6 +28,9 @@ pub struct GroupView {
     provider: Arc<dyn CloudProvider>,
     trigger: Trigger,
     state: Arc<Mutex<State>>,
+    /// `FRESH`, or shorter while a lifecycle hook may hold VMs (see
+    /// `hooks::GROUP_FRESH`), in milliseconds.
+    fresh_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -176,7 +179,15 @@ impl GroupView {
             provider,
             trigger,
             state: Arc::new(Mutex::new(State::default())),
+            fresh_ms: std::sync::atomic::AtomicU64::new(FRESH.as_millis() as u64),
         }
+    }
+
+    /// Refresh the view once older than `fresh` (at most `FRESH`).
+    pub fn set_fresh(&self, fresh: Duration) {
+        let ms = fresh.min(FRESH).as_millis() as u64;
+        self.fresh_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -195,7 +206,10 @@ impl GroupView {
                         group: g.clone(),
                         age,
                     };
-                    if age >= FRESH && !st.refreshing {
+                    let fresh = Duration::from_millis(
+                        self.fresh_ms.load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                    if age >= fresh && !st.refreshing {
                         st.refreshing = true;
                         let read = ReadInFlight::new(&self.state, &mut st);
                         self.spawn_refresh(read);

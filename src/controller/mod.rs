@@ -40,6 +40,7 @@ pub mod drain_meta;
 pub mod error;
 pub mod events;
 pub mod group;
+pub mod hooks;
 pub mod outside;
 pub mod own_writes;
 pub mod plan;

@@ -13,7 +13,7 @@ use tracing::{debug, instrument, warn};
 
 use super::conditions::build_status;
 use super::runtime::runtime;
-use super::{Context, Error, readiness};
+use super::{Context, Error, hooks, readiness};
 use crate::api::NomadClientPool;
 
 mod act;
@@ -72,6 +72,23 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         Err(NotObserved::Trouble(t)) => return report::trouble(&pool, &ctx, t).await,
     };
 
+    // The lifecycle hook the spec names, confirmed before the planner may
+    // complete anything under it.
+    let hook_check = match hooks::spec_hook(&pool.spec) {
+        Some(spec) => {
+            rt.group.set_fresh(hooks::GROUP_FRESH);
+            Some(hooks::check(spec, rt.provider.as_ref(), &rt.hooks).await)
+        }
+        None => {
+            rt.group.set_fresh(super::group::FRESH);
+            None
+        }
+    };
+    seen.lifecycle_hook = hook_check
+        .as_ref()
+        .and_then(|c| c.ready())
+        .map(str::to_owned);
+
     // Plan (pure), then held to what this process remembers.
     let planned = match observe::plan(&pool, &rt, &mut seen).await {
         Ok(planned) => planned,
@@ -94,6 +111,16 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
+    let hook_news = hooks::condition(
+        &mut new_status,
+        &seen.status,
+        hook_check.as_ref(),
+        pool.metadata.generation,
+        jiff::Timestamp::now(),
+    );
+    if let Some((reason, message)) = hook_news {
+        report::publish(&ctx, &pool, EventType::Warning, &reason, &message, None);
+    }
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
     let persisted = persist::write_ahead(
         &pool,
@@ -107,7 +134,41 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let written_at = started.elapsed();
 
     // Act, then write what no action waited on.
-    let failures = act::act(&pool, &rt, &seen, &planned.plan, &persisted.names).await;
+    let mut failures = act::act(&pool, &rt, &seen, &planned.plan, &persisted.names).await;
+    if let Some(hooks::HookCheck::Ready {
+        name,
+        heartbeat_timeout,
+    }) = &hook_check
+    {
+        let missed = hooks::heartbeat(
+            rt.provider.as_ref(),
+            &rt.hooks,
+            name,
+            *heartbeat_timeout,
+            &seen.group,
+            &planned.plan.retiring,
+        )
+        .await;
+        failures.extend(missed.into_iter().map(ActionError::Heartbeat));
+        let late = hooks::global_timeout_warnings(
+            &rt.hooks.warned,
+            *heartbeat_timeout,
+            &seen.group,
+            &planned.plan.retiring,
+            jiff::Timestamp::now(),
+        );
+        for (node, message) in late {
+            let reason = "LifecycleGlobalTimeoutNear";
+            report::publish(
+                &ctx,
+                &pool,
+                EventType::Warning,
+                reason,
+                &message,
+                Some(&node),
+            );
+        }
+    }
     let behind = persist::write_behind(&pool, &ctx, &persisted.behind).await;
     // Where a slow reconcile spends its time (cumulative milliseconds).
     debug!(
@@ -135,7 +196,14 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures, &persisted).await);
     }
     ctx.note_success(&pool);
-    Ok(Requeue::requeue(next_look(&planned.plan, &persisted)))
+    let look = next_look(&planned.plan, &persisted);
+    // A VM the group's hook holds must be seen within seconds, and a held
+    // client's heartbeats must not wait for the resync.
+    let look = match hook_check {
+        Some(_) => look.min(hooks::LOOK_EVERY),
+        None => look,
+    };
+    Ok(Requeue::requeue(look))
 }
 
 /// When to look again. The cloud group is not watched: while anything waits

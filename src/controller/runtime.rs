@@ -57,6 +57,8 @@ pub struct PoolRuntime {
     /// Failed terminate calls, reported by the next reconcile.
     pub cloud_failures: Mutex<Vec<ActionError>>,
     pub trigger: Trigger,
+    /// The pool's lifecycle hook and heartbeats (see `hooks`).
+    pub hooks: super::hooks::HookRuntime,
 }
 
 impl PoolRuntime {
@@ -151,6 +153,7 @@ pub(super) async fn runtime(
         terminate_calls: Arc::new(tokio::sync::Semaphore::new(TERMINATE_CALLS)),
         cloud_failures: Default::default(),
         trigger,
+        hooks: Default::default(),
     });
     ctx.pools
         .lock()

@@ -28,8 +28,8 @@ use futures::future::BoxFuture;
 use tracing::{debug, info, warn};
 
 use super::{
-    CloudProvider, GroupState, InstanceState, Lifecycle, ProviderError, TerminateOutcome,
-    scrub_message,
+    CloudProvider, GroupState, InstanceState, Lifecycle, LifecycleAction, LifecycleActionOutcome,
+    LifecycleHook, ProviderError, TerminateOutcome, scrub_message,
 };
 
 pub const KIND: &str = "aws-asg";
@@ -430,6 +430,35 @@ impl CloudProvider for AwsAutoScalingGroup {
     fn instance_id_attribute(&self) -> &'static str {
         INSTANCE_ID_ATTRIBUTE
     }
+
+    fn describe_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LifecycleHook>, ProviderError>> {
+        self.describe_hook(hook).boxed()
+    }
+
+    fn put_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+        heartbeat_timeout: u32,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        self.put_hook(hook, heartbeat_timeout).boxed()
+    }
+
+    fn complete_lifecycle_action<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        self.complete_action(action).boxed()
+    }
+
+    fn record_lifecycle_action_heartbeat<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        self.heartbeat(action).boxed()
+    }
 }
 
 fn size(v: Option<i32>) -> u32 {
@@ -446,8 +475,10 @@ pub fn lifecycle_from_aws(state: &str) -> Lifecycle {
         "Pending" | "Pending:Wait" | "Pending:Proceed" => Lifecycle::Pending,
         "InService" => Lifecycle::InService,
         "Standby" | "EnteringStandby" => Lifecycle::Standby,
+        // The one state where the group waits for someone: the operator
+        // completes the hook's action once the client is drained.
+        "Terminating:Wait" => Lifecycle::TerminatingWait,
         "Terminating"
-        | "Terminating:Wait"
         | "Terminating:Proceed"
         | "Warmed:Terminating"
         | "Warmed:Terminating:Wait"
@@ -459,6 +490,7 @@ pub fn lifecycle_from_aws(state: &str) -> Lifecycle {
 }
 
 mod errors;
+mod hooks;
 
 use errors::{RetryOnlyUnexecutedTerminate, classify_sdk_error};
 #[cfg(test)]

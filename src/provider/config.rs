@@ -122,6 +122,7 @@ pub fn sample_spec(credentials: Option<&str>) -> ProviderSpec {
             region: "us-east-1".into(),
             endpoint: None,
             credentials_secret_ref: credentials.map(|name| SecretRef { name: name.into() }),
+            lifecycle_hook: None,
         }),
     }
 }

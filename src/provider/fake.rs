@@ -10,6 +10,11 @@
 //! instances (a raised desired capacity stays a number until the test adds
 //! instances with [`FakeProvider::launch`]), or finish a termination by
 //! itself ([`FakeProvider::settle`]).
+//!
+//! Lifecycle hooks (`hooks`) are as strict as AWS's: a terminating hook
+//! holds every instance the group removes in `Terminating:Wait` until each
+//! of its hooks' actions is completed (or the test times it out), and a
+//! completion or heartbeat with no pending action is answered `NotActive`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,9 +23,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{
-    CloudProvider, Connector, GroupState, InstanceState, Lifecycle, ProviderConfig, ProviderError,
-    TerminateOutcome,
+    CloudProvider, Connector, GroupState, InstanceState, Lifecycle, LifecycleAction,
+    LifecycleActionOutcome, LifecycleHook, ProviderConfig, ProviderError, TerminateOutcome,
 };
+
+mod hooks;
+pub use hooks::FakeHooks;
 
 /// The Nomad attribute the fake's instance IDs are found under: the one
 /// `nomad-sim` fingerprints its VMs with.
@@ -35,6 +43,19 @@ pub enum Call {
         decrement: bool,
     },
     SetDesiredCapacity(u32),
+    DescribeLifecycleHook(String),
+    PutLifecycleHook {
+        hook: String,
+        heartbeat_timeout: u32,
+    },
+    CompleteLifecycleAction {
+        hook: String,
+        instance_id: String,
+    },
+    RecordLifecycleActionHeartbeat {
+        hook: String,
+        instance_id: String,
+    },
 }
 
 /// Which call an injected failure answers.
@@ -43,6 +64,10 @@ pub enum Operation {
     Describe,
     Terminate,
     SetDesiredCapacity,
+    DescribeLifecycleHook,
+    PutLifecycleHook,
+    CompleteLifecycleAction,
+    RecordLifecycleActionHeartbeat,
 }
 
 #[derive(Debug)]
@@ -60,6 +85,8 @@ struct FakeState {
     terminate_takes: std::time::Duration,
     terminates_in_flight: usize,
     most_terminates_in_flight: usize,
+    /// The group's lifecycle hooks and the actions pending under them.
+    hooks: FakeHooks,
 }
 
 impl FakeProvider {
@@ -84,6 +111,7 @@ impl FakeProvider {
                 terminate_takes: std::time::Duration::ZERO,
                 terminates_in_flight: 0,
                 most_terminates_in_flight: 0,
+                hooks: FakeHooks::default(),
             }),
         })
     }
@@ -122,17 +150,43 @@ impl FakeProvider {
         self.lock().most_terminates_in_flight
     }
 
+    /// The group's hooks and pending actions, as a test sets or reads them.
+    pub fn hooks<R>(&self, f: impl FnOnce(&mut FakeHooks, &mut GroupState) -> R) -> R {
+        let mut st = self.lock();
+        let st = &mut *st;
+        f(&mut st.hooks, &mut st.group)
+    }
+
     /// Add an instance in service, as the cloud does after a scale-out.
     pub fn launch(&self, instance_id: &str) {
         self.lock().group.instances.push(in_service(instance_id));
     }
 
-    /// Terminations finish: terminating instances leave the group.
+    /// Terminations finish: terminating instances leave the group, except
+    /// those a lifecycle hook holds.
     pub fn settle(&self) {
         self.lock()
             .group
             .instances
-            .retain(|i| !i.lifecycle.is_terminating());
+            .retain(|i| !i.lifecycle.is_terminating() || i.lifecycle == Lifecycle::TerminatingWait);
+    }
+
+    /// Someone else lowers the desired capacity by `by` (a scaling policy,
+    /// the console): the group picks its first unprotected instances in
+    /// service, as the cloud's termination policy would.
+    pub fn scale_in_outside(&self, by: u32) -> Vec<String> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.group.desired_capacity = st.group.desired_capacity.saturating_sub(by);
+        let victims: Vec<String> = (st.group.instances.iter())
+            .filter(|i| i.lifecycle == Lifecycle::InService && !i.protected_from_scale_in)
+            .take(by as usize)
+            .map(|i| i.id.clone())
+            .collect();
+        for id in &victims {
+            st.hooks.begin_terminating(&mut st.group, id);
+        }
+        victims
     }
 
     fn call(&self, call: Call, operation: Operation) -> Result<(), ProviderError> {
@@ -155,6 +209,7 @@ impl FakeProvider {
         };
         self.call(call, Operation::Terminate)?;
         let mut st = self.lock();
+        let st = &mut *st;
         let group = &mut st.group;
         if group.terminate_suspended {
             return Err(refused("the Terminate process is suspended"));
@@ -163,7 +218,7 @@ impl FakeProvider {
             return Ok(TerminateOutcome::NotInGroup);
         };
         match group.instances[at].lifecycle {
-            Lifecycle::Terminating | Lifecycle::Terminated => {
+            Lifecycle::Terminating | Lifecycle::TerminatingWait | Lifecycle::Terminated => {
                 return Ok(TerminateOutcome::AlreadyTerminating);
             }
             Lifecycle::Detaching => return Ok(TerminateOutcome::NotInGroup),
@@ -178,7 +233,7 @@ impl FakeProvider {
             }
             group.desired_capacity -= 1;
         }
-        group.instances[at].lifecycle = Lifecycle::Terminating;
+        st.hooks.begin_terminating(&mut st.group, instance_id);
         Ok(TerminateOutcome::Terminated)
     }
 }
@@ -260,6 +315,61 @@ impl CloudProvider for FakeProvider {
     fn instance_id_attribute(&self) -> &'static str {
         INSTANCE_ID_ATTRIBUTE
     }
+
+    fn describe_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LifecycleHook>, ProviderError>> {
+        let call = Call::DescribeLifecycleHook(hook.into());
+        let result = (self.call(call, Operation::DescribeLifecycleHook))
+            .map(|()| self.lock().hooks.hook(hook).cloned());
+        futures::future::ready(result).boxed()
+    }
+
+    fn put_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+        heartbeat_timeout: u32,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let call = Call::PutLifecycleHook {
+            hook: hook.into(),
+            heartbeat_timeout,
+        };
+        let result = (self.call(call, Operation::PutLifecycleHook))
+            .and_then(|()| self.lock().hooks.put(hook, heartbeat_timeout));
+        futures::future::ready(result).boxed()
+    }
+
+    fn complete_lifecycle_action<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        let call = Call::CompleteLifecycleAction {
+            hook: action.hook.clone(),
+            instance_id: action.instance_id.clone(),
+        };
+        let result = self
+            .call(call, Operation::CompleteLifecycleAction)
+            .map(|()| {
+                let mut st = self.lock();
+                let st = &mut *st;
+                st.hooks.complete(&mut st.group, action)
+            });
+        futures::future::ready(result).boxed()
+    }
+
+    fn record_lifecycle_action_heartbeat<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        let call = Call::RecordLifecycleActionHeartbeat {
+            hook: action.hook.clone(),
+            instance_id: action.instance_id.clone(),
+        };
+        let result = (self.call(call, Operation::RecordLifecycleActionHeartbeat))
+            .map(|()| self.lock().hooks.heartbeat(action));
+        futures::future::ready(result).boxed()
+    }
 }
 
 /// A [`Connector`] that hands out fake groups by the name a pool's spec
@@ -325,5 +435,125 @@ mod tests {
         assert!(fake.describe_group().await.is_err());
         assert!(fake.describe_group().await.is_ok(), "one failure only");
         assert!(fake.set_desired_capacity(1_001).await.is_err());
+    }
+
+    /// ref §1.1, §2.3, §2.4: a hook holds what the group removes; the
+    /// action completes once, then it is gone (`NotActive`, not an error).
+    #[tokio::test]
+    async fn a_terminating_hook_holds_instances_until_completed() {
+        let fake = FakeProvider::new("g", &["i-1", "i-2", "i-3"]);
+        assert_eq!(fake.describe_lifecycle_hook("drain").await, Ok(None));
+        assert!(fake.put_lifecycle_hook("drain", 29).await.is_err());
+        fake.put_lifecycle_hook("drain", 30).await.unwrap();
+        let hook = fake
+            .describe_lifecycle_hook("drain")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (hook.heartbeat_timeout, hook.global_timeout),
+            (30, Some(3000))
+        );
+
+        assert_eq!(fake.scale_in_outside(1), vec!["i-1".to_string()]);
+        let g = fake.group_state();
+        assert_eq!(g.desired_capacity, 2);
+        assert_eq!(g.instances[0].lifecycle, Lifecycle::TerminatingWait);
+        assert_eq!(
+            fake.terminate_instance("i-1", false).await,
+            Ok(TerminateOutcome::AlreadyTerminating)
+        );
+        fake.settle();
+        assert_eq!(fake.group_state().instances.len(), 3, "held, not gone");
+
+        let action = |id: &str, hook: &str| LifecycleAction {
+            hook: hook.into(),
+            instance_id: id.into(),
+            token: None,
+        };
+        let other_hook = action("i-1", "other");
+        assert_eq!(
+            fake.complete_lifecycle_action(&other_hook).await,
+            Ok(LifecycleActionOutcome::NotActive)
+        );
+        let a = action("i-1", "drain");
+        let wrong_token = LifecycleAction {
+            token: Some("00000000-0000-4000-8000-999999999999".into()),
+            ..a.clone()
+        };
+        assert_eq!(
+            fake.record_lifecycle_action_heartbeat(&wrong_token).await,
+            Ok(LifecycleActionOutcome::NotActive)
+        );
+        assert_eq!(
+            fake.record_lifecycle_action_heartbeat(&a).await,
+            Ok(LifecycleActionOutcome::Applied)
+        );
+        assert_eq!(fake.hooks(|h, _| h.heartbeats("i-1")), 1);
+        assert_eq!(
+            fake.complete_lifecycle_action(&a).await,
+            Ok(LifecycleActionOutcome::Applied)
+        );
+        assert_eq!(
+            fake.complete_lifecycle_action(&a).await,
+            Ok(LifecycleActionOutcome::NotActive),
+            "a second completion finds nothing pending"
+        );
+        assert_eq!(
+            fake.group_state().instances[0].lifecycle,
+            Lifecycle::Terminating
+        );
+
+        // The operator's own terminate goes through the hook too.
+        assert_eq!(
+            fake.terminate_instance("i-2", true).await,
+            Ok(TerminateOutcome::Terminated)
+        );
+        assert_eq!(
+            fake.group_state().instances[1].lifecycle,
+            Lifecycle::TerminatingWait
+        );
+        fake.hooks(|h, g| h.time_out(g, "i-2"));
+        assert_eq!(
+            fake.group_state().instances[1].lifecycle,
+            Lifecycle::Terminating
+        );
+        fake.settle();
+        assert_eq!(fake.group_state().instances.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_hooks_the_provider_default_refuses() {
+        #[derive(Debug)]
+        struct NoHooks(Arc<FakeProvider>);
+        impl CloudProvider for NoHooks {
+            fn kind(&self) -> &'static str {
+                "nohooks"
+            }
+            fn group(&self) -> String {
+                self.0.group()
+            }
+            fn describe_group(&self) -> BoxFuture<'_, Result<GroupState, ProviderError>> {
+                self.0.describe_group()
+            }
+            fn terminate_instance<'a>(
+                &'a self,
+                id: &'a str,
+                decrement: bool,
+            ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
+                self.0.terminate_instance(id, decrement)
+            }
+            fn set_desired_capacity(&self, d: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
+                self.0.set_desired_capacity(d)
+            }
+            fn instance_id_attribute(&self) -> &'static str {
+                INSTANCE_ID_ATTRIBUTE
+            }
+        }
+        let p = NoHooks(FakeProvider::new("g", &["i-1"]));
+        assert!(matches!(
+            p.describe_lifecycle_hook("drain").await,
+            Err(ProviderError::Refused { .. })
+        ));
     }
 }

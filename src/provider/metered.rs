@@ -8,13 +8,20 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 
-use super::{CloudProvider, GroupState, ProviderError, TerminateOutcome};
+use super::{
+    CloudProvider, GroupState, LifecycleAction, LifecycleActionOutcome, LifecycleHook,
+    ProviderError, TerminateOutcome,
+};
 use crate::metrics::metrics;
 
 /// The operation names of `nomadpool_cloud_requests_total{endpoint=…}`.
 pub const DESCRIBE: &str = "DescribeGroup";
 pub const TERMINATE: &str = "TerminateInstance";
 pub const SET_DESIRED: &str = "SetDesiredCapacity";
+pub const DESCRIBE_HOOK: &str = "DescribeLifecycleHook";
+pub const PUT_HOOK: &str = "PutLifecycleHook";
+pub const COMPLETE_ACTION: &str = "CompleteLifecycleAction";
+pub const HEARTBEAT: &str = "RecordLifecycleActionHeartbeat";
 
 /// A [`CloudProvider`] whose calls are recorded in the operator's metrics.
 #[derive(Debug)]
@@ -77,6 +84,44 @@ impl CloudProvider for Metered {
 
     fn instance_id_attribute(&self) -> &'static str {
         self.0.instance_id_attribute()
+    }
+
+    fn describe_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LifecycleHook>, ProviderError>> {
+        Box::pin(timed(DESCRIBE_HOOK, self.0.describe_lifecycle_hook(hook)))
+    }
+
+    fn put_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+        heartbeat_timeout: u32,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(timed(
+            PUT_HOOK,
+            self.0.put_lifecycle_hook(hook, heartbeat_timeout),
+        ))
+    }
+
+    fn complete_lifecycle_action<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        Box::pin(timed(
+            COMPLETE_ACTION,
+            self.0.complete_lifecycle_action(action),
+        ))
+    }
+
+    fn record_lifecycle_action_heartbeat<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        Box::pin(timed(
+            HEARTBEAT,
+            self.0.record_lifecycle_action_heartbeat(action),
+        ))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod aws;
 pub mod config;
 mod factory;
 pub mod fake;
+pub mod lifecycle;
 pub mod metered;
 pub mod ownership;
 mod preflight;
@@ -29,6 +30,7 @@ use futures::future::BoxFuture;
 pub use aws::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
 pub use config::{CredentialsReference, MissingKey, ProviderConfig, credentials_reference};
 pub use factory::{Clouds, Connector, connect};
+pub use lifecycle::{LifecycleAction, LifecycleActionOutcome, LifecycleHook};
 pub use ownership::{OWNER_TAG, OwnershipRefusal};
 pub use preflight::{PreflightRefusal, preflight, preflight_with};
 
@@ -77,6 +79,55 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
     /// Which Nomad node attribute carries this provider's instance ID
     /// (AWS: "unique.platform.aws.instance-id"; GCE would be "unique.platform.gce.id")
     fn instance_id_attribute(&self) -> &'static str;
+
+    // Terminating lifecycle hooks (see [`lifecycle`]). A cloud without them
+    // keeps the defaults, which refuse: a pool can only name a hook in the
+    // spec of a provider that has them.
+
+    /// The group's hook named `hook`; `None` when the group has no such hook.
+    fn describe_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LifecycleHook>, ProviderError>> {
+        let _ = hook;
+        no_lifecycle_hooks(self.kind())
+    }
+
+    /// Create or update the group's terminating hook `hook` (CONTINUE at a
+    /// timeout: a terminating instance goes either way, and CONTINUE lets
+    /// the group's other hooks run).
+    fn put_lifecycle_hook<'a>(
+        &'a self,
+        hook: &'a str,
+        heartbeat_timeout: u32,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let _ = (hook, heartbeat_timeout);
+        no_lifecycle_hooks(self.kind())
+    }
+
+    /// Complete a pending action with CONTINUE: the instance may terminate.
+    fn complete_lifecycle_action<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        let _ = action;
+        no_lifecycle_hooks(self.kind())
+    }
+
+    /// Restart a pending action's heartbeat timeout.
+    fn record_lifecycle_action_heartbeat<'a>(
+        &'a self,
+        action: &'a LifecycleAction,
+    ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
+        let _ = action;
+        no_lifecycle_hooks(self.kind())
+    }
+}
+
+fn no_lifecycle_hooks<'a, T: Send + 'a>(kind: &str) -> BoxFuture<'a, Result<T, ProviderError>> {
+    Box::pin(futures::future::ready(Err(ProviderError::Refused {
+        message: format!("provider {kind} has no lifecycle hooks"),
+    })))
 }
 
 /// A snapshot of an instance group, as one describe call returned it.
@@ -121,6 +172,10 @@ pub enum Lifecycle {
     InService,
     Standby,
     Terminating,
+    /// Terminating, held by a lifecycle hook until its action is completed
+    /// or times out (AWS `Terminating:Wait`): still running, no longer
+    /// counted in the desired capacity.
+    TerminatingWait,
     Terminated,
     /// Leaving the group without being terminated (AWS `Detaching`/`Detached`).
     Detaching,
@@ -131,7 +186,10 @@ impl Lifecycle {
     /// The instance is on its way out (or gone) and terminating it again must
     /// not happen.
     pub fn is_terminating(&self) -> bool {
-        matches!(self, Lifecycle::Terminating | Lifecycle::Terminated)
+        matches!(
+            self,
+            Lifecycle::Terminating | Lifecycle::TerminatingWait | Lifecycle::Terminated
+        )
     }
 }
 
@@ -142,6 +200,7 @@ impl fmt::Display for Lifecycle {
             Lifecycle::InService => "InService",
             Lifecycle::Standby => "Standby",
             Lifecycle::Terminating => "Terminating",
+            Lifecycle::TerminatingWait => "Terminating:Wait",
             Lifecycle::Terminated => "Terminated",
             Lifecycle::Detaching => "Detaching",
             Lifecycle::Other(s) => s,
@@ -369,6 +428,7 @@ mod tests {
     fn lifecycle_terminating_covers_terminated() {
         assert!(Lifecycle::Terminating.is_terminating());
         assert!(Lifecycle::Terminated.is_terminating());
+        assert!(Lifecycle::TerminatingWait.is_terminating());
         assert!(!Lifecycle::Detaching.is_terminating());
         assert!(!Lifecycle::Other("Warmed:Running".into()).is_terminating());
         assert_eq!(

@@ -195,7 +195,13 @@ impl Bridge {
                 for id in registered.iter() {
                     let gone = instances
                         .get(id)
-                        .is_none_or(|s| !matches!(s.as_str(), "InService" | "Pending" | "Standby"));
+                        // A VM a lifecycle hook holds still runs (EC2 `running`).
+                        .is_none_or(|s| {
+                            !matches!(
+                                s.as_str(),
+                                "InService" | "Pending" | "Standby" | "Terminating:Wait"
+                            )
+                        });
                     if gone && killed.insert(id.clone()) {
                         let _ = http
                             .post(format!("{sim_url}/sim/nodes/{id}/kill"))

@@ -136,7 +136,12 @@ impl NomadClientRetirementSpec {
         match self.capacity {
             Some(CapacityChange::Shrink) => true,
             Some(CapacityChange::Replace) => false,
-            None => self.reason != RetireReason::Replace,
+            // The group lowered its capacity itself (or replaces the VM):
+            // the operator never terminates a hook's instance.
+            None => !matches!(
+                self.reason,
+                RetireReason::Replace | RetireReason::LifecycleHook
+            ),
         }
     }
 }

@@ -162,6 +162,12 @@ fn advance_terminating(
             decrement: e.decrement,
             first_attempt: false,
         });
+    } else if super::hooks::held(view, &instance) {
+        // The group waits for us: this client is drained (or forced), so
+        // the action is completed, again on each look until the VM goes.
+        plan.actions
+            .push(super::hooks::complete(&instance, Some(&e.node_id)));
+        e.message = Some("drained; completing the lifecycle action so the VM terminates".into());
     } else if node.status == NodeStatus::Down {
         plan.actions.push(Action::Purge {
             node_id: e.node_id.clone(),

@@ -38,6 +38,7 @@ mod advance;
 mod capacity;
 mod departed;
 mod go_duration;
+mod hooks;
 mod identity;
 mod release;
 mod retired;
@@ -97,6 +98,12 @@ pub enum Action {
     SetDesiredCapacity {
         desired: u32,
     },
+    /// Let a VM the pool's lifecycle hook holds go (CONTINUE): its client
+    /// is drained, or it has none.
+    CompleteLifecycleAction {
+        instance_id: String,
+        node_id: Option<String>,
+    },
 }
 
 impl Action {
@@ -108,6 +115,7 @@ impl Action {
             | Action::Release { node_id, .. }
             | Action::Terminate { node_id, .. }
             | Action::Purge { node_id } => Some(node_id),
+            Action::CompleteLifecycleAction { node_id, .. } => node_id.as_deref(),
             Action::SetDesiredCapacity { .. } => None,
         }
     }
@@ -117,7 +125,13 @@ impl Action {
     /// which Nomad reports down, so repeating it after a crash, or running it
     /// from a stale copy of the pool, is harmless.
     pub fn needs_write_ahead(&self) -> bool {
-        !matches!(self, Action::Purge { .. })
+        // A completion is planned only for a client drained (its record in
+        // Terminating) or for a VM no client reports: repeating it is
+        // harmless, the cloud answers "no active action".
+        !matches!(
+            self,
+            Action::Purge { .. } | Action::CompleteLifecycleAction { .. }
+        )
     }
 }
 
@@ -296,9 +310,11 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
     } else {
         advance_tracked(view, &nodes, &mut plan)
     };
-    // 2. Adopt this pool's drains that status lost.
+    // 2. Adopt this pool's drains that status lost; retire the VMs the
+    // group's lifecycle hook holds (the group decided: no budget).
     if !dry_run {
         adopt::lost_drains(view, &mut next, &mut plan);
+        hooks::discover(view, &mut next, &mut plan);
     }
     // 3. The pool's size and budget, and what holds them back.
     let mut selection = Selection::new(view, &next, &mut plan);

@@ -47,8 +47,13 @@ pub(super) fn unwanted(
         let wanted = match entry.reason {
             RetireReason::ScaleIn => spec.replicas.is_some(),
             RetireReason::Requested | RetireReason::Replace => named,
+            // The group is terminating the VM whatever the spec says.
+            RetireReason::LifecycleHook => true,
         };
-        if !wanted && entry.phase < RetirePhase::Terminating {
+        // A VM the group's hook holds goes whatever the spec says: its
+        // client stays drained until the action is completed.
+        let held = (entry.instance_id.as_deref()).is_some_and(|i| super::hooks::held(view, i));
+        if !wanted && !held && entry.phase < RetirePhase::Terminating {
             cancel(entry, plan, view.now, "no longer named by the spec".into());
         }
     }

@@ -147,6 +147,10 @@ fn terminate_drained(
             .push(seconds_between(started.0, view.now));
     }
     move_to(e, view, RetirePhase::Terminating, None);
+    if super::hooks::held(view, &instance) {
+        plan.actions
+            .push(super::hooks::complete(&instance, Some(&e.node_id)));
+    }
     if still_counted(&lifecycle) {
         plan.actions.push(Action::Terminate {
             node_id: e.node_id.clone(),

@@ -91,6 +91,9 @@ pub struct PoolView<'a> {
     /// Clients whose retirement drains them otherwise than the pool's
     /// `drain` says, by node ID.
     pub drains: &'a HashMap<String, DrainPolicy>,
+    /// The group's terminating lifecycle hook the spec names, once the
+    /// cloud confirmed it exists: VMs it holds are drained, then let go.
+    pub lifecycle_hook: Option<&'a str>,
 }
 
 impl PoolView<'_> {

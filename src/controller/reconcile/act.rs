@@ -9,13 +9,14 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use tracing::{Instrument, debug, warn};
 
+use super::super::hooks::HeartbeatFailed;
 use super::super::plan::{self, Action};
 use super::super::siblings::{self, LastCheckError};
 use super::super::{PoolRuntime, drain_meta};
 use super::observe::Observed;
 use crate::api::{DrainPolicy, NomadClientPool};
 use crate::nomad::{DrainRequest, DrainSpec, NomadError};
-use crate::provider::{ProviderError, TerminateOutcome};
+use crate::provider::{LifecycleAction, LifecycleActionOutcome, ProviderError, TerminateOutcome};
 
 /// Nomad and cloud calls of one reconcile in flight at once.
 const ACTION_CONCURRENCY: usize = 16;
@@ -46,6 +47,14 @@ pub enum ActionError {
         #[source]
         source: LastCheckError,
     },
+    #[error("completing the lifecycle action of {instance_id}: {source}")]
+    CompleteLifecycleAction {
+        instance_id: String,
+        #[source]
+        source: ProviderError,
+    },
+    #[error(transparent)]
+    Heartbeat(#[from] HeartbeatFailed),
 }
 
 /// Run the plan's actions; the failures, with those of terminate calls that
@@ -88,7 +97,12 @@ pub async fn act(
     let (node_actions, group_actions): (Vec<&Action>, Vec<&Action>) = planned
         .actions
         .iter()
-        .filter(|a| !matches!(a, Action::Terminate { .. }))
+        .filter(|a| {
+            !matches!(
+                a,
+                Action::Terminate { .. } | Action::CompleteLifecycleAction { .. }
+            )
+        })
         .partition(|a| a.node_id().is_some());
     // Built eagerly (boxed) rather than mapped lazily in the stream: a lazy
     // map over borrowed actions trips the Send check of the controller.
@@ -98,6 +112,9 @@ pub async fn act(
         .collect();
     let mut failures: Vec<ActionError> =
         std::mem::take(&mut *rt.cloud_failures.lock().expect("failures lock"));
+    if let Some(hook) = seen.lifecycle_hook.as_deref() {
+        failures.extend(complete_actions(rt, hook, &planned.actions).await);
+    }
     failures.extend(
         futures::stream::iter(calls)
             .buffered(ACTION_CONCURRENCY)
@@ -170,6 +187,15 @@ fn spawn_terminate(
             // waits for the pool's own requeue and back-off, or a call that
             // keeps failing (or finds the instance gone) would spin it.
             let wake = matches!(result, Ok(TerminateOutcome::Terminated));
+            if wake && let Some(hook) = rt.hooks.ready() {
+                // Our own terminate of a drained client: the group's hook
+                // holds the VM now; let it go at once instead of after the
+                // heartbeat timeout. A hook of someone else's that holds it
+                // too is theirs to complete.
+                if let Err(e) = complete(&rt, &hook, &instance_id).await {
+                    rt.cloud_failures.lock().expect("failures lock").push(e);
+                }
+            }
             match &result {
                 Ok(outcome) => rt.group.terminated(&instance_id, decrement, outcome),
                 Err(e) => {
@@ -195,6 +221,58 @@ fn spawn_terminate(
         .instrument(span),
     );
     true
+}
+
+/// Completions of lifecycle actions, side by side. Each may repeat one that
+/// landed before (a restart, a view not refreshed yet): AWS then answers
+/// that no action is active, which is success here.
+async fn complete_actions(rt: &PoolRuntime, hook: &str, actions: &[Action]) -> Vec<ActionError> {
+    // Boxed eagerly, as the node actions are: a lazy map trips the Send check.
+    let calls: Vec<futures::future::BoxFuture<'_, Result<(), ActionError>>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CompleteLifecycleAction { instance_id, .. } => {
+                Some(Box::pin(complete(rt, hook, instance_id)) as _)
+            }
+            _ => None,
+        })
+        .collect();
+    futures::stream::iter(calls)
+        .buffer_unordered(ACTION_CONCURRENCY)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await
+}
+
+async fn complete(rt: &PoolRuntime, hook: &str, instance_id: &str) -> Result<(), ActionError> {
+    let action = LifecycleAction {
+        hook: hook.to_owned(),
+        instance_id: instance_id.to_owned(),
+        token: None,
+    };
+    match rt.provider.complete_lifecycle_action(&action).await {
+        Ok(LifecycleActionOutcome::Applied) => {
+            debug!(instance_id, hook, "lifecycle action completed");
+            // The VM proceeds: read the group afresh on the next look
+            // rather than complete it again from the old view.
+            rt.group.forget();
+            Ok(())
+        }
+        Ok(LifecycleActionOutcome::NotActive) => {
+            debug!(
+                instance_id,
+                hook, "no lifecycle action active: completed before"
+            );
+            Ok(())
+        }
+        Err(source) => {
+            warn!(instance_id, hook, error = %source, "completing the lifecycle action failed; retried on the next reconcile");
+            Err(ActionError::CompleteLifecycleAction {
+                instance_id: instance_id.to_owned(),
+                source,
+            })
+        }
+    }
 }
 
 /// Run one action in a span naming its node; the error, if any, for status.
@@ -285,8 +363,8 @@ async fn run_action(
             Err(NomadError::NodeNotFound { .. }) => Ok(()),
             other => other.map(|r| rt.wrote(node_id, r.index)),
         },
-        Action::Terminate { .. } => {
-            unreachable!("terminate calls run on their own, see spawn_terminate")
+        Action::Terminate { .. } | Action::CompleteLifecycleAction { .. } => {
+            unreachable!("cloud calls of a VM run on their own, see spawn_terminate")
         }
         Action::SetDesiredCapacity { desired } => {
             let result = rt.provider.set_desired_capacity(*desired).await;

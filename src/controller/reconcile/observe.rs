@@ -55,6 +55,8 @@ pub struct Observed {
     pub instance_nodes: InstanceNodes,
     visibility: VisibilityState,
     visibility_gap: Option<String>,
+    /// The pool's lifecycle hook once confirmed (see `controller::hooks`).
+    pub lifecycle_hook: Option<String>,
 }
 
 /// Why there is nothing to plan on yet.
@@ -166,6 +168,7 @@ pub async fn observe(
         instance_nodes,
         visibility_gap: visibility.gap(),
         visibility,
+        lifecycle_hook: None,
     })
 }
 
@@ -191,6 +194,7 @@ impl Observed {
             visibility,
             instance_nodes: &self.instance_nodes,
             drains: &self.drains,
+            lifecycle_hook: self.lifecycle_hook.as_deref(),
         }
     }
 }
@@ -259,7 +263,9 @@ pub fn settle(
             | Action::Drain { node_id, .. }
             | Action::Release { node_id, .. }
             | Action::Purge { node_id } => !unobserved.contains(node_id),
-            Action::Terminate { .. } | Action::SetDesiredCapacity { .. } => true,
+            Action::Terminate { .. }
+            | Action::SetDesiredCapacity { .. }
+            | Action::CompleteLifecycleAction { .. } => true,
         });
     }
 

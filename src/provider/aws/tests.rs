@@ -22,7 +22,7 @@ fn every_aws_lifecycle_state_maps() {
         ("EnteringStandby", Standby),
         ("Standby", Standby),
         ("Terminating", Terminating),
-        ("Terminating:Wait", Terminating),
+        ("Terminating:Wait", TerminatingWait),
         ("Terminating:Proceed", Terminating),
         ("Terminated", Terminated),
         ("Detaching", Detaching),

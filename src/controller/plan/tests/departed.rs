@@ -24,6 +24,7 @@ fn plan_outside(w: &World, outside: &[NodeFacts]) -> Plan {
         visibility: w.visibility,
         instance_nodes: &instance_nodes,
         drains: &w.drains,
+        lifecycle_hook: None,
     })
 }
 

@@ -8,6 +8,7 @@ use crate::provider::InstanceState;
 
 mod adoption;
 mod departed;
+mod hooks;
 mod identity;
 mod lifecycle;
 mod properties;
@@ -133,6 +134,8 @@ struct World {
     instance_nodes: Option<InstanceNodes>,
     /// Retirements with their own drain settings, by node ID.
     drains: HashMap<String, DrainPolicy>,
+    /// The group's lifecycle hook, once confirmed.
+    lifecycle_hook: Option<&'static str>,
 }
 
 /// What the cluster-wide read finds when the pool's nodes are all there is.
@@ -164,6 +167,7 @@ impl World {
             visibility: AllocationVisibility::Proven,
             instance_nodes: None,
             drains: HashMap::new(),
+            lifecycle_hook: None,
         }
     }
     fn plan(&self) -> Plan {
@@ -182,6 +186,7 @@ impl World {
             visibility: self.visibility,
             instance_nodes: self.instance_nodes.as_ref().unwrap_or(&derived),
             drains: &self.drains,
+            lifecycle_hook: self.lifecycle_hook,
         })
     }
     fn id(&self, i: usize) -> String {

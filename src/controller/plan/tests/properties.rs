@@ -223,6 +223,7 @@ fn view_of(c: &Case) -> PoolView<'_> {
         },
         instance_nodes: &c.instance_nodes,
         drains: &c.drains,
+        lifecycle_hook: None,
     }
 }
 
@@ -263,6 +264,15 @@ fn action_is_safe(c: &Case, p: &Plan, a: &Action) -> Result<(), TestCaseError> {
         Action::Cordon { node_id } => {
             let e = p.retiring.iter().find(|r| &r.node_id == node_id);
             prop_assert!(e.is_some_and(|e| e.phase == RetirePhase::Selected));
+        }
+        // A held VM is let go only once its client's record says Terminating.
+        Action::CompleteLifecycleAction { node_id, .. } => {
+            let e = node_id
+                .as_ref()
+                .and_then(|id| p.retiring.iter().find(|r| &r.node_id == id));
+            prop_assert!(
+                node_id.is_none() || e.is_some_and(|e| e.phase == RetirePhase::Terminating)
+            );
         }
         Action::Drain { node_id, mark } => {
             let e = p.retiring.iter().find(|r| &r.node_id == node_id);

@@ -1,0 +1,326 @@
+//! The pool's terminating lifecycle hook, outside the pure planner: whether
+//! the hook the spec names exists (or is put, with `mode: Managed`), the
+//! heartbeats that keep a held VM's action alive while its client drains,
+//! and the pool's `LifecycleHook` condition.
+//!
+//! The planner (`plan::hooks`) decides which held VMs are retired and when
+//! their actions are completed; it only sees the hook once this module has
+//! confirmed it, so a hook that does not exist completes nothing.
+//!
+//! Heartbeats depend on time since the last one, which no record holds:
+//! this process keeps the times, and a restarted operator (which has none)
+//! records a heartbeat for every held VM at its first look, so a restart
+//! never makes a VM wait out its timeout.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use tracing::{debug, warn};
+
+use super::status::{self, Signal};
+use crate::api::{LifecycleHookSpec, NomadClientPoolSpec, NomadClientPoolStatus, RetiringNode};
+use crate::provider::{
+    CloudProvider, GroupState, Lifecycle, LifecycleAction, LifecycleActionOutcome, ProviderError,
+};
+
+/// The pool condition this module owns.
+pub const CONDITION: &str = "LifecycleHook";
+/// How long a confirmed hook is trusted before it is read again (someone may
+/// delete it or, for a managed one, change it).
+const CONFIRMED_FOR: Duration = Duration::from_secs(60);
+/// How long a hook found missing or unreadable waits for the next look.
+const RECHECK: Duration = Duration::from_secs(15);
+/// How often a pool with a hook looks at its group, so that a held VM is
+/// seen within about ten seconds (issue 16): the group view refreshes
+/// after `GROUP_FRESH`, and the pool is woken every `LOOK_EVERY`.
+pub const LOOK_EVERY: Duration = Duration::from_secs(5);
+pub const GROUP_FRESH: Duration = Duration::from_secs(4);
+/// Heartbeat calls in flight at once.
+const HEARTBEAT_CALLS: usize = 8;
+
+/// What the cloud says of the hook the spec names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookCheck {
+    Ready {
+        name: String,
+        heartbeat_timeout: u32,
+    },
+    /// `mode: Existing` and the group has no hook of that name.
+    Missing {
+        name: String,
+    },
+    /// The hook holds launching instances, not terminating ones.
+    NotTerminating {
+        name: String,
+        transition: String,
+    },
+    Failed {
+        name: String,
+        error: ProviderError,
+    },
+}
+
+impl HookCheck {
+    /// The hook's name when the planner may use it.
+    pub fn ready(&self) -> Option<&str> {
+        match self {
+            HookCheck::Ready { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    fn signal(&self) -> Signal {
+        match self {
+            HookCheck::Ready {
+                name,
+                heartbeat_timeout,
+            } => Signal::new(
+                true,
+                "HookReady",
+                format!(
+                    "lifecycle hook {name} holds terminating VMs until their clients are drained (heartbeat timeout {heartbeat_timeout}s)"
+                ),
+            ),
+            HookCheck::Missing { name } => Signal::new(
+                false,
+                "HookNotFound",
+                format!(
+                    "the group has no lifecycle hook named {name}: VMs the group terminates are not protected and no lifecycle action is completed; create the hook or set lifecycleHook.mode: Managed"
+                ),
+            ),
+            HookCheck::NotTerminating { name, transition } => Signal::new(
+                false,
+                "HookNotTerminating",
+                format!(
+                    "lifecycle hook {name} is for {transition}, not autoscaling:EC2_INSTANCE_TERMINATING: nothing is completed"
+                ),
+            ),
+            HookCheck::Failed { name, error } => Signal::new(
+                false,
+                "HookCheckFailed",
+                format!("reading lifecycle hook {name}: {error}"),
+            ),
+        }
+    }
+}
+
+/// What a pool remembers of its hook between reconciles.
+#[derive(Default)]
+pub struct HookRuntime {
+    checked: Mutex<Option<(Instant, HookCheck)>>,
+    /// The last heartbeat recorded for each held VM.
+    heartbeats: Mutex<HashMap<String, Instant>>,
+    /// Held VMs whose global timeout this process warned about.
+    pub warned: Warned,
+}
+
+impl HookRuntime {
+    /// The confirmed hook's name, for calls made outside a plan.
+    pub fn ready(&self) -> Option<String> {
+        let checked = self.checked.lock().expect("hook lock");
+        checked
+            .as_ref()
+            .and_then(|(_, c)| c.ready().map(str::to_owned))
+    }
+}
+
+pub fn spec_hook(spec: &NomadClientPoolSpec) -> Option<&LifecycleHookSpec> {
+    spec.provider
+        .aws_auto_scaling_group
+        .as_ref()?
+        .lifecycle_hook
+        .as_ref()
+}
+
+/// The hook as the cloud has it now (read at most every `CONFIRMED_FOR`);
+/// a managed hook that is missing or differs is put first.
+pub async fn check(
+    spec: &LifecycleHookSpec,
+    provider: &dyn CloudProvider,
+    runtime: &HookRuntime,
+) -> HookCheck {
+    {
+        let checked = runtime.checked.lock().expect("hook lock");
+        if let Some((at, c)) = checked.as_ref() {
+            let valid_for = if c.ready().is_some() {
+                CONFIRMED_FOR
+            } else {
+                RECHECK
+            };
+            let same = match c {
+                HookCheck::Ready { name, .. }
+                | HookCheck::Missing { name }
+                | HookCheck::NotTerminating { name, .. }
+                | HookCheck::Failed { name, .. } => *name == spec.name,
+            };
+            if same && at.elapsed() < valid_for {
+                return c.clone();
+            }
+        }
+    }
+    let result = read_or_put(spec, provider).await;
+    *runtime.checked.lock().expect("hook lock") = Some((Instant::now(), result.clone()));
+    result
+}
+
+async fn read_or_put(spec: &LifecycleHookSpec, provider: &dyn CloudProvider) -> HookCheck {
+    let name = spec.name.clone();
+    let failed = |error| HookCheck::Failed {
+        name: name.clone(),
+        error,
+    };
+    let found = match provider.describe_lifecycle_hook(&spec.name).await {
+        Ok(found) => found,
+        Err(error) => return failed(error),
+    };
+    let wanted = spec.heartbeat_timeout();
+    match found {
+        Some(h) if !spec.managed() && !h.is_terminating() => HookCheck::NotTerminating {
+            name,
+            transition: h.transition,
+        },
+        Some(h) if !spec.managed() || (h.is_terminating() && h.heartbeat_timeout == wanted) => {
+            HookCheck::Ready {
+                name,
+                heartbeat_timeout: h.heartbeat_timeout,
+            }
+        }
+        None if !spec.managed() => HookCheck::Missing { name },
+        _ => match provider.put_lifecycle_hook(&spec.name, wanted).await {
+            Ok(()) => HookCheck::Ready {
+                name,
+                heartbeat_timeout: wanted,
+            },
+            Err(error) => failed(error),
+        },
+    }
+}
+
+/// The pool's `LifecycleHook` condition after this check (removed when the
+/// spec names no hook); the reason of a new warning to publish, if the
+/// condition turned false or changed its reason.
+pub fn condition(
+    status: &mut NomadClientPoolStatus,
+    previous: &NomadClientPoolStatus,
+    check: Option<&HookCheck>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<(String, String)> {
+    let Some(check) = check else {
+        status.conditions.retain(|c| c.type_ != CONDITION);
+        return None;
+    };
+    let signal = check.signal();
+    status.conditions = status::merge(
+        &status.conditions,
+        &[(CONDITION, signal.clone())],
+        generation,
+        now,
+    );
+    let before = previous.conditions.iter().find(|c| c.type_ == CONDITION);
+    let news = before.is_none_or(|c| c.reason != signal.reason);
+    (news && !signal.status).then_some((signal.reason, signal.message))
+}
+
+/// The held VM of each retirement still draining, as an action to heartbeat.
+fn held_draining<'a>(
+    group: &'a GroupState,
+    retiring: &'a [RetiringNode],
+) -> impl Iterator<Item = &'a str> + 'a {
+    retiring
+        .iter()
+        .filter(|e| e.phase < crate::api::RetirePhase::Terminating)
+        .filter_map(|e| e.instance_id.as_deref())
+        .filter(|id| {
+            group
+                .instance(id)
+                .is_some_and(|i| i.lifecycle == Lifecycle::TerminatingWait)
+        })
+}
+
+/// A heartbeat that failed, for the pool's `ActionFailed` report.
+#[derive(Debug, thiserror::Error)]
+#[error("recording a lifecycle heartbeat for {instance_id}: {source}")]
+pub struct HeartbeatFailed {
+    pub instance_id: String,
+    #[source]
+    pub source: ProviderError,
+}
+
+/// Record a heartbeat for every held VM whose client still drains, a third
+/// of the hook's heartbeat timeout after the last one (and at once for a
+/// VM this process has not heartbeated yet).
+pub async fn heartbeat(
+    provider: &dyn CloudProvider,
+    runtime: &HookRuntime,
+    hook: &str,
+    heartbeat_timeout: u32,
+    group: &GroupState,
+    retiring: &[RetiringNode],
+) -> Vec<HeartbeatFailed> {
+    let every = Duration::from_secs(u64::from(heartbeat_timeout) / 3);
+    let due: Vec<String> = {
+        let mut last = runtime.heartbeats.lock().expect("heartbeat lock");
+        let held: Vec<&str> = held_draining(group, retiring).collect();
+        last.retain(|id, _| held.contains(&id.as_str()));
+        (held.into_iter())
+            .filter(|id| last.get(*id).is_none_or(|at| at.elapsed() >= every))
+            .map(str::to_owned)
+            .collect()
+    };
+    // Boxed eagerly: a lazy map over borrowed values trips the controller's
+    // Send check.
+    type Call<'a> =
+        futures::future::BoxFuture<'a, (String, Result<LifecycleActionOutcome, ProviderError>)>;
+    let calls: Vec<Call<'_>> = due
+        .into_iter()
+        .map(|instance_id| {
+            let action = LifecycleAction {
+                hook: hook.to_owned(),
+                instance_id,
+                token: None,
+            };
+            Box::pin(async move {
+                let result = provider.record_lifecycle_action_heartbeat(&action).await;
+                (action.instance_id, result)
+            }) as Call<'_>
+        })
+        .collect();
+    let results: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(HEARTBEAT_CALLS)
+        .collect()
+        .await;
+    let mut failures = Vec::new();
+    let mut last = runtime.heartbeats.lock().expect("heartbeat lock");
+    for (instance_id, result) in results {
+        match result {
+            Ok(LifecycleActionOutcome::Applied) => {
+                debug!(instance_id, hook, "lifecycle heartbeat recorded");
+                last.insert(instance_id, Instant::now());
+            }
+            // The action ended (timed out, or someone completed it): the VM
+            // goes; the retirement sees it leave the group.
+            Ok(LifecycleActionOutcome::NotActive) => {
+                warn!(
+                    instance_id,
+                    hook, "no lifecycle action to heartbeat: it ended"
+                );
+                last.insert(instance_id, Instant::now());
+            }
+            Err(source) => failures.push(HeartbeatFailed {
+                instance_id,
+                source,
+            }),
+        }
+    }
+    failures
+}
+
+mod global;
+pub use global::{Warned, global_timeout_seconds, warnings as global_timeout_warnings};
+
+#[cfg(test)]
+mod tests;
