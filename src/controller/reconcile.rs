@@ -13,12 +13,13 @@ use tracing::{debug, instrument, warn};
 
 use super::conditions::build_status;
 use super::runtime::runtime;
-use super::{Context, Error, hooks, readiness};
+use super::{Context, Error, readiness};
 use crate::api::NomadClientPool;
 
 mod act;
 mod cleanup;
 pub(super) mod facts;
+mod hook;
 mod observe;
 mod persist;
 mod prime;
@@ -74,20 +75,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     // The lifecycle hook the spec names, confirmed before the planner may
     // complete anything under it.
-    let hook_check = match hooks::spec_hook(&pool.spec) {
-        Some(spec) => {
-            rt.group.set_fresh(hooks::GROUP_FRESH);
-            Some(hooks::check(spec, rt.provider.as_ref(), &rt.hooks).await)
-        }
-        None => {
-            rt.group.set_fresh(super::group::FRESH);
-            None
-        }
-    };
-    seen.lifecycle_hook = hook_check
-        .as_ref()
-        .and_then(|c| c.ready())
-        .map(str::to_owned);
+    let hook_check = hook::check(&pool, &rt, &mut seen).await;
 
     // Plan (pure), then held to what this process remembers.
     let planned = match observe::plan(&pool, &rt, &mut seen).await {
@@ -111,16 +99,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
-    let hook_news = hooks::condition(
-        &mut new_status,
-        &seen.status,
-        hook_check.as_ref(),
-        pool.metadata.generation,
-        jiff::Timestamp::now(),
-    );
-    if let Some((reason, message)) = hook_news {
-        report::publish(&ctx, &pool, EventType::Warning, &reason, &message, None);
-    }
+    hook::report_condition(&ctx, &pool, &seen, &mut new_status, hook_check.as_ref());
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
     let persisted = persist::write_ahead(
         &pool,
@@ -135,40 +114,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
 
     // Act, then write what no action waited on.
     let mut failures = act::act(&pool, &rt, &seen, &planned.plan, &persisted.names).await;
-    if let Some(hooks::HookCheck::Ready {
-        name,
-        heartbeat_timeout,
-    }) = &hook_check
-    {
-        let missed = hooks::heartbeat(
-            rt.provider.as_ref(),
-            &rt.hooks,
-            name,
-            *heartbeat_timeout,
-            &seen.group,
-            &planned.plan.retiring,
-        )
-        .await;
-        failures.extend(missed.into_iter().map(ActionError::Heartbeat));
-        let late = hooks::global_timeout_warnings(
-            &rt.hooks.warned,
-            *heartbeat_timeout,
-            &seen.group,
-            &planned.plan.retiring,
-            jiff::Timestamp::now(),
-        );
-        for (node, message) in late {
-            let reason = "LifecycleGlobalTimeoutNear";
-            report::publish(
-                &ctx,
-                &pool,
-                EventType::Warning,
-                reason,
-                &message,
-                Some(&node),
-            );
-        }
-    }
+    failures
+        .extend(hook::upkeep(&ctx, &pool, &rt, &seen, &planned.plan, hook_check.as_ref()).await);
     let behind = persist::write_behind(&pool, &ctx, &persisted.behind).await;
     // Where a slow reconcile spends its time (cumulative milliseconds).
     debug!(
@@ -196,13 +143,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures, &persisted).await);
     }
     ctx.note_success(&pool);
-    let look = next_look(&planned.plan, &persisted);
-    // A VM the group's hook holds must be seen within seconds, and a held
-    // client's heartbeats must not wait for the resync.
-    let look = match hook_check {
-        Some(_) => look.min(hooks::LOOK_EVERY),
-        None => look,
-    };
+    let look = hook::next_look(next_look(&planned.plan, &persisted), hook_check.as_ref());
     Ok(Requeue::requeue(look))
 }
 
