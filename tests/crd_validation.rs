@@ -44,6 +44,23 @@ async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
     create("valid", valid())
         .await
         .expect("the baseline spec is valid");
+    let mut gce = valid();
+    merge(
+        &mut gce,
+        json!({"provider": {"awsAutoScalingGroup": null, "gceManagedInstanceGroup": mig()}}),
+    );
+    strip_nulls(&mut gce);
+    create("valid-gce", gce.clone())
+        .await
+        .expect("a zonal GCE group is valid");
+    merge(
+        &mut gce,
+        json!({"provider": {"gceManagedInstanceGroup": {"zone": null, "region": "us-central1"}}}),
+    );
+    strip_nulls(&mut gce);
+    create("valid-gce-regional", gce)
+        .await
+        .expect("a regional GCE group is valid");
 
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -171,6 +188,41 @@ async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
             hook(json!({"name": "drain", "queueURL": "my-queue"})),
             "must be an SQS queue URL",
         ),
+        (
+            "two-providers",
+            json!({"provider": {"gceManagedInstanceGroup": mig()}}),
+            "provider must set exactly one of: awsAutoScalingGroup, gceManagedInstanceGroup",
+        ),
+        (
+            "gce-zone-and-region",
+            gce_patch(json!({"region": "us-central1"})),
+            "must set exactly one of zone (a zonal group) or region",
+        ),
+        (
+            "gce-no-location",
+            gce_patch(json!({"zone": null})),
+            "must set exactly one of zone (a zonal group) or region",
+        ),
+        (
+            "gce-project-number",
+            gce_patch(json!({"project": "123456789012"})),
+            "must be a project ID",
+        ),
+        (
+            "gce-bad-zone",
+            gce_patch(json!({"zone": "us-central1"})),
+            "must be a zone such as us-central1-a",
+        ),
+        (
+            "gce-bad-name",
+            gce_patch(json!({"name": "CI_Clients"})),
+            "must be a lower-case Compute Engine resource name",
+        ),
+        (
+            "gce-bad-endpoint",
+            gce_patch(json!({"endpoint": "compute.example"})),
+            "must be an http:// or https:// URL",
+        ),
     ];
     let managed =
         hook(json!({"name": "drain", "mode": "Managed", "heartbeatTimeoutSeconds": 7200}));
@@ -196,6 +248,18 @@ async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     delete_namespace(&client, &ns).await;
+}
+
+/// A valid zonal GCE group.
+fn mig() -> Value {
+    json!({"project": "ci-prod-123456", "zone": "us-central1-a", "name": "ci-clients"})
+}
+
+/// A patch that swaps the AWS group for [`mig`] with `fields` merged in.
+fn gce_patch(fields: Value) -> Value {
+    let mut m = mig();
+    merge(&mut m, fields);
+    json!({"provider": {"awsAutoScalingGroup": null, "gceManagedInstanceGroup": m}})
 }
 
 /// `null` in a patch means "remove the field", as in a JSON merge patch.

@@ -93,6 +93,10 @@ pub struct GroupSpec {
     pub target_size: Option<i32>,
     #[serde(default)]
     pub base_instance_name: Option<String>,
+    /// The group's `description` (§1.1), set at creation: the only free text
+    /// a MIG carries, where the operator reads its owner from.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Template name or URL (default `<name>-template`).
     #[serde(default)]
     pub instance_template: Option<String>,
@@ -185,6 +189,7 @@ fn create_group(w: &mut World, now: i64, s: &GroupSpec) -> Result<Value, Control
         id: w.new_id(),
         created_ns: now,
         base_instance_name: s.base_instance_name.clone().unwrap_or(s.name.clone()),
+        description: s.description.clone(),
         template: template_url(
             &key.project,
             s.instance_template

@@ -109,6 +109,9 @@ pub struct InstanceGroupManager {
     pub id: String,
     pub creation_timestamp: String,
     pub name: String,
+    /// Omitted when the group has none, as for any unset optional field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

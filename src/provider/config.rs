@@ -8,11 +8,13 @@
 use crate::api::ProviderSpec;
 
 use super::aws::{AwsAsgConfig, AwsCredentials};
+use super::gce::{GceCredentials, GceLocation, GceMigConfig, SERVICE_ACCOUNT_KEY};
 
 /// Which cloud group a pool drives, and with which credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProviderConfig {
     AwsAutoScalingGroup(AwsAsgConfig),
+    GceManagedInstanceGroup(GceMigConfig),
 }
 
 /// The Secret a provider's credentials come from, as the spec names it.
@@ -34,9 +36,18 @@ pub struct MissingKey {
 }
 
 const AWS_CREDENTIALS_FIELD: &str = "provider.awsAutoScalingGroup.credentialsSecretRef";
+const GCE_CREDENTIALS_FIELD: &str = "provider.gceManagedInstanceGroup.credentialsSecretRef";
 
 /// The credentials Secret `spec` names, if any.
 pub fn credentials_reference(spec: &ProviderSpec) -> Option<CredentialsReference> {
+    if let Some(mig) = &spec.gce_managed_instance_group {
+        let r = mig.credentials_secret_ref.as_ref()?;
+        return Some(CredentialsReference {
+            field: GCE_CREDENTIALS_FIELD,
+            secret: r.name.clone(),
+            label: "gcp-credentials",
+        });
+    }
     let asg = spec.aws_auto_scaling_group.as_ref()?;
     let r = asg.credentials_secret_ref.as_ref()?;
     Some(CredentialsReference {
@@ -54,6 +65,9 @@ impl ProviderConfig {
         spec: &ProviderSpec,
         read: &dyn Fn(&str, &str) -> Option<Vec<u8>>,
     ) -> Result<Option<Self>, MissingKey> {
+        if let Some(mig) = &spec.gce_managed_instance_group {
+            return build_gce(mig, read).map(Some);
+        }
         let Some(asg) = &spec.aws_auto_scaling_group else {
             return Ok(None);
         };
@@ -86,6 +100,9 @@ impl ProviderConfig {
     pub fn uses_ambient_identity(&self) -> bool {
         match self {
             ProviderConfig::AwsAutoScalingGroup(c) => c.credentials == AwsCredentials::DefaultChain,
+            ProviderConfig::GceManagedInstanceGroup(c) => {
+                c.credentials == GceCredentials::ApplicationDefault
+            }
         }
     }
 
@@ -94,6 +111,7 @@ impl ProviderConfig {
     pub fn credentials_field(&self) -> (&'static str, &'static str) {
         match self {
             ProviderConfig::AwsAutoScalingGroup(_) => ("AWS", AWS_CREDENTIALS_FIELD),
+            ProviderConfig::GceManagedInstanceGroup(_) => ("Google Cloud", GCE_CREDENTIALS_FIELD),
         }
     }
 
@@ -101,8 +119,41 @@ impl ProviderConfig {
     pub fn group_name(&self) -> &str {
         match self {
             ProviderConfig::AwsAutoScalingGroup(c) => &c.group_name,
+            ProviderConfig::GceManagedInstanceGroup(c) => &c.name,
         }
     }
+}
+
+/// The GCE arm of [`ProviderConfig::build`]. The CRD's CEL rule guarantees
+/// exactly one of zone and region; a spec that slipped past it (an older
+/// CRD) is read as zonal when both are set, and as a region of "" (refused
+/// when the provider is built) when neither is.
+fn build_gce(
+    mig: &crate::api::GceManagedInstanceGroup,
+    read: &dyn Fn(&str, &str) -> Option<Vec<u8>>,
+) -> Result<ProviderConfig, MissingKey> {
+    let credentials = match &mig.credentials_secret_ref {
+        Some(r) => GceCredentials::ServiceAccountKey(
+            read(&r.name, SERVICE_ACCOUNT_KEY)
+                .map(utf8)
+                .ok_or_else(|| MissingKey {
+                    secret: r.name.clone(),
+                    key: SERVICE_ACCOUNT_KEY,
+                })?,
+        ),
+        None => GceCredentials::ApplicationDefault,
+    };
+    let location = match (&mig.zone, &mig.region) {
+        (Some(zone), _) => GceLocation::Zone(zone.clone()),
+        (None, region) => GceLocation::Region(region.clone().unwrap_or_default()),
+    };
+    Ok(ProviderConfig::GceManagedInstanceGroup(GceMigConfig {
+        project: mig.project.clone(),
+        location,
+        name: mig.name.clone(),
+        endpoint: mig.endpoint.clone(),
+        credentials,
+    }))
 }
 
 /// A Secret value as text: lossy UTF-8, surrounding whitespace (a
@@ -124,6 +175,7 @@ pub fn sample_spec(credentials: Option<&str>) -> ProviderSpec {
             credentials_secret_ref: credentials.map(|name| SecretRef { name: name.into() }),
             lifecycle_hook: None,
         }),
+        gce_managed_instance_group: None,
     }
 }
 
@@ -161,7 +213,9 @@ mod tests {
         let built = ProviderConfig::build(&spec(Some("aws")), &read)
             .unwrap()
             .unwrap();
-        let ProviderConfig::AwsAutoScalingGroup(c) = &built;
+        let ProviderConfig::AwsAutoScalingGroup(c) = &built else {
+            panic!("an AWS spec builds an AWS config: {built:?}");
+        };
         assert_eq!(
             c.credentials,
             AwsCredentials::Static {
@@ -179,5 +233,65 @@ mod tests {
             ProviderConfig::build(&ProviderSpec::default(), &read),
             Ok(None)
         );
+    }
+}
+
+#[cfg(test)]
+mod gce_tests {
+    use super::*;
+    use crate::api::{GceManagedInstanceGroup, SecretRef};
+
+    fn spec(zone: bool, credentials: Option<&str>) -> ProviderSpec {
+        ProviderSpec {
+            aws_auto_scaling_group: None,
+            gce_managed_instance_group: Some(GceManagedInstanceGroup {
+                project: "ci-prod-123456".into(),
+                zone: zone.then(|| "us-central1-a".into()),
+                region: (!zone).then(|| "us-central1".into()),
+                name: "ci-clients".into(),
+                endpoint: None,
+                credentials_secret_ref: credentials.map(|name| SecretRef { name: name.into() }),
+            }),
+        }
+    }
+
+    #[test]
+    fn gce_credentials_come_from_key_json_or_application_default() {
+        assert_eq!(
+            credentials_reference(&spec(true, Some("gcp"))),
+            Some(CredentialsReference {
+                field: "provider.gceManagedInstanceGroup.credentialsSecretRef",
+                secret: "gcp".into(),
+                label: "gcp-credentials",
+            })
+        );
+        assert_eq!(credentials_reference(&spec(true, None)), None);
+        let read = |secret: &str, key: &str| {
+            assert_eq!((secret, key), ("gcp", "key.json"));
+            Some(b"{\"type\": \"service_account\"}\n".to_vec())
+        };
+        let built = ProviderConfig::build(&spec(false, Some("gcp")), &read)
+            .unwrap()
+            .unwrap();
+        let ProviderConfig::GceManagedInstanceGroup(c) = &built else {
+            panic!("a GCE spec builds a GCE config: {built:?}");
+        };
+        assert_eq!(c.location, GceLocation::Region("us-central1".into()));
+        assert_eq!(
+            c.credentials,
+            GceCredentials::ServiceAccountKey("{\"type\": \"service_account\"}".into())
+        );
+        assert!(!built.uses_ambient_identity());
+        assert_eq!(built.group_name(), "ci-clients");
+        let missing = ProviderConfig::build(&spec(true, Some("gcp")), &|_, _| None).unwrap_err();
+        assert_eq!(missing.key, "key.json");
+        let ambient = ProviderConfig::build(&spec(true, None), &read)
+            .unwrap()
+            .unwrap();
+        assert!(ambient.uses_ambient_identity());
+        let ProviderConfig::GceManagedInstanceGroup(c) = &ambient else {
+            panic!("a GCE spec builds a GCE config: {ambient:?}");
+        };
+        assert_eq!(c.location, GceLocation::Zone("us-central1-a".into()));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::aws::AwsAutoScalingGroup;
+use super::gce::GceManagedInstanceGroup;
 use super::metered::Metered;
 use super::{CloudProvider, ProviderConfig, ProviderError};
 
@@ -31,6 +32,9 @@ impl Connector for Clouds {
             match config {
                 ProviderConfig::AwsAutoScalingGroup(c) => {
                     Ok(Arc::new(AwsAutoScalingGroup::new(c).await?) as Arc<dyn CloudProvider>)
+                }
+                ProviderConfig::GceManagedInstanceGroup(c) => {
+                    Ok(Arc::new(GceManagedInstanceGroup::new(c).await?) as Arc<dyn CloudProvider>)
                 }
             }
         })

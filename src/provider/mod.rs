@@ -7,7 +7,8 @@
 //! - `config`: `spec.provider` and its Secret keys → a [`ProviderConfig`] (pure);
 //! - `factory`: the one [`connect`] that builds a provider through a
 //!   [`Connector`] and wraps it in the `metered` decorator;
-//! - `aws`: EC2 Auto Scaling groups; `fake`: the tests' in-memory group;
+//! - `aws`: EC2 Auto Scaling groups; `gce`: Compute Engine managed instance
+//!   groups; `fake`: the tests' in-memory group;
 //! - `ownership`, `preflight`: rules every provider applies the same way.
 //!
 //! The safety rules that do not depend on a cloud's API live here as pure
@@ -18,6 +19,7 @@ pub mod aws;
 pub mod config;
 mod factory;
 pub mod fake;
+pub mod gce;
 pub mod lifecycle;
 pub mod metered;
 pub mod ownership;
@@ -30,6 +32,9 @@ use futures::future::BoxFuture;
 pub use aws::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
 pub use config::{CredentialsReference, MissingKey, ProviderConfig, credentials_reference};
 pub use factory::{Clouds, Connector, connect};
+pub use gce::{
+    GceCredentials, GceError, GceLocation, GceManagedInstanceGroup, GceMigConfig, GceSettings,
+};
 pub use lifecycle::{LifecycleAction, LifecycleActionOutcome, LifecycleHook};
 pub use ownership::{OWNER_TAG, OwnershipRefusal};
 pub use preflight::{PreflightRefusal, preflight, preflight_with};
@@ -77,7 +82,7 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
     fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>>;
 
     /// Which Nomad node attribute carries this provider's instance ID
-    /// (AWS: "unique.platform.aws.instance-id"; GCE would be "unique.platform.gce.id")
+    /// (AWS: "unique.platform.aws.instance-id"; GCE: "unique.platform.gce.id")
     fn instance_id_attribute(&self) -> &'static str;
 
     // Terminating lifecycle hooks (see [`lifecycle`]). A cloud without them

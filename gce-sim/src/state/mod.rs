@@ -148,6 +148,7 @@ pub struct Group {
     pub id: u64,
     pub created_ns: i64,
     pub base_instance_name: String,
+    pub description: Option<String>,
     pub template: String,
     pub target_size: i32,
     pub list_mode: ListMode,

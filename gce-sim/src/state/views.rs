@@ -99,6 +99,7 @@ impl World {
             id: g.id.to_string(),
             creation_timestamp: timestamp(g.created_ns),
             name: key.name.clone(),
+            description: g.description.clone(),
             zone,
             region,
             distribution_policy,
