@@ -85,7 +85,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let planned = observe::settle(&pool, &rt, &seen, planned);
     let planned_at = started.elapsed();
 
-    // Persist the write-ahead records: the retirements, then the pool.
+    // Persist the write-ahead records: the retirements, then the pool; each
+    // terminate starts as soon as its own record landed.
     let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan);
     let mut new_status = build_status(
         &pool,
@@ -101,6 +102,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     }
     hook::report_condition(&ctx, &pool, &seen, &mut new_status, hook_check.as_ref());
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
+    let start_terminate = |action: &_| act::start_terminate(&rt, &seen, action);
     let persisted = persist::write_ahead(
         &pool,
         &ctx,
@@ -108,12 +110,21 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         &new_status,
         &planned.plan,
         writes,
+        &start_terminate,
     )
     .await?;
     let written_at = started.elapsed();
 
     // Act, then write what no action waited on.
-    let mut failures = act::act(&pool, &rt, &seen, &planned.plan, &persisted.names).await;
+    let mut failures = act::act(
+        &pool,
+        &rt,
+        &seen,
+        &planned.plan,
+        &persisted.names,
+        &persisted.started_ahead,
+    )
+    .await;
     failures
         .extend(hook::upkeep(&ctx, &pool, &rt, &seen, &planned.plan, hook_check.as_ref()).await);
     let behind = persist::write_behind(&pool, &ctx, &persisted.behind).await;

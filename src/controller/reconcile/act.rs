@@ -57,14 +57,16 @@ pub enum ActionError {
     Heartbeat(#[from] HeartbeatFailed),
 }
 
-/// Run the plan's actions; the failures, with those of terminate calls that
-/// ended since the last reconcile.
+/// Run the plan's actions (but the terminates the write-ahead step already
+/// started, `started_ahead`); the failures, with those of terminate calls
+/// that ended since the last reconcile.
 pub async fn act(
     pool: &NomadClientPool,
     rt: &Arc<PoolRuntime>,
     seen: &Observed,
     planned: &plan::Plan,
     names: &HashMap<String, String>,
+    started_ahead: &HashSet<String>,
 ) -> Vec<ActionError> {
     let records = &Records {
         names,
@@ -77,16 +79,10 @@ pub async fn act(
     // each call wakes the pool.
     let mut terminates_running = false;
     for action in &planned.actions {
-        if let Action::Terminate {
-            instance_id,
-            decrement,
-            first_attempt,
-            ..
-        } = action
+        if let Action::Terminate { instance_id, .. } = action
+            && !started_ahead.contains(instance_id)
         {
-            let known = siblings::known_on(instance_id, &seen.instance_nodes, &seen.nodes);
-            terminates_running |=
-                spawn_terminate(rt, instance_id, *decrement, *first_attempt, known);
+            terminates_running |= start_terminate(rt, seen, action);
         }
     }
     terminates_running |= !rt.terminating.lock().expect("terminating lock").is_empty();
@@ -128,6 +124,24 @@ pub async fn act(
         }
     }
     failures
+}
+
+/// Start the terminate `action` names unless one for its instance is
+/// running; whether one runs now. Called once its retirement's record
+/// (`Terminating`) landed: by the write-ahead step as soon as that one
+/// write did, or by `act`.
+pub fn start_terminate(rt: &Arc<PoolRuntime>, seen: &Observed, action: &Action) -> bool {
+    let Action::Terminate {
+        instance_id,
+        decrement,
+        first_attempt,
+        ..
+    } = action
+    else {
+        return false;
+    };
+    let known = siblings::known_on(instance_id, &seen.instance_nodes, &seen.nodes);
+    spawn_terminate(rt, instance_id, *decrement, *first_attempt, known)
 }
 
 /// Start a terminate call unless one for the instance is running; whether

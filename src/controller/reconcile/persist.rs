@@ -4,8 +4,10 @@
 //! plan let go of are finished. What no action waits on (progress figures,
 //! the pruning of old history) is written after the actions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
 
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
@@ -41,6 +43,8 @@ pub struct Persisted {
     pub status: NomadClientPoolStatus,
     /// What no action waits on, written after them (`write_behind`).
     pub behind: sync::Writes,
+    /// Instances whose terminate this step started (`terminate_lane`).
+    pub started_ahead: HashSet<String>,
 }
 
 /// Take out of `writes` what no action of the plan depends on: progress
@@ -188,8 +192,85 @@ pub fn carry_summary(status: &mut NomadClientPoolStatus, from: &NomadClientPoolS
     status.oldest_retirements = from.oldest_retirements.clone();
 }
 
+/// A planned terminate and the one write it waits on: its retirement's
+/// new status (the step into `Terminating`), or none when that record
+/// landed in an earlier reconcile.
+struct LaneItem<'a> {
+    action: &'a Action,
+    instance_id: &'a str,
+    write: Option<sync::StatusWrite>,
+}
+
+/// Take each planned terminate's own status write out of `writes` (pure).
+/// A terminate waits on its retirement's record, not on the hundreds of
+/// other writes a large scale-in makes in the same reconcile: that wait
+/// was most of the time from "allocations finished" to "terminate sent".
+/// A terminate whose retirement is created, taken over or finished in this
+/// reconcile stays with `act`, after every write.
+fn terminate_lane<'a>(planned: &'a plan::Plan, writes: &mut sync::Writes) -> Vec<LaneItem<'a>> {
+    let mut lane = Vec::new();
+    for action in &planned.actions {
+        let Action::Terminate {
+            node_id,
+            instance_id,
+            ..
+        } = action
+        else {
+            continue;
+        };
+        let Some(name) = writes.names.get(node_id).cloned() else {
+            continue;
+        };
+        let named = |o: &NomadClientRetirement| o.metadata.name.as_deref() == Some(name.as_str());
+        if writes.creates.iter().any(|(o, _)| named(o))
+            || (writes.adopts.iter().chain(&writes.finishes)).any(|w| named(&w.object))
+        {
+            continue;
+        }
+        let write = (writes.statuses.iter())
+            .position(|w| named(&w.object))
+            .map(|i| writes.statuses.swap_remove(i));
+        lane.push(LaneItem {
+            action,
+            instance_id,
+            write,
+        });
+    }
+    lane
+}
+
+/// Each lane item's write, and its terminate started as soon as that one
+/// write landed (at once when it has none); the instances started.
+async fn run_lane(
+    api: &Api<NomadClientRetirement>,
+    ctx: &Context,
+    lane: &[LaneItem<'_>],
+    start: &(dyn Fn(&Action) -> bool + Sync),
+) -> Result<HashSet<String>, write::WriteError> {
+    let calls: Vec<futures::future::BoxFuture<'_, Result<&str, write::WriteError>>> = (lane.iter())
+        .map(|item| {
+            Box::pin(async move {
+                if let Some(w) = &item.write {
+                    write::status(api, &ctx.ledgers, w).await?;
+                }
+                start(item.action);
+                Ok(item.instance_id)
+            }) as _
+        })
+        .collect();
+    futures::stream::iter(calls)
+        .buffer_unordered(write::WRITE_CONCURRENCY)
+        .map_ok(str::to_owned)
+        .try_collect()
+        .await
+}
+
 /// Write-ahead: every retirement the plan moves on is written before the
-/// action it names runs; then the pool's status. That write is also the
+/// action it names runs; a terminate is started (`start`) as soon as its
+/// own record landed, the other actions wait for every write and for the
+/// pool's status. A terminate never waited on the pool's status: its
+/// decision rests on its retirement's record, written compare-and-swap,
+/// so a retirement cancelled meanwhile fails the write and stops it. That write is also the
 /// check that no newer copy of the pool exists when the plan starts new
 /// retirements or changes the group's size; otherwise a status with
 /// nothing new is not written, and one with only new progress figures
@@ -201,13 +282,18 @@ pub async fn write_ahead(
     next: &NomadClientPoolStatus,
     planned: &plan::Plan,
     mut writes: sync::Writes,
+    start: &(dyn Fn(&Action) -> bool + Sync),
 ) -> Result<Persisted, Error> {
     let api: Api<NomadClientRetirement> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let behind = write_behind_part(&mut writes);
-    write::write_ahead(&api, pool, &ctx.ledgers, &writes)
-        .await
-        .map_err(Error::RetirementWrite)?;
+    let lane = terminate_lane(planned, &mut writes);
+    let (started_ahead, rest) = futures::join!(
+        run_lane(&api, ctx, &lane, start),
+        write::write_ahead(&api, pool, &ctx.ledgers, &writes)
+    );
+    let started_ahead = started_ahead.map_err(Error::RetirementWrite)?;
+    rest.map_err(Error::RetirementWrite)?;
     let pool_decides = !writes.creates.is_empty()
         || !writes.adopts.is_empty()
         || planned
@@ -232,6 +318,7 @@ pub async fn write_ahead(
         written,
         progress_waits,
         behind,
+        started_ahead,
         names: writes.names,
         by_node_name: writes.by_node_name,
         status: next.clone(),
@@ -262,11 +349,12 @@ pub async fn write_status(
 mod tests {
     use std::sync::Arc;
 
-    use super::{sync, tally, write_behind_part};
+    use super::{sync, tally, terminate_lane, write_behind_part};
     use crate::api::{
         NomadClientRetirement, NomadClientRetirementSpec, NomadClientRetirementStatus,
         RetireReason, RetirementPhase, RetirementTarget,
     };
+    use crate::controller::plan::{self, Action};
 
     fn draining(name: &str, left: i32) -> NomadClientRetirement {
         let mut r = NomadClientRetirement::new(
@@ -354,5 +442,68 @@ mod tests {
             names(&["b", "c"]),
             "a left once it was no longer seen"
         );
+    }
+
+    fn terminate(node: &str) -> Action {
+        Action::Terminate {
+            node_id: node.into(),
+            instance_id: format!("i-{node}"),
+            decrement: true,
+            first_attempt: true,
+        }
+    }
+
+    #[test]
+    fn a_terminate_waits_on_its_own_record_only() {
+        let a = moved(&draining("ret-a", 0), |s| {
+            s.phase = Some(RetirementPhase::Terminating)
+        });
+        let b = moved(&draining("ret-b", 2), |s| s.allocations_left = 1);
+        let c = draining("ret-c", 0);
+        let mut writes = sync::Writes {
+            statuses: vec![a, b],
+            creates: vec![(c.clone(), c.status.clone().unwrap())],
+            names: [
+                ("a", "ret-a"),
+                ("b", "ret-b"),
+                ("c", "ret-c"),
+                ("d", "ret-d"),
+            ]
+            .into_iter()
+            .map(|(n, r)| (n.to_string(), r.to_string()))
+            .collect(),
+            ..Default::default()
+        };
+        let planned = plan::Plan {
+            // d: a retried terminate whose record landed before.
+            actions: [terminate("a"), terminate("c"), terminate("d")]
+                .into_iter()
+                .chain([Action::Cordon {
+                    node_id: "b".into(),
+                }])
+                .collect(),
+            ..Default::default()
+        };
+        let lane = terminate_lane(&planned, &mut writes);
+        let lane: Vec<(&str, Option<String>)> = lane
+            .iter()
+            .map(|i| {
+                let name = i
+                    .write
+                    .as_ref()
+                    .map(|w| w.object.metadata.name.clone().unwrap());
+                (i.instance_id, name)
+            })
+            .collect();
+        assert_eq!(
+            lane,
+            [("i-a", Some("ret-a".to_string())), ("i-d", None)],
+            "c's object is created in this reconcile: its terminate waits for every write"
+        );
+        let left: Vec<_> = (writes.statuses.iter())
+            .map(|w| w.object.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(left, ["ret-b"]);
+        assert_eq!(writes.creates.len(), 1);
     }
 }

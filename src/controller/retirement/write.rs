@@ -12,7 +12,7 @@ use super::{FINALIZER, Ledgers};
 use crate::api::{NomadClientPool, NomadClientRetirement, NomadClientRetirementStatus};
 
 /// Retirement writes of one reconcile in flight at once.
-const WRITE_CONCURRENCY: usize = 16;
+pub const WRITE_CONCURRENCY: usize = 16;
 
 /// A retirement write the API server refused or did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +185,15 @@ async fn adopt(
         })?;
     ledger.wrote(w.object.resource_version(), owned.clone());
     write_status(api, ledger, &owned, &w.status).await
+}
+
+/// One new status, alone (a terminate's record, which it waits on).
+pub async fn status(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    w: &StatusWrite,
+) -> Result<(), WriteError> {
+    write_status(api, ledger, &w.object, &w.status).await
 }
 
 async fn write_status(
