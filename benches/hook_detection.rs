@@ -4,7 +4,7 @@
 //! moment Nomad has the drain of that instance's client.
 //!
 //! One world (the release operator binary, the shared test environment's
-//! API server and moto, its own Nomad simulator) of `HOOK_BENCH_NODES` (24)
+//! API server and moto, its own Nomad simulator) of `HOOK_BENCH_NODES` (30)
 //! busy clients and a managed terminating hook. Each of `HOOK_BENCH_ROUNDS`
 //! (12) rounds lowers the desired capacity by `HOOK_BENCH_BATCH` (2), reads
 //! the simulator every 20 ms until every held instance's client drains,
@@ -95,7 +95,7 @@ async fn round(w: &World, jobs: &BTreeMap<String, String>, batch: i32) -> Vec<f6
 
 #[tokio::main]
 async fn main() {
-    let nodes = env_usize("HOOK_BENCH_NODES", 24);
+    let nodes = env_usize("HOOK_BENCH_NODES", 30);
     let rounds = env_usize("HOOK_BENCH_ROUNDS", 12);
     let batch = env_usize("HOOK_BENCH_BATCH", 2);
     assert!(rounds * batch < nodes, "the group must outlast the rounds");
