@@ -336,6 +336,19 @@ pub async fn handle(
             now,
             &parse(body)?,
         )?)),
+        (Method::POST, "/sim/service_accounts") => {
+            let key: crate::auth::AccountKey = parse(body)?;
+            app.accounts
+                .lock()
+                .unwrap()
+                .add(key.clone())
+                .map_err(ControlError::Invalid)?;
+            Ok(ok(&serde_json::to_value(key).expect("serializes")))
+        }
+        (Method::GET, "/sim/service_accounts") => {
+            let keys = app.accounts.lock().unwrap().list();
+            Ok(ok(&json!({"service_accounts": keys})))
+        }
         (Method::GET, "/sim/config") => Ok(ok(
             &serde_json::to_value(&app.world().timing).expect("serializes")
         )),
@@ -397,6 +410,7 @@ pub async fn handle(
             w.now = app.clock.now();
             app.faults.lock().unwrap().rules.clear();
             app.log.lock().unwrap().clear();
+            *app.accounts.lock().unwrap() = Default::default();
             Ok(ok(&json!({"reset": true})))
         }
         _ => Err(ControlError::UnknownEndpoint(path.to_string())),
