@@ -101,7 +101,7 @@ async fn watch(
                 retiring.insert(id.clone(), (name.clone(), instance));
             }
         }
-        let (lines, key) = render(ui, &w.group, &s);
+        let (lines, key) = render(ui, &group_label(w), &s);
         ui.live(lines, key);
         if done(&s) {
             ui.freeze();
@@ -130,6 +130,14 @@ async fn allocations(w: &World) -> Vec<Value> {
         .json()
         .await
         .expect("allocation list")
+}
+
+/// The group and its size in the cloud's own words.
+fn group_label(w: &World) -> String {
+    match w.cloud {
+        Cloud::Aws => format!("Auto Scaling group {}: desired capacity", w.group),
+        Cloud::Gce => format!("Managed instance group {}: targetSize", w.group),
+    }
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -420,8 +428,12 @@ async fn main() {
     for (name, instance) in retired {
         ui.line(&format!("              {name:<17}{instance}"));
     }
+    let size_word = match w.cloud {
+        Cloud::Aws => "desired capacity",
+        Cloud::Gce => "targetSize",
+    };
     ui.line(&format!(
-        "  Group:    desired capacity {} -> {}, instances {} -> {} ({} VMs terminated)",
+        "  Group:    {size_word} {} -> {}, instances {} -> {} ({} VMs terminated)",
         before.desired,
         s.group_desired,
         before.instances.len(),
