@@ -6,7 +6,8 @@
 //! seconds to finish each Operation. The pool must still settle with the
 //! group shrunk by exactly what was asked (never a second shrink for one
 //! client), no VM deleted under a running allocation, and the instance
-//! whose Operation failed retired in the end.
+//! whose Operation failed retired in the end. And a SIGKILL while an
+//! Operation runs: the restarted operator never shrinks the group again.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -134,6 +135,43 @@ async fn failed_operations_rate_limits_and_lost_answers_never_shrink_twice() {
         retries.iter().all(|r| request_id(r) != request_id(failed)),
         "a retry after a failed Operation uses a new requestId"
     );
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
+/// SIGKILL while a deleteInstances Operation is still RUNNING: the
+/// restarted operator reads the group afresh, finds the VM already leaving
+/// it and never asks for a second shrink.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_while_a_delete_operation_runs_never_shrinks_twice() {
+    let mut w = setup_on(Cloud::Gce, "kill-mid-delete", 3).await;
+    // Operations take 6 s: long enough to kill the operator while it waits.
+    w.gce()
+        .post("/sim/config", json!({"operation_duration_s": 6.0}))
+        .await;
+    w.apply_pool(&w.pool_manifest("pool", json!({"replicas": 2})))
+        .await;
+    wait_for("the deleteInstances call", T, || async {
+        (!deletes(&w.gce().requests().await).is_empty()).then_some(())
+    })
+    .await;
+    w.restart_operator().await;
+    let st = w
+        .wait_status("pool", "retired after the restart", T, |s| {
+            s.retiring.is_empty() && s.retired_total == 1
+        })
+        .await;
+    assert_eq!(st.desired_nodes, Some(2));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let g = w.group().await;
+    assert_eq!(g.desired, 2, "exactly one shrink: {g:?}");
+    assert_eq!(g.instances.len(), 2, "{g:?}");
+    let log = w.gce().requests().await;
+    let targeted: BTreeSet<String> = deletes(&log)
+        .iter()
+        .flat_map(|r| body_instances(r))
+        .collect();
+    assert_eq!(targeted.len(), 1, "one VM ever targeted: {targeted:?}");
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
