@@ -15,12 +15,14 @@ test: env-up
 
 # The operator's main job end to end on local defaults (about a minute): a
 # pool of 10 simulated Nomad clients in a moto Auto Scaling group scaled to 6
-# while CI jobs run. Leaves the control plane running (make env-down).
+# while CI jobs run; PROVIDER=gce runs it on a managed instance group in
+# gce-sim instead. Leaves the control plane running (make env-down).
+PROVIDER ?= aws
 .PHONY: demo
 demo:
 	tests/env/up.sh
 	cargo build -p nomad-pool-operator --bins
-	cargo run --example demo
+	cargo run --example demo -- $(PROVIDER)
 
 # Regenerate crds/ from the Rust types (a unit test checks they match).
 .PHONY: crds

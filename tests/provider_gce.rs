@@ -361,6 +361,43 @@ async fn a_failed_operation_is_an_error_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn after_a_failed_operation_the_retry_gets_a_new_request_id_even_after_a_restart() {
+    let t = start(timing()).await;
+    t.group("ci", 3, json!({})).await;
+    let p = t.zonal("ci").await;
+    let id = first_in_service(&describe(&p).await);
+    t.ctl(
+        "/sim/faults",
+        json!({"path_contains": "/deleteInstances", "action": {"fail_operation": {
+            "code": "RESOURCE_NOT_READY", "message": "The resource is not ready",
+            "http_status": 400, "http_message": "BAD REQUEST"}}}),
+    )
+    .await;
+    p.terminate_instance(&id, true).await.unwrap_err();
+    // A restarted operator (a new provider) starts at the first requestId:
+    // Compute answers it with the failed Operation again and does nothing.
+    let restarted = t.zonal("ci").await;
+    restarted.terminate_instance(&id, true).await.unwrap_err();
+    assert_eq!(t.target_size("ci").await, 3);
+    // Its next try, like the first provider's, carries the next ID and works.
+    let outcome = restarted.terminate_instance(&id, true).await.unwrap();
+    assert_eq!(outcome, TerminateOutcome::Terminated);
+    assert_eq!(
+        p.terminate_instance(&id, true).await.unwrap(),
+        TerminateOutcome::AlreadyTerminating
+    );
+    assert_eq!(t.target_size("ci").await, 2, "exactly one shrink");
+    let deletes = t.requests("POST", "/deleteInstances").await;
+    let ids: Vec<Option<String>> = deletes.iter().map(|r| query(r, "requestId")).collect();
+    assert_eq!(ids.len(), 3, "no call for a VM already leaving: {ids:?}");
+    assert_eq!(
+        ids[0], ids[1],
+        "the restarted provider replays the first ID"
+    );
+    assert_ne!(ids[1], ids[2], "the retry after the failure has its own");
+}
+
+#[tokio::test]
 async fn an_operation_that_stays_running_is_waited_for() {
     let t = start(Timing {
         operation_polls: 6,

@@ -8,8 +8,13 @@
 //! summary. Exits non-zero if the simulator saw a VM go while a job still ran
 //! on it, or if the pool does not settle.
 //!
+//! With the argument `gce` (`make demo PROVIDER=gce`) the group is a
+//! managed instance group of 10 VMs in gce-sim (the Compute API fake, in
+//! this process) instead, which the operator reaches with a service-account
+//! key as it would Compute; everything else is the same.
+//!
 //! Needs the operator binary built first (`make demo` does it):
-//! `cargo build -p nomad-pool-operator --bins && cargo run --example demo`.
+//! `cargo build -p nomad-pool-operator --bins && cargo run --example demo [-- aws|gce]`.
 //! `NPO_OPERATOR_BIN` overrides where it is looked for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,7 +29,7 @@ mod ui;
 mod view;
 
 use npo_testkit as support;
-use support::{World, WorldOptions, env_var, operator_bin};
+use support::{Cloud, World, WorldOptions, env_var, operator_bin};
 use ui::Ui;
 use view::{Events, Snapshot, observe, render, settled};
 
@@ -96,7 +101,7 @@ async fn watch(
                 retiring.insert(id.clone(), (name.clone(), instance));
             }
         }
-        let (lines, key) = render(ui, &w.group, &s);
+        let (lines, key) = render(ui, &group_label(w), &s);
         ui.live(lines, key);
         if done(&s) {
             ui.freeze();
@@ -127,6 +132,14 @@ async fn allocations(w: &World) -> Vec<Value> {
         .expect("allocation list")
 }
 
+/// The group and its size in the cloud's own words.
+fn group_label(w: &World) -> String {
+    match w.cloud {
+        Cloud::Aws => format!("Auto Scaling group {}: desired capacity", w.group),
+        Cloud::Gce => format!("Managed instance group {}: targetSize", w.group),
+    }
+}
+
 fn fmt_secs(d: Duration) -> String {
     let s = d.as_secs();
     if s < 60 {
@@ -140,12 +153,15 @@ async fn stop(ui: &mut Ui, mut w: World) {
     if let Some(op) = w.operator.take() {
         op.kill().await;
     }
-    let World { bridge, sim, .. } = w;
+    let World {
+        bridge, sim, gce, ..
+    } = w;
     drop(bridge);
     sim.sim.shutdown().await;
-    ui.line(
-        "Stopped the operator and the Nomad simulator. The control plane and moto keep running;",
-    );
+    if let Some(gce) = gce {
+        gce.sim.shutdown().await;
+    }
+    ui.line("Stopped the operator and the simulators. The control plane and moto keep running;");
     ui.line(&format!("stop them with: {}", ui.bold("make env-down")));
 }
 
@@ -178,6 +194,14 @@ async fn fail(ui: &mut Ui, w: World, what: &str, s: Option<&Snapshot>) -> ! {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     handle_ctrl_c();
+    let cloud = match std::env::args().nth(1).as_deref() {
+        None | Some("aws") => Cloud::Aws,
+        Some("gce") => Cloud::Gce,
+        Some(other) => {
+            eprintln!("Unknown provider {other:?}: the demo runs on aws (the default) or gce.");
+            std::process::exit(2);
+        }
+    };
     let mut ui = Ui::new();
     let bin = operator_bin();
     if !bin.is_file() {
@@ -209,19 +233,24 @@ async fn main() {
     ));
 
     // 2. The world: namespace, simulator, group of 10, clients registered.
+    let group_kind = match cloud {
+        Cloud::Aws => "a moto Auto Scaling group",
+        Cloud::Gce => "a gce-sim managed instance group",
+    };
     ui.note(&format!(
-        "Creating {FROM} VMs in a moto Auto Scaling group, each a simulated Nomad client (node pool \"ci\") ..."
+        "Creating {FROM} VMs in {group_kind}, each a simulated Nomad client (node pool \"ci\") ..."
     ));
     let mut w = World::new(
         "demo",
         WorldOptions {
             size: FROM,
             min: 0,
+            cloud,
             ..Default::default()
         },
     )
     .await;
-    w.create_aws_secret().await;
+    w.create_provider_secret().await;
     ui.note(&format!(
         "  group {}, {FROM} clients ready (4 job slots each), namespace {}",
         w.group, w.namespace
@@ -399,8 +428,12 @@ async fn main() {
     for (name, instance) in retired {
         ui.line(&format!("              {name:<17}{instance}"));
     }
+    let size_word = match w.cloud {
+        Cloud::Aws => "desired capacity",
+        Cloud::Gce => "targetSize",
+    };
     ui.line(&format!(
-        "  Group:    desired capacity {} -> {}, instances {} -> {} ({} VMs terminated)",
+        "  Group:    {size_word} {} -> {}, instances {} -> {} ({} VMs terminated)",
         before.desired,
         s.group_desired,
         before.instances.len(),

@@ -96,6 +96,8 @@ pub fn lifecycle_summary(instances: &[support::Instance]) -> String {
 }
 
 /// The progress block and its change key.
+/// `group` names the group and its size as the cloud calls them, e.g.
+/// `Auto Scaling group NAME: desired capacity` (see `main::group_label`).
 pub fn render(ui: &Ui, group: &str, s: &Snapshot) -> (Vec<String>, String) {
     let st = &s.status;
     let (ready, reason) = ready_reason(st);
@@ -129,7 +131,7 @@ pub fn render(ui: &Ui, group: &str, s: &Snapshot) -> (Vec<String>, String) {
         ui.bold("NAME  DESIRED  READY  DRAINING  TERMINATING  RETIRED  STATUS"),
         row,
         format!(
-            "Auto Scaling group {group}: desired capacity {}, {} instances{}",
+            "{group} {}, {} instances{}",
             s.group_desired,
             s.instances.len(),
             lifecycle_summary(&s.instances),

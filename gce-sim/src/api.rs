@@ -134,6 +134,24 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
         status: None,
         fault: None,
     };
+    // Google's front end authenticates before anything else happens.
+    let authorization = parts.headers.get("authorization").map(|v| v.to_str());
+    let checked = {
+        let accounts = app.accounts.lock().unwrap();
+        match authorization {
+            _ if !accounts.enforced() => Ok(()),
+            Some(Err(_)) => Err(crate::auth::AuthError::Invalid("not ASCII")),
+            Some(Ok(h)) => accounts.check(Some(h)),
+            None => accounts.check(None),
+        }
+    };
+    if let Err(e) = checked {
+        let with_status = app.world.lock().unwrap().timing.error_status;
+        let r = crate::auth::response(&e, with_status);
+        entry.status = Some(r.status().as_u16());
+        app.log.lock().unwrap().push(entry);
+        return Ok(r);
+    }
     let rule = app
         .faults
         .lock()

@@ -250,6 +250,27 @@ fn set_instance(w: &mut World, now: i64, s: &InstanceState) -> Result<Value, Con
     )
 }
 
+/// `POST /sim/groups/description` body: the group's owner edits its
+/// description (the harness marks which pool owns a group this way).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptionSpec {
+    #[serde(flatten)]
+    pub place: Place,
+    pub name: String,
+    pub description: String,
+}
+
+fn set_description(w: &mut World, s: &DescriptionSpec) -> Result<Value, ControlError> {
+    let key = s.place.key(&s.name)?;
+    let g = w
+        .groups
+        .get_mut(&key)
+        .ok_or_else(|| ControlError::NotFound(key.path("instanceGroupManagers")))?;
+    g.description = Some(s.description.clone());
+    Ok(json!({"name": s.name, "description": s.description}))
+}
+
 fn create_autoscaler(w: &mut World, now: i64, s: &AutoscalerSpec) -> Result<Value, ControlError> {
     let key = s.place.key(&s.name)?;
     let target = s.place.key(&s.target)?;
@@ -328,6 +349,9 @@ pub async fn handle(
                 .collect();
             Ok(ok(&json!({"groups": v})))
         }
+        (Method::POST, "/sim/groups/description") => {
+            Ok(ok(&set_description(&mut app.world(), &parse(body)?)?))
+        }
         (Method::POST, "/sim/instances") => {
             Ok(ok(&set_instance(&mut app.world(), now, &parse(body)?)?))
         }
@@ -336,6 +360,19 @@ pub async fn handle(
             now,
             &parse(body)?,
         )?)),
+        (Method::POST, "/sim/service_accounts") => {
+            let key: crate::auth::AccountKey = parse(body)?;
+            app.accounts
+                .lock()
+                .unwrap()
+                .add(key.clone())
+                .map_err(ControlError::Invalid)?;
+            Ok(ok(&serde_json::to_value(key).expect("serializes")))
+        }
+        (Method::GET, "/sim/service_accounts") => {
+            let keys = app.accounts.lock().unwrap().list();
+            Ok(ok(&json!({"service_accounts": keys})))
+        }
         (Method::GET, "/sim/config") => Ok(ok(
             &serde_json::to_value(&app.world().timing).expect("serializes")
         )),
@@ -397,6 +434,7 @@ pub async fn handle(
             w.now = app.clock.now();
             app.faults.lock().unwrap().rules.clear();
             app.log.lock().unwrap().clear();
+            *app.accounts.lock().unwrap() = Default::default();
             Ok(ok(&json!({"reset": true})))
         }
         _ => Err(ControlError::UnknownEndpoint(path.to_string())),

@@ -154,6 +154,8 @@ impl GceError {
                     message: s.message,
                     domain: s.domain,
                     reason: s.reason,
+                    location: None,
+                    location_type: None,
                 }],
                 status,
             },

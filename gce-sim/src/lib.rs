@@ -11,6 +11,7 @@
 //! types (`wire.rs`) are its own; the operator must not depend on it.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod control;
 pub mod error;
@@ -73,6 +74,8 @@ pub struct App {
     pub log: Mutex<Vec<LoggedRequest>>,
     pub seq: AtomicU64,
     pub seed: Option<u64>,
+    /// Registered service-account keys; none: no authentication required.
+    pub accounts: Mutex<auth::Accounts>,
 }
 
 impl App {
@@ -133,6 +136,7 @@ pub async fn serve(cfg: Config) -> Result<Sim, ServeError> {
         log: Mutex::new(Vec::new()),
         seq: AtomicU64::new(0),
         seed: cfg.seed,
+        accounts: Mutex::new(auth::Accounts::default()),
     });
     let (shutdown, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, app.clone(), stop_rx));

@@ -281,11 +281,17 @@ pub struct InstancesRequest {
 
 /// One `error.errors[]` item of an HTTP error (§1.7).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ErrorItem {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     pub reason: String,
+    /// Authentication errors name the header at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_type: Option<String>,
 }
 
 /// The `error` object of an HTTP error body (§1.7).

@@ -281,3 +281,30 @@ async fn methods_the_api_does_not_serve_get_the_front_ends_html_404() {
         .await;
     assert_eq!(r.status(), 404);
 }
+
+/// §1.1: `description` is the group's only free text (where the operator
+/// reads its owner from); the control surface lets a harness edit it as
+/// the group's owner would, and the API shows it as set.
+#[tokio::test]
+async fn a_groups_description_is_set_through_the_control_surface() {
+    let t = start().await;
+    t.zonal("pool", 1).await;
+    assert!(t.igm("pool").await.get("description").is_none());
+    t.ctl(
+        "/sim/groups/description",
+        json!({"project": PROJECT, "zone": ZONE, "name": "pool",
+               "description": "CI nomadpool.dev/pool=ns/ci"}),
+    )
+    .await;
+    assert_eq!(
+        t.igm("pool").await["description"],
+        "CI nomadpool.dev/pool=ns/ci"
+    );
+    let r = t
+        .post(
+            "/sim/groups/description",
+            Some(json!({"project": PROJECT, "zone": ZONE, "name": "nope", "description": "x"})),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+}

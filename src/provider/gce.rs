@@ -14,6 +14,13 @@
 //!   returns `Ok` for a failed Operation, §4.4), and verified by a re-read.
 //!   The `requestId` is derived from the group, the VM id and the intent, so
 //!   a call repeated after a crash or a lost answer is ignored by Compute.
+//!   Compute answers a repeated `requestId` with the first call's
+//!   Operation even when that one failed, so after an Operation that ended
+//!   `DONE` with an error (nothing changed) the next try gets the next ID
+//!   of the sequence ([`mapping::request_id_attempt`]). The count is kept in
+//!   memory: a restarted operator starts again at the first ID, is answered
+//!   with the old failed Operation (no effect) and moves on, one ID per
+//!   failure it replays; it never skips an ID whose outcome it does not know.
 //! - instances are identified by VM id, which the Nomad client fingerprints
 //!   as `unique.platform.gce.id` (§2.1).
 //!
@@ -29,8 +36,10 @@
 //! minutes of release build; the figures measured for issue 17 are in
 //! `deploy/gce.md` ("Build cost").
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -54,7 +63,7 @@ use api::{GroupApi, Services};
 pub use credentials::{GceCredentials, SERVICE_ACCOUNT_KEY};
 pub use errors::GceError;
 use errors::{classify, operation_error};
-use mapping::{Intent, Member, last_segment, owner_from_description, request_id};
+use mapping::{Intent, Member, last_segment, owner_from_description, request_id_attempt};
 
 pub const KIND: &str = "gce-mig";
 
@@ -140,6 +149,9 @@ pub struct GceManagedInstanceGroup {
     settings: GceSettings,
     /// Values scrubbed from every error message this provider produces.
     secrets: Vec<String>,
+    /// Operations that ended `DONE` with an error, per `verb/vm id`: the
+    /// attempt number of the next `requestId` for that intent.
+    failed: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl fmt::Debug for GceManagedInstanceGroup {
@@ -225,6 +237,7 @@ impl GceManagedInstanceGroup {
             endpoint: cfg.endpoint,
             settings,
             secrets,
+            failed: Arc::default(),
         })
     }
 
@@ -380,12 +393,22 @@ impl GceManagedInstanceGroup {
             return Ok(outcome);
         }
         let member = member.expect("checked by already()");
-        let rid = request_id(&self.group_path(), vm_id, intent);
+        let attempt_key = format!("{}/{vm_id}", intent.verb());
+        let attempt = self.failed_attempts(&attempt_key);
+        let rid = request_id_attempt(&self.group_path(), vm_id, intent, attempt);
         let call = self.api.act(intent, &member.url, &rid);
         let err = match tokio::time::timeout(self.settings.operation_timeout, call).await {
             Ok(Ok(op)) => match operation_error(&op, &self.secret_refs()) {
                 None => return Ok(self.verify(vm_id, intent).await?),
-                Some(e) => e,
+                Some(e) => {
+                    // DONE with an error: nothing was done, and this ID
+                    // would only ever be answered with this Operation again.
+                    self.failed
+                        .lock()
+                        .expect("failed-attempts lock")
+                        .insert(attempt_key, attempt + 1);
+                    e
+                }
             },
             Ok(Err(e)) => self.classify(&e),
             Err(_) => GceError::OperationTimedOut {
@@ -450,6 +473,11 @@ impl GceManagedInstanceGroup {
         }
         info!(group = %self.api.name, desired, "resized managed instance group");
         Ok(())
+    }
+
+    fn failed_attempts(&self, key: &str) -> u32 {
+        let failed = self.failed.lock().expect("failed-attempts lock");
+        failed.get(key).copied().unwrap_or(0)
     }
 
     fn secret_refs(&self) -> Vec<&str> {

@@ -4,7 +4,8 @@
 //!
 //! A real kube-apiserver + etcd and a moto server (started once per test run
 //! by `tests/env/up.sh`), and per test its own namespace, its own Nomad
-//! simulator, its own Auto Scaling group, a "cloud bridge" that makes the
+//! simulator, its own Auto Scaling group (or managed instance group in its
+//! own gce-sim), a "cloud bridge" that makes the
 //! simulator's nodes follow the group's instances the way real VMs and Nomad
 //! clients do, and the operator binary running as a child process.
 //!
@@ -12,7 +13,8 @@
 //!
 //! Rooms: `env` (the environment file, waiting, naming), `cluster`
 //! (Kubernetes clients, CRD, namespaces, Secrets), `aws` (groups in moto, the
-//! ownership tag), `moto` (a private moto server), `sim` (the simulator, the
+//! ownership tag), `gce` (managed instance groups in a private gce-sim, its
+//! service-account key, the GCE bridge), `moto` (a private moto server), `sim` (the simulator, the
 //! bridge, request counts), `world` (one test's world), `retirements` (a
 //! pool's status with its retirement objects, as tests read it), `operator`
 //! (the binary as a process), `procstat` (CPU and memory from /proc), `proxy`
@@ -26,6 +28,7 @@ pub mod cluster;
 pub mod deploy;
 pub mod env;
 pub mod faults;
+pub mod gce;
 
 pub mod moto;
 pub mod operator;
@@ -47,7 +50,8 @@ pub use crate::cluster::{
 pub use crate::env::{
     env, env_var, free_port, log_dir, read_env_file, repo_root, unique, wait_for,
 };
+pub use crate::gce::{GCE_PROJECT, GCE_SECRET, GCE_ZONE, GceCloud};
 pub use crate::operator::{Operator, OperatorCmd, operator_bin};
 pub use crate::retirements::{POOL_LABEL, PoolView};
 pub use crate::sim::{Bridge, Sim, SimOptions, delta, total};
-pub use crate::world::{World, WorldOptions, setup, setup_with};
+pub use crate::world::{Cloud, World, WorldOptions, setup, setup_on, setup_with};

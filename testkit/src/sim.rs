@@ -140,6 +140,11 @@ impl Drop for Bridge {
 }
 
 impl Bridge {
+    /// A bridge running as `task` (the GCE bridge, `gce::gce_bridge`).
+    pub(crate) fn from_task(task: JoinHandle<()>) -> Bridge {
+        Bridge { task }
+    }
+
     pub fn start(sim_url: String, group: String, node_pool: String) -> Bridge {
         Self::start_with_meta(sim_url, group, node_pool, Value::Null)
     }

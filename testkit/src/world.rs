@@ -1,8 +1,9 @@
-//! One test's world: a namespace, a Nomad simulator, an Auto Scaling group in
-//! moto whose clients have registered in node pool `ci`, the bridge between
-//! them, and the operator binary as a child process; with the helpers a test
-//! uses to act on the pool and read what happened (the pool's status with its
-//! retirements, as a `PoolView`).
+//! One test's world: a namespace, a Nomad simulator, a cloud group whose
+//! clients have registered in node pool `ci` (an Auto Scaling group in moto,
+//! or with `Cloud::Gce` a managed instance group in a private gce-sim), the
+//! bridge between them, and the operator binary as a child process; with the
+//! helpers a test uses to act on the pool and read what happened (the pool's
+//! status with its retirements, as a `PoolView`).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use crate::cluster::{
     create_aws_secret, create_namespace, delete_namespace, install_crd, kube_client, merge,
 };
 use crate::env::{unique, wait_for};
+use crate::gce::{GCE_PROJECT, GCE_SECRET, GCE_ZONE, GceCloud, create_gce_secret, gce_bridge};
 use crate::operator::Operator;
 use crate::retirements::{self, PoolView};
 use crate::sim::{Bridge, Sim, SimOptions};
@@ -30,6 +32,19 @@ pub struct World {
     pub bridge: Bridge,
     pub operator: Option<Operator>,
     pub test: String,
+    /// Which cloud `group` is in; with `Cloud::Gce`, its gce-sim.
+    pub cloud: Cloud,
+    pub gce: Option<GceCloud>,
+}
+
+/// The provider a world's group lives in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cloud {
+    /// An Auto Scaling group in the environment's moto.
+    #[default]
+    Aws,
+    /// A zonal managed instance group in the world's own gce-sim.
+    Gce,
 }
 
 pub struct WorldOptions {
@@ -38,6 +53,7 @@ pub struct WorldOptions {
     pub sim: SimOptions,
     /// Node meta of the group's clients (a JSON object), or null.
     pub node_meta: Value,
+    pub cloud: Cloud,
 }
 
 impl Default for WorldOptions {
@@ -47,6 +63,7 @@ impl Default for WorldOptions {
             min: 0,
             sim: SimOptions::default(),
             node_meta: Value::Null,
+            cloud: Cloud::Aws,
         }
     }
 }
@@ -64,10 +81,28 @@ pub async fn setup(test: &str, size: i32) -> World {
     .await
 }
 
+/// As `setup`, on `cloud`; a GCE world's test name (and so its namespace
+/// and group) starts with `gce-`.
+pub async fn setup_on(cloud: Cloud, test: &str, size: i32) -> World {
+    let test = match cloud {
+        Cloud::Aws => test.to_string(),
+        Cloud::Gce => format!("gce-{test}"),
+    };
+    setup_with(
+        &test,
+        WorldOptions {
+            size,
+            cloud,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// As `setup`, with any options.
 pub async fn setup_with(test: &str, opts: WorldOptions) -> World {
     let mut w = World::new(test, opts).await;
-    w.create_aws_secret().await;
+    w.create_provider_secret().await;
     w.start_operator().await;
     w
 }
@@ -86,9 +121,30 @@ impl World {
         let sim = Sim::start(opts.sim).await;
         let asg = asg_client();
         let group = unique(test);
-        create_group(&asg, &group, opts.min, 50, opts.size).await;
-        let bridge =
-            Bridge::start_with_meta(sim.url.clone(), group.clone(), "ci".into(), opts.node_meta);
+        let (bridge, gce) = match opts.cloud {
+            Cloud::Aws => {
+                create_group(&asg, &group, opts.min, 50, opts.size).await;
+                let bridge = Bridge::start_with_meta(
+                    sim.url.clone(),
+                    group.clone(),
+                    "ci".into(),
+                    opts.node_meta,
+                );
+                (bridge, None)
+            }
+            Cloud::Gce => {
+                let gce = GceCloud::start().await;
+                gce.create_group(&group, opts.size).await;
+                let bridge = gce_bridge(
+                    gce.url.clone(),
+                    group.clone(),
+                    sim.url.clone(),
+                    "ci".into(),
+                    opts.node_meta,
+                );
+                (bridge, Some(gce))
+            }
+        };
         let world = World {
             client,
             namespace,
@@ -98,6 +154,8 @@ impl World {
             bridge,
             operator: None,
             test: test.into(),
+            cloud: opts.cloud,
+            gce,
         };
         let size = opts.size as usize;
         // Generous: on a loaded machine a few dozen clients take a while.
@@ -151,13 +209,20 @@ impl World {
 
     /// A pool manifest for this world's simulator and group.
     pub fn pool_manifest(&self, name: &str, extra_spec: Value) -> Value {
+        let provider = match &self.gce {
+            None => json!({"awsAutoScalingGroup": {
+                "name": self.group, "region": "us-east-1", "endpoint": moto_endpoint(),
+                "credentialsSecretRef": {"name": "aws"}
+            }}),
+            Some(gce) => json!({"gceManagedInstanceGroup": {
+                "project": GCE_PROJECT, "zone": GCE_ZONE, "name": self.group,
+                "endpoint": gce.url, "credentialsSecretRef": {"name": GCE_SECRET}
+            }}),
+        };
         let mut spec = json!({
             "nomad": {"address": self.sim.url},
             "selector": {"nodePool": "ci"},
-            "provider": {"awsAutoScalingGroup": {
-                "name": self.group, "region": "us-east-1", "endpoint": moto_endpoint(),
-                "credentialsSecretRef": {"name": "aws"}
-            }},
+            "provider": provider,
         });
         merge(&mut spec, extra_spec);
         json!({"apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
@@ -168,11 +233,33 @@ impl World {
         create_aws_secret(&self.client, &self.namespace).await;
     }
 
+    /// The Secret the pool manifest names: AWS keys moto accepts, or the
+    /// service-account key gce-sim knows.
+    pub async fn create_provider_secret(&self) {
+        match &self.gce {
+            None => self.create_aws_secret().await,
+            Some(gce) => create_gce_secret(&self.client, &self.namespace, &gce.key_json).await,
+        }
+    }
+
+    /// This world's gce-sim; panics on an AWS world.
+    pub fn gce(&self) -> &GceCloud {
+        self.gce.as_ref().expect("a GCE world")
+    }
+
     /// Apply a pool; a pool that names this world's group is first given
     /// the group (its ownership tag), as the group's owner would.
     pub async fn apply_pool(&self, manifest: &Value) {
         let name = manifest["metadata"]["name"].as_str().unwrap();
-        if manifest["spec"]["provider"]["awsAutoScalingGroup"]["name"] == self.group.as_str() {
+        if let Some(gce) = &self.gce {
+            if manifest["spec"]["provider"]["gceManagedInstanceGroup"]["name"]
+                == self.group.as_str()
+            {
+                gce.set_owner(&self.group, &format!("{}/{name}", self.namespace))
+                    .await;
+            }
+        } else if manifest["spec"]["provider"]["awsAutoScalingGroup"]["name"] == self.group.as_str()
+        {
             tag_group(
                 &self.asg,
                 &self.group,
@@ -292,7 +379,10 @@ impl World {
     }
 
     pub async fn group(&self) -> Group {
-        describe_group(&self.asg, &self.group).await
+        match &self.gce {
+            None => describe_group(&self.asg, &self.group).await,
+            Some(gce) => gce.group(&self.group).await,
+        }
     }
 
     /// Clients that are up (not down), as the simulator reports them.
@@ -362,5 +452,8 @@ impl World {
         drop(self.operator);
         drop(self.bridge);
         self.sim.sim.shutdown().await;
+        if let Some(gce) = self.gce {
+            gce.sim.shutdown().await;
+        }
     }
 }

@@ -137,10 +137,23 @@ impl Intent {
 /// (128-bit), written out here because it must not change between builds:
 /// an operator upgraded between a call and its retry must send the same ID.
 pub fn request_id(group_path: &str, vm_id: &str, intent: Intent) -> String {
+    request_id_attempt(group_path, vm_id, intent, 0)
+}
+
+/// As [`request_id`], for the `attempt`-th try after as many Operations
+/// for the same intent ended `DONE` with an error. Compute answers a
+/// repeated `requestId` with the first call's Operation, failed or not, so
+/// a retry after a failure known to have changed nothing needs a new ID;
+/// attempt 0 is [`request_id`] itself.
+pub fn request_id_attempt(group_path: &str, vm_id: &str, intent: Intent, attempt: u32) -> String {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013B;
     let mut h = OFFSET;
-    for part in [group_path, vm_id, intent.verb()] {
+    let attempt = (attempt > 0).then(|| attempt.to_string());
+    for part in [group_path, vm_id, intent.verb()]
+        .into_iter()
+        .chain(attempt.as_deref())
+    {
         for b in part.bytes().chain(std::iter::once(0)) {
             h ^= u128::from(b);
             h = h.wrapping_mul(PRIME);

@@ -3,7 +3,9 @@
 //! `shared/reference/gce-mig.md`.
 
 use super::errors::{GceError, classify_http, operation_error};
-use super::mapping::{Intent, lifecycle, owner_from_description, request_id, zone_of};
+use super::mapping::{
+    Intent, lifecycle, owner_from_description, request_id, request_id_attempt, zone_of,
+};
 use super::*;
 use crate::provider::ProviderError;
 
@@ -43,6 +45,13 @@ fn request_ids_are_stable_uuids_per_vm_and_intent() {
     let g = "projects/p/zones/us-central1-a/instanceGroupManagers/ci";
     let a = request_id(g, "123", Intent::Shrink);
     assert_eq!(a, request_id(g, "123", Intent::Shrink), "deterministic");
+    // A retry after a failed Operation: a new ID per attempt, attempt 0 the
+    // ID earlier builds sent.
+    assert_eq!(a, request_id_attempt(g, "123", Intent::Shrink, 0));
+    let a1 = request_id_attempt(g, "123", Intent::Shrink, 1);
+    assert_ne!(a, a1);
+    assert_ne!(a1, request_id_attempt(g, "123", Intent::Shrink, 2));
+    assert_eq!(a1, request_id_attempt(g, "123", Intent::Shrink, 1));
     assert_ne!(a, request_id(g, "123", Intent::Replace));
     assert_ne!(a, request_id(g, "124", Intent::Shrink));
     assert_ne!(
