@@ -1,7 +1,8 @@
 //! The pool's terminating lifecycle hook, outside the pure planner: whether
 //! the hook the spec names exists (or is put, with `mode: Managed`), the
 //! heartbeats that keep a held VM's action alive while its client drains,
-//! and the pool's `LifecycleHook` condition.
+//! and the pool's `LifecycleHook` condition; with `queueURL`, the queue's
+//! receiver (`queue`) and the pool's `LifecycleQueue` condition.
 //!
 //! The planner (`plan::hooks`) decides which held VMs are retired and when
 //! their actions are completed; it only sees the hook once this module has
@@ -13,7 +14,7 @@
 //! never makes a VM wait out its timeout.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -21,9 +22,11 @@ use jiff::Timestamp;
 use tracing::{debug, warn};
 
 use super::status::{self, Signal};
+use super::trigger::Trigger;
 use crate::api::{LifecycleHookSpec, NomadClientPoolSpec, NomadClientPoolStatus, RetiringNode};
 use crate::provider::{
     CloudProvider, GroupState, Lifecycle, LifecycleAction, LifecycleActionOutcome, ProviderError,
+    QueueError,
 };
 
 /// The pool condition this module owns.
@@ -115,6 +118,8 @@ pub struct HookRuntime {
     heartbeats: Mutex<HashMap<String, Instant>>,
     /// Held VMs whose global timeout this process warned about.
     pub warned: Warned,
+    /// The receiver of `lifecycleHook.queueURL`, while the spec names one.
+    queue: Mutex<Option<queue::QueueWatch>>,
 }
 
 impl HookRuntime {
@@ -124,6 +129,58 @@ impl HookRuntime {
         checked
             .as_ref()
             .and_then(|(_, c)| c.ready().map(str::to_owned))
+    }
+}
+
+impl HookRuntime {
+    /// Start, restart or stop the queue's receiver as the spec says.
+    pub fn ensure_queue(
+        &self,
+        spec: &NomadClientPoolSpec,
+        provider: &Arc<dyn CloudProvider>,
+        trigger: &Trigger,
+    ) {
+        let wanted = spec_hook(spec).and_then(|h| Some((h.queue_url.as_deref()?, &h.name)));
+        let group = (spec.provider.aws_auto_scaling_group.as_ref()).map(|g| g.name.clone());
+        let mut current = self.queue.lock().expect("queue lock");
+        let same = match (current.as_ref(), wanted) {
+            (Some(q), Some((url, hook))) => q.url == url && q.hook == *hook,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        *current = wanted.map(|(url, hook)| {
+            queue::QueueWatch::start(
+                url,
+                queue::QueueParts {
+                    queue: provider.lifecycle_queue(url),
+                    provider: provider.clone(),
+                    group: group.unwrap_or_default(),
+                    hook: hook.clone(),
+                    trigger: trigger.clone(),
+                },
+            )
+        });
+    }
+
+    /// The VMs the queue named and the group confirmed held.
+    pub fn queued(&self) -> Vec<(String, Option<String>)> {
+        let q = self.queue.lock().expect("queue lock");
+        q.as_ref().map(|q| q.held()).unwrap_or_default()
+    }
+
+    /// The action token the queue gave for a held VM.
+    pub fn token(&self, instance_id: &str) -> Option<String> {
+        let q = self.queue.lock().expect("queue lock");
+        q.as_ref().and_then(|q| q.token(instance_id))
+    }
+
+    /// The queue's state, `None` when the spec names no queue.
+    pub fn queue_state(&self) -> Option<(String, Option<QueueError>)> {
+        let q = self.queue.lock().expect("queue lock");
+        q.as_ref().map(|q| (q.url.clone(), q.problem()))
     }
 }
 
@@ -225,6 +282,63 @@ pub fn condition(
     (news && !signal.status).then_some((signal.reason, signal.message))
 }
 
+/// The pool condition the queue's receiver reports on.
+pub const QUEUE_CONDITION: &str = "LifecycleQueue";
+
+fn queue_signal(url: &str, problem: Option<&QueueError>) -> Signal {
+    match problem {
+        None => Signal::new(
+            true,
+            "QueueReading",
+            format!("receiving the lifecycle hook's notifications from {url}"),
+        ),
+        Some(e) => {
+            let reason = match e {
+                QueueError::BadUrl { .. } => "QueueURLInvalid",
+                QueueError::NotFound { .. } => "QueueNotFound",
+                QueueError::Denied { .. } => "QueueAccessDenied",
+                QueueError::Failed { .. } => "QueueUnreadable",
+            };
+            Signal::new(
+                false,
+                reason,
+                format!(
+                    "{e}; to fix: {}. Held VMs are still found from the group, every ~5 s",
+                    e.what_to_fix()
+                ),
+            )
+        }
+    }
+}
+
+/// The pool's `LifecycleQueue` condition (removed when the spec names no
+/// queue); the reason and message of a new warning, as [`condition`].
+pub fn queue_condition(
+    status: &mut NomadClientPoolStatus,
+    previous: &NomadClientPoolStatus,
+    state: Option<(String, Option<QueueError>)>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<(String, String)> {
+    let Some((url, problem)) = state else {
+        status.conditions.retain(|c| c.type_ != QUEUE_CONDITION);
+        return None;
+    };
+    let signal = queue_signal(&url, problem.as_ref());
+    status.conditions = status::merge(
+        &status.conditions,
+        &[(QUEUE_CONDITION, signal.clone())],
+        generation,
+        now,
+    );
+    let before = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == QUEUE_CONDITION);
+    let news = before.is_none_or(|c| c.reason != signal.reason);
+    (news && !signal.status).then_some((signal.reason, signal.message))
+}
+
 /// The held VM of each retirement still draining, as an action to heartbeat.
 fn held_draining<'a>(
     group: &'a GroupState,
@@ -320,6 +434,7 @@ pub async fn heartbeat(
 }
 
 mod global;
+pub mod queue;
 pub use global::{Warned, global_timeout_seconds, warnings as global_timeout_warnings};
 
 #[cfg(test)]

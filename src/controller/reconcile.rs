@@ -99,7 +99,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
-    hook::report_condition(&ctx, &pool, &seen, &mut new_status, hook_check.as_ref());
+    let hook_seen = (rt.as_ref(), &seen);
+    hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
     let persisted = persist::write_ahead(
         &pool,
