@@ -120,6 +120,11 @@ pub struct HookRuntime {
     pub warned: Warned,
     /// The receiver of `lifecycleHook.queueURL`, while the spec names one.
     queue: Mutex<Option<queue::QueueWatch>>,
+    /// Held clients (node names) whose drain deadline the global timeout
+    /// set, while they drain; each was announced by an Event.
+    capped: Mutex<std::collections::BTreeSet<String>>,
+    /// Events about capped drains not published yet (node, text).
+    capped_news: Mutex<Vec<(String, String)>>,
 }
 
 impl HookRuntime {
@@ -175,6 +180,46 @@ impl HookRuntime {
     pub fn token(&self, instance_id: &str) -> Option<String> {
         let q = self.queue.lock().expect("queue lock");
         q.as_ref().and_then(|q| q.token(instance_id))
+    }
+
+    /// Give held clients drains that end before the global timeout (see
+    /// `global::capped_drains`); keeps the Events to publish (node, text)
+    /// for those not announced before (see [`HookRuntime::capped_news`]).
+    pub fn cap_drains(
+        &self,
+        heartbeat_timeout: u32,
+        tracked: &[RetiringNode],
+        drains: &mut HashMap<String, crate::api::DrainPolicy>,
+        pool_drain: &crate::api::DrainPolicy,
+        now: Timestamp,
+    ) {
+        let capped = capped_drains(heartbeat_timeout, tracked, drains, pool_drain, now);
+        let global = global_timeout_seconds(heartbeat_timeout);
+        let mut announced = self.capped.lock().expect("capped lock");
+        announced.retain(|n| {
+            (tracked.iter())
+                .any(|e| e.node_name == *n && e.phase < crate::api::RetirePhase::Terminating)
+        });
+        let mut news = Vec::new();
+        for c in &capped {
+            drains.insert(c.node_id.clone(), c.drain.clone());
+            if announced.insert(c.node_name.clone()) {
+                news.push((
+                    c.node_name.clone(),
+                    format!(
+                        "the lifecycle hook's global timeout ({global}s) ends the wait of node {}'s VM whatever runs: its drain deadline is {}s, so Nomad stops what still runs then and the operator completes the action before AWS does",
+                        c.node_name, c.deadline_seconds
+                    ),
+                ));
+            }
+        }
+        drop(announced);
+        self.capped_news.lock().expect("capped lock").extend(news);
+    }
+
+    /// The capped-drain Events to publish, once each.
+    pub fn capped_news(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.capped_news.lock().expect("capped lock"))
     }
 
     /// The queue's state, `None` when the spec names no queue.
@@ -280,6 +325,53 @@ pub fn condition(
     let before = previous.conditions.iter().find(|c| c.type_ == CONDITION);
     let news = before.is_none_or(|c| c.reason != signal.reason);
     (news && !signal.status).then_some((signal.reason, signal.message))
+}
+
+/// The pool condition on drains the hook's global timeout shortens.
+pub const GLOBAL_CONDITION: &str = "LifecycleGlobalTimeout";
+
+/// The pool's `LifecycleGlobalTimeout` condition, while a hook is ready:
+/// `False` while some held client drains under a deadline the global
+/// timeout set (jobs still running then are stopped), `True` otherwise.
+pub fn global_condition(
+    status: &mut NomadClientPoolStatus,
+    runtime: &HookRuntime,
+    check: Option<&HookCheck>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let Some(HookCheck::Ready {
+        heartbeat_timeout, ..
+    }) = check
+    else {
+        status.conditions.retain(|c| c.type_ != GLOBAL_CONDITION);
+        return;
+    };
+    let global = global_timeout_seconds(*heartbeat_timeout);
+    let capped = runtime.capped.lock().expect("capped lock");
+    let names: Vec<&str> = capped.iter().map(String::as_str).collect();
+    let signal = if names.is_empty() {
+        Signal::new(
+            true,
+            "WithinGlobalTimeout",
+            format!("no held client's drain is cut short by the hook's global timeout ({global}s)"),
+        )
+    } else {
+        Signal::new(
+            false,
+            "DrainDeadlineCapped",
+            format!(
+                "the hook's global timeout ({global}s, min(48 h, 100 x heartbeat timeout)) cannot be extended: the drains of {} end before it, stopping jobs that still run then; set a shorter drain.deadline, or a longer heartbeat timeout",
+                names.join(", ")
+            ),
+        )
+    };
+    status.conditions = status::merge(
+        &status.conditions,
+        &[(GLOBAL_CONDITION, signal)],
+        generation,
+        now,
+    );
 }
 
 /// The pool condition the queue's receiver reports on.
@@ -435,7 +527,9 @@ pub async fn heartbeat(
 
 mod global;
 pub mod queue;
-pub use global::{Warned, global_timeout_seconds, warnings as global_timeout_warnings};
+pub use global::{
+    CappedDrain, Warned, capped_drains, global_timeout_seconds, warnings as global_timeout_warnings,
+};
 
 #[cfg(test)]
 mod tests;

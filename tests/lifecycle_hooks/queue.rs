@@ -122,6 +122,19 @@ async fn a_queue_fed_pool_drains_held_vms_found_through_the_queue() {
     assert_eq!(queue_findings(&w, &held[0]), 1, "found through the queue");
     // The group reads look every ~5 s and may see it up to ~10 s late.
     assert!(found_in < Duration::from_secs(3), "{found_in:?}");
+    // No drain.deadline in the spec: the hook's global timeout (48 h for a
+    // 3600 s heartbeat timeout) less 10 minutes is the drain's deadline.
+    let deadline = st.retiring[0].drain_deadline.as_ref().expect("a deadline");
+    let started = st.retiring[0].drain_started_at.as_ref().expect("started");
+    let secs = deadline.0.duration_since(started.0).as_secs();
+    assert!((172_100..=172_200).contains(&secs), "{secs}");
+    let c = condition(&st, "LifecycleGlobalTimeout").expect("condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "DrainDeadlineCapped")
+    );
+    w.wait_event("DrainDeadlineCapped", |r, _| r == "DrainDeadlineCapped", T)
+        .await;
 
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(waiting(&w.group().await), held, "its job still runs");
@@ -139,6 +152,9 @@ async fn a_queue_fed_pool_drains_held_vms_found_through_the_queue() {
         s.retiring.is_empty() && s.retired_total == 1
     })
     .await;
+    let st = w.status("pool").await;
+    let c = condition(&st, "LifecycleGlobalTimeout").expect("condition");
+    assert_eq!(c.status, "True", "nothing drains under the cap any more");
     wait_messages(&sqs, &queue.url, "its message deleted", 1, T).await;
     assert!(!w.group().await.instances.iter().any(|i| i.id == held[0]));
     // The test message went before the scale-in; what is left is the

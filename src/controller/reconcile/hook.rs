@@ -40,6 +40,20 @@ pub async fn check(
         // VMs the queue named, confirmed held, that the view predates.
         hooks::queue::overlay(&rt.hooks.queued(), &mut seen.group);
     }
+    if let Some(HookCheck::Ready {
+        heartbeat_timeout, ..
+    }) = &check
+    {
+        // The global timeout is a drain deadline for held clients.
+        let (tracked, drain) = (&seen.tracked, &pool.spec.drain);
+        (rt.hooks).cap_drains(
+            *heartbeat_timeout,
+            tracked,
+            &mut seen.drains,
+            drain,
+            seen.now,
+        );
+    }
     check
 }
 
@@ -58,6 +72,11 @@ pub fn report_condition(
     let queue_news = hooks::queue_condition(status, &seen.status, queue, generation, now);
     for (reason, message) in news.into_iter().chain(queue_news) {
         report::publish(ctx, pool, EventType::Warning, &reason, &message, None);
+    }
+    hooks::global_condition(status, &rt.hooks, check, generation, now);
+    for (node, message) in rt.hooks.capped_news() {
+        let reason = "DrainDeadlineCapped";
+        report::publish(ctx, pool, EventType::Normal, reason, &message, Some(&node));
     }
 }
 
