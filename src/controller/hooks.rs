@@ -123,6 +123,8 @@ pub struct HookRuntime {
     /// Held clients (node names) whose drain deadline the global timeout
     /// set, while they drain; each was announced by an Event.
     capped: Mutex<std::collections::BTreeSet<String>>,
+    /// Events published once per lifecycle action.
+    pub once: once::Once,
     /// Events about capped drains not published yet (node, text).
     capped_news: Mutex<Vec<(String, String)>>,
 }
@@ -526,6 +528,7 @@ pub async fn heartbeat(
 }
 
 mod global;
+mod once;
 pub mod queue;
 pub use global::{
     CappedDrain, Warned, capped_drains, global_timeout_seconds, warnings as global_timeout_warnings,

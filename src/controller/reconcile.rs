@@ -82,7 +82,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         Ok(planned) => planned,
         Err(t) => return report::trouble(&pool, &ctx, t).await,
     };
-    let planned = observe::settle(&pool, &rt, &seen, planned);
+    let mut planned = observe::settle(&pool, &rt, &seen, planned);
+    rt.hooks.once.filter(&mut planned.plan.events);
     let planned_at = started.elapsed();
 
     // Persist the write-ahead records: the retirements, then the pool.
