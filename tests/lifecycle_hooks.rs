@@ -8,6 +8,13 @@
 mod paths;
 #[path = "lifecycle_hooks/provider.rs"]
 mod provider;
+#[path = "lifecycle_hooks/queue.rs"]
+mod queue;
+// The contract tests' plain-HTTP SQS and EventBridge helpers; this binary
+// uses a few of them.
+#[allow(dead_code)]
+#[path = "moto_lifecycle/support.rs"]
+mod moto_support;
 #[path = "lifecycle_hooks/refresh.rs"]
 mod refresh;
 

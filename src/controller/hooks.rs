@@ -1,7 +1,8 @@
 //! The pool's terminating lifecycle hook, outside the pure planner: whether
 //! the hook the spec names exists (or is put, with `mode: Managed`), the
 //! heartbeats that keep a held VM's action alive while its client drains,
-//! and the pool's `LifecycleHook` condition.
+//! and the pool's `LifecycleHook` condition; with `queueURL`, the queue's
+//! receiver (`queue`) and the pool's `LifecycleQueue` condition.
 //!
 //! The planner (`plan::hooks`) decides which held VMs are retired and when
 //! their actions are completed; it only sees the hook once this module has
@@ -13,7 +14,7 @@
 //! never makes a VM wait out its timeout.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -21,9 +22,11 @@ use jiff::Timestamp;
 use tracing::{debug, warn};
 
 use super::status::{self, Signal};
+use super::trigger::Trigger;
 use crate::api::{LifecycleHookSpec, NomadClientPoolSpec, NomadClientPoolStatus, RetiringNode};
 use crate::provider::{
     CloudProvider, GroupState, Lifecycle, LifecycleAction, LifecycleActionOutcome, ProviderError,
+    QueueError,
 };
 
 /// The pool condition this module owns.
@@ -115,6 +118,15 @@ pub struct HookRuntime {
     heartbeats: Mutex<HashMap<String, Instant>>,
     /// Held VMs whose global timeout this process warned about.
     pub warned: Warned,
+    /// The receiver of `lifecycleHook.queueURL`, while the spec names one.
+    queue: Mutex<Option<queue::QueueWatch>>,
+    /// Held clients (node names) whose drain deadline the global timeout
+    /// set, while they drain; each was announced by an Event.
+    capped: Mutex<std::collections::BTreeSet<String>>,
+    /// Events published once per lifecycle action.
+    pub once: once::Once,
+    /// Events about capped drains not published yet (node, text).
+    capped_news: Mutex<Vec<(String, String)>>,
 }
 
 impl HookRuntime {
@@ -124,6 +136,98 @@ impl HookRuntime {
         checked
             .as_ref()
             .and_then(|(_, c)| c.ready().map(str::to_owned))
+    }
+}
+
+impl HookRuntime {
+    /// Start, restart or stop the queue's receiver as the spec says.
+    pub fn ensure_queue(
+        &self,
+        spec: &NomadClientPoolSpec,
+        provider: &Arc<dyn CloudProvider>,
+        trigger: &Trigger,
+    ) {
+        let wanted = spec_hook(spec).and_then(|h| Some((h.queue_url.as_deref()?, &h.name)));
+        let group = (spec.provider.aws_auto_scaling_group.as_ref()).map(|g| g.name.clone());
+        let mut current = self.queue.lock().expect("queue lock");
+        let same = match (current.as_ref(), wanted) {
+            (Some(q), Some((url, hook))) => q.url == url && q.hook == *hook,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        *current = wanted.map(|(url, hook)| {
+            queue::QueueWatch::start(
+                url,
+                queue::QueueParts {
+                    queue: provider.lifecycle_queue(url),
+                    provider: provider.clone(),
+                    group: group.unwrap_or_default(),
+                    hook: hook.clone(),
+                    trigger: trigger.clone(),
+                },
+            )
+        });
+    }
+
+    /// The VMs the queue named and the group confirmed held.
+    pub fn queued(&self) -> Vec<(String, Option<String>)> {
+        let q = self.queue.lock().expect("queue lock");
+        q.as_ref().map(|q| q.held()).unwrap_or_default()
+    }
+
+    /// The action token the queue gave for a held VM.
+    pub fn token(&self, instance_id: &str) -> Option<String> {
+        let q = self.queue.lock().expect("queue lock");
+        q.as_ref().and_then(|q| q.token(instance_id))
+    }
+
+    /// Give held clients drains that end before the global timeout (see
+    /// `global::capped_drains`); keeps the Events to publish (node, text)
+    /// for those not announced before (see [`HookRuntime::capped_news`]).
+    pub fn cap_drains(
+        &self,
+        heartbeat_timeout: u32,
+        tracked: &[RetiringNode],
+        drains: &mut HashMap<String, crate::api::DrainPolicy>,
+        pool_drain: &crate::api::DrainPolicy,
+        now: Timestamp,
+    ) {
+        let capped = capped_drains(heartbeat_timeout, tracked, drains, pool_drain, now);
+        let global = global_timeout_seconds(heartbeat_timeout);
+        let mut announced = self.capped.lock().expect("capped lock");
+        announced.retain(|n| {
+            (tracked.iter())
+                .any(|e| e.node_name == *n && e.phase < crate::api::RetirePhase::Terminating)
+        });
+        let mut news = Vec::new();
+        for c in &capped {
+            drains.insert(c.node_id.clone(), c.drain.clone());
+            if announced.insert(c.node_name.clone()) {
+                news.push((
+                    c.node_name.clone(),
+                    format!(
+                        "the lifecycle hook's global timeout ({global}s) ends the wait of node {}'s VM whatever runs: its drain deadline is {}s, so Nomad stops what still runs then and the operator completes the action before AWS does",
+                        c.node_name, c.deadline_seconds
+                    ),
+                ));
+            }
+        }
+        drop(announced);
+        self.capped_news.lock().expect("capped lock").extend(news);
+    }
+
+    /// The capped-drain Events to publish, once each.
+    pub fn capped_news(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.capped_news.lock().expect("capped lock"))
+    }
+
+    /// The queue's state, `None` when the spec names no queue.
+    pub fn queue_state(&self) -> Option<(String, Option<QueueError>)> {
+        let q = self.queue.lock().expect("queue lock");
+        q.as_ref().map(|q| (q.url.clone(), q.problem()))
     }
 }
 
@@ -225,6 +329,110 @@ pub fn condition(
     (news && !signal.status).then_some((signal.reason, signal.message))
 }
 
+/// The pool condition on drains the hook's global timeout shortens.
+pub const GLOBAL_CONDITION: &str = "LifecycleGlobalTimeout";
+
+/// The pool's `LifecycleGlobalTimeout` condition, while a hook is ready:
+/// `False` while some held client drains under a deadline the global
+/// timeout set (jobs still running then are stopped), `True` otherwise.
+pub fn global_condition(
+    status: &mut NomadClientPoolStatus,
+    runtime: &HookRuntime,
+    check: Option<&HookCheck>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let Some(HookCheck::Ready {
+        heartbeat_timeout, ..
+    }) = check
+    else {
+        status.conditions.retain(|c| c.type_ != GLOBAL_CONDITION);
+        return;
+    };
+    let global = global_timeout_seconds(*heartbeat_timeout);
+    let capped = runtime.capped.lock().expect("capped lock");
+    let names: Vec<&str> = capped.iter().map(String::as_str).collect();
+    let signal = if names.is_empty() {
+        Signal::new(
+            true,
+            "WithinGlobalTimeout",
+            format!("no held client's drain is cut short by the hook's global timeout ({global}s)"),
+        )
+    } else {
+        Signal::new(
+            false,
+            "DrainDeadlineCapped",
+            format!(
+                "the hook's global timeout ({global}s, min(48 h, 100 x heartbeat timeout)) cannot be extended: the drains of {} end before it, stopping jobs that still run then; set a shorter drain.deadline, or a longer heartbeat timeout",
+                names.join(", ")
+            ),
+        )
+    };
+    status.conditions = status::merge(
+        &status.conditions,
+        &[(GLOBAL_CONDITION, signal)],
+        generation,
+        now,
+    );
+}
+
+/// The pool condition the queue's receiver reports on.
+pub const QUEUE_CONDITION: &str = "LifecycleQueue";
+
+fn queue_signal(url: &str, problem: Option<&QueueError>) -> Signal {
+    match problem {
+        None => Signal::new(
+            true,
+            "QueueReading",
+            format!("receiving the lifecycle hook's notifications from {url}"),
+        ),
+        Some(e) => {
+            let reason = match e {
+                QueueError::BadUrl { .. } => "QueueURLInvalid",
+                QueueError::NotFound { .. } => "QueueNotFound",
+                QueueError::Denied { .. } => "QueueAccessDenied",
+                QueueError::Failed { .. } => "QueueUnreadable",
+            };
+            Signal::new(
+                false,
+                reason,
+                format!(
+                    "{e}; to fix: {}. Held VMs are still found from the group, every ~5 s",
+                    e.what_to_fix()
+                ),
+            )
+        }
+    }
+}
+
+/// The pool's `LifecycleQueue` condition (removed when the spec names no
+/// queue); the reason and message of a new warning, as [`condition`].
+pub fn queue_condition(
+    status: &mut NomadClientPoolStatus,
+    previous: &NomadClientPoolStatus,
+    state: Option<(String, Option<QueueError>)>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<(String, String)> {
+    let Some((url, problem)) = state else {
+        status.conditions.retain(|c| c.type_ != QUEUE_CONDITION);
+        return None;
+    };
+    let signal = queue_signal(&url, problem.as_ref());
+    status.conditions = status::merge(
+        &status.conditions,
+        &[(QUEUE_CONDITION, signal.clone())],
+        generation,
+        now,
+    );
+    let before = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == QUEUE_CONDITION);
+    let news = before.is_none_or(|c| c.reason != signal.reason);
+    (news && !signal.status).then_some((signal.reason, signal.message))
+}
+
 /// The held VM of each retirement still draining, as an action to heartbeat.
 fn held_draining<'a>(
     group: &'a GroupState,
@@ -320,7 +528,11 @@ pub async fn heartbeat(
 }
 
 mod global;
-pub use global::{Warned, global_timeout_seconds, warnings as global_timeout_warnings};
+mod once;
+pub mod queue;
+pub use global::{
+    CappedDrain, Warned, capped_drains, global_timeout_seconds, warnings as global_timeout_warnings,
+};
 
 #[cfg(test)]
 mod tests;

@@ -82,7 +82,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         Ok(planned) => planned,
         Err(t) => return report::trouble(&pool, &ctx, t).await,
     };
-    let planned = observe::settle(&pool, &rt, &seen, planned);
+    let mut planned = observe::settle(&pool, &rt, &seen, planned);
+    rt.hooks.once.filter(&mut planned.plan.events);
     let planned_at = started.elapsed();
 
     // Persist the write-ahead records: the retirements, then the pool; each
@@ -100,7 +101,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
-    hook::report_condition(&ctx, &pool, &seen, &mut new_status, hook_check.as_ref());
+    let hook_seen = (rt.as_ref(), &seen);
+    hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
     let start_terminate = |action: &_| act::start_terminate(&rt, &seen, action);
     let persisted = persist::write_ahead(

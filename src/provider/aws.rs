@@ -27,6 +27,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{debug, info, warn};
 
+use super::lifecycle::{LifecycleQueue, QueueError};
 use super::{
     CloudProvider, GroupState, InstanceState, Lifecycle, LifecycleAction, LifecycleActionOutcome,
     LifecycleHook, ProviderError, TerminateOutcome, scrub_message,
@@ -121,6 +122,8 @@ pub struct AwsAutoScalingGroup {
     endpoint: Option<String>,
     /// Values scrubbed from every error message this provider produces.
     secrets: Vec<String>,
+    /// Region, credentials and retries, for the lifecycle queue's client.
+    sdk_config: aws_config::SdkConfig,
 }
 
 impl fmt::Debug for AwsAutoScalingGroup {
@@ -199,6 +202,7 @@ impl AwsAutoScalingGroup {
             region: cfg.region,
             endpoint: cfg.endpoint,
             secrets,
+            sdk_config,
         })
     }
 
@@ -459,6 +463,27 @@ impl CloudProvider for AwsAutoScalingGroup {
     ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
         self.heartbeat(action).boxed()
     }
+
+    fn instance_lifecycles<'a>(
+        &'a self,
+        instance_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, Lifecycle)>, ProviderError>> {
+        self.lifecycles(instance_ids).boxed()
+    }
+
+    fn lifecycle_queue(
+        &self,
+        queue_url: &str,
+    ) -> Result<std::sync::Arc<dyn LifecycleQueue>, QueueError> {
+        let queue = queue::SqsQueue::new(
+            &self.sdk_config,
+            queue_url,
+            &self.region,
+            &self.group_name,
+            self.secrets.clone(),
+        )?;
+        Ok(std::sync::Arc::new(queue))
+    }
 }
 
 fn size(v: Option<i32>) -> u32 {
@@ -491,6 +516,8 @@ pub fn lifecycle_from_aws(state: &str) -> Lifecycle {
 
 mod errors;
 mod hooks;
+mod notice;
+mod queue;
 
 use errors::{RetryOnlyUnexecutedTerminate, classify_sdk_error};
 #[cfg(test)]

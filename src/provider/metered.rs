@@ -9,8 +9,8 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 
 use super::{
-    CloudProvider, GroupState, LifecycleAction, LifecycleActionOutcome, LifecycleHook,
-    ProviderError, TerminateOutcome,
+    CloudProvider, GroupState, Lifecycle, LifecycleAction, LifecycleActionOutcome, LifecycleHook,
+    LifecycleQueue, ProviderError, QueueError, TerminateOutcome,
 };
 use crate::metrics::metrics;
 
@@ -22,6 +22,7 @@ pub const DESCRIBE_HOOK: &str = "DescribeLifecycleHook";
 pub const PUT_HOOK: &str = "PutLifecycleHook";
 pub const COMPLETE_ACTION: &str = "CompleteLifecycleAction";
 pub const HEARTBEAT: &str = "RecordLifecycleActionHeartbeat";
+pub const DESCRIBE_INSTANCES: &str = "DescribeInstances";
 
 /// A [`CloudProvider`] whose calls are recorded in the operator's metrics.
 #[derive(Debug)]
@@ -122,6 +123,22 @@ impl CloudProvider for Metered {
             HEARTBEAT,
             self.0.record_lifecycle_action_heartbeat(action),
         ))
+    }
+
+    fn instance_lifecycles<'a>(
+        &'a self,
+        instance_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, Lifecycle)>, ProviderError>> {
+        Box::pin(timed(
+            DESCRIBE_INSTANCES,
+            self.0.instance_lifecycles(instance_ids),
+        ))
+    }
+
+    // The queue's calls are its own (a long poll's duration says nothing of
+    // the cloud's health); its trouble shows in the pool's condition.
+    fn lifecycle_queue(&self, queue_url: &str) -> Result<Arc<dyn LifecycleQueue>, QueueError> {
+        self.0.lifecycle_queue(queue_url)
     }
 }
 

@@ -26,6 +26,7 @@ pub mod ownership;
 mod preflight;
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -35,7 +36,10 @@ pub use factory::{Clouds, Connector, connect};
 pub use gce::{
     GceCredentials, GceError, GceLocation, GceManagedInstanceGroup, GceMigConfig, GceSettings,
 };
-pub use lifecycle::{LifecycleAction, LifecycleActionOutcome, LifecycleHook};
+pub use lifecycle::{
+    LifecycleAction, LifecycleActionOutcome, LifecycleHook, LifecycleQueue, Notice, QueueError,
+    QueuedNotice,
+};
 pub use ownership::{OWNER_TAG, OwnershipRefusal};
 pub use preflight::{PreflightRefusal, preflight, preflight_with};
 
@@ -126,6 +130,34 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<LifecycleActionOutcome, ProviderError>> {
         let _ = action;
         no_lifecycle_hooks(self.kind())
+    }
+
+    /// The lifecycle state, read now, of each of these instances that is
+    /// in the group (one missing from the answer is not in it). The default
+    /// reads the whole group; a cloud that can read a few instances does.
+    fn instance_lifecycles<'a>(
+        &'a self,
+        instance_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, Lifecycle)>, ProviderError>> {
+        Box::pin(async move {
+            let group = self.describe_group().await?;
+            Ok((group.instances.into_iter())
+                .filter(|i| instance_ids.contains(&i.id))
+                .map(|i| (i.id, i.lifecycle))
+                .collect())
+        })
+    }
+
+    /// The queue that carries the hook's notifications, at `queue_url`.
+    /// Makes no call; a cloud without such queues refuses.
+    fn lifecycle_queue(&self, queue_url: &str) -> Result<Arc<dyn LifecycleQueue>, QueueError> {
+        Err(QueueError::BadUrl {
+            url: queue_url.to_owned(),
+            reason: format!(
+                "provider {} has no lifecycle notification queue",
+                self.kind()
+            ),
+        })
     }
 }
 

@@ -33,9 +33,13 @@ pub struct LifecycleHookSpec {
     #[x_kube(validation = Rule::new("self >= 30 && self <= 7200").message("lifecycleHook.heartbeatTimeoutSeconds must be between 30 and 7200 (AWS's limits)"))]
     pub heartbeat_timeout_seconds: Option<i32>,
 
-    /// An SQS queue (standard, not FIFO) that receives the hook's
-    /// notifications, directly or through an EventBridge rule. Accepted
-    /// but not read yet: waiting instances are found from the group.
+    /// An SQS queue (standard, not FIFO, in the group's region) that
+    /// receives the hook's notifications, as its notification target or
+    /// through an EventBridge rule. The operator long-polls it and finds a
+    /// held VM within about a second (the group reads, every ~5 s, stay the
+    /// safety net); it deletes this hook's messages once their action is
+    /// over and the group's test notifications, and leaves every other
+    /// message alone. Needs sqs:ReceiveMessage and sqs:DeleteMessage.
     #[serde(default, rename = "queueURL", skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://')").message("lifecycleHook.queueURL must be an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"))]

@@ -7,13 +7,20 @@
 //! The wait is counted from the retirement's selection, which comes after
 //! the action began (by up to one look at the group), so the warning errs
 //! late by seconds, never early by more.
+//!
+//! It is also treated as a drain deadline: a held client's drain is given a
+//! deadline no later than the global timeout less a margin ([`capped_drains`]),
+//! so Nomad stops what still runs, the client counts as drained and the
+//! operator completes the action, instead of AWS's default result ending
+//! the wait with the jobs still running.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
 
-use crate::api::{RetirePhase, RetiringNode};
+use crate::api::{DrainPolicy, RetirePhase, RetireReason, RetiringNode};
+use crate::controller::plan::parse_go_duration;
 use crate::provider::{GroupState, Lifecycle};
 
 /// AWS's cap on any wait, heartbeats or not (ref §2.2).
@@ -21,6 +28,64 @@ const GLOBAL_TIMEOUT_CAP: u64 = 172_800;
 
 pub fn global_timeout_seconds(heartbeat_timeout: u32) -> u64 {
     (100 * u64::from(heartbeat_timeout)).min(GLOBAL_TIMEOUT_CAP)
+}
+
+/// What is left between a capped drain deadline and the global timeout:
+/// time for Nomad to stop the jobs and for the operator to see the client
+/// drained and complete the action (a tenth, at most ten minutes).
+pub fn global_margin(global: u64) -> u64 {
+    (global / 10).min(600)
+}
+
+/// A held client whose drain the global timeout shortens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CappedDrain {
+    pub node_id: String,
+    pub node_name: String,
+    /// The drain it gets: its own, with this deadline.
+    pub drain: DrainPolicy,
+    pub deadline_seconds: u64,
+}
+
+/// The drains of `LifecycleHook` retirements not draining yet whose
+/// deadline (none, or one too late) would let the global timeout end the
+/// wait: each gets the global timeout, counted from its selection, less
+/// [`global_margin`]. Pure.
+pub fn capped_drains(
+    heartbeat_timeout: u32,
+    tracked: &[RetiringNode],
+    drains: &HashMap<String, DrainPolicy>,
+    pool_drain: &DrainPolicy,
+    now: Timestamp,
+) -> Vec<CappedDrain> {
+    let global = global_timeout_seconds(heartbeat_timeout);
+    let usable = global.saturating_sub(global_margin(global));
+    let mut out = Vec::new();
+    for e in tracked.iter().filter(|e| {
+        e.reason == RetireReason::LifecycleHook
+            && matches!(e.phase, RetirePhase::Selected | RetirePhase::Cordoned)
+    }) {
+        let waited =
+            (e.selected_at.as_ref()).map_or(0, |t| now.duration_since(t.0).as_secs().max(0) as u64);
+        // At least a second: Nomad reads a zero deadline as "none".
+        let left = usable.saturating_sub(waited).max(1);
+        let own = drains.get(&e.node_id).unwrap_or(pool_drain);
+        let current = (own.deadline.as_deref())
+            .and_then(parse_go_duration)
+            .map(|d| d.as_secs().max(0) as u64);
+        if current.is_some_and(|d| d <= left) {
+            continue;
+        }
+        let mut drain = own.clone();
+        drain.deadline = Some(format!("{left}s"));
+        out.push(CappedDrain {
+            node_id: e.node_id.clone(),
+            node_name: e.node_name.clone(),
+            drain,
+            deadline_seconds: left,
+        });
+    }
+    out
 }
 
 /// Instances already warned about by this process.
@@ -132,5 +197,76 @@ mod tests {
             w[0].1
         );
         assert!(warnings(&warned, 30, &group, &late, now).is_empty(), "once");
+    }
+
+    fn held(node: &str, phase: RetirePhase, selected: &str) -> RetiringNode {
+        RetiringNode {
+            node_id: format!("id-{node}"),
+            node_name: node.into(),
+            instance_id: Some(format!("i-{node}")),
+            phase,
+            since: Time("2026-12-02T12:00:00Z".parse().unwrap()),
+            selected_at: Some(Time(selected.parse().unwrap())),
+            reason: RetireReason::LifecycleHook,
+            decrement: false,
+            cordoned_by_pool: true,
+            drain_started_at: None,
+            drain_deadline: None,
+            allocations_left: 1,
+            blocking_jobs: vec![],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn held_drains_end_before_the_global_timeout_less_a_margin() {
+        // Heartbeat 30 s: global 3000 s, margin 300 s, 2700 s usable.
+        assert_eq!(global_margin(3000), 300);
+        assert_eq!(global_margin(172_800), 600);
+        let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let mut other = held("scale-in", RetirePhase::Selected, "2026-12-02T11:59:00Z");
+        other.reason = RetireReason::ScaleIn;
+        let tracked = [
+            held("a", RetirePhase::Selected, "2026-12-02T11:59:00Z"),
+            held("b", RetirePhase::Cordoned, "2026-12-02T11:10:00Z"),
+            // Its drain was sent with its deadline already.
+            held("c", RetirePhase::Draining, "2026-12-02T11:59:00Z"),
+            other,
+        ];
+        let unset = DrainPolicy::default();
+        let capped = capped_drains(30, &tracked, &HashMap::new(), &unset, now);
+        let got: Vec<(&str, u64, Option<&str>)> = capped
+            .iter()
+            .map(|c| {
+                (
+                    c.node_name.as_str(),
+                    c.deadline_seconds,
+                    c.drain.deadline.as_deref(),
+                )
+            })
+            .collect();
+        // a waited 60 s, b 3000 s (past it: a second, at once).
+        assert_eq!(got, [("a", 2640, Some("2640s")), ("b", 1, Some("1s"))]);
+
+        // A pool deadline that ends sooner is kept; one that ends later is
+        // cut, and the rest of the drain policy is the pool's.
+        let short = DrainPolicy {
+            deadline: Some("30m".into()),
+            ignore_system_jobs: true,
+            force_terminate_after: None,
+        };
+        let capped = capped_drains(30, &tracked[..1], &HashMap::new(), &short, now);
+        assert!(capped.is_empty(), "{capped:?}");
+        let long = DrainPolicy {
+            deadline: Some("2h".into()),
+            ..short.clone()
+        };
+        let capped = capped_drains(30, &tracked[..1], &HashMap::new(), &long, now);
+        assert_eq!(capped.len(), 1);
+        assert_eq!(capped[0].drain.deadline.as_deref(), Some("2640s"));
+        assert!(capped[0].drain.ignore_system_jobs);
+        // A retirement's own drain wins over the pool's.
+        let own = HashMap::from([("id-a".to_owned(), short)]);
+        assert!(capped_drains(30, &tracked[..1], &own, &long, now).is_empty());
     }
 }

@@ -138,3 +138,83 @@ async fn held_draining_clients_get_heartbeats_at_a_third_of_the_timeout() {
     let failed = heartbeat(fake.as_ref(), &rt, "drain", 30, &group, &retiring).await;
     assert!(failed.is_empty());
 }
+
+#[test]
+fn a_capped_drain_is_announced_once_and_reported_while_it_drains() {
+    let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+    let mut e = RetiringNode {
+        node_id: "id-1".into(),
+        node_name: "client-1".into(),
+        instance_id: Some("i-1".into()),
+        phase: RetirePhase::Selected,
+        since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        selected_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        reason: RetireReason::LifecycleHook,
+        decrement: false,
+        cordoned_by_pool: true,
+        drain_started_at: None,
+        drain_deadline: None,
+        allocations_left: 1,
+        blocking_jobs: vec![],
+        message: None,
+    };
+    let rt = HookRuntime::default();
+    let ready = HookCheck::Ready {
+        name: "drain".into(),
+        heartbeat_timeout: 300,
+    };
+    let pool_drain = crate::api::DrainPolicy::default();
+    let mut drains = HashMap::new();
+    rt.cap_drains(300, std::slice::from_ref(&e), &mut drains, &pool_drain, now);
+    // 300 s heartbeats: 30,000 s global, 600 s margin (the cap).
+    assert_eq!(drains["id-1"].deadline.as_deref(), Some("29400s"));
+    let news = rt.capped_news();
+    assert_eq!(news.len(), 1);
+    assert!(
+        news[0].1.contains("global timeout (30000s)"),
+        "{}",
+        news[0].1
+    );
+    let mut status = NomadClientPoolStatus::default();
+    global_condition(&mut status, &rt, Some(&ready), None, now);
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == GLOBAL_CONDITION);
+    let c = c.expect("condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "DrainDeadlineCapped")
+    );
+    assert!(c.message.contains("client-1"), "{}", c.message);
+
+    // Cordoned next: the drain is capped again, but not announced again.
+    e.phase = RetirePhase::Cordoned;
+    let mut drains = HashMap::new();
+    rt.cap_drains(300, std::slice::from_ref(&e), &mut drains, &pool_drain, now);
+    assert!(drains.contains_key("id-1"));
+    assert!(rt.capped_news().is_empty(), "once");
+    // Drained and let go: the condition turns true.
+    e.phase = RetirePhase::Terminating;
+    rt.cap_drains(
+        300,
+        std::slice::from_ref(&e),
+        &mut HashMap::new(),
+        &pool_drain,
+        now,
+    );
+    global_condition(&mut status, &rt, Some(&ready), None, now);
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == GLOBAL_CONDITION);
+    assert_eq!(c.map(|c| c.status.as_str()), Some("True"));
+    // No hook: no condition.
+    global_condition(&mut status, &rt, None, None, now);
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == GLOBAL_CONDITION)
+    );
+}

@@ -262,7 +262,7 @@ async fn complete(rt: &PoolRuntime, hook: &str, instance_id: &str) -> Result<(),
     let action = LifecycleAction {
         hook: hook.to_owned(),
         instance_id: instance_id.to_owned(),
-        token: None,
+        token: rt.hooks.token(instance_id),
     };
     match rt.provider.complete_lifecycle_action(&action).await {
         Ok(LifecycleActionOutcome::Applied) => {

@@ -24,6 +24,7 @@ pub async fn check(
     rt: &PoolRuntime,
     seen: &mut Observed,
 ) -> Option<HookCheck> {
+    rt.hooks.ensure_queue(&pool.spec, &rt.provider, &rt.trigger);
     let check = match hooks::spec_hook(&pool.spec) {
         Some(spec) => {
             rt.group.set_fresh(hooks::GROUP_FRESH);
@@ -35,6 +36,24 @@ pub async fn check(
         }
     };
     seen.lifecycle_hook = check.as_ref().and_then(|c| c.ready()).map(str::to_owned);
+    if seen.lifecycle_hook.is_some() {
+        // VMs the queue named, confirmed held, that the view predates.
+        hooks::queue::overlay(&rt.hooks.queued(), &mut seen.group);
+    }
+    if let Some(HookCheck::Ready {
+        heartbeat_timeout, ..
+    }) = &check
+    {
+        // The global timeout is a drain deadline for held clients.
+        let (tracked, drain) = (&seen.tracked, &pool.spec.drain);
+        (rt.hooks).cap_drains(
+            *heartbeat_timeout,
+            tracked,
+            &mut seen.drains,
+            drain,
+            seen.now,
+        );
+    }
     check
 }
 
@@ -42,14 +61,22 @@ pub async fn check(
 pub fn report_condition(
     ctx: &Context,
     pool: &NomadClientPool,
-    seen: &Observed,
+    (rt, seen): (&PoolRuntime, &Observed),
     status: &mut NomadClientPoolStatus,
     check: Option<&HookCheck>,
 ) {
     let now = jiff::Timestamp::now();
-    let news = hooks::condition(status, &seen.status, check, pool.metadata.generation, now);
-    if let Some((reason, message)) = news {
+    let generation = pool.metadata.generation;
+    let news = hooks::condition(status, &seen.status, check, generation, now);
+    let queue = rt.hooks.queue_state();
+    let queue_news = hooks::queue_condition(status, &seen.status, queue, generation, now);
+    for (reason, message) in news.into_iter().chain(queue_news) {
         report::publish(ctx, pool, EventType::Warning, &reason, &message, None);
+    }
+    hooks::global_condition(status, &rt.hooks, check, generation, now);
+    for (node, message) in rt.hooks.capped_news() {
+        let reason = "DrainDeadlineCapped";
+        report::publish(ctx, pool, EventType::Normal, reason, &message, Some(&node));
     }
 }
 

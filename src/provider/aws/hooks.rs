@@ -1,6 +1,8 @@
 //! The Auto Scaling group's terminating lifecycle hook: describe and put
-//! the hook, complete an instance's action, record a heartbeat
-//! (`/work/shared/reference/aws-lifecycle-hooks.md` §2, §5.1).
+//! the hook, complete an instance's action, record a heartbeat, and read
+//! the lifecycle states of a few instances (to confirm what a queued
+//! notification says) (`/work/shared/reference/aws-lifecycle-hooks.md` §2,
+//! §5.1, §5.4).
 //!
 //! All four are safe to send again: a put sets the same values, and a
 //! completion or heartbeat whose action is no longer pending is answered
@@ -11,9 +13,11 @@
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use tracing::info;
 
-use super::AwsAutoScalingGroup;
+use super::{AwsAutoScalingGroup, lifecycle_from_aws};
 use crate::provider::lifecycle::TERMINATING_TRANSITION;
-use crate::provider::{LifecycleAction, LifecycleActionOutcome, LifecycleHook, ProviderError};
+use crate::provider::{
+    Lifecycle, LifecycleAction, LifecycleActionOutcome, LifecycleHook, ProviderError,
+};
 
 /// AWS's answer to a completion or heartbeat with no pending action (ref
 /// §2.3: "No active Lifecycle Action found with token ..." / "... with
@@ -112,6 +116,33 @@ impl AwsAutoScalingGroup {
         let outcome = outcome(self, result)?;
         info!(group = %self.group_name, hook = %action.hook, instance_id = %action.instance_id, ?outcome, "lifecycle action completed");
         Ok(outcome)
+    }
+
+    /// The lifecycle state of each of these instances that is in this
+    /// group now (DescribeAutoScalingInstances takes up to 50 IDs a call).
+    pub(super) async fn lifecycles(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<Vec<(String, Lifecycle)>, ProviderError> {
+        let mut found = Vec::new();
+        for chunk in instance_ids.chunks(50) {
+            let out = self
+                .client
+                .describe_auto_scaling_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.classify(e))?;
+            found.extend(
+                (out.auto_scaling_instances().iter())
+                    .filter(|d| d.auto_scaling_group_name() == Some(self.group_name.as_str()))
+                    .filter_map(|d| {
+                        let id = d.instance_id()?.to_owned();
+                        Some((id, lifecycle_from_aws(d.lifecycle_state().unwrap_or(""))))
+                    }),
+            );
+        }
+        Ok(found)
     }
 
     pub(super) async fn heartbeat(
