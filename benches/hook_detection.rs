@@ -52,7 +52,13 @@ async fn clients(w: &World) -> BTreeMap<String, (String, bool)> {
 
 /// One round: seconds from the capacity change to each held client's drain.
 async fn round(w: &World, jobs: &BTreeMap<String, String>, batch: i32) -> Vec<f64> {
-    let before: HashSet<String> = w.group().await.instances.iter().map(|i| i.id.clone()).collect();
+    let before: HashSet<String> = w
+        .group()
+        .await
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
     let desired = w.group().await.desired - batch;
     let sent = Instant::now();
     w.asg
@@ -70,7 +76,10 @@ async fn round(w: &World, jobs: &BTreeMap<String, String>, batch: i32) -> Vec<f6
     let mut seen: BTreeMap<String, f64> = BTreeMap::new();
     let deadline = Instant::now() + T;
     while seen.len() < held.len() {
-        assert!(Instant::now() < deadline, "held clients not drained in {T:?}");
+        assert!(
+            Instant::now() < deadline,
+            "held clients not drained in {T:?}"
+        );
         let now = clients(w).await;
         for iid in &held {
             if !seen.contains_key(iid) && now.get(iid).is_some_and(|(_, d)| *d) {
