@@ -102,23 +102,65 @@ async fn round(w: &World, jobs: &BTreeMap<String, String>, batch: i32) -> Vec<f6
     seen.into_values().collect()
 }
 
-#[tokio::main]
-async fn main() {
-    let nodes = env_usize("HOOK_BENCH_NODES", 30);
-    let rounds = env_usize("HOOK_BENCH_ROUNDS", 12);
-    let batch = env_usize("HOOK_BENCH_BATCH", 2);
-    assert!(rounds * batch < nodes, "the group must outlast the rounds");
-    let w = setup("bench-hook-poll", nodes as i32).await;
+/// Where the pool learns of held instances.
+#[derive(Clone, Copy)]
+enum Path {
+    GroupRead,
+    Queue,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::GroupRead => "group-read",
+            Path::Queue => "queue",
+        }
+    }
+}
+
+/// The hook as its owner puts it (with the queue as its notification
+/// target on the queue path), and the pool's `lifecycleHook`.
+async fn hook(w: &World, path: Path) -> Value {
+    let put = w
+        .asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name(&w.group)
+        .lifecycle_hook_name("drain")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .default_result("ABANDON");
+    match path {
+        Path::GroupRead => {
+            put.send().await.expect("putting the hook");
+            json!({"name": "drain"})
+        }
+        Path::Queue => {
+            let sqs = sqs_client();
+            let (url, arn) = create_queue(&sqs, &w.namespace).await;
+            (put.role_arn("arn:aws:iam::123456789012:role/npo-hook-notify"))
+                .notification_target_arn(arn)
+                .send()
+                .await
+                .expect("putting the hook with its queue");
+            json!({"name": "drain", "queueURL": url})
+        }
+    }
+}
+
+/// The samples of one path, in seconds.
+async fn run(path: Path, nodes: usize, rounds: usize, batch: usize) -> Vec<f64> {
+    let w = setup(&format!("bench-hook-{}", path.name()), nodes as i32).await;
     let jobs: BTreeMap<String, String> = w.busy_everywhere().await.into_iter().collect();
-    let spec = json!({"provider": {"awsAutoScalingGroup": {"lifecycleHook":
-        {"name": "drain", "mode": "Managed", "heartbeatTimeoutSeconds": 300}}},
+    let lifecycle_hook = hook(&w, path).await;
+    let spec = json!({"provider": {"awsAutoScalingGroup": {"lifecycleHook": lifecycle_hook}},
         "disruption": {"maxUnavailable": 1}});
     w.apply_pool(&w.pool_manifest("pool", spec)).await;
-    w.wait_status("pool", "the managed hook ready", T, |s| {
+    w.wait_status("pool", "the hook (and its queue) ready", T, |s| {
         condition(s, "LifecycleHook").is_some_and(|c| c.status == "True")
+            && (matches!(path, Path::GroupRead)
+                || condition(s, "LifecycleQueue").is_some_and(|c| c.status == "True"))
     })
     .await;
-
     let mut lat = Vec::new();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for r in 0..rounds {
@@ -128,31 +170,44 @@ async fn main() {
         seed ^= seed << 17;
         tokio::time::sleep(Duration::from_millis(seed % 6000)).await;
         let got = round(&w, &jobs, batch as i32).await;
-        println!("round {r}: {got:.2?} s");
+        println!("{} round {r}: {got:.2?} s", path.name());
         lat.extend(got);
     }
     w.sim.assert_no_violations().await;
+    w.cleanup().await;
+    lat
+}
+
+fn figures(path: Path, mut lat: Vec<f64>) -> Value {
     lat.sort_by(|a, b| a.total_cmp(b));
     let ms = |p: f64| (pct(&lat, p) * 1e3).round();
-    let figures = json!({
-        "path": "group-read",
+    json!({
+        "path": path.name(),
         "samples": lat.len(),
         "p50_ms": ms(0.5),
         "p90_ms": ms(0.9),
         "p99_ms": ms(0.99),
         "max_ms": ms(1.0),
-        "nodes": nodes,
-        "rounds": rounds,
-        "batch": batch,
-    });
-    println!("detection latency (action started -> drain in Nomad): {figures:#}");
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let nodes = env_usize("HOOK_BENCH_NODES", 30);
+    let rounds = env_usize("HOOK_BENCH_ROUNDS", 12);
+    let batch = env_usize("HOOK_BENCH_BATCH", 2);
+    assert!(rounds * batch < nodes, "the group must outlast the rounds");
+    let mut out = json!({"nodes": nodes, "rounds": rounds, "batch": batch});
+    for path in [Path::GroupRead, Path::Queue] {
+        let f = figures(path, run(path, nodes, rounds, batch).await);
+        println!("detection latency (action started -> drain in Nomad): {f:#}");
+        out[path.name()] = f;
+    }
     let dir = repo_root().join("target/bench");
     std::fs::create_dir_all(&dir).expect("creating target/bench");
-    let out: Value = json!({"group_read": figures});
     std::fs::write(
         dir.join("hook-detection.json"),
         serde_json::to_string_pretty(&out).unwrap(),
     )
     .expect("writing the results");
-    w.cleanup().await;
 }

@@ -38,6 +38,43 @@ pub fn asg_client_at(endpoint: &str) -> AsgClient {
     AsgClient::from_conf(config)
 }
 
+/// An SQS client of the environment's shared moto (a lifecycle hook's queue).
+pub fn sqs_client() -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "npo-tests",
+        ))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A standard queue named `name`: its URL and ARN.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    let url = (sqs.create_queue().queue_name(name).send().await)
+        .expect("CreateQueue")
+        .queue_url
+        .expect("QueueUrl");
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes");
+    let arn = (attrs.attributes())
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("QueueArn")
+        .clone();
+    (url, arn)
+}
+
 /// A launch configuration and a group of the same name, in one zone.
 pub async fn create_group(asg: &AsgClient, name: &str, min: i32, max: i32, desired: i32) {
     asg.create_launch_configuration()

@@ -40,8 +40,8 @@ pub mod sim;
 pub mod world;
 
 pub use crate::aws::{
-    Group, Instance, OWNER_TAG, asg_client, asg_client_at, create_group, describe_group,
-    moto_endpoint, tag_group,
+    Group, Instance, OWNER_TAG, asg_client, asg_client_at, create_group, create_queue,
+    describe_group, moto_endpoint, sqs_client, tag_group,
 };
 pub use crate::cluster::{
     CRD_NAME, client_from, condition, create_aws_secret, create_namespace, create_secret,

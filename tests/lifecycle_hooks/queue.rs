@@ -18,22 +18,6 @@ const T: Duration = Duration::from_secs(60);
 /// What the operator logs when the queue names a held VM the group confirmed.
 const QUEUE_FOUND: &str = "the queue names a VM held by the lifecycle hook";
 
-fn sqs_client() -> SqsClient {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "npo-tests",
-        ))
-        .build();
-    SqsClient::from_conf(config)
-}
-
 /// Messages in the queue, visible or received and not deleted.
 async fn messages_in(sqs: &SqsClient, url: &str) -> u64 {
     use aws_sdk_sqs::types::QueueAttributeName as A;
