@@ -81,23 +81,7 @@ impl GceCloud {
     }
 
     pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("gce-sim {method} {path}: {e}"));
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(
-            status.is_success(),
-            "gce-sim {method} {path}: {status}: {text}"
-        );
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        crate::sim::control_call(&self.http, "gce-sim", &self.url, method, path, body).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {

@@ -58,20 +58,7 @@ impl Sim {
     }
 
     pub async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        control_call(&self.http, "nomad-sim", &self.url, method, path, body).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {
@@ -231,4 +218,31 @@ pub fn delta(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<S
 
 pub fn total(m: &BTreeMap<String, u64>) -> u64 {
     m.values().sum()
+}
+
+/// A call to a fake's control surface (`what` at `base`): the JSON answer,
+/// or a panic naming the call when it fails; shared by nomad-sim and gce-sim.
+pub(crate) async fn control_call(
+    http: &reqwest::Client,
+    what: &str,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method.clone(), format!("{base}{path}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what} {method} {path}: {e}"));
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "{what} {method} {path}: {status}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
