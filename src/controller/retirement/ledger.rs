@@ -137,7 +137,9 @@ impl Ledgers {
 
     /// Remember a write: `before_rv` is the version it replaced (`None` for
     /// a create), `after` what the API server returned.
-    pub fn wrote(&self, before_rv: Option<String>, after: NomadClientRetirement) {
+    pub fn wrote(&self, before_rv: Option<String>, mut after: NomadClientRetirement) {
+        // Kept like the store's copies (see `watch`): without managedFields.
+        after.metadata.managed_fields = None;
         let key = ObjectRef::from_obj(&after);
         self.remember(key, before_rv.unwrap_or_default(), Some(Arc::new(after)));
     }
@@ -246,6 +248,12 @@ pub fn watch(
     let ledgers = ctx.ledgers.clone();
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        // Nothing here reads managedFields, yet they are 40 % of a
+        // retirement's JSON (984 of 2,481 bytes in the scale-in bench), held
+        // as JSON value trees once per retirement in flight and sent back in
+        // every status replace built from the stored copy. A replace without
+        // them leaves the server's own untouched.
+        .modify(|r| r.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
