@@ -226,7 +226,7 @@ fn group_line(
         .filter(|i| original.contains(&i.id))
         .count();
     ui.line(&format!(
-        "  Group:    desired capacity {} -> {}; {} original VMs terminated, {left} left; {new_in_service} new VMs in service",
+        "  Group:    desired capacity {} -> {}; {} original VMs gone from the group, {left} left; {new_in_service} new VMs in service",
         before.desired,
         s.group_desired,
         original.len() - left,
