@@ -185,7 +185,7 @@ fn retirements_held(
 ) -> (Vec<String>, String) {
     if !s.retirements.is_empty() {
         lines.push(ui.bold(&format!(
-            "  {:<17}{:<15}{:<12}{:<18}{:<7}WAITS FOR",
+            "  {:<17}{:<15}{:<12}{:<21}{:<7}WAITS FOR",
             "NODE", "REASON", "PHASE", "VM", "ALLOCS"
         )));
     }
@@ -198,7 +198,7 @@ fn retirements_held(
         let node = st.node_name.as_deref().unwrap_or("-");
         let _ = write!(key, " {node}:{phase}:{vm}:{}", st.allocations_left);
         lines.push(format!(
-            "  {node:<17}{:<15}{phase:<12}{vm:<18}{:<7}{}",
+            "  {node:<17}{:<15}{phase:<12}{vm:<21}{:<7}{}",
             r.spec.reason.as_str(),
             st.allocations_left,
             waits_for(ui, &st),
