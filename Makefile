@@ -16,13 +16,17 @@ test: env-up
 # The operator's main job end to end on local defaults (about a minute): a
 # pool of 10 simulated Nomad clients in a moto Auto Scaling group scaled to 6
 # while CI jobs run; PROVIDER=gce runs it on a managed instance group in
-# gce-sim instead. Leaves the control plane running (make env-down).
+# gce-sim instead. HOOK=1 (AWS only) shows a terminating lifecycle hook: an
+# instance refresh of the group replaces every VM while the jobs run, each
+# held until its client is drained (a few minutes). Leaves the control plane
+# running (make env-down).
 PROVIDER ?= aws
+HOOK ?=
 .PHONY: demo
 demo:
 	tests/env/up.sh
 	cargo build -p nomad-pool-operator --bins
-	cargo run --example demo -- $(PROVIDER)
+	cargo run --example demo -- $(PROVIDER) $(if $(filter-out 0 no false,$(HOOK)),hook)
 
 # Regenerate crds/ from the Rust types (a unit test checks they match).
 .PHONY: crds

@@ -4,6 +4,8 @@
 //! and the Nomad simulator. Every test ends by asserting the simulator saw
 //! no VM killed under a live allocation.
 
+#[path = "lifecycle_hooks/global.rs"]
+mod global;
 #[path = "lifecycle_hooks/paths.rs"]
 mod paths;
 #[path = "lifecycle_hooks/provider.rs"]

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::events::v1::Event as SeriesEvent;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
-use nomad_pool_operator::api::{NomadClientPool, RetirePhase};
+use nomad_pool_operator::api::{NomadClientPool, NomadClientRetirement, RetirePhase, RetireReason};
 use nomad_pool_operator::controller::authority::AmbientCredentials;
 use nomad_pool_operator::controller::events::EventSink;
 use nomad_pool_operator::controller::reconcile::reconcile;
@@ -38,9 +39,35 @@ struct Rig {
     namespace: String,
     sim: Sim,
     group: Arc<FakeProvider>,
+    cloud: Arc<FakeCloud>,
     ctx: Arc<Context>,
     woken: UnboundedReceiver<ObjectRef<NomadClientPool>>,
     instances: Vec<String>,
+}
+
+/// A controller context for `namespace` (events, retirement store), as a
+/// freshly started operator has it: it remembers nothing.
+fn context(
+    client: &Client,
+    namespace: &str,
+    cloud: &Arc<FakeCloud>,
+) -> (Arc<Context>, UnboundedReceiver<ObjectRef<NomadClientPool>>) {
+    let reporter = Reporter {
+        controller: "nomad-pool-operator-reconcile-test".into(),
+        instance: None,
+    };
+    let events = EventSink::start(client.clone(), reporter);
+    let (ctx, woken) = Context::new(
+        client.clone(),
+        events,
+        AmbientCredentials::Everyone,
+        cloud.clone(),
+    );
+    // The retirement objects' store, as the controller runs it; its
+    // wake-ups are not needed here (each test reconciles on its own).
+    let retirements = retirement::ledger::watch(&ctx, Some(namespace.to_owned()));
+    tokio::spawn(retirements.for_each(|_| async {}));
+    (ctx, woken)
 }
 
 impl Rig {
@@ -60,33 +87,28 @@ impl Rig {
         let ids: Vec<&str> = instances.iter().map(String::as_str).collect();
         let group = FakeProvider::new(&format!("{test}-group"), &ids);
         group.update(|g| g.owner_tag = Some(format!("{namespace}/{POOL}")));
-        let cloud = FakeCloud::default();
+        let cloud = Arc::new(FakeCloud::default());
         cloud.add(group.clone());
-        let reporter = Reporter {
-            controller: "nomad-pool-operator-reconcile-test".into(),
-            instance: None,
-        };
-        let events = EventSink::start(client.clone(), reporter);
-        let (ctx, woken) = Context::new(
-            client.clone(),
-            events,
-            AmbientCredentials::Everyone,
-            Arc::new(cloud),
-        );
-        // The retirement objects' store, as the controller runs it; its
-        // wake-ups are not needed here (each test reconciles on its own).
-        let retirements = retirement::ledger::watch(&ctx, Some(namespace.clone()));
-        tokio::spawn(retirements.for_each(|_| async {}));
+        let (ctx, woken) = context(&client, &namespace, &cloud);
         Rig {
             api: Api::namespaced(client.clone(), &namespace),
             client,
             namespace,
             sim,
             group,
+            cloud,
             ctx,
             woken,
             instances,
         }
+    }
+
+    /// The operator restarted: a new context, remembering nothing of the
+    /// old one (runtimes, queues, heartbeats, completions).
+    fn restart(&mut self) {
+        let (ctx, woken) = context(&self.client, &self.namespace, &self.cloud);
+        self.ctx = ctx;
+        self.woken = woken;
     }
 
     async fn create_pool(&self, extra_spec: Value) {
@@ -391,4 +413,149 @@ async fn deleting_the_pool_mid_drain_terminates_nothing_and_says_what_it_left() 
     })
     .await;
     rig.sim.assert_no_violations().await;
+}
+
+/// Restart safety (issue 16): the token of a held VM's action, recorded in
+/// its retirement (by an operator that read it from the hook's queue), is
+/// what a restarted operator completes the action with; and the action is
+/// completed once, with one `LifecycleActionCompleted` Event, however often
+/// the pool is looked at and the operator restarts while another hook still
+/// holds the VM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_operator_completes_a_held_action_once_with_the_recorded_token() {
+    let mut rig = Rig::new("mid-hook-once", 2).await;
+    rig.group.hooks(|h, _| {
+        h.put("drain", 30).unwrap();
+        h.put("someone-elses", 30).unwrap();
+    });
+    let jobs = rig.busy_everywhere().await;
+    rig.create_pool(
+        json!({"provider": {"awsAutoScalingGroup": {"lifecycleHook": {"name": "drain"}}}}),
+    )
+    .await;
+    rig.reconcile_until("the hook confirmed", |p| {
+        reason_of(p, "LifecycleHook").as_deref() == Some("HookReady")
+    })
+    .await;
+    let vm = rig.group.scale_in_outside(1).remove(0);
+    let token = rig.group.hooks(|h, _| h.token("drain", &vm)).unwrap();
+    let retirements: Api<NomadClientRetirement> =
+        Api::namespaced(rig.client.clone(), &rig.namespace);
+    let held = |list: &[NomadClientRetirement]| {
+        list.iter()
+            .find(|r| r.spec.reason == RetireReason::LifecycleHook)
+            .cloned()
+    };
+    rig.reconcile_until("the held client draining", |p| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            (s.oldest_retirements.iter()).any(|r| r.phase == RetirePhase::Draining)
+        })
+    })
+    .await;
+    let r = held(
+        &retirements
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    )
+    .unwrap();
+    let name = r.metadata.name.clone().unwrap();
+    let record = r.status.as_ref().and_then(|s| s.lifecycle_action.clone());
+    assert_eq!(
+        record
+            .as_ref()
+            .map(|a| (a.hook.as_str(), a.token.as_deref())),
+        Some(("drain", None)),
+        "found from the group: no token yet"
+    );
+    // What an operator that read the hook's queue recorded before it died.
+    retirements
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"lifecycleAction": {"token": token}}})),
+        )
+        .await
+        .unwrap();
+    rig.restart();
+    for alloc in &jobs {
+        rig.sim.finish(alloc).await;
+    }
+    let group = rig.group.clone();
+    rig.reconcile_until("the action completed", |_| !completions(&group).is_empty())
+        .await;
+    // Another hook holds the VM: it stays in Terminating:Wait while the
+    // pool is looked at again, by this operator and by a restarted one.
+    for round in 0..2 {
+        for _ in 0..5 {
+            let _ = rig.reconcile_once().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if round == 0 {
+            rig.restart();
+        }
+    }
+    assert_eq!(
+        rig.group.group_state().instances[0].lifecycle,
+        Lifecycle::TerminatingWait
+    );
+    assert_eq!(
+        completions(&rig.group),
+        [(vm.clone(), Some(token.clone()))],
+        "once, with the recorded token"
+    );
+    let r = retirements.get(&name).await.unwrap();
+    let record = r.status.and_then(|s| s.lifecycle_action).unwrap();
+    assert_eq!(record.token.as_deref(), Some(token.as_str()));
+    assert!(record.completed_at.is_some(), "{record:?}");
+    one_completion_event(&rig, &name, &vm, &token).await;
+
+    // The other hook lets go: the VM goes and the client is retired.
+    rig.group.hooks(|h, g| h.time_out(g, &vm));
+    rig.reconcile_until("retired", |p| settled(p, 1)).await;
+    assert_eq!(completions(&rig.group).len(), 1);
+    rig.sim.assert_no_violations().await;
+}
+
+/// The completions of hook `drain` the group received, with their tokens.
+fn completions(group: &FakeProvider) -> Vec<(String, Option<String>)> {
+    (group.calls().into_iter())
+        .filter_map(|c| match c {
+            Call::CompleteLifecycleAction {
+                hook,
+                instance_id,
+                token,
+            } if hook == "drain" => Some((instance_id, token)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One `LifecycleActionCompleted` Event, published once, on the
+/// retirement `name`; no Event names the token.
+async fn one_completion_event(rig: &Rig, name: &str, vm: &str, token: &str) {
+    let events = rig
+        .event_where("LifecycleActionCompleted", |m| m.contains(vm))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let api: Api<SeriesEvent> = Api::namespaced(rig.client.clone(), &rig.namespace);
+    let all = api.list(&ListParams::default()).await.unwrap().items;
+    let completed: Vec<&SeriesEvent> = (all.iter())
+        .filter(|e| e.reason.as_deref() == Some("LifecycleActionCompleted"))
+        .collect();
+    assert_eq!(completed.len(), 1, "{events:?}");
+    let repeats = completed[0].series.as_ref().map_or(1, |s| s.count);
+    assert_eq!(repeats, 1, "published once, not a series");
+    let regarding = completed[0].regarding.as_ref().unwrap();
+    assert_eq!(
+        (regarding.kind.as_deref(), regarding.name.as_deref()),
+        (Some("NomadClientRetirement"), Some(name)),
+        "on the retirement"
+    );
+    assert!(
+        !all.iter()
+            .any(|e| e.note.as_deref().is_some_and(|m| m.contains(token))),
+        "no Event names the token"
+    );
 }

@@ -182,6 +182,23 @@ async fn the_spec_is_immutable_after_create() {
     let now = api.get(name).await.unwrap();
     assert_eq!(now.spec.target.node_name.as_deref(), Some("ci-client-17"));
     assert_eq!(now.phase().as_str(), "Selected");
+    // A lifecycle action's record: AWS's tokens are UUIDs (36 characters),
+    // and nothing else is stored as one.
+    let action = |token: &str| {
+        Patch::Merge(json!({"status": {"lifecycleAction": {"hook": "drain", "token": token}}}))
+    };
+    let token = "71514b9d-6a40-4b26-8523-05e7ee35fa40";
+    api.patch_status(name, &PatchParams::default(), &action(token))
+        .await
+        .expect("a token is recorded");
+    match api
+        .patch_status(name, &PatchParams::default(), &action(&token[1..]))
+        .await
+    {
+        Err(kube::Error::Api(s))
+            if s.code == 422 && s.message.contains("lifecycleAction.token") => {}
+        other => panic!("a 35-character token: {other:?}"),
+    }
 
     api.patch(
         name,

@@ -13,8 +13,15 @@
 //! this process) instead, which the operator reaches with a service-account
 //! key as it would Compute; everything else is the same.
 //!
+//! With the argument `hook` (`make demo HOOK=1`, AWS only) the pool names a
+//! terminating lifecycle hook it manages, and instead of the scale-in the
+//! group replaces every VM itself with an instance refresh: each replaced VM
+//! waits in `Terminating:Wait` while the operator drains its client through
+//! a `LifecycleHook` retirement, then the operator completes its action
+//! (`hook.rs`).
+//!
 //! Needs the operator binary built first (`make demo` does it):
-//! `cargo build -p nomad-pool-operator --bins && cargo run --example demo [-- aws|gce]`.
+//! `cargo build -p nomad-pool-operator --bins && cargo run --example demo [-- aws|gce] [hook]`.
 //! `NPO_OPERATOR_BIN` overrides where it is looked for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,12 +29,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Notify;
 
+mod hook;
+mod jobs;
 mod ui;
 mod view;
 
+use jobs::Jobs;
 use npo_testkit as support;
 use support::{Cloud, World, WorldOptions, env_var, operator_bin};
 use ui::Ui;
@@ -76,60 +86,59 @@ async fn pause(d: Duration) -> bool {
     !INTERRUPTED.load(Ordering::SeqCst)
 }
 
-enum Outcome {
+pub enum Outcome {
     Done(Snapshot),
     TimedOut(Snapshot),
     Interrupted,
 }
 
-/// Show progress once a second until `done` holds.
-async fn watch(
-    ui: &mut Ui,
-    w: &World,
-    events: &mut Events,
-    retiring: &mut BTreeMap<String, (String, String)>,
-    timeout: Duration,
-    done: impl Fn(&Snapshot) -> bool,
-) -> Outcome {
-    let start = Instant::now();
-    loop {
-        let s = observe(w).await;
-        events.poll(ui).await;
-        for st in s.retirements.iter().filter_map(|r| r.status.as_ref()) {
-            if let (Some(id), Some(name)) = (&st.node_id, &st.node_name) {
-                let instance = st.instance_id.clone().unwrap_or("-".into());
-                retiring.insert(id.clone(), (name.clone(), instance));
+/// What a watch keeps between looks: Events printed, clients seen retiring
+/// (node ID -> name, VM), and what is shown.
+struct Watching<'a> {
+    events: &'a mut Events,
+    retiring: &'a mut BTreeMap<String, (String, String)>,
+    mode: Mode,
+}
+
+impl Watching<'_> {
+    /// Show progress once a second until `done` holds.
+    async fn watch(
+        &mut self,
+        ui: &mut Ui,
+        w: &World,
+        timeout: Duration,
+        done: impl Fn(&Snapshot) -> bool,
+    ) -> Outcome {
+        let start = Instant::now();
+        loop {
+            let s = observe(w, self.mode).await;
+            self.events.poll(ui).await;
+            for st in s.retirements.iter().filter_map(|r| r.status.as_ref()) {
+                if let (Some(id), Some(name)) = (&st.node_id, &st.node_name) {
+                    let instance = st.instance_id.clone().unwrap_or("-".into());
+                    self.retiring.insert(id.clone(), (name.clone(), instance));
+                }
             }
-        }
-        let (lines, key) = render(ui, &group_label(w), &s);
-        ui.live(lines, key);
-        if done(&s) {
-            ui.freeze();
-            return Outcome::Done(s);
-        }
-        if start.elapsed() > timeout {
-            ui.freeze();
-            return Outcome::TimedOut(s);
-        }
-        if !pause(Duration::from_secs(1)).await {
-            ui.freeze();
-            return Outcome::Interrupted;
+            let (lines, key) = render(ui, &group_label(w), &s);
+            ui.live(lines, key);
+            if done(&s) {
+                ui.freeze();
+                return Outcome::Done(s);
+            }
+            if start.elapsed() > timeout {
+                ui.freeze();
+                return Outcome::TimedOut(s);
+            }
+            if !pause(Duration::from_secs(1)).await {
+                ui.freeze();
+                return Outcome::Interrupted;
+            }
         }
     }
 }
 
-async fn sim_now_ns(w: &World) -> i64 {
+pub async fn sim_now_ns(w: &World) -> i64 {
     w.sim.get("/sim/time").await["now_ns"].as_i64().unwrap_or(0)
-}
-
-/// Every allocation the simulator knows (stubs, through its Nomad API).
-async fn allocations(w: &World) -> Vec<Value> {
-    reqwest::get(format!("{}/v1/allocations", w.sim.url))
-        .await
-        .expect("listing allocations from nomad-sim")
-        .json()
-        .await
-        .expect("allocation list")
 }
 
 /// The group and its size in the cloud's own words.
@@ -140,7 +149,7 @@ fn group_label(w: &World) -> String {
     }
 }
 
-fn fmt_secs(d: Duration) -> String {
+pub fn fmt_secs(d: Duration) -> String {
     let s = d.as_secs();
     if s < 60 {
         format!("{s}s")
@@ -165,7 +174,7 @@ async fn stop(ui: &mut Ui, mut w: World) {
     ui.line(&format!("stop them with: {}", ui.bold("make env-down")));
 }
 
-async fn interrupted(ui: &mut Ui, w: World) -> ! {
+pub async fn interrupted(ui: &mut Ui, w: World) -> ! {
     // On a terminal, the echoed ^C is on the current line.
     ui.line(if ui.tty {
         "\nInterrupted."
@@ -176,7 +185,7 @@ async fn interrupted(ui: &mut Ui, w: World) -> ! {
     std::process::exit(130);
 }
 
-async fn fail(ui: &mut Ui, w: World, what: &str, s: Option<&Snapshot>) -> ! {
+pub async fn fail(ui: &mut Ui, w: World, what: &str, s: Option<&Snapshot>) -> ! {
     ui.line("");
     ui.line(&ui.red(&format!("FAILED: {what}")));
     if let Some(s) = s {
@@ -191,17 +200,45 @@ async fn fail(ui: &mut Ui, w: World, what: &str, s: Option<&Snapshot>) -> ! {
     std::process::exit(1);
 }
 
+/// What the demo shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The pool lowered from `FROM` to `TO`: the operator's own scale-in.
+    ScaleIn,
+    /// The group replaces every VM itself (an instance refresh) while the
+    /// pool's lifecycle hook holds each one until its client is drained.
+    Refresh,
+}
+
+/// `[aws|gce] [hook]`, in any order; exits with a usage line otherwise.
+fn parse_args() -> (Cloud, Mode) {
+    let (mut cloud, mut mode) = (Cloud::Aws, Mode::ScaleIn);
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "aws" => cloud = Cloud::Aws,
+            "gce" => cloud = Cloud::Gce,
+            "hook" => mode = Mode::Refresh,
+            other => {
+                eprintln!(
+                    "Unknown argument {other:?}: the demo runs on aws (the default) or gce, and takes `hook` to show a lifecycle hook (AWS only)."
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    if cloud == Cloud::Gce && mode == Mode::Refresh {
+        eprintln!(
+            "Lifecycle hooks are an AWS Auto Scaling feature: run the hook demo on aws (make demo HOOK=1)."
+        );
+        std::process::exit(2);
+    }
+    (cloud, mode)
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     handle_ctrl_c();
-    let cloud = match std::env::args().nth(1).as_deref() {
-        None | Some("aws") => Cloud::Aws,
-        Some("gce") => Cloud::Gce,
-        Some(other) => {
-            eprintln!("Unknown provider {other:?}: the demo runs on aws (the default) or gce.");
-            std::process::exit(2);
-        }
-    };
+    let (cloud, mode) = parse_args();
     let mut ui = Ui::new();
     let bin = operator_bin();
     if !bin.is_file() {
@@ -212,14 +249,34 @@ async fn main() {
         std::process::exit(2);
     }
 
-    ui.line(&ui.bold(&format!(
-        "nomad-pool-operator demo: scale a Nomad client pool from {FROM} to {TO} VMs while CI jobs run"
-    )));
+    ui.line(&ui.bold(&match mode {
+        Mode::ScaleIn => format!(
+            "nomad-pool-operator demo: scale a Nomad client pool from {FROM} to {TO} VMs while CI jobs run"
+        ),
+        Mode::Refresh => format!(
+            "nomad-pool-operator demo: an instance refresh replaces all {FROM} VMs of a Nomad client pool while CI jobs run; a lifecycle hook holds each until its jobs are done"
+        ),
+    }));
     ui.line("");
+    let w = start_world(&mut ui, cloud).await;
+    let w = warm_up(&mut ui, w).await;
+    let (w, mut events, log) = start_pool(&mut ui, w, &bin, mode).await;
+    let mut retired_nodes = BTreeMap::new();
+    let (w, nviol) = match mode {
+        Mode::ScaleIn => scale_in(&mut ui, w, &mut events, &mut retired_nodes).await,
+        Mode::Refresh => hook::refresh(&mut ui, w, &mut events, &mut retired_nodes).await,
+    };
+    look_around(&mut ui, &w, &log);
+    stop(&mut ui, w).await;
+    if nviol != 0 {
+        std::process::exit(1);
+    }
+}
 
-    // 1. Control plane and moto (idempotent; `make demo` started them already).
+/// Steps 1 and 2: the control plane and moto (`make demo` started them
+/// already), and the world: namespace, simulator, group, clients registered.
+async fn start_world(ui: &mut Ui, cloud: Cloud) -> World {
     ui.note("Starting (or reusing) the local control plane (etcd + kube-apiserver) and moto ...");
-    let kubeconfig = env_var("KUBECONFIG");
     ui.note(&format!(
         "  kube-apiserver {}, moto {}  (tests/env/README.md)",
         support::env()
@@ -231,8 +288,6 @@ async fn main() {
             .map(String::as_str)
             .unwrap_or("?")
     ));
-
-    // 2. The world: namespace, simulator, group of 10, clients registered.
     let group_kind = match cloud {
         Cloud::Aws => "a moto Auto Scaling group",
         Cloud::Gce => "a gce-sim managed instance group",
@@ -240,7 +295,7 @@ async fn main() {
     ui.note(&format!(
         "Creating {FROM} VMs in {group_kind}, each a simulated Nomad client (node pool \"ci\") ..."
     ));
-    let mut w = World::new(
+    let w = World::new(
         "demo",
         WorldOptions {
             size: FROM,
@@ -255,8 +310,11 @@ async fn main() {
         "  group {}, {FROM} clients ready (4 job slots each), namespace {}",
         w.group, w.namespace
     ));
+    w
+}
 
-    // 3. CI workload.
+/// Step 3: the CI workload, until most clients run jobs.
+async fn warm_up(ui: &mut Ui, w: World) -> World {
     w.sim.post("/sim/time", json!({"scale": TIME_SCALE})).await;
     w.sim
         .post(
@@ -271,7 +329,7 @@ async fn main() {
     ));
     let warm = Instant::now();
     loop {
-        let s = observe(&w).await;
+        let s = observe(&w, Mode::ScaleIn).await;
         let line = format!(
             "warming up: {} of {} clients running jobs, {} jobs running",
             s.busy_clients, s.clients, s.jobs_running
@@ -279,18 +337,26 @@ async fn main() {
         ui.live(vec![line], s.busy_clients.to_string());
         if s.busy_clients >= BUSY_CLIENTS && s.jobs_running >= BUSY_JOBS {
             ui.freeze();
-            break;
+            return w;
         }
         if warm.elapsed() > Duration::from_secs(120) {
-            fail(&mut ui, w, "the CI workload did not start", Some(&s)).await;
+            fail(ui, w, "the CI workload did not start", Some(&s)).await;
         }
         if !pause(Duration::from_secs(1)).await {
             ui.freeze();
-            interrupted(&mut ui, w).await;
+            interrupted(ui, w).await;
         }
     }
+}
 
-    // 4. Operator and the pool at its current size.
+/// Step 4: the operator, and the pool at its current size (with its
+/// lifecycle hook in `Mode::Refresh`), until it is Ready.
+async fn start_pool(
+    ui: &mut Ui,
+    mut w: World,
+    bin: &std::path::Path,
+    mode: Mode,
+) -> (World, Events, std::path::PathBuf) {
     w.start_operator().await;
     let log = w
         .operator
@@ -303,38 +369,47 @@ async fn main() {
         w.namespace
     ));
     ui.note(&format!("  log: {}", log.display()));
-    let manifest = w.pool_manifest(
-        POOL,
-        json!({"replicas": FROM, "disruption": {"maxUnavailable": MAX_UNAVAILABLE}}),
-    );
-    w.apply_pool(&manifest).await;
-    ui.note(&format!(
-        "Applied NomadClientPool \"{POOL}\" (replicas: {FROM}, maxUnavailable: {MAX_UNAVAILABLE}, drain without deadline)"
-    ));
+    let spec = match mode {
+        Mode::ScaleIn => {
+            json!({"replicas": FROM, "disruption": {"maxUnavailable": MAX_UNAVAILABLE}})
+        }
+        Mode::Refresh => hook::pool_spec(),
+    };
+    w.apply_pool(&w.pool_manifest(POOL, spec)).await;
+    match mode {
+        Mode::ScaleIn => ui.note(&format!(
+            "Applied NomadClientPool \"{POOL}\" (replicas: {FROM}, maxUnavailable: {MAX_UNAVAILABLE}, drain without deadline)"
+        )),
+        Mode::Refresh => hook::applied_note(ui),
+    }
     let mut events = Events {
         api: Api::namespaced(w.client.clone(), &w.namespace),
         seen: HashMap::new(),
     };
     let mut retired_nodes = BTreeMap::new();
-    match watch(
-        &mut ui,
-        &w,
-        &mut events,
-        &mut retired_nodes,
-        Duration::from_secs(60),
-        |s| settled(s, FROM, 0),
-    )
-    .await
-    {
+    let ready = |s: &Snapshot| settled(s, FROM, 0) && (mode == Mode::ScaleIn || hook::ready(s));
+    let mut watching = Watching {
+        events: &mut events,
+        retiring: &mut retired_nodes,
+        mode,
+    };
+    match watching.watch(ui, &w, Duration::from_secs(60), ready).await {
         Outcome::Done(_) => {}
-        Outcome::TimedOut(s) => fail(&mut ui, w, "the pool never became Ready", Some(&s)).await,
-        Outcome::Interrupted => {
-            interrupted(&mut ui, w).await;
-        }
+        Outcome::TimedOut(s) => fail(ui, w, "the pool never became Ready", Some(&s)).await,
+        Outcome::Interrupted => interrupted(ui, w).await,
     }
     ui.line("");
+    (w, events, log)
+}
 
-    // 5. Scale in while the jobs run.
+/// Step 5 of `Mode::ScaleIn`: lower replicas while the jobs run, until the
+/// pool settles; then the summary. The number of violations.
+async fn scale_in(
+    ui: &mut Ui,
+    w: World,
+    events: &mut Events,
+    retired_nodes: &mut BTreeMap<String, (String, String)>,
+) -> (World, u64) {
     let before = w.group().await;
     let sim_start = sim_now_ns(&w).await;
     let scale_start = Instant::now();
@@ -345,89 +420,47 @@ async fn main() {
     ui.note(&format!(
         "  up to {MAX_UNAVAILABLE} clients at a time: cordon, drain (jobs run to completion), terminate the VM, purge the node"
     ));
-    let outcome = watch(
-        &mut ui,
-        &w,
-        &mut events,
-        &mut retired_nodes,
-        SETTLE_TIMEOUT,
-        |s| settled(s, TO, (FROM - TO) as i64),
-    )
-    .await;
+    let mut watching = Watching {
+        events,
+        retiring: retired_nodes,
+        mode: Mode::ScaleIn,
+    };
+    let outcome = watching
+        .watch(ui, &w, SETTLE_TIMEOUT, |s| {
+            settled(s, TO, (FROM - TO) as i64)
+        })
+        .await;
     let took = scale_start.elapsed();
     let s = match outcome {
         Outcome::Done(s) => s,
         Outcome::TimedOut(s) => {
-            fail(
-                &mut ui,
-                w,
-                &format!(
-                    "the pool did not settle within {}",
-                    fmt_secs(SETTLE_TIMEOUT)
-                ),
-                Some(&s),
-            )
-            .await
+            let what = format!(
+                "the pool did not settle within {}",
+                fmt_secs(SETTLE_TIMEOUT)
+            );
+            fail(ui, w, &what, Some(&s)).await
         }
-        Outcome::Interrupted => {
-            interrupted(&mut ui, w).await;
-        }
+        Outcome::Interrupted => interrupted(ui, w).await,
     };
     let sim_end = sim_now_ns(&w).await;
 
     // Summary.
     let after: BTreeSet<String> = s.instances.iter().map(|i| i.id.clone()).collect();
-    let terminated = before
-        .instances
-        .iter()
+    let terminated = (before.instances.iter())
         .filter(|i| !after.contains(&i.id))
         .count();
-    let allocs = allocations(&w).await;
-    let terminal = |a: &Value| {
-        !matches!(
-            a["ClientStatus"].as_str().unwrap_or(""),
-            "pending" | "running"
-        )
-    };
-    let during: Vec<&Value> = allocs
-        .iter()
-        .filter(|a| {
-            a["CreateTime"].as_i64().unwrap_or(0) <= sim_end
-                && (!terminal(a) || a["ModifyTime"].as_i64().unwrap_or(0) >= sim_start)
-        })
-        .collect();
-    let finished_during = during.iter().filter(|a| terminal(a)).count();
-    let on_retired: Vec<&Value> = allocs
-        .iter()
-        .filter(|a| {
-            retired_nodes.contains_key(a["NodeID"].as_str().unwrap_or(""))
-                && a["ModifyTime"].as_i64().unwrap_or(0) >= sim_start
-        })
-        .collect();
-    let mut on_retired_by: BTreeMap<String, usize> = BTreeMap::new();
-    for a in &on_retired {
-        *on_retired_by
-            .entry(a["ClientStatus"].as_str().unwrap_or("?").to_string())
-            .or_default() += 1;
-    }
-    let violations = w.sim.violations().await;
-    let nviol = violations["count"].as_u64().unwrap_or(u64::MAX);
-
+    let jobs = Jobs::count(&w, sim_start, sim_end, retired_nodes).await;
     ui.line("");
     ui.line(&ui.bold(&format!(
         "Settled: {FROM} -> {TO} clients in {} while CI kept running (whole demo {}).",
         fmt_secs(took),
         fmt_secs(ui.start.elapsed())
     )));
-    let mut retired: Vec<&(String, String)> = retired_nodes.values().collect();
-    retired.sort_by_key(|(n, _)| (n.len(), n.clone()));
     ui.line(&format!(
         "  Retired:  {} clients, each cordoned, drained, its VM terminated and the node purged:",
         s.status.retired_total
     ));
-    for (name, instance) in retired {
-        ui.line(&format!("              {name:<17}{instance}"));
-    }
+    retired_list(ui, retired_nodes);
     let size_word = match w.cloud {
         Cloud::Aws => "desired capacity",
         Cloud::Gce => "targetSize",
@@ -440,41 +473,22 @@ async fn main() {
         s.instances.len(),
         terminated,
     ));
-    ui.line(&format!(
-        "  CI jobs:  {} ran during the scale-in: {} finished, {} still running, {} waiting for a slot",
-        during.len(),
-        finished_during,
-        during.len() - finished_during,
-        s.jobs_queued
-    ));
-    let lost = on_retired_by.get("lost").copied().unwrap_or(0);
-    let by: Vec<String> = on_retired_by
-        .iter()
-        .map(|(k, v)| format!("{v} {k}"))
-        .collect();
-    let jobs_line = format!(
-        "            {} of them ran on the retired clients: {}",
-        on_retired.len(),
-        if lost == 0 {
-            "every one finished before its VM went (none lost)".to_string()
-        } else {
-            by.join(", ")
-        }
-    );
-    ui.line(&if lost == 0 {
-        jobs_line
-    } else {
-        ui.red(&jobs_line)
-    });
-    let viol_line = format!(
-        "  Safety:   {nviol} violations (a VM terminated or a node purged while a job ran on it)"
-    );
-    if nviol == 0 {
-        ui.line(&format!("{viol_line}  {}", ui.green("OK")));
-    } else {
-        ui.line(&ui.red(&viol_line));
-        ui.line(&format!("{violations:#}"));
+    let nviol = jobs.report(ui, &w, "the scale-in", s.jobs_queued).await;
+    (w, nviol)
+}
+
+/// The retired clients, shortest names first, with their VMs.
+pub fn retired_list(ui: &mut Ui, retired_nodes: &BTreeMap<String, (String, String)>) {
+    let mut retired: Vec<&(String, String)> = retired_nodes.values().collect();
+    retired.sort_by_key(|(n, _)| (n.len(), n.clone()));
+    for (name, instance) in retired {
+        ui.line(&format!("              {name:<17}{instance}"));
     }
+}
+
+/// Where to look afterwards.
+fn look_around(ui: &mut Ui, w: &World, log: &std::path::Path) {
+    let kubeconfig = env_var("KUBECONFIG");
     ui.line("");
     ui.line("Look at what the operator left behind (the pool keeps its last status):");
     ui.line(&format!("  export KUBECONFIG={kubeconfig}"));
@@ -487,8 +501,4 @@ async fn main() {
     ));
     ui.line(&format!("  less {}", log.display()));
     ui.line("");
-    stop(&mut ui, w).await;
-    if nviol != 0 {
-        std::process::exit(1);
-    }
 }

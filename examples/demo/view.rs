@@ -12,9 +12,10 @@ use nomad_pool_operator::api::{
     NomadClientPoolStatus, NomadClientRetirement, NomadClientRetirementStatus,
 };
 
-use super::POOL;
+use super::hook::{self, RefreshView};
 use super::support::{self, World};
 use super::ui::Ui;
+use super::{Mode, POOL};
 
 // ---------------------------------------------------------------------------
 // What is observed once a second.
@@ -31,9 +32,11 @@ pub struct Snapshot {
     pub jobs_queued: u64,
     pub busy_clients: usize,
     pub clients: usize,
+    /// `Mode::Refresh`: the group's newest instance refresh, once started.
+    pub refresh: Option<RefreshView>,
 }
 
-pub async fn observe(w: &World) -> Snapshot {
+pub async fn observe(w: &World, mode: Mode) -> Snapshot {
     let pool = w.pools().get_opt(POOL).await.ok().flatten();
     // Listed after the pool: whatever its status counts is in the list.
     let mut retirements = support::retirements::list(&w.retirements_api(), POOL)
@@ -45,6 +48,10 @@ pub async fn observe(w: &World) -> Snapshot {
     let stats = w.sim.get("/sim/stats").await;
     let allocs = &stats["cluster"]["allocations"];
     let nodes = w.ready_nodes().await;
+    let refresh = match mode {
+        Mode::ScaleIn => None,
+        Mode::Refresh => hook::refresh_view(w).await,
+    };
     Snapshot {
         generation: pool.as_ref().and_then(|p| p.metadata.generation),
         status: pool.and_then(|p| p.status).unwrap_or_default(),
@@ -59,6 +66,7 @@ pub async fn observe(w: &World) -> Snapshot {
             .filter(|n| n["used_slots"].as_u64().unwrap_or(0) > 0)
             .count(),
         clients: nodes.len(),
+        refresh,
     }
 }
 
@@ -141,6 +149,11 @@ pub fn render(ui: &Ui, group: &str, s: &Snapshot) -> (Vec<String>, String) {
             s.jobs_running, s.jobs_queued
         ),
     ];
+    if let Some(refresh) = &s.refresh {
+        let _ = write!(key, " {}:{}", refresh.status, refresh.percent);
+        lines.push(hook::refresh_line(refresh));
+        return retirements_held(ui, s, lines, key);
+    }
     if !s.retirements.is_empty() {
         lines.push(ui.bold(&format!(
             "  {:<27}{:<17}{:<12}{:<7}WAITS FOR",
@@ -155,6 +168,38 @@ pub fn render(ui: &Ui, group: &str, s: &Snapshot) -> (Vec<String>, String) {
         lines.push(format!(
             "  {name:<27}{:<17}{phase:<12}{:<7}{}",
             st.node_name.as_deref().unwrap_or("-"),
+            st.allocations_left,
+            waits_for(ui, &st),
+        ));
+    }
+    (lines, key)
+}
+
+/// The retirements of `Mode::Refresh`, each with its reason and the state
+/// the group shows its VM in (`Terminating:Wait` while the hook holds it).
+fn retirements_held(
+    ui: &Ui,
+    s: &Snapshot,
+    mut lines: Vec<String>,
+    mut key: String,
+) -> (Vec<String>, String) {
+    if !s.retirements.is_empty() {
+        lines.push(ui.bold(&format!(
+            "  {:<17}{:<15}{:<12}{:<21}{:<7}WAITS FOR",
+            "NODE", "REASON", "PHASE", "VM", "ALLOCS"
+        )));
+    }
+    for r in &s.retirements {
+        let st = r.status.clone().unwrap_or_default();
+        let phase = r.phase().as_str();
+        let vm = (st.instance_id.as_deref())
+            .and_then(|id| s.instances.iter().find(|i| i.id == id))
+            .map_or("gone", |i| i.lifecycle.as_str());
+        let node = st.node_name.as_deref().unwrap_or("-");
+        let _ = write!(key, " {node}:{phase}:{vm}:{}", st.allocations_left);
+        lines.push(format!(
+            "  {node:<17}{:<15}{phase:<12}{vm:<21}{:<7}{}",
+            r.spec.reason.as_str(),
             st.allocations_left,
             waits_for(ui, &st),
         ));

@@ -125,6 +125,8 @@ pub struct HookRuntime {
     capped: Mutex<std::collections::BTreeSet<String>>,
     /// Events published once per lifecycle action.
     pub once: once::Once,
+    /// Actions this process completed, until their retirements record it.
+    pub completed: done::Completed,
     /// Events about capped drains not published yet (node, text).
     capped_news: Mutex<Vec<(String, String)>>,
 }
@@ -178,10 +180,13 @@ impl HookRuntime {
         q.as_ref().map(|q| q.held()).unwrap_or_default()
     }
 
-    /// The action token the queue gave for a held VM.
-    pub fn token(&self, instance_id: &str) -> Option<String> {
+    /// The action token of a held VM: the queue's, else the one its
+    /// retirement recorded (`recorded`, by instance ID; a restarted
+    /// operator's only source until the queue gives the message again).
+    pub fn token(&self, instance_id: &str, recorded: &HashMap<String, String>) -> Option<String> {
         let q = self.queue.lock().expect("queue lock");
-        q.as_ref().and_then(|q| q.token(instance_id))
+        (q.as_ref().and_then(|q| q.token(instance_id)))
+            .or_else(|| recorded.get(instance_id).cloned())
     }
 
     /// Give held clients drains that end before the global timeout (see
@@ -219,7 +224,7 @@ impl HookRuntime {
         self.capped_news.lock().expect("capped lock").extend(news);
     }
 
-    /// The capped-drain Events to publish, once each.
+    /// The capped-drain Events to publish (node, text), once each.
     pub fn capped_news(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.capped_news.lock().expect("capped lock"))
     }
@@ -464,10 +469,10 @@ pub struct HeartbeatFailed {
 pub async fn heartbeat(
     provider: &dyn CloudProvider,
     runtime: &HookRuntime,
-    hook: &str,
-    heartbeat_timeout: u32,
+    (hook, heartbeat_timeout): (&str, u32),
     group: &GroupState,
     retiring: &[RetiringNode],
+    recorded: &HashMap<String, String>,
 ) -> Vec<HeartbeatFailed> {
     let every = Duration::from_secs(u64::from(heartbeat_timeout) / 3);
     let due: Vec<String> = {
@@ -488,8 +493,8 @@ pub async fn heartbeat(
         .map(|instance_id| {
             let action = LifecycleAction {
                 hook: hook.to_owned(),
+                token: runtime.token(&instance_id, recorded),
                 instance_id,
-                token: None,
             };
             Box::pin(async move {
                 let result = provider.record_lifecycle_action_heartbeat(&action).await;
@@ -527,11 +532,13 @@ pub async fn heartbeat(
     failures
 }
 
+mod done;
 mod global;
 mod once;
 pub mod queue;
 pub use global::{
-    CappedDrain, Warned, capped_drains, global_timeout_seconds, warnings as global_timeout_warnings,
+    CappedDrain, GlobalCap, Warned, capped_drains, global_cap, global_timeout_seconds,
+    warnings as global_timeout_warnings,
 };
 
 #[cfg(test)]

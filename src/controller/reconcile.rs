@@ -77,18 +77,16 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     // complete anything under it.
     let hook_check = hook::check(&pool, &rt, &mut seen).await;
 
-    // Plan (pure), then held to what this process remembers.
-    let planned = match observe::plan(&pool, &rt, &mut seen).await {
+    let mut planned = match plan_held(&pool, &rt, &mut seen).await {
         Ok(planned) => planned,
         Err(t) => return report::trouble(&pool, &ctx, t).await,
     };
-    let mut planned = observe::settle(&pool, &rt, &seen, planned);
-    rt.hooks.once.filter(&mut planned.plan.events);
     let planned_at = started.elapsed();
 
     // Persist the write-ahead records: the retirements, then the pool; each
     // terminate starts as soon as its own record landed.
-    let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan);
+    let hold = hook::hold_facts(&rt, &seen, hook_check.as_ref());
+    let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan, &hold);
     let mut new_status = build_status(
         &pool,
         &seen.status,
@@ -102,7 +100,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
     let hook_seen = (rt.as_ref(), &seen);
-    hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
+    let capped =
+        hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
     let start_terminate = |action: &_| act::start_terminate(&rt, &seen, action);
     let persisted = persist::write_ahead(
@@ -143,6 +142,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     );
 
     // Report.
+    hook::retirement_events(&rt, &seen, &mut planned.plan, capped);
     report::plan_events(&ctx, &pool, &planned.plan, &persisted.by_node_name).await;
     if let Err(e) = behind {
         // What the actions' failures say comes first; the next reconcile
@@ -158,6 +158,20 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     ctx.note_success(&pool);
     let look = hook::next_look(next_look(&planned.plan, &persisted), hook_check.as_ref());
     Ok(Requeue::requeue(look))
+}
+
+/// Plan (pure), then held to what this process remembers and the
+/// retirements record (see `observe::settle`, `hook::settle`).
+async fn plan_held(
+    pool: &NomadClientPool,
+    rt: &super::PoolRuntime,
+    seen: &mut observe::Observed,
+) -> Result<observe::Planned, super::conditions::Trouble> {
+    let planned = observe::plan(pool, rt, seen).await?;
+    let mut planned = observe::settle(pool, rt, seen, planned);
+    rt.hooks.once.filter(&mut planned.plan.events);
+    hook::settle(rt, seen, &mut planned.plan);
+    Ok(planned)
 }
 
 /// When to look again. The cloud group is not watched: while anything waits

@@ -51,10 +51,12 @@ pub enum Call {
     CompleteLifecycleAction {
         hook: String,
         instance_id: String,
+        token: Option<String>,
     },
     RecordLifecycleActionHeartbeat {
         hook: String,
         instance_id: String,
+        token: Option<String>,
     },
 }
 
@@ -347,6 +349,7 @@ impl CloudProvider for FakeProvider {
         let call = Call::CompleteLifecycleAction {
             hook: action.hook.clone(),
             instance_id: action.instance_id.clone(),
+            token: action.token.clone(),
         };
         let result = self
             .call(call, Operation::CompleteLifecycleAction)
@@ -365,6 +368,7 @@ impl CloudProvider for FakeProvider {
         let call = Call::RecordLifecycleActionHeartbeat {
             hook: action.hook.clone(),
             instance_id: action.instance_id.clone(),
+            token: action.token.clone(),
         };
         let result = (self.call(call, Operation::RecordLifecycleActionHeartbeat))
             .map(|()| self.lock().hooks.heartbeat(action));

@@ -67,8 +67,9 @@ pub enum LifecycleActionOutcome {
 pub const TEST_NOTIFICATION: &str = "autoscaling:TEST_NOTIFICATION";
 
 /// What one queued notification says, whichever way it was delivered
-/// (an EventBridge rule or the hook's own notification target).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (an EventBridge rule or the hook's own notification target). Its Debug
+/// output leaves the token out: not a secret, but no log line needs it.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Notice {
     /// The test message a hook sends when its target is set.
     Test { group: Option<String> },
@@ -82,6 +83,27 @@ pub enum Notice {
     /// Anything else: another transition, another event, a body that is not
     /// a lifecycle notification. Not the operator's to judge or delete.
     Other { why: &'static str },
+}
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Test { group } => f.debug_struct("Test").field("group", group).finish(),
+            Notice::Terminating {
+                group,
+                hook,
+                instance_id,
+                token,
+            } => f
+                .debug_struct("Terminating")
+                .field("group", group)
+                .field("hook", hook)
+                .field("instance_id", instance_id)
+                .field("token", &token.as_ref().map(|_| "(not shown)"))
+                .finish(),
+            Notice::Other { why } => f.debug_struct("Other").field("why", why).finish(),
+        }
+    }
 }
 
 /// One received message: what it says, and the handle that deletes it

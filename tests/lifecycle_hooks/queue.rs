@@ -7,6 +7,8 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client as SqsClient;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
 use nomad_pool_operator::api::{RetirePhase, RetireReason};
 use npo_testkit::*;
 use serde_json::json;
@@ -197,6 +199,15 @@ async fn a_restarted_operator_sees_the_message_again_and_deletes_it_after_comple
         (queue_findings(&w, &held[0]) == 1).then_some(())
     })
     .await;
+    // The queue's token is recorded in the retirement before the kill.
+    let name = st.retirements[0].metadata.name.clone().unwrap();
+    let recorded = w
+        .wait_retirement(&name, "the token recorded", T, |r| {
+            recorded_token(r).is_some()
+        })
+        .await;
+    let token = recorded_token(&recorded).unwrap();
+    assert_eq!(token.len(), 36, "a UUID: {token}");
 
     let op = w.operator.as_mut().unwrap();
     op.kill().await;
@@ -220,8 +231,41 @@ async fn a_restarted_operator_sees_the_message_again_and_deletes_it_after_comple
     .await;
     wait_messages(&sqs, &queue.url, "the message deleted", 0, T).await;
     assert!(!w.group().await.instances.iter().any(|i| i.id == held[0]));
+    // Completed once, by the restarted operator.
+    completed_once(&w, &name, &token).await;
     w.sim.assert_no_violations().await;
     w.cleanup().await;
+}
+
+fn recorded_token(r: &nomad_pool_operator::api::NomadClientRetirement) -> Option<String> {
+    r.status.as_ref()?.lifecycle_action.as_ref()?.token.clone()
+}
+
+/// Completed once: the retirement `name` records it with the token, one
+/// Event says it, and no Event names the token.
+async fn completed_once(w: &World, name: &str, token: &str) {
+    let done = w.retirements_api().get(name).await.unwrap();
+    let action = done.status.and_then(|s| s.lifecycle_action).unwrap();
+    assert_eq!(action.token.as_deref(), Some(token));
+    assert!(action.completed_at.is_some());
+    w.wait_event(
+        "LifecycleActionCompleted",
+        |r, _| r == "LifecycleActionCompleted",
+        T,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let api: Api<Event> = Api::namespaced(w.client.clone(), &w.namespace);
+    let events = api.list(&Default::default()).await.expect("events").items;
+    let completed: Vec<u32> = (events.iter())
+        .filter(|e| e.reason.as_deref() == Some("LifecycleActionCompleted"))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count as u32))
+        .collect();
+    assert_eq!(completed, [1], "one Event, published once");
+    assert!(
+        !(events.iter()).any(|e| e.note.as_deref().is_some_and(|n| n.contains(token))),
+        "no Event names the token"
+    );
 }
 
 /// A queue that does not exist: a condition and Event that say what to fix,

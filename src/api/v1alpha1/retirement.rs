@@ -235,10 +235,39 @@ pub struct NomadClientRetirementStatus {
     /// What the retirement waits for, or what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The lifecycle action that holds the VM, for a retirement with reason
+    /// `LifecycleHook`: kept here so that a restarted operator completes it
+    /// with its token, and never twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_action: Option<LifecycleActionRecord>,
     /// `Progressing`: True while in flight (reason: the phase), False once
-    /// finished (reason `Retired` or `Cancelled`).
+    /// finished (reason `Retired` or `Cancelled`). With reason
+    /// `LifecycleHook`, also `LifecycleGlobalTimeout`: False (reason
+    /// `DrainDeadlineCapped`) when the hook's global timeout ends the drain
+    /// sooner than its own deadline would.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The terminating lifecycle action a retirement's VM waits under.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleActionRecord {
+    /// The hook (`LifecycleHookName`).
+    #[schemars(length(min = 1, max = 255))]
+    pub hook: String,
+    /// The action's `LifecycleActionToken` (a UUID), when the hook's
+    /// notification gave it; unset, the action is completed by instance ID.
+    /// Not a secret (AWS sends it in every notification), but kept out of
+    /// Events and logs all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 36, max = 36))]
+    pub token: Option<String>,
+    /// When the operator completed the action (CONTINUE), or found it no
+    /// longer pending; it is not completed again, by a restarted operator
+    /// either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
 }
 
 /// An allocation that keeps a retirement waiting.

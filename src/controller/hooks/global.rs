@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DrainPolicy, RetirePhase, RetireReason, RetiringNode};
 use crate::controller::plan::parse_go_duration;
@@ -47,6 +48,21 @@ pub struct CappedDrain {
     pub deadline_seconds: u64,
 }
 
+/// The seconds a held client's drain may last if it starts at `at`: the
+/// global timeout counted from its selection, less [`global_margin`], at
+/// least a second (Nomad reads a zero deadline as "none").
+fn usable_from(global: u64, selected_at: Option<&Time>, at: Timestamp) -> u64 {
+    let usable = global.saturating_sub(global_margin(global));
+    let waited = selected_at.map_or(0, |t| at.duration_since(t.0).as_secs().max(0) as u64);
+    usable.saturating_sub(waited).max(1)
+}
+
+fn own_deadline_seconds(own: &DrainPolicy) -> Option<u64> {
+    (own.deadline.as_deref())
+        .and_then(parse_go_duration)
+        .map(|d| d.as_secs().max(0) as u64)
+}
+
 /// The drains of `LifecycleHook` retirements not draining yet whose
 /// deadline (none, or one too late) would let the global timeout end the
 /// wait: each gets the global timeout, counted from its selection, less
@@ -59,21 +75,14 @@ pub fn capped_drains(
     now: Timestamp,
 ) -> Vec<CappedDrain> {
     let global = global_timeout_seconds(heartbeat_timeout);
-    let usable = global.saturating_sub(global_margin(global));
     let mut out = Vec::new();
     for e in tracked.iter().filter(|e| {
         e.reason == RetireReason::LifecycleHook
             && matches!(e.phase, RetirePhase::Selected | RetirePhase::Cordoned)
     }) {
-        let waited =
-            (e.selected_at.as_ref()).map_or(0, |t| now.duration_since(t.0).as_secs().max(0) as u64);
-        // At least a second: Nomad reads a zero deadline as "none".
-        let left = usable.saturating_sub(waited).max(1);
+        let left = usable_from(global, e.selected_at.as_ref(), now);
         let own = drains.get(&e.node_id).unwrap_or(pool_drain);
-        let current = (own.deadline.as_deref())
-            .and_then(parse_go_duration)
-            .map(|d| d.as_secs().max(0) as u64);
-        if current.is_some_and(|d| d <= left) {
+        if own_deadline_seconds(own).is_some_and(|d| d <= left) {
             continue;
         }
         let mut drain = own.clone();
@@ -86,6 +95,55 @@ pub fn capped_drains(
         });
     }
     out
+}
+
+/// What the global timeout does to one held client's drain, for its
+/// retirement's `LifecycleGlobalTimeout` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalCap {
+    /// The global timeout, seconds.
+    pub global: u64,
+    /// When AWS lets the VM go whatever runs (counted from the selection,
+    /// which comes after the action began: late by seconds, never early).
+    pub ends_at: Timestamp,
+    /// The drain's own deadline (the retirement's or the pool's), as the
+    /// spec spells it.
+    pub own_deadline: Option<String>,
+    /// When the drain ends because of the global timeout; `None` when its
+    /// own deadline ends first.
+    pub capped_deadline: Option<Timestamp>,
+}
+
+/// The global timeout's effect on the drain of a `LifecycleHook`
+/// retirement whose own drain is `own`, judged as [`capped_drains`] does
+/// when the drain is sent (at its start once it has one, else now). `None`
+/// for other retirements, or before the selection is recorded. Pure.
+pub fn global_cap(
+    heartbeat_timeout: u32,
+    e: &RetiringNode,
+    own: &DrainPolicy,
+    now: Timestamp,
+) -> Option<GlobalCap> {
+    if e.reason != RetireReason::LifecycleHook {
+        return None;
+    }
+    let selected = e.selected_at.as_ref()?;
+    let global = global_timeout_seconds(heartbeat_timeout);
+    let at = e.drain_started_at.as_ref().map_or(now, |t| t.0);
+    let left = usable_from(global, Some(selected), at);
+    let capped = own_deadline_seconds(own).is_none_or(|d| d > left);
+    let after = |secs: u64| {
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+        (selected.0).saturating_add(jiff::SignedDuration::from_secs(secs))
+    };
+    Some(GlobalCap {
+        global,
+        ends_at: after(global).ok()?,
+        own_deadline: own.deadline.clone(),
+        capped_deadline: capped
+            .then(|| at.saturating_add(jiff::SignedDuration::from_secs(left as i64)))
+            .and_then(Result::ok),
+    })
 }
 
 /// Instances already warned about by this process.
@@ -268,5 +326,53 @@ mod tests {
         // A retirement's own drain wins over the pool's.
         let own = HashMap::from([("id-a".to_owned(), short)]);
         assert!(capped_drains(30, &tracked[..1], &own, &long, now).is_empty());
+    }
+
+    /// The retirement's condition judges the drain as `capped_drains` did
+    /// when it was sent: from its start once it has one, so it says the
+    /// same thing for as long as the client drains.
+    #[test]
+    fn the_cap_of_a_drain_is_judged_at_its_start() {
+        let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let t = |s: &str| Time(s.parse().unwrap());
+        let mut e = held("a", RetirePhase::Cordoned, "2026-12-02T11:59:00Z");
+        let none = DrainPolicy::default();
+        // Heartbeat 30 s: global 3000 s, 2700 s usable from the selection.
+        let cap = global_cap(30, &e, &none, now).unwrap();
+        assert_eq!(cap.global, 3000);
+        assert_eq!(cap.ends_at, "2026-12-02T12:49:00Z".parse().unwrap());
+        assert_eq!(
+            cap.capped_deadline,
+            Some("2026-12-02T12:44:00Z".parse().unwrap())
+        );
+        // Draining since 11:59:30 under a capped drain: an hour later it
+        // still reads as capped, with the same deadline.
+        e.phase = RetirePhase::Draining;
+        e.drain_started_at = Some(t("2026-12-02T11:59:30Z"));
+        let later = now
+            .checked_add(jiff::SignedDuration::from_hours(1))
+            .unwrap();
+        let hour = DrainPolicy {
+            deadline: Some("1h".into()),
+            ..DrainPolicy::default()
+        };
+        let cap = global_cap(30, &e, &hour, later).unwrap();
+        assert_eq!(
+            cap.capped_deadline,
+            Some("2026-12-02T12:44:00Z".parse().unwrap())
+        );
+        assert_eq!(cap.own_deadline.as_deref(), Some("1h"));
+        // A 30 minute drain ends first.
+        let half = DrainPolicy {
+            deadline: Some("30m".into()),
+            ..DrainPolicy::default()
+        };
+        assert_eq!(
+            global_cap(30, &e, &half, later).unwrap().capped_deadline,
+            None
+        );
+        // Only a held client's drain has one.
+        e.reason = RetireReason::ScaleIn;
+        assert_eq!(global_cap(30, &e, &none, now), None);
     }
 }

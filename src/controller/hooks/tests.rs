@@ -105,6 +105,9 @@ async fn held_draining_clients_get_heartbeats_at_a_third_of_the_timeout() {
     fake.put_lifecycle_hook("drain", 30).await.unwrap();
     fake.scale_in_outside(2);
     let rt = HookRuntime::default();
+    // The token i-1's retirement recorded: the heartbeat carries it.
+    let token = fake.hooks(|h, _| h.token("drain", "i-1")).unwrap();
+    let recorded = HashMap::from([("i-1".to_owned(), token.clone())]);
     let retiring = [
         draining("i-1", RetirePhase::Draining),
         // Already drained and being let go: no heartbeat needed.
@@ -114,10 +117,26 @@ async fn held_draining_clients_get_heartbeats_at_a_third_of_the_timeout() {
     ];
     let beat = || async {
         let group = fake.group_state();
-        heartbeat(fake.as_ref(), &rt, "drain", 30, &group, &retiring).await
+        heartbeat(
+            fake.as_ref(),
+            &rt,
+            ("drain", 30),
+            &group,
+            &retiring,
+            &recorded,
+        )
+        .await
     };
     assert!(beat().await.is_empty());
     assert_eq!(fake.hooks(|h, _| h.heartbeats("i-1")), 1, "at first sight");
+    assert!(
+        fake.calls()
+            .contains(&Call::RecordLifecycleActionHeartbeat {
+                hook: "drain".into(),
+                instance_id: "i-1".into(),
+                token: Some(token),
+            })
+    );
     assert_eq!(fake.hooks(|h, _| h.heartbeats("i-2")), 0);
     assert!(beat().await.is_empty());
     assert_eq!(fake.hooks(|h, _| h.heartbeats("i-1")), 1, "not due yet");
@@ -135,7 +154,15 @@ async fn held_draining_clients_get_heartbeats_at_a_third_of_the_timeout() {
         g.instances[0].lifecycle = Lifecycle::TerminatingWait;
         g
     };
-    let failed = heartbeat(fake.as_ref(), &rt, "drain", 30, &group, &retiring).await;
+    let failed = heartbeat(
+        fake.as_ref(),
+        &rt,
+        ("drain", 30),
+        &group,
+        &retiring,
+        &recorded,
+    )
+    .await;
     assert!(failed.is_empty());
 }
 

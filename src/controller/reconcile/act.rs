@@ -109,7 +109,7 @@ pub async fn act(
     let mut failures: Vec<ActionError> =
         std::mem::take(&mut *rt.cloud_failures.lock().expect("failures lock"));
     if let Some(hook) = seen.lifecycle_hook.as_deref() {
-        failures.extend(complete_actions(rt, hook, &planned.actions).await);
+        failures.extend(complete_actions(rt, (hook, &seen.tokens), &planned.actions).await);
     }
     failures.extend(
         futures::stream::iter(calls)
@@ -206,7 +206,8 @@ fn spawn_terminate(
                 // holds the VM now; let it go at once instead of after the
                 // heartbeat timeout. A hook of someone else's that holds it
                 // too is theirs to complete.
-                if let Err(e) = complete(&rt, &hook, &instance_id).await {
+                let token = rt.hooks.token(&instance_id, &HashMap::new());
+                if let Err(e) = complete(&rt, &hook, &instance_id, token).await {
                     rt.cloud_failures.lock().expect("failures lock").push(e);
                 }
             }
@@ -240,13 +241,19 @@ fn spawn_terminate(
 /// Completions of lifecycle actions, side by side. Each may repeat one that
 /// landed before (a restart, a view not refreshed yet): AWS then answers
 /// that no action is active, which is success here.
-async fn complete_actions(rt: &PoolRuntime, hook: &str, actions: &[Action]) -> Vec<ActionError> {
+/// `recorded`: the tokens the pool's retirements record, by instance ID.
+async fn complete_actions(
+    rt: &PoolRuntime,
+    (hook, recorded): (&str, &HashMap<String, String>),
+    actions: &[Action],
+) -> Vec<ActionError> {
     // Boxed eagerly, as the node actions are: a lazy map trips the Send check.
     let calls: Vec<futures::future::BoxFuture<'_, Result<(), ActionError>>> = actions
         .iter()
         .filter_map(|a| match a {
             Action::CompleteLifecycleAction { instance_id, .. } => {
-                Some(Box::pin(complete(rt, hook, instance_id)) as _)
+                let token = rt.hooks.token(instance_id, recorded);
+                Some(Box::pin(complete(rt, hook, instance_id, token)) as _)
             }
             _ => None,
         })
@@ -258,15 +265,27 @@ async fn complete_actions(rt: &PoolRuntime, hook: &str, actions: &[Action]) -> V
         .await
 }
 
-async fn complete(rt: &PoolRuntime, hook: &str, instance_id: &str) -> Result<(), ActionError> {
+/// Complete one action (with its token when known: not logged). Once it
+/// is over for us (completed now, or found no longer pending) this process
+/// remembers it until the retirement records it: it is not sent again.
+async fn complete(
+    rt: &PoolRuntime,
+    hook: &str,
+    instance_id: &str,
+    token: Option<String>,
+) -> Result<(), ActionError> {
+    let by_token = token.is_some();
     let action = LifecycleAction {
         hook: hook.to_owned(),
         instance_id: instance_id.to_owned(),
-        token: rt.hooks.token(instance_id),
+        token,
     };
     match rt.provider.complete_lifecycle_action(&action).await {
         Ok(LifecycleActionOutcome::Applied) => {
-            debug!(instance_id, hook, "lifecycle action completed");
+            debug!(instance_id, hook, by_token, "lifecycle action completed");
+            rt.hooks
+                .completed
+                .record(instance_id, jiff::Timestamp::now());
             // The VM proceeds: read the group afresh on the next look
             // rather than complete it again from the old view.
             rt.group.forget();
@@ -275,8 +294,11 @@ async fn complete(rt: &PoolRuntime, hook: &str, instance_id: &str) -> Result<(),
         Ok(LifecycleActionOutcome::NotActive) => {
             debug!(
                 instance_id,
-                hook, "no lifecycle action active: completed before"
+                hook, by_token, "no lifecycle action active: completed before"
             );
+            rt.hooks
+                .completed
+                .record(instance_id, jiff::Timestamp::now());
             Ok(())
         }
         Err(source) => {

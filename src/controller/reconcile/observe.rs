@@ -15,7 +15,7 @@ use super::super::conditions::{Problem, Trouble};
 use super::super::plan::{
     self, Action, AllocFacts, AllocationVisibility, InstanceNodes, NodeFacts, PoolView,
 };
-use super::super::retirement::{Ledgers, records};
+use super::super::retirement::{Ledgers, hold, records};
 use super::super::visibility::VisibilityState;
 use super::super::watch::{NodesSnapshot, NodesState};
 use super::super::{PoolRuntime, alloc_watch, authority, drain_meta, outside, siblings};
@@ -57,6 +57,8 @@ pub struct Observed {
     visibility_gap: Option<String>,
     /// The pool's lifecycle hook once confirmed (see `controller::hooks`).
     pub lifecycle_hook: Option<String>,
+    /// The lifecycle action tokens the retirements record, by instance ID.
+    pub tokens: HashMap<String, String>,
 }
 
 /// Why there is nothing to plan on yet.
@@ -149,6 +151,7 @@ pub async fn observe(
     let instance_nodes = rt.siblings.facts();
     let meta_names = drain_meta::retirement_names(&snapshot, &key, &uid);
     let drains = records::drains(&retirements, &pool.spec.drain);
+    let tokens = hold::tokens(&retirements);
     Ok(Observed {
         now,
         key,
@@ -169,6 +172,7 @@ pub async fn observe(
         visibility_gap: visibility.gap(),
         visibility,
         lifecycle_hook: None,
+        tokens,
     })
 }
 

@@ -13,6 +13,7 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
 use super::super::plan::{self, Action};
+use super::super::retirement::hold::HoldFacts;
 use super::super::retirement::{records, sync, write};
 use super::super::{Context, Error, status};
 use super::observe::Observed;
@@ -94,6 +95,7 @@ pub fn retirement_writes(
     ctx: &Context,
     seen: &Observed,
     planned: &plan::Plan,
+    hold: &HoldFacts,
 ) -> sync::Writes {
     let blocking = seen
         .allocs
@@ -109,6 +111,7 @@ pub fn retirement_writes(
             meta_names: &seen.meta_names,
             blocking: &blocking,
             written_recently: &recently,
+            hold,
             now: seen.now,
         },
         planned,

@@ -12,8 +12,13 @@
 //! - `sync`: the writes that take the objects from what they say to what
 //!   the plan decided: create, status, finish, give up the finalizer,
 //!   prune the history (pure);
-//! - `write`: those writes against the API server, side by side.
+//! - `write`: those writes against the API server, side by side;
+//! - `hold`: what the pool's lifecycle hook adds to a held client's status
+//!   (the action's record, the global-timeout condition); `conditions`:
+//!   a retirement's conditions, one function each (pure).
 
+pub mod conditions;
+pub mod hold;
 pub mod ledger;
 pub mod records;
 pub mod sync;

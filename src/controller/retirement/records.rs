@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::CREATED_BY;
+use super::conditions::{GLOBAL_TIMEOUT, progressing};
 use crate::api::{
     BlockingAllocation, DrainPolicy, NomadClientRetirement, NomadClientRetirementStatus,
     RetirePhase, RetireTarget, RetirementPhase, RetiringNode,
@@ -17,8 +18,6 @@ use crate::api::{
 
 /// How many blocking job IDs a planner entry lists (as `status.retiring` did).
 const MAX_BLOCKING_JOBS: usize = 5;
-/// The condition every retirement carries.
-pub const PROGRESSING: &str = "Progressing";
 
 /// What a pool's retirements ask of the planner.
 #[derive(Debug, Default)]
@@ -181,16 +180,32 @@ pub fn status_of(
         blocking_allocations,
         terminated_at,
         finished_at: None,
-        conditions: vec![progressing(
+        conditions: with_kept(
+            progressing(
+                previous.map_or(&[], |p| &p.conditions),
+                generation,
+                true,
+                phase,
+                message.as_deref().unwrap_or(""),
+                now,
+            ),
             previous,
-            generation,
-            true,
-            phase,
-            message.as_deref().unwrap_or(""),
-            now,
-        )],
+        ),
         message,
+        // What the hook said of the VM's action stays (see `hold`).
+        lifecycle_action: previous.and_then(|p| p.lifecycle_action.clone()),
     }
+}
+
+/// `Progressing` first, then the conditions only `hold` sets, as they were.
+fn with_kept(
+    progressing: Condition,
+    previous: Option<&NomadClientRetirementStatus>,
+) -> Vec<Condition> {
+    let kept = previous.into_iter().flat_map(|p| &p.conditions);
+    std::iter::once(progressing)
+        .chain(kept.filter(|c| c.type_ == GLOBAL_TIMEOUT).cloned())
+        .collect()
 }
 
 /// The allocations blocking `e`: of the jobs the planner names, those seen
@@ -234,41 +249,19 @@ pub fn finished_status(
         allocations_left: 0,
         blocking_allocations: vec![],
         finished_at: Some(Time(now)),
-        conditions: vec![progressing(
+        conditions: with_kept(
+            progressing(
+                &previous.conditions,
+                generation,
+                false,
+                outcome,
+                &message,
+                now,
+            ),
             Some(previous),
-            generation,
-            false,
-            outcome,
-            &message,
-            now,
-        )],
+        ),
         message: Some(message),
         ..previous.clone()
-    }
-}
-
-/// `Progressing`, keeping its transition time while its status holds.
-fn progressing(
-    previous: Option<&NomadClientRetirementStatus>,
-    generation: Option<i64>,
-    on: bool,
-    phase: RetirementPhase,
-    message: &str,
-    now: Timestamp,
-) -> Condition {
-    let status = if on { "True" } else { "False" };
-    let since = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == PROGRESSING))
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: PROGRESSING.into(),
-        status: status.into(),
-        reason: phase.as_str().into(),
-        message: message.chars().take(1024).collect(),
-        last_transition_time: since,
-        observed_generation: generation,
     }
 }
 

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+use super::hold::{self, HoldFacts};
 use super::records::{self, created_by_pool, finished_status, material_change, status_of};
 use super::{CREATED_BY, FINALIZER, POOL_LABEL};
 use crate::api::{
@@ -33,6 +34,8 @@ pub struct Inputs<'a> {
     /// Whether a retirement was written so recently that progress figures
     /// alone may wait.
     pub written_recently: &'a dyn Fn(&NomadClientRetirement) -> bool,
+    /// What the pool's lifecycle hook adds to held clients' statuses.
+    pub hold: &'a HoldFacts,
     pub now: Timestamp,
 }
 
@@ -95,13 +98,14 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
     for e in &plan.retiring {
         let blocking = input.blocking.get(&e.node_id).cloned();
         if let Some(r) = in_flight.get(e.node_id.as_str()) {
-            let status = status_of(
+            let mut status = status_of(
                 e,
                 r.status.as_ref(),
                 r.metadata.generation,
                 blocking,
                 input.now,
             );
+            held(input, &mut status, e, Some(&***r));
             let old = r.status.clone().unwrap_or_default();
             if old != status && (material_change(&old, &status) || !(input.written_recently)(r)) {
                 out.statuses.push(StatusWrite {
@@ -112,7 +116,8 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
             out.names.insert(e.node_id.clone(), r.name_any());
         } else if let Some(i) = pending.iter().position(|h| records::targets(h, e)) {
             let h = pending.swap_remove(i);
-            let status = status_of(e, None, h.metadata.generation, blocking, input.now);
+            let mut status = status_of(e, None, h.metadata.generation, blocking, input.now);
+            held(input, &mut status, e, Some(&**h));
             out.names.insert(e.node_id.clone(), h.name_any());
             out.adopts.push(StatusWrite {
                 object: h.clone(),
@@ -131,7 +136,8 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
                 });
             taken.insert(name.clone());
             out.names.insert(e.node_id.clone(), name.clone());
-            let status = status_of(e, None, Some(1), blocking, input.now);
+            let mut status = status_of(e, None, Some(1), blocking, input.now);
+            held(input, &mut status, e, None);
             out.creates.push((new_object(input.pool, &name, e), status));
         }
     }
@@ -154,6 +160,18 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         .filter_map(|(id, name)| Some((name.clone(), name_of(id)?)))
         .collect();
     out
+}
+
+/// What the pool's lifecycle hook adds to the status of `e`'s retirement
+/// `r` (`None`: created now).
+fn held(
+    input: &Inputs<'_>,
+    status: &mut NomadClientRetirementStatus,
+    e: &RetiringNode,
+    r: Option<&NomadClientRetirement>,
+) {
+    let own = hold::own_drain(r, &input.pool.spec.drain);
+    hold::apply(status, e, input.hold, &own, input.now);
 }
 
 /// A hand-made retirement the pool has not started, and what it waits for.
@@ -230,13 +248,14 @@ fn finish(
                 RetirementPhase::Retired => format!("node {node} retired"),
                 _ => format!("node {node} given back to service"),
             });
-        let status = finished_status(
+        let mut status = finished_status(
             &previous,
             r.metadata.generation,
             outcome,
             message,
             input.now,
         );
+        hold::finish(&mut status, input.hold);
         out.finishes.push(StatusWrite {
             object: (*r).clone(),
             status,

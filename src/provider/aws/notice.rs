@@ -154,6 +154,18 @@ mod tests {
         );
     }
 
+    /// A notice's Debug output (what a log line shows) leaves the token out.
+    #[test]
+    fn a_logged_notice_does_not_show_its_token() {
+        let token = "87654321-4321-4321-4321-210987654321";
+        let shown = format!("{:?}", terminating("g", "h", "i-1", token));
+        assert!(!shown.contains(token), "{shown}");
+        assert!(
+            shown.contains("i-1") && shown.contains("(not shown)"),
+            "{shown}"
+        );
+    }
+
     /// ref §3.2: the hook's own flat message to an SQS target.
     #[test]
     fn the_plain_hook_notification() {

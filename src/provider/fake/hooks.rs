@@ -118,6 +118,14 @@ impl FakeHooks {
         self.proceed_if_done(group, instance_id);
     }
 
+    /// The token of the instance's pending action under `hook`, as the
+    /// hook's notification would give it.
+    pub fn token(&self, hook: &str, instance_id: &str) -> Option<String> {
+        (self.pending.iter())
+            .find(|p| p.hook == hook && p.instance_id == instance_id)
+            .map(|p| p.token.clone())
+    }
+
     pub fn heartbeats(&self, instance_id: &str) -> u32 {
         self.heartbeats.get(instance_id).copied().unwrap_or(0)
     }

@@ -61,6 +61,7 @@ fn run(
             meta_names: &none,
             blocking: &blocking,
             written_recently: &recently,
+            hold: &Default::default(),
             now: Timestamp::now(),
         },
         plan,
