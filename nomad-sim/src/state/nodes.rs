@@ -49,89 +49,12 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| format!("nomad-client-{n}"));
         let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
-        let mut attrs: StrMap = [
-            ("arch", "amd64"),
-            ("cpu.arch", "amd64"),
-            ("cpu.numcores", "4"),
-            ("cpu.totalcompute", "8000"),
-            ("driver.docker", "1"),
-            ("driver.exec", "1"),
-            ("driver.raw_exec", "1"),
-            ("kernel.name", "linux"),
-            ("kernel.version", "6.8.0-1019-aws"),
-            ("memory.totalbytes", "16571674624"),
-            ("nomad.revision", "nomad-sim"),
-            ("nomad.version", self.cfg.nomad_version),
-            ("os.name", "ubuntu"),
-            ("os.version", "24.04"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        attrs.insert("unique.hostname".into(), name.clone());
-        attrs.insert("unique.network.ip-address".into(), ip.clone());
-        attrs.insert("unique.advertise.address".into(), format!("{ip}:4646"));
+        let mut attrs = self.base_attributes(&name, &ip);
         let mut links = StrMap::new();
         let cloud = spec.cloud.clone().unwrap_or_else(|| "aws".into());
         let instance_id = match cloud.as_str() {
-            "aws" => {
-                let iid = spec.instance_id.clone().unwrap_or_else(|| {
-                    let b: [u8; 9] = self.rng.random();
-                    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                    format!("i-{}", &h[..17])
-                });
-                let az = spec.availability_zone.clone().unwrap_or_else(|| {
-                    ["us-east-1a", "us-east-1b", "us-east-1c"][(n % 3) as usize].into()
-                });
-                attrs.insert("unique.platform.aws.instance-id".into(), iid.clone());
-                attrs.insert(
-                    "platform.aws.placement.availability-zone".into(),
-                    az.clone(),
-                );
-                attrs.insert("platform.aws.instance-type".into(), "m5.xlarge".into());
-                attrs.insert("platform.aws.ami-id".into(), "ami-0abcdef1234567890".into());
-                attrs.insert(
-                    "platform.aws.instance-life-cycle".into(),
-                    "on-demand".into(),
-                );
-                let host = format!("ip-{}.ec2.internal", ip.replace('.', "-"));
-                attrs.insert("unique.platform.aws.hostname".into(), host.clone());
-                attrs.insert("unique.platform.aws.local-hostname".into(), host);
-                attrs.insert("unique.platform.aws.local-ipv4".into(), ip.clone());
-                links.insert("aws.ec2".into(), format!("{az}.{iid}"));
-                Some(iid)
-            }
-            "gce" => {
-                let gid = spec.instance_id.clone().unwrap_or_else(|| {
-                    format!("{}", self.rng.random_range(10u64.pow(18)..10u64.pow(19)))
-                });
-                let zone = spec
-                    .availability_zone
-                    .clone()
-                    .unwrap_or_else(|| ["us-central1-a", "us-central1-b"][(n % 2) as usize].into());
-                attrs.insert("unique.platform.gce.id".into(), gid.clone());
-                attrs.insert(
-                    "unique.platform.gce.hostname".into(),
-                    format!("{name}.c.project.internal"),
-                );
-                attrs.insert("platform.gce.zone".into(), zone);
-                attrs.insert("platform.gce.machine-type".into(), "n2-standard-4".into());
-                attrs.insert(
-                    "platform.gce.cpu-platform".into(),
-                    "Intel Cascade Lake".into(),
-                );
-                attrs.insert("platform.gce.scheduling.preemptible".into(), "false".into());
-                attrs.insert(
-                    "platform.gce.scheduling.automatic-restart".into(),
-                    "true".into(),
-                );
-                attrs.insert(
-                    "platform.gce.scheduling.on-host-maintenance".into(),
-                    "MIGRATE".into(),
-                );
-                links.insert("gce".into(), gid.clone());
-                Some(gid)
-            }
+            "aws" => Some(self.aws_fingerprint(spec, n, &ip, &mut attrs, &mut links)),
+            "gce" => Some(self.gce_fingerprint(spec, n, &name, &mut attrs, &mut links)),
             _ => spec.instance_id.clone(),
         };
         if let Some(extra) = &spec.attributes {
@@ -139,23 +62,7 @@ impl Cluster {
                 attrs.insert(k.clone(), v.clone());
             }
         }
-        let meta = spec.meta.clone().unwrap_or_else(|| {
-            [
-                (
-                    "connect.gateway_image",
-                    "docker.io/envoyproxy/envoy:v1.29.4",
-                ),
-                ("connect.log_level", "info"),
-                ("connect.proxy_concurrency", "1"),
-                (
-                    "connect.sidecar_image",
-                    "docker.io/envoyproxy/envoy:v1.29.4",
-                ),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-        });
+        let meta = spec.meta.clone().unwrap_or_else(default_meta);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&dc, &pool, &class, &meta).hash(&mut h);
         let idx = self.next_index();
@@ -218,6 +125,113 @@ impl Cluster {
         self.node_changed(&id, idx, Some("NodeRegistration"));
         self.place_system_jobs(&id);
         (id, instance_id)
+    }
+
+    /// What every simulated client fingerprints, whatever its cloud.
+    fn base_attributes(&self, name: &str, ip: &str) -> StrMap {
+        let mut attrs: StrMap = [
+            ("arch", "amd64"),
+            ("cpu.arch", "amd64"),
+            ("cpu.numcores", "4"),
+            ("cpu.totalcompute", "8000"),
+            ("driver.docker", "1"),
+            ("driver.exec", "1"),
+            ("driver.raw_exec", "1"),
+            ("kernel.name", "linux"),
+            ("kernel.version", "6.8.0-1019-aws"),
+            ("memory.totalbytes", "16571674624"),
+            ("nomad.revision", "nomad-sim"),
+            ("nomad.version", self.cfg.nomad_version),
+            ("os.name", "ubuntu"),
+            ("os.version", "24.04"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        attrs.insert("unique.hostname".into(), name.to_string());
+        attrs.insert("unique.network.ip-address".into(), ip.to_string());
+        attrs.insert("unique.advertise.address".into(), format!("{ip}:4646"));
+        attrs
+    }
+
+    /// The attributes and link an AWS client fingerprints (EC2 metadata).
+    /// Its instance ID.
+    fn aws_fingerprint(
+        &mut self,
+        spec: &NodeSpec,
+        n: u64,
+        ip: &str,
+        attrs: &mut StrMap,
+        links: &mut StrMap,
+    ) -> String {
+        let iid = spec.instance_id.clone().unwrap_or_else(|| {
+            let b: [u8; 9] = self.rng.random();
+            let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            format!("i-{}", &h[..17])
+        });
+        let az = spec
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| ["us-east-1a", "us-east-1b", "us-east-1c"][(n % 3) as usize].into());
+        attrs.insert("unique.platform.aws.instance-id".into(), iid.clone());
+        attrs.insert(
+            "platform.aws.placement.availability-zone".into(),
+            az.clone(),
+        );
+        attrs.insert("platform.aws.instance-type".into(), "m5.xlarge".into());
+        attrs.insert("platform.aws.ami-id".into(), "ami-0abcdef1234567890".into());
+        attrs.insert(
+            "platform.aws.instance-life-cycle".into(),
+            "on-demand".into(),
+        );
+        let host = format!("ip-{}.ec2.internal", ip.replace('.', "-"));
+        attrs.insert("unique.platform.aws.hostname".into(), host.clone());
+        attrs.insert("unique.platform.aws.local-hostname".into(), host);
+        attrs.insert("unique.platform.aws.local-ipv4".into(), ip.to_string());
+        links.insert("aws.ec2".into(), format!("{az}.{iid}"));
+        iid
+    }
+
+    /// The attributes and link a GCE client fingerprints (the metadata
+    /// server). Its instance ID.
+    fn gce_fingerprint(
+        &mut self,
+        spec: &NodeSpec,
+        n: u64,
+        name: &str,
+        attrs: &mut StrMap,
+        links: &mut StrMap,
+    ) -> String {
+        let gid = spec
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{}", self.rng.random_range(10u64.pow(18)..10u64.pow(19))));
+        let zone = spec
+            .availability_zone
+            .clone()
+            .unwrap_or_else(|| ["us-central1-a", "us-central1-b"][(n % 2) as usize].into());
+        attrs.insert("unique.platform.gce.id".into(), gid.clone());
+        attrs.insert(
+            "unique.platform.gce.hostname".into(),
+            format!("{name}.c.project.internal"),
+        );
+        attrs.insert("platform.gce.zone".into(), zone);
+        attrs.insert("platform.gce.machine-type".into(), "n2-standard-4".into());
+        attrs.insert(
+            "platform.gce.cpu-platform".into(),
+            "Intel Cascade Lake".into(),
+        );
+        attrs.insert("platform.gce.scheduling.preemptible".into(), "false".into());
+        attrs.insert(
+            "platform.gce.scheduling.automatic-restart".into(),
+            "true".into(),
+        );
+        attrs.insert(
+            "platform.gce.scheduling.on-host-maintenance".into(),
+            "MIGRATE".into(),
+        );
+        links.insert("gce".into(), gid.clone());
+        gid
     }
 
     pub(super) fn insert_node(&mut self, rec: NodeRec) {
@@ -324,4 +338,24 @@ fn shared_resources() -> &'static SharedRes {
             wire::default_reserved_resources(),
         )
     })
+}
+
+/// The `meta` of a client that sets none: what Nomad's Consul Connect
+/// defaults put there.
+fn default_meta() -> StrMap {
+    [
+        (
+            "connect.gateway_image",
+            "docker.io/envoyproxy/envoy:v1.29.4",
+        ),
+        ("connect.log_level", "info"),
+        ("connect.proxy_concurrency", "1"),
+        (
+            "connect.sidecar_image",
+            "docker.io/envoyproxy/envoy:v1.29.4",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
