@@ -65,40 +65,9 @@ pub(super) fn lex(s: &str) -> Result<(Vec<Tok>, Vec<bool>), FilterError> {
                 i += 2
             }
             '"' => {
-                let mut j = i + 1;
-                let mut v = String::new();
-                loop {
-                    match c.get(j) {
-                        None => {
-                            return Err(FilterError::Parse("Unterminated string literal".into()));
-                        }
-                        Some('"') => break,
-                        Some('\\') => {
-                            let e = c.get(j + 1).ok_or_else(|| {
-                                FilterError::Parse("Unterminated string literal".into())
-                            })?;
-                            v.push(match e {
-                                'n' => '\n',
-                                't' => '\t',
-                                'r' => '\r',
-                                '\\' => '\\',
-                                '"' => '"',
-                                '\'' => '\'',
-                                other => {
-                                    return Err(FilterError::Parse(format!(
-                                        "nomad-sim: unsupported escape \\{other} in string literal"
-                                    )));
-                                }
-                            });
-                            j += 2;
-                            continue;
-                        }
-                        Some(x) => v.push(*x),
-                    }
-                    j += 1;
-                }
+                let (v, next) = quoted(&c, i)?;
                 out.push(Tok::Str(v));
-                i = j + 1;
+                i = next;
             }
             '`' => {
                 let rest: String = c[i + 1..].iter().collect();
@@ -133,4 +102,42 @@ pub(super) fn lex(s: &str) -> Result<(Vec<Tok>, Vec<bool>), FilterError> {
     }
     spaced.push(gap);
     Ok((out, spaced))
+}
+
+/// A `"`-quoted string starting at `c[i]`, with Go's escapes: its value
+/// and the index after the closing quote.
+fn quoted(c: &[char], i: usize) -> Result<(String, usize), FilterError> {
+    let mut j = i + 1;
+    let mut v = String::new();
+    loop {
+        match c.get(j) {
+            None => {
+                return Err(FilterError::Parse("Unterminated string literal".into()));
+            }
+            Some('"') => break,
+            Some('\\') => {
+                let e = c
+                    .get(j + 1)
+                    .ok_or_else(|| FilterError::Parse("Unterminated string literal".into()))?;
+                v.push(match e {
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    '\\' => '\\',
+                    '"' => '"',
+                    '\'' => '\'',
+                    other => {
+                        return Err(FilterError::Parse(format!(
+                            "nomad-sim: unsupported escape \\{other} in string literal"
+                        )));
+                    }
+                });
+                j += 2;
+                continue;
+            }
+            Some(x) => v.push(*x),
+        }
+        j += 1;
+    }
+    Ok((v, j + 1))
 }

@@ -79,8 +79,16 @@ impl Parser {
                 "nomad-sim: inline value lists are not supported".into(),
             ));
         }
-        // `Value in Selector` / `Value not in Selector`
-        let value_first = match self.peek() {
+        if self.value_first() {
+            return self.value_match();
+        }
+        self.selector_match()
+    }
+
+    /// `Value in Selector` / `Value not in Selector`: the primary starts
+    /// with a value (a string, a number, or a bare word followed by `in`).
+    fn value_first(&mut self) -> bool {
+        match self.peek() {
             Some(Tok::Str(_)) | Some(Tok::Num(_)) => true,
             Some(Tok::Ident(_)) => {
                 // A bare word followed by `in` / `not in` is a value.
@@ -92,27 +100,33 @@ impl Parser {
                 r
             }
             _ => false,
-        };
-        if value_first {
-            let value = self.value()?;
-            let op = if self.peek_ident(0, "in") {
-                self.p += 1;
-                Op::In
-            } else if self.peek_ident(0, "not") && self.peek_ident(1, "in") {
-                self.p += 2;
-                Op::NotIn
-            } else {
-                return Err(FilterError::Parse(
-                    "a value must be followed by \"in\" or \"not in\"".into(),
-                ));
-            };
-            let selector = self.selector()?;
-            return Ok(Expr::Match {
-                selector,
-                op,
-                value: Some(value),
-            });
         }
+    }
+
+    /// `Value in Selector` / `Value not in Selector`.
+    fn value_match(&mut self) -> Result<Expr, FilterError> {
+        let value = self.value()?;
+        let op = if self.peek_ident(0, "in") {
+            self.p += 1;
+            Op::In
+        } else if self.peek_ident(0, "not") && self.peek_ident(1, "in") {
+            self.p += 2;
+            Op::NotIn
+        } else {
+            return Err(FilterError::Parse(
+                "a value must be followed by \"in\" or \"not in\"".into(),
+            ));
+        };
+        let selector = self.selector()?;
+        Ok(Expr::Match {
+            selector,
+            op,
+            value: Some(value),
+        })
+    }
+
+    /// `Selector Op Value`, `Selector is [not] empty`.
+    fn selector_match(&mut self) -> Result<Expr, FilterError> {
         let selector = self.selector()?;
         match self.next() {
             Some(Tok::EqEq) => Ok(Expr::Match {
