@@ -156,79 +156,7 @@ pub fn parse_rules(v: &Value) -> Result<Rules, String> {
                     "Failed to parse ACL Policy: namespace must be an object keyed by namespace name",
                 )?;
                 for (name, body) in m {
-                    if !valid_name(name, &['*']) {
-                        return Err(format!("Invalid namespace name: {name:?}"));
-                    }
-                    let b = body
-                        .as_object()
-                        .ok_or_else(|| format!("Failed to parse ACL Policy: namespace {name:?}"))?;
-                    let mut policy = String::new();
-                    let mut caps: Option<Vec<String>> = None;
-                    for (bk, bv) in b {
-                        match bk.as_str() {
-                            "policy" => {
-                                policy = bv
-                                    .as_str()
-                                    .ok_or_else(|| format!("Invalid namespace policy: {bv}"))?
-                                    .to_string()
-                            }
-                            "capabilities" => {
-                                let a = bv.as_array().ok_or_else(|| {
-                                    format!("Failed to parse ACL Policy: capabilities of {name:?}")
-                                })?;
-                                let mut out = Vec::new();
-                                for c in a {
-                                    let c = c.as_str().unwrap_or_default();
-                                    if !VALID_NS_CAPS.contains(&c) {
-                                        return Err(format!(
-                                            "Invalid namespace capability '{c}': {name:?}"
-                                        ));
-                                    }
-                                    out.push(c.to_string());
-                                }
-                                caps = Some(out);
-                            }
-                            other => {
-                                return Err(format!(
-                                    "Invalid or duplicate policy keys: {other} (in namespace {name:?}; not supported by nomad-sim)"
-                                ));
-                            }
-                        }
-                    }
-                    if !policy.is_empty() && !valid_policy(&policy) {
-                        return Err(format!("Invalid namespace policy: {policy:?}"));
-                    }
-                    if !policy.is_empty() {
-                        let extra = expand_namespace_policy(&policy);
-                        if !extra.is_empty() {
-                            caps.get_or_insert_with(Vec::new).extend(extra);
-                        }
-                    }
-                    // expandNamespaceCapabilities: host-volume implications.
-                    if let Some(c) = &mut caps {
-                        let mut extra = Vec::new();
-                        for cap in c.iter() {
-                            match cap.as_str() {
-                                "host-volume-write" => extra.extend([
-                                    "host-volume-register",
-                                    "host-volume-create",
-                                    "host-volume-delete",
-                                    "host-volume-read",
-                                ]),
-                                "host-volume-register" => {
-                                    extra.extend(["host-volume-create", "host-volume-read"])
-                                }
-                                "host-volume-create" => extra.push("host-volume-read"),
-                                _ => {}
-                            }
-                        }
-                        c.extend(extra.into_iter().map(str::to_string));
-                    }
-                    r.namespaces.push(NamespaceRule {
-                        name: name.clone(),
-                        policy,
-                        capabilities: caps,
-                    });
+                    r.namespaces.push(namespace_rule(name, body)?);
                 }
             }
             "node" => r.node = Some(block_policy(val, "node")?),
@@ -247,6 +175,81 @@ pub fn parse_rules(v: &Value) -> Result<Rules, String> {
         return Err(format!("Invalid policy: {v}"));
     }
     Ok(r)
+}
+
+/// One namespace block: its name (a glob allowed), `policy` and
+/// `capabilities`, validated, with the policy expanded into capabilities
+/// and the host-volume capabilities' implications added.
+fn namespace_rule(name: &str, body: &Value) -> Result<NamespaceRule, String> {
+    if !valid_name(name, &['*']) {
+        return Err(format!("Invalid namespace name: {name:?}"));
+    }
+    let b = body
+        .as_object()
+        .ok_or_else(|| format!("Failed to parse ACL Policy: namespace {name:?}"))?;
+    let mut policy = String::new();
+    let mut caps: Option<Vec<String>> = None;
+    for (bk, bv) in b {
+        match bk.as_str() {
+            "policy" => {
+                policy = bv
+                    .as_str()
+                    .ok_or_else(|| format!("Invalid namespace policy: {bv}"))?
+                    .to_string()
+            }
+            "capabilities" => {
+                let a = bv.as_array().ok_or_else(|| {
+                    format!("Failed to parse ACL Policy: capabilities of {name:?}")
+                })?;
+                let mut out = Vec::new();
+                for c in a {
+                    let c = c.as_str().unwrap_or_default();
+                    if !VALID_NS_CAPS.contains(&c) {
+                        return Err(format!("Invalid namespace capability '{c}': {name:?}"));
+                    }
+                    out.push(c.to_string());
+                }
+                caps = Some(out);
+            }
+            other => {
+                return Err(format!(
+                    "Invalid or duplicate policy keys: {other} (in namespace {name:?}; not supported by nomad-sim)"
+                ));
+            }
+        }
+    }
+    if !policy.is_empty() && !valid_policy(&policy) {
+        return Err(format!("Invalid namespace policy: {policy:?}"));
+    }
+    if !policy.is_empty() {
+        let extra = expand_namespace_policy(&policy);
+        if !extra.is_empty() {
+            caps.get_or_insert_with(Vec::new).extend(extra);
+        }
+    }
+    // expandNamespaceCapabilities: host-volume implications.
+    if let Some(c) = &mut caps {
+        let mut extra = Vec::new();
+        for cap in c.iter() {
+            match cap.as_str() {
+                "host-volume-write" => extra.extend([
+                    "host-volume-register",
+                    "host-volume-create",
+                    "host-volume-delete",
+                    "host-volume-read",
+                ]),
+                "host-volume-register" => extra.extend(["host-volume-create", "host-volume-read"]),
+                "host-volume-create" => extra.push("host-volume-read"),
+                _ => {}
+            }
+        }
+        c.extend(extra.into_iter().map(str::to_string));
+    }
+    Ok(NamespaceRule {
+        name: name.to_string(),
+        policy,
+        capabilities: caps,
+    })
 }
 
 impl Rules {
