@@ -17,7 +17,9 @@
 //! exactly its simulated time, and a negative deadline on the next tick.
 
 use crate::state::{Cluster, StateError, drain_ts, force_deadline, is_system};
-use crate::wire::{DrainMetadata, DrainRequest, DrainStrategy, NodeUpdateResponse, StrMap};
+use crate::wire::{
+    DrainMetadata, DrainRequest, DrainSpec, DrainStrategy, NodeUpdateResponse, StrMap,
+};
 
 impl Cluster {
     /// `PUT|POST /v1/node/:id/drain`.
@@ -27,112 +29,137 @@ impl Cluster {
         req: &DrainRequest,
         accessor: &str,
     ) -> Result<NodeUpdateResponse, StateError> {
-        let now = self.now;
         let rec = self.nodes.get(node_id).ok_or(StateError::NodeNotFound)?;
         let was_draining = rec.node.drain_strategy.is_some();
         let was_eligible = rec.node.scheduling_eligibility == "eligible";
-        let meta_nonempty = req.meta.as_ref().is_some_and(|m| !m.is_empty());
         match &req.drain_spec {
-            Some(spec) => {
-                let idx = self.bump();
-                let rec = self.nodes.get_mut(node_id).unwrap();
-                let started_at = rec
-                    .node
-                    .drain_strategy
-                    .as_ref()
-                    .map(|d| d.started_at.clone())
-                    .unwrap_or_else(|| crate::clock::rfc3339(now));
-                rec.node.drain_strategy = Some(DrainStrategy {
-                    deadline: spec.deadline,
-                    ignore_system_jobs: spec.ignore_system_jobs,
-                    force_deadline: force_deadline(now, spec.deadline),
-                    started_at,
-                });
-                rec.node.scheduling_eligibility = "ineligible".into();
-                rec.node.status_updated_at = now.div_euclid(crate::clock::NANOS_PER_SEC);
-                match (&mut rec.node.last_drain, was_draining) {
-                    (Some(ld), true) => {
-                        ld.updated_at = drain_ts(now);
-                        ld.status = "draining".into();
-                        ld.accessor_id = accessor.into();
-                        if meta_nonempty {
-                            ld.meta = req.meta.clone();
-                        }
-                    }
-                    _ => {
-                        rec.node.last_drain = Some(DrainMetadata {
-                            started_at: drain_ts(now),
-                            updated_at: drain_ts(now),
-                            status: "draining".into(),
-                            accessor_id: accessor.into(),
-                            meta: req.meta.clone(),
-                        });
-                    }
+            Some(spec) => self.set_drain(node_id, spec, req, accessor, was_draining),
+            None => self.cancel_drain(node_id, req, accessor, was_draining, was_eligible),
+        }
+    }
+
+    /// A drain set or updated: the node becomes ineligible in the same
+    /// write, `LastDrain` records who, the deadline timer is (re)armed.
+    fn set_drain(
+        &mut self,
+        node_id: &str,
+        spec: &DrainSpec,
+        req: &DrainRequest,
+        accessor: &str,
+        was_draining: bool,
+    ) -> Result<NodeUpdateResponse, StateError> {
+        let now = self.now;
+        let meta_nonempty = req.meta.as_ref().is_some_and(|m| !m.is_empty());
+        let idx = self.bump();
+        let rec = self.nodes.get_mut(node_id).unwrap();
+        let started_at = rec
+            .node
+            .drain_strategy
+            .as_ref()
+            .map(|d| d.started_at.clone())
+            .unwrap_or_else(|| crate::clock::rfc3339(now));
+        rec.node.drain_strategy = Some(DrainStrategy {
+            deadline: spec.deadline,
+            ignore_system_jobs: spec.ignore_system_jobs,
+            force_deadline: force_deadline(now, spec.deadline),
+            started_at,
+        });
+        rec.node.scheduling_eligibility = "ineligible".into();
+        rec.node.status_updated_at = now.div_euclid(crate::clock::NANOS_PER_SEC);
+        match (&mut rec.node.last_drain, was_draining) {
+            (Some(ld), true) => {
+                ld.updated_at = drain_ts(now);
+                ld.status = "draining".into();
+                ld.accessor_id = accessor.into();
+                if meta_nonempty {
+                    ld.meta = req.meta.clone();
                 }
-                let msg = if was_draining {
-                    "Node drain strategy updated"
-                } else {
-                    "Node drain strategy set"
-                };
-                self.add_node_event(node_id, idx, "Drain", msg, None);
-                self.emit_node_change(node_id, idx, Some("NodeDrain"));
-                let gen_ = self.drain_gen_bump(node_id);
-                if spec.deadline > 0 {
-                    self.schedule_timer_deadline(node_id, now + spec.deadline, gen_);
-                } else if spec.deadline < 0 {
-                    self.schedule_timer_deadline(node_id, now, gen_);
-                }
-                self.schedule_reconcile(node_id);
-                Ok(NodeUpdateResponse {
-                    eval_create_index: 0,
-                    eval_ids: None,
-                    index: idx,
-                    node_modify_index: idx,
-                })
             }
-            None => {
-                let idx = self.bump();
-                let rec = self.nodes.get_mut(node_id).unwrap();
-                rec.node.drain_strategy = None;
-                if was_draining && let Some(ld) = rec.node.last_drain.as_mut() {
-                    ld.status = "canceled".into();
-                    ld.updated_at = drain_ts(now);
-                    ld.accessor_id = accessor.into();
-                    if meta_nonempty {
-                        ld.meta = req.meta.clone();
-                    }
-                }
-                let becomes_eligible = req.mark_eligible && !was_eligible;
-                if req.mark_eligible {
-                    rec.node.scheduling_eligibility = "eligible".into();
-                }
-                if was_draining {
-                    self.add_node_event(node_id, idx, "Drain", "Node drain disabled", None);
-                }
-                self.emit_node_change(node_id, idx, Some("NodeDrain"));
-                self.drain_gen_bump(node_id);
-                // Clear in-flight migrations so a later drain starts fresh.
-                let ids: Vec<String> = self
-                    .node_allocs(node_id)
-                    .map(|a| a.alloc.id.clone())
-                    .collect();
-                for id in ids {
-                    self.set_migrating(&id, false);
-                }
-                let (eval_ids, eval_idx) = if becomes_eligible {
-                    self.place_system(node_id);
-                    self.node_evals(node_id, idx)
-                } else {
-                    (None, 0)
-                };
-                Ok(NodeUpdateResponse {
-                    eval_create_index: eval_idx,
-                    eval_ids,
-                    index: idx,
-                    node_modify_index: idx,
-                })
+            _ => {
+                rec.node.last_drain = Some(DrainMetadata {
+                    started_at: drain_ts(now),
+                    updated_at: drain_ts(now),
+                    status: "draining".into(),
+                    accessor_id: accessor.into(),
+                    meta: req.meta.clone(),
+                });
             }
         }
+        let msg = if was_draining {
+            "Node drain strategy updated"
+        } else {
+            "Node drain strategy set"
+        };
+        self.add_node_event(node_id, idx, "Drain", msg, None);
+        self.emit_node_change(node_id, idx, Some("NodeDrain"));
+        let gen_ = self.drain_gen_bump(node_id);
+        if spec.deadline > 0 {
+            self.schedule_timer_deadline(node_id, now + spec.deadline, gen_);
+        } else if spec.deadline < 0 {
+            self.schedule_timer_deadline(node_id, now, gen_);
+        }
+        self.schedule_reconcile(node_id);
+        Ok(NodeUpdateResponse {
+            eval_create_index: 0,
+            eval_ids: None,
+            index: idx,
+            node_modify_index: idx,
+        })
+    }
+
+    /// A drain canceled (or eligibility set with no drain): `LastDrain` is
+    /// `canceled`, in-flight migrations are forgotten, and a node that
+    /// becomes eligible gets its system jobs and evaluations.
+    fn cancel_drain(
+        &mut self,
+        node_id: &str,
+        req: &DrainRequest,
+        accessor: &str,
+        was_draining: bool,
+        was_eligible: bool,
+    ) -> Result<NodeUpdateResponse, StateError> {
+        let now = self.now;
+        let meta_nonempty = req.meta.as_ref().is_some_and(|m| !m.is_empty());
+        let idx = self.bump();
+        let rec = self.nodes.get_mut(node_id).unwrap();
+        rec.node.drain_strategy = None;
+        if was_draining && let Some(ld) = rec.node.last_drain.as_mut() {
+            ld.status = "canceled".into();
+            ld.updated_at = drain_ts(now);
+            ld.accessor_id = accessor.into();
+            if meta_nonempty {
+                ld.meta = req.meta.clone();
+            }
+        }
+        let becomes_eligible = req.mark_eligible && !was_eligible;
+        if req.mark_eligible {
+            rec.node.scheduling_eligibility = "eligible".into();
+        }
+        if was_draining {
+            self.add_node_event(node_id, idx, "Drain", "Node drain disabled", None);
+        }
+        self.emit_node_change(node_id, idx, Some("NodeDrain"));
+        self.drain_gen_bump(node_id);
+        // Clear in-flight migrations so a later drain starts fresh.
+        let ids: Vec<String> = self
+            .node_allocs(node_id)
+            .map(|a| a.alloc.id.clone())
+            .collect();
+        for id in ids {
+            self.set_migrating(&id, false);
+        }
+        let (eval_ids, eval_idx) = if becomes_eligible {
+            self.place_system(node_id);
+            self.node_evals(node_id, idx)
+        } else {
+            (None, 0)
+        };
+        Ok(NodeUpdateResponse {
+            eval_create_index: eval_idx,
+            eval_ids,
+            index: idx,
+            node_modify_index: idx,
+        })
     }
 
     /// Evaluation IDs Nomad creates for a node that became eligible: one per

@@ -4,7 +4,7 @@
 //! node pool (Nomad's "blocked evaluation") and are retried whenever capacity
 //! may have appeared; a pool's queue stops at its first placement that does
 //! not fit, so a retry costs O(pools + placements), not O(queue).
-//! System jobs are placed per node by `state.rs`.
+//! System jobs are placed per node by `state/jobs.rs`.
 
 use crate::state::{Cluster, Placement};
 

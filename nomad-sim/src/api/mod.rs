@@ -377,116 +377,92 @@ async fn route_v1(
     let is_write = method == Method::PUT || method == Method::POST;
     match segs.as_slice() {
         ["v1", "nodes"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             nodes::list(app, req, known_leader).await
         }
         ["v1", "node", ""] | ["v1", "node"] => Err(ApiError::BadRequest("Missing node ID".into())),
         ["v1", "node", id] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             nodes::read(app, req, id, known_leader).await
         }
         ["v1", "node", id, "allocations"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             nodes::allocations(app, req, id, known_leader).await
         }
         ["v1", "node", id, "drain"] => {
-            if !is_write {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_write)?;
             nodes::drain(app, req, id).await
         }
         ["v1", "node", id, "eligibility"] => {
-            if !is_write {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_write)?;
             nodes::eligibility(app, req, id).await
         }
         ["v1", "node", id, "purge"] => {
-            if !is_write {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_write)?;
             nodes::purge(app, req, id).await
         }
         ["v1", "allocations"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             allocs::list(app, req, known_leader).await
         }
         ["v1", "allocation", id] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             allocs::read(app, req, id, known_leader).await
         }
         ["v1", "namespaces"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             acl::namespaces(app, req, known_leader)
         }
         ["v1", "acl", "token", "self"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             acl::token_self(app, req, known_leader)
         }
         ["v1", "acl", "policies"] | ["v1", "acl", "policy", "self"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             acl::policies(app, req, known_leader)
         }
         ["v1", "acl", "policy", ""] => Err(ApiError::BadRequest("Missing Policy Name".into())),
         ["v1", "acl", "policy", name] => {
             // PUT/POST/DELETE are Nomad's policy writes, which the simulator
             // does not serve (policies come from the control surface).
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             acl::policy(app, req, name, known_leader)
         }
         ["v1", "acl", "role", ""] => Err(ApiError::BadRequest("missing ACL role ID".into())),
         ["v1", "acl", "role", id] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             acl::role(app, req, id, known_leader)
         }
         ["v1", "event", "stream"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             stream::events(app, req).await
         }
         ["v1", "system", "gc"] => {
             // PUT only (POST is 405), management token.
-            if method != Method::PUT {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(method == Method::PUT)?;
             authorize(app, req.headers(), Capability::Management)?;
             app.write().force_gc();
             Ok(Response::new(full(Bytes::new())))
         }
         ["v1", "status", "leader"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             stream::leader(app, req, known_leader)
         }
         ["v1", "agent", "self"] => {
-            if !is_get {
-                return Err(ApiError::InvalidMethod);
-            }
+            allow_method(is_get)?;
             stream::agent_self(app, req)
         }
         _ => Err(ApiError::NotFound(format!("Invalid URL path {path}"))),
+    }
+}
+
+/// Nomad's `405 Invalid method` for a route that does not take the
+/// request's method.
+fn allow_method(allowed: bool) -> Result<(), ApiError> {
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidMethod)
     }
 }
 

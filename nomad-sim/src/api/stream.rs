@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -14,10 +15,42 @@ use tokio::sync::{broadcast, mpsc};
 use super::{ApiError, Resp, auth, authorize, json_bytes, parse_pairs, set_meta, to_json};
 use crate::App;
 use crate::acl::Capability;
-use crate::events::TopicFilter;
+use crate::events::{Batch, TopicFilter};
 
 pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let pairs = parse_pairs(req.uri().query());
+    let StreamQuery {
+        index,
+        namespace,
+        topics,
+    } = stream_query(app, req.uri().query())?;
+    if app.faults.lock().unwrap().event_stream_refused {
+        return refuse(app);
+    }
+    let namespaces = permitted_namespaces(app, req.headers(), &namespace, &topics);
+    let Some(namespaces) = namespaces else {
+        return refuse(app);
+    };
+    let filter = TopicFilter { topics, namespaces };
+    let (backlog, live) = app.cluster.read().unwrap().events.subscribe(index);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    let hb = app.cfg.event_heartbeat;
+    tokio::spawn(pump(tx, filter, backlog, live, hb));
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map_frames();
+    let body = StreamBody::new(stream).boxed();
+    Ok(stream_response(app, body))
+}
+
+/// The stream's query: `index`, `topic` (`Topic` or `Topic:Key`,
+/// repeatable; none means every topic), `namespace`; another `region` is
+/// refused as Nomad does.
+struct StreamQuery {
+    index: u64,
+    namespace: String,
+    topics: BTreeMap<String, Vec<String>>,
+}
+
+fn stream_query(app: &App, query: Option<&str>) -> Result<StreamQuery, ApiError> {
+    let pairs = parse_pairs(query);
     let mut index = 0u64;
     let mut namespace = "default".to_string();
     let mut topics: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -51,12 +84,23 @@ pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
     if topics.is_empty() {
         topics.insert("*".into(), vec!["*".into()]);
     }
-    if app.faults.lock().unwrap().event_stream_refused {
-        return refuse(app);
-    }
-    // Event.stream: Authenticate, then validateACL for every namespace
-    // asked for (`*` = every namespace that exists), each topic.
-    let namespaces = match auth(app, req.headers()) {
+    Ok(StreamQuery {
+        index,
+        namespace,
+        topics,
+    })
+}
+
+/// Event.stream: Authenticate, then validateACL for every namespace
+/// asked for (`*` = every namespace that exists), each topic. The
+/// namespaces to stream, or `None`: refused.
+fn permitted_namespaces(
+    app: &App,
+    headers: &hyper::HeaderMap,
+    namespace: &str,
+    topics: &BTreeMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
+    match auth(app, headers) {
         Ok(a) => {
             let nses: Vec<String> = if namespace == "*" {
                 app.cluster
@@ -67,7 +111,7 @@ pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
                     .cloned()
                     .collect()
             } else {
-                vec![namespace.clone()]
+                vec![namespace.to_string()]
             };
             let ok = nses.iter().all(|ns| {
                 topics.keys().all(|t| match t.as_str() {
@@ -82,55 +126,55 @@ pub(super) async fn events(app: &Arc<App>, req: Request<Incoming>) -> Result<Res
             ok.then_some(nses)
         }
         Err(_) => None,
-    };
-    let Some(namespaces) = namespaces else {
-        return refuse(app);
-    };
-    let filter = TopicFilter { topics, namespaces };
-    let (backlog, mut live) = app.cluster.read().unwrap().events.subscribe(index);
-    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-    let hb = app.cfg.event_heartbeat;
-    tokio::spawn(async move {
-        if tx.send(Bytes::from_static(b"{}\n")).await.is_err() {
+    }
+}
+
+/// Writes the stream: `{}` at once, the backlog after the asked index,
+/// then live batches with a `{}` heartbeat every `hb`, until the client
+/// goes away or falls behind.
+async fn pump(
+    tx: mpsc::Sender<Bytes>,
+    filter: TopicFilter,
+    backlog: Vec<Arc<Batch>>,
+    mut live: broadcast::Receiver<Arc<Batch>>,
+    hb: Duration,
+) {
+    if tx.send(Bytes::from_static(b"{}\n")).await.is_err() {
+        return;
+    }
+    let mut last = 0u64;
+    for b in backlog {
+        last = b.index;
+        if let Some(line) = filter.render(&b)
+            && tx.send(Bytes::from(line)).await.is_err()
+        {
             return;
         }
-        let mut last = 0u64;
-        for b in backlog {
-            last = b.index;
-            if let Some(line) = filter.render(&b)
-                && tx.send(Bytes::from(line)).await.is_err()
-            {
-                return;
-            }
-        }
-        let mut tick = tokio::time::interval(hb);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                r = live.recv() => match r {
-                    Ok(b) => {
-                        if b.index <= last { continue; }
-                        last = b.index;
-                        if let Some(line) = filter.render(&b)
-                            && tx.send(Bytes::from(line)).await.is_err() {
-                            return;
-                        }
+    }
+    let mut tick = tokio::time::interval(hb);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = live.recv() => match r {
+                Ok(b) => {
+                    if b.index <= last { continue; }
+                    last = b.index;
+                    if let Some(line) = filter.render(&b)
+                        && tx.send(Bytes::from(line)).await.is_err() {
+                        return;
                     }
-                    // A subscriber that falls too far behind is closed, as
-                    // Nomad does; the client reconnects with its last index.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tick.tick() => {
-                    if tx.send(Bytes::from_static(b"{}\n")).await.is_err() { return; }
                 }
-                _ = tx.closed() => return,
+                // A subscriber that falls too far behind is closed, as
+                // Nomad does; the client reconnects with its last index.
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                if tx.send(Bytes::from_static(b"{}\n")).await.is_err() { return; }
             }
+            _ = tx.closed() => return,
         }
-    });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map_frames();
-    let body = StreamBody::new(stream).boxed();
-    Ok(stream_response(app, body))
+    }
 }
 
 /// The stream's `200 OK`. Nomad >= 1.11.2 hijacks the connection and writes

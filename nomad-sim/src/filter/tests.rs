@@ -1,7 +1,7 @@
 //! go-bexpr's grammar and evaluation, as `filter` follows them.
 
 use super::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn node() -> Value {
     json!({"ID": "abc", "NodePool": "batch", "Status": "ready", "Drain": false,

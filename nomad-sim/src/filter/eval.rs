@@ -1,0 +1,256 @@
+//! Evaluation against the JSON of one Node or Allocation: selectors
+//! resolved through structs and Go maps, values coerced to the field's
+//! type, and a missing map key handled as go-bexpr's
+//! `NotPresentDisposition` does. Separate from parsing because this is
+//! where Nomad's struct layout (which objects are maps) comes in.
+
+use serde_json::Value;
+
+use super::{Expr, FilterError, Op};
+
+/// Fields that are Go maps (key lookups, `in` tests keys); everything else
+/// that is a JSON object is a struct.
+const MAP_FIELDS: &[&str] = &[
+    "Attributes",
+    "Meta",
+    "Links",
+    "Drivers",
+    "HostVolumes",
+    "HostNetworks",
+    "CSIControllerPlugins",
+    "CSINodePlugins",
+    "TaskStates",
+    "Details",
+    "Config",
+];
+
+/// What a selector resolved to.
+enum Resolved<'a> {
+    Found(&'a Value, bool /* is map */),
+    /// A key missing from a map (go-bexpr `evaluateNotPresent`).
+    NotPresent,
+}
+
+fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, FilterError> {
+    let mut cur = v;
+    let mut is_map = false;
+    for (i, part) in path.iter().enumerate() {
+        let ptr = format!("/{}", path.join("/"));
+        match cur {
+            Value::Object(m) => match m.get(part) {
+                Some(x) => {
+                    is_map = MAP_FIELDS.contains(&part.as_str()) && !is_map;
+                    cur = x;
+                }
+                None if is_map => return Ok(Resolved::NotPresent),
+                None => {
+                    let why = if is_map {
+                        format!("couldn't find key {part:?}")
+                    } else {
+                        format!("couldn't find struct field with name {part:?}")
+                    };
+                    return Err(FilterError::Eval(format!(
+                        "error finding value in datum: {ptr} at part {i}: {why}"
+                    )));
+                }
+            },
+            Value::Array(a) => {
+                let idx: usize = part.parse().map_err(|_| {
+                    FilterError::Eval(format!(
+                        "error finding value in datum: {ptr} at part {i}: invalid slice index {part:?}"
+                    ))
+                })?;
+                cur = a.get(idx).ok_or_else(|| {
+                    FilterError::Eval(format!(
+                        "error finding value in datum: {ptr} at part {i}: index out of range"
+                    ))
+                })?;
+                is_map = false;
+            }
+            // A nil Go map: every key is missing.
+            Value::Null if is_map => return Ok(Resolved::NotPresent),
+            _ => {
+                return Err(FilterError::Eval(format!(
+                    "error finding value in datum: {ptr} at part {i}: invalid value kind"
+                )));
+            }
+        }
+    }
+    Ok(Resolved::Found(cur, is_map))
+}
+
+fn coerce_bool(s: &str) -> Result<bool, FilterError> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(FilterError::Eval(format!(
+            "error getting match value in expression: strconv.ParseBool: parsing {s:?}: invalid syntax"
+        ))),
+    }
+}
+
+fn equal(v: &Value, raw: &str) -> Result<bool, FilterError> {
+    match v {
+        Value::String(s) => Ok(s == raw),
+        Value::Bool(b) => Ok(*b == coerce_bool(raw)?),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                raw.parse::<u64>().map(|x| x == u).or_else(|_| {
+                    raw.parse::<i64>().map(|x| x >= 0 && x as u64 == u).map_err(|_| {
+                        FilterError::Eval(format!(
+                            "error getting match value in expression: strconv.ParseUint: parsing {raw:?}: invalid syntax"
+                        ))
+                    })
+                })
+            } else if let Some(i) = n.as_i64() {
+                raw.parse::<i64>().map(|x| x == i).map_err(|_| {
+                    FilterError::Eval(format!(
+                        "error getting match value in expression: strconv.ParseInt: parsing {raw:?}: invalid syntax"
+                    ))
+                })
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                raw.parse::<f64>().map(|x| x == f).map_err(|_| {
+                    FilterError::Eval(format!(
+                        "error getting match value in expression: strconv.ParseFloat: parsing {raw:?}: invalid syntax"
+                    ))
+                })
+            }
+        }
+        _ => Err(FilterError::Eval(
+            "unable to find suitable primitive comparison function for matching".into(),
+        )),
+    }
+}
+
+fn eval_match(
+    v: &Value,
+    selector: &[String],
+    op: &Op,
+    value: Option<&str>,
+) -> Result<bool, FilterError> {
+    let (found, is_map) = match resolve(v, selector)? {
+        Resolved::Found(f, m) => (f, m),
+        Resolved::NotPresent => {
+            return Ok(matches!(op, Op::Ne | Op::NotIn | Op::IsEmpty));
+        }
+    };
+    let raw = value.unwrap_or("");
+    match op {
+        Op::Eq => equal(found, raw),
+        Op::Ne => equal(found, raw).map(|b| !b),
+        Op::In | Op::NotIn => {
+            let r = match found {
+                Value::Object(m) if is_map => m.contains_key(raw),
+                Value::Null if is_map => false,
+                Value::Null => false,
+                Value::Array(a) => {
+                    let mut hit = false;
+                    for item in a {
+                        if equal(item, raw).unwrap_or(false) {
+                            hit = true;
+                            break;
+                        }
+                    }
+                    hit
+                }
+                Value::String(s) => s.contains(raw),
+                _ => {
+                    return Err(FilterError::Eval(format!(
+                        "Cannot perform in/contains operations on type {} for selector: {:?}",
+                        kind(found),
+                        selector.join(".")
+                    )));
+                }
+            };
+            Ok(if *op == Op::In { r } else { !r })
+        }
+        Op::IsEmpty | Op::IsNotEmpty => {
+            let empty = match found {
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Object(m) if is_map => m.is_empty(),
+                Value::Null => true,
+                _ => {
+                    return Err(FilterError::Eval(format!(
+                        "nomad-sim: \"is empty\" is not defined for a {} selector {:?}",
+                        kind(found),
+                        selector.join(".")
+                    )));
+                }
+            };
+            Ok(if *op == Op::IsEmpty { empty } else { !empty })
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "ptr",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "int",
+        Value::String(_) => "string",
+        Value::Array(_) => "slice",
+        Value::Object(_) => "struct",
+    }
+}
+
+impl Expr {
+    /// Evaluates against the JSON of one object. `and`/`or` short-circuit
+    /// like go-bexpr, so an error in a branch that is not evaluated does not
+    /// surface.
+    pub fn eval(&self, v: &Value) -> Result<bool, FilterError> {
+        match self {
+            Expr::And(l, r) => Ok(l.eval(v)? && r.eval(v)?),
+            Expr::Or(l, r) => Ok(l.eval(v)? || r.eval(v)?),
+            Expr::Not(e) => Ok(!e.eval(v)?),
+            Expr::Match {
+                selector,
+                op,
+                value,
+            } => eval_match(v, selector, op, value.as_deref()),
+        }
+    }
+
+    /// Adds to `out` the keys of map field `field` the expression reads, and
+    /// says whether single keys are all it reads of it (`Meta["a"]`,
+    /// `Meta.a`); false when it reads the whole map (`"a" in Meta`, `Meta
+    /// is empty`). Lets a caller build a map of thousands of nodes' keys
+    /// without copying every key of each.
+    pub fn map_keys(&self, field: &str, out: &mut Vec<String>) -> bool {
+        match self {
+            Expr::And(l, r) | Expr::Or(l, r) => {
+                let left = l.map_keys(field, out);
+                r.map_keys(field, out) && left
+            }
+            Expr::Not(e) => e.map_keys(field, out),
+            Expr::Match { selector, .. } if selector[0] == field => match selector.get(1) {
+                Some(k) => {
+                    // Once each: a batch ORs the same key for many values.
+                    if !out.contains(k) {
+                        out.push(k.clone());
+                    }
+                    true
+                }
+                None => false,
+            },
+            Expr::Match { .. } => true,
+        }
+    }
+
+    /// Top-level field names the expression reads (to build only those).
+    pub fn fields(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::And(l, r) | Expr::Or(l, r) => {
+                l.fields(out);
+                r.fields(out);
+            }
+            Expr::Not(e) => e.fields(out),
+            Expr::Match { selector, .. } => {
+                if !out.contains(&selector[0]) {
+                    out.push(selector[0].clone());
+                }
+            }
+        }
+    }
+}
