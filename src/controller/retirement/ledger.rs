@@ -311,6 +311,23 @@ mod tests {
     }
 
     #[test]
+    fn what_our_write_returned_is_kept_without_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let l = Ledgers::default();
+        let mut written = at("7");
+        written.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("nomad-pool-operator".into()),
+            ..Default::default()
+        }]);
+        l.wrote(Some("5".into()), written);
+        // The store still shows the version we replaced: the overlay gives ours.
+        let seen = l.overlay(vec![Arc::new(at("5"))], |_| true);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].resource_version().as_deref(), Some("7"));
+        assert_eq!(seen[0].metadata.managed_fields, None);
+    }
+
+    #[test]
     fn a_deleted_retirement_stays_hidden_whichever_of_our_versions_the_store_shows() {
         let l = Ledgers::default();
         // Finished (5 → 7), then pruned in the same reconcile through the
