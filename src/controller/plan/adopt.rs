@@ -53,13 +53,16 @@ fn adopted(
     mark: &DrainMark,
     reason: RetireReason,
 ) -> RetiringNode {
+    // When the pool sent it is lost with the status; Nomad's clock may run
+    // ahead of ours, and a drain seen now did not begin in our future.
+    let started = n.last_drain_started.map_or(view.now, |s| s.min(view.now));
     RetiringNode {
         node_id: n.id.clone(),
         node_name: n.name.clone(),
         instance_id: n.instance_id.clone(),
         phase: RetirePhase::Draining,
         since: ts(view.now),
-        selected_at: Some(ts(n.last_drain_started.unwrap_or(view.now))),
+        selected_at: Some(ts(started)),
         reason,
         // A VM terminated before the status was lost (or by a deleted
         // pool of this name): its decrement is in the desired capacity.
@@ -67,7 +70,7 @@ fn adopted(
             && (n.instance_id.as_deref())
                 .is_none_or(|i| still_counted(&instance_in_group(view.group, i))),
         cordoned_by_pool: mark.cordoned_by_pool,
-        drain_started_at: n.last_drain_started.map(ts),
+        drain_started_at: n.last_drain_started.map(|_| ts(started)),
         drain_deadline: None,
         allocations_left: 0,
         blocking_jobs: vec![],

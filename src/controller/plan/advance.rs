@@ -125,19 +125,37 @@ fn advance_cordoned(
     plan: &mut Plan,
 ) {
     let ours = node.last_drain_mark.is_some();
+    // Read before `move_to` replaces it: when this pool sent the drain.
+    let sent = e.since.0;
     if node.draining && ours {
         // What it waits for is said in the same write as the phase.
         let waiting = super::terminate::waiting(node, view.allocs.get(&e.node_id), force_after);
+        let started = drain_started(node, sent, view.now);
         move_to(e, view, RetirePhase::Draining, Some(waiting));
-        e.drain_started_at = node.last_drain_started.or(Some(view.now)).map(ts);
-        e.drain_deadline = drain_deadline(view, node);
+        e.drain_started_at = Some(ts(started));
+        e.drain_deadline = drain_deadline(view, node, started);
     } else if ours && node.last_drain == Some(LastDrainStatus::Complete) {
         // The drain finished between two observations.
+        let started = drain_started(node, sent, view.now);
         move_to(e, view, RetirePhase::Draining, None);
-        e.drain_started_at = node.last_drain_started.map(ts);
+        e.drain_started_at = Some(ts(started));
     } else {
         plan.actions.push(drain(e));
     }
+}
+
+/// When the drain began, on the operator's clock. Nomad's `StartedAt` is
+/// stamped by the Nomad servers' clock, which may run ahead of or behind
+/// ours (nomad-sim runs 2x in the demo); taken raw it made every `Retired`
+/// Event say "drained in 0s" and moved the drain deadline. The drain cannot
+/// have begun before this pool sent it nor after the pool saw it, so
+/// Nomad's time is kept only inside that window.
+pub(super) fn drain_started(node: &NodeFacts, sent: Timestamp, seen: Timestamp) -> Timestamp {
+    let nomad = node.last_drain_started.unwrap_or(seen);
+    if sent > seen {
+        return seen;
+    }
+    nomad.clamp(sent, seen)
 }
 
 /// Terminating: send the terminate again until the VM no longer counts in
@@ -196,12 +214,11 @@ fn advance_cancelling(node: &NodeFacts, e: RetiringNode, plan: &mut Plan) -> Opt
     Some(e)
 }
 
-fn drain_deadline(view: &PoolView<'_>, node: &NodeFacts) -> Option<Time> {
+fn drain_deadline(view: &PoolView<'_>, node: &NodeFacts, start: Timestamp) -> Option<Time> {
     let deadline = view
         .drain_of(&node.id)
         .deadline
         .as_deref()
         .and_then(parse_go_duration)?;
-    let start = node.last_drain_started.unwrap_or(view.now);
     start.checked_add(deadline).ok().map(ts)
 }

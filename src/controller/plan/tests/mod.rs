@@ -7,6 +7,7 @@ use crate::api::*;
 use crate::provider::InstanceState;
 
 mod adoption;
+mod clocks;
 mod departed;
 mod hooks;
 mod identity;
