@@ -13,6 +13,7 @@ mod identity;
 mod lifecycle;
 mod properties;
 mod recovery;
+mod scale;
 mod scale_up;
 mod selection;
 mod truth;
@@ -187,6 +188,7 @@ impl World {
             instance_nodes: self.instance_nodes.as_ref().unwrap_or(&derived),
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook,
+            index: Default::default(),
         })
     }
     fn id(&self, i: usize) -> String {
