@@ -68,7 +68,7 @@ fn adopted(
         // pool of this name): its decrement is in the desired capacity.
         decrement: !matches!(reason, RetireReason::Replace | RetireReason::LifecycleHook)
             && (n.instance_id.as_deref())
-                .is_none_or(|i| still_counted(&instance_in_group(view.group, i))),
+                .is_none_or(|i| still_counted(&instance_in_group(view, i))),
         cordoned_by_pool: mark.cordoned_by_pool,
         drain_started_at: n.last_drain_started.map(|_| ts(started)),
         drain_deadline: None,

@@ -167,7 +167,7 @@ fn advance_terminating(
     plan: &mut Plan,
 ) {
     let instance = e.instance_id.clone().unwrap_or_default();
-    let lifecycle = instance_in_group(view.group, &instance);
+    let lifecycle = instance_in_group(view, &instance);
     if still_counted(&lifecycle) && !terminate::siblings_allow(view, e, &instance, plan) {
         // A node that appeared on the VM since the decision: the
         // call is not sent again while it may lose work.

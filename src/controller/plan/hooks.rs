@@ -19,7 +19,7 @@ use super::*;
 /// Whether the pool's hook holds the instance now.
 pub(super) fn held(view: &PoolView<'_>, instance_id: &str) -> bool {
     view.lifecycle_hook.is_some()
-        && instance_in_group(view.group, instance_id) == Some(Lifecycle::TerminatingWait)
+        && instance_in_group(view, instance_id) == Some(Lifecycle::TerminatingWait)
 }
 
 /// The completion of a held instance's action.

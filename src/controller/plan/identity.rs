@@ -32,37 +32,19 @@ pub type InstanceNodes = HashMap<String, Vec<InstanceNode>>;
 
 /// Instances reported by more than one live (not `down`) node of the pool,
 /// with those nodes' names, in name order.
-pub fn shared_instances(nodes: &[NodeFacts]) -> BTreeMap<&str, Vec<&str>> {
-    // Counted first, so the common answer (nothing shared) costs one hash
-    // pass and no list per VM: it runs on every reconcile of every pool.
-    let shared = shared_in(nodes.iter());
-    let mut by_instance: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    if shared.is_empty() {
-        return by_instance;
-    }
-    for n in nodes.iter().filter(|n| n.status != NodeStatus::Down) {
-        if let Some(instance) = n.instance_id.as_deref().filter(|i| shared.contains(i)) {
-            by_instance.entry(instance).or_default().push(&n.name);
+pub fn shared_instances<'a>(view: &PoolView<'a>) -> BTreeMap<&'a str, Vec<&'a str>> {
+    let mut by_instance = BTreeMap::new();
+    for (instance, nodes) in view.reported_vms() {
+        let mut names: Vec<&str> = (nodes.iter())
+            .filter(|n| n.status != NodeStatus::Down)
+            .map(|n| n.name.as_str())
+            .collect();
+        if names.len() > 1 {
+            names.sort_unstable();
+            by_instance.insert(instance, names);
         }
-    }
-    for names in by_instance.values_mut() {
-        names.sort_unstable();
     }
     by_instance
-}
-
-/// The VMs more than one of `nodes` (the live ones) reports.
-fn shared_in<'a>(nodes: impl Iterator<Item = &'a NodeFacts>) -> HashSet<&'a str> {
-    let mut seen = HashSet::new();
-    let mut shared = HashSet::new();
-    for n in nodes.filter(|n| n.status != NodeStatus::Down) {
-        if let Some(instance) = n.instance_id.as_deref()
-            && !seen.insert(instance)
-        {
-            shared.insert(instance);
-        }
-    }
-    shared
 }
 
 /// The VMs more than one live node of the pool reports: selecting any of
@@ -70,17 +52,22 @@ fn shared_in<'a>(nodes: impl Iterator<Item = &'a NodeFacts>) -> HashSet<&'a str>
 /// selection; asking `on_shared_vm` of every node was quadratic in the
 /// pool's size, and at 5,000 clients the most expensive part of a reconcile.
 pub(super) fn shared_vms<'a>(view: &PoolView<'a>) -> HashSet<&'a str> {
-    shared_in(view.nodes.iter())
+    (view.reported_vms())
+        .filter(|(_, nodes)| {
+            nodes
+                .iter()
+                .filter(|n| n.status != NodeStatus::Down)
+                .count()
+                > 1
+        })
+        .map(|(instance, _)| instance)
+        .collect()
 }
 
 /// Whether selecting `node` would pick a VM another live node also reports.
 pub(super) fn on_shared_vm(view: &PoolView<'_>, node: &NodeFacts) -> bool {
     node.instance_id.as_deref().is_some_and(|instance| {
-        view.nodes.iter().any(|n| {
-            n.id != node.id
-                && n.status != NodeStatus::Down
-                && n.instance_id.as_deref() == Some(instance)
-        })
+        (view.nodes_on(instance).iter()).any(|n| n.id != node.id && n.status != NodeStatus::Down)
     })
 }
 
@@ -95,7 +82,7 @@ pub fn describe_shared(shared: &BTreeMap<&str, Vec<&str>>) -> String {
 
 /// Record the pool's shared VMs as a blocker (once per plan).
 pub(super) fn report_shared(view: &PoolView<'_>, plan: &mut Plan) {
-    let shared = shared_instances(view.nodes);
+    let shared = shared_instances(view);
     if !shared.is_empty() {
         plan.blockers
             .push(Blocker::SharedInstance(describe_shared(&shared)));
@@ -123,18 +110,16 @@ fn siblings(view: &PoolView<'_>, node_id: &str, instance: &str) -> Option<Vec<In
         .filter(|n| n.id != node_id)
         .map(|n| (n.id.as_str(), n.clone()))
         .collect();
-    for n in view.nodes.iter().filter(|n| n.id != node_id) {
-        if n.instance_id.as_deref() == Some(instance) {
-            out.insert(
-                &n.id,
-                InstanceNode {
-                    id: n.id.clone(),
-                    name: n.name.clone(),
-                    status: n.status,
-                    eligible: n.eligible,
-                },
-            );
-        }
+    for n in view.nodes_on(instance).iter().filter(|n| n.id != node_id) {
+        out.insert(
+            &n.id,
+            InstanceNode {
+                id: n.id.clone(),
+                name: n.name.clone(),
+                status: n.status,
+                eligible: n.eligible,
+            },
+        );
     }
     Some(out.into_values().collect())
 }
@@ -226,28 +211,19 @@ pub(super) fn scale_in_excess(
 /// In-service VMs of the group that no ready node of the pool reports and
 /// that no retirement tracks, in ID order. Empty while a live node's
 /// instance is not known yet: the VM it runs on cannot be told apart.
-pub fn vms_without_client(
-    nodes: &[NodeFacts],
-    tracked: &[RetiringNode],
-    group: &GroupState,
-) -> Vec<String> {
-    let live = nodes.iter().filter(|n| n.status != NodeStatus::Down);
-    if live.clone().any(|n| n.instance_id.is_none()) {
+pub fn vms_without_client(view: &PoolView<'_>, tracked: &[RetiringNode]) -> Vec<String> {
+    let unknown = |n: &NodeFacts| n.status != NodeStatus::Down && n.instance_id.is_none();
+    if view.nodes.iter().any(unknown) {
         return vec![];
     }
-    let served: HashSet<&str> = live
-        .filter(|n| n.status == NodeStatus::Ready)
-        .filter_map(|n| n.instance_id.as_deref())
-        .collect();
+    let served = |i: &str| (view.nodes_on(i).iter()).any(|n| n.status == NodeStatus::Ready);
     let leaving: HashSet<&str> = tracked
         .iter()
         .filter_map(|r| r.instance_id.as_deref())
         .collect();
-    let mut out: Vec<String> = group
-        .instances
-        .iter()
+    let mut out: Vec<String> = (view.group.instances.iter())
         .filter(|i| i.lifecycle == Lifecycle::InService)
-        .filter(|i| !served.contains(i.id.as_str()) && !leaving.contains(i.id.as_str()))
+        .filter(|i| !served(&i.id) && !leaving.contains(i.id.as_str()))
         .map(|i| i.id.clone())
         .collect();
     out.sort();
@@ -256,7 +232,7 @@ pub fn vms_without_client(
 
 /// Record the VMs without a working client as a blocker.
 pub(super) fn report_clientless(view: &PoolView<'_>, next: &[RetiringNode], plan: &mut Plan) {
-    let missing = vms_without_client(view.nodes, next, view.group);
+    let missing = vms_without_client(view, next);
     if !missing.is_empty() {
         plan.blockers.push(Blocker::VmsWithoutClient(missing));
     }

@@ -244,13 +244,9 @@ fn ts(t: Timestamp) -> Time {
     Time(t)
 }
 
-/// Whether the instance still counts in the group's desired capacity.
-fn instance_in_group(group: &GroupState, instance_id: &str) -> Option<Lifecycle> {
-    group
-        .instances
-        .iter()
-        .find(|i| i.id == instance_id)
-        .map(|i| i.lifecycle.clone())
+/// The instance's lifecycle state in the group the view read.
+fn instance_in_group(view: &PoolView<'_>, instance_id: &str) -> Option<Lifecycle> {
+    view.lifecycle_of(instance_id)
 }
 
 fn still_counted(lifecycle: &Option<Lifecycle>) -> bool {
@@ -263,7 +259,7 @@ fn still_counted(lifecycle: &Option<Lifecycle>) -> bool {
 /// Decrements committed in status that the group's desired capacity does not
 /// reflect yet: every scale-in entry before termination, and terminating ones
 /// whose instance is still in service (the terminate call has not landed).
-fn pending_decrements(tracked: &[RetiringNode], group: &GroupState) -> u32 {
+fn pending_decrements(tracked: &[RetiringNode], view: &PoolView<'_>) -> u32 {
     tracked
         .iter()
         .filter(|r| r.decrement && r.phase != RetirePhase::Cancelling)
@@ -271,7 +267,7 @@ fn pending_decrements(tracked: &[RetiringNode], group: &GroupState) -> u32 {
             RetirePhase::Terminating => r
                 .instance_id
                 .as_deref()
-                .is_some_and(|id| still_counted(&instance_in_group(group, id))),
+                .is_some_and(|id| still_counted(&instance_in_group(view, id))),
             _ => true,
         })
         .count() as u32

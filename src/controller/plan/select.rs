@@ -40,7 +40,7 @@ impl Selection {
             .iter()
             .filter(|n| n.status != NodeStatus::Down)
             .count() as u32;
-        let pending = pending_decrements(next, view.group);
+        let pending = pending_decrements(next, view);
         plan.desired_nodes = spec
             .replicas
             .map(|r| r.max(0) as u32)

@@ -122,7 +122,7 @@ fn terminate_drained(
     if !siblings_allow(view, e, &instance, plan) {
         return;
     }
-    let lifecycle = instance_in_group(view.group, &instance);
+    let lifecycle = instance_in_group(view, &instance);
     let refusal = if still_counted(&lifecycle) {
         preflight_with(view.group, &instance, 0, e.decrement)
             .err()

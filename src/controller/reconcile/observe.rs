@@ -199,6 +199,7 @@ impl Observed {
             instance_nodes: &self.instance_nodes,
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook.as_deref(),
+            index: Default::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ fn plan_outside(w: &World, outside: &[NodeFacts]) -> Plan {
         instance_nodes: &instance_nodes,
         drains: &w.drains,
         lifecycle_hook: None,
+        index: Default::default(),
     })
 }
 

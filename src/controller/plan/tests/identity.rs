@@ -230,12 +230,23 @@ fn scale_in_counts_working_clients_not_vms() {
 
 #[test]
 fn vms_without_client_leave_out_retirements_and_wait_for_unknown_instances() {
-    let w = World::new(3, Some(3));
-    let mut nodes = w.nodes.clone();
-    nodes[1].status = NodeStatus::Down;
-    let tracked = vec![entry(&w.nodes[1], RetirePhase::Terminating)];
-    assert!(vms_without_client(&nodes, &tracked, &w.group).is_empty());
-    assert_eq!(vms_without_client(&nodes, &[], &w.group), ["i-0001"]);
-    nodes[2].instance_id = None;
-    assert!(vms_without_client(&nodes, &[], &w.group).is_empty());
+    let clientless = |p: &Plan| {
+        (p.blockers.iter())
+            .find_map(|b| match b {
+                Blocker::VmsWithoutClient(vms) => Some(vms.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let mut w = World::new(3, Some(3));
+    w.nodes[1].status = NodeStatus::Down;
+    assert_eq!(clientless(&w.plan()), ["i-0001"]);
+    w.tracked = vec![entry(&w.nodes[1], RetirePhase::Terminating)];
+    assert!(
+        clientless(&w.plan()).is_empty(),
+        "its retirement explains it"
+    );
+    w.tracked.clear();
+    w.nodes[2].instance_id = None;
+    assert!(clientless(&w.plan()).is_empty(), "node 2's VM is not known");
 }

@@ -14,6 +14,7 @@ mod identity;
 mod lifecycle;
 mod properties;
 mod recovery;
+mod scale;
 mod scale_up;
 mod selection;
 mod truth;
@@ -188,6 +189,7 @@ impl World {
             instance_nodes: self.instance_nodes.as_ref().unwrap_or(&derived),
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook,
+            index: Default::default(),
         })
     }
     fn id(&self, i: usize) -> String {

@@ -224,6 +224,7 @@ fn view_of(c: &Case) -> PoolView<'_> {
         instance_nodes: &c.instance_nodes,
         drains: &c.drains,
         lifecycle_hook: None,
+        index: Default::default(),
     }
 }
 
@@ -387,7 +388,7 @@ fn adoptions_are_as_recorded(c: &Case, p: &Plan) -> Result<(), TestCaseError> {
         let in_group = r
             .instance_id
             .as_deref()
-            .is_none_or(|i| still_counted(&instance_in_group(&c.group, i)));
+            .is_none_or(|i| still_counted(&c.group.instance(i).map(|i| i.lifecycle.clone())));
         prop_assert_eq!(r.decrement, r.reason != RetireReason::Replace && in_group);
         prop_assert_eq!(r.cordoned_by_pool, mark.cordoned_by_pool);
         // A finished drain the pool gave back, of a client someone
