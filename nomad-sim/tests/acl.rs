@@ -21,36 +21,7 @@ mod stream;
 use common::*;
 use nomad_sim::Config;
 use nomad_sim::acl::Policy;
-use serde_json::{Value, json};
-
-struct Lines {
-    r: reqwest::Response,
-    buf: Vec<u8>,
-}
-
-impl Lines {
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(p) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=p).collect();
-                return Some(serde_json::from_slice(&line).unwrap());
-            }
-            let c = tokio::time::timeout(std::time::Duration::from_secs(5), self.r.chunk())
-                .await
-                .expect("a line within 5 s")
-                .unwrap()?;
-            self.buf.extend_from_slice(&c);
-        }
-    }
-    async fn next_events(&mut self) -> Value {
-        loop {
-            let v = self.next().await.expect("stream open");
-            if v != json!({}) {
-                return v;
-            }
-        }
-    }
-}
+use serde_json::json;
 
 async fn get_tok(t: &T, p: &str, tok: &str) -> reqwest::Response {
     t.http.get(t.u(p)).bearer_auth(tok).send().await.unwrap()
