@@ -56,6 +56,13 @@ impl From<crate::state::StateError> for ApiError {
     }
 }
 
+/// The ACL store's refusals are the control surface's 400s.
+impl From<crate::acl::AclError> for ApiError {
+    fn from(e: crate::acl::AclError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }

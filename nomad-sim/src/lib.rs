@@ -19,6 +19,7 @@ pub mod drainer;
 pub mod events;
 pub mod faults;
 pub mod filter;
+mod goquote;
 pub mod http_common;
 pub mod scheduler;
 pub mod state;
@@ -115,7 +116,7 @@ pub enum ServeError {
     #[error("TLS configuration: {0}")]
     Tls(String),
     #[error("scenario: {0}")]
-    Scenario(String),
+    Scenario(#[source] control::ScenarioError),
 }
 
 /// Request counters for `/sim/stats`.

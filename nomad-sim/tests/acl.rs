@@ -4,13 +4,16 @@
 //! buffer shared by all topics. Each assertion is pinned to Nomad 1.11's
 //! source (files named in nomad-sim/README.md).
 //!
-//! The rooms: `namespaces` (namespace-scoped tokens, globs and deny),
+//! The rooms: `errors` (the texts of refused ACL writes), `namespaces`
+//! (namespace-scoped tokens, globs and deny),
 //! `reads` (the `/v1/acl` read endpoints, with and without ACLs), `stream`
 //! (event-stream refusals, replays, the shared buffer). The helpers the
 //! rooms share stay here.
 
 mod common;
 
+#[path = "acl/errors.rs"]
+mod errors;
 #[path = "acl/namespaces.rs"]
 mod namespaces;
 #[path = "acl/reads.rs"]
