@@ -2,7 +2,7 @@
 //! go-bexpr's connectives (`and`, `or`, `not`, `in`, `contains`) need it on
 //! both sides, so the lexer records where it was.
 
-use super::FilterError;
+use super::errors::{ParseError, Position};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Tok {
@@ -18,107 +18,126 @@ pub(super) enum Tok {
     NotEq,
 }
 
-/// The tokens of `s`, and for each token (and the end) whether whitespace
-/// comes right before it: go-bexpr's connectives need it on both sides.
-pub(super) fn lex(s: &str) -> Result<(Vec<Tok>, Vec<bool>), FilterError> {
+/// The tokens of an expression, with what the parser needs to say where
+/// it stopped as go-bexpr does.
+pub(super) struct Lexed {
+    pub toks: Vec<Tok>,
+    /// For each token, and at `toks.len()` for the end: whether whitespace
+    /// comes right before it (go-bexpr's connectives need it on both
+    /// sides).
+    pub spaced: Vec<bool>,
+    /// For each token, and at `toks.len()` for the end: its byte offset.
+    pub starts: Vec<usize>,
+    /// For each token: the byte offset right after it.
+    pub ends: Vec<usize>,
+}
+
+pub(super) fn lex(s: &str) -> Result<Lexed, ParseError> {
     let c: Vec<char> = s.chars().collect();
+    // Byte offset of each character, and of the end.
+    let offs: Vec<usize> = s.char_indices().map(|(b, _)| b).chain([s.len()]).collect();
+    let mut l = Lexed {
+        toks: Vec::new(),
+        spaced: Vec::new(),
+        starts: Vec::new(),
+        ends: Vec::new(),
+    };
     let mut i = 0;
-    let mut out = Vec::new();
-    let mut spaced = Vec::new();
     let mut gap = false;
     while i < c.len() {
-        let ch = c[i];
-        // Every other character starts a token, which its arm lexes whole.
-        let blank = matches!(ch, ' ' | '\t' | '\r' | '\n');
-        if !blank {
-            spaced.push(gap);
+        if matches!(c[i], ' ' | '\t' | '\r' | '\n') {
+            gap = true;
+            i += 1;
+            continue;
         }
-        gap = blank;
-        match ch {
-            ' ' | '\t' | '\r' | '\n' => i += 1,
-            '(' => {
-                out.push(Tok::LParen);
-                i += 1
-            }
-            ')' => {
-                out.push(Tok::RParen);
-                i += 1
-            }
-            '[' => {
-                out.push(Tok::LBracket);
-                i += 1
-            }
-            ']' => {
-                out.push(Tok::RBracket);
-                i += 1
-            }
-            '.' => {
-                out.push(Tok::Dot);
-                i += 1
-            }
-            '=' if c.get(i + 1) == Some(&'=') => {
-                out.push(Tok::EqEq);
-                i += 2
-            }
-            '!' if c.get(i + 1) == Some(&'=') => {
-                out.push(Tok::NotEq);
-                i += 2
-            }
-            '"' => {
-                let (v, next) = quoted(&c, i)?;
-                out.push(Tok::Str(v));
-                i = next;
-            }
-            '`' => {
-                let rest: String = c[i + 1..].iter().collect();
-                let end = rest
-                    .find('`')
-                    .ok_or_else(|| FilterError::Parse("Unterminated string literal".into()))?;
-                out.push(Tok::Str(rest[..end].to_string()));
-                i += 1 + rest[..end].chars().count() + 1;
-            }
-            '-' | '0'..='9' => {
-                let mut j = i + 1;
-                while j < c.len() && (c[j].is_ascii_digit() || c[j] == '.') {
-                    j += 1;
-                }
-                out.push(Tok::Num(c[i..j].iter().collect()));
-                i = j;
-            }
-            x if x.is_ascii_alphabetic() => {
-                let mut j = i + 1;
-                while j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_' || c[j] == '/') {
-                    j += 1;
-                }
-                out.push(Tok::Ident(c[i..j].iter().collect()));
-                i = j;
-            }
-            other => {
-                return Err(FilterError::Parse(format!(
-                    "unexpected character {other:?} at offset {i}"
-                )));
-            }
-        }
+        let (tok, next) = token(&c, i).map_err(|e| match e {
+            LexFail::Unterminated => ParseError::UnterminatedString {
+                at: Position::of(s, s.len()),
+            },
+            LexFail::Escape(escape) => ParseError::UnsupportedEscape { escape },
+            LexFail::Unexpected => ParseError::UnexpectedCharacter {
+                ch: c[i],
+                offset: offs[i],
+            },
+        })?;
+        l.toks.push(tok);
+        l.spaced.push(gap);
+        l.starts.push(offs[i]);
+        l.ends.push(offs[next]);
+        gap = false;
+        i = next;
     }
-    spaced.push(gap);
-    Ok((out, spaced))
+    l.spaced.push(gap);
+    l.starts.push(s.len());
+    Ok(l)
+}
+
+/// Why no token could be read.
+enum LexFail {
+    /// A string literal runs to the end of the expression.
+    Unterminated,
+    /// A backslash escape nomad-sim does not decode.
+    Escape(char),
+    /// No token starts with this character.
+    Unexpected,
+}
+
+/// The token starting at `c[i]` (not whitespace), and the index after it.
+fn token(c: &[char], i: usize) -> Result<(Tok, usize), LexFail> {
+    let two = c.get(i + 1) == Some(&'=');
+    Ok(match c[i] {
+        '(' => (Tok::LParen, i + 1),
+        ')' => (Tok::RParen, i + 1),
+        '[' => (Tok::LBracket, i + 1),
+        ']' => (Tok::RBracket, i + 1),
+        '.' => (Tok::Dot, i + 1),
+        '=' if two => (Tok::EqEq, i + 2),
+        '!' if two => (Tok::NotEq, i + 2),
+        '"' => {
+            let (v, next) = quoted(c, i)?;
+            (Tok::Str(v), next)
+        }
+        '`' => {
+            let len = c[i + 1..]
+                .iter()
+                .position(|x| *x == '`')
+                .ok_or(LexFail::Unterminated)?;
+            let v = c[i + 1..i + 1 + len].iter().collect();
+            (Tok::Str(v), i + 1 + len + 1)
+        }
+        '-' | '0'..='9' => {
+            let j = run(c, i + 1, |x| x.is_ascii_digit() || x == '.');
+            (Tok::Num(c[i..j].iter().collect()), j)
+        }
+        x if x.is_ascii_alphabetic() => {
+            let j = run(c, i + 1, |x| {
+                x.is_ascii_alphanumeric() || x == '_' || x == '/'
+            });
+            (Tok::Ident(c[i..j].iter().collect()), j)
+        }
+        _ => return Err(LexFail::Unexpected),
+    })
+}
+
+/// The index after the run of characters from `c[i]` that `f` accepts.
+fn run(c: &[char], i: usize, f: impl Fn(char) -> bool) -> usize {
+    c[i..]
+        .iter()
+        .position(|x| !f(*x))
+        .map_or(c.len(), |n| i + n)
 }
 
 /// A `"`-quoted string starting at `c[i]`, with Go's escapes: its value
 /// and the index after the closing quote.
-fn quoted(c: &[char], i: usize) -> Result<(String, usize), FilterError> {
+fn quoted(c: &[char], i: usize) -> Result<(String, usize), LexFail> {
     let mut j = i + 1;
     let mut v = String::new();
     loop {
         match c.get(j) {
-            None => {
-                return Err(FilterError::Parse("Unterminated string literal".into()));
-            }
+            None => return Err(LexFail::Unterminated),
             Some('"') => break,
             Some('\\') => {
-                let e = c
-                    .get(j + 1)
-                    .ok_or_else(|| FilterError::Parse("Unterminated string literal".into()))?;
+                let e = c.get(j + 1).ok_or(LexFail::Unterminated)?;
                 v.push(match e {
                     'n' => '\n',
                     't' => '\t',
@@ -127,9 +146,7 @@ fn quoted(c: &[char], i: usize) -> Result<(String, usize), FilterError> {
                     '"' => '"',
                     '\'' => '\'',
                     other => {
-                        return Err(FilterError::Parse(format!(
-                            "nomad-sim: unsupported escape \\{other} in string literal"
-                        )));
+                        return Err(LexFail::Escape(*other));
                     }
                 });
                 j += 2;
