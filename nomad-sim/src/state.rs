@@ -111,7 +111,7 @@ impl Default for ClusterConfig {
 pub enum StateError {
     #[error("node not found")]
     NodeNotFound,
-    #[error("invalid scheduling eligibility {0:?}")]
+    #[error("invalid scheduling eligibility {}", crate::goquote::go_quote(.0))]
     InvalidEligibility(String),
     #[error("can not set node's scheduling eligibility to eligible while it is draining")]
     EligibleWhileDraining,

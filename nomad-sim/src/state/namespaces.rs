@@ -2,6 +2,7 @@
 //! and those the control surface creates for ACL and filter tests.
 
 use super::*;
+use crate::goquote::go_quote;
 
 /// A namespace (`structs.Namespace`; only what the simulator uses).
 #[derive(Debug, Clone)]
@@ -41,8 +42,10 @@ impl Cluster {
         let ok = (1..=128).contains(&name.len())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !ok {
+            // Nomad: fmt.Errorf("invalid name %q. Must match regex %s", ...).
             return Err(StateError::BadRequest(format!(
-                "invalid name {name:?}. Must match regex ^[a-zA-Z0-9-]{{1,128}}$"
+                "invalid name {}. Must match regex ^[a-zA-Z0-9-]{{1,128}}$",
+                go_quote(name)
             )));
         }
         let idx = self.next_index();
