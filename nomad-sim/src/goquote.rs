@@ -1,4 +1,4 @@
-//! Go's `%q`: the quoting of `strconv.Quote` and `strconv.QuoteRune`.
+//! Go's `%q`: the quoting of `strconv.Quote`.
 //! Nomad and go-bexpr quote user input with `%q` in their error texts, and
 //! the simulator answers with the same texts; a Rust `{:?}` differs for
 //! control and non-printable characters (`\u{1b}` where Go writes `\x1b`)
@@ -14,15 +14,6 @@ pub fn go_quote(s: &str) -> String {
         escape_into(&mut out, c, '"');
     }
     out.push('"');
-    out
-}
-
-/// `strconv.QuoteRune(c)`: `c` in single quotes with Go's escapes.
-pub fn go_quote_rune(c: char) -> String {
-    let mut out = String::with_capacity(6);
-    out.push('\'');
-    escape_into(&mut out, c, '\'');
-    out.push('\'');
     out
 }
 
@@ -103,24 +94,6 @@ mod tests {
             ("\u{ad}", r#""\u00ad""#),
         ] {
             assert_eq!(go_quote(input), go, "{input:?}");
-        }
-    }
-
-    /// Likewise for `strconv.QuoteRune` (`%q` of a rune).
-    #[test]
-    fn quotes_runes_as_go_strconv_quote_rune() {
-        for (input, go) in [
-            ('$', "'$'"),
-            ('\'', r"'\''"),
-            ('"', "'\"'"),
-            ('\\', r"'\\'"),
-            ('\n', r"'\n'"),
-            ('\0', r"'\x00'"),
-            ('é', "'é'"),
-            ('\u{200b}', r"'\u200b'"),
-            ('😀', "'😀'"),
-        ] {
-            assert_eq!(go_quote_rune(input), go, "{input:?}");
         }
     }
 }

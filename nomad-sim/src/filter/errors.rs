@@ -4,12 +4,10 @@
 //! grammar rule that refused the input (`rule "index": Invalid index`);
 //! the variants that imitate it print exactly that. The others are the
 //! simulator's own refusals of syntax it does not support (prefixed
-//! `nomad-sim:`) and a few forms whose go-bexpr text depends on more
+//! `nomad-sim:`) and trailing input whose go-bexpr text depends on more
 //! parser state than the simulator keeps.
 
 use std::fmt;
-
-use crate::goquote::{go_quote, go_quote_rune};
 
 /// A place in the expression, as pigeon reports it: line and column
 /// (1-based, in characters) and the byte offset.
@@ -82,6 +80,30 @@ impl Expected {
     pub const IN: Expected = Expected(&[r#""in""#, WS]);
     /// After the dot of a selector.
     pub const AFTER_DOT: Expected = Expected(&["[0-9]", "[a-zA-Z]"]);
+    /// After the `-` of a number.
+    pub const DIGIT: Expected = Expected(&[r#""0""#, "[1-9]"]);
+    /// An operand of `and`.
+    pub const AND_OPERAND: Expected = Expected(&[
+        r#""(""#, r#""-""#, r#""0""#, r#""\"""#, r#""`""#, r#""not""#, WS, "[1-9]", "[a-zA-Z]",
+    ]);
+    /// An operand of `not`: an expression, or `not` itself as a selector.
+    pub const NOT_OPERAND: Expected = Expected(&[
+        r#""!=""#,
+        r#""(""#,
+        r#""-""#,
+        r#""0""#,
+        r#""==""#,
+        r#""\"""#,
+        r#""`""#,
+        r#""contains""#,
+        r#""in""#,
+        r#""is""#,
+        r#""matches""#,
+        r#""not""#,
+        WS,
+        "[1-9]",
+        "[a-zA-Z]",
+    ]);
     /// After `Selector not`.
     pub const AFTER_NOT: Expected = Expected(&[r#""contains""#, r#""in""#, r#""matches""#, WS]);
     /// After `Selector is`.
@@ -96,7 +118,7 @@ impl Expected {
     pub const CONNECTIVE: Expected = Expected(&[r#""and""#, r#""or""#, WS, "EOF"]);
     /// Right after a quoted string or `)` that ends a match.
     pub const END: Expected = Expected(&[WS, "EOF"]);
-    /// An expression of whitespace only.
+    /// An expression: at the start, after `(` or `or`.
     pub const EXPRESSION: Expected = Expected(&[
         r#""(""#, r#""-""#, r#""0""#, r#""\"""#, r#""`""#, r#""all""#, r#""any""#, r#""not""#, WS,
         "[1-9]", "[a-zA-Z]",
@@ -114,6 +136,43 @@ impl fmt::Display for Expected {
     }
 }
 
+impl ParseError {
+    /// A grammar rule's own refusal: pigeon reports it over any "no match"
+    /// failure, even one further on.
+    pub fn is_rule(&self) -> bool {
+        matches!(
+            self,
+            ParseError::UnterminatedString { .. }
+                | ParseError::InvalidString { .. }
+                | ParseError::InvalidIndex { .. }
+                | ParseError::UnclosedIndex { .. }
+                | ParseError::InvalidSelector { .. }
+                | ParseError::InvalidNumber { .. }
+                | ParseError::UnmatchedParentheses { .. }
+        )
+    }
+
+    /// Where a "no match" failure happened (None for the others).
+    fn no_match_at(&self) -> Option<usize> {
+        match self {
+            ParseError::NoMatch { at, .. } => Some(at.offset),
+            _ => None,
+        }
+    }
+
+    /// Of two failures of alternatives, the one pigeon reports: a rule's
+    /// refusal, else the one that got further (`self` on a tie).
+    pub(super) fn or_other(self, other: ParseError) -> ParseError {
+        if self.is_rule() {
+            return self;
+        }
+        if other.is_rule() || other.no_match_at() > self.no_match_at() {
+            return other;
+        }
+        self
+    }
+}
+
 /// The expression does not parse, or uses syntax nomad-sim does not
 /// support.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +182,9 @@ pub enum ParseError {
     NoMatch { at: Position, expected: Expected },
     #[error("{at}: rule \"string\": Unterminated string literal")]
     UnterminatedString { at: Position },
+    /// A string literal `strconv.Unquote` refuses (`at`: its start).
+    #[error("{at}: rule \"string\": invalid syntax")]
+    InvalidString { at: Position },
     #[error("{at}: rule \"index\": Invalid index")]
     InvalidIndex { at: Position },
     #[error("{at}: rule \"index\": Unclosed index expression")]
@@ -131,20 +193,16 @@ pub enum ParseError {
     InvalidSelector { at: Position },
     #[error("{at}: rule \"grouping\": Unmatched parentheses")]
     UnmatchedParentheses { at: Position },
-    /// A character no token starts with (go-bexpr would name what it
-    /// expected there instead, which depends on the parser's state).
-    #[error("unexpected character {} at offset {offset}", go_quote_rune(*.ch))]
-    UnexpectedCharacter { ch: char, offset: usize },
-    /// A primary that starts with something that is not a selector
-    /// (`found`: its source text, None at the end of the expression).
-    #[error("expected a selector, got {}", found.as_deref().map_or("the end".into(), go_quote))]
-    ExpectedSelector { found: Option<String> },
+    #[error("{at}: rule \"number\": Invalid number literal")]
+    InvalidNumber { at: Position },
     /// Input after a complete expression that go-bexpr's expected list
     /// is not imitated for (`token`: its index among the tokens).
     #[error("unexpected trailing input at token {token}")]
     TrailingInput { token: usize },
     #[error("a value must be followed by \"in\" or \"not in\"")]
     ValueWithoutIn,
+    /// An escape for a byte >= 0x80, which Go keeps as raw (possibly
+    /// invalid UTF-8) bytes.
     #[error("nomad-sim: unsupported escape \\{escape} in string literal")]
     UnsupportedEscape { escape: char },
     #[error("nomad-sim: inline value lists are not supported")]

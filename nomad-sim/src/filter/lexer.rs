@@ -2,8 +2,6 @@
 //! go-bexpr's connectives (`and`, `or`, `not`, `in`, `contains`) need it on
 //! both sides, so the lexer records where it was.
 
-use super::errors::{ParseError, Position};
-
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Tok {
     Ident(String),
@@ -16,6 +14,24 @@ pub(super) enum Tok {
     Dot,
     EqEq,
     NotEq,
+    /// A string literal Go's `strconv.Unquote` refuses. Like `Other`, it
+    /// is refused where the parser meets it: go-bexpr reports a bad string
+    /// only where it tries to read one.
+    BadStr(StrFault),
+    /// A character no token starts with. The parser refuses it where it
+    /// stands, so the error says what go-bexpr expected there.
+    Other(char),
+}
+
+/// What is wrong with a string literal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum StrFault {
+    /// It runs to the end of the expression.
+    Unterminated,
+    /// An escape Go refuses, or a raw newline (`invalid syntax`).
+    Invalid,
+    /// An escape Go takes but nomad-sim does not decode (a byte >= 0x80).
+    Unsupported(char),
 }
 
 /// The tokens of an expression, with what the parser needs to say where
@@ -28,11 +44,9 @@ pub(super) struct Lexed {
     pub spaced: Vec<bool>,
     /// For each token, and at `toks.len()` for the end: its byte offset.
     pub starts: Vec<usize>,
-    /// For each token: the byte offset right after it.
-    pub ends: Vec<usize>,
 }
 
-pub(super) fn lex(s: &str) -> Result<Lexed, ParseError> {
+pub(super) fn lex(s: &str) -> Lexed {
     let c: Vec<char> = s.chars().collect();
     // Byte offset of each character, and of the end.
     let offs: Vec<usize> = s.char_indices().map(|(b, _)| b).chain([s.len()]).collect();
@@ -40,7 +54,6 @@ pub(super) fn lex(s: &str) -> Result<Lexed, ParseError> {
         toks: Vec::new(),
         spaced: Vec::new(),
         starts: Vec::new(),
-        ends: Vec::new(),
     };
     let mut i = 0;
     let mut gap = false;
@@ -50,42 +63,29 @@ pub(super) fn lex(s: &str) -> Result<Lexed, ParseError> {
             i += 1;
             continue;
         }
-        let (tok, next) = token(&c, i).map_err(|e| match e {
-            LexFail::Unterminated => ParseError::UnterminatedString {
-                at: Position::of(s, s.len()),
-            },
-            LexFail::Escape(escape) => ParseError::UnsupportedEscape { escape },
-            LexFail::Unexpected => ParseError::UnexpectedCharacter {
-                ch: c[i],
-                offset: offs[i],
-            },
-        })?;
+        // After a dot, digits are a selector part (`A.0`), not a number.
+        let part = !gap && l.toks.last() == Some(&Tok::Dot) && c[i].is_ascii_digit();
+        let (tok, next) = if part {
+            let j = run(&c, i, |x| x.is_ascii_digit());
+            (Tok::Num(c[i..j].iter().collect()), j)
+        } else {
+            token(&c, i)
+        };
         l.toks.push(tok);
         l.spaced.push(gap);
         l.starts.push(offs[i]);
-        l.ends.push(offs[next]);
         gap = false;
         i = next;
     }
     l.spaced.push(gap);
     l.starts.push(s.len());
-    Ok(l)
-}
-
-/// Why no token could be read.
-enum LexFail {
-    /// A string literal runs to the end of the expression.
-    Unterminated,
-    /// A backslash escape nomad-sim does not decode.
-    Escape(char),
-    /// No token starts with this character.
-    Unexpected,
+    l
 }
 
 /// The token starting at `c[i]` (not whitespace), and the index after it.
-fn token(c: &[char], i: usize) -> Result<(Tok, usize), LexFail> {
+fn token(c: &[char], i: usize) -> (Tok, usize) {
     let two = c.get(i + 1) == Some(&'=');
-    Ok(match c[i] {
+    match c[i] {
         '(' => (Tok::LParen, i + 1),
         ')' => (Tok::RParen, i + 1),
         '[' => (Tok::LBracket, i + 1),
@@ -93,18 +93,23 @@ fn token(c: &[char], i: usize) -> Result<(Tok, usize), LexFail> {
         '.' => (Tok::Dot, i + 1),
         '=' if two => (Tok::EqEq, i + 2),
         '!' if two => (Tok::NotEq, i + 2),
-        '"' => {
-            let (v, next) = quoted(c, i)?;
-            (Tok::Str(v), next)
-        }
-        '`' => {
-            let len = c[i + 1..]
-                .iter()
-                .position(|x| *x == '`')
-                .ok_or(LexFail::Unterminated)?;
-            let v = c[i + 1..i + 1 + len].iter().collect();
-            (Tok::Str(v), i + 1 + len + 1)
-        }
+        // go-bexpr's `'"' DoubleStringChar* '"'` (where `DoubleStringChar
+        // <- !'"' .`, so a backslash does not escape the closing quote) and
+        // `` '`' RawStringChar* '`' ``, then `strconv.Unquote`.
+        q @ ('"' | '`') => match c[i + 1..].iter().position(|x| *x == q) {
+            None => (Tok::BadStr(StrFault::Unterminated), c.len()),
+            Some(len) => {
+                let body = &c[i + 1..i + 1 + len];
+                let tok = match q {
+                    '"' => unquote(body).map_or_else(Tok::BadStr, Tok::Str),
+                    // Unquote drops carriage returns from a raw string.
+                    _ => Tok::Str(body.iter().filter(|x| **x != '\r').collect()),
+                };
+                (tok, i + len + 2)
+            }
+        },
+        // The longest run that may be a number; the parser checks it
+        // against go-bexpr's `NumberLiteral` where it takes a value.
         '-' | '0'..='9' => {
             let j = run(c, i + 1, |x| x.is_ascii_digit() || x == '.');
             (Tok::Num(c[i..j].iter().collect()), j)
@@ -115,8 +120,8 @@ fn token(c: &[char], i: usize) -> Result<(Tok, usize), LexFail> {
             });
             (Tok::Ident(c[i..j].iter().collect()), j)
         }
-        _ => return Err(LexFail::Unexpected),
-    })
+        other => (Tok::Other(other), i + 1),
+    }
 }
 
 /// The index after the run of characters from `c[i]` that `f` accepts.
@@ -127,34 +132,56 @@ fn run(c: &[char], i: usize, f: impl Fn(char) -> bool) -> usize {
         .map_or(c.len(), |n| i + n)
 }
 
-/// A `"`-quoted string starting at `c[i]`, with Go's escapes: its value
-/// and the index after the closing quote.
-fn quoted(c: &[char], i: usize) -> Result<(String, usize), LexFail> {
-    let mut j = i + 1;
+/// The value of a double-quoted string's body, as `strconv.Unquote`
+/// decodes it.
+fn unquote(body: &[char]) -> Result<String, StrFault> {
     let mut v = String::new();
-    loop {
-        match c.get(j) {
-            None => return Err(LexFail::Unterminated),
-            Some('"') => break,
-            Some('\\') => {
-                let e = c.get(j + 1).ok_or(LexFail::Unterminated)?;
-                v.push(match e {
-                    'n' => '\n',
-                    't' => '\t',
-                    'r' => '\r',
-                    '\\' => '\\',
-                    '"' => '"',
-                    '\'' => '\'',
-                    other => {
-                        return Err(LexFail::Escape(*other));
-                    }
-                });
-                j += 2;
-                continue;
-            }
-            Some(x) => v.push(*x),
+    let mut it = body.iter().copied();
+    while let Some(ch) = it.next() {
+        match ch {
+            '\n' => return Err(StrFault::Invalid),
+            '\\' => v.push(escape(&mut it)?),
+            x => v.push(x),
         }
-        j += 1;
     }
-    Ok((v, j + 1))
+    Ok(v)
+}
+
+/// One escape after its backslash (`unquoteChar`).
+fn escape(it: &mut impl Iterator<Item = char>) -> Result<char, StrFault> {
+    let e = it.next().ok_or(StrFault::Invalid)?;
+    let mut digits = |n: usize, radix: u32| -> Result<u32, StrFault> {
+        let mut x = 0;
+        for _ in 0..n {
+            let d = it.next().and_then(|d| d.to_digit(radix));
+            x = x * radix + d.ok_or(StrFault::Invalid)?;
+        }
+        Ok(x)
+    };
+    let byte = |x: u32| match char::from_u32(x) {
+        Some(ch) if ch.is_ascii() => Ok(ch),
+        // A raw byte: Go keeps it, possibly as invalid UTF-8.
+        _ => Err(StrFault::Unsupported(e)),
+    };
+    Ok(match e {
+        'a' => '\x07',
+        'b' => '\x08',
+        'f' => '\x0c',
+        'n' => '\n',
+        'r' => '\r',
+        't' => '\t',
+        'v' => '\x0b',
+        '\\' => '\\',
+        'x' => byte(digits(2, 16)?)?,
+        '0'..='7' => {
+            let x = e.to_digit(8).unwrap() * 64 + digits(2, 8)?;
+            if x > 255 {
+                return Err(StrFault::Invalid);
+            }
+            byte(x)?
+        }
+        'u' => char::from_u32(digits(4, 16)?).ok_or(StrFault::Invalid)?,
+        'U' => char::from_u32(digits(8, 16)?).ok_or(StrFault::Invalid)?,
+        _ => return Err(StrFault::Invalid),
+    })
 }

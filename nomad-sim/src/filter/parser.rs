@@ -3,7 +3,7 @@
 //! unsupported forms are refused here, before anything is evaluated.
 
 use super::errors::{Expected, ParseError, Position};
-use super::lexer::{Tok, lex};
+use super::lexer::{StrFault, Tok, lex};
 use super::{Expr, Op};
 
 struct Parser<'a> {
@@ -13,8 +13,6 @@ struct Parser<'a> {
     spaced: Vec<bool>,
     /// Byte offset of token `i` (`t.len()`: the end).
     starts: Vec<usize>,
-    /// Byte offset right after token `i`.
-    ends: Vec<usize>,
     p: usize,
 }
 
@@ -80,9 +78,19 @@ impl Parser<'_> {
     fn not(&mut self) -> Result<Expr, ParseError> {
         // `"not" _ NotExpression`: `not(x)` is not a negation.
         if self.peek_ident(0, "not") && self.spaced[self.p + 1] {
+            let save = self.p;
             self.p += 1;
-            let e = self.not()?;
-            return Ok(match e {
+            let negated = match self.not() {
+                Ok(e) => e,
+                Err(e) if e.is_rule() => return Err(e),
+                Err(e) => {
+                    // go-bexpr's next alternative: `not` as a word, as in
+                    // `not in Meta` (is the key "not" in Meta).
+                    self.p = save;
+                    return self.primary().map_err(|other| e.or_other(other));
+                }
+            };
+            return Ok(match negated {
                 Expr::Not(inner) => *inner,
                 other => Expr::Not(Box::new(other)),
             });
@@ -93,7 +101,23 @@ impl Parser<'_> {
     fn primary(&mut self) -> Result<Expr, ParseError> {
         if self.peek() == Some(&Tok::LParen) {
             self.p += 1;
-            let e = self.or()?;
+            let inside = self.p;
+            let e = match self.or() {
+                Ok(e) => e,
+                Err(e) if e.is_rule() => return Err(e),
+                Err(e) => {
+                    // go-bexpr's third alternative, `"(" _? OrExpression _?
+                    // !")"`: the longest expression that parses inside,
+                    // and no ")" after it, is its rule's refusal.
+                    self.p = inside;
+                    if !self.longest() || self.peek() == Some(&Tok::RParen) {
+                        return Err(e);
+                    }
+                    return Err(ParseError::UnmatchedParentheses {
+                        at: self.at(self.p),
+                    });
+                }
+            };
             if self.peek() != Some(&Tok::RParen) {
                 return Err(ParseError::UnmatchedParentheses {
                     at: self.at(self.p),
@@ -111,17 +135,38 @@ impl Parser<'_> {
         self.selector_match()
     }
 
+    /// Reads the longest expression that parses from here, backtracking at
+    /// a connective whose right side fails, as a PEG parser does; false
+    /// when not even one operand parses.
+    fn longest(&mut self) -> bool {
+        let start = self.p;
+        if self.not().is_err() {
+            self.p = start;
+            return false;
+        }
+        loop {
+            let before = self.p;
+            if self.connective("and") || self.connective("or") {
+                self.p += 1;
+                if self.not().is_ok() {
+                    continue;
+                }
+            }
+            self.p = before;
+            return true;
+        }
+    }
+
     /// `Value in Selector` / `Value not in Selector`: the primary starts
     /// with a value (a string, a number, or a bare word followed by `in`).
     fn value_first(&mut self) -> bool {
         match self.peek() {
-            Some(Tok::Str(_)) | Some(Tok::Num(_)) => true,
+            Some(Tok::Str(_) | Tok::BadStr(_) | Tok::Num(_)) => true,
             Some(Tok::Ident(_)) => {
                 // A bare word followed by `in` / `not in` is a value.
                 let save = self.p;
                 let _ = self.selector();
-                let r = self.peek_ident(0, "in")
-                    || (self.peek_ident(0, "not") && self.peek_ident(1, "in"));
+                let r = self.spaced_at(self.p) && (self.peek_ident(0, "in") || self.not_in());
                 self.p = save;
                 r
             }
@@ -136,7 +181,7 @@ impl Parser<'_> {
         let op = if self.peek_ident(0, "in") {
             self.p += 1;
             Op::In
-        } else if self.peek_ident(0, "not") && self.peek_ident(1, "in") {
+        } else if self.not_in() {
             self.p += 2;
             Op::NotIn
         } else {
@@ -158,6 +203,24 @@ impl Parser<'_> {
             op,
             value: Some(value),
         })
+    }
+
+    /// `not in` next, with whitespace between the words.
+    fn not_in(&self) -> bool {
+        self.peek_ident(0, "not") && self.peek_ident(1, "in") && self.spaced_at(self.p + 1)
+    }
+
+    /// go-bexpr's refusal of a string literal met where it reads one.
+    fn bad_string(&self, fault: StrFault) -> ParseError {
+        match fault {
+            StrFault::Unterminated => ParseError::UnterminatedString {
+                at: Position::of(self.src, self.src.len()),
+            },
+            StrFault::Invalid => ParseError::InvalidString {
+                at: self.at(self.p),
+            },
+            StrFault::Unsupported(escape) => ParseError::UnsupportedEscape { escape },
+        }
     }
 
     /// A value (token `first` on) not followed by `in`: go-bexpr's
@@ -270,15 +333,52 @@ impl Parser<'_> {
         match self.peek() {
             Some(Tok::Ident(_)) => self.selector_path(),
             Some(Tok::Str(_)) => Err(ParseError::JsonPointerSelector),
-            _ => Err(ParseError::ExpectedSelector {
-                found: self.source_text(self.p),
-            }),
+            _ => Err(self.expected_expression()),
         }
     }
 
-    /// The source text of token `i` (None past the last).
-    fn source_text(&self, i: usize) -> Option<String> {
-        (i < self.t.len()).then(|| self.src[self.starts[i]..self.ends[i]].to_string())
+    /// A primary starts with what cannot start one: what go-bexpr expected
+    /// there depends on what came before (the start, `(`, `or`, `and` or
+    /// `not`, the only places a primary starts).
+    fn expected_expression(&self) -> ParseError {
+        let expected = match self.p.checked_sub(1).map(|i| &self.t[i]) {
+            Some(Tok::Ident(w)) if w == "and" => Expected::AND_OPERAND,
+            Some(Tok::Ident(w)) if w == "not" => Expected::NOT_OPERAND,
+            _ => Expected::EXPRESSION,
+        };
+        self.no_match(self.p, expected)
+    }
+
+    /// A number taking a value's place, checked as go-bexpr's
+    /// `NumberLiteral` (`-? (0 / [1-9][0-9]*) (. [0-9]+)?`, then
+    /// whitespace, `)` or the end).
+    fn number(&mut self, text: &str) -> Result<String, ParseError> {
+        let i = self.p;
+        let start = self.starts[i];
+        let b = text.as_bytes();
+        let mut m = usize::from(b.first() == Some(&b'-'));
+        let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+        match b.get(m) {
+            Some(b'0') => m += 1,
+            Some(b'1'..=b'9') => m += digits(m),
+            _ => {
+                return Err(ParseError::NoMatch {
+                    at: Position::of(self.src, start + m),
+                    expected: Expected::DIGIT,
+                });
+            }
+        }
+        if b.get(m) == Some(&b'.') && digits(m + 1) > 0 {
+            m += 1 + digits(m + 1);
+        }
+        let glued = i + 1 < self.t.len() && !self.spaced[i + 1] && self.t[i + 1] != Tok::RParen;
+        if m < b.len() || glued {
+            return Err(ParseError::InvalidNumber {
+                at: Position::of(self.src, start + m),
+            });
+        }
+        self.p += 1;
+        Ok(text.to_string())
     }
 
     /// A selector from its first identifier on: `A.b`, `A.0`, `A["k"]`.
@@ -289,12 +389,16 @@ impl Parser<'_> {
             Some(Tok::Ident(w)) => vec![w],
             _ => unreachable!("selector_path starts at an identifier"),
         };
-        loop {
+        // Parts follow without whitespace (`SelectorOrIndex*`).
+        while !self.spaced_at(self.p) {
             match self.peek() {
                 Some(Tok::Dot) => {
                     self.p += 1;
                     match self.t.get(self.p).filter(|_| !self.spaced_at(self.p)) {
-                        Some(Tok::Ident(w) | Tok::Num(w)) => path.push(w.clone()),
+                        Some(Tok::Ident(w)) => path.push(w.clone()),
+                        Some(Tok::Num(w)) if w.bytes().all(|b| b.is_ascii_digit()) => {
+                            path.push(w.clone())
+                        }
                         _ => {
                             // Right after the dot, whitespace or not.
                             let after_dot = self.starts[self.p - 1] + 1;
@@ -308,10 +412,14 @@ impl Parser<'_> {
                 }
                 Some(Tok::LBracket) => {
                     self.p += 1;
-                    let Some(Tok::Str(k)) = self.peek().cloned() else {
-                        return Err(ParseError::InvalidIndex {
-                            at: self.at(self.p),
-                        });
+                    let k = match self.peek().cloned() {
+                        Some(Tok::Str(k)) => k,
+                        Some(Tok::BadStr(fault)) => return Err(self.bad_string(fault)),
+                        _ => {
+                            return Err(ParseError::InvalidIndex {
+                                at: self.at(self.p),
+                            });
+                        }
                     };
                     self.p += 1;
                     if self.peek() != Some(&Tok::RBracket) {
@@ -334,10 +442,8 @@ impl Parser<'_> {
                 self.p += 1;
                 Ok(s)
             }
-            Some(Tok::Num(n)) => {
-                self.p += 1;
-                Ok(n)
-            }
+            Some(Tok::Num(n)) => self.number(&n),
+            Some(Tok::BadStr(fault)) => Err(self.bad_string(fault)),
             // go-bexpr accepts a bare selector as a value and uses its text.
             Some(Tok::Ident(_)) => Ok(self.selector_path()?.join(".")),
             _ => Err(self.no_match(self.p, Expected::VALUE)),
@@ -364,13 +470,12 @@ impl Parser<'_> {
 
 /// Parses a go-bexpr expression.
 pub(super) fn parse(s: &str) -> Result<Expr, ParseError> {
-    let l = lex(s)?;
+    let l = lex(s);
     let mut p = Parser {
         src: s,
         t: l.toks,
         spaced: l.spaced,
         starts: l.starts,
-        ends: l.ends,
         p: 0,
     };
     if p.t.is_empty() {

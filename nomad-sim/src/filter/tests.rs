@@ -242,27 +242,47 @@ fn keywords_are_identifiers_where_go_bexpr_allows_them() {
     }
 }
 
-/// The simulator's own refusals never print a Rust Debug: a character or
-/// token is shown as Go's `%q` would show it.
+/// A character no token starts with, a primary that cannot start, a
+/// number go-bexpr's grammar refuses: go-bexpr v0.1.15's texts, as above.
 #[test]
-fn own_parse_errors_quote_as_go() {
-    assert_eq!(
-        parse_text("Status == \"a\" $"),
-        "unexpected character '$' at offset 14"
-    );
-    assert_eq!(
-        parse_text("Status == \"é\" \u{200b}"),
-        r"unexpected character '\u200b' at offset 15"
-    );
-    assert_eq!(parse_text(") == 1"), r#"expected a selector, got ")""#);
-    assert_eq!(
-        parse_text("a == 1 and =="),
-        r#"expected a selector, got "==""#
-    );
-    assert_eq!(
-        parse_text("a == 1 and "),
-        "expected a selector, got the end"
-    );
+fn unknown_characters_missing_operands_and_bad_numbers_are_go_bexprs() {
+    let and = r#""(", "-", "0", "\"", "`", "not", [ \t\r\n], [1-9] or [a-zA-Z]"#;
+    let connective = r#""and", "or", [ \t\r\n] or EOF"#;
+    for (expr, go) in [
+        (
+            r#"Status == "a" $"#,
+            format!("1:15 (14): no match found, expected: {connective}"),
+        ),
+        (
+            "Status == \"é\" \u{200b}",
+            format!("1:15 (15): no match found, expected: {connective}"),
+        ),
+        (
+            ") == 1",
+            r#"1:1 (0): no match found, expected: "(", "-", "0", "\"", "`", "all", "any", "not", [ \t\r\n], [1-9] or [a-zA-Z]"#.into(),
+        ),
+        (
+            "not not )",
+            r#"1:9 (8): no match found, expected: "!=", "(", "-", "0", "==", "\"", "`", "contains", "in", "is", "matches", "not", [ \t\r\n], [1-9] or [a-zA-Z]"#.into(),
+        ),
+        ("a == 1 and ==", format!("1:12 (11): no match found, expected: {and}")),
+        ("a == 1 and ", format!("1:12 (11): no match found, expected: {and}")),
+        ("Status == 1.", r#"1:12 (11): rule "number": Invalid number literal"#.into()),
+        ("Status == 01", r#"1:12 (11): rule "number": Invalid number literal"#.into()),
+        ("Status == 3]", r#"1:12 (11): rule "number": Invalid number literal"#.into()),
+        ("32==32", r#"1:3 (2): rule "number": Invalid number literal"#.into()),
+        ("- == 1", r#"1:2 (1): no match found, expected: "0" or [1-9]"#.into()),
+    ] {
+        assert_eq!(parse_text(expr), go, "{expr}");
+    }
+    for ok in [
+        "x in Meta.0",
+        "Meta.0.b == 1",
+        "(CreateIndex == 7)",
+        "-1 in Meta",
+    ] {
+        assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok));
+    }
 }
 
 /// Evaluation errors quote user input as go-bexpr's `%q` does (Rust's
@@ -288,5 +308,84 @@ fn eval_errors_quote_as_go() {
     assert_eq!(
         text(r#""x" in CreateIndex"#),
         r#"Cannot perform in/contains operations on type int for selector: "CreateIndex""#
+    );
+}
+
+/// Where go-bexpr's PEG parser backtracks (`not` as a word, the longest
+/// expression inside parentheses), where whitespace ends a selector, and
+/// string literals as `strconv.Unquote` reads them: go-bexpr v0.1.15's
+/// texts and verdicts.
+#[test]
+fn backtracking_selectors_and_strings_are_go_bexprs() {
+    let op = r#""!=", "==", "contains", "in", "is", "matches", "not" or [ \t\r\n]"#;
+    for (expr, go) in [
+        (
+            "not in 1",
+            r#"1:8 (7): rule "match": Invalid selector"#.to_string(),
+        ),
+        (
+            "(a == 1 or b ==)",
+            r#"1:9 (8): rule "grouping": Unmatched parentheses"#.into(),
+        ),
+        (
+            "(a == 1 and )",
+            r#"1:9 (8): rule "grouping": Unmatched parentheses"#.into(),
+        ),
+        (
+            "Meta .a == 1",
+            format!("1:6 (5): no match found, expected: {op}"),
+        ),
+        (
+            r#"Meta ["a"] == 1"#,
+            format!("1:6 (5): no match found, expected: {op}"),
+        ),
+        (
+            "A.0in Status",
+            r#"1:4 (3): no match found, expected: "!=", ".", "==", "[", [ \t\r\n] or [0-9]"#.into(),
+        ),
+        (
+            r#"Status "un"#,
+            format!("1:8 (7): no match found, expected: {op}"),
+        ),
+        (
+            r#"Status == "a" "un"#,
+            r#"1:15 (14): no match found, expected: "and", "or", [ \t\r\n] or EOF"#.into(),
+        ),
+        (
+            r#"Status == "a\"b""#,
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            r#"Status == "a\'""#,
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            r#"Status == "a\q""#,
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            "Status == \"a\nb\"",
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            r#"Status == "a\"#,
+            r#"1:14 (13): rule "string": Unterminated string literal"#.into(),
+        ),
+    ] {
+        assert_eq!(parse_text(expr), go, "{expr:?}");
+    }
+    for ok in [
+        "not in Meta",
+        r#"Status == "a\x41\101\u00e9\tb""#,
+        r#"Meta[ "a" ] == 1"#,
+        "not not Status == a",
+    ] {
+        assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok));
+    }
+    // The escapes decode as Go's do.
+    assert_eq!(
+        ev(r#"Meta["team"] == "\x61""#),
+        Ok(true),
+        r#""\x61" is "a""#
     );
 }
