@@ -51,7 +51,9 @@ impl From<crate::state::StateError> for ApiError {
                 ApiError::Internal(e.to_string())
             }
             S::AllocNotFound => ApiError::NotFound(e.to_string()),
-            S::BadRequest(m) => ApiError::BadRequest(m),
+            S::InvalidNamespaceName { .. } | S::UnknownVmAction { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
         }
     }
 }

@@ -117,8 +117,15 @@ pub enum StateError {
     EligibleWhileDraining,
     #[error("alloc not found")]
     AllocNotFound,
-    #[error("{0}")]
-    BadRequest(String),
+    /// `structs.Namespace.Validate`'s name check.
+    #[error(
+        "invalid name {}. Must match regex ^[a-zA-Z0-9-]{{1,128}}$",
+        crate::goquote::go_quote(.name)
+    )]
+    InvalidNamespaceName { name: String },
+    /// A VM action the control surface does not know.
+    #[error("unknown action {action}")]
+    UnknownVmAction { action: String },
 }
 
 #[derive(Debug, Clone)]

@@ -2,7 +2,6 @@
 //! and those the control surface creates for ACL and filter tests.
 
 use super::*;
-use crate::goquote::go_quote;
 
 /// A namespace (`structs.Namespace`; only what the simulator uses).
 #[derive(Debug, Clone)]
@@ -42,11 +41,7 @@ impl Cluster {
         let ok = (1..=128).contains(&name.len())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !ok {
-            // Nomad: fmt.Errorf("invalid name %q. Must match regex %s", ...).
-            return Err(StateError::BadRequest(format!(
-                "invalid name {}. Must match regex ^[a-zA-Z0-9-]{{1,128}}$",
-                go_quote(name)
-            )));
+            return Err(StateError::InvalidNamespaceName { name: name.into() });
         }
         let idx = self.next_index();
         let rec = self
