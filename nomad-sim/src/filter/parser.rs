@@ -236,8 +236,9 @@ impl Parser<'_> {
             }
             (_, true) if self.peek_ident(0, "not") => self.no_match(p + 1, Expected::WHITESPACE),
             (_, true) => self.no_match(p, Expected::IN_OR_NOT),
-            // A number right before another token: go-bexpr's "number"
-            // rule refuses it, not imitated.
+            // Not reached from `value_match` (a number glued to what
+            // follows is already `number`'s refusal); kept as the
+            // simulator's own wording rather than a guess.
             (_, false) => ParseError::ValueWithoutIn,
         }
     }
