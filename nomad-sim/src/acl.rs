@@ -29,7 +29,9 @@ mod store;
 
 pub use hash::{base64, blake2b_256};
 pub use objects::{AclPolicy, AclRole, AclToken};
-pub use policy::{NamespaceRule, READ_CAPS, Rules, expand_namespace_policy, parse_rules};
+pub use policy::{
+    NamespaceRule, PolicyError, READ_CAPS, Rules, expand_namespace_policy, parse_rules,
+};
 pub use resolve::{Auth, Denied, Identity, Resolved, glob, token_from_headers};
 pub use store::{Acl, AclError, AclState, accessor_for};
 
@@ -42,17 +44,25 @@ pub enum Policy {
     Deny,
 }
 
+/// A `--acl-token SECRET=POLICY` naming a policy outside the menu.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown policy {} (management, node-write, node-read, deny)",
+    crate::goquote::go_quote(.name)
+)]
+pub struct UnknownPolicy {
+    pub name: String,
+}
+
 impl std::str::FromStr for Policy {
-    type Err = String;
+    type Err = UnknownPolicy;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "management" => Ok(Policy::Management),
             "node-write" => Ok(Policy::NodeWrite),
             "node-read" => Ok(Policy::NodeRead),
             "deny" => Ok(Policy::Deny),
-            other => Err(format!(
-                "unknown policy {other:?} (management, node-write, node-read, deny)"
-            )),
+            other => Err(UnknownPolicy { name: other.into() }),
         }
     }
 }

@@ -24,7 +24,7 @@ mod scenario;
 mod sim;
 
 pub use cluster::{AllocReq, NamespaceReq, RegisterNodes, WorkloadReq};
-pub use scenario::{Scenario, apply_scenario};
+pub use scenario::{Scenario, ScenarioError, apply_scenario};
 
 /// Dispatches `/sim/...`.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {

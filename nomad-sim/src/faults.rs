@@ -98,6 +98,18 @@ pub enum FaultAction {
     NoLeader,
 }
 
+impl FaultAction {
+    /// The action's key in `/sim/stats` `faults_injected`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultAction::None => "None",
+            FaultAction::Error => "Error",
+            FaultAction::Drop => "Drop",
+            FaultAction::NoLeader => "NoLeader",
+        }
+    }
+}
+
 impl Faults {
     pub fn applies(&self, path: &str) -> bool {
         path.starts_with("/v1/") && path.starts_with(self.path_prefix.as_str())

@@ -19,24 +19,32 @@
 //! selectors, inline value lists and `all`/`any` are not supported and are
 //! rejected with a 400 instead of being guessed at.
 //!
-//! The rooms follow the pipeline: `lexer`, `parser`, `eval`.
+//! The rooms follow the pipeline: `lexer`, `parser`, `eval`; `errors`
+//! holds the parse errors, worded as go-bexpr's.
 
+mod errors;
 mod eval;
 mod lexer;
 mod parser;
 #[cfg(test)]
 mod tests;
 
-pub use parser::parse;
+pub use errors::{Expected, ParseError, Position};
+pub use eval::EvalError;
+
+/// Parses a go-bexpr expression.
+pub fn parse(s: &str) -> Result<Expr, FilterError> {
+    parser::parse(s).map_err(FilterError::Parse)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FilterError {
     /// The expression does not parse (or uses unsupported syntax).
-    #[error("{0}")]
-    Parse(String),
+    #[error(transparent)]
+    Parse(ParseError),
     /// Evaluation against one object failed.
-    #[error("{0}")]
-    Eval(String),
+    #[error(transparent)]
+    Eval(EvalError),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -51,8 +51,17 @@ impl From<crate::state::StateError> for ApiError {
                 ApiError::Internal(e.to_string())
             }
             S::AllocNotFound => ApiError::NotFound(e.to_string()),
-            S::BadRequest(m) => ApiError::BadRequest(m),
+            S::InvalidNamespaceName { .. } | S::UnknownVmAction { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
         }
+    }
+}
+
+/// The ACL store's refusals are the control surface's 400s.
+impl From<crate::acl::AclError> for ApiError {
+    fn from(e: crate::acl::AclError) -> Self {
+        ApiError::BadRequest(e.to_string())
     }
 }
 

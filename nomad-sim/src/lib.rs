@@ -19,6 +19,7 @@ pub mod drainer;
 pub mod events;
 pub mod faults;
 pub mod filter;
+mod goquote;
 pub mod http_common;
 pub mod scheduler;
 pub mod state;
@@ -112,10 +113,28 @@ impl Default for Config {
 pub enum ServeError {
     #[error("binding {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// A PEM file (certificate, key or client CA) that does not load.
+    #[error("TLS configuration: {}: {source}", path.display())]
+    TlsPem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A client CA certificate the root store refuses.
+    #[error("TLS configuration: {}: {source}", path.display())]
+    TlsClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The client-certificate verifier cannot be built from the CAs.
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    TlsClientVerifier(#[source] rustls::server::VerifierBuilderError),
+    /// rustls refuses the configuration (protocol versions, key pair).
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[source] rustls::Error),
     #[error("scenario: {0}")]
-    Scenario(String),
+    Scenario(#[source] control::ScenarioError),
 }
 
 /// Request counters for `/sim/stats`.
@@ -249,39 +268,42 @@ fn load_tls(t: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let pem = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| ServeError::TlsPem { path, source }
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert)
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", t.cert.display())))?
+        .map_err(pem(&t.cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", t.cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(&t.key)
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", t.key.display())))?;
+        .map_err(pem(&t.cert))?;
+    let key = PrivateKeyDer::from_pem_file(&t.key).map_err(pem(&t.key))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        .map_err(ServeError::TlsConfig)?;
     let builder = match &t.client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| ServeError::Tls(format!("{}: {e}", ca.display())))?
-            {
-                let c = c.map_err(|e| ServeError::Tls(format!("{}: {e}", ca.display())))?;
+            for c in CertificateDer::pem_file_iter(ca).map_err(pem(ca))? {
                 roots
-                    .add(c)
-                    .map_err(|e| ServeError::Tls(format!("{}: {e}", ca.display())))?;
+                    .add(c.map_err(pem(ca))?)
+                    .map_err(|source| ServeError::TlsClientCa {
+                        path: ca.clone(),
+                        source,
+                    })?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
             )
             .build()
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
+            .map_err(ServeError::TlsClientVerifier)?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let mut cfg = builder
         .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        .map_err(ServeError::TlsConfig)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -111,14 +111,21 @@ impl Default for ClusterConfig {
 pub enum StateError {
     #[error("node not found")]
     NodeNotFound,
-    #[error("invalid scheduling eligibility {0:?}")]
+    #[error("invalid scheduling eligibility {}", crate::goquote::go_quote(.0))]
     InvalidEligibility(String),
     #[error("can not set node's scheduling eligibility to eligible while it is draining")]
     EligibleWhileDraining,
     #[error("alloc not found")]
     AllocNotFound,
-    #[error("{0}")]
-    BadRequest(String),
+    /// `structs.Namespace.Validate`'s name check.
+    #[error(
+        "invalid name {}. Must match regex ^[a-zA-Z0-9-]{{1,128}}$",
+        crate::goquote::go_quote(.name)
+    )]
+    InvalidNamespaceName { name: String },
+    /// A VM action the control surface does not know.
+    #[error("unknown action {action}")]
+    UnknownVmAction { action: String },
 }
 
 #[derive(Debug, Clone)]

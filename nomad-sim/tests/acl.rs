@@ -4,13 +4,16 @@
 //! buffer shared by all topics. Each assertion is pinned to Nomad 1.11's
 //! source (files named in nomad-sim/README.md).
 //!
-//! The rooms: `namespaces` (namespace-scoped tokens, globs and deny),
+//! The rooms: `errors` (the texts of refused ACL writes), `namespaces`
+//! (namespace-scoped tokens, globs and deny),
 //! `reads` (the `/v1/acl` read endpoints, with and without ACLs), `stream`
 //! (event-stream refusals, replays, the shared buffer). The helpers the
 //! rooms share stay here.
 
 mod common;
 
+#[path = "acl/errors.rs"]
+mod errors;
 #[path = "acl/namespaces.rs"]
 mod namespaces;
 #[path = "acl/reads.rs"]
@@ -21,36 +24,7 @@ mod stream;
 use common::*;
 use nomad_sim::Config;
 use nomad_sim::acl::Policy;
-use serde_json::{Value, json};
-
-struct Lines {
-    r: reqwest::Response,
-    buf: Vec<u8>,
-}
-
-impl Lines {
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(p) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=p).collect();
-                return Some(serde_json::from_slice(&line).unwrap());
-            }
-            let c = tokio::time::timeout(std::time::Duration::from_secs(5), self.r.chunk())
-                .await
-                .expect("a line within 5 s")
-                .unwrap()?;
-            self.buf.extend_from_slice(&c);
-        }
-    }
-    async fn next_events(&mut self) -> Value {
-        loop {
-            let v = self.next().await.expect("stream open");
-            if v != json!({}) {
-                return v;
-            }
-        }
-    }
-}
+use serde_json::json;
 
 async fn get_tok(t: &T, p: &str, tok: &str) -> reqwest::Response {
     t.http.get(t.u(p)).bearer_auth(tok).send().await.unwrap()

@@ -94,6 +94,54 @@ async fn partition_setup(t: &T, lost_after: f64) -> (Vec<String>, String, String
     (n, web[0].clone(), plain[0].clone())
 }
 
+/// At the first missed heartbeat (TTL + grace) of a disconnected node:
+/// the node is `disconnected`, `web` (which tolerates it) is unknown and
+/// replaced elsewhere, `plain` is lost and replaced, and nothing new is
+/// placed on the node. Returns the index of that write and the
+/// replacement of `web`.
+async fn first_missed_heartbeat(t: &T, n: &[String], web: &str, plain: &str) -> (u64, String) {
+    let r = t.get(&format!("/v1/node/{}", n[0])).await;
+    let hdr = index_of(&r);
+    let node: Value = r.json().await.unwrap();
+    assert_eq!(node["Status"], "disconnected");
+    let ev = last_event(&node);
+    assert_eq!(ev["Message"], "Node heartbeat missed");
+    assert_eq!(ev["Subsystem"], "Cluster");
+    let idx = node["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(hdr, idx);
+    assert_eq!(ev["CreateIndex"], idx);
+    assert_eq!(node["LastMissedHeartbeatIndex"], idx);
+    assert_eq!(node["StatusUpdatedAt"], START_NS / 1_000_000_000 + 21);
+
+    let w = t.alloc(web).await;
+    assert_eq!(w["ClientStatus"], "unknown");
+    assert_eq!(
+        w["ClientDescription"],
+        "alloc is unknown since its node is disconnected"
+    );
+    assert_eq!(w["DesiredStatus"], "run");
+    assert!(
+        w["ModifyIndex"].as_u64().unwrap() > idx,
+        "the scheduler's write follows"
+    );
+    let repl = w["NextAllocation"].as_str().unwrap().to_string();
+    let r = t.alloc(&repl).await;
+    assert_eq!(r["NodeID"], n[1].as_str(), "replaced elsewhere");
+    assert_eq!(r["PreviousAllocation"], web);
+    let p = t.alloc(plain).await;
+    assert_eq!(p["ClientStatus"], "lost", "no tolerance: lost");
+    assert_eq!(p["DesiredStatus"], "stop");
+    assert_eq!(
+        p["DesiredDescription"],
+        "alloc is lost since its node is down"
+    );
+    assert_ne!(p["NextAllocation"], "", "and replaced");
+    // A disconnected node is not schedulable.
+    let ids = t.allocs(json!({"type": "batch", "node_id": n[0]})).await;
+    assert!(ids.is_empty());
+    (idx, repl)
+}
+
 /// `nomad/heartbeat.go` `invalidateHeartbeat` + `disconnectState`,
 /// `node_endpoint.go` `UpdateStatus`, `state_store.go`
 /// `updateNodeStatusTxn`, `scheduler/reconciler/filters.go`
@@ -126,45 +174,7 @@ async fn disconnect_unknown_then_lost_then_down() {
     assert_eq!(me["vm_alive"], true);
 
     t.advance(0.1).await; // t = 21
-    let r = t.get(&format!("/v1/node/{}", n[0])).await;
-    let hdr = index_of(&r);
-    let node: Value = r.json().await.unwrap();
-    assert_eq!(node["Status"], "disconnected");
-    let ev = last_event(&node);
-    assert_eq!(ev["Message"], "Node heartbeat missed");
-    assert_eq!(ev["Subsystem"], "Cluster");
-    let idx = node["ModifyIndex"].as_u64().unwrap();
-    assert_eq!(hdr, idx);
-    assert_eq!(ev["CreateIndex"], idx);
-    assert_eq!(node["LastMissedHeartbeatIndex"], idx);
-    assert_eq!(node["StatusUpdatedAt"], START_NS / 1_000_000_000 + 21);
-
-    let w = t.alloc(&web).await;
-    assert_eq!(w["ClientStatus"], "unknown");
-    assert_eq!(
-        w["ClientDescription"],
-        "alloc is unknown since its node is disconnected"
-    );
-    assert_eq!(w["DesiredStatus"], "run");
-    assert!(
-        w["ModifyIndex"].as_u64().unwrap() > idx,
-        "the scheduler's write follows"
-    );
-    let repl = w["NextAllocation"].as_str().unwrap().to_string();
-    let r = t.alloc(&repl).await;
-    assert_eq!(r["NodeID"], n[1].as_str(), "replaced elsewhere");
-    assert_eq!(r["PreviousAllocation"], web.as_str());
-    let p = t.alloc(&plain).await;
-    assert_eq!(p["ClientStatus"], "lost", "no tolerance: lost");
-    assert_eq!(p["DesiredStatus"], "stop");
-    assert_eq!(
-        p["DesiredDescription"],
-        "alloc is lost since its node is down"
-    );
-    assert_ne!(p["NextAllocation"], "", "and replaced");
-    // A disconnected node is not schedulable.
-    let ids = t.allocs(json!({"type": "batch", "node_id": n[0]})).await;
-    assert!(ids.is_empty());
+    let (idx, repl) = first_missed_heartbeat(&t, &n, &web, &plain).await;
 
     // The heartbeat timer is reset: every TTL + grace another missed
     // heartbeat is written while the node stays disconnected.

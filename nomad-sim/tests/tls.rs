@@ -83,3 +83,38 @@ async fn https_requires_a_client_certificate() {
     );
     sim.shutdown().await;
 }
+
+/// A certificate file that does not load stops the start, naming the
+/// file; a key that is not the certificate's is rustls's refusal.
+#[tokio::test]
+async fn bad_tls_files_are_named() {
+    use nomad_sim::ServeError;
+    let dir = make_certs("bad");
+    let start = |cert: PathBuf, key: PathBuf| {
+        serve(Config {
+            tls: Some(TlsConfig {
+                cert,
+                key,
+                client_ca: None,
+            }),
+            ..Config::default()
+        })
+    };
+    let missing = dir.join("missing.pem");
+    let Err(e) = start(missing.clone(), dir.join("server.key")).await else {
+        panic!("a missing certificate starts");
+    };
+    assert!(
+        matches!(&e, ServeError::TlsPem { path, .. } if *path == missing),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!("TLS configuration: {}: ", missing.display())),
+        "{text}"
+    );
+    let Err(e) = start(dir.join("server.pem"), dir.join("client.key")).await else {
+        panic!("a certificate with another's key starts");
+    };
+    assert!(matches!(&e, ServeError::TlsConfig(_)), "{e:?}");
+}

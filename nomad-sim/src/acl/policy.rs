@@ -6,6 +6,8 @@
 
 use serde_json::{Value, json};
 
+use crate::goquote::go_quote;
+
 /// `acl.NamespacePolicy` after `Parse`: `capabilities` include the expansion
 /// of `policy`.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,28 +114,72 @@ pub(super) fn valid_name(s: &str, extra: &[char]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || extra.contains(&c))
 }
 
-fn block_policy(v: &Value, what: &str) -> Result<String, String> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| format!("Failed to parse ACL Policy: {what} must be an object"))?;
+/// Why a policy's rules were refused. The texts are the simulator's
+/// answers to `POST /sim/acl/policies` (behind `failed to parse rules: `),
+/// worded after `ACLPolicy.Validate` and `acl.Parse`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("Failed to parse ACL Policy: rules must be a JSON object")]
+    RulesNotObject,
+    /// Rules without any block (Nomad's `Invalid policy`).
+    #[error("Invalid policy: {rules}")]
+    NoRules { rules: Value },
+    #[error("Invalid or duplicate policy keys: {key} (not supported by nomad-sim)")]
+    UnsupportedBlock { key: String },
+    #[error("Failed to parse ACL Policy: {block} must be an object")]
+    BlockNotObject { block: &'static str },
+    #[error("Failed to parse ACL Policy: {block}.policy")]
+    BlockPolicyNotString { block: &'static str },
+    #[error("Invalid or duplicate policy keys: {key} (in {block})")]
+    UnknownBlockKey { block: &'static str, key: String },
+    #[error("Invalid {block} policy: {}", go_quote(.policy))]
+    InvalidBlockPolicy { block: &'static str, policy: String },
+    #[error("Failed to parse ACL Policy: namespace must be an object keyed by namespace name")]
+    NamespacesNotObject,
+    #[error("Invalid namespace name: {}", go_quote(.name))]
+    InvalidNamespaceName { name: String },
+    #[error("Failed to parse ACL Policy: namespace {}", go_quote(.namespace))]
+    NamespaceNotObject { namespace: String },
+    /// `policy` is not a string: the JSON given is shown.
+    #[error("Invalid namespace policy: {value}")]
+    NamespacePolicyNotString { value: Value },
+    #[error("Invalid namespace policy: {}", go_quote(.policy))]
+    InvalidNamespacePolicy { policy: String },
+    #[error("Failed to parse ACL Policy: capabilities of {}", go_quote(.namespace))]
+    CapabilitiesNotArray { namespace: String },
+    #[error("Invalid namespace capability '{capability}': {}", go_quote(.namespace))]
+    InvalidCapability {
+        namespace: String,
+        capability: String,
+    },
+    #[error(
+        "Invalid or duplicate policy keys: {key} (in namespace {}; not supported by nomad-sim)",
+        go_quote(.namespace)
+    )]
+    UnsupportedNamespaceKey { namespace: String, key: String },
+}
+
+fn block_policy(v: &Value, block: &'static str) -> Result<String, PolicyError> {
+    let o = v.as_object().ok_or(PolicyError::BlockNotObject { block })?;
     let mut policy = String::new();
     for (k, val) in o {
         match k.as_str() {
             "policy" => {
                 policy = val
                     .as_str()
-                    .ok_or_else(|| format!("Failed to parse ACL Policy: {what}.policy"))?
+                    .ok_or(PolicyError::BlockPolicyNotString { block })?
                     .to_string()
             }
             other => {
-                return Err(format!(
-                    "Invalid or duplicate policy keys: {other} (in {what})"
-                ));
+                return Err(PolicyError::UnknownBlockKey {
+                    block,
+                    key: other.to_string(),
+                });
             }
         }
     }
     if !valid_policy(&policy) {
-        return Err(format!("Invalid {what} policy: {policy:?}"));
+        return Err(PolicyError::InvalidBlockPolicy { block, policy });
     }
     Ok(policy)
 }
@@ -142,19 +188,17 @@ fn block_policy(v: &Value, what: &str) -> Result<String, String> {
 /// does). `null` is the empty policy (`Rules: ""`). Supported blocks:
 /// `namespace` (`policy`, `capabilities`), `node`, `agent`, `operator`,
 /// `quota`, `plugin`; anything else is refused with 400 rather than ignored.
-pub fn parse_rules(v: &Value) -> Result<Rules, String> {
+pub fn parse_rules(v: &Value) -> Result<Rules, PolicyError> {
     let mut r = Rules::default();
     let o = match v {
         Value::Null => return Ok(r),
         Value::Object(o) => o,
-        _ => return Err("Failed to parse ACL Policy: rules must be a JSON object".into()),
+        _ => return Err(PolicyError::RulesNotObject),
     };
     for (k, val) in o {
         match k.as_str() {
             "namespace" => {
-                let m = val.as_object().ok_or(
-                    "Failed to parse ACL Policy: namespace must be an object keyed by namespace name",
-                )?;
+                let m = val.as_object().ok_or(PolicyError::NamespacesNotObject)?;
                 for (name, body) in m {
                     r.namespaces.push(namespace_rule(name, body)?);
                 }
@@ -165,14 +209,14 @@ pub fn parse_rules(v: &Value) -> Result<Rules, String> {
             "quota" => r.quota = Some(block_policy(val, "quota")?),
             "plugin" => r.plugin = Some(block_policy(val, "plugin")?),
             other => {
-                return Err(format!(
-                    "Invalid or duplicate policy keys: {other} (not supported by nomad-sim)"
-                ));
+                return Err(PolicyError::UnsupportedBlock {
+                    key: other.to_string(),
+                });
             }
         }
     }
     if r == Rules::default() {
-        return Err(format!("Invalid policy: {v}"));
+        return Err(PolicyError::NoRules { rules: v.clone() });
     }
     Ok(r)
 }
@@ -180,13 +224,15 @@ pub fn parse_rules(v: &Value) -> Result<Rules, String> {
 /// One namespace block: its name (a glob allowed), `policy` and
 /// `capabilities`, validated, with the policy expanded into capabilities
 /// and the host-volume capabilities' implications added.
-fn namespace_rule(name: &str, body: &Value) -> Result<NamespaceRule, String> {
+fn namespace_rule(name: &str, body: &Value) -> Result<NamespaceRule, PolicyError> {
     if !valid_name(name, &['*']) {
-        return Err(format!("Invalid namespace name: {name:?}"));
+        return Err(PolicyError::InvalidNamespaceName { name: name.into() });
     }
     let b = body
         .as_object()
-        .ok_or_else(|| format!("Failed to parse ACL Policy: namespace {name:?}"))?;
+        .ok_or_else(|| PolicyError::NamespaceNotObject {
+            namespace: name.into(),
+        })?;
     let mut policy = String::new();
     let mut caps: Option<Vec<String>> = None;
     for (bk, bv) in b {
@@ -194,32 +240,38 @@ fn namespace_rule(name: &str, body: &Value) -> Result<NamespaceRule, String> {
             "policy" => {
                 policy = bv
                     .as_str()
-                    .ok_or_else(|| format!("Invalid namespace policy: {bv}"))?
+                    .ok_or_else(|| PolicyError::NamespacePolicyNotString { value: bv.clone() })?
                     .to_string()
             }
             "capabilities" => {
-                let a = bv.as_array().ok_or_else(|| {
-                    format!("Failed to parse ACL Policy: capabilities of {name:?}")
-                })?;
+                let a = bv
+                    .as_array()
+                    .ok_or_else(|| PolicyError::CapabilitiesNotArray {
+                        namespace: name.into(),
+                    })?;
                 let mut out = Vec::new();
                 for c in a {
                     let c = c.as_str().unwrap_or_default();
                     if !VALID_NS_CAPS.contains(&c) {
-                        return Err(format!("Invalid namespace capability '{c}': {name:?}"));
+                        return Err(PolicyError::InvalidCapability {
+                            namespace: name.into(),
+                            capability: c.into(),
+                        });
                     }
                     out.push(c.to_string());
                 }
                 caps = Some(out);
             }
             other => {
-                return Err(format!(
-                    "Invalid or duplicate policy keys: {other} (in namespace {name:?}; not supported by nomad-sim)"
-                ));
+                return Err(PolicyError::UnsupportedNamespaceKey {
+                    namespace: name.into(),
+                    key: other.into(),
+                });
             }
         }
     }
     if !policy.is_empty() && !valid_policy(&policy) {
-        return Err(format!("Invalid namespace policy: {policy:?}"));
+        return Err(PolicyError::InvalidNamespacePolicy { policy });
     }
     if !policy.is_empty() {
         let extra = expand_namespace_policy(&policy);

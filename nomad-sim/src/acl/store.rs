@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use super::policy::valid_name;
+use super::policy::{PolicyError, valid_name};
 use super::{AclPolicy, AclRole, AclToken, Policy, Rules, blake2b_256, parse_rules};
+use crate::goquote::go_quote;
 
 #[derive(Debug, Default)]
 pub struct AclState {
@@ -29,8 +30,31 @@ pub struct Acl {
     pub state: RwLock<AclState>,
 }
 
-/// Errors of the `/sim/acl/*` writes (400 on the control surface).
-pub type AclError = String;
+/// Why a write of the ACL store (`/sim/acl/*`) was refused: 400 on the
+/// control surface, with these texts (Nomad's validation messages where
+/// Nomad has one).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AclError {
+    /// A policy's or role's name (`ACLPolicy.Validate`'s name check).
+    #[error("invalid name '{name}'")]
+    InvalidName { name: String },
+    #[error("failed to parse rules: {0}")]
+    Rules(#[source] PolicyError),
+    #[error("at least one policy should be specified")]
+    RoleWithoutPolicies,
+    #[error("cannot find policy {name}")]
+    PolicyNotFound { name: String },
+    #[error("cannot find role {name}")]
+    RoleNotFound { name: String },
+    #[error("secret must not be empty")]
+    EmptySecret,
+    #[error("management token cannot be associated with policies or roles")]
+    ManagementWithPolicies,
+    #[error("client token missing policies or roles")]
+    ClientWithoutPolicies,
+    #[error("token type must be client or management, not {}", go_quote(.kind))]
+    InvalidTokenType { kind: String },
+}
 
 impl Acl {
     /// `tokens`: `(secret, policy)` from the fixed menu. Accessor IDs are
@@ -83,11 +107,11 @@ impl Acl {
         index: u64,
     ) -> Result<Value, AclError> {
         if !valid_name(name, &[]) {
-            return Err(format!("invalid name '{name}'"));
+            return Err(AclError::InvalidName { name: name.into() });
         }
         let parsed = match rules {
             Value::Null => Rules::default(),
-            v => parse_rules(v).map_err(|e| format!("failed to parse rules: {e}"))?,
+            v => parse_rules(v).map_err(AclError::Rules)?,
         };
         let raw = match rules {
             Value::Null => String::new(),
@@ -127,15 +151,15 @@ impl Acl {
         index: u64,
     ) -> Result<Value, AclError> {
         if !valid_name(name, &[]) {
-            return Err(format!("invalid name '{name}'"));
+            return Err(AclError::InvalidName { name: name.into() });
         }
         if policies.is_empty() {
-            return Err("at least one policy should be specified".into());
+            return Err(AclError::RoleWithoutPolicies);
         }
         let mut st = self.state.write().unwrap();
         for p in policies {
             if !st.policies.contains_key(p) {
-                return Err(format!("cannot find policy {p}"));
+                return Err(AclError::PolicyNotFound { name: p.clone() });
             }
         }
         let id = accessor_for(&format!("role:{name}"));
@@ -174,20 +198,18 @@ impl Acl {
         now: i64,
     ) -> Result<Value, AclError> {
         if secret.is_empty() {
-            return Err("secret must not be empty".into());
+            return Err(AclError::EmptySecret);
         }
         match kind {
             "management" if !policies.is_empty() || !roles.is_empty() => {
-                return Err("management token cannot be associated with policies or roles".into());
+                return Err(AclError::ManagementWithPolicies);
             }
             "client" if policies.is_empty() && roles.is_empty() => {
-                return Err("client token missing policies or roles".into());
+                return Err(AclError::ClientWithoutPolicies);
             }
             "management" | "client" => {}
             other => {
-                return Err(format!(
-                    "token type must be client or management, not {other:?}"
-                ));
+                return Err(AclError::InvalidTokenType { kind: other.into() });
             }
         }
         let mut st = self.state.write().unwrap();
@@ -198,7 +220,7 @@ impl Acl {
                 .values()
                 .find(|r| &r.name == rn)
                 .map(|r| r.id.clone())
-                .ok_or_else(|| format!("cannot find role {rn}"))?;
+                .ok_or_else(|| AclError::RoleNotFound { name: rn.clone() })?;
             if !role_ids.contains(&id) {
                 role_ids.push(id);
             }

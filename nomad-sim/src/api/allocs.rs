@@ -11,6 +11,7 @@ use super::{
     ApiError, Resp, auth, block_until, json_bytes, paginate, parse_query, set_meta, text, to_json,
 };
 use crate::App;
+use crate::goquote::go_quote;
 
 fn ns_matches(q: &str, ns: &str) -> bool {
     q == "*" || q == ns
@@ -116,9 +117,9 @@ pub(super) async fn read(
     .await;
     let c = super::read_state(app);
     match c.allocs.get(id) {
-        Some(a) if !auth.allow_ns_op(&a.alloc.namespace, "read-job") => {
-            Err(ApiError::Internal(format!("Unknown allocation {id:?}")))
-        }
+        Some(a) if !auth.allow_ns_op(&a.alloc.namespace, "read-job") => Err(ApiError::Internal(
+            format!("Unknown allocation {}", go_quote(id)),
+        )),
         Some(a) => {
             let mut body = Vec::new();
             a.alloc.write_full(&mut body);

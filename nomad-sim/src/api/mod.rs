@@ -250,7 +250,7 @@ pub async fn handle(
         let action = faults.decide(&path);
         if action != FaultAction::None {
             let mut s = app.stats.lock().unwrap();
-            *s.faults.entry(format!("{action:?}")).or_default() += 1;
+            *s.faults.entry(action.name().to_string()).or_default() += 1;
         }
         match action {
             FaultAction::Drop => {

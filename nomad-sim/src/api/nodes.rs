@@ -15,11 +15,15 @@ use crate::acl::Capability;
 use crate::filter::{self, Expr};
 use crate::wire::{DrainRequest, EligibilityRequest, Node, NodePurgeResponse, StrMap};
 
+/// The `filter` parameter, parsed. A bad one is Nomad's 400: the endpoint
+/// wraps `paginator.NewPaginator`'s error, which wraps go-bexpr's.
 pub(super) fn parse_filter(f: &Option<String>) -> Result<Option<Expr>, ApiError> {
     match f {
-        Some(s) if !s.is_empty() => filter::parse(s)
-            .map(Some)
-            .map_err(|e| ApiError::BadRequest(format!("failed to create result paginator: {e}"))),
+        Some(s) if !s.is_empty() => filter::parse(s).map(Some).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "failed to create result paginator: failed to read filter expression: {e}"
+            ))
+        }),
         _ => Ok(None),
     }
 }

@@ -60,8 +60,7 @@ pub(super) async fn upsert_policy(app: &App, req: Request<Incoming>) -> Result<R
     let idx = app.write().bump();
     let v = app
         .acl
-        .upsert_policy(&r.name, &r.description, &r.rules, idx)
-        .map_err(ApiError::BadRequest)?;
+        .upsert_policy(&r.name, &r.description, &r.rules, idx)?;
     Ok(ok(&v))
 }
 
@@ -71,8 +70,7 @@ pub(super) async fn upsert_role(app: &App, req: Request<Incoming>) -> Result<Res
     let idx = app.write().bump();
     let v = app
         .acl
-        .upsert_role(&r.name, &r.description, &r.policies, idx)
-        .map_err(ApiError::BadRequest)?;
+        .upsert_role(&r.name, &r.description, &r.policies, idx)?;
     Ok(ok(&v))
 }
 
@@ -85,7 +83,6 @@ pub(super) async fn upsert_token(app: &App, req: Request<Incoming>) -> Result<Re
     };
     let v = app
         .acl
-        .upsert_token(&r.secret, &r.kind, &r.name, &r.policies, &r.roles, idx, now)
-        .map_err(ApiError::BadRequest)?;
+        .upsert_token(&r.secret, &r.kind, &r.name, &r.policies, &r.roles, idx, now)?;
     Ok(ok(&v))
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{body_json, body_required, ok};
 use crate::App;
+use crate::goquote::go_quote;
 use crate::http_common::{ApiError, Resp};
 use crate::secs_to_ns;
 use crate::state::{Cluster, DEFAULT_KILL_TIMEOUT_NS, GroupSpec, JobSpec, NodeSpec, Placement};
@@ -151,7 +152,8 @@ fn known_namespace(c: &Cluster, ns: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
-            "namespace {ns:?} does not exist (create it with POST /sim/namespaces)"
+            "namespace {} does not exist (create it with POST /sim/namespaces)",
+            go_quote(ns)
         )))
     }
 }
@@ -160,8 +162,8 @@ pub(super) fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
     known_namespace(c, &a.namespace)?;
     if !matches!(a.job_type.as_str(), "batch" | "service" | "system") {
         return Err(ApiError::BadRequest(format!(
-            "type must be batch, service or system, not {:?}",
-            a.job_type
+            "type must be batch, service or system, not {}",
+            go_quote(&a.job_type)
         )));
     }
     if let Some(n) = &a.node_id
@@ -193,8 +195,8 @@ pub(super) fn submit(c: &mut Cluster, a: &AllocReq) -> Result<Value, ApiError> {
     {
         // Allocations of one job share its task group's settings.
         return Err(ApiError::BadRequest(format!(
-            "job {:?} exists with another kill_timeout_s or max_client_disconnect_s",
-            j.id
+            "job {} exists with another kill_timeout_s or max_client_disconnect_s",
+            go_quote(&j.id)
         )));
     }
     let job = c.new_job(JobSpec {

@@ -7,6 +7,63 @@
 use serde_json::Value;
 
 use super::{Expr, FilterError, Op};
+use crate::goquote::go_quote;
+
+/// Why a filter could not be evaluated against one object, worded as
+/// go-bexpr's evaluation errors (with Go's `%q` quoting).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// A selector part names no field of a struct (pointerstructure's
+    /// error behind go-bexpr's).
+    #[error(
+        "error finding value in datum: {pointer} at part {part}: couldn't find struct field with name {}",
+        go_quote(.name)
+    )]
+    NoSuchField {
+        pointer: String,
+        part: usize,
+        name: String,
+    },
+    #[error(
+        "error finding value in datum: {pointer} at part {part}: invalid slice index {}",
+        go_quote(.index)
+    )]
+    InvalidSliceIndex {
+        pointer: String,
+        part: usize,
+        index: String,
+    },
+    #[error("error finding value in datum: {pointer} at part {part}: index out of range")]
+    IndexOutOfRange { pointer: String, part: usize },
+    /// A selector goes on past a value that has no parts.
+    #[error("error finding value in datum: {pointer} at part {part}: invalid value kind")]
+    InvalidValueKind { pointer: String, part: usize },
+    /// The match value does not convert to the field's type (`parse`:
+    /// the `strconv` function that refused it).
+    #[error(
+        "error getting match value in expression: strconv.{parse}: parsing {}: invalid syntax",
+        go_quote(.raw)
+    )]
+    MatchValue { parse: &'static str, raw: String },
+    #[error("unable to find suitable primitive comparison function for matching")]
+    NoComparison,
+    #[error(
+        "Cannot perform in/contains operations on type {kind} for selector: {}",
+        go_quote(.selector)
+    )]
+    InOnKind {
+        kind: &'static str,
+        selector: String,
+    },
+    #[error(
+        "nomad-sim: \"is empty\" is not defined for a {kind} selector {}",
+        go_quote(.selector)
+    )]
+    EmptyOnKind {
+        kind: &'static str,
+        selector: String,
+    },
+}
 
 /// Fields that are Go maps (key lookups, `in` tests keys); everything else
 /// that is a JSON object is a struct.
@@ -31,7 +88,7 @@ enum Resolved<'a> {
     NotPresent,
 }
 
-fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, FilterError> {
+fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, EvalError> {
     let mut cur = v;
     let mut is_map = false;
     for (i, part) in path.iter().enumerate() {
@@ -44,82 +101,76 @@ fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, FilterErro
                 }
                 None if is_map => return Ok(Resolved::NotPresent),
                 None => {
-                    let why = if is_map {
-                        format!("couldn't find key {part:?}")
-                    } else {
-                        format!("couldn't find struct field with name {part:?}")
-                    };
-                    return Err(FilterError::Eval(format!(
-                        "error finding value in datum: {ptr} at part {i}: {why}"
-                    )));
+                    return Err(EvalError::NoSuchField {
+                        pointer: ptr,
+                        part: i,
+                        name: part.clone(),
+                    });
                 }
             },
             Value::Array(a) => {
-                let idx: usize = part.parse().map_err(|_| {
-                    FilterError::Eval(format!(
-                        "error finding value in datum: {ptr} at part {i}: invalid slice index {part:?}"
-                    ))
+                let idx: usize = part.parse().map_err(|_| EvalError::InvalidSliceIndex {
+                    pointer: ptr.clone(),
+                    part: i,
+                    index: part.clone(),
                 })?;
-                cur = a.get(idx).ok_or_else(|| {
-                    FilterError::Eval(format!(
-                        "error finding value in datum: {ptr} at part {i}: index out of range"
-                    ))
+                cur = a.get(idx).ok_or(EvalError::IndexOutOfRange {
+                    pointer: ptr,
+                    part: i,
                 })?;
                 is_map = false;
             }
             // A nil Go map: every key is missing.
             Value::Null if is_map => return Ok(Resolved::NotPresent),
             _ => {
-                return Err(FilterError::Eval(format!(
-                    "error finding value in datum: {ptr} at part {i}: invalid value kind"
-                )));
+                return Err(EvalError::InvalidValueKind {
+                    pointer: ptr,
+                    part: i,
+                });
             }
         }
     }
     Ok(Resolved::Found(cur, is_map))
 }
 
-fn coerce_bool(s: &str) -> Result<bool, FilterError> {
+fn coerce_bool(s: &str) -> Result<bool, EvalError> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(FilterError::Eval(format!(
-            "error getting match value in expression: strconv.ParseBool: parsing {s:?}: invalid syntax"
-        ))),
+        _ => Err(refused("ParseBool", s)),
     }
 }
 
-fn equal(v: &Value, raw: &str) -> Result<bool, FilterError> {
+fn refused(parse: &'static str, raw: &str) -> EvalError {
+    EvalError::MatchValue {
+        parse,
+        raw: raw.to_string(),
+    }
+}
+
+fn equal(v: &Value, raw: &str) -> Result<bool, EvalError> {
     match v {
         Value::String(s) => Ok(s == raw),
         Value::Bool(b) => Ok(*b == coerce_bool(raw)?),
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
                 raw.parse::<u64>().map(|x| x == u).or_else(|_| {
-                    raw.parse::<i64>().map(|x| x >= 0 && x as u64 == u).map_err(|_| {
-                        FilterError::Eval(format!(
-                            "error getting match value in expression: strconv.ParseUint: parsing {raw:?}: invalid syntax"
-                        ))
-                    })
+                    raw.parse::<i64>()
+                        .map(|x| x >= 0 && x as u64 == u)
+                        .map_err(|_| refused("ParseUint", raw))
                 })
             } else if let Some(i) = n.as_i64() {
-                raw.parse::<i64>().map(|x| x == i).map_err(|_| {
-                    FilterError::Eval(format!(
-                        "error getting match value in expression: strconv.ParseInt: parsing {raw:?}: invalid syntax"
-                    ))
-                })
+                raw.parse::<i64>()
+                    .map(|x| x == i)
+                    .map_err(|_| refused("ParseInt", raw))
             } else {
                 let f = n.as_f64().unwrap_or(0.0);
-                raw.parse::<f64>().map(|x| x == f).map_err(|_| {
-                    FilterError::Eval(format!(
-                        "error getting match value in expression: strconv.ParseFloat: parsing {raw:?}: invalid syntax"
-                    ))
-                })
+                raw.parse::<f64>()
+                    .map(|x| x == f)
+                    .map_err(|_| refused("ParseFloat", raw))
             }
         }
-        _ => Err(FilterError::Eval(
-            "unable to find suitable primitive comparison function for matching".into(),
-        )),
+        _ => Err(EvalError::NoComparison),
     }
 }
 
@@ -128,7 +179,7 @@ fn eval_match(
     selector: &[String],
     op: &Op,
     value: Option<&str>,
-) -> Result<bool, FilterError> {
+) -> Result<bool, EvalError> {
     let (found, is_map) = match resolve(v, selector)? {
         Resolved::Found(f, m) => (f, m),
         Resolved::NotPresent => {
@@ -156,11 +207,10 @@ fn eval_match(
                 }
                 Value::String(s) => s.contains(raw),
                 _ => {
-                    return Err(FilterError::Eval(format!(
-                        "Cannot perform in/contains operations on type {} for selector: {:?}",
-                        kind(found),
-                        selector.join(".")
-                    )));
+                    return Err(EvalError::InOnKind {
+                        kind: kind(found),
+                        selector: selector.join("."),
+                    });
                 }
             };
             Ok(if *op == Op::In { r } else { !r })
@@ -172,11 +222,10 @@ fn eval_match(
                 Value::Object(m) if is_map => m.is_empty(),
                 Value::Null => true,
                 _ => {
-                    return Err(FilterError::Eval(format!(
-                        "nomad-sim: \"is empty\" is not defined for a {} selector {:?}",
-                        kind(found),
-                        selector.join(".")
-                    )));
+                    return Err(EvalError::EmptyOnKind {
+                        kind: kind(found),
+                        selector: selector.join("."),
+                    });
                 }
             };
             Ok(if *op == Op::IsEmpty { empty } else { !empty })
@@ -208,7 +257,7 @@ impl Expr {
                 selector,
                 op,
                 value,
-            } => eval_match(v, selector, op, value.as_deref()),
+            } => eval_match(v, selector, op, value.as_deref()).map_err(FilterError::Eval),
         }
     }
 

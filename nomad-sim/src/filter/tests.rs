@@ -122,3 +122,270 @@ fn errors_are_errors() {
         Ok(false)
     );
 }
+
+fn parse_text(s: &str) -> String {
+    match parse(s) {
+        Err(FilterError::Parse(e)) => e.to_string(),
+        other => panic!("{s}: {other:?}"),
+    }
+}
+
+/// Each text is what go-bexpr v0.1.15 (the version Nomad 1.11 vendors)
+/// returned from `CreateEvaluator` for the same expression, so that a 400
+/// reads as Nomad's.
+#[test]
+fn parse_errors_are_go_bexprs() {
+    let op = r#""!=", "==", "contains", "in", "is", "matches", "not" or [ \t\r\n]"#;
+    let value = r#""-", "0", "\"", "`", [ \t\r\n], [1-9] or [a-zA-Z]"#;
+    for (expr, go) in [
+        ("Status bar", format!("1:8 (7): no match found, expected: {op}")),
+        ("Status ", format!("1:8 (7): no match found, expected: {op}")),
+        ("Status\n bar", format!("2:2 (8): no match found, expected: {op}")),
+        (r#"Meta["a" ] ) "#, format!("1:12 (11): no match found, expected: {op}")),
+        (
+            "Status)",
+            r#"1:7 (6): no match found, expected: "!=", ".", "==", "[", [ \t\r\n] or [a-zA-Z0-9_/]"#.into(),
+        ),
+        (
+            "not(Status == a)",
+            r#"1:4 (3): no match found, expected: "!=", ".", "==", "[", [ \t\r\n] or [a-zA-Z0-9_/]"#.into(),
+        ),
+        (
+            r#"Meta["a"]"x""#,
+            r#"1:10 (9): no match found, expected: "!=", ".", "==", "[" or [ \t\r\n]"#.into(),
+        ),
+        (
+            "Status not bar",
+            r#"1:12 (11): no match found, expected: "contains", "in", "matches" or [ \t\r\n]"#.into(),
+        ),
+        ("Status not)", r"1:11 (10): no match found, expected: [ \t\r\n]".into()),
+        (
+            "Status is x",
+            r#"1:11 (10): no match found, expected: "empty", "not" or [ \t\r\n]"#.into(),
+        ),
+        (
+            "Status is not x",
+            r#"1:15 (14): no match found, expected: "empty" or [ \t\r\n]"#.into(),
+        ),
+        ("NodePool ==", format!("1:12 (11): no match found, expected: {value}")),
+        ("NodePool == )", format!("1:13 (12): no match found, expected: {value}")),
+        (
+            "NodePool not contains )",
+            format!("1:23 (22): no match found, expected: {value}"),
+        ),
+        ("NodePool contains)", r"1:18 (17): no match found, expected: [ \t\r\n]".into()),
+        (
+            r#"Status == "a")"#,
+            r"1:14 (13): no match found, expected: [ \t\r\n] or EOF".into(),
+        ),
+        (
+            "(Status == a) b",
+            r#"1:15 (14): no match found, expected: "and", "or", [ \t\r\n] or EOF"#.into(),
+        ),
+        (
+            r#"Meta["é"] == 1 x"#,
+            r#"1:16 (16): no match found, expected: "and", "or", [ \t\r\n] or EOF"#.into(),
+        ),
+        ("Status == a and", r"1:16 (15): no match found, expected: [ \t\r\n]".into()),
+        ("Status == a.", "1:13 (12): no match found, expected: [0-9] or [a-zA-Z]".into()),
+        (
+            r#""a" == x"#,
+            r#"1:5 (4): no match found, expected: "in", "not" or [ \t\r\n]"#.into(),
+        ),
+        (r#""a"==x"#, r"1:4 (3): no match found, expected: [ \t\r\n]".into()),
+        (
+            r#""a" not x"#,
+            r#"1:9 (8): no match found, expected: "in" or [ \t\r\n]"#.into(),
+        ),
+        ("Status in", r"1:10 (9): no match found, expected: [ \t\r\n]".into()),
+        (
+            "   ",
+            r#"1:4 (3): no match found, expected: "(", "-", "0", "\"", "`", "all", "any", "not", [ \t\r\n], [1-9] or [a-zA-Z]"#.into(),
+        ),
+        ("(foo == 4", r#"1:10 (9): rule "grouping": Unmatched parentheses"#.into()),
+        ("(foo == 4 x", r#"1:11 (10): rule "grouping": Unmatched parentheses"#.into()),
+        (
+            r#"foo == "12x"#,
+            r#"1:12 (11): rule "string": Unterminated string literal"#.into(),
+        ),
+        (
+            "foo == `12x",
+            r#"1:12 (11): rule "string": Unterminated string literal"#.into(),
+        ),
+        ("foo[3] == abc", r#"1:5 (4): rule "index": Invalid index"#.into()),
+        (
+            r#"x in foo["abc""#,
+            r#"1:15 (14): rule "index": Unclosed index expression"#.into(),
+        ),
+        (
+            r#"foo["abc" == 3"#,
+            r#"1:11 (10): rule "index": Unclosed index expression"#.into(),
+        ),
+        ("x in 32", r#"1:6 (5): rule "match": Invalid selector"#.into()),
+        (r#""a" in )"#, r#"1:8 (7): rule "match": Invalid selector"#.into()),
+    ] {
+        assert_eq!(parse_text(expr), go, "{expr}");
+    }
+}
+
+/// Words go-bexpr takes as identifiers wherever a selector or value may
+/// stand, connectives included.
+#[test]
+fn keywords_are_identifiers_where_go_bexpr_allows_them() {
+    for expr in [
+        "NodePool == and",
+        "Status in and",
+        "and == 1",
+        "x in Meta.or",
+    ] {
+        assert!(parse(expr).is_ok(), "{expr}: {:?}", parse(expr));
+    }
+}
+
+/// A character no token starts with, a primary that cannot start, a
+/// number go-bexpr's grammar refuses: go-bexpr v0.1.15's texts, as above.
+#[test]
+fn unknown_characters_missing_operands_and_bad_numbers_are_go_bexprs() {
+    let and = r#""(", "-", "0", "\"", "`", "not", [ \t\r\n], [1-9] or [a-zA-Z]"#;
+    let connective = r#""and", "or", [ \t\r\n] or EOF"#;
+    for (expr, go) in [
+        (
+            r#"Status == "a" $"#,
+            format!("1:15 (14): no match found, expected: {connective}"),
+        ),
+        (
+            "Status == \"é\" \u{200b}",
+            format!("1:15 (15): no match found, expected: {connective}"),
+        ),
+        (
+            ") == 1",
+            r#"1:1 (0): no match found, expected: "(", "-", "0", "\"", "`", "all", "any", "not", [ \t\r\n], [1-9] or [a-zA-Z]"#.into(),
+        ),
+        (
+            "not not )",
+            r#"1:9 (8): no match found, expected: "!=", "(", "-", "0", "==", "\"", "`", "contains", "in", "is", "matches", "not", [ \t\r\n], [1-9] or [a-zA-Z]"#.into(),
+        ),
+        ("a == 1 and ==", format!("1:12 (11): no match found, expected: {and}")),
+        ("a == 1 and ", format!("1:12 (11): no match found, expected: {and}")),
+        ("Status == 1.", r#"1:12 (11): rule "number": Invalid number literal"#.into()),
+        ("Status == 01", r#"1:12 (11): rule "number": Invalid number literal"#.into()),
+        ("Status == 3]", r#"1:12 (11): rule "number": Invalid number literal"#.into()),
+        ("32==32", r#"1:3 (2): rule "number": Invalid number literal"#.into()),
+        ("- == 1", r#"1:2 (1): no match found, expected: "0" or [1-9]"#.into()),
+    ] {
+        assert_eq!(parse_text(expr), go, "{expr}");
+    }
+    for ok in [
+        "x in Meta.0",
+        "Meta.0.b == 1",
+        "(CreateIndex == 7)",
+        "-1 in Meta",
+    ] {
+        assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok));
+    }
+}
+
+/// Evaluation errors quote user input as go-bexpr's `%q` does (Rust's
+/// Debug would write `\u{1b}` for the escape character).
+#[test]
+fn eval_errors_quote_as_go() {
+    let text = |s: &str| match ev(s) {
+        Err(FilterError::Eval(e)) => e.to_string(),
+        other => panic!("{s}: {other:?}"),
+    };
+    assert_eq!(
+        text("Drain == \"\u{1b}\""),
+        r#"error getting match value in expression: strconv.ParseBool: parsing "\x1b": invalid syntax"#
+    );
+    assert_eq!(
+        text(r#"Nope == "x""#),
+        r#"error finding value in datum: /Nope at part 0: couldn't find struct field with name "Nope""#
+    );
+    assert_eq!(
+        text(r#"CreateIndex == "7x""#),
+        r#"error getting match value in expression: strconv.ParseUint: parsing "7x": invalid syntax"#
+    );
+    assert_eq!(
+        text(r#""x" in CreateIndex"#),
+        r#"Cannot perform in/contains operations on type int for selector: "CreateIndex""#
+    );
+}
+
+/// Where go-bexpr's PEG parser backtracks (`not` as a word, the longest
+/// expression inside parentheses), where whitespace ends a selector, and
+/// string literals as `strconv.Unquote` reads them: go-bexpr v0.1.15's
+/// texts and verdicts.
+#[test]
+fn backtracking_selectors_and_strings_are_go_bexprs() {
+    let op = r#""!=", "==", "contains", "in", "is", "matches", "not" or [ \t\r\n]"#;
+    for (expr, go) in [
+        (
+            "not in 1",
+            r#"1:8 (7): rule "match": Invalid selector"#.to_string(),
+        ),
+        (
+            "(a == 1 or b ==)",
+            r#"1:9 (8): rule "grouping": Unmatched parentheses"#.into(),
+        ),
+        (
+            "(a == 1 and )",
+            r#"1:9 (8): rule "grouping": Unmatched parentheses"#.into(),
+        ),
+        (
+            "Meta .a == 1",
+            format!("1:6 (5): no match found, expected: {op}"),
+        ),
+        (
+            r#"Meta ["a"] == 1"#,
+            format!("1:6 (5): no match found, expected: {op}"),
+        ),
+        (
+            "A.0in Status",
+            r#"1:4 (3): no match found, expected: "!=", ".", "==", "[", [ \t\r\n] or [0-9]"#.into(),
+        ),
+        (
+            r#"Status "un"#,
+            format!("1:8 (7): no match found, expected: {op}"),
+        ),
+        (
+            r#"Status == "a" "un"#,
+            r#"1:15 (14): no match found, expected: "and", "or", [ \t\r\n] or EOF"#.into(),
+        ),
+        (
+            r#"Status == "a\"b""#,
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            r#"Status == "a\'""#,
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            r#"Status == "a\q""#,
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            "Status == \"a\nb\"",
+            r#"1:11 (10): rule "string": invalid syntax"#.into(),
+        ),
+        (
+            r#"Status == "a\"#,
+            r#"1:14 (13): rule "string": Unterminated string literal"#.into(),
+        ),
+    ] {
+        assert_eq!(parse_text(expr), go, "{expr:?}");
+    }
+    for ok in [
+        "not in Meta",
+        r#"Status == "a\x41\101\u00e9\tb""#,
+        r#"Meta[ "a" ] == 1"#,
+        "not not Status == a",
+    ] {
+        assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok));
+    }
+    // The escapes decode as Go's do.
+    assert_eq!(
+        ev(r#"Meta["team"] == "\x61""#),
+        Ok(true),
+        r#""\x61" is "a""#
+    );
+}

@@ -41,9 +41,7 @@ impl Cluster {
         let ok = (1..=128).contains(&name.len())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !ok {
-            return Err(StateError::BadRequest(format!(
-                "invalid name {name:?}. Must match regex ^[a-zA-Z0-9-]{{1,128}}$"
-            )));
+            return Err(StateError::InvalidNamespaceName { name: name.into() });
         }
         let idx = self.next_index();
         let rec = self

@@ -47,7 +47,11 @@ impl Cluster {
                     acted.push(self.reregister_node(&id)?);
                     continue;
                 }
-                _ => return Err(StateError::BadRequest(format!("unknown action {action}"))),
+                _ => {
+                    return Err(StateError::UnknownVmAction {
+                        action: action.into(),
+                    });
+                }
             }
             acted.push(id);
         }

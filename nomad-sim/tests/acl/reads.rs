@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 use super::{get_tok, two_teams};
 use crate::common::*;
 
+/// `token/self` (ACL.WhoAmI) for a client, a management, a wrong and no
+/// token.
 #[tokio::test]
-async fn policy_role_and_token_reads() {
+async fn token_self_reads() {
     let (t, _, _) = two_teams().await;
-    // token/self (ACL.WhoAmI).
     let me: Value = get_tok(&t, "/v1/acl/token/self", "a-reader")
         .await
         .json()
@@ -44,7 +45,11 @@ async fn policy_role_and_token_reads() {
         .await
         .unwrap();
     assert_eq!(plain(r).await.2, "Invalid method");
+}
 
+#[tokio::test]
+async fn policy_reads() {
+    let (t, _, _) = two_teams().await;
     // policy/:name: own policy yes, others 403 (before the lookup), 404 for
     // management on a missing one; RulesJSON has the expanded capabilities.
     let r = get_tok(&t, "/v1/acl/policy/team-a-read", "a-reader").await;
@@ -126,7 +131,11 @@ async fn policy_role_and_token_reads() {
         ),
         ["team-a-read"]
     );
+}
 
+#[tokio::test]
+async fn role_reads() {
+    let (t, _, _) = two_teams().await;
     // Roles: deterministic ID; readable by management or a linked token.
     let role = t
         .post_ok(
@@ -168,16 +177,20 @@ async fn policy_role_and_token_reads() {
         let (s, _, b) = plain(get_tok(&t, &format!("/v1/acl/role/{id}"), tok).await).await;
         assert_eq!((s.as_u16(), b.as_str()), (code, body), "{tok} {id}");
     }
-    // Built-in menu policies answer too.
-    let t2 = start_with(Config::default(), vec![("w", Policy::NodeWrite)]).await;
-    let p: Value = get_tok(&t2, "/v1/acl/policy/node-write", "w")
+}
+
+/// The built-in menu policies answer too.
+#[tokio::test]
+async fn builtin_menu_policy_reads() {
+    let t = start_with(Config::default(), vec![("w", Policy::NodeWrite)]).await;
+    let p: Value = get_tok(&t, "/v1/acl/policy/node-write", "w")
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(p["RulesJSON"]["Node"], json!({"Policy": "write"}));
     assert_eq!(p["RulesJSON"]["Namespaces"][0]["Name"], "*");
-    let me: Value = get_tok(&t2, "/v1/acl/token/self", "w")
+    let me: Value = get_tok(&t, "/v1/acl/token/self", "w")
         .await
         .json()
         .await

@@ -6,7 +6,7 @@ use nomad_sim::Config;
 use nomad_sim::acl::Policy;
 use serde_json::{Value, json};
 
-use super::{Lines, get_tok};
+use super::get_tok;
 use crate::common::*;
 
 /// `reader` (node-read) asks for every topic, which needs management.
@@ -38,7 +38,7 @@ async fn event_stream_refusal_is_an_empty_200_since_1_11_2() {
         .unwrap();
     assert_eq!(node["Attributes"]["nomad.version"], "1.11.3");
     let r = get_tok(&t, "/v1/event/stream?topic=Node", "reader").await;
-    let mut s = Lines { r, buf: vec![] };
+    let mut s = Lines::new(r);
     assert_eq!(s.next().await, Some(json!({})));
 }
 
@@ -97,7 +97,7 @@ async fn index_past_the_newest_event_replays_the_newest() {
             newest + 50
         ))
         .await;
-    let mut s = Lines { r, buf: vec![] };
+    let mut s = Lines::new(r);
     let ev = s.next_events().await;
     assert_eq!(ev["Index"], newest, "StartAtClosest returns the last item");
     assert_eq!(ev["Events"][0]["Key"], n[1].as_str());
@@ -122,7 +122,7 @@ async fn allocation_events_share_the_buffer_and_push_node_events_out() {
     // Allocation topic, default namespace: PlanResult then AllocationUpdated,
     // payload without Job; team-b's allocation is not delivered.
     let r = t.get("/v1/event/stream?topic=Allocation").await;
-    let mut s = Lines { r, buf: vec![] };
+    let mut s = Lines::new(r);
     assert_eq!(s.next().await, Some(json!({})));
     let ids = t.allocs(json!({"job_id": "j", "node_id": n[0]})).await;
     t.allocs(json!({"job_id": "j", "node_id": n[0], "namespace": "team-b"}))
@@ -156,7 +156,7 @@ async fn allocation_events_share_the_buffer_and_push_node_events_out() {
     }
     let r = t.get(&format!("/v1/event/stream?index={reg}")).await;
     // (no token needed: ACLs are off)
-    let mut s2 = Lines { r, buf: vec![] };
+    let mut s2 = Lines::new(r);
     let first = s2.next_events().await;
     assert!(first["Index"].as_u64().unwrap() > reg);
     assert_eq!(first["Events"][0]["Topic"], "Allocation");
@@ -169,7 +169,7 @@ async fn allocation_events_share_the_buffer_and_push_node_events_out() {
     let r = t
         .get(&format!("/v1/event/stream?topic=Node&index={reg}"))
         .await;
-    let mut s3 = Lines { r, buf: vec![] };
+    let mut s3 = Lines::new(r);
     let ev = s3.next_events().await;
     assert_eq!(ev["Events"][0]["Type"], "NodeEligibility");
 }

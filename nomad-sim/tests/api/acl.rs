@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-#[tokio::test]
-async fn acl_tokens_both_header_forms() {
+/// A simulator with one token of each built-in policy and one node.
+async fn menu_tokens() -> (T, Vec<String>) {
     let t = start_with(
         Config::default(),
         vec![
@@ -19,6 +19,12 @@ async fn acl_tokens_both_header_forms() {
     )
     .await;
     let n = t.nodes(json!({"count": 1})).await; // control surface needs no token
+    (t, n)
+}
+
+#[tokio::test]
+async fn acl_tokens_both_header_forms() {
+    let (t, _) = menu_tokens().await;
     let get = |tok: Option<(&str, &str)>| {
         let mut r = t.http.get(t.u("/v1/nodes"));
         if let Some((h, v)) = tok {
@@ -57,6 +63,13 @@ async fn acl_tokens_both_header_forms() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// What each built-in policy may do: drain, the event stream, the
+/// connectivity checks.
+#[tokio::test]
+async fn built_in_policy_rights() {
+    let (t, n) = menu_tokens().await;
     // node:read cannot drain; node:write can, and LastDrain names its accessor.
     let p = t.u(&format!("/v1/node/{}/drain", n[0]));
     let body = json!({"DrainSpec": {"Deadline": 0}});

@@ -120,3 +120,40 @@ async fn finish_and_fail_allocations() {
     assert!(stub.get("Job").is_none());
     assert_eq!(stub["JobType"], "batch");
 }
+
+/// A scenario whose write is refused stops the start with that write's
+/// own text, and says which part of the scenario it was.
+#[tokio::test]
+async fn a_refused_scenario_names_the_write() {
+    use nomad_sim::control::{Scenario, ScenarioError};
+    use nomad_sim::{Config, ServeError, serve};
+    let start = |sc: serde_json::Value| {
+        let cfg = Config {
+            scenario: Some(serde_json::from_value::<Scenario>(sc).unwrap()),
+            ..Config::default()
+        };
+        serve(cfg)
+    };
+    let Err(e) = start(json!({"namespaces": [{"name": "a b"}]})).await else {
+        panic!("a bad namespace name starts");
+    };
+    assert!(
+        matches!(&e, ServeError::Scenario(ScenarioError::Namespace(_))),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        r#"scenario: invalid name "a b". Must match regex ^[a-zA-Z0-9-]{1,128}$"#
+    );
+    let Err(e) = start(json!({"allocations": [{"namespace": "nope"}]})).await else {
+        panic!("an allocation in an unknown namespace starts");
+    };
+    assert!(
+        matches!(&e, ServeError::Scenario(ScenarioError::Allocations(_))),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        r#"scenario: namespace "nope" does not exist (create it with POST /sim/namespaces)"#
+    );
+}

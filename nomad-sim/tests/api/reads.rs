@@ -7,14 +7,21 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-#[tokio::test]
-async fn filters_on_full_node() {
+/// Two AWS nodes in pool batch (class c5, team a), one GCE node in pool
+/// web (team b).
+async fn three_nodes() -> T {
     let t = start().await;
     t.nodes(json!({"count": 2, "node_pool": "batch", "node_class": "c5",
                    "meta": {"team": "a"}, "instance_ids": ["i-0123", "i-0456"]}))
         .await;
     t.nodes(json!({"count": 1, "node_pool": "web", "cloud": "gce", "meta": {"team": "b"}}))
         .await;
+    t
+}
+
+#[tokio::test]
+async fn filters_on_full_node() {
+    let t = three_nodes().await;
     let q = |f: &str| format!("/v1/nodes?filter={}", urlenc(f));
     let count = |v: Value| v.as_array().unwrap().len();
     assert_eq!(count(t.get_json(&q(r#"NodePool == "batch""#)).await), 2);
@@ -64,13 +71,29 @@ async fn filters_on_full_node() {
     );
     assert_eq!(count(t.get_json(&q(r#"NodeClass is empty"#)).await), 1);
     assert_eq!(count(t.get_json(&q(r#"Name contains "client""#)).await), 3);
-    // Unsupported or bad expressions are 400, never a silently wrong answer.
+}
+
+/// Unsupported or bad expressions are 400, never a silently wrong answer;
+/// a missing map key is no error.
+#[tokio::test]
+async fn bad_filters_and_missing_keys() {
+    let t = three_nodes().await;
+    let q = |f: &str| format!("/v1/nodes?filter={}", urlenc(f));
+    let count = |v: Value| v.as_array().unwrap().len();
     let (s, _, b) = plain(t.get(&q(r#"Name matches "x.*""#)).await).await;
     assert_eq!(s.as_u16(), 400);
     assert!(b.starts_with("failed to create result paginator:"), "{b}");
-    let (s, _, b) = plain(t.get(&q(r#"NodePool =="#)).await).await;
-    assert_eq!(s.as_u16(), 400);
-    assert!(b.starts_with("failed to create result paginator:"), "{b}");
+    // go-bexpr's own text, behind NewPaginator's and List's wrappers.
+    let (s, ct, b) = plain(t.get(&q(r#"NodePool =="#)).await).await;
+    assert_eq!(
+        (s.as_u16(), ct.as_str()),
+        (400, "text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        b,
+        "failed to create result paginator: failed to read filter expression: \
+         1:12 (11): no match found, expected: \"-\", \"0\", \"\\\"\", \"`\", [ \\t\\r\\n], [1-9] or [a-zA-Z]"
+    );
     // Missing map keys (go-bexpr grammar/ast.go NotPresentDisposition):
     // `==` is false and `!=` true for every node, no error.
     assert_eq!(count(t.get_json(&q(r#"Meta["absent"] == "x""#)).await), 0);
@@ -79,12 +102,19 @@ async fn filters_on_full_node() {
     // An unknown struct field still fails evaluation.
     let (s, _, b) = plain(t.get(&q(r#"Nope == "x""#)).await).await;
     assert_eq!(s.as_u16(), 400);
-    assert!(
-        b.starts_with("failed to read result page: error finding value in datum"),
-        "{b}"
+    assert_eq!(
+        b,
+        "failed to read result page: error finding value in datum: \
+         /Nope at part 0: couldn't find struct field with name \"Nope\""
     );
     // Drain is synthetic, not a Go field: not filterable.
     assert_eq!(t.get(&q("Drain == false")).await.status(), 400);
+}
+
+#[tokio::test]
+async fn prefix_pages_stub_fields_and_allocation_filters() {
+    let t = three_nodes().await;
+    let count = |v: Value| v.as_array().unwrap().len();
     // Prefix and pagination.
     let all = t.get_json("/v1/nodes").await;
     let first = all[0]["ID"].as_str().unwrap();
@@ -191,12 +221,15 @@ async fn blocking_queries_wake_on_their_own_data_only() {
         e >= Duration::from_millis(400) && e < Duration::from_millis(1500),
         "{e:?}"
     );
+}
+
+/// Blocking reads of a node's allocations and of the node list wake on
+/// their own change; one of a node that is then purged ends with 404.
+#[tokio::test]
+async fn blocking_queries_on_allocations_lists_and_purges() {
+    let t = start().await;
+    let n = t.nodes(json!({"count": 2})).await;
     // Node allocations: wakes on an allocation change on that node.
-    t.post_ok(
-        &format!("/v1/node/{}/eligibility", n[1]),
-        json!({"Eligibility": "eligible"}),
-    )
-    .await;
     let r = t.get(&format!("/v1/node/{}/allocations", n[1])).await;
     let aidx = index_of(&r);
     let url = t.u(&format!(

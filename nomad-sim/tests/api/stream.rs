@@ -1,44 +1,9 @@
 //! The Node event stream: heartbeat first, events in index order, a
 //! replay from `index`.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-/// Reads NDJSON lines from a streaming response.
-struct Lines {
-    r: reqwest::Response,
-    buf: Vec<u8>,
-}
-
-impl Lines {
-    async fn next(&mut self) -> Value {
-        loop {
-            if let Some(p) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=p).collect();
-                return serde_json::from_slice(&line).unwrap();
-            }
-            let c = tokio::time::timeout(Duration::from_secs(5), self.r.chunk())
-                .await
-                .expect("stream line in time")
-                .unwrap()
-                .expect("stream open");
-            self.buf.extend_from_slice(&c);
-        }
-    }
-
-    /// Next non-heartbeat line.
-    async fn next_events(&mut self) -> Value {
-        loop {
-            let v = self.next().await;
-            if v != json!({}) {
-                return v;
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn event_stream_node_topic() {
@@ -50,8 +15,8 @@ async fn event_stream_node_topic() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(r.headers()["cache-control"], "no-cache");
-    let mut s = Lines { r, buf: vec![] };
-    assert_eq!(s.next().await, json!({}), "heartbeat first");
+    let mut s = Lines::new(r);
+    assert_eq!(s.next().await, Some(json!({})), "heartbeat first");
     let reg = s.next_events().await;
     let ev = &reg["Events"][0];
     assert_eq!(ev["Topic"], "Node");
@@ -92,7 +57,7 @@ async fn event_stream_node_topic() {
     let r = t
         .get(&format!("/v1/event/stream?topic=Node&index={start_idx}"))
         .await;
-    let mut s2 = Lines { r, buf: vec![] };
+    let mut s2 = Lines::new(r);
     assert_eq!(s2.next_events().await["Index"], start_idx);
     // Kill: down is a NodeStreamEvent; purge is a NodeDeregistration.
     t.post_ok(&format!("/sim/nodes/{}/kill", n[0]), json!({}))

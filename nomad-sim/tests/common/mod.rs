@@ -123,6 +123,44 @@ impl T {
     }
 }
 
+/// Reads an NDJSON response (the event stream) one JSON line at a time.
+pub struct Lines {
+    r: Response,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    pub fn new(r: Response) -> Lines {
+        Lines { r, buf: vec![] }
+    }
+
+    /// The next line, within 5 s; None once the stream has ended.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(p) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=p).collect();
+                return Some(serde_json::from_slice(&line).unwrap());
+            }
+            let c = tokio::time::timeout(Duration::from_secs(5), self.r.chunk())
+                .await
+                .expect("a line within 5 s")
+                .unwrap()?;
+            self.buf.extend_from_slice(&c);
+        }
+    }
+
+    /// The next line that is not a heartbeat (`{}`); the stream must stay
+    /// open until then.
+    pub async fn next_events(&mut self) -> Value {
+        loop {
+            let v = self.next().await.expect("stream open");
+            if v != json!({}) {
+                return v;
+            }
+        }
+    }
+}
+
 pub fn index_of(r: &Response) -> u64 {
     r.headers()
         .get("x-nomad-index")
