@@ -396,6 +396,7 @@ impl GceManagedInstanceGroup {
         let attempt_key = format!("{}/{vm_id}", intent.verb());
         let attempt = self.failed_attempts(&attempt_key);
         let rid = request_id_attempt(&self.group_path(), vm_id, intent, attempt);
+        info!(vm_id, group = %self.api.name, verb = intent.verb(), request_id = %rid, "terminating instance");
         let call = self.api.act(intent, &member.url, &rid);
         let err = match tokio::time::timeout(self.settings.operation_timeout, call).await {
             Ok(Ok(op)) => match operation_error(&op, &self.secret_refs()) {
