@@ -205,7 +205,8 @@ impl CloudCalls {
     }
 
     /// Counts per kind of call: AWS `Action requests(throttled/5xx/500-after)`,
-    /// GCE `METHOD kind requests(faulted/carried out)`.
+    /// GCE `METHOD kind requests(faulted/carried out)` and per fault rule
+    /// its firings out of the matching requests its dice were thrown for.
     pub async fn counts(&self) -> String {
         match self {
             CloudCalls::Aws(proxy) => aws_counts(proxy),
@@ -221,7 +222,26 @@ impl CloudCalls {
                     .iter()
                     .map(|(k, (n, f, c))| format!("{k} {n}({f}/{c})"))
                     .collect();
-                parts.join(", ")
+                // And each rule's firings out of the requests it matched.
+                let rules = self
+                    .control(reqwest::Method::GET, "/sim/faults", None)
+                    .await;
+                let fired: Vec<String> = rules["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        let action = match &r["action"] {
+                            Value::String(a) => a.clone(),
+                            a => a
+                                .as_object()
+                                .and_then(|o| o.keys().next().cloned())
+                                .unwrap_or_default(),
+                        };
+                        format!("{action} fired {}/{}", r["fired"], r["rolled"])
+                    })
+                    .collect();
+                format!("{}; rules: {}", parts.join(", "), fired.join(", "))
             }
         }
     }
