@@ -400,7 +400,7 @@ async fn provider_throttling_and_errors_never_terminate_twice(cloud: Cloud) {
     assert_eq!(st.retired_total, 3);
     assert!(op.exited().is_none(), "operator exited:\n{}", op.log_tail());
     println!(
-        "[cloud-faults] {cloud:?} seed {seed}: storm (100 % throttled) {} requests in {storm_secs:.1}s: {storm_counts}; then settled in {mixed_secs:.1}s under 30 % throttling, 10 % 5xx, 15 % lost answers after the work (GCE: and 20 % failed delete Operations); requests in all {} ({} carried out); per kind: {}; terminate calls: {}; reconciles {reconciles:?}; conditions seen {reasons_seen:?}; total {:.1}s",
+        "[cloud-faults] {cloud:?} seed {seed}: storm (100 % throttled) {} requests in {storm_secs:.1}s: {storm_counts}; then settled in {mixed_secs:.1}s under 30 % throttling, 10 % 5xx, 15 % lost answers after the work (GCE: and the first and 20 % of the delete Operations failed); requests in all {} ({} carried out); per kind: {}; terminate calls: {}; reconciles {reconciles:?}; conditions seen {reasons_seen:?}; total {:.1}s",
         storm_total.requests,
         tot.requests,
         tot.carried_out,

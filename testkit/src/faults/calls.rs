@@ -147,8 +147,9 @@ impl CloudCalls {
 
     /// The mixed weather a pool must still settle in, from `seed`: 30 %
     /// throttled, 10 % 5xx, 15 % carried out with the answer lost (AWS: a
-    /// 500 after moto did it; GCE: the connection dropped), and on GCE 20 %
-    /// of the deleteInstances Operations failing (`DONE` with an error).
+    /// 500 after moto did it; GCE: the connection dropped), and on GCE the
+    /// first and then 20 % of the deleteInstances Operations failing
+    /// (`DONE` with an error).
     pub async fn mixed(&self, seed: u64) {
         match self {
             CloudCalls::Aws(proxy) => proxy.set_faults(AwsFaults {
@@ -162,6 +163,9 @@ impl CloudCalls {
                     "message": "The resource is not ready", "http_status": 400,
                     "http_message": "BAD REQUEST"});
                 self.replace_rules(vec![
+                    // The first for certain, whatever the dice say after.
+                    json!({"path_contains": "/deleteInstances",
+                           "action": {"fail_operation": failure.clone()}}),
                     json!({"path_contains": "/deleteInstances", "times": 0, "probability": 0.2,
                            "seed": seed ^ 1, "action": {"fail_operation": failure}}),
                     json!({"times": 0, "probability": 0.3, "seed": seed ^ 2,
