@@ -1,8 +1,10 @@
 //! Clients in flight when the pool itself changes under them: the pool is
 //! deleted and created again (GitOps re-sync, `kubectl replace --force`), or
 //! its selector is edited. The operator binary runs against the real API
-//! server, moto and the Nomad simulator. Nothing in flight may be forgotten,
-//! and the disruption budget holds throughout.
+//! server, the Nomad simulator and a cloud group: every body runs on both
+//! clouds (`aws::<name>` in moto, `gce::<name>` in gce-sim), since none of
+//! them depends on what only one provider has. Nothing in flight may be
+//! forgotten, and the disruption budget holds throughout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +16,14 @@ use npo_testkit::*;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
+
+on_both_clouds!(
+    pool_deleted_in_the_background_and_created_again_adopts_its_drains,
+    pool_deleted_in_the_foreground_and_created_again_adopts_its_drains,
+    pool_created_again_while_a_vm_terminates_carries_it_to_the_end,
+    clients_cordoned_by_someone_else_count_against_the_budget,
+    clients_in_flight_that_leave_the_selector_are_released_or_carried_to_the_end,
+);
 
 /// Live clients out of service (ineligible or draining, whoever did it).
 fn out_of_service(nodes: &[Value]) -> Vec<String> {
@@ -106,8 +116,12 @@ async fn delete_and_wait_gone(w: &World, name: &str, params: &DeleteParams) {
 /// from the same manifest. The new pool must take the old drains over (same
 /// namespace/name, so the old pool is gone), keep at most two clients out of
 /// service, and end with two clients able to take work, as its status says.
-async fn recreated_pool_adopts_the_drains_of_the_deleted_one(test: &str, params: DeleteParams) {
-    let w = setup(test, 4).await;
+async fn recreated_pool_adopts_the_drains_of_the_deleted_one(
+    cloud: Cloud,
+    test: &str,
+    params: DeleteParams,
+) {
+    let w = setup_on(cloud, test, 4).await;
     let jobs = w.busy_everywhere().await;
     let manifest = w.pool_manifest(
         "pool",
@@ -203,16 +217,14 @@ async fn recreated_pool_adopts_the_drains_of_the_deleted_one(test: &str, params:
     w.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pool_deleted_in_the_background_and_created_again_adopts_its_drains() {
-    recreated_pool_adopts_the_drains_of_the_deleted_one("recreate-bg", DeleteParams::background())
-        .await;
+async fn pool_deleted_in_the_background_and_created_again_adopts_its_drains(cloud: Cloud) {
+    let params = DeleteParams::background();
+    recreated_pool_adopts_the_drains_of_the_deleted_one(cloud, "recreate-bg", params).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pool_deleted_in_the_foreground_and_created_again_adopts_its_drains() {
-    recreated_pool_adopts_the_drains_of_the_deleted_one("recreate-fg", DeleteParams::foreground())
-        .await;
+async fn pool_deleted_in_the_foreground_and_created_again_adopts_its_drains(cloud: Cloud) {
+    let params = DeleteParams::foreground();
+    recreated_pool_adopts_the_drains_of_the_deleted_one(cloud, "recreate-fg", params).await;
 }
 
 /// Deleted and created again while one retirement is past the point of no
@@ -220,9 +232,8 @@ async fn pool_deleted_in_the_foreground_and_created_again_adopts_its_drains() {
 /// new pool carries the first to its purge without counting its decrement
 /// twice (which would raise the group again or cancel a drain) and finishes
 /// the second.
-#[tokio::test(flavor = "multi_thread")]
-async fn pool_created_again_while_a_vm_terminates_carries_it_to_the_end() {
-    let mut w = setup("recreate-terminating", 4).await;
+async fn pool_created_again_while_a_vm_terminates_carries_it_to_the_end(cloud: Cloud) {
+    let mut w = setup_on(cloud, "recreate-terminating", 4).await;
     let jobs = w.busy_everywhere().await;
     let manifest = w.pool_manifest(
         "pool",
@@ -237,11 +248,7 @@ async fn pool_created_again_while_a_vm_terminates_carries_it_to_the_end() {
     let (a, b) = (st.retiring[0].clone(), st.retiring[1].clone());
     // Clients stay up after their VM is terminated (the bridge would stop
     // them at once), so A can be caught in Terminating.
-    let sim_url = w.sim.url.clone();
-    drop(std::mem::replace(
-        &mut w.bridge,
-        Bridge::start(sim_url, unique("no-such-group"), "ci".into()),
-    ));
+    drop(std::mem::replace(&mut w.bridge, Bridge::idle()));
     let job = |id: &str| jobs.iter().find(|(n, _)| n == id).unwrap().1.clone();
     w.sim.finish(&job(&a.node_id)).await;
     w.wait_status("pool", "A terminating", T, |s| {
@@ -317,9 +324,8 @@ async fn pool_created_again_while_a_vm_terminates_carries_it_to_the_end() {
 
 /// Clients someone else cordoned are out of service too: a pool with
 /// `maxUnavailable: 2` next to two clients cordoned by hand starts nothing.
-#[tokio::test(flavor = "multi_thread")]
-async fn clients_cordoned_by_someone_else_count_against_the_budget() {
-    let w = setup("cordoned-budget", 4).await;
+async fn clients_cordoned_by_someone_else_count_against_the_budget(cloud: Cloud) {
+    let w = setup_on(cloud, "cordoned-budget", 4).await;
     let nodes = w.ready_nodes().await;
     for n in &nodes[..2] {
         let id = n["id"].as_str().unwrap();
@@ -375,9 +381,10 @@ async fn clients_cordoned_by_someone_else_count_against_the_budget() {
 /// whose VM is already terminating. The draining one is released (drain
 /// cancelled, eligible again, as the pool had cordoned it); the terminating
 /// one is carried to the end. Nothing is left ineligible untracked.
-#[tokio::test(flavor = "multi_thread")]
-async fn clients_in_flight_that_leave_the_selector_are_released_or_carried_to_the_end() {
-    let mut w = setup("selector-edit", 4).await;
+async fn clients_in_flight_that_leave_the_selector_are_released_or_carried_to_the_end(
+    cloud: Cloud,
+) {
+    let mut w = setup_on(cloud, "selector-edit", 4).await;
     let jobs = w.busy_everywhere().await;
     w.apply_pool(&w.pool_manifest(
         "pool",
@@ -393,11 +400,7 @@ async fn clients_in_flight_that_leave_the_selector_are_released_or_carried_to_th
 
     // Hold VMs' clients up after their instance is terminated (the bridge
     // would stop them at once), so A can be caught in Terminating.
-    let sim_url = w.sim.url.clone();
-    drop(std::mem::replace(
-        &mut w.bridge,
-        Bridge::start(sim_url, unique("no-such-group"), "ci".into()),
-    ));
+    drop(std::mem::replace(&mut w.bridge, Bridge::idle()));
     let alloc_a = &jobs.iter().find(|(n, _)| *n == a.node_id).unwrap().1;
     w.sim.finish(alloc_a).await;
     w.wait_status("pool", "A terminating", T, |s| {

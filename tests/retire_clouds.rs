@@ -1,5 +1,5 @@
 //! The retire paths every provider shares, end to end, from one set of test
-//! bodies run on both clouds: `aws::<name>` against an Auto Scaling group in
+//! bodies run on both clouds (`on_both_clouds!`): `aws::<name>` against an Auto Scaling group in
 //! moto, `gce::<name>` against a managed instance group in gce-sim (the
 //! operator binary reaching it with a service-account key, as it would
 //! Compute). Scale in, scale up during scale-in, explicit retire and
@@ -15,29 +15,6 @@ use npo_testkit::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-
-/// `aws::<name>` and `gce::<name>`: one test per cloud running the body
-/// `<name>(cloud)`.
-macro_rules! on_both_clouds {
-    ($($name:ident),* $(,)?) => {
-        mod aws {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(npo_testkit::Cloud::Aws).await
-                }
-            )*
-        }
-        mod gce {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(npo_testkit::Cloud::Gce).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_clouds!(
     scale_in_waits_for_running_jobs_then_terminates_with_decrement,

@@ -121,22 +121,67 @@ async fn failed_operations_rate_limits_and_lost_answers_never_shrink_twice() {
         assert_eq!(b["skipInstancesOnValidationError"], true);
         assert!(request_id(r).is_some(), "every delete carries a requestId");
     }
-    // The first call's Operation failed: the VM it named was still deleted
-    // later, under a requestId of its own (Compute would answer the old one
-    // with the failed Operation again).
-    let failed = &dels[0];
-    let name = &body_instances(failed)[0];
-    let retries: Vec<&&Value> = dels[1..]
-        .iter()
-        .filter(|r| body_instances(r)[0] == *name)
-        .collect();
-    assert!(!retries.is_empty(), "the failed delete was retried");
-    assert!(
-        retries.iter().all(|r| request_id(r) != request_id(failed)),
-        "a retry after a failed Operation uses a new requestId"
-    );
+    assert_failed_delete_retried_under_a_new_id(&dels);
+    assert_each_vm_deleted_under_one_id(&dels, &targeted);
     w.sim.assert_no_violations().await;
     w.cleanup().await;
+}
+
+/// The call whose Operation failed is found by its fault, not by its
+/// place: two deleteInstances can race, and whichever reaches the fault
+/// rules first gets the failure, whatever order they arrived or were
+/// answered in. The VM it named was still deleted later, under a requestId
+/// of its own (Compute would answer the old one with the failed Operation
+/// again).
+fn assert_failed_delete_retried_under_a_new_id(dels: &[&Value]) {
+    let failed: Vec<&&Value> = dels
+        .iter()
+        .filter(|r| r["fault"].get("fail_operation").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "one Operation failed: {dels:#?}");
+    let failed = failed[0];
+    assert_eq!(
+        failed["carried_out"], false,
+        "a failed Operation does nothing"
+    );
+    let name = &body_instances(failed)[0];
+    println!(
+        "[compute-faults] deleteInstances seq:vm:status: {}; the failed Operation's call is seq {}",
+        dels.iter()
+            .map(|r| format!("{}:{}:{}", r["seq"], body_instances(r)[0], r["status"]))
+            .collect::<Vec<_>>()
+            .join(" "),
+        failed["seq"]
+    );
+    let retries: Vec<&&Value> = dels
+        .iter()
+        .filter(|r| r["seq"].as_u64() > failed["seq"].as_u64() && body_instances(r)[0] == *name)
+        .collect();
+    assert!(
+        !retries.is_empty(),
+        "the failed delete was retried: {dels:#?}"
+    );
+    assert!(
+        retries.iter().all(|r| request_id(r) != request_id(failed)),
+        "a retry after a failed Operation uses a new requestId: {dels:#?}"
+    );
+}
+
+/// Never shrunk twice: each VM was deleted under one requestId only (a
+/// repeated ID is one call to Compute).
+fn assert_each_vm_deleted_under_one_id(dels: &[&Value], targeted: &BTreeSet<String>) {
+    for vm in targeted {
+        let carried: BTreeSet<Option<String>> = dels
+            .iter()
+            .filter(|r| r["carried_out"] == true && body_instances(r)[0] == *vm)
+            .map(|r| request_id(r))
+            .collect();
+        assert_eq!(
+            carried.len(),
+            1,
+            "{vm} deleted under {carried:?}: {dels:#?}"
+        );
+    }
 }
 
 /// SIGKILL while a deleteInstances Operation is still RUNNING: the

@@ -5,7 +5,7 @@
 //! Paths or methods the API does not serve get the front end's HTML 404.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::App;
 use crate::error::GceError;
-use crate::faults::{FaultAction, LoggedRequest};
+use crate::faults::{FaultAction, LoggedRequest, record};
 use crate::http::{Resp, json, parse_pairs};
 use crate::state::{Key, OpFailure, Scope, ops::check_request_id};
 use crate::wire;
@@ -44,9 +44,19 @@ pub struct Call<'a> {
     pub body: &'a Bytes,
     /// An injected operation failure (`fail_operation` fault).
     pub injected: Option<OpFailure>,
+    /// Set by a mutating call whose Operation changes nothing: failed, or
+    /// an earlier call's returned for a repeated `requestId`.
+    no_effect: AtomicBool,
 }
 
 impl Call<'_> {
+    /// Notes whether the Operation `op` this call answers with does its
+    /// work (`replayed`: it is an earlier call's).
+    fn started(&self, w: &crate::state::World, op: &Key, replayed: bool) {
+        let failed = w.ops.get(op).is_none_or(|o| o.failure.is_some());
+        self.no_effect.store(replayed || failed, Ordering::Relaxed);
+    }
+
     /// Refuses parameters outside `allowed` and the system ones.
     fn params(&self, allowed: &[&str]) -> Result<(), GceError> {
         match self
@@ -133,23 +143,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
             .map(str::to_string),
         status: None,
         fault: None,
+        carried_out: false,
     };
     // Google's front end authenticates before anything else happens.
-    let authorization = parts.headers.get("authorization").map(|v| v.to_str());
-    let checked = {
-        let accounts = app.accounts.lock().unwrap();
-        match authorization {
-            _ if !accounts.enforced() => Ok(()),
-            Some(Err(_)) => Err(crate::auth::AuthError::Invalid("not ASCII")),
-            Some(Ok(h)) => accounts.check(Some(h)),
-            None => accounts.check(None),
-        }
-    };
-    if let Err(e) = checked {
-        let with_status = app.world.lock().unwrap().timing.error_status;
-        let r = crate::auth::response(&e, with_status);
+    if let Some(r) = refusal(&app, &parts.headers) {
         entry.status = Some(r.status().as_u16());
-        app.log.lock().unwrap().push(entry);
+        record(&mut app.log.lock().unwrap(), entry);
         return Ok(r);
     }
     let rule = app
@@ -158,7 +157,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
         .unwrap()
         .fire(parts.method.as_str(), &path);
     if let Some(r) = &rule {
-        entry.fault = Some(format!("{:?}", r.action));
+        entry.fault = Some(r.action.clone());
         if r.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(r.delay_ms)).await;
         }
@@ -174,25 +173,26 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
         query,
         body: &body,
         injected: None,
+        no_effect: AtomicBool::new(false),
     };
     let with_status = app.world.lock().unwrap().timing.error_status;
-    let answer = match before {
-        Some(FaultAction::Drop) => None,
-        Some(FaultAction::Error(spec)) => Some(GceError::Injected(spec).response(with_status)),
+    // `ran`: the handlers answered (no fault refused or dropped the call).
+    let (answer, ran) = match before {
+        Some(FaultAction::Drop) => (None, false),
+        Some(FaultAction::Error(spec)) => {
+            (Some(GceError::Injected(spec).response(with_status)), false)
+        }
         Some(FaultAction::FailOperation(f)) => {
             call.injected = Some(f);
-            Some(
-                route(&app, &call)
-                    .await
-                    .unwrap_or_else(|e| e.response(with_status)),
-            )
+            (Some(respond(&app, &call, with_status).await), true)
         }
-        Some(FaultAction::Delay | FaultAction::ErrorPreset(_)) | None => Some(
-            route(&app, &call)
-                .await
-                .unwrap_or_else(|e| e.response(with_status)),
-        ),
+        Some(FaultAction::Delay | FaultAction::ErrorPreset(_)) | None => {
+            (Some(respond(&app, &call, with_status).await), true)
+        }
     };
+    entry.carried_out = ran
+        && answer.as_ref().is_some_and(|r| r.status().is_success())
+        && !call.no_effect.load(Ordering::Relaxed);
     let answer = match (after, answer) {
         (Some(FaultAction::Drop), _) | (_, None) => None,
         (Some(FaultAction::Error(spec)), Some(_)) => {
@@ -201,13 +201,39 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
         (_, a) => a,
     };
     entry.status = answer.as_ref().map(|r| r.status().as_u16());
-    app.log.lock().unwrap().push(entry);
+    record(&mut app.log.lock().unwrap(), entry);
     answer.ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "gce-sim: injected dropped connection",
         )
     })
+}
+
+/// Google's answer to a call without valid credentials, once a service
+/// account is registered (`src/auth.rs`); `None` lets the call through.
+fn refusal(app: &App, headers: &hyper::HeaderMap) -> Option<Resp> {
+    let authorization = headers.get("authorization").map(|v| v.to_str());
+    let checked = {
+        let accounts = app.accounts.lock().unwrap();
+        match authorization {
+            _ if !accounts.enforced() => Ok(()),
+            Some(Err(_)) => Err(crate::auth::AuthError::Invalid("not ASCII")),
+            Some(Ok(h)) => accounts.check(Some(h)),
+            None => accounts.check(None),
+        }
+    };
+    checked.err().map(|e| {
+        let with_status = app.world.lock().unwrap().timing.error_status;
+        crate::auth::response(&e, with_status)
+    })
+}
+
+/// The handlers' answer to `c`, an error as Google's error body.
+async fn respond(app: &Arc<App>, c: &Call<'_>, with_status: bool) -> Resp {
+    route(app, c)
+        .await
+        .unwrap_or_else(|e| e.response(with_status))
 }
 
 /// Routes a Compute request.
@@ -274,7 +300,9 @@ fn igm_post(app: &App, c: &Call<'_>, key: &Key, verb: &str) -> Result<Resp, GceE
                 c.body(&["instances", "skipInstancesOnValidationError"])?;
             let skip = b.skip_instances_on_validation_error.unwrap_or(false);
             let mut w = app.world();
+            let replayed = w.replayed(&key.project, rid).is_some();
             let op = w.act_on_instances(key, Verb::Delete, &b.instances, skip, rid, injected)?;
+            c.started(&w, &op, replayed);
             w.op_view(&op)
         }
         "abandonInstances" | "recreateInstances" => {
@@ -287,7 +315,9 @@ fn igm_post(app: &App, c: &Call<'_>, key: &Key, verb: &str) -> Result<Resp, GceE
                 Verb::Recreate
             };
             let mut w = app.world();
+            let replayed = w.replayed(&key.project, rid).is_some();
             let op = w.act_on_instances(key, v, &b.instances, false, rid, injected)?;
+            c.started(&w, &op, replayed);
             w.op_view(&op)
         }
         "resize" => {
@@ -305,7 +335,9 @@ fn igm_post(app: &App, c: &Call<'_>, key: &Key, verb: &str) -> Result<Resp, GceE
                 })?,
             };
             let mut w = app.world();
+            let replayed = w.replayed(&key.project, rid).is_some();
             let op = w.resize(key, size, rid, injected)?;
+            c.started(&w, &op, replayed);
             w.op_view(&op)
         }
         _ => return Err(GceError::NoSuchMethod(c.path.to_string())),

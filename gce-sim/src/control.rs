@@ -411,8 +411,9 @@ pub async fn handle(
                 }
                 r.action = r.action.resolved();
             }
-            r.fired = 0;
-            app.faults.lock().unwrap().rules.push(r.clone());
+            let r = (app.faults.lock().unwrap())
+                .add(r, app.seed)
+                .map_err(|e| ControlError::Invalid(e.to_string()))?;
             Ok(ok(&serde_json::to_value(r).expect("serializes")))
         }
         (Method::DELETE, "/sim/faults") => {

@@ -4,7 +4,15 @@
 //! dropped connection, or an operation that ends `DONE` with an error.
 //! With `after: true` the request is carried out first and only its answer
 //! is replaced or lost — the "lost answer" case the operator must survive.
+//! With `probability` a rule fires on a seeded random fraction of the
+//! requests it matches, so a fault storm repeats from its seed.
+//!
+//! The log keeps requests in arrival (`seq`) order, although each is
+//! recorded only once answered: concurrent requests finish in any order,
+//! and a reader pairing calls by position needs the order they came in.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorSpec;
@@ -60,13 +68,34 @@ pub struct FaultRule {
     #[serde(default)]
     pub after: bool,
     pub action: FaultAction,
+    /// The chance (`0..=1`) that a matching request is affected; absent:
+    /// every one. A request the dice spare goes on to the next rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Seed of this rule's dice. Absent: derived from the fake's `--seed`
+    /// and the rule's position, or random without one; either way the rule
+    /// as listed (`GET /sim/faults`) shows the seed used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Times it fired (set by the fake).
     #[serde(default)]
     pub fired: u32,
+    /// Matching requests the dice were thrown for (set by the fake).
+    #[serde(default)]
+    pub rolled: u32,
+    #[serde(skip)]
+    dice: Option<StdRng>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// Why a rule was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultRuleError {
+    #[error("probability must be between 0 and 1, not {0}")]
+    Probability(f64),
 }
 
 impl FaultRule {
@@ -78,6 +107,19 @@ impl FaultRule {
                 .is_none_or(|p| path.contains(p))
             && (self.times == 0 || self.fired < self.times)
     }
+
+    /// Whether the dice let the rule fire on this matching request.
+    fn rolls_true(&mut self) -> bool {
+        let Some(p) = self.probability else {
+            return true;
+        };
+        self.rolled += 1;
+        // `Faults::add` sets the seed; a rule built by hand without one
+        // gets seed 0 rather than a panic.
+        let seed = self.seed.unwrap_or_default();
+        let dice = self.dice.get_or_insert_with(|| StdRng::seed_from_u64(seed));
+        dice.random_bool(p)
+    }
 }
 
 /// The rules, in order; the first match fires.
@@ -87,12 +129,49 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// Appends `rule` with its counters reset and its seed chosen (from
+    /// `sim_seed`, the fake's `--seed`, when it has one); the rule as kept.
+    pub fn add(
+        &mut self,
+        mut rule: FaultRule,
+        sim_seed: Option<u64>,
+    ) -> Result<FaultRule, FaultRuleError> {
+        if let Some(p) = rule.probability
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(FaultRuleError::Probability(p));
+        }
+        if rule.probability.is_some() && rule.seed.is_none() {
+            let position = self.rules.len() as u64;
+            rule.seed = Some(match sim_seed {
+                Some(s) => s ^ position.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                None => rand::random(),
+            });
+        }
+        rule.fired = 0;
+        rule.rolled = 0;
+        rule.dice = None;
+        self.rules.push(rule.clone());
+        Ok(rule)
+    }
+
     /// The rule firing for this request, if any (counted as fired).
     pub fn fire(&mut self, method: &str, path: &str) -> Option<FaultRule> {
-        let r = self.rules.iter_mut().find(|r| r.matches(method, path))?;
+        let r = self
+            .rules
+            .iter_mut()
+            .filter(|r| r.matches(method, path))
+            .find_map(|r| r.rolls_true().then_some(r))?;
         r.fired += 1;
         Some(r.clone())
     }
+}
+
+/// Records `entry` at its place in arrival order (`seq`): usually the end,
+/// earlier when a request that came later was answered first.
+pub fn record(log: &mut Vec<LoggedRequest>, entry: LoggedRequest) {
+    let at = log.partition_point(|e| e.seq < entry.seq);
+    log.insert(at, entry);
 }
 
 /// One `/compute/` request as received (`GET /sim/requests`).
@@ -108,6 +187,15 @@ pub struct LoggedRequest {
     pub api_client: Option<String>,
     /// Status answered; `None` when the connection was dropped.
     pub status: Option<u16>,
-    /// The fault that fired, if any.
-    pub fault: Option<String>,
+    /// The action of the fault rule that fired, if any, as a rule gives
+    /// it (`"drop"`, `{"fail_operation": {…}}`, …; a preset as the error
+    /// it names).
+    pub fault: Option<FaultAction>,
+    /// Whether the call's effect was applied: a mutating call started an
+    /// Operation that does its work (not failed, not a repeated
+    /// `requestId` answered with an earlier call's Operation), a read was
+    /// answered. True for a call carried out whose answer a fault with
+    /// `after: true` then lost or replaced; false for one refused, failed
+    /// (`fail_operation`, a failed validation) or dropped before.
+    pub carried_out: bool,
 }

@@ -17,10 +17,14 @@
 //!   Compute answers a repeated `requestId` with the first call's
 //!   Operation even when that one failed, so after an Operation that ended
 //!   `DONE` with an error (nothing changed) the next try gets the next ID
-//!   of the sequence ([`mapping::request_id_attempt`]). The count is kept in
-//!   memory: a restarted operator starts again at the first ID, is answered
-//!   with the old failed Operation (no effect) and moves on, one ID per
-//!   failure it replays; it never skips an ID whose outcome it does not know.
+//!   of the sequence ([`mapping::request_id_attempt`]). An ID is only
+//!   given up on once its Operation was seen failed: when the answer or a
+//!   poll was lost or refused, the next try repeats the ID, which Compute
+//!   answers with the same Operation (so the repeat reads its outcome and
+//!   can never act twice). The count is kept in memory: a restarted
+//!   operator starts again at the first ID, is answered with the old failed
+//!   Operation (no effect) and moves on, one ID per failure it replays; it
+//!   never skips an ID whose outcome it does not know.
 //! - instances are identified by VM id, which the Nomad client fingerprints
 //!   as `unique.platform.gce.id` (§2.1).
 //!
@@ -396,6 +400,7 @@ impl GceManagedInstanceGroup {
         let attempt_key = format!("{}/{vm_id}", intent.verb());
         let attempt = self.failed_attempts(&attempt_key);
         let rid = request_id_attempt(&self.group_path(), vm_id, intent, attempt);
+        info!(vm_id, group = %self.api.name, verb = intent.verb(), request_id = %rid, "terminating instance");
         let call = self.api.act(intent, &member.url, &rid);
         let err = match tokio::time::timeout(self.settings.operation_timeout, call).await {
             Ok(Ok(op)) => match operation_error(&op, &self.secret_refs()) {

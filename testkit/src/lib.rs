@@ -22,6 +22,7 @@
 //! install manifests, the operator as their ServiceAccount), `faults` (what
 //! the crash and fault tests share, a private control plane). Everything a
 //! test uses often is re-exported here, so `use npo_testkit::*` is enough.
+//! [`on_both_clouds!`] turns one test body into a test per cloud.
 
 pub mod aws;
 pub mod cluster;
@@ -55,3 +56,40 @@ pub use crate::operator::{Operator, OperatorCmd, operator_bin};
 pub use crate::retirements::{POOL_LABEL, PoolView};
 pub use crate::sim::{Bridge, Sim, SimOptions, delta, total};
 pub use crate::world::{Cloud, World, WorldOptions, setup, setup_on, setup_with};
+
+/// One end-to-end test per cloud from one body: for every `name` given,
+/// `aws::name` and `gce::name`, each a multi-threaded `#[tokio::test]`
+/// that awaits `name(cloud)` with [`Cloud::Aws`] or [`Cloud::Gce`]. The
+/// body is an `async fn name(cloud: Cloud)` at the top of the test file,
+/// which usually starts with `setup_on(cloud, ...)` and reads the group
+/// through `World::group`. Filter one cloud with `cargo test -- gce::`.
+///
+/// ```ignore
+/// npo_testkit::on_both_clouds!(scale_in_terminates_with_decrement);
+///
+/// async fn scale_in_terminates_with_decrement(cloud: npo_testkit::Cloud) {
+///     let w = npo_testkit::setup_on(cloud, "scale-in", 4).await;
+///     // ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! on_both_clouds {
+    ($($name:ident),* $(,)?) => {
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::Cloud::Aws).await
+                }
+            )*
+        }
+        mod gce {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name($crate::Cloud::Gce).await
+                }
+            )*
+        }
+    };
+}

@@ -132,6 +132,15 @@ impl Bridge {
         Bridge { task }
     }
 
+    /// No bridge at all: clients stay up whatever happens to their VMs,
+    /// so a test can catch a retirement between its VM's end and its
+    /// client's (which it then stops itself, `/sim/nodes/{id}/kill`).
+    pub fn idle() -> Bridge {
+        Bridge {
+            task: tokio::spawn(std::future::pending()),
+        }
+    }
+
     pub fn start(sim_url: String, group: String, node_pool: String) -> Bridge {
         Self::start_with_meta(sim_url, group, node_pool, Value::Null)
     }

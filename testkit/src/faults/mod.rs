@@ -1,13 +1,19 @@
 //! What the crash and fault tests share (`tests/faults.rs`,
 //! `tests/faults_apiserver.rs`): the seed, the operator they kill, a world
-//! with its AWS Secret, seeded CI-like load, and the checks that a scale-in
-//! ended well. `cloud` follows the group in moto; `PrivateEnv` is a second
-//! control plane a test may break.
+//! with its provider Secret, seeded CI-like load, and the checks that a
+//! scale-in ended well. `cloud` follows the group in moto or gce-sim;
+//! `calls` faults and counts the operator's calls to either cloud;
+//! `PrivateEnv` is a second control plane a test may break.
 
+mod calls;
 mod cloud;
 mod private_env;
 
-pub use cloud::{GroupHistory, GroupMonitor, assert_cloud_invariants, aws_counts, terminate_log};
+pub use calls::{CallTotals, CloudCalls, body_instances, carried_out_deletes, request_id};
+pub use cloud::{
+    GroupHistory, GroupMonitor, assert_cloud_invariants, assert_group_invariants, aws_counts,
+    terminate_log,
+};
 pub use private_env::PrivateEnv;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +29,7 @@ use crate::cluster::condition;
 use crate::operator::{Operator, OperatorCmd};
 use crate::retirements::{self, PoolView};
 use crate::sim::Sim;
-use crate::world::{World, WorldOptions};
+use crate::world::{Cloud, World, WorldOptions};
 
 /// `NPO_FAULT_SEED` when not set.
 pub const DEFAULT_SEED: u64 = 20_260_606;
@@ -62,12 +68,23 @@ pub fn operator(
 /// A world of `size` clients with the AWS Secret, on the control plane
 /// `client` talks to (the shared one, or a private one).
 pub async fn build_world(client: Client, test: &str, size: i32) -> World {
+    build_world_on(client, Cloud::Aws, test, size).await
+}
+
+/// As [`build_world`], its group in `cloud` (with the provider's Secret); a
+/// GCE world's test name starts with `gce-`, as `setup_on` does.
+pub async fn build_world_on(client: Client, cloud: Cloud, test: &str, size: i32) -> World {
+    let test = match cloud {
+        Cloud::Aws => test.to_string(),
+        Cloud::Gce => format!("gce-{test}"),
+    };
     let opts = WorldOptions {
         size,
+        cloud,
         ..Default::default()
     };
-    let world = World::on(client, test, opts).await;
-    world.create_aws_secret().await;
+    let world = World::on(client, &test, opts).await;
+    world.create_provider_secret().await;
     world
 }
 
