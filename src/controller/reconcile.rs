@@ -179,11 +179,22 @@ async fn plan_held(
 fn next_look(planned: &super::plan::Plan, persisted: &persist::Persisted) -> Duration {
     let busy =
         !planned.retiring.is_empty() || !planned.actions.is_empty() || !planned.blockers.is_empty();
-    if persisted.progress_waits {
+    let look = if persisted.progress_waits {
         persist::PROGRESS_WRITE_INTERVAL
     } else if busy {
         ACTIVE_RESYNC
     } else {
         RESYNC
+    };
+    // A window that opens or closes, or a rate that frees a start, changes
+    // what may start: no watch reports the clock.
+    match planned.budgets_change {
+        Some(at) => {
+            let until = at.duration_since(jiff::Timestamp::now()).as_secs_f64();
+            look.min(Duration::from_secs_f64(
+                until.clamp(1.0, RESYNC.as_secs_f64()),
+            ))
+        }
+        None => look,
     }
 }
