@@ -30,6 +30,7 @@ pub struct DisruptionBudget {
     /// Most clients out of service at once while this budget applies: a
     /// count (`0` blocks every voluntary retirement) or a percentage of the
     /// pool (rounded down; `0%` blocks too).
+    #[schemars(schema_with = "short_int_or_string")]
     #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^([0-9]|[1-9][0-9]|100)%$')").message("disruption.budgets[].maxUnavailable must be a count of at least 0 or a percentage from 0% to 100%"))]
     pub max_unavailable: IntOrString,
 
@@ -61,6 +62,16 @@ pub struct DisruptionBudget {
     /// this budget applies, however many `maxUnavailable` would allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<DisruptionRate>,
+}
+
+/// A count or percentage of at most four characters (`100%`): the bound
+/// keeps the API server's estimate of the CEL rule's cost, taken for all
+/// 20 budgets together, within its limit (unbounded, the CRD is refused).
+fn short_int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "maxLength": 4,
+    })
 }
 
 /// "At most N retirements started per period."
