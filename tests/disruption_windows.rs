@@ -179,3 +179,58 @@ async fn a_rate_of_one_per_period_starts_one_retirement_however_many_are_allowed
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
+
+/// What only the controller can check: a time zone the database does not
+/// know. `Degraded` and a warning Event name the budget and the zone, and
+/// nothing voluntary starts (fail safe: the broken budget may be the one
+/// that forbids disruption now); fixing it lets the scale-in go.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_that_does_not_parse_blocks_and_says_why() {
+    let w = setup_on(Cloud::Aws, "window-invalid", 3).await;
+    let budgets = |zone: &str| {
+        json!({"replicas": 2, "disruption": {"maxUnavailable": 1, "budgets": [
+            {"maxUnavailable": 1, "schedule": "0 9 * * 1-5", "duration": "8h", "timeZone": zone},
+        ]}})
+    };
+    w.apply_pool(&w.pool_manifest("pool", budgets("Europe/Atlantis")))
+        .await;
+    let st = w
+        .wait_status("pool", "Degraded: InvalidDisruptionBudget", T, |s| {
+            condition(s, "Degraded")
+                .is_some_and(|c| c.status == "True" && c.message.contains("Europe/Atlantis"))
+        })
+        .await;
+    let degraded = condition(&st, "Degraded").unwrap();
+    assert_eq!(
+        degraded.reason, "InvalidDisruptionBudget",
+        "{}",
+        degraded.message
+    );
+    assert!(
+        degraded.message.contains("disruption.budgets[0]"),
+        "{}",
+        degraded.message
+    );
+    let note = w
+        .wait_event(
+            "InvalidDisruptionBudget",
+            |r, n| r == "InvalidDisruptionBudget" && n.contains("Europe/Atlantis"),
+            T,
+        )
+        .await;
+    assert!(note.contains("wait until it is fixed"), "{note}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        w.status("pool").await.retirements.is_empty(),
+        "nothing starts"
+    );
+    assert_eq!(w.group().await.desired, 3);
+
+    w.patch_spec("pool", json!({"disruption": budgets("UTC")["disruption"]}))
+        .await;
+    w.wait_status("pool", "the scale-in done once the zone is fixed", T, |s| {
+        s.retired_total == 1 && s.retiring.is_empty()
+    })
+    .await;
+    w.cleanup().await;
+}

@@ -177,7 +177,6 @@ pub fn news(
     for (type_, reason) in [
         (status::READY, "VMsWithoutClient"),
         (status::DEGRADED, "SharedInstance"),
-        (status::DEGRADED, "InvalidDisruptionBudget"),
     ] {
         let find = |s: &NomadClientPoolStatus| {
             s.conditions

@@ -99,6 +99,16 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
+    if let Some(message) = invalid_budget_news(&seen.status, &new_status, &planned.plan) {
+        report::publish(
+            &ctx,
+            &pool,
+            EventType::Warning,
+            "InvalidDisruptionBudget",
+            &message,
+            None,
+        );
+    }
     let hook_seen = (rt.as_ref(), &seen);
     let capped =
         hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
@@ -172,6 +182,30 @@ async fn plan_held(
     rt.hooks.once.filter(&mut planned.plan.events);
     hook::settle(rt, seen, &mut planned.plan);
     Ok(planned)
+}
+
+/// A budget that does not parse, when the words about the budgets changed
+/// (an Event once, not on every pass; `Degraded` lists it meanwhile,
+/// possibly behind other problems).
+fn invalid_budget_news(
+    previous: &crate::api::NomadClientPoolStatus,
+    new: &crate::api::NomadClientPoolStatus,
+    planned: &super::plan::Plan,
+) -> Option<String> {
+    let words =
+        |s: &crate::api::NomadClientPoolStatus| s.disruption.as_ref().map(|d| d.message.clone());
+    let invalid: Vec<&str> = (planned.blockers.iter())
+        .filter_map(|b| match b {
+            super::plan::Blocker::InvalidBudget(m) => Some(m.as_str()),
+            _ => None,
+        })
+        .collect();
+    (!invalid.is_empty() && words(previous) != words(new)).then(|| {
+        format!(
+            "{}; voluntary retirements wait until it is fixed",
+            invalid.join("; ")
+        )
+    })
 }
 
 /// When to look again. The cloud group is not watched: while anything waits
