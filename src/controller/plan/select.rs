@@ -232,7 +232,13 @@ fn limits(view: &PoolView<'_>, pool_size: u32, plan: &mut Plan) -> Evaluation {
     let spec = view.spec;
     let pool_allowed = budget(&spec.disruption.max_unavailable, pool_size);
     let list = &spec.disruption.budgets;
-    let starts = budgets::starts(view.recent_starts, view.tracked);
+    // Only rates count starts; a scale-in of thousands need not sort its
+    // retirements on every plan for nothing.
+    let starts = if list.iter().any(|b| b.rate.is_some()) {
+        budgets::starts(view.recent_starts, view.tracked)
+    } else {
+        Vec::new()
+    };
     let limits = budgets::evaluate(list, pool_allowed, pool_size, view.now, &starts);
     if !list.is_empty() {
         plan.disruption = Some(budgets::status(&limits, list, vec![]));

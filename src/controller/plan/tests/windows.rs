@@ -171,3 +171,56 @@ fn without_budgets_the_plan_is_as_before() {
     assert_eq!(phases(&q), phases(&p));
     assert_eq!(q.actions, p.actions);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the pool, the spec and the starts already recorded: a
+        /// plan starts no more voluntary retirements than the rate has
+        /// left, none at all in an open zero window, and records every
+        /// start it makes (the newest, up to the rate's count).
+        #[test]
+        fn a_plan_never_starts_more_than_the_budgets_allow(
+            n in 1u32..12,
+            replicas in 0i32..12,
+            max in 1i32..6,
+            limit in 1i32..5,
+            recorded in 0usize..5,
+            zero_window in any::<bool>(),
+            named in prop::collection::vec(0u32..12, 0..4),
+        ) {
+            let mut w = World::new(n, Some(replicas.min(n as i32)));
+            w.spec.disruption.max_unavailable = IntOrString::Int(max);
+            w.spec.disruption.budgets = vec![always(max, Some((limit, "1h")))];
+            if zero_window {
+                w.spec.disruption.budgets.push(business_hours(0));
+            }
+            if replicas % 2 == 0 {
+                // Named clients instead of a target size.
+                w.spec.replicas = None;
+                let mut named: Vec<u32> = named.into_iter().filter(|i| *i < n).collect();
+                named.sort();
+                named.dedup();
+                w.spec.retire = (named.iter())
+                    .map(|i| RetireTarget { node_name: Some(format!("client-{i}")), ..Default::default() })
+                    .collect();
+            }
+            w.recent_starts = (0..recorded)
+                .map(|i| Time(now() - SignedDuration::from_mins(5 * i as i64 + 1)))
+                .collect();
+            let p = w.plan();
+            let started = p.retiring.iter().filter(|r| r.reason.is_voluntary()).count();
+            let left = (limit as usize).saturating_sub(recorded);
+            prop_assert!(started <= left, "{started} started, the rate had {left} left");
+            if zero_window {
+                prop_assert_eq!(started, 0);
+            }
+            let record = p.disruption.unwrap().recent_starts;
+            prop_assert!(record.len() <= limit as usize);
+            let new_in_record = record.iter().filter(|t| t.0 == now()).count();
+            prop_assert_eq!(new_in_record, started.min(limit as usize));
+        }
+    }
+}
