@@ -385,14 +385,10 @@ fn advance_tracked(
 fn report(view: &PoolView<'_>, next: Vec<RetiringNode>, mut plan: Plan) -> Plan {
     identity::report_shared(view, &mut plan);
     identity::report_clientless(view, &next, &mut plan);
-    if let Some(disruption) = &mut plan.disruption {
-        // Written with the status that records the starts of this plan.
-        disruption.recent_starts = budgets::record(
-            &view.spec.disruption.budgets,
-            view.recent_starts,
-            &next,
-            view.now,
-        );
+    // Written with the status that records the starts of this plan.
+    if let Some((disruption, change)) = budgets::after_plan(view, &next) {
+        plan.disruption = Some(disruption);
+        plan.budgets_change = change;
     }
     plan.retiring = next;
     plan.retired_nodes = retired::keep_named(view, std::mem::take(&mut plan.retired_nodes));

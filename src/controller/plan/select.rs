@@ -225,9 +225,9 @@ impl Selection {
     }
 }
 
-/// What `maxUnavailable` and `disruption.budgets` allow now; with budgets
-/// set, also the next `status.disruption` (its record of starts is made
-/// once the plan is complete) and the budgets that do not parse.
+/// What `maxUnavailable` and `disruption.budgets` allow now, and the
+/// budgets that do not parse (`status.disruption` is made once the plan
+/// is complete: see `budgets::after_plan`).
 fn limits(view: &PoolView<'_>, pool_size: u32, plan: &mut Plan) -> Evaluation {
     let spec = view.spec;
     let pool_allowed = budget(&spec.disruption.max_unavailable, pool_size);
@@ -240,12 +240,8 @@ fn limits(view: &PoolView<'_>, pool_size: u32, plan: &mut Plan) -> Evaluation {
         Vec::new()
     };
     let limits = budgets::evaluate(list, pool_allowed, pool_size, view.now, &starts);
-    if !list.is_empty() {
-        plan.disruption = Some(budgets::status(&limits, list, vec![]));
-        plan.budgets_change = limits.next_change;
-        plan.blockers
-            .extend((limits.errors.iter()).map(|e| Blocker::InvalidBudget(e.to_string())));
-    }
+    plan.blockers
+        .extend((limits.errors.iter()).map(|e| Blocker::InvalidBudget(e.to_string())));
     limits
 }
 

@@ -309,6 +309,28 @@ pub fn record(
     recent.into_iter().skip(skip).map(Time).collect()
 }
 
+/// The next `status.disruption` once the plan is made (`next`: the
+/// retirements it keeps and starts), and when the budgets change next;
+/// `None` without budgets. Evaluated again on the record that includes the
+/// plan's own starts, so the status says what is left after them.
+pub fn after_plan(
+    view: &super::PoolView<'_>,
+    next: &[RetiringNode],
+) -> Option<(crate::api::DisruptionStatus, Option<Timestamp>)> {
+    let list = &view.spec.disruption.budgets;
+    if list.is_empty() {
+        return None;
+    }
+    let kept = record(list, view.recent_starts, next, view.now);
+    let starts: Vec<Timestamp> = kept.iter().map(|t| t.0).collect();
+    let pool_size = (view.nodes.iter())
+        .filter(|n| n.status != super::NodeStatus::Down)
+        .count() as u32;
+    let pool_allowed = super::budget(&view.spec.disruption.max_unavailable, pool_size);
+    let eval = evaluate(list, pool_allowed, pool_size, view.now, &starts);
+    Some((status(&eval, list, kept), eval.next_change))
+}
+
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

@@ -106,8 +106,13 @@ fn a_rate_caps_the_starts_and_records_them_with_their_status() {
     );
     assert_eq!(
         d.starts_allowed,
-        Some(1),
-        "as evaluated before this plan's start"
+        Some(0),
+        "what is left after this plan's start"
+    );
+    assert!(
+        d.message.contains("the next at 2026-11-26T13:00:00Z"),
+        "{}",
+        d.message
     );
 
     // The next plan: the retirement in flight and the record both know the
