@@ -302,6 +302,9 @@ pub fn record(
         .map(|r| r.retirements.max(1) as usize)
         .max()
         .unwrap_or(0);
+    if keep == 0 {
+        return Vec::new();
+    }
     let horizon = now - MAX_DURATION - SignedDuration::from_hours(1);
     let all = starts(previous, retiring);
     let recent: Vec<Timestamp> = all.into_iter().filter(|t| *t > horizon).collect();
