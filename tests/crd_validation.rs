@@ -274,3 +274,118 @@ fn strip_nulls(v: &mut Value) {
         m.values_mut().for_each(strip_nulls);
     }
 }
+
+/// `disruption.budgets`: what the API server can check is refused at
+/// apply time; a valid list with a window, a zone and both kinds of rate
+/// is accepted. (A cron expression or zone that does not parse is the
+/// controller's to report: see tests/disruption_windows.rs and the
+/// planner's tests.)
+#[tokio::test(flavor = "multi_thread")]
+async fn disruption_budgets_are_checked_by_the_api_server() {
+    let client = kube_client().await;
+    install_crd(&client).await;
+    let ns = create_namespace(&client, "validation-budgets").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("nomadpool.dev", "v1alpha1", "NomadClientPool"),
+            "nomadclientpools",
+        ),
+    );
+    let create = |name: &str, budgets: Value| {
+        let api = api.clone();
+        let mut spec = valid();
+        merge(&mut spec, json!({"disruption": {"budgets": budgets}}));
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        async move { api.create(&PostParams::default(), &obj).await }
+    };
+    create(
+        "valid",
+        json!([
+            {"maxUnavailable": 0, "schedule": "0 9 * * 1-5", "duration": "8h", "timeZone": "Europe/Berlin"},
+            {"maxUnavailable": "25%", "rate": {"retirements": 3, "per": "1h"}},
+            {"maxUnavailable": "0%", "schedule": "0 22 * * 6", "duration": "744h", "rate": {"retirements": 1}},
+        ]),
+    )
+    .await
+    .expect("a valid list of budgets");
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "negative",
+            json!([{"maxUnavailable": -1}]),
+            "a count of at least 0",
+        ),
+        (
+            "percent",
+            json!([{"maxUnavailable": "101%"}]),
+            "a percentage from 0% to 100%",
+        ),
+        (
+            "no-duration",
+            json!([{"maxUnavailable": 0, "schedule": "0 9 * * *"}]),
+            "schedule and duration go together",
+        ),
+        (
+            "no-schedule",
+            json!([{"maxUnavailable": 0, "duration": "1h"}]),
+            "schedule and duration go together",
+        ),
+        (
+            "six-fields",
+            json!([{"maxUnavailable": 0, "schedule": "0 0 9 * * *", "duration": "1h"}]),
+            "five-field cron",
+        ),
+        (
+            "bad-duration",
+            json!([{"maxUnavailable": 0, "schedule": "0 9 * * *", "duration": "1 day"}]),
+            "positive Go duration",
+        ),
+        (
+            "long-duration",
+            json!([{"maxUnavailable": 0, "schedule": "0 9 * * *", "duration": "745h"}]),
+            "at most 744h",
+        ),
+        (
+            "zone-alone",
+            json!([{"maxUnavailable": 0, "timeZone": "UTC"}]),
+            "only used with a schedule",
+        ),
+        (
+            "zone-shape",
+            json!([{"maxUnavailable": 0, "schedule": "0 9 * * *", "duration": "1h", "timeZone": "Berlin time"}]),
+            "IANA time zone name",
+        ),
+        (
+            "rate-zero",
+            json!([{"maxUnavailable": 1, "rate": {"retirements": 0, "per": "1h"}}]),
+            "retirements",
+        ),
+        (
+            "rate-no-period",
+            json!([{"maxUnavailable": 1, "rate": {"retirements": 1}}]),
+            "rate.per is required",
+        ),
+        (
+            "rate-bad-period",
+            json!([{"maxUnavailable": 1, "rate": {"retirements": 1, "per": "hourly"}}]),
+            "rate.per must be a positive Go duration",
+        ),
+    ];
+    let mut failures = vec![];
+    for (name, budgets, expected) in cases {
+        match create(name, budgets).await {
+            Ok(_) => failures.push(format!("{name}: accepted, expected {expected:?}")),
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(expected) => {}
+            Err(e) => failures.push(format!(
+                "{name}: wrong rejection (expected {expected:?}): {e}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    delete_namespace(&client, &ns).await;
+}

@@ -13,9 +13,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod disruption;
 mod lifecycle_hook;
 mod provider;
 mod retirement;
+pub use disruption::*;
 pub use lifecycle_hook::*;
 pub use provider::*;
 pub use retirement::*;
@@ -261,6 +263,16 @@ pub struct DisruptionPolicy {
     /// Compute and show the plan in status, touch nothing.
     #[serde(default)]
     pub dry_run: bool,
+
+    /// Limits on voluntary retirements (scale-in, `retire`, hand-made
+    /// retirements) beyond `maxUnavailable`: always, or in the windows of a
+    /// cron schedule, and at most N started per period. The most
+    /// restrictive budget that applies counts. Retirements the group's
+    /// lifecycle hook asks for are never refused. Unset: only
+    /// `maxUnavailable` applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub budgets: Vec<DisruptionBudget>,
 }
 
 impl Default for DisruptionPolicy {
@@ -270,6 +282,7 @@ impl Default for DisruptionPolicy {
             selection_policy: SelectionPolicy::default(),
             paused: false,
             dry_run: false,
+            budgets: Vec::new(),
         }
     }
 }
@@ -349,6 +362,10 @@ pub struct NomadClientPoolStatus {
     /// With `disruption.dryRun`: what the controller would do now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedRetirement>,
+    /// With `disruption.budgets`: the budget that applies now, what it
+    /// allows and when the next window opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<DisruptionStatus>,
     /// `Ready`, `Progressing` and `Degraded`, with reasons such as
     /// NomadUnreachable, Unauthorized, ProviderError, InvalidSpec, BudgetExhausted.
     #[serde(default)]
@@ -526,6 +543,19 @@ impl RetireReason {
             RetireReason::Requested => "Requested",
             RetireReason::Replace => "Replace",
             RetireReason::LifecycleHook => "LifecycleHook",
+        }
+    }
+}
+
+impl RetireReason {
+    /// Whether `disruption.budgets` (their windows and rates) govern the
+    /// reason: every retirement the pool chooses to start. A retirement the
+    /// group's lifecycle hook asks for is not the pool's choice: the group
+    /// terminates the VM either way.
+    pub const fn is_voluntary(self) -> bool {
+        match self {
+            RetireReason::ScaleIn | RetireReason::Requested | RetireReason::Replace => true,
+            RetireReason::LifecycleHook => false,
         }
     }
 }

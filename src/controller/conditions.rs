@@ -154,10 +154,18 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
             "SharedInstance",
             super::readiness::shared_instance_message(which),
         ),
+        Blocker::InvalidBudget(m) => Problem::new(
+            "InvalidDisruptionBudget",
+            format!("{m}; voluntary retirements wait until it is fixed"),
+        ),
         // Capacity that is missing, not a fault of the pool: `Ready` says it
         // (see `readiness::not_ready`).
         Blocker::VmsWithoutClient(_) => return None,
-        Blocker::BudgetExhausted { .. } | Blocker::NoEmptyNodes | Blocker::Paused => {
+        Blocker::BudgetExhausted { .. }
+        | Blocker::DisruptionBudget { .. }
+        | Blocker::RateLimited(_)
+        | Blocker::NoEmptyNodes
+        | Blocker::Paused => {
             return None;
         }
     })
@@ -212,6 +220,8 @@ fn progressing(pool: &NomadClientPool, planned: &plan::Plan, scaling_up: bool) -
                 "{in_flight} client(s) out of service (retiring, or made ineligible by anyone), disruption.maxUnavailable allows {budget}; more start as these finish"
             ),
         )
+    } else if let Some(signal) = held_by_budgets(planned) {
+        signal
     } else if planned.blockers.contains(&Blocker::Paused) {
         Signal::new(
             false,
@@ -248,6 +258,20 @@ fn progressing(pool: &NomadClientPool, planned: &plan::Plan, scaling_up: bool) -
     } else {
         Signal::new(false, "Idle", "nothing to do")
     }
+}
+
+/// Progressing while `disruption.budgets` hold back retirements that are
+/// due: a budget (a window with `maxUnavailable: 0` among them) or a rate.
+/// True while retirements are in flight, false while nothing moves.
+fn held_by_budgets(planned: &plan::Plan) -> Option<Signal> {
+    let moving = !planned.retiring.is_empty();
+    planned.blockers.iter().find_map(|b| match b {
+        Blocker::DisruptionBudget { message, .. } => {
+            Some(Signal::new(moving, "DisruptionBudget", message.clone()))
+        }
+        Blocker::RateLimited(message) => Some(Signal::new(moving, "RateLimited", message.clone())),
+        _ => None,
+    })
 }
 
 /// The status to write after a plan. `problems` are those the reconciler
@@ -309,6 +333,7 @@ pub(super) fn build_status(
         oldest_retirements: vec![],
         retired: planned.retired_nodes.clone(),
         plan: planned.preview.clone(),
+        disruption: planned.disruption.clone(),
         conditions,
     }
 }

@@ -99,6 +99,16 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     for (reason, message) in readiness::news(&seen.status, &new_status) {
         report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
     }
+    if let Some(message) = invalid_budget_news(&seen.status, &new_status, &planned.plan) {
+        report::publish(
+            &ctx,
+            &pool,
+            EventType::Warning,
+            "InvalidDisruptionBudget",
+            &message,
+            None,
+        );
+    }
     let hook_seen = (rt.as_ref(), &seen);
     let capped =
         hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
@@ -174,16 +184,51 @@ async fn plan_held(
     Ok(planned)
 }
 
+/// A budget that does not parse, when the words about the budgets changed
+/// (an Event once, not on every pass; `Degraded` lists it meanwhile,
+/// possibly behind other problems).
+fn invalid_budget_news(
+    previous: &crate::api::NomadClientPoolStatus,
+    new: &crate::api::NomadClientPoolStatus,
+    planned: &super::plan::Plan,
+) -> Option<String> {
+    let words =
+        |s: &crate::api::NomadClientPoolStatus| s.disruption.as_ref().map(|d| d.message.clone());
+    let invalid: Vec<&str> = (planned.blockers.iter())
+        .filter_map(|b| match b {
+            super::plan::Blocker::InvalidBudget(m) => Some(m.as_str()),
+            _ => None,
+        })
+        .collect();
+    (!invalid.is_empty() && words(previous) != words(new)).then(|| {
+        format!(
+            "{}; voluntary retirements wait until it is fixed",
+            invalid.join("; ")
+        )
+    })
+}
+
 /// When to look again. The cloud group is not watched: while anything waits
 /// on it (a retirement in flight, a pre-flight refusal, a budget), soon.
 fn next_look(planned: &super::plan::Plan, persisted: &persist::Persisted) -> Duration {
     let busy =
         !planned.retiring.is_empty() || !planned.actions.is_empty() || !planned.blockers.is_empty();
-    if persisted.progress_waits {
+    let look = if persisted.progress_waits {
         persist::PROGRESS_WRITE_INTERVAL
     } else if busy {
         ACTIVE_RESYNC
     } else {
         RESYNC
+    };
+    // A window that opens or closes, or a rate that frees a start, changes
+    // what may start: no watch reports the clock.
+    match planned.budgets_change {
+        Some(at) => {
+            let until = at.duration_since(jiff::Timestamp::now()).as_secs_f64();
+            look.min(Duration::from_secs_f64(
+                until.clamp(1.0, RESYNC.as_secs_f64()),
+            ))
+        }
+        None => look,
     }
 }

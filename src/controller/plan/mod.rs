@@ -19,7 +19,9 @@
 //!
 //! then `identity` reports VMs shared by nodes or without a client, and
 //! `retired` keeps the records of named clients. The facts it reads are in
-//! `view`; `unavailable` counts clients out of service against the budget.
+//! `view`; `unavailable` counts clients out of service against the budget;
+//! `budgets` holds `disruption.budgets` (windows, rates) and the record of
+//! recent starts the rates count.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -28,13 +30,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{
-    PlannedRetirement, RetirePhase, RetireReason, RetireTarget, RetiredNode, RetiringNode,
-    SelectionPolicy,
+    DisruptionStatus, PlannedRetirement, RetirePhase, RetireReason, RetireTarget, RetiredNode,
+    RetiringNode, SelectionPolicy,
 };
 use crate::provider::{GroupState, Lifecycle, preflight_with};
 
 mod adopt;
 mod advance;
+pub mod budgets;
 mod capacity;
 mod departed;
 mod go_duration;
@@ -179,6 +182,18 @@ pub enum Blocker {
     SharedInstance(String),
     /// In-service VMs that no ready client of the pool reports.
     VmsWithoutClient(Vec<String>),
+    /// A `disruption.budgets` entry (a window with `maxUnavailable: 0`
+    /// included) allows no more clients out of service now; the message
+    /// says which and until when.
+    DisruptionBudget {
+        in_flight: u32,
+        message: String,
+    },
+    /// A budget's rate allows no more voluntary starts now.
+    RateLimited(String),
+    /// A budget the controller cannot evaluate (a schedule or time zone
+    /// that does not parse): voluntary retirements wait, fail safe.
+    InvalidBudget(String),
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -205,6 +220,11 @@ pub struct Plan {
     /// The planner had to select clients but `PoolView::load` was absent:
     /// fetch it and plan again.
     pub needs_load: bool,
+    /// The next `status.disruption`; `None` without `disruption.budgets`.
+    pub disruption: Option<DisruptionStatus>,
+    /// When the budgets next change what they allow (a window opens or
+    /// closes, a counted start leaves its period): plan again by then.
+    pub budgets_change: Option<Timestamp>,
 }
 
 impl Plan {
@@ -361,6 +381,11 @@ fn advance_tracked(
 fn report(view: &PoolView<'_>, next: Vec<RetiringNode>, mut plan: Plan) -> Plan {
     identity::report_shared(view, &mut plan);
     identity::report_clientless(view, &next, &mut plan);
+    // Written with the status that records the starts of this plan.
+    if let Some((disruption, change)) = budgets::after_plan(view, &next) {
+        plan.disruption = Some(disruption);
+        plan.budgets_change = change;
+    }
     plan.retiring = next;
     plan.retired_nodes = retired::keep_named(view, std::mem::take(&mut plan.retired_nodes));
     plan

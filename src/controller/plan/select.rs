@@ -2,6 +2,7 @@
 //! clients `spec.retire` names, the scale-in selection policies, and the
 //! dry-run preview of them.
 
+use super::budgets::{self, Evaluation};
 use super::*;
 
 /// The most clients that may be in flight at once.
@@ -19,8 +20,14 @@ pub fn budget(max_unavailable: &IntOrString, pool_size: u32) -> u32 {
 
 /// What the selection steps share while they start retirements.
 pub(super) struct Selection {
-    /// The most clients that may be out of service at once.
+    /// The most clients that may be out of service at once: what
+    /// `maxUnavailable` and the budgets that apply now allow.
     budget: u32,
+    /// Voluntary retirements the budgets' rates still let start in this
+    /// plan; `None`: no rate applies.
+    starts_left: Option<u32>,
+    /// The budgets at `now`, for the blockers' words.
+    limits: Evaluation,
     /// Decrements committed in status that the group's desired capacity
     /// does not reflect yet, counting those started in this plan.
     pub(super) pending: u32,
@@ -50,8 +57,11 @@ impl Selection {
         if spec.disruption.paused && wants_more(view, next, pending) {
             plan.blockers.push(Blocker::Paused);
         }
+        let limits = limits(view, pool_size, plan);
         Selection {
-            budget: budget(&spec.disruption.max_unavailable, pool_size),
+            budget: limits.allowed,
+            starts_left: limits.starts_left,
+            limits,
             pending,
             taken: next.iter().map(|r| r.node_id.clone()).collect(),
             start_allowed: !spec.disruption.paused,
@@ -87,10 +97,11 @@ impl Selection {
             }
             // Clients out of service, whoever took them out, against the budget.
             if !unavailable::is_out(node) && unavailable::count(view, next) >= self.budget {
-                plan.blockers.push(Blocker::BudgetExhausted {
-                    in_flight: unavailable::count(view, next),
-                    budget: self.budget,
-                });
+                plan.blockers.push(self.exhausted(view, next));
+                break;
+            }
+            if self.starts_left == Some(0) {
+                plan.blockers.push(self.rate_limited(view));
                 break;
             }
             let decrement = !target.replace;
@@ -110,6 +121,7 @@ impl Selection {
                 continue;
             }
             self.taken.insert(node.id.clone());
+            self.started();
             if dry_run {
                 plan.preview.push(preview(node, reason, view.load));
                 continue;
@@ -147,12 +159,17 @@ impl Selection {
             .budget
             .saturating_sub(unavailable::count(view, next) + previewed);
         if room == 0 {
-            plan.blockers.push(Blocker::BudgetExhausted {
-                in_flight: unavailable::count(view, next),
-                budget: self.budget,
-            });
+            plan.blockers.push(self.exhausted(view, next));
             return;
         }
+        let room = match self.starts_left {
+            Some(0) => {
+                plan.blockers.push(self.rate_limited(view));
+                return;
+            }
+            Some(left) => room.min(left),
+            None => room,
+        };
         let Some(load) = view.load else {
             plan.needs_load = true;
             return;
@@ -167,6 +184,7 @@ impl Selection {
         );
         for node in chosen {
             self.taken.insert(node.id.clone());
+            self.started();
             if dry_run {
                 plan.preview
                     .push(preview(node, RetireReason::ScaleIn, view.load));
@@ -175,6 +193,56 @@ impl Selection {
             }
         }
     }
+}
+
+impl Selection {
+    /// A voluntary retirement starts (or would, in a dry run): one start
+    /// less for the rates.
+    fn started(&mut self) {
+        self.starts_left = self.starts_left.map(|l| l.saturating_sub(1));
+    }
+
+    /// The budget is used up: in `maxUnavailable`'s words, or in the words
+    /// of the disruption budget that set it.
+    fn exhausted(&self, view: &PoolView<'_>, next: &[RetiringNode]) -> Blocker {
+        let in_flight = unavailable::count(view, next);
+        if self.limits.applying.is_none() && self.limits.errors.is_empty() {
+            return Blocker::BudgetExhausted {
+                in_flight,
+                budget: self.budget,
+            };
+        }
+        let budgets = &view.spec.disruption.budgets;
+        Blocker::DisruptionBudget {
+            in_flight,
+            message: budgets::blocker_message(&self.limits, budgets, in_flight, false),
+        }
+    }
+
+    fn rate_limited(&self, view: &PoolView<'_>) -> Blocker {
+        let budgets = &view.spec.disruption.budgets;
+        Blocker::RateLimited(budgets::blocker_message(&self.limits, budgets, 0, true))
+    }
+}
+
+/// What `maxUnavailable` and `disruption.budgets` allow now, and the
+/// budgets that do not parse (`status.disruption` is made once the plan
+/// is complete: see `budgets::after_plan`).
+fn limits(view: &PoolView<'_>, pool_size: u32, plan: &mut Plan) -> Evaluation {
+    let spec = view.spec;
+    let pool_allowed = budget(&spec.disruption.max_unavailable, pool_size);
+    let list = &spec.disruption.budgets;
+    // Only rates count starts; a scale-in of thousands need not sort its
+    // retirements on every plan for nothing.
+    let starts = if list.iter().any(|b| b.rate.is_some()) {
+        budgets::starts(view.recent_starts, view.tracked)
+    } else {
+        Vec::new()
+    };
+    let limits = budgets::evaluate(list, pool_allowed, pool_size, view.now, &starts);
+    plan.blockers
+        .extend((limits.errors.iter()).map(|e| Blocker::InvalidBudget(e.to_string())));
+    limits
 }
 
 /// Whether the spec asks for retirements beyond those in flight.

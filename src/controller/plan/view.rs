@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 use jiff::Timestamp;
 
 use super::{DrainMark, InstanceNodes};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::api::{DrainPolicy, NomadClientPoolSpec, RetiredNode, RetiringNode};
 use crate::provider::{GroupState, InstanceState, Lifecycle};
 
@@ -70,6 +72,9 @@ pub struct PoolView<'a> {
     pub tracked: &'a [RetiringNode],
     /// Clients `spec.retire` named that this pool retired (`status.retired`).
     pub retired: &'a [RetiredNode],
+    /// When recent voluntary retirements started, as the status recorded
+    /// them (`status.disruption.recentStarts`), for the budgets' rates.
+    pub recent_starts: &'a [Time],
     /// Every Nomad node the selector matches (down ones included).
     pub nodes: &'a [NodeFacts],
     /// Tracked nodes the selector no longer matches, read by ID: released or

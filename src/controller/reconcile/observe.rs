@@ -190,6 +190,8 @@ impl Observed {
             spec: &self.spec,
             tracked: &self.tracked,
             retired: &self.status.retired,
+            recent_starts: (self.status.disruption.as_ref())
+                .map_or(&[][..], |d| d.recent_starts.as_slice()),
             nodes: &self.nodes,
             outside: &self.outside,
             allocs: &self.allocs,

@@ -16,6 +16,7 @@ fn plan_outside(w: &World, outside: &[NodeFacts]) -> Plan {
         spec: &w.spec,
         tracked: &w.tracked,
         retired: &w.retired,
+        recent_starts: &[],
         nodes: &w.nodes,
         outside,
         allocs: &w.allocs,

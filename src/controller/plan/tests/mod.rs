@@ -18,6 +18,7 @@ mod scale;
 mod scale_up;
 mod selection;
 mod truth;
+mod windows;
 
 const UID: &str = "pool-uid-1";
 
@@ -123,9 +124,13 @@ fn entry(n: &NodeFacts, phase: RetirePhase) -> RetiringNode {
 }
 
 struct World {
+    /// The planner's "now"; `now()` unless a test moves it.
+    at: Timestamp,
     spec: NomadClientPoolSpec,
     tracked: Vec<RetiringNode>,
     retired: Vec<RetiredNode>,
+    /// `status.disruption.recentStarts`.
+    recent_starts: Vec<Time>,
     nodes: Vec<NodeFacts>,
     allocs: HashMap<String, AllocFacts>,
     load: Option<HashMap<String, u32>>,
@@ -159,9 +164,11 @@ fn instance_nodes_of(nodes: &[NodeFacts]) -> InstanceNodes {
 impl World {
     fn new(n: u32, replicas: Option<i32>) -> Self {
         World {
+            at: now(),
             spec: spec(replicas),
             tracked: vec![],
             retired: vec![],
+            recent_starts: vec![],
             nodes: (0..n).map(node).collect(),
             allocs: HashMap::new(),
             load: Some(HashMap::new()),
@@ -175,11 +182,12 @@ impl World {
     fn plan(&self) -> Plan {
         let derived = instance_nodes_of(&self.nodes);
         plan(&PoolView {
-            now: now(),
+            now: self.at,
             pool_key: "ns/pool",
             spec: &self.spec,
             tracked: &self.tracked,
             retired: &self.retired,
+            recent_starts: &self.recent_starts,
             nodes: &self.nodes,
             outside: &[],
             allocs: &self.allocs,

@@ -211,6 +211,7 @@ fn view_of(c: &Case) -> PoolView<'_> {
         spec: &c.spec,
         tracked: &c.tracked,
         retired: &[],
+        recent_starts: &[],
         nodes: &c.nodes,
         outside: &[],
         allocs: &c.allocs,
