@@ -329,7 +329,8 @@ async fn read_vms(
 /// a VM that is being deleted, abandoned or recreated, or is gone, stops
 /// its client (which later turns down). It polls gce-sim's compact read
 /// with the last `ETag`, so an unchanged group costs a 304 and no body
-/// (the full managed-instance list is 2.2 MB at 1,000 VMs).
+/// (it used to read `GET /sim/groups`, every group's full list: 2.4 MB
+/// with five 1,000-VM groups, ten times a second).
 pub fn gce_bridge(
     cloud_url: String,
     group: String,

@@ -1,9 +1,10 @@
 //! `GET /sim/groups/vms?project=P&zone=Z|region=R&name=N`: one group's VMs
 //! in a compact form (name, id, zone, `instanceStatus`, `currentAction`),
-//! for a harness that follows the VMs by polling. The full managed-instance
-//! list is about 2.2 KB per instance (2.2 MB at the zonal cap of 1,000,
-//! §1.1); this answer is a twentieth of that, and with the `ETag` it
-//! carries a poll that finds nothing changed gets `304 Not Modified` and no
+//! for a harness that follows the VMs by polling. Measured at 1,000 VMs:
+//! 130 KB, against 433 KB for the group's listManagedInstances answer and
+//! 2.4 MB for `GET /sim/groups` with five such groups (every group, every
+//! field); and with the `ETag` it carries a poll that finds nothing
+//! changed gets `304 Not Modified` and no
 //! body at all. Simulator-only: the Compute API has no such read.
 
 use std::hash::{DefaultHasher, Hasher};
