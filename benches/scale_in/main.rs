@@ -21,6 +21,13 @@
 //! runs it alone and merges it into an existing JSON. Its figures go to the
 //! JSON's `scale_20000` object.
 //!
+//! `SCALE_IN_PROVIDER=gce` runs the operator's half on Compute Engine
+//! instead (`gce.rs`): the clients are VMs of zonal managed instance groups
+//! of 1,000 (the zonal cap) in one in-process gce-sim, one pool per group,
+//! each lowered by its share (5 × 1,000 lowered by 200 each at the
+//! defaults). No baseline: the admin script speaks only the Auto Scaling
+//! API; the JSON and the table say so.
+//!
 //! Results: a table on stdout, JSON in `target/bench/scale-in.json`. See
 //! `BENCHMARKS.md` for the method and the figures.
 //!
@@ -45,6 +52,7 @@
 mod apiserver;
 mod baseline;
 mod figures;
+mod gce;
 mod helpers;
 mod operator;
 mod operator_run;
@@ -136,9 +144,13 @@ async fn run(p: Params, scenarios: Scenarios) {
         out["run_seconds"] = json!(round(started.elapsed().as_secs_f64(), 0));
         out["build"] = build;
     }
-    out["command"] = json!(
-        "cargo build --release --bin nomad-pool-operator && cargo bench -p nomad-pool-operator --bench scale_in"
-    );
+    let provider = match p.provider {
+        Provider::Aws => "",
+        Provider::Gce => "SCALE_IN_PROVIDER=gce ",
+    };
+    out["command"] = json!(format!(
+        "cargo build --release --bin nomad-pool-operator && {provider}cargo bench -p nomad-pool-operator --bench scale_in"
+    ));
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();
     let mut md = table(&p, &out["operator"], &out["baseline"]);
     if !out["scale_20000"].is_null() {
@@ -183,7 +195,9 @@ async fn first_scenario(p: &Params, client: &kube::Client) -> Value {
     } else {
         Value::Null
     };
-    let baseline = if p.baseline {
+    let baseline = if p.provider == Provider::Gce {
+        json!({"not_run": BASELINE_NOT_ON_GCE})
+    } else if p.baseline {
         baseline_run(p).await
     } else {
         Value::Null

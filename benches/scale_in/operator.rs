@@ -138,18 +138,25 @@ impl OperatorProc {
     }
 }
 
-/// Namespace, AWS Secret and a pool for a world, managed by a fresh operator.
+/// Namespace, cloud Secret and the pools of a world, managed by a fresh operator.
 pub struct Managed {
     pub ns: String,
     pub pools: Api<NomadClientPool>,
+    /// The pools' names (`ci` on AWS; one per group on GCE), in the
+    /// world's node-pool order; the scale-in lowers each by its share.
+    pub names: Vec<String>,
     pub op: OperatorProc,
 }
 
 pub async fn manage(client: &kube::Client, w: &World, p: &Params) -> Managed {
+    let moto = match &w.cloud {
+        CloudSide::Aws(moto) => moto,
+        CloudSide::Gce(g) => return gce::manage(client, w, g, p).await,
+    };
     let ns = support::create_namespace(client, &format!("bench-{}", w.label)).await;
     let keys = json!({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"});
     support::create_secret(client, &ns, "aws", "aws-credentials", keys).await;
-    support::tag_group(&w.moto.client(), &w.group, &format!("{ns}/ci")).await;
+    support::tag_group(&moto.client(), &w.group, &format!("{ns}/ci")).await;
     let pools: Api<NomadClientPool> = Api::namespaced(client.clone(), &ns);
     let manifest = json!({
         "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
@@ -165,26 +172,64 @@ pub async fn manage(client: &kube::Client, w: &World, p: &Params) -> Managed {
                            "selectionPolicy": "LeastBusy"},
         }
     });
-    pools
-        .patch(
-            "ci",
-            &PatchParams::apply("npo-bench").force(),
-            &Patch::Apply(&manifest),
-        )
-        .await
-        .expect("applying the pool");
+    apply_pool(&pools, &manifest).await;
     let op = OperatorProc::start(&ns, &w.label).await;
-    Managed { ns, pools, op }
-}
-
-pub async fn pool_status(m: &Managed) -> Value {
-    match m.pools.get("ci").await {
-        Ok(p) => serde_json::to_value(p.status).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
+    Managed {
+        ns,
+        pools,
+        names: vec!["ci".into()],
+        op,
     }
 }
 
+pub async fn apply_pool(pools: &Api<NomadClientPool>, manifest: &Value) {
+    let name = manifest["metadata"]["name"].as_str().expect("a pool name");
+    pools
+        .patch(
+            name,
+            &PatchParams::apply("npo-bench").force(),
+            &Patch::Apply(manifest),
+        )
+        .await
+        .expect("applying the pool");
+}
+
+/// The pool's status; with several pools, their statuses under `pools`
+/// and the counts the bench reads summed over them.
+pub async fn pool_status(m: &Managed) -> Value {
+    let mut all = Vec::new();
+    for name in &m.names {
+        all.push(match m.pools.get(name).await {
+            Ok(p) => serde_json::to_value(p.status).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        });
+    }
+    if all.len() == 1 {
+        return all.pop().unwrap_or(Value::Null);
+    }
+    let sum = |k: &str| all.iter().filter_map(|s| s[k].as_u64()).sum::<u64>();
+    let mut out = serde_json::Map::new();
+    for k in [
+        "nodes",
+        "readyNodes",
+        "drainingNodes",
+        "terminatingNodes",
+        "retiredTotal",
+        "retirementsInFlight",
+        "groupDesiredCapacity",
+    ] {
+        out.insert(k.into(), json!(sum(k)));
+    }
+    out.insert("pools".into(), Value::Array(all));
+    Value::Object(out)
+}
+
+/// Settled at `nodes` clients in all (each of several pools at its share).
 pub fn settled(st: &Value, nodes: usize) -> bool {
+    if let Some(pools) = st["pools"].as_array() {
+        let share = nodes / pools.len().max(1);
+        return pools.iter().all(|p| settled(p, share));
+    }
     let ready = st["conditions"].as_array().is_some_and(|cs| {
         cs.iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
@@ -235,7 +280,7 @@ pub async fn diagnose(w: &World, st: &Value) -> Value {
         let t = Instant::now();
         let r = http
             .get(format!("{base}/v1/nodes"))
-            .query(&[("filter", r#"NodePool == "ci""#)])
+            .query(&[("filter", format!("NodePool == {:?}", w.node_pools[0]))])
             .send()
             .await;
         let v = match r {

@@ -40,8 +40,13 @@ pub struct OperatorResult {
 }
 
 pub async fn operator_run(p: &Params, client: &kube::Client) -> OperatorResult {
-    // A scenario without an idle window (p.idle_s = 0) needs no small world.
-    let small_size = if p.idle_s > 0.0 { p.small } else { 0 };
+    // A scenario without an idle window (p.idle_s = 0) needs no small world;
+    // on GCE the idle rate is measured on the big world only.
+    let small_size = if p.idle_s > 0.0 && p.provider == Provider::Aws {
+        p.small
+    } else {
+        0
+    };
     eprintln!(
         "[operator] building worlds of {small_size} and {} clients",
         p.nodes
@@ -51,9 +56,16 @@ pub async fn operator_run(p: &Params, client: &kube::Client) -> OperatorResult {
     } else {
         None
     };
-    let big = World::new(p, "op-big", p.nodes).await;
+    let big = match p.provider {
+        Provider::Aws => World::new(p, "op-big", p.nodes).await,
+        Provider::Gce => gce::new_world(p, "op-big").await,
+    };
+    let reads = match p.provider {
+        Provider::Aws => "moto DescribeAutoScalingGroups",
+        Provider::Gce => "gce-sim listManagedInstances (one group)",
+    };
     eprintln!(
-        "[operator] worlds ready ({:.0} s, {:.0} s); moto DescribeAutoScalingGroups at {}: {:?} s",
+        "[operator] worlds ready ({:.0} s, {:.0} s); {reads} at {}: {:?} s",
         small.as_ref().map_or(0.0, |w| w.setup_s),
         big.setup_s,
         p.nodes,
@@ -85,14 +97,17 @@ async fn scale_in(p: &Params, client: &kube::Client, big: &World, mb: &Managed) 
     let jiffies0 = procstat::machine_jiffies();
     let cpu0 = mb.op.cpu();
     let t0 = Instant::now();
-    mb.pools
-        .patch(
-            "ci",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": target}})),
-        )
-        .await
-        .unwrap();
+    // Each pool lowered by its share (one pool on AWS).
+    for name in &mb.names {
+        mb.pools
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": target / mb.names.len()}})),
+            )
+            .await
+            .unwrap();
+    }
     eprintln!("[operator] replicas {} -> {target}", p.nodes);
     let completed = wait_for_terminates(p, big, mb, t0).await;
     let cpu_last_terminate = mb.op.cpu() - cpu0;
@@ -115,6 +130,10 @@ async fn scale_in(p: &Params, client: &kube::Client, big: &World, mb: &Managed) 
         machine_busy_pct: busy_pct(jiffies0, jiffies1),
     };
     let mut f = figures(p, big, &run, p.budget());
+    if let CloudSide::Gce(g) = &big.cloud {
+        f["compute_calls_per_terminate"] = gce::calls_per_terminate(&f);
+        f["list_managed_instances_bytes_one_group"] = json!(g.list_bytes);
+    }
     let retired = f["retired"].as_u64().unwrap_or(0) as usize;
     let o = f.as_object_mut().unwrap();
     o.insert("completed".into(), json!(completed.is_ok()));
@@ -131,9 +150,13 @@ async fn scale_in(p: &Params, client: &kube::Client, big: &World, mb: &Managed) 
         eprintln!("[operator] the pool did not settle: {unsettled}");
     }
     o.insert("not_settled_diagnosis".into(), unsettled);
+    let reads_key = match big.cloud {
+        CloudSide::Aws(_) => "moto_describe_s",
+        CloudSide::Gce(_) => "gce_sim_list_managed_instances_s",
+    };
     o.insert(
         "world_setup".into(),
-        json!({"seconds": round(big.setup_s, 1), "moto_describe_s": big.moto_describe_s}),
+        json!({"seconds": round(big.setup_s, 1), reads_key: big.moto_describe_s}),
     );
     o.insert("cpu_seconds".into(), json!(round(cpu, 2)));
     o.insert(
@@ -231,10 +254,8 @@ async fn read_sizes(big: &World) -> (usize, usize, f64) {
     // Size of one node-list read, for the request volume.
     let list_bytes = big
         .http
-        .get(format!(
-            "{}/v1/nodes?filter=NodePool%20%3D%3D%20%22ci%22",
-            big.url
-        ))
+        .get(format!("{}/v1/nodes", big.url))
+        .query(&[("filter", format!("NodePool == {:?}", big.node_pools[0]))])
         .send()
         .await
         .unwrap()

@@ -33,8 +33,29 @@ impl Scenarios {
     }
 }
 
+/// The cloud the groups live in (`SCALE_IN_PROVIDER`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Provider {
+    /// `aws` (default): one Auto Scaling group in a moto of its own.
+    Aws,
+    /// `gce`: zonal managed instance groups of at most 1,000 VMs (the
+    /// zonal cap, gce-mig.md §1.1) in one in-process gce-sim, one pool each.
+    Gce,
+}
+
+impl Provider {
+    pub fn from_env() -> Provider {
+        match std::env::var("SCALE_IN_PROVIDER").as_deref() {
+            Ok("gce") => Provider::Gce,
+            Ok("aws") | Err(_) => Provider::Aws,
+            Ok(other) => panic!("SCALE_IN_PROVIDER={other:?}: aws or gce"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Params {
+    pub provider: Provider,
     pub nodes: usize,
     pub small: usize,
     pub retire: usize,
@@ -57,6 +78,7 @@ pub struct Params {
 impl Params {
     pub fn from_env() -> Params {
         Params {
+            provider: Provider::from_env(),
             nodes: env_or("SCALE_IN_NODES", 5000),
             small: env_or("SCALE_IN_SMALL", 500),
             retire: env_or("SCALE_IN_RETIRE", 1000),
@@ -104,6 +126,19 @@ impl Params {
     }
 
     pub fn json(&self) -> Value {
+        let mut v = self.json_common();
+        if self.provider == Provider::Gce {
+            let groups = gce::groups(self);
+            v["provider"] = json!("gce");
+            v["groups"] = json!(groups);
+            v["group_size"] = json!(self.nodes / groups);
+            v["scale_in_by_per_group"] = json!(self.retire / groups);
+            v["budget_at_start_per_pool"] = json!(self.budget() / groups);
+        }
+        v
+    }
+
+    fn json_common(&self) -> Value {
         json!({
             "pool_size": self.nodes,
             "small_pool_size": self.small,

@@ -1,6 +1,7 @@
 //! The recording proxy in front of each world's moto: it times every call,
 //! snapshots what the simulator knew when a terminate arrived, and makes a
-//! terminated VM's Nomad client stop (and a new one register).
+//! terminated VM's Nomad client stop (and a new one register). The GCE
+//! world's proxy (`gce.rs`) records into the same log.
 
 use super::*;
 use support::proxy::LocalServer;
@@ -48,7 +49,8 @@ pub struct ProxyLog {
 }
 
 pub struct ProxyState {
-    pub moto: String,
+    /// Where calls are forwarded: the world's moto, or its gce-sim.
+    pub upstream: String,
     pub http: reqwest::Client,
     pub app: Arc<nomad_sim::App>,
     pub log: Mutex<ProxyLog>,
@@ -157,7 +159,7 @@ pub async fn proxy_handler(
     };
     let resp = st
         .http
-        .request(method, format!("{}{pq}", st.moto))
+        .request(method, format!("{}{pq}", st.upstream))
         .headers(headers)
         .body(body)
         .send()
@@ -222,7 +224,7 @@ pub async fn proxy_handler(
 /// New in-service instances of the group get a Nomad client, as a VM that
 /// boots does (what the harness's Bridge does by polling).
 pub async fn register_new_instances(st: &ProxyState) {
-    let Ok(out) = support::asg_client_at(&st.moto)
+    let Ok(out) = support::asg_client_at(&st.upstream)
         .describe_auto_scaling_groups()
         .auto_scaling_group_names(&st.group)
         .send()
@@ -264,15 +266,16 @@ pub async fn register_new_instances(st: &ProxyState) {
     .await;
 }
 
-impl Proxy {
-    pub async fn start(
-        moto: &str,
+impl ProxyState {
+    /// A proxy's state: forwards to `upstream`, records into an empty log.
+    pub fn new(
+        upstream: &str,
         app: Arc<nomad_sim::App>,
         group: &str,
         instances: &[String],
-    ) -> Proxy {
-        let state = Arc::new(ProxyState {
-            moto: moto.to_owned(),
+    ) -> Arc<ProxyState> {
+        Arc::new(ProxyState {
+            upstream: upstream.to_owned(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()
@@ -282,10 +285,26 @@ impl Proxy {
             mutate: tokio::sync::Mutex::new(()),
             group: group.to_owned(),
             known: Mutex::new(instances.iter().cloned().collect()),
-        });
+        })
+    }
+}
+
+impl Proxy {
+    pub async fn start(
+        moto: &str,
+        app: Arc<nomad_sim::App>,
+        group: &str,
+        instances: &[String],
+    ) -> Proxy {
+        let state = ProxyState::new(moto, app, group, instances);
         let router = axum::Router::new()
             .fallback(proxy_handler)
             .with_state(state.clone());
+        Proxy::serve(state, router).await
+    }
+
+    /// Serves `router`, whose handler records into `state`.
+    pub async fn serve(state: Arc<ProxyState>, router: axum::Router) -> Proxy {
         let server = LocalServer::start(router).await;
         Proxy {
             url: server.url.clone(),

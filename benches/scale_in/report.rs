@@ -161,7 +161,14 @@ fn apiserver_rows(op: &Value, bl: &Value) -> Vec<Row> {
     ]
 }
 
+/// Why a GCE run has no baseline half.
+pub const BASELINE_NOT_ON_GCE: &str =
+    "not run on GCE: the admin script it stands for speaks only the Auto Scaling API";
+
 pub fn table(p: &Params, op: &Value, bl: &Value) -> String {
+    if let Some(why) = bl["not_run"].as_str() {
+        return operator_only_table(p, op, why);
+    }
     let mut rows = latency_rows(op, bl);
     rows.extend(nomad_rows(p, op, bl));
     rows.extend(apiserver_rows(op, bl));
@@ -185,5 +192,36 @@ pub fn table(p: &Params, op: &Value, bl: &Value) -> String {
                 .unwrap_or_else(|| "–".into())
         ));
     }
+    s
+}
+
+/// The operator's column alone, and why there is no baseline beside it
+/// (rather than a column of dashes that reads as zeros).
+fn operator_only_table(p: &Params, op: &Value, why: &str) -> String {
+    let mut rows = latency_rows(op, &Value::Null);
+    rows.truncate(1);
+    rows.push(latency_rows(op, &Value::Null).swap_remove(2));
+    rows.extend(nomad_rows(p, op, &Value::Null));
+    rows.extend(apiserver_rows(op, &Value::Null));
+    rows.extend([
+        plain(
+            "CPU seconds (during the scale-in)",
+            "cpu_seconds",
+            op,
+            &Value::Null,
+        ),
+        plain("peak RSS, MiB", "peak_rss_mib", op, &Value::Null),
+        (
+            "safety violations".into(),
+            num(&op["safety_violations"]),
+            String::new(),
+            Value::Null,
+        ),
+    ]);
+    let mut s = String::from("| | operator |\n|---|---|\n");
+    for (k, a, _, _) in rows {
+        s.push_str(&format!("| {k} | {a} |\n"));
+    }
+    s.push_str(&format!("\nbaseline: {why}\n"));
     s
 }

@@ -1,5 +1,6 @@
 //! A world: the simulator with a steady workload, its group in a moto of its
-//! own, the recording proxy and the relay.
+//! own (or, on GCE, its groups in a gce-sim, `gce.rs`), the recording proxy
+//! and the relay.
 
 use super::*;
 use support::moto::MotoServer;
@@ -36,6 +37,23 @@ pub async fn create_group_timed(
 // ---------------------------------------------------------------------------
 // A world: simulator with a steady workload, its group in its own moto, the proxy
 
+/// The cloud side of a world.
+pub enum CloudSide {
+    /// One Auto Scaling group (`World::group`) in a moto of its own.
+    Aws(MotoServer),
+    /// Managed instance groups in an in-process gce-sim (`gce.rs`).
+    Gce(gce::GceSide),
+}
+
+/// Clients of one Nomad node pool: their VMs and the fingerprint's cloud.
+pub struct NodeSet {
+    pub node_pool: String,
+    pub instance_ids: Vec<String>,
+    /// `aws` or `gce` (nomad-sim's fingerprints).
+    pub cloud: &'static str,
+    pub zone: String,
+}
+
 pub struct World {
     pub label: String,
     pub size: usize,
@@ -45,8 +63,11 @@ pub struct World {
     /// Nomad's address for the operator and the baseline: the counting relay.
     pub relay: Relay,
     pub http: reqwest::Client,
-    pub moto: MotoServer,
+    pub cloud: CloudSide,
+    /// The Auto Scaling group (AWS worlds).
     pub group: String,
+    /// Nomad node pools, one per pool of the operator.
+    pub node_pools: Vec<String>,
     pub proxy: Proxy,
     /// Wall-clock instant and simulated ns taken together after the scale was set.
     pub clock0: (Instant, i64),
@@ -57,14 +78,19 @@ pub struct World {
     pub setup_s: f64,
 }
 
-impl World {
-    pub async fn new(p: &Params, label: &str, size: usize) -> World {
-        let t0 = Instant::now();
-        let moto =
-            MotoServer::start(&bench_dir().join(format!("scale-in-logs/moto-{label}.log"))).await;
-        let asg = moto.client();
-        let group = support::unique(&format!("bench-{label}"));
-        let (instances, moto_describe_s) = create_group_timed(&asg, &group, size).await;
+/// A world's Nomad side: the simulator with its clients and a steady
+/// workload per node pool, warmed up, its clock running; the per-node
+/// drain-completion watches.
+pub struct SimSide {
+    pub sim: nomad_sim::Sim,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub clock0: (Instant, i64),
+    pub visible_ready: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl SimSide {
+    pub async fn start(p: &Params, label: &str, sets: &[NodeSet]) -> SimSide {
         let sim = nomad_sim::serve(nomad_sim::Config {
             time_scale: 0.0,
             seed: Some(p.seed),
@@ -96,18 +122,22 @@ impl World {
                 r.json::<Value>().await.unwrap()
             }
         };
-        post(
-            "/sim/nodes",
-            json!({"count": size, "node_pool": "ci", "node_class": "linux",
-                   "instance_ids": instances, "availability_zone": "us-east-1a"}),
-        )
-        .await;
-        post(
-            "/sim/workload",
-            json!({"node_pool": "ci", "rate_per_minute": p.rate_per_min(size),
-                   "duration_min_s": p.job_min_s, "duration_max_s": p.job_max_s}),
-        )
-        .await;
+        for s in sets {
+            post(
+                "/sim/nodes",
+                json!({"count": s.instance_ids.len(), "node_pool": s.node_pool, "node_class": "linux",
+                       "cloud": s.cloud, "instance_ids": s.instance_ids, "availability_zone": s.zone}),
+            )
+            .await;
+        }
+        for s in sets {
+            post(
+                "/sim/workload",
+                json!({"node_pool": s.node_pool, "rate_per_minute": p.rate_per_min(s.instance_ids.len()),
+                       "duration_min_s": p.job_min_s, "duration_max_s": p.job_max_s}),
+            )
+            .await;
+        }
         // Steady state before anything watches: every job now running was
         // started by the workload, none by the warm-up's beginning.
         post("/sim/time", json!({"advance_s": p.warmup_s})).await;
@@ -116,21 +146,47 @@ impl World {
         let clock0 = (Instant::now(), app.clock.now());
         let visible_ready = Arc::new(Mutex::new(HashMap::new()));
         watch_drain_completions(&app, &visible_ready);
-        let proxy = Proxy::start(&moto.endpoint, app, &group, &instances).await;
-        let relay = Relay::start(sim.addr()).await;
+        SimSide {
+            sim,
+            url,
+            http,
+            clock0,
+            visible_ready,
+        }
+    }
+}
+
+impl World {
+    pub async fn new(p: &Params, label: &str, size: usize) -> World {
+        let t0 = Instant::now();
+        let moto =
+            MotoServer::start(&bench_dir().join(format!("scale-in-logs/moto-{label}.log"))).await;
+        let asg = moto.client();
+        let group = support::unique(&format!("bench-{label}"));
+        let (instances, moto_describe_s) = create_group_timed(&asg, &group, size).await;
+        let set = NodeSet {
+            node_pool: "ci".into(),
+            instance_ids: instances.clone(),
+            cloud: "aws",
+            zone: "us-east-1a".into(),
+        };
+        let s = SimSide::start(p, label, &[set]).await;
+        let proxy = Proxy::start(&moto.endpoint, s.sim.app().clone(), &group, &instances).await;
+        let relay = Relay::start(s.sim.addr()).await;
         World {
             label: label.into(),
             size,
-            sim,
-            url,
+            sim: s.sim,
+            url: s.url,
             relay,
-            http,
-            moto,
+            http: s.http,
+            cloud: CloudSide::Aws(moto),
             group,
+            node_pools: vec!["ci".into()],
             proxy,
-            clock0,
+            clock0: s.clock0,
             scale: p.time_scale,
-            visible_ready,
+            visible_ready: s.visible_ready,
             moto_describe_s,
             setup_s: t0.elapsed().as_secs_f64(),
         }
@@ -186,10 +242,23 @@ impl World {
         self.get("/sim/violations").await
     }
 
-    /// The group as moto has it now, against the simulator's live clients.
+    /// Instance ids of the simulator's live clients.
+    pub fn live_instances(&self) -> std::collections::HashSet<String> {
+        let c = self.sim.app().cluster.read().unwrap();
+        c.nodes
+            .values()
+            .filter(|r| r.alive)
+            .filter_map(|r| r.instance_id.clone())
+            .collect()
+    }
+
+    /// The group(s) as the cloud has them now, against the simulator's live clients.
     pub async fn group_after(&self) -> Value {
-        let Ok(out) = self
-            .moto
+        let moto = match &self.cloud {
+            CloudSide::Aws(moto) => moto,
+            CloudSide::Gce(g) => return g.groups_after(&self.live_instances()),
+        };
+        let Ok(out) = moto
             .client()
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(&self.group)
@@ -201,14 +270,7 @@ impl World {
         let Some(g) = out.auto_scaling_groups().first() else {
             return Value::Null;
         };
-        let live: std::collections::HashSet<String> = {
-            let c = self.sim.app().cluster.read().unwrap();
-            c.nodes
-                .values()
-                .filter(|r| r.alive)
-                .filter_map(|r| r.instance_id.clone())
-                .collect()
-        };
+        let live = self.live_instances();
         let ids: Vec<&str> = g
             .instances()
             .iter()
@@ -225,7 +287,10 @@ impl World {
         drop(self.proxy);
         drop(self.relay);
         self.sim.shutdown().await;
-        self.moto.stop().await;
+        match self.cloud {
+            CloudSide::Aws(moto) => moto.stop().await,
+            CloudSide::Gce(g) => g.shutdown().await,
+        }
     }
 }
 

@@ -124,7 +124,21 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, std::
     let query = parse_pairs(parts.uri.query());
     if path == "/sim" || path.starts_with("/sim/") {
         return Ok(
-            match crate::control::handle(&app, &parts.method, &path, &body).await {
+            match crate::control::handle(
+                &app,
+                crate::control::ControlRequest {
+                    method: &parts.method,
+                    path: &path,
+                    query: &query,
+                    if_none_match: parts
+                        .headers
+                        .get("if-none-match")
+                        .and_then(|v| v.to_str().ok()),
+                    body: &body,
+                },
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => e.response(),
             },

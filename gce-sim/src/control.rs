@@ -4,6 +4,8 @@
 //! Bodies are snake_case JSON with unknown fields refused. Documented in
 //! `gce-sim/README.md`.
 
+mod vms;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -325,14 +327,20 @@ fn time_json(app: &App) -> Value {
     json!({"now": crate::clock::timestamp(now), "now_ns": now, "scale": app.clock.scale()})
 }
 
+/// One control request: what the routes read of it.
+pub struct ControlRequest<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    /// Decoded query pairs (only `GET /sim/groups/vms` takes any).
+    pub query: &'a [(String, String)],
+    pub if_none_match: Option<&'a str>,
+    pub body: &'a Bytes,
+}
+
 /// Dispatches `/sim/...`.
-pub async fn handle(
-    app: &Arc<App>,
-    method: &Method,
-    path: &str,
-    body: &Bytes,
-) -> Result<Resp, ControlError> {
+pub async fn handle(app: &Arc<App>, req: ControlRequest<'_>) -> Result<Resp, ControlError> {
     let now = app.clock.now();
+    let (method, path, body) = (req.method, req.path, req.body);
     match (method.clone(), path) {
         (Method::POST, "/sim/groups") => {
             Ok(ok(&create_group(&mut app.world(), now, &parse(body)?)?))
@@ -349,6 +357,7 @@ pub async fn handle(
                 .collect();
             Ok(ok(&json!({"groups": v})))
         }
+        (Method::GET, "/sim/groups/vms") => vms::handle(&app.world(), req.query, req.if_none_match),
         (Method::POST, "/sim/groups/description") => {
             Ok(ok(&set_description(&mut app.world(), &parse(body)?)?))
         }
