@@ -5,6 +5,40 @@ use super::*;
 // ---------------------------------------------------------------------------
 // Small helpers
 
+/// A recording proxy's call upstream: the answer's status, headers and
+/// body, or a 502 naming what failed (as a proxy in front of the cloud
+/// would answer).
+pub async fn forward(
+    http: &reqwest::Client,
+    method: axum::http::Method,
+    url: String,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (
+    axum::http::StatusCode,
+    axum::http::HeaderMap,
+    axum::body::Bytes,
+) {
+    match http
+        .request(method, url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status();
+            let h = r.headers().clone();
+            (status, h, r.bytes().await.unwrap_or_default())
+        }
+        Err(e) => (
+            axum::http::StatusCode::BAD_GATEWAY,
+            Default::default(),
+            format!("proxy: {e}").into(),
+        ),
+    }
+}
+
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

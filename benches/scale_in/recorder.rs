@@ -157,25 +157,14 @@ pub async fn proxy_handler(
     } else {
         None
     };
-    let resp = st
-        .http
-        .request(method, format!("{}{pq}", st.upstream))
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    let (status, rheaders, rbody) = match resp {
-        Ok(r) => {
-            let status = r.status();
-            let h = r.headers().clone();
-            (status, h, r.bytes().await.unwrap_or_default())
-        }
-        Err(e) => (
-            axum::http::StatusCode::BAD_GATEWAY,
-            Default::default(),
-            format!("proxy: {e}").into(),
-        ),
-    };
+    let (status, rheaders, rbody) = forward(
+        &st.http,
+        method,
+        format!("{}{pq}", st.upstream),
+        headers,
+        body,
+    )
+    .await;
     let ok = status.is_success();
     if terminate && ok {
         // The VM is gone: its Nomad client stops heartbeating (the simulator
