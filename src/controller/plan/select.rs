@@ -18,6 +18,17 @@ pub fn budget(max_unavailable: &IntOrString, pool_size: u32) -> u32 {
     }
 }
 
+/// The pool's size as the budgets count it (every client not down), and
+/// what `disruption.maxUnavailable` allows of it. The selection and the
+/// status the budgets report must use the same two figures.
+pub(super) fn pool_allowance(view: &PoolView<'_>) -> (u32, u32) {
+    let pool_size = (view.nodes.iter())
+        .filter(|n| n.status != NodeStatus::Down)
+        .count() as u32;
+    let allowed = budget(&view.spec.disruption.max_unavailable, pool_size);
+    (pool_size, allowed)
+}
+
 /// What the selection steps share while they start retirements.
 pub(super) struct Selection {
     /// The most clients that may be out of service at once: what
@@ -42,11 +53,7 @@ impl Selection {
     /// blockers that limit them (`next` is the status after steps 1 and 2).
     pub(super) fn new(view: &PoolView<'_>, next: &[RetiringNode], plan: &mut Plan) -> Self {
         let spec = view.spec;
-        let pool_size = view
-            .nodes
-            .iter()
-            .filter(|n| n.status != NodeStatus::Down)
-            .count() as u32;
+        let (pool_size, pool_allowed) = pool_allowance(view);
         let pending = pending_decrements(next, view);
         plan.desired_nodes = spec
             .replicas
@@ -57,7 +64,7 @@ impl Selection {
         if spec.disruption.paused && wants_more(view, next, pending) {
             plan.blockers.push(Blocker::Paused);
         }
-        let limits = limits(view, pool_size, plan);
+        let limits = limits(view, pool_size, pool_allowed, plan);
         Selection {
             budget: limits.allowed,
             starts_left: limits.starts_left,
@@ -228,10 +235,8 @@ impl Selection {
 /// What `maxUnavailable` and `disruption.budgets` allow now, and the
 /// budgets that do not parse (`status.disruption` is made once the plan
 /// is complete: see `budgets::after_plan`).
-fn limits(view: &PoolView<'_>, pool_size: u32, plan: &mut Plan) -> Evaluation {
-    let spec = view.spec;
-    let pool_allowed = budget(&spec.disruption.max_unavailable, pool_size);
-    let list = &spec.disruption.budgets;
+fn limits(view: &PoolView<'_>, pool_size: u32, pool_allowed: u32, plan: &mut Plan) -> Evaluation {
+    let list = &view.spec.disruption.budgets;
     // Only rates count starts; a scale-in of thousands need not sort its
     // retirements on every plan for nothing.
     let starts = if list.iter().any(|b| b.rate.is_some()) {

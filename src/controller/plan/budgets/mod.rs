@@ -326,10 +326,7 @@ pub fn after_plan(
     }
     let kept = record(list, view.recent_starts, next, view.now);
     let starts: Vec<Timestamp> = kept.iter().map(|t| t.0).collect();
-    let pool_size = (view.nodes.iter())
-        .filter(|n| n.status != super::NodeStatus::Down)
-        .count() as u32;
-    let pool_allowed = super::budget(&view.spec.disruption.max_unavailable, pool_size);
+    let (pool_size, pool_allowed) = super::select::pool_allowance(view);
     let eval = evaluate(list, pool_allowed, pool_size, view.now, &starts);
     Some((status(&eval, list, kept), eval.next_change))
 }
