@@ -1,0 +1,121 @@
+//! A retirement's phase and reason: the words status, the drain Meta,
+//! Events and metric labels all share.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Phases of a retirement, in order. Each is recorded before its action runs.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum RetirePhase {
+    /// Chosen; about to be made ineligible.
+    Selected,
+    /// Ineligible for new work; about to be drained.
+    Cordoned,
+    /// Drain sent; waiting for Nomad and for every allocation to stop.
+    Draining,
+    /// Drain complete and nothing pending or running; about to terminate.
+    Drained,
+    /// VM termination committed; waiting for the VM to go and the Nomad node to turn down.
+    Terminating,
+    /// Being returned to service: drain cancelled, made eligible again.
+    Cancelling,
+}
+
+/// Why a client is retired.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetireReason {
+    /// `spec.replicas` is below the group's size.
+    ScaleIn,
+    /// Named in `spec.retire`, group shrinks.
+    Requested,
+    /// Named in `spec.retire` with `replace: true`.
+    Replace,
+    /// The group is terminating the VM itself and its lifecycle hook holds
+    /// it in `Terminating:Wait`: never refused by the budget.
+    LifecycleHook,
+}
+
+// The names below are the serde names (what `status` records), spelled out:
+// the drain Meta, events and metric labels use them too, so they must not
+// depend on `Debug` output.
+impl RetirePhase {
+    /// The phase's name, as `status.retiring[].phase` records it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RetirePhase::Selected => "Selected",
+            RetirePhase::Cordoned => "Cordoned",
+            RetirePhase::Draining => "Draining",
+            RetirePhase::Drained => "Drained",
+            RetirePhase::Terminating => "Terminating",
+            RetirePhase::Cancelling => "Cancelling",
+        }
+    }
+}
+
+impl std::fmt::Display for RetirePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RetireReason {
+    /// The reason's name, as `status.retiring[].reason` and the drain Meta
+    /// record it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RetireReason::ScaleIn => "ScaleIn",
+            RetireReason::Requested => "Requested",
+            RetireReason::Replace => "Replace",
+            RetireReason::LifecycleHook => "LifecycleHook",
+        }
+    }
+}
+
+impl RetireReason {
+    /// Whether `disruption.budgets` (their windows and rates) govern the
+    /// reason: every retirement the pool chooses to start. A retirement the
+    /// group's lifecycle hook asks for is not the pool's choice: the group
+    /// terminates the VM either way.
+    pub const fn is_voluntary(self) -> bool {
+        match self {
+            RetireReason::ScaleIn | RetireReason::Requested | RetireReason::Replace => true,
+            RetireReason::LifecycleHook => false,
+        }
+    }
+}
+
+impl std::fmt::Display for RetireReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` names each phase and reason exactly as serde writes it into
+    /// status, so every place that shows one says the same word.
+    #[test]
+    fn names_are_the_serde_names() {
+        use RetirePhase as P;
+        for p in [
+            P::Selected,
+            P::Cordoned,
+            P::Draining,
+            P::Drained,
+            P::Terminating,
+            P::Cancelling,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str(), "{p}");
+            assert_eq!(p.to_string(), format!("{p:?}"));
+        }
+        use RetireReason as R;
+        for r in [R::ScaleIn, R::Requested, R::Replace, R::LifecycleHook] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r}");
+            assert_eq!(r.to_string(), format!("{r:?}"));
+        }
+    }
+}
