@@ -19,8 +19,7 @@ use super::support::World;
 use super::ui::Ui;
 use super::view::{Events, Snapshot, settled};
 use super::{
-    FROM, Jobs, MAX_UNAVAILABLE, Mode, Outcome, POOL, Watching, fail, fmt_secs, interrupted,
-    retired_list, sim_now_ns,
+    FROM, Jobs, MAX_UNAVAILABLE, Mode, POOL, Watching, fail, fmt_secs, retired_list, sim_now_ns,
 };
 
 /// The hook the pool names.
@@ -129,23 +128,12 @@ pub async fn refresh(
         retiring: retired_nodes,
         mode: Mode::Refresh,
     };
-    let outcome = watching
-        .watch(ui, &w, REFRESH_TIMEOUT, |s| {
-            refreshed(s) && !s.instances.iter().any(|i| original.contains(&i.id))
-        })
-        .await;
+    let failure = "the refresh did not finish with the pool settled";
+    let (w, s) = (watching.until(ui, w, REFRESH_TIMEOUT, failure, |s| {
+        refreshed(s) && !s.instances.iter().any(|i| original.contains(&i.id))
+    }))
+    .await;
     let took = started.elapsed();
-    let s = match outcome {
-        Outcome::Done(s) => s,
-        Outcome::TimedOut(s) => {
-            let what = format!(
-                "the refresh did not finish with the pool settled within {}",
-                fmt_secs(REFRESH_TIMEOUT)
-            );
-            fail(ui, w, &what, Some(&s)).await
-        }
-        Outcome::Interrupted => interrupted(ui, w).await,
-    };
     let sim_end = sim_now_ns(&w).await;
     let jobs = Jobs::count(&w, sim_start, sim_end, retired_nodes).await;
     summary(ui, &w, &s, (&before, &original), took).await;

@@ -86,7 +86,7 @@ async fn pause(d: Duration) -> bool {
     !INTERRUPTED.load(Ordering::SeqCst)
 }
 
-pub enum Outcome {
+enum Outcome {
     Done(Snapshot),
     TimedOut(Snapshot),
     Interrupted,
@@ -101,6 +101,27 @@ struct Watching<'a> {
 }
 
 impl Watching<'_> {
+    /// Show progress until `done` holds and return the snapshot that
+    /// showed it; otherwise end the demo: `failure` (what did not happen)
+    /// after `timeout`, or at Ctrl-C.
+    async fn until(
+        &mut self,
+        ui: &mut Ui,
+        w: World,
+        timeout: Duration,
+        failure: &str,
+        done: impl Fn(&Snapshot) -> bool,
+    ) -> (World, Snapshot) {
+        match self.watch(ui, &w, timeout, done).await {
+            Outcome::Done(s) => (w, s),
+            Outcome::TimedOut(s) => {
+                let what = format!("{failure} within {}", fmt_secs(timeout));
+                fail(ui, w, &what, Some(&s)).await
+            }
+            Outcome::Interrupted => interrupted(ui, w).await,
+        }
+    }
+
     /// Show progress once a second until `done` holds.
     async fn watch(
         &mut self,
@@ -393,11 +414,14 @@ async fn start_pool(
         retiring: &mut retired_nodes,
         mode,
     };
-    match watching.watch(ui, &w, Duration::from_secs(60), ready).await {
-        Outcome::Done(_) => {}
-        Outcome::TimedOut(s) => fail(ui, w, "the pool never became Ready", Some(&s)).await,
-        Outcome::Interrupted => interrupted(ui, w).await,
-    }
+    let (w, _) = (watching.until(
+        ui,
+        w,
+        Duration::from_secs(60),
+        "the pool never became Ready",
+        ready,
+    ))
+    .await;
     ui.line("");
     (w, events, log)
 }
@@ -425,23 +449,11 @@ async fn scale_in(
         retiring: retired_nodes,
         mode: Mode::ScaleIn,
     };
-    let outcome = watching
-        .watch(ui, &w, SETTLE_TIMEOUT, |s| {
-            settled(s, TO, (FROM - TO) as i64)
-        })
-        .await;
+    let (w, s) = (watching.until(ui, w, SETTLE_TIMEOUT, "the pool did not settle", |s| {
+        settled(s, TO, (FROM - TO) as i64)
+    }))
+    .await;
     let took = scale_start.elapsed();
-    let s = match outcome {
-        Outcome::Done(s) => s,
-        Outcome::TimedOut(s) => {
-            let what = format!(
-                "the pool did not settle within {}",
-                fmt_secs(SETTLE_TIMEOUT)
-            );
-            fail(ui, w, &what, Some(&s)).await
-        }
-        Outcome::Interrupted => interrupted(ui, w).await,
-    };
     let sim_end = sim_now_ns(&w).await;
 
     // Summary.
