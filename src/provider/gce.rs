@@ -392,19 +392,24 @@ impl GceManagedInstanceGroup {
         };
         // The re-read the trait asks for: never act twice on one VM.
         let member = self.member(vm_id).await?;
+        let attempt_key = format!("{}/{vm_id}", intent.verb());
         if let Some(outcome) = Self::already(member.as_ref()) {
             info!(vm_id, group = %self.api.name, ?outcome, "not terminating: instance already leaving the group");
+            self.forget_attempts(&attempt_key);
             return Ok(outcome);
         }
         let member = member.expect("checked by already()");
-        let attempt_key = format!("{}/{vm_id}", intent.verb());
         let attempt = self.failed_attempts(&attempt_key);
         let rid = request_id_attempt(&self.group_path(), vm_id, intent, attempt);
         info!(vm_id, group = %self.api.name, verb = intent.verb(), request_id = %rid, "terminating instance");
         let call = self.api.act(intent, &member.url, &rid);
         let err = match tokio::time::timeout(self.settings.operation_timeout, call).await {
             Ok(Ok(op)) => match operation_error(&op, &self.secret_refs()) {
-                None => return Ok(self.verify(vm_id, intent).await?),
+                None => {
+                    let outcome = self.verify(vm_id, intent).await?;
+                    self.forget_attempts(&attempt_key);
+                    return Ok(outcome);
+                }
                 Some(e) => {
                     // DONE with an error: nothing was done, and this ID
                     // would only ever be answered with this Operation again.
@@ -483,6 +488,17 @@ impl GceManagedInstanceGroup {
     fn failed_attempts(&self, key: &str) -> u32 {
         let failed = self.failed.lock().expect("failed-attempts lock");
         failed.get(key).copied().unwrap_or(0)
+    }
+
+    /// The VM is leaving the group: its intent will not be tried again, so
+    /// its count goes (the map holds only VMs with a failure still open).
+    /// Were it tried again, the first ID would be answered with the old
+    /// failed Operation and the next one used, as after a restart.
+    fn forget_attempts(&self, key: &str) {
+        self.failed
+            .lock()
+            .expect("failed-attempts lock")
+            .remove(key);
     }
 
     fn secret_refs(&self) -> Vec<&str> {
