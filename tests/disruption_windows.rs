@@ -3,14 +3,15 @@
 //! until it closes, with the status naming the window, when it closes and
 //! when it opens next; a rate of one start per period lets one retirement
 //! start although `maxUnavailable` allows more, and still holds the next
-//! once the first retirement's object is gone.
+//! once the first retirement's object is gone. `kubectl get ncp -o wide` shows
+//! the same figures.
 
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan, Unit, ZonedRound};
 use npo_testkit::*;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -70,6 +71,11 @@ async fn a_zero_budget_window_holds_scale_in_until_it_closes() {
         "{}",
         progressing.message
     );
+    // `kubectl get ncp -o wide` shows the same: none allowed, the next window.
+    let row = wide_row(&w, "pool").await;
+    assert_eq!(row["Allowed"], json!(0), "{row:?}");
+    let shown = row["Next-Window"].as_str().unwrap_or_default();
+    assert_eq!(shown.parse::<Timestamp>().ok(), Some(tomorrow), "{row:?}");
 
     // While the window is open nothing starts.
     while Timestamp::now() < closes - SignedDuration::from_secs(3) {
@@ -176,6 +182,8 @@ async fn a_rate_of_one_per_period_starts_one_retirement_however_many_are_allowed
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(w.group().await.desired, 3, "one of three scale-ins done");
+    let row = wide_row(&w, "pool").await;
+    assert_eq!(row["Starts-Left"], json!(0), "{row:?}");
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
@@ -233,4 +241,24 @@ async fn a_budget_that_does_not_parse_blocks_and_says_why() {
     })
     .await;
     w.cleanup().await;
+}
+
+/// The pool's row as `kubectl get ncp -o wide` gets it (the API server's
+/// Table form), by column name.
+async fn wide_row(w: &World, pool: &str) -> Map<String, Value> {
+    let path = format!(
+        "/apis/nomadpool.dev/v1alpha1/namespaces/{}/nomadclientpools",
+        w.namespace
+    );
+    let mut req = kube::core::Request::new(path)
+        .list(&kube::api::ListParams::default().fields(&format!("metadata.name={pool}")))
+        .unwrap();
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    req.headers_mut().insert("accept", table.parse().unwrap());
+    let table: Value = w.client.request(req).await.expect("the Table form");
+    let names = table["columnDefinitions"].as_array().expect("columns");
+    let cells = table["rows"][0]["cells"].as_array().expect("one row");
+    (names.iter().zip(cells))
+        .map(|(c, v)| (c["name"].as_str().unwrap_or_default().to_owned(), v.clone()))
+        .collect()
 }

@@ -52,6 +52,11 @@ const GO_DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms
     printcolumn(name = "Terminating", type_ = "integer", json_path = ".status.terminatingNodes", description = "Clients whose VM is being terminated"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the pool is or is not Ready"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // `-o wide`: what the disruption budgets allow now and when that changes
+    // (a time as text: a `date` column shows a future time as "<invalid>").
+    printcolumn(name = "Allowed", type_ = "integer", json_path = ".status.disruption.allowed", description = "Clients the disruption budgets allow out of service now", priority = "1"),
+    printcolumn(name = "Starts-Left", type_ = "integer", json_path = ".status.disruption.startsAllowed", description = "Voluntary retirements the budgets' rates still allow to start now", priority = "1"),
+    printcolumn(name = "Next-Window", type_ = "string", json_path = ".status.disruption.nextWindowOpens", description = "When the next window of a scheduled disruption budget opens", priority = "1"),
     validation = Rule::new("!has(self.spec.replicas) || !has(self.spec.retire) || self.spec.retire.all(r, r.replace)").message("retire[].replace: false needs spec.replicas unset: with replicas set the pool grows back to replicas; lower replicas instead"),
 )]
 #[serde(rename_all = "camelCase")]
