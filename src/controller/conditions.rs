@@ -444,7 +444,7 @@ fn ready_condition(
         // Ready for what the spec asks: nothing moves because it says so.
         // kstatus reads a False Ready as InProgress, and a pipeline that
         // applied `paused` or `dryRun` would wait for its timeout (kstatus
-        // calls a suspended Job Current for the same reason).
+        // after v0.37.2 calls a suspended Job Current for the same reason).
         Signal::new(
             true,
             progressing.reason.clone(),
