@@ -14,6 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::connect::ConnectError;
+use super::kstatus;
 use super::plan::{self, Action, Blocker, NodeFacts, NodeStatus};
 use super::status::{self, Signal};
 use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase};
@@ -29,13 +30,25 @@ const MAX_LISTED_PROBLEMS: usize = 8;
 pub struct Problem {
     pub reason: &'static str,
     pub message: String,
+    /// Only a human can clear it (see `kstatus::stalled`).
+    pub stalls: bool,
 }
 
 impl Problem {
+    /// A problem that may clear by itself (a retry, a client joining).
     pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
+            stalls: false,
+        }
+    }
+
+    /// A problem no retry clears: the spec or the world outside must change.
+    pub fn stalling(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            stalls: true,
+            ..Self::new(reason, message)
         }
     }
 }
@@ -45,6 +58,9 @@ pub(super) struct Trouble {
     pub reason: &'static str,
     pub message: String,
     pub retry: Duration,
+    /// No retry will clear it: the pool is also `Stalled` (a pipeline then
+    /// fails at once instead of waiting for its timeout).
+    pub stalls: bool,
 }
 
 impl Trouble {
@@ -56,6 +72,7 @@ impl Trouble {
                     "Nomad at {address} denied the request: {e}. The token in nomad.tokenSecretRef needs node:write and namespace read-job"
                 ),
                 retry: Duration::from_secs(60),
+                stalls: true,
             },
             NomadError::BodyTooLarge { .. } => Trouble {
                 reason: "NomadResponseTooLarge",
@@ -63,11 +80,15 @@ impl Trouble {
                     "{e}, far more than a real cluster's; it was not read. Check what answers at {address} (a proxy?)"
                 ),
                 retry: Duration::from_secs(60),
+                // The limit is far above any real cluster's answer: what
+                // answers is misconfigured, and stays so until fixed.
+                stalls: true,
             },
             NomadError::InvalidTls(_) | NomadError::InvalidAddress(_) => Trouble {
                 reason: "InvalidSpec",
                 message: format!("{e}"),
                 retry: Duration::from_secs(120),
+                stalls: true,
             },
             // Nomad (or something between it and us) answered, but not with
             // what Nomad sends: calling that "unreachable" sends the on-call
@@ -79,11 +100,15 @@ impl Trouble {
                     error_chain(e)
                 ),
                 retry: Duration::from_secs(15),
+                // A load balancer's error page while Nomad restarts reads
+                // the same: it may pass.
+                stalls: false,
             },
             _ => Trouble {
                 reason: "NomadUnreachable",
                 message: format!("cannot reach Nomad at {address}: {}", error_chain(e)),
                 retry: Duration::from_secs(15),
+                stalls: false,
             },
         }
     }
@@ -97,6 +122,10 @@ impl Trouble {
             } else {
                 Duration::from_secs(60)
             },
+            // Not retryable means: fails again until someone changes the
+            // group, its configuration or the credentials (a missing
+            // group, a denied call).
+            stalls: !e.is_retryable(),
         }
     }
 
@@ -106,6 +135,9 @@ impl Trouble {
             reason: r.reason(),
             message: r.to_string(),
             retry: r.retry(),
+            // The group's owner must tag it, or the operator's
+            // configuration change: nothing the pool does clears it.
+            stalls: true,
         }
     }
 
@@ -114,6 +146,8 @@ impl Trouble {
             reason: e.reason(),
             message: e.message(),
             retry: Duration::from_secs(60),
+            // A Secret to create, label or name correctly.
+            stalls: true,
         }
     }
 }
@@ -126,14 +160,17 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
             "PreflightFailed",
             format!("the cloud would refuse to remove: {m}"),
         ),
-        Blocker::UnknownRetireTarget(t) => Problem::new(
+        Blocker::UnknownRetireTarget(t) => Problem::stalling(
             "UnknownRetireTarget",
             format!("spec.retire names {t}, which is not a client of this pool"),
         ),
-        Blocker::AllocationsHidden(gap) => Problem::new(
+        // The token's policy must change: no retry shows the allocations.
+        Blocker::AllocationsHidden(gap) => Problem::stalling(
             "AllocationsNotVisible",
             format!("Nomad may hide allocations from this pool's token: {gap}"),
         ),
+        // Not stalling: a pool grown from zero reads so until its first
+        // clients join.
         Blocker::NoClientsMatch { desired } => Problem::new(
             "NoMatchingClients",
             format!(
@@ -144,7 +181,7 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
             replicas,
             max_size,
             group,
-        } => Problem::new(
+        } => Problem::stalling(
             "ReplicasAboveMaxSize",
             format!(
                 "spec.replicas is {replicas} but {group} allows at most {max_size} (MaxSize): the group is grown no further than that; raise its MaxSize or lower replicas"
@@ -154,7 +191,7 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
             "SharedInstance",
             super::readiness::shared_instance_message(which),
         ),
-        Blocker::InvalidBudget(m) => Problem::new(
+        Blocker::InvalidBudget(m) => Problem::stalling(
             "InvalidDisruptionBudget",
             format!("{m}; voluntary retirements wait until it is fixed"),
         ),
@@ -289,12 +326,15 @@ pub(super) fn build_status(
     let in_phase = |f: &dyn Fn(RetirePhase) -> bool| {
         planned.retiring.iter().filter(|r| f(r.phase)).count() as i32
     };
-    let degraded = degraded_signal(&all_problems(problems, planned));
+    let problems = all_problems(problems, planned);
+    let degraded = degraded_signal(&problems);
     let scaling_up = planned
         .actions
         .iter()
         .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     let progressing = progressing(pool, planned, scaling_up);
+    let stalled = kstatus::stalled(&problems, planned, scaling_up);
+    let reconciling = kstatus::reconciling(planned, scaling_up, &progressing, &stalled);
     let ready_signal = ready_condition(
         planned,
         nodes,
@@ -310,6 +350,8 @@ pub(super) fn build_status(
             (status::READY, ready_signal),
             (status::PROGRESSING, progressing),
             (status::DEGRADED, degraded_condition(&degraded)),
+            (status::RECONCILING, reconciling),
+            (status::STALLED, stalled),
         ],
         pool.metadata.generation,
         Timestamp::now(),
@@ -398,6 +440,16 @@ fn ready_condition(
         Signal::new(true, "Settled", message)
     } else if let Some(s) = not_ready.filter(|_| planned.retiring.is_empty() && !scaling_up) {
         s
+    } else if held_by_spec(planned, scaling_up, progressing) {
+        // Ready for what the spec asks: nothing moves because it says so.
+        // kstatus reads a False Ready as InProgress, and a pipeline that
+        // applied `paused` or `dryRun` would wait for its timeout (kstatus
+        // after v0.37.2 calls a suspended Job Current for the same reason).
+        Signal::new(
+            true,
+            progressing.reason.clone(),
+            progressing.message.clone(),
+        )
     } else if progressing.reason == "BudgetExhausted" {
         // Waiting on the budget is normal progress; the column users see
         // should say the pool is retiring, not sound an alarm.
@@ -409,6 +461,14 @@ fn ready_condition(
             progressing.message.clone(),
         )
     }
+}
+
+/// Whether only `disruption.paused` or `dryRun` keeps the pool from
+/// settling: nothing in flight, nothing else wrong.
+fn held_by_spec(planned: &plan::Plan, scaling_up: bool, progressing: &Signal) -> bool {
+    planned.retiring.is_empty()
+        && !scaling_up
+        && matches!(progressing.reason.as_str(), "Paused" | "DryRun")
 }
 
 #[cfg(test)]
@@ -454,6 +514,68 @@ mod tests {
             Some("ReplicasAboveMaxSize")
         );
         assert_eq!(reason(Blocker::Paused), None, "progress, not a fault");
+        let stalls = |b: Blocker| degraded_by(&b).is_some_and(|p| p.stalls);
+        assert!(stalls(Blocker::UnknownRetireTarget("x".into())));
+        assert!(stalls(Blocker::InvalidBudget("x".into())));
+        assert!(
+            !stalls(Blocker::NoClientsMatch { desired: 2 }),
+            "a pool grown from zero reads so until its clients join"
+        );
+        assert!(
+            !stalls(Blocker::Preflight("x".into())),
+            "see kstatus::stalled"
+        );
+    }
+
+    #[test]
+    fn a_pool_held_only_by_its_spec_is_ready_for_pipelines() {
+        let group = GroupState {
+            name: "g".into(),
+            min_size: 0,
+            max_size: 10,
+            desired_capacity: 3,
+            terminate_suspended: false,
+            suspended_processes: vec![],
+            instances: vec![],
+            owner_tag: None,
+        };
+        let planned = plan::Plan {
+            desired_nodes: 2,
+            blockers: vec![Blocker::Paused],
+            ..Default::default()
+        };
+        let paused = Signal::new(false, "Paused", "disruption.paused is set");
+        let ready = |degraded: &Option<(&'static str, String)>, scaling_up| {
+            ready_condition(&planned, &[], &group, 3, degraded, &paused, scaling_up)
+        };
+        let r = ready(&None, false);
+        assert_eq!((r.status, r.reason.as_str()), (true, "Paused"));
+        // Anything else wrong or moving: not ready.
+        assert!(!ready(&Some(("Unauthorized", "denied".into())), false).status);
+        assert!(!ready(&None, true).status);
+        let mut retiring = plan::Plan {
+            desired_nodes: 2,
+            blockers: vec![Blocker::Paused],
+            ..Default::default()
+        };
+        retiring.retiring.push(crate::api::RetiringNode {
+            node_id: "n".into(),
+            node_name: "n".into(),
+            instance_id: None,
+            phase: RetirePhase::Draining,
+            since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+            selected_at: None,
+            reason: crate::api::RetireReason::ScaleIn,
+            decrement: true,
+            cordoned_by_pool: true,
+            drain_started_at: None,
+            drain_deadline: None,
+            allocations_left: 0,
+            blocking_jobs: vec![],
+            message: None,
+        });
+        let r = ready_condition(&retiring, &[], &group, 3, &None, &paused, false);
+        assert!(!r.status, "a retirement still in flight");
     }
 
     #[test]
@@ -465,6 +587,7 @@ mod tests {
         };
         let t = Trouble::from_nomad(&e, "http://nomad:4646");
         assert_eq!(t.reason, "NomadResponseInvalid");
+        assert!(!t.stalls, "an error page may pass");
         assert!(t.message.contains("/v1/nodes"), "{}", t.message);
     }
 }

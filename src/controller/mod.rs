@@ -41,6 +41,7 @@ pub mod error;
 pub mod events;
 pub mod group;
 pub mod hooks;
+pub mod kstatus;
 pub mod outside;
 pub mod own_writes;
 pub mod plan;

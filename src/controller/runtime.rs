@@ -110,6 +110,7 @@ pub(super) async fn runtime(
                 reason: "InvalidSpec",
                 message: "spec.provider names no provider".into(),
                 retry: Duration::from_secs(120),
+                stalls: true,
             });
         }
     };

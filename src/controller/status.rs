@@ -8,6 +8,10 @@ use crate::api::NomadClientPoolStatus;
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// kstatus's "work in flight" condition (abnormal-true): see `kstatus`.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus's "cannot progress without a human" condition: see `kstatus`.
+pub const STALLED: &str = "Stalled";
 
 /// One condition's new value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +65,9 @@ pub fn merge(
         READY => 0,
         PROGRESSING => 1,
         DEGRADED => 2,
-        _ => 3,
+        RECONCILING => 3,
+        STALLED => 4,
+        _ => 5,
     };
     out.sort_by_key(|c| order(&c.type_));
     out
@@ -197,12 +203,14 @@ mod tests {
             &[
                 (DEGRADED, Signal::new(false, "AsExpected", "")),
                 (READY, Signal::new(true, "Settled", "")),
+                (STALLED, Signal::new(false, "AsExpected", "")),
                 (PROGRESSING, Signal::new(false, "Idle", "")),
+                (RECONCILING, Signal::new(false, "Idle", "")),
             ],
             None,
             t0,
         );
         let types: Vec<_> = c.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, [READY, PROGRESSING, DEGRADED]);
+        assert_eq!(types, [READY, PROGRESSING, DEGRADED, RECONCILING, STALLED]);
     }
 }

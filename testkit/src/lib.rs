@@ -30,6 +30,7 @@ pub mod deploy;
 pub mod env;
 pub mod faults;
 pub mod gce;
+pub mod gitops;
 
 pub mod moto;
 pub mod operator;
@@ -52,6 +53,7 @@ pub use crate::env::{
     env, env_var, free_port, log_dir, read_env_file, repo_root, unique, wait_for,
 };
 pub use crate::gce::{GCE_PROJECT, GCE_SECRET, GCE_ZONE, GceCloud};
+pub use crate::gitops::{Verdict, argo_health, kstatus};
 pub use crate::operator::{Operator, OperatorCmd, operator_bin};
 pub use crate::retirements::{POOL_LABEL, PoolView};
 pub use crate::sim::{Bridge, Sim, SimOptions, delta, total};

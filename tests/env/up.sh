@@ -68,8 +68,10 @@ ensure_go_binary() {
     die "go not found; needed once to build $name $version (PATH=$PATH)"
   }
   gover=$(GOTOOLCHAIN=local go env GOVERSION)
-  stamp=$(cat "$wrapper/go.mod" "$wrapper/go.sum" "$wrapper/build.env" |
-    sha256sum | cut -d' ' -f1)" $gover $ldflags"
+  # A wrapper may hold Go code of its own (kstatus): an edit rebuilds it.
+  local sources=("$wrapper/go.mod" "$wrapper/go.sum" "$wrapper/build.env")
+  [[ -f $wrapper/main.go ]] && sources+=("$wrapper"/*.go)
+  stamp=$(cat "${sources[@]}" | sha256sum | cut -d' ' -f1)" $gover $ldflags"
   if [[ -x $bin && -f $out/.stamp && $(<"$out/.stamp") == "$stamp" ]]; then
     return 0
   fi
@@ -110,6 +112,17 @@ ensure_go_binary() {
     log "built $name in $((SECONDS - start))s"
   fi
 }
+
+# The checkers the end-to-end tests run on live objects, as GitOps tools
+# would: kstatus (Flux, kubectl-based pipelines) built from Go modules, and
+# Lua 5.1, the Lua Argo CD embeds, for the health checks in deploy/argocd/.
+# Needed whether or not the services were up already.
+ensure_check_tools() {
+  ensure_go_binary kstatus
+  command -v lua5.1 >/dev/null || apt_install lua5.1
+}
+
+kstatus_bin() { echo "$TESTBIN/kstatus-$(wrapper_version kstatus)/kstatus"; }
 
 # --- moto ----------------------------------------------------------------------
 
@@ -382,7 +395,9 @@ write_env() {
       NPO_ETCD_VERSION "$(wrapper_version etcd)" \
       NPO_MOTO_ENDPOINT "http://127.0.0.1:$(port_of moto)" \
       NPO_MOTO_VERSION "$MOTO_VERSION" \
-      NPO_MOTO_PYTHON "$(moto_venv)/bin/python"
+      NPO_MOTO_PYTHON "$(moto_venv)/bin/python" \
+      NPO_KSTATUS "$(kstatus_bin)" \
+      NPO_LUA "$(command -v lua5.1)"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -414,6 +429,7 @@ cleanup_on_error() {
 main() {
   mkdir -p "$RUN_DIR" "$LOG_DIR" "$DATA_DIR"
   take_lock
+  ensure_check_tools
 
   if apiserver_healthy && etcd_healthy && moto_healthy && pki_valid; then
     KUBECTL=${NPO_KUBECTL:-$(command -v kubectl || true)}

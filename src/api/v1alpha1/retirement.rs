@@ -241,7 +241,9 @@ pub struct NomadClientRetirementStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle_action: Option<LifecycleActionRecord>,
     /// `Progressing`: True while in flight (reason: the phase), False once
-    /// finished (reason `Retired` or `Cancelled`). With reason
+    /// finished (reason `Retired` or `Cancelled`). kstatus's abnormal-true
+    /// `Reconciling` (pending or in flight) and `Stalled` (reason
+    /// `UnknownTarget`: the target names no client of the pool). With reason
     /// `LifecycleHook`, also `LifecycleGlobalTimeout`: False (reason
     /// `DrainDeadlineCapped`) when the hook's global timeout ends the drain
     /// sooner than its own deadline would.

@@ -68,7 +68,9 @@ pub struct NomadClientPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption: Option<DisruptionStatus>,
     /// `Ready`, `Progressing` and `Degraded`, with reasons such as
-    /// NomadUnreachable, Unauthorized, ProviderError, InvalidSpec, BudgetExhausted.
+    /// NomadUnreachable, Unauthorized, ProviderError, InvalidSpec, BudgetExhausted;
+    /// and kstatus's abnormal-true `Reconciling` (work in flight) and
+    /// `Stalled` (no progress until a human changes something).
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::super::conditions::{Problem, Trouble, build_status};
+use super::super::kstatus;
 use super::super::plan;
 use super::super::status::{self, Signal};
 use super::super::{Context, Error};
@@ -47,6 +48,8 @@ pub async fn trouble(
                 status::DEGRADED,
                 Signal::new(true, trouble.reason, trouble.message.clone()),
             ),
+            (status::RECONCILING, kstatus::reconciling_despite(&trouble)),
+            (status::STALLED, kstatus::stalled_by(&trouble)),
         ],
         pool.metadata.generation,
         Timestamp::now(),

@@ -33,6 +33,62 @@ pub fn progressing(
     condition(previous, PROGRESSING, generation, value, now)
 }
 
+/// kstatus's abnormal-true "work in flight" (see `controller::kstatus`).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus's abnormal-true "no progress without a human".
+pub const STALLED: &str = "Stalled";
+
+/// `Reconciling`: True while the retirement waits for the pool or is in
+/// flight (reason: the phase), False once finished or stalled. kstatus
+/// reads True as `InProgress`, so a pipeline waits for the client to go.
+pub fn reconciling(
+    previous: &[Condition],
+    generation: Option<i64>,
+    phase: RetirementPhase,
+    stalled: bool,
+    message: &str,
+    now: Timestamp,
+) -> Condition {
+    let value = if stalled {
+        Value {
+            on: false,
+            reason: "Stalled",
+            message: "no progress without a change: see Stalled",
+        }
+    } else {
+        Value {
+            on: !phase.is_finished(),
+            reason: phase.as_str(),
+            message,
+        }
+    };
+    condition(previous, RECONCILING, generation, value, now)
+}
+
+/// `Stalled`: True (with `problem`'s reason and message) when only a
+/// human can move the retirement on, such as a target that names no client
+/// of the pool; kstatus reads it as `Failed`. False otherwise.
+pub fn stalled(
+    previous: &[Condition],
+    generation: Option<i64>,
+    problem: Option<(&str, &str)>,
+    now: Timestamp,
+) -> Condition {
+    let value = match problem {
+        Some((reason, message)) => Value {
+            on: true,
+            reason,
+            message,
+        },
+        None => Value {
+            on: false,
+            reason: "AsExpected",
+            message: "",
+        },
+    };
+    condition(previous, STALLED, generation, value, now)
+}
+
 /// `LifecycleGlobalTimeout`: AWS lets a held VM go at the hook's global
 /// timeout whatever runs, and heartbeats cannot extend it, so it is a drain
 /// deadline. False (`DrainDeadlineCapped`) when it ends the drain sooner
@@ -111,6 +167,31 @@ fn seconds(t: Timestamp) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconciling_until_finished_and_never_beside_stalled() {
+        let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let on = |phase, stalled| reconciling(&[], Some(1), phase, stalled, "m", now);
+        let c = on(RetirementPhase::Draining, false);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Draining"));
+        assert_eq!(on(RetirementPhase::Pending, false).status, "True");
+        for done in [RetirementPhase::Retired, RetirementPhase::Cancelled] {
+            let c = on(done, false);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", done.as_str())
+            );
+        }
+        let c = on(RetirementPhase::Pending, true);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Stalled"));
+        let s = stalled(&[], Some(3), Some(("UnknownTarget", "no client")), now);
+        assert_eq!(
+            (s.status.as_str(), s.reason.as_str()),
+            ("True", "UnknownTarget")
+        );
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(stalled(&[s], Some(3), None, now).status, "False");
+    }
 
     fn cap(capped: Option<&str>) -> GlobalCap {
         GlobalCap {

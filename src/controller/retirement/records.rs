@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::CREATED_BY;
-use super::conditions::{GLOBAL_TIMEOUT, progressing};
+use super::conditions::{GLOBAL_TIMEOUT, progressing, reconciling, stalled};
 use crate::api::{
     BlockingAllocation, DrainPolicy, NomadClientRetirement, NomadClientRetirementStatus,
     RetirePhase, RetireTarget, RetirementPhase, RetiringNode,
@@ -180,30 +180,32 @@ pub fn status_of(
         blocking_allocations,
         terminated_at,
         finished_at: None,
-        conditions: with_kept(
-            progressing(
-                previous.map_or(&[], |p| &p.conditions),
-                generation,
-                true,
-                phase,
-                message.as_deref().unwrap_or(""),
-                now,
-            ),
-            previous,
-        ),
+        conditions: {
+            let before = previous.map_or(&[][..], |p| &p.conditions);
+            let words = message.as_deref().unwrap_or("");
+            with_kept(
+                [
+                    progressing(before, generation, true, phase, words, now),
+                    reconciling(before, generation, phase, false, words, now),
+                    stalled(before, generation, None, now),
+                ],
+                previous,
+            )
+        },
         message,
         // What the hook said of the VM's action stays (see `hold`).
         lifecycle_action: previous.and_then(|p| p.lifecycle_action.clone()),
     }
 }
 
-/// `Progressing` first, then the conditions only `hold` sets, as they were.
+/// `Progressing`, `Reconciling` and `Stalled` first, then the conditions
+/// only `hold` sets, as they were.
 fn with_kept(
-    progressing: Condition,
+    own: [Condition; 3],
     previous: Option<&NomadClientRetirementStatus>,
 ) -> Vec<Condition> {
     let kept = previous.into_iter().flat_map(|p| &p.conditions);
-    std::iter::once(progressing)
+    own.into_iter()
         .chain(kept.filter(|c| c.type_ == GLOBAL_TIMEOUT).cloned())
         .collect()
 }
@@ -249,17 +251,17 @@ pub fn finished_status(
         allocations_left: 0,
         blocking_allocations: vec![],
         finished_at: Some(Time(now)),
-        conditions: with_kept(
-            progressing(
-                &previous.conditions,
-                generation,
-                false,
-                outcome,
-                &message,
-                now,
-            ),
-            Some(previous),
-        ),
+        conditions: {
+            let before = &previous.conditions;
+            with_kept(
+                [
+                    progressing(before, generation, false, outcome, &message, now),
+                    reconciling(before, generation, outcome, false, &message, now),
+                    stalled(before, generation, None, now),
+                ],
+                Some(previous),
+            )
+        },
         message: Some(message),
         ..previous.clone()
     }

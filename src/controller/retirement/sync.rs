@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+use super::conditions;
 use super::hold::{self, HoldFacts};
 use super::records::{self, created_by_pool, finished_status, material_change, status_of};
 use super::{CREATED_BY, FINALIZER, POOL_LABEL};
@@ -142,7 +143,7 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         }
     }
     for h in pending {
-        let status = pending_status(h, plan, &out.names);
+        let status = pending_status(h, plan, &out.names, input.now);
         if h.status.as_ref() != Some(&status) {
             out.statuses.push(StatusWrite {
                 object: h.clone(),
@@ -179,6 +180,7 @@ fn pending_status(
     h: &NomadClientRetirement,
     plan: &Plan,
     names: &HashMap<String, String>,
+    now: Timestamp,
 ) -> NomadClientRetirementStatus {
     let target = records::target_of(h);
     let label = target_label(&target);
@@ -187,14 +189,18 @@ fn pending_status(
         .iter()
         .find(|e| records::targets(h, e))
         .and_then(|e| names.get(&e.node_id));
+    let unknown = busy.is_none()
+        && plan
+            .blockers
+            .iter()
+            .any(|b| matches!(b, Blocker::UnknownRetireTarget(l) if *l == label));
     let message = if let Some(other) = busy {
         format!("the client is already being retired by {other}")
-    } else if plan
-        .blockers
-        .iter()
-        .any(|b| matches!(b, Blocker::UnknownRetireTarget(l) if *l == label))
-    {
-        format!("no client of pool {} matches {label}", h.spec.pool)
+    } else if unknown {
+        format!(
+            "no client of pool {} matches {label}: fix the target, or delete this retirement",
+            h.spec.pool
+        )
     } else if let Some(Blocker::BudgetExhausted { in_flight, budget }) = plan
         .blockers
         .iter()
@@ -208,9 +214,28 @@ fn pending_status(
     } else {
         "waiting for the pool to start it".to_string()
     };
+    pending_record(h, message, unknown, now)
+}
+
+/// A pending retirement's status: its message, and the kstatus conditions
+/// (Stalled while its target names no client, Reconciling otherwise).
+fn pending_record(
+    h: &NomadClientRetirement,
+    message: String,
+    unknown: bool,
+    now: Timestamp,
+) -> NomadClientRetirementStatus {
+    let generation = h.metadata.generation;
+    let before = h.status.as_ref().map_or(&[][..], |s| &s.conditions);
+    let phase = RetirementPhase::Pending;
+    let problem = unknown.then_some(("UnknownTarget", message.as_str()));
     NomadClientRetirementStatus {
-        observed_generation: h.metadata.generation,
-        phase: Some(RetirementPhase::Pending),
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions: vec![
+            conditions::reconciling(before, generation, phase, unknown, &message, now),
+            conditions::stalled(before, generation, problem, now),
+        ],
         message: Some(message),
         ..Default::default()
     }
