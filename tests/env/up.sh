@@ -51,6 +51,9 @@ go_ldflags() {
       flags+=" -X $pkg.gitTreeState=clean"
     done
   fi
+  # Other tools list their stamps in build.env (helm: its version and the
+  # Kubernetes version its lint and template assume, as its Makefile sets).
+  for key in $(read_kv "$env" LDFLAGS_X); do flags+=" -X $key"; done
   echo "$flags"
 }
 
@@ -108,6 +111,23 @@ ensure_go_binary() {
       "($(du -h "$bin" | cut -f1))"
   else
     log "built $name in $((SECONDS - start))s"
+  fi
+}
+
+# --- chart and alert tooling ------------------------------------------------------
+
+# helm (tests/helm_chart.rs) and promtool (tests/alerts.rs) are used by tests,
+# not by the running environment, so they are ensured on every call, also
+# when the services are already up: a checkout that adds them must not need a
+# restart of the shared control plane. Both return at once when present.
+ensure_test_tools() {
+  ensure_go_binary helm
+  PROMTOOL=${NPO_PROMTOOL:-$(command -v promtool || true)}
+  if [[ -z $PROMTOOL ]]; then
+    # Debian's prometheus ships promtool; without recommends it pulls no
+    # exporters, and no service is started in a container (policy-rc.d).
+    apt_install --no-install-recommends prometheus
+    PROMTOOL=$(command -v promtool) || die "promtool missing after installing prometheus"
   fi
 }
 
@@ -382,7 +402,9 @@ write_env() {
       NPO_ETCD_VERSION "$(wrapper_version etcd)" \
       NPO_MOTO_ENDPOINT "http://127.0.0.1:$(port_of moto)" \
       NPO_MOTO_VERSION "$MOTO_VERSION" \
-      NPO_MOTO_PYTHON "$(moto_venv)/bin/python"
+      NPO_MOTO_PYTHON "$(moto_venv)/bin/python" \
+      NPO_HELM "$(bin_path helm)" \
+      NPO_PROMTOOL "$PROMTOOL"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -414,6 +436,7 @@ cleanup_on_error() {
 main() {
   mkdir -p "$RUN_DIR" "$LOG_DIR" "$DATA_DIR"
   take_lock
+  ensure_test_tools
 
   if apiserver_healthy && etcd_healthy && moto_healthy && pki_valid; then
     KUBECTL=${NPO_KUBECTL:-$(command -v kubectl || true)}
