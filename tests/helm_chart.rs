@@ -284,3 +284,20 @@ fn monitoring_kustomization_matches_the_charts_optional_objects() {
     };
     assert_same_objects(&parsed(&kustomize), &parsed(&helm));
 }
+
+/// values.schema.json: a misspelt key or a wrong type fails the render
+/// (and so the install) instead of being ignored.
+#[test]
+fn misspelt_or_mistyped_values_are_refused() {
+    for set in [
+        "replica=3",
+        "serviceMonitor.enable=true",
+        "image.digest=latest",
+        "watchNamespaces[0]=Not_A_Namespace",
+    ] {
+        let out = helm_output(&["template", RELEASE, CHART, "--set", set]);
+        let text = said(&out);
+        assert!(!out.status.success(), "--set {set} was accepted:\n{text}");
+        assert!(text.contains("schema"), "--set {set}:\n{text}");
+    }
+}
