@@ -1,16 +1,19 @@
 //! The alerting rules and the Grafana dashboard read only what the operator
-//! exports: the operator binary retires a client (one cordon refused by
-//! Nomad on the way) while its `/metrics` is scraped, and every metric, every
-//! label a selector matches on and every label grouped by in the rules and
-//! the dashboard must appear in what it served. The same run checks the
-//! figures the alerts rest on (a retirement started and counted once by
-//! reason, the failed action counted, the conditions, the drain gauges) and
-//! that no label carries the client's node ID, name or instance ID. The
-//! dashboard's queries must also parse (`promtool check rules`).
+//! exports: the operator binary retires two clients (one asked by the spec,
+//! its first cordon refused by Nomad; one by a hand-made retirement) while
+//! its `/metrics` is scraped, and every metric, every label a selector
+//! matches on and every label grouped by in the rules and the dashboard
+//! must appear in what it served. The same run checks the figures the alerts
+//! rest on (each retirement started counted once by reason, the failed
+//! action, the conditions, the drain gauges, the reconcile clock) and that
+//! no label carries a client's node ID, name or instance ID. The dashboard's
+//! queries must also parse (`promtool check rules`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use kube::api::PostParams;
+use nomad_pool_operator::api::NomadClientRetirement;
 use npo_testkit::env::unique;
 use npo_testkit::promql::{Exposition, refs};
 use npo_testkit::tools::{promtool_output, read_value, said};
@@ -192,6 +195,41 @@ async fn rules_and_dashboard_read_only_what_the_operator_exports() {
             ) == [1.0]
     };
     scrape_until(&w, &mut seen, "the retirement finished, Ready", last).await;
+
+    // A retirement made by hand is counted when the pool takes it on.
+    let second = w
+        .ready_nodes()
+        .await
+        .into_iter()
+        .find(|n| n["id"] != node_id.as_str() && jobs.iter().any(|(j, _)| n["id"] == j.as_str()))
+        .expect("a second client with a job");
+    let second_name = second["name"].as_str().unwrap().to_string();
+    let by_hand: NomadClientRetirement = serde_json::from_value(json!({
+        "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientRetirement",
+        "metadata": {"name": "by-hand", "namespace": w.namespace},
+        "spec": {"pool": "pool", "target": {"nodeName": second_name}, "reason": "Requested"},
+    }))
+    .unwrap();
+    w.retirements_api()
+        .create(&PostParams::default(), &by_hand)
+        .await
+        .unwrap();
+    let (_, second_alloc) = jobs
+        .iter()
+        .find(|(n, _)| n == &second["id"])
+        .unwrap()
+        .clone();
+    scrape_until(&w, &mut seen, "the hand-made retirement started", |e| {
+        !e.values(
+            "nomadpool_retirements_started_total",
+            &[("pool", p), ("reason", "Requested")],
+        )
+        .is_empty()
+    })
+    .await;
+    w.sim.finish(&second_alloc).await;
+    w.wait_status("pool", "both clients retired", T, |s| s.retired_total == 2)
+        .await;
     let mut end = Exposition::default();
     end.add(&scrape(&w).await);
 
@@ -203,6 +241,14 @@ async fn rules_and_dashboard_read_only_what_the_operator_exports() {
         ),
         [1.0],
         "one retirement started, counted once though its first cordon failed"
+    );
+    assert_eq!(
+        end.values(
+            "nomadpool_retirements_started_total",
+            &[("pool", p), ("reason", "Requested")]
+        ),
+        [1.0],
+        "the hand-made retirement, counted once"
     );
     assert_eq!(
         end.values("nomadpool_drains_past_deadline", &[("pool", p)]),
@@ -226,9 +272,18 @@ async fn rules_and_dashboard_read_only_what_the_operator_exports() {
 
     // No label names the client.
     let name = victim["name"].as_str().unwrap();
+    let second_id = second["id"].as_str().unwrap();
+    let names = [
+        node_id.as_str(),
+        &node_id[..8],
+        name,
+        instance.as_str(),
+        second_id,
+        &second_name,
+    ];
     for (series, labels, _) in &seen.samples {
         for v in labels.values() {
-            for id in [node_id.as_str(), &node_id[..8], name, instance.as_str()] {
+            for id in names {
                 assert!(
                     !v.contains(id),
                     "{series} has label value {v} naming the client"
