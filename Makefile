@@ -28,7 +28,8 @@ demo:
 	cargo build -p nomad-pool-operator --bins
 	cargo run --example demo -- $(PROVIDER) $(if $(filter-out 0 no false,$(HOOK)),hook)
 
-# Regenerate crds/ from the Rust types (a unit test checks they match).
+# Regenerate crds/ from the Rust types (a unit test checks they match), and
+# the Helm chart's copy of them.
 .PHONY: crds
 crds:
 	cargo run -q -p nomad-pool-operator -- crd | csplit -s -z -f crds/.part - '/^---$$/' '{*}'
@@ -36,3 +37,5 @@ crds:
 	  name=$$(sed -n 's/^  name: \(.*\)$$/\1/p' $$f | head -1); \
 	  sed '1{/^---$$/d}' $$f > crds/$$name.yaml; rm $$f; \
 	done
+	# Helm reads only files inside the chart: it keeps a copy (tests/helm_chart.rs checks it).
+	cp crds/*.nomadpool.dev.yaml deploy/helm/nomad-pool-operator/crds/

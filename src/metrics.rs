@@ -2,7 +2,9 @@
 //! never node names or IDs: a label per node would grow without bound as
 //! clients come and go.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +14,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+mod pool_state;
+pub use pool_state::DrainAges;
+use pool_state::PoolStateMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
@@ -53,6 +59,46 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// One status of one condition of a pool, as kube-state-metrics labels
+/// conditions: the series of the status the condition has reads 1, the
+/// other two 0, so `== 1` selects the current one.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub pool: String,
+    pub condition: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrainLabels {
+    pub pool: String,
+    /// `true` for drains with a deadline (Nomad forces them at it), `false`
+    /// for the others, which may wait forever.
+    pub deadline: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StartLabels {
+    pub pool: String,
+    /// The retirement's reason, as `spec.reason` spells it.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub pool: String,
+    /// What failed: `nomad` (cordon, drain, release, purge), `terminate`,
+    /// `terminate_withheld`, `set_desired_capacity`,
+    /// `complete_lifecycle_action`, `heartbeat`.
+    pub action: &'static str,
+}
+
+/// Kubernetes' spelling of a condition's status.
+pub const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
+/// A gauge holding seconds (a timestamp, an age).
+type Seconds = Gauge<f64, AtomicU64>;
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
@@ -67,6 +113,15 @@ pub struct Metrics {
     pub cloud_latency: Family<EndpointLabels, Histogram>,
     pub leader: Gauge,
     pub events: Family<EventLabels, Counter>,
+    pub conditions: Family<ConditionLabels, Gauge>,
+    pub last_reconcile: Family<PoolLabels, Seconds>,
+    pub drain_oldest_age: Family<DrainLabels, Seconds>,
+    pub drains_past_deadline: Family<PoolLabels, Gauge>,
+    pub retirements_started: Family<StartLabels, Counter>,
+    pub action_failures: Family<ActionLabels, Counter>,
+    /// The condition types each pool's gauges carry, so a type that leaves
+    /// the status (or a deleted pool) leaves the gauges too.
+    condition_types: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Metrics {
@@ -157,6 +212,7 @@ impl Metrics {
             "Kubernetes Events on pools by outcome: created, repeated, failed, dropped (queue full)",
             events.clone(),
         );
+        let pool_state = PoolStateMetrics::register(&mut registry);
         Metrics {
             registry,
             reconciles,
@@ -171,6 +227,13 @@ impl Metrics {
             cloud_latency,
             leader,
             events,
+            conditions: pool_state.conditions,
+            last_reconcile: pool_state.last_reconcile,
+            drain_oldest_age: pool_state.drain_oldest_age,
+            drains_past_deadline: pool_state.drains_past_deadline,
+            retirements_started: pool_state.retirements_started,
+            action_failures: pool_state.action_failures,
+            condition_types: Mutex::default(),
         }
     }
 

@@ -47,7 +47,13 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     let key = format!("{ns}/{}", pool.name_any());
     let result = finalizer(&api, FINALIZER, pool, |event| async {
         match event {
-            Finalizer::Apply(pool) => apply(pool, ctx.clone()).await,
+            Finalizer::Apply(pool) => {
+                let result = apply(pool, ctx.clone()).await;
+                if result.is_ok() {
+                    report::reconciled(&key);
+                }
+                result
+            }
             Finalizer::Cleanup(pool) => cleanup::cleanup(pool, ctx.clone()).await,
         }
     })
@@ -112,7 +118,8 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
     let hook_seen = (rt.as_ref(), &seen);
     let capped =
         hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
-    report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes);
+    report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes, seen.now);
+    report::record_conditions(&seen.key, &new_status);
     let start_terminate = |action: &_| act::start_terminate(&rt, &seen, action);
     let persisted = persist::write_ahead(
         &pool,

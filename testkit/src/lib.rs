@@ -20,7 +20,9 @@
 //! (the binary as a process), `procstat` (CPU and memory from /proc), `proxy`
 //! (fault-injecting proxies), `pki` (throw-away certificates), `deploy` (the
 //! install manifests, the operator as their ServiceAccount), `faults` (what
-//! the crash and fault tests share, a private control plane). Everything a
+//! the crash and fault tests share, a private control plane), `tools` (helm
+//! and promtool, for the chart and alert tests), `promql` (the exposition
+//! format and PromQL references, for the monitoring tests). Everything a
 //! test uses often is re-exported here, so `use npo_testkit::*` is enough.
 //! [`on_both_clouds!`] turns one test body into a test per cloud.
 
@@ -36,9 +38,11 @@ pub mod moto;
 pub mod operator;
 pub mod pki;
 pub mod procstat;
+pub mod promql;
 pub mod proxy;
 pub mod retirements;
 pub mod sim;
+pub mod tools;
 pub mod world;
 
 pub use crate::aws::{

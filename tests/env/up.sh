@@ -51,6 +51,9 @@ go_ldflags() {
       flags+=" -X $pkg.gitTreeState=clean"
     done
   fi
+  # Other tools list their stamps in build.env (helm: its version and the
+  # Kubernetes version its lint and template assume, as its Makefile sets).
+  for key in $(read_kv "$env" LDFLAGS_X); do flags+=" -X $key"; done
   echo "$flags"
 }
 
@@ -113,13 +116,26 @@ ensure_go_binary() {
   fi
 }
 
-# The checkers the end-to-end tests run on live objects, as GitOps tools
-# would: kstatus (Flux, kubectl-based pipelines) built from Go modules, and
-# Lua 5.1, the Lua Argo CD embeds, for the health checks in deploy/argocd/.
-# Needed whether or not the services were up already.
-ensure_check_tools() {
+# --- test tools ------------------------------------------------------------------
+
+# Tools the tests run, not the environment, so they are ensured on every
+# call, also when the services are already up (a checkout that adds one must
+# not need a restart of the shared control plane); each returns at once when
+# present:
+# - kstatus (Flux, kubectl-based pipelines) built from Go modules, and
+#   Lua 5.1, the Lua Argo CD embeds, for deploy/argocd/ (tests/gitops_health.rs);
+# - helm (tests/helm_chart.rs) and promtool (tests/alerts.rs).
+ensure_test_tools() {
   ensure_go_binary kstatus
   command -v lua5.1 >/dev/null || apt_install lua5.1
+  ensure_go_binary helm
+  PROMTOOL=${NPO_PROMTOOL:-$(command -v promtool || true)}
+  if [[ -z $PROMTOOL ]]; then
+    # Debian's prometheus ships promtool; without recommends it pulls no
+    # exporters, and no service is started in a container (policy-rc.d).
+    apt_install --no-install-recommends prometheus
+    PROMTOOL=$(command -v promtool) || die "promtool missing after installing prometheus"
+  fi
 }
 
 kstatus_bin() { echo "$TESTBIN/kstatus-$(wrapper_version kstatus)/kstatus"; }
@@ -397,7 +413,9 @@ write_env() {
       NPO_MOTO_VERSION "$MOTO_VERSION" \
       NPO_MOTO_PYTHON "$(moto_venv)/bin/python" \
       NPO_KSTATUS "$(kstatus_bin)" \
-      NPO_LUA "$(command -v lua5.1)"
+      NPO_LUA "$(command -v lua5.1)" \
+      NPO_HELM "$(bin_path helm)" \
+      NPO_PROMTOOL "$PROMTOOL"
   } >"$tmp"
   mv -f "$tmp" "$ENV_FILE"
 }
@@ -429,7 +447,7 @@ cleanup_on_error() {
 main() {
   mkdir -p "$RUN_DIR" "$LOG_DIR" "$DATA_DIR"
   take_lock
-  ensure_check_tools
+  ensure_test_tools
 
   if apiserver_healthy && etcd_healthy && moto_healthy && pki_valid; then
     KUBECTL=${NPO_KUBECTL:-$(command -v kubectl || true)}

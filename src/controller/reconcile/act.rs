@@ -57,6 +57,20 @@ pub enum ActionError {
     Heartbeat(#[from] HeartbeatFailed),
 }
 
+impl ActionError {
+    /// What failed, as the `action` label of `nomadpool_action_failures_total`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            ActionError::Nomad(_) => "nomad",
+            ActionError::SetDesiredCapacity { .. } => "set_desired_capacity",
+            ActionError::Terminate { .. } => "terminate",
+            ActionError::TerminateWithheld { .. } => "terminate_withheld",
+            ActionError::CompleteLifecycleAction { .. } => "complete_lifecycle_action",
+            ActionError::Heartbeat(_) => "heartbeat",
+        }
+    }
+}
+
 /// Run the plan's actions (but the terminates the write-ahead step already
 /// started, `started_ahead`); the failures, with those of terminate calls
 /// that ended since the last reconcile.

@@ -20,8 +20,8 @@ use super::super::{Context, Error};
 use super::act::ActionError;
 use super::observe::{Observed, Planned};
 use super::persist;
-use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase};
-use crate::metrics::{PhaseLabels, PoolLabels, ReconcileLabels, metrics};
+use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase, RetiringNode};
+use crate::metrics::{DrainAges, PhaseLabels, PoolLabels, ReconcileLabels, metrics};
 
 /// The pool cannot be worked on: Degraded and not Ready say why, an Event
 /// says it once, and the pool is retried after its back-off.
@@ -59,6 +59,7 @@ pub async fn trouble(
         conditions,
         ..previous.clone()
     };
+    record_conditions(&pool_key(pool), &status);
     if status != previous {
         persist::write_status(pool, ctx, &status).await?;
     }
@@ -160,6 +161,11 @@ pub async fn failures(
         problems,
     );
     persist::carry_summary(&mut failed, &persisted.status);
+    let m = metrics();
+    for f in failures {
+        m.action_failed(&seen.key, f.kind());
+    }
+    record_conditions(&seen.key, &failed);
     // Written over the copy the write-ahead returned, or it could never apply.
     let newest = ctx.own_writes.newest(pool.clone());
     let _ = persist::write_status(&newest, ctx, &failed).await;
@@ -197,9 +203,53 @@ const PHASES: [RetirePhase; 6] = [
     RetirePhase::Cancelling,
 ];
 
+/// A reconcile of the pool ran to its end without error: the clock the
+/// `NomadPoolNotReconciled` alert reads.
+pub fn reconciled(pool_key: &str) {
+    metrics().reconciled(pool_key, Timestamp::now().as_millisecond() as f64 / 1000.0);
+}
+
+/// The pool's conditions as `nomadpool_pool_condition`.
+pub fn record_conditions(pool_key: &str, status: &NomadClientPoolStatus) {
+    metrics().set_conditions(
+        pool_key,
+        (status.conditions.iter()).map(|c| (c.type_.as_str(), c.status.as_str())),
+    );
+}
+
+fn pool_key(pool: &NomadClientPool) -> String {
+    format!(
+        "{}/{}",
+        pool.namespace().unwrap_or_default(),
+        pool.name_any()
+    )
+}
+
+/// How old the pool's drains in flight are at `now` (pure): a drain is a
+/// client in phase `Draining`, its age counted from when Nomad says the
+/// drain started (else from when it entered the phase).
+pub fn drain_ages(retiring: &[RetiringNode], now: Timestamp) -> DrainAges {
+    let mut ages = DrainAges::default();
+    for e in retiring.iter().filter(|e| e.phase == RetirePhase::Draining) {
+        let started = e.drain_started_at.as_ref().unwrap_or(&e.since).0;
+        let age = now.duration_since(started).as_secs_f64().max(0.0);
+        match &e.drain_deadline {
+            Some(deadline) => {
+                ages.oldest_with_deadline = ages.oldest_with_deadline.max(age);
+                if deadline.0 < now {
+                    ages.past_deadline += 1;
+                }
+            }
+            None => ages.oldest_without_deadline = ages.oldest_without_deadline.max(age),
+        }
+    }
+    ages
+}
+
 /// A deleted pool's gauges would otherwise report its last counts forever.
 pub fn forget_metrics(pool_key: &str) {
     let m = metrics();
+    m.forget_pool_state(pool_key);
     let phases = PHASES
         .iter()
         .map(|p| p.as_str().to_string())
@@ -212,8 +262,9 @@ pub fn forget_metrics(pool_key: &str) {
     }
 }
 
-pub fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32) {
+pub fn record_metrics(pool_key: &str, planned: &plan::Plan, ready: i32, now: Timestamp) {
     let m = metrics();
+    m.set_drains(pool_key, drain_ages(&planned.retiring, now));
     let mut by_phase: std::collections::BTreeMap<String, i64> =
         PHASES.iter().map(|p| (p.as_str().to_string(), 0)).collect();
     for r in &planned.retiring {
@@ -267,5 +318,76 @@ fn event(type_: EventType, reason: &str, message: &str, node: Option<&str>) -> E
             name: Some(name.into()),
             ..Default::default()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::drain_ages;
+    use crate::api::{RetirePhase, RetireReason, RetiringNode};
+    use crate::metrics::DrainAges;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn at(seconds_ago: i64) -> Time {
+        Time(Timestamp::from_second(NOW - seconds_ago).unwrap())
+    }
+
+    /// A client in `phase` since `since` seconds ago, whose drain started
+    /// `started` seconds ago with a deadline `deadline` seconds from now.
+    fn client(
+        phase: RetirePhase,
+        since: i64,
+        started: Option<i64>,
+        deadline: Option<i64>,
+    ) -> RetiringNode {
+        RetiringNode {
+            node_id: format!("id-{since}"),
+            node_name: format!("node-{since}"),
+            instance_id: None,
+            phase,
+            since: at(since),
+            selected_at: None,
+            reason: RetireReason::ScaleIn,
+            decrement: true,
+            cordoned_by_pool: true,
+            drain_started_at: started.map(at),
+            drain_deadline: deadline.map(|d| at(-d)),
+            allocations_left: 1,
+            blocking_jobs: vec![],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn only_drains_in_flight_count_each_by_whether_it_has_a_deadline() {
+        let now = Timestamp::from_second(NOW).unwrap();
+        let retiring = [
+            // Past its deadline by a minute, draining for an hour.
+            client(RetirePhase::Draining, 3000, Some(3600), Some(-60)),
+            // Within its deadline; younger.
+            client(RetirePhase::Draining, 600, Some(600), Some(600)),
+            // No deadline, no start Nomad reported: aged from the phase.
+            client(RetirePhase::Draining, 9000, None, None),
+            client(RetirePhase::Draining, 100, Some(100), None),
+            // Not draining (any more): whatever their records say.
+            client(RetirePhase::Drained, 50_000, Some(50_000), Some(-40_000)),
+            client(RetirePhase::Cordoned, 60_000, None, None),
+        ];
+        assert_eq!(
+            drain_ages(&retiring, now),
+            DrainAges {
+                oldest_with_deadline: 3600.0,
+                oldest_without_deadline: 9000.0,
+                past_deadline: 1,
+            }
+        );
+        assert_eq!(drain_ages(&[], now), DrainAges::default());
+        // Nomad's clock ahead of ours: a drain never reads as started in the future.
+        let ahead = client(RetirePhase::Draining, 0, Some(-30), None);
+        assert_eq!(drain_ages(&[ahead], now).oldest_without_deadline, 0.0);
     }
 }

@@ -9,7 +9,9 @@ use kube::{Api, ResourceExt};
 
 use super::sync::{StatusWrite, Writes, adopted_object};
 use super::{FINALIZER, Ledgers};
-use crate::api::{NomadClientPool, NomadClientRetirement, NomadClientRetirementStatus};
+use crate::api::{
+    NomadClientPool, NomadClientRetirement, NomadClientRetirementStatus, RetirementPhase,
+};
 
 /// Retirement writes of one reconcile in flight at once.
 pub const WRITE_CONCURRENCY: usize = 16;
@@ -74,7 +76,7 @@ pub async fn write_ahead(
     let creates = writes
         .creates
         .iter()
-        .map(|(obj, status)| Box::pin(create(api, ledger, obj, status)) as Call<'_>);
+        .map(|(obj, status)| Box::pin(create(api, pool, ledger, obj, status)) as Call<'_>);
     let adopts = (writes.adopts.iter()).map(|w| Box::pin(adopt(api, pool, ledger, w)) as Call<'_>);
     let statuses = (writes.statuses.iter())
         .map(|w| Box::pin(write_status(api, ledger, &w.object, &w.status)) as Call<'_>);
@@ -137,6 +139,7 @@ async fn run(calls: Vec<Call<'_>>) -> Result<(), WriteError> {
 
 async fn create(
     api: &Api<NomadClientRetirement>,
+    pool: &NomadClientPool,
     ledger: &Ledgers,
     obj: &NomadClientRetirement,
     status: &NomadClientRetirementStatus,
@@ -162,7 +165,28 @@ async fn create(
         Err(source) => return Err(WriteError::Create { name, source }),
     };
     ledger.wrote(None, created.clone());
-    write_status(api, ledger, &created, status).await
+    write_status(api, ledger, &created, status).await?;
+    count_start(pool, obj, status);
+    Ok(())
+}
+
+/// A retirement starts when its first record in phase `Selected` lands,
+/// counted then and only then: a plan whose writes failed is planned (and
+/// its clients selected) again, and an object created for a drain already
+/// under way (adopted after a lost status) starts in a later phase.
+fn count_start(
+    pool: &NomadClientPool,
+    obj: &NomadClientRetirement,
+    status: &NomadClientRetirementStatus,
+) {
+    if status.phase == Some(RetirementPhase::Selected) {
+        let key = format!(
+            "{}/{}",
+            pool.namespace().unwrap_or_default(),
+            pool.name_any()
+        );
+        crate::metrics::metrics().retirement_started(&key, obj.spec.reason.as_str());
+    }
 }
 
 async fn adopt(
@@ -184,7 +208,9 @@ async fn adopt(
             source,
         })?;
     ledger.wrote(w.object.resource_version(), owned.clone());
-    write_status(api, ledger, &owned, &w.status).await
+    write_status(api, ledger, &owned, &w.status).await?;
+    count_start(pool, &w.object, &w.status);
+    Ok(())
 }
 
 /// One new status, alone (a terminate's record, which it waits on).
