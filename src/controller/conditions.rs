@@ -158,6 +158,12 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
             "InvalidDisruptionBudget",
             format!("{m}; voluntary retirements wait until it is fixed"),
         ),
+        Blocker::TooManyUnhealthy { unhealthy, allowed } => Problem::new(
+            "TooManyUnhealthy",
+            format!(
+                "{unhealthy} client(s) of the pool are unhealthy (down, disconnected or never registered on an in-service VM, or being replaced), remediation.maxUnhealthy allows {allowed}: nothing is remediated until fewer are (an outage is not repaired by deleting VMs); find what took them down"
+            ),
+        ),
         // Capacity that is missing, not a fault of the pool: `Ready` says it
         // (see `readiness::not_ready`).
         Blocker::VmsWithoutClient(_) => return None,

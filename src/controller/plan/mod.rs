@@ -44,6 +44,9 @@ mod go_duration;
 mod hooks;
 mod identity;
 mod release;
+// The remediation step that uses the cap comes next.
+#[allow(dead_code)]
+mod remediation;
 mod retired;
 mod select;
 mod terminate;
@@ -194,6 +197,13 @@ pub enum Blocker {
     /// A budget the controller cannot evaluate (a schedule or time zone
     /// that does not parse): voluntary retirements wait, fail safe.
     InvalidBudget(String),
+    /// More clients are unhealthy (down, disconnected or unregistered on
+    /// an in-service VM, or being replaced) than `remediation.maxUnhealthy`
+    /// allows: nothing new is remediated until fewer are.
+    TooManyUnhealthy {
+        unhealthy: u32,
+        allowed: u32,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

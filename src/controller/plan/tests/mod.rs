@@ -100,6 +100,7 @@ fn spec(replicas: Option<i32>) -> NomadClientPoolSpec {
             max_unavailable: IntOrString::Int(2),
             ..Default::default()
         },
+        remediation: None,
         retirement_history_limit: None,
     }
 }
