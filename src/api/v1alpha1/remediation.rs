@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use super::GO_DURATION_RULE;
 
+/// The Nomad node Meta key that keeps a client out of every voluntary
+/// retirement when set to `true` (in the client's `meta` block, or with
+/// `nomad node meta apply`). Not part of `remediation`: a broken client is
+/// still replaced, and naming a client in `spec.retire` still retires it.
+pub const DO_NOT_RETIRE_META: &str = "nomadpool.dev/do-not-retire";
+
 /// `maxUnhealthy` when unset: Karpenter's node repair also stops above a
 /// fifth of a node pool unhealthy, and a cluster-wide failure (a Nomad
 /// server outage, a network partition) shows as far more than that.
