@@ -154,7 +154,10 @@ impl Selection {
         let mut excess = identity::scale_in_excess(view, next, vms_over, replicas);
         // A dry run previews, and selects nothing: what it previewed counts.
         let previewed = if dry_run {
-            plan.preview.len() as u32
+            // A replacement (remediation) takes no VM away from the group.
+            (plan.preview.iter())
+                .filter(|p| !p.reason.is_remediation())
+                .count() as u32
         } else {
             0
         };

@@ -402,3 +402,16 @@ fn an_opted_out_client_that_breaks_is_still_replaced() {
     w.nodes[0].do_not_retire = true;
     assert_eq!(w.plan().retiring.len(), 1, "remediation is not voluntary");
 }
+
+#[test]
+fn a_dry_run_previews_a_replacement_beside_the_scale_in_it_does_not_shorten() {
+    // Ten VMs, replicas 8, client-0 down: nine working clients, so one
+    // scale-in (never fewer working clients than replicas) beside the
+    // replacement, which takes no VM away and so shortens nothing.
+    let mut w = down_world();
+    w.spec.replicas = Some(8);
+    w.spec.disruption.dry_run = true;
+    let p = w.plan();
+    let reasons: Vec<_> = p.preview.iter().map(|r| r.reason).collect();
+    assert_eq!(reasons, [RetireReason::Unhealthy, RetireReason::ScaleIn]);
+}
