@@ -150,12 +150,6 @@ struct World {
     unhealthy_since: HashMap<String, Timestamp>,
 }
 
-/// No client seen unhealthy, for views built outside a `World`.
-fn no_clocks() -> &'static HashMap<String, Timestamp> {
-    static EMPTY: std::sync::OnceLock<HashMap<String, Timestamp>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(HashMap::new)
-}
-
 /// What the cluster-wide read finds when the pool's nodes are all there is.
 fn instance_nodes_of(nodes: &[NodeFacts]) -> InstanceNodes {
     let mut out = InstanceNodes::new();
