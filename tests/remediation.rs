@@ -240,3 +240,50 @@ async fn a_scale_in_skips_opted_out_clients() {
     w.sim.assert_no_violations().await;
     w.cleanup().await;
 }
+
+/// The grace is counted on the operator's own clock, in memory: an
+/// operator killed and started again counts it afresh, so a client is
+/// replaced late, never before `unhealthyAfter` has passed in one process.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_operator_counts_the_grace_again_and_never_replaces_early() {
+    let mut w = setup("remedy-restart", 3).await;
+    w.apply_pool(&w.pool_manifest(
+        "pool",
+        json!({"replicas": 3, "remediation": {"unhealthyAfter": "10s"}}),
+    ))
+    .await;
+    w.wait_status("pool", "pool ready", T, |s| {
+        condition(s, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let node = w.ready_nodes().await[0]["id"].as_str().unwrap().to_string();
+    w.sim
+        .post(&format!("/sim/nodes/{node}/kill"), json!({}))
+        .await;
+    w.wait_status("pool", "the client seen unhealthy", T, |s| {
+        s.unhealthy_nodes == 1
+    })
+    .await;
+    // Most of the grace passes in the first process.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(w.retirements("pool").await.is_empty(), "replaced early");
+    w.restart_operator().await;
+    let restarted = std::time::Instant::now();
+    // Past the first process's grace, well within the second's.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        w.retirements("pool").await.is_empty(),
+        "replaced {:?} after a restart: the grace was not counted again",
+        restarted.elapsed()
+    );
+    let st = w
+        .wait_status("pool", "replaced after a full grace", T, |s| {
+            s.retired_total == 1 && s.retiring.is_empty()
+        })
+        .await;
+    assert!(restarted.elapsed() >= Duration::from_secs(10));
+    assert_eq!(st.retirements[0].spec.reason, RetireReason::Unhealthy);
+    assert_eq!(w.group().await.desired, 3);
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
