@@ -389,3 +389,94 @@ async fn disruption_budgets_are_checked_by_the_api_server() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     delete_namespace(&client, &ns).await;
 }
+
+/// `remediation`: its CEL rules refuse at apply time what would do
+/// nothing or what the controller could only guess at; a full valid block
+/// is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn remediation_is_checked_by_the_api_server() {
+    let client = kube_client().await;
+    install_crd(&client).await;
+    let ns = create_namespace(&client, "validation-remediation").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("nomadpool.dev", "v1alpha1", "NomadClientPool"),
+            "nomadclientpools",
+        ),
+    );
+    let create = |name: &str, remediation: Value| {
+        let api = api.clone();
+        let mut spec = valid();
+        merge(&mut spec, json!({ "remediation": remediation }));
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientPool",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        async move { api.create(&PostParams::default(), &obj).await }
+    };
+    create(
+        "valid",
+        json!({"unhealthyAfter": "10m", "maxUnhealthy": "40%", "replaceDisconnected": true, "purgeDownAfter": "1h"}),
+    )
+    .await
+    .expect("a valid remediation");
+    create("count", json!({"unhealthyAfter": "5m", "maxUnhealthy": 3}))
+        .await
+        .expect("a count cap");
+    create("purge-only", json!({"purgeDownAfter": "30m"}))
+        .await
+        .expect("purging alone");
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("empty", json!({}), "remediation must set unhealthyAfter"),
+        (
+            "cap-only",
+            json!({"maxUnhealthy": 2}),
+            "remediation must set unhealthyAfter",
+        ),
+        (
+            "bad-grace",
+            json!({"unhealthyAfter": "ten minutes"}),
+            "remediation.unhealthyAfter must be a positive Go duration",
+        ),
+        (
+            "zero-grace",
+            json!({"unhealthyAfter": "0s"}),
+            "remediation.unhealthyAfter must be a positive Go duration",
+        ),
+        (
+            "cap-zero",
+            json!({"unhealthyAfter": "5m", "maxUnhealthy": 0}),
+            "remediation.maxUnhealthy must be a count of at least 1",
+        ),
+        (
+            "cap-percent",
+            json!({"unhealthyAfter": "5m", "maxUnhealthy": "0%"}),
+            "remediation.maxUnhealthy must be a count of at least 1",
+        ),
+        (
+            "disconnected-alone",
+            json!({"purgeDownAfter": "1h", "replaceDisconnected": true}),
+            "replaceDisconnected needs remediation.unhealthyAfter",
+        ),
+        (
+            "bad-purge",
+            json!({"purgeDownAfter": "soon"}),
+            "remediation.purgeDownAfter must be a positive Go duration",
+        ),
+    ];
+    let mut failures = vec![];
+    for (name, remediation, expected) in cases {
+        match create(name, remediation).await {
+            Ok(_) => failures.push(format!("{name}: accepted, expected {expected:?}")),
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(expected) => {}
+            Err(e) => failures.push(format!(
+                "{name}: wrong rejection (expected {expected:?}): {e}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    delete_namespace(&client, &ns).await;
+}

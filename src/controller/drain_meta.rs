@@ -128,6 +128,8 @@ fn reason_named(name: &str) -> Option<RetireReason> {
         RetireReason::Requested,
         RetireReason::Replace,
         RetireReason::LifecycleHook,
+        RetireReason::Unhealthy,
+        RetireReason::Unregistered,
     ]
     .into_iter()
     .find(|r| r.as_str() == name)

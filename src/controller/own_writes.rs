@@ -98,6 +98,7 @@ mod tests {
                 retire: vec![],
                 drain: Default::default(),
                 disruption: Default::default(),
+                remediation: None,
                 retirement_history_limit: None,
             };
             let mut p = NomadClientPool::new("ci", spec);

@@ -155,6 +155,7 @@ mod tests {
             retire: vec![],
             drain: Default::default(),
             disruption: Default::default(),
+            remediation: None,
             retirement_history_limit: None,
         };
         spec.nomad.token_secret_ref = Some(SecretKeyRef {

@@ -215,6 +215,10 @@ pub fn gate_instances(retiring: &[RetiringNode], watched: &HashSet<String>) -> B
     retiring
         .iter()
         .filter(|r| match r.phase {
+            // A broken client is decided on from Cordoned (it has no drain).
+            RetirePhase::Cordoned if r.reason == crate::api::RetireReason::Unhealthy => {
+                watched.contains(&r.node_id)
+            }
             RetirePhase::Draining | RetirePhase::Drained => watched.contains(&r.node_id),
             RetirePhase::Terminating => true,
             _ => false,
@@ -367,6 +371,7 @@ mod tests {
         )]
         .into();
         let pool = NodeFacts {
+            do_not_retire: false,
             id: "pool-twin".into(),
             name: "twin".into(),
             status: NodeStatus::Ready,

@@ -155,7 +155,10 @@ impl Bridge {
         let task = tokio::spawn(async move {
             let asg = asg_client();
             let http = reqwest::Client::new();
-            let mut registered: HashSet<String> = HashSet::new();
+            // A bridge started over a simulator that already has clients
+            // (one bridge replaced by another with other meta) takes
+            // their VMs as registered: a VM runs one client.
+            let mut registered: HashSet<String> = registered_vms(&http, &sim_url).await;
             let mut killed: HashSet<String> = HashSet::new();
             loop {
                 let Ok(out) = asg
@@ -215,6 +218,17 @@ impl Bridge {
         });
         Bridge { task }
     }
+}
+
+/// The VMs the simulator's nodes run on (its control surface's view).
+async fn registered_vms(http: &reqwest::Client, sim_url: &str) -> HashSet<String> {
+    let Ok(resp) = http.get(format!("{sim_url}/sim/nodes")).send().await else {
+        return HashSet::new();
+    };
+    let v: Value = resp.json().await.unwrap_or_default();
+    (v["nodes"].as_array().into_iter().flatten())
+        .filter_map(|n| n["instance_id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Request counts that grew from `b` to `a` (by endpoint), zeros left out.

@@ -35,6 +35,14 @@ pub enum RetireReason {
     /// The group is terminating the VM itself and its lifecycle hook holds
     /// it in `Terminating:Wait`: never refused by the budget.
     LifecycleHook,
+    /// Nomad reports the client `down` (or `disconnected`) for longer than
+    /// `remediation.unhealthyAfter` while its VM is still in service: the VM
+    /// is replaced (the group launches a new one). Obeys
+    /// `remediation.maxUnhealthy`, not the disruption budgets.
+    Unhealthy,
+    /// An in-service VM of the group whose Nomad client never registered:
+    /// replaced. Obeys `remediation.maxUnhealthy` with `Unhealthy`.
+    Unregistered,
 }
 
 // The names below are the serde names (what `status` records), spelled out:
@@ -69,6 +77,8 @@ impl RetireReason {
             RetireReason::Requested => "Requested",
             RetireReason::Replace => "Replace",
             RetireReason::LifecycleHook => "LifecycleHook",
+            RetireReason::Unhealthy => "Unhealthy",
+            RetireReason::Unregistered => "Unregistered",
         }
     }
 }
@@ -81,8 +91,17 @@ impl RetireReason {
     pub const fn is_voluntary(self) -> bool {
         match self {
             RetireReason::ScaleIn | RetireReason::Requested | RetireReason::Replace => true,
-            RetireReason::LifecycleHook => false,
+            RetireReason::LifecycleHook | RetireReason::Unhealthy | RetireReason::Unregistered => {
+                false
+            }
         }
+    }
+
+    /// Whether the reason replaces a client that is broken rather than
+    /// healthy: such retirements obey `remediation.maxUnhealthy` (counted
+    /// together, whichever of these reasons) instead of the budgets.
+    pub const fn is_remediation(self) -> bool {
+        matches!(self, RetireReason::Unhealthy | RetireReason::Unregistered)
     }
 }
 
@@ -113,7 +132,14 @@ mod tests {
             assert_eq!(p.to_string(), format!("{p:?}"));
         }
         use RetireReason as R;
-        for r in [R::ScaleIn, R::Requested, R::Replace, R::LifecycleHook] {
+        for r in [
+            R::ScaleIn,
+            R::Requested,
+            R::Replace,
+            R::LifecycleHook,
+            R::Unhealthy,
+            R::Unregistered,
+        ] {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r}");
             assert_eq!(r.to_string(), format!("{r:?}"));
         }

@@ -14,6 +14,7 @@ mod identity;
 mod lifecycle;
 mod properties;
 mod recovery;
+mod remediation;
 mod scale;
 mod scale_up;
 mod selection;
@@ -32,6 +33,7 @@ fn now() -> Timestamp {
 
 fn node(i: u32) -> NodeFacts {
     NodeFacts {
+        do_not_retire: false,
         id: format!("00000000-0000-0000-0000-{i:012}"),
         name: format!("client-{i}"),
         status: NodeStatus::Ready,
@@ -100,6 +102,7 @@ fn spec(replicas: Option<i32>) -> NomadClientPoolSpec {
             max_unavailable: IntOrString::Int(2),
             ..Default::default()
         },
+        remediation: None,
         retirement_history_limit: None,
     }
 }
@@ -143,6 +146,8 @@ struct World {
     drains: HashMap<String, DrainPolicy>,
     /// The group's lifecycle hook, once confirmed.
     lifecycle_hook: Option<&'static str>,
+    /// When the controller first saw each client down or disconnected.
+    unhealthy_since: HashMap<String, Timestamp>,
 }
 
 /// What the cluster-wide read finds when the pool's nodes are all there is.
@@ -177,6 +182,7 @@ impl World {
             instance_nodes: None,
             drains: HashMap::new(),
             lifecycle_hook: None,
+            unhealthy_since: HashMap::new(),
         }
     }
     fn plan(&self) -> Plan {
@@ -197,6 +203,7 @@ impl World {
             instance_nodes: self.instance_nodes.as_ref().unwrap_or(&derived),
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook,
+            unhealthy_since: &self.unhealthy_since,
             index: Default::default(),
         })
     }

@@ -16,6 +16,9 @@ struct Case {
     /// Cluster-wide nodes per VM; empty when that read has not answered.
     instance_nodes: InstanceNodes,
     drains: HashMap<String, DrainPolicy>,
+    /// With `remediation` on: every down or disconnected client seen so
+    /// an hour ago (past any grace).
+    unhealthy_since: HashMap<String, Timestamp>,
 }
 
 fn phase() -> impl Strategy<Value = RetirePhase> {
@@ -71,9 +74,12 @@ fn case() -> impl Strategy<Value = Case> {
                 any::<bool>(),
             ),
             proptest::collection::vec(0u8..5, n as usize),
+            0u8..4,
         )
-            .prop_map(move |(nodes, tracked, spec, lifecycles)| {
-                build_case(n, nodes, tracked, spec, lifecycles)
+            .prop_map(move |(nodes, tracked, spec, lifecycles, remedy)| {
+                let mut c = build_case(n, nodes, tracked, spec, lifecycles);
+                with_remediation(&mut c, remedy);
+                c
             })
     })
 }
@@ -112,6 +118,34 @@ fn generated_node(i: usize, bits: NodeBits, before: Option<&NodeFacts>) -> NodeF
         f.instance_id = before.and_then(|p: &NodeFacts| p.instance_id.clone());
     }
     f
+}
+
+/// `remedy`: 0 remediation off; 1 on; 2 on, disconnected clients too; 3
+/// on with `maxUnhealthy: 1`, and the tracked replacements of down or
+/// disconnected clients are `Unhealthy` ones.
+fn with_remediation(c: &mut Case, remedy: u8) {
+    if remedy == 0 {
+        return;
+    }
+    c.spec.remediation = Some(RemediationPolicy {
+        unhealthy_after: Some("10m".into()),
+        max_unhealthy: (remedy == 3).then_some(IntOrString::Int(1)),
+        replace_disconnected: Some(remedy == 2),
+        purge_down_after: Some("30m".into()),
+    });
+    let hour_ago = now().checked_sub(SignedDuration::from_hours(1)).unwrap();
+    for n in &c.nodes {
+        if matches!(n.status, NodeStatus::Down | NodeStatus::Disconnected) {
+            c.unhealthy_since.insert(n.id.clone(), hour_ago);
+        }
+    }
+    if remedy == 3 {
+        for e in c.tracked.iter_mut().filter(|e| !e.decrement) {
+            if c.unhealthy_since.contains_key(&e.node_id) {
+                e.reason = RetireReason::Unhealthy;
+            }
+        }
+    }
 }
 
 /// The group's instances in the lifecycles generated (4: protected).
@@ -201,6 +235,7 @@ fn build_case(
         },
         drains: HashMap::new(),
         nodes,
+        unhealthy_since: HashMap::new(),
     }
 }
 
@@ -225,6 +260,7 @@ fn view_of(c: &Case) -> PoolView<'_> {
         instance_nodes: &c.instance_nodes,
         drains: &c.drains,
         lifecycle_hook: None,
+        unhealthy_since: &c.unhealthy_since,
         index: Default::default(),
     }
 }
@@ -317,7 +353,21 @@ fn terminate_is_safe(
         .tracked
         .iter()
         .any(|r| r.node_id == node_id && r.phase == RetirePhase::Terminating);
-    if !was_terminating {
+    if !was_terminating && entry.is_some_and(|e| e.reason == RetireReason::Unhealthy) {
+        // A broken client's VM: the spec's remediation is the permission to
+        // terminate under allocations it cannot prove stopped, but only of a
+        // client still unhealthy, and only once they were read (the Event
+        // says how many).
+        let n = n.expect("terminated node exists");
+        prop_assert!(c.spec.remediation.is_some());
+        prop_assert!(
+            matches!(n.status, NodeStatus::Down | NodeStatus::Disconnected),
+            "replaced a {:?} client",
+            n.status
+        );
+        prop_assert!(c.allocs.contains_key(node_id), "allocations not read");
+        prop_assert!(!decrement, "a replacement never shrinks the group");
+    } else if !was_terminating {
         // Entering termination now: never with a live allocation or a running drain.
         let n = n.expect("terminated node exists");
         prop_assert!(!n.draining, "drain still running");
@@ -365,6 +415,44 @@ fn terminate_is_safe(
         "VM terminated before its nodes were listed"
     );
     prop_assert!(!c.spec.disruption.dry_run || was_terminating);
+    Ok(())
+}
+
+/// Replacements start only with remediation on, of a client down (or
+/// disconnected, when the spec says so) on an in-service VM, never more
+/// than `maxUnhealthy` counting those in flight, and never during a pause.
+fn unhealthy_selections_are_safe(
+    c: &Case,
+    selected: &[&&RetiringNode],
+) -> Result<(), TestCaseError> {
+    let started: Vec<&&&RetiringNode> = (selected.iter())
+        .filter(|r| r.reason == RetireReason::Unhealthy)
+        .collect();
+    if started.is_empty() {
+        return Ok(());
+    }
+    let policy = c.spec.remediation.as_ref();
+    prop_assert!(policy.is_some());
+    let policy = policy.unwrap();
+    for r in &started {
+        let n = c.nodes.iter().find(|n| n.id == r.node_id).unwrap();
+        prop_assert!(
+            n.status == NodeStatus::Down
+                || (n.status == NodeStatus::Disconnected && policy.replaces_disconnected())
+        );
+        prop_assert!(!r.decrement);
+        let instance = n.instance_id.as_deref().unwrap();
+        prop_assert_eq!(
+            c.group.instance(instance).map(|i| i.lifecycle.clone()),
+            Some(Lifecycle::InService)
+        );
+    }
+    let in_flight = (c.tracked.iter())
+        .filter(|t| t.reason.is_remediation() && t.phase != RetirePhase::Cancelling)
+        .count();
+    if let Some(IntOrString::Int(max)) = &policy.max_unhealthy {
+        prop_assert!(in_flight + started.len() <= *max as usize);
+    }
     Ok(())
 }
 
@@ -418,7 +506,11 @@ fn selections_are_safe(c: &Case, p: &Plan) -> Result<(), TestCaseError> {
     if c.spec.disruption.dry_run || c.spec.disruption.paused {
         prop_assert!(selected.is_empty());
     }
-    for r in &selected {
+    unhealthy_selections_are_safe(c, &selected)?;
+    for r in selected
+        .iter()
+        .filter(|r| r.reason != RetireReason::Unhealthy)
+    {
         let n = node(&r.node_id).unwrap();
         prop_assert!(n.eligible && !n.draining && n.status == NodeStatus::Ready);
         // Never a VM another live node reports.
@@ -450,7 +542,9 @@ fn selections_are_safe(c: &Case, p: &Plan) -> Result<(), TestCaseError> {
             c.spec.replicas
         );
     }
-    if !selected.is_empty() {
+    // Replacements obey maxUnhealthy, not the budget; voluntary selections
+    // count them all the same.
+    if selected.iter().any(|r| r.reason.is_voluntary()) {
         // Out of service: every retirement in flight and every live
         // client ineligible or draining, whoever took it out.
         let mut out: Vec<&str> = p
