@@ -98,6 +98,8 @@ mod tests {
                 retire: vec![],
                 drain: Default::default(),
                 disruption: Default::default(),
+                max_node_age: None,
+                replace_drifted: false,
                 retirement_history_limit: None,
             };
             let mut p = NomadClientPool::new("ci", spec);

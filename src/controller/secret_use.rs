@@ -155,6 +155,8 @@ mod tests {
             retire: vec![],
             drain: Default::default(),
             disruption: Default::default(),
+            max_node_age: None,
+            replace_drifted: false,
             retirement_history_limit: None,
         };
         spec.nomad.token_secret_ref = Some(SecretKeyRef {

@@ -35,6 +35,17 @@ pub enum RetireReason {
     /// The group is terminating the VM itself and its lifecycle hook holds
     /// it in `Terminating:Wait`: never refused by the budget.
     LifecycleHook,
+    /// Its VM is older than `spec.maxNodeAge`: replaced, the group keeps
+    /// its size.
+    Expired,
+    /// Its VM runs another launch template version, launch configuration
+    /// or instance template than the group launches now
+    /// (`spec.replaceDrifted`): replaced, the group keeps its size.
+    Drifted,
+    /// An in-service VM of the group whose Nomad client never registered
+    /// within `spec.remediation.nodeStartupTimeout`: nothing to drain, the
+    /// VM is replaced.
+    Unregistered,
 }
 
 // The names below are the serde names (what `status` records), spelled out:
@@ -69,6 +80,33 @@ impl RetireReason {
             RetireReason::Requested => "Requested",
             RetireReason::Replace => "Replace",
             RetireReason::LifecycleHook => "LifecycleHook",
+            RetireReason::Expired => "Expired",
+            RetireReason::Drifted => "Drifted",
+            RetireReason::Unregistered => "Unregistered",
+        }
+    }
+
+    /// Every reason, for reading one back by its name.
+    pub const ALL: [RetireReason; 7] = [
+        RetireReason::ScaleIn,
+        RetireReason::Requested,
+        RetireReason::Replace,
+        RetireReason::LifecycleHook,
+        RetireReason::Expired,
+        RetireReason::Drifted,
+        RetireReason::Unregistered,
+    ];
+
+    /// Whether the group launches a VM in place of the one retired (its
+    /// desired capacity is not lowered): the pool keeps its size.
+    pub const fn replaces(self) -> bool {
+        match self {
+            RetireReason::ScaleIn | RetireReason::Requested => false,
+            RetireReason::Replace
+            | RetireReason::LifecycleHook
+            | RetireReason::Expired
+            | RetireReason::Drifted
+            | RetireReason::Unregistered => true,
         }
     }
 }
@@ -77,11 +115,16 @@ impl RetireReason {
     /// Whether `disruption.budgets` (their windows and rates) govern the
     /// reason: every retirement the pool chooses to start. A retirement the
     /// group's lifecycle hook asks for is not the pool's choice: the group
-    /// terminates the VM either way.
+    /// terminates the VM either way. A VM whose client never registered
+    /// serves nothing: its replacement obeys the remediation cap instead.
     pub const fn is_voluntary(self) -> bool {
         match self {
-            RetireReason::ScaleIn | RetireReason::Requested | RetireReason::Replace => true,
-            RetireReason::LifecycleHook => false,
+            RetireReason::ScaleIn
+            | RetireReason::Requested
+            | RetireReason::Replace
+            | RetireReason::Expired
+            | RetireReason::Drifted => true,
+            RetireReason::LifecycleHook | RetireReason::Unregistered => false,
         }
     }
 }
@@ -113,7 +156,7 @@ mod tests {
             assert_eq!(p.to_string(), format!("{p:?}"));
         }
         use RetireReason as R;
-        for r in [R::ScaleIn, R::Requested, R::Replace, R::LifecycleHook] {
+        for r in R::ALL {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r}");
             assert_eq!(r.to_string(), format!("{r:?}"));
         }

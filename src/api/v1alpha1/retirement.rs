@@ -138,10 +138,7 @@ impl NomadClientRetirementSpec {
             Some(CapacityChange::Replace) => false,
             // The group lowered its capacity itself (or replaces the VM):
             // the operator never terminates a hook's instance.
-            None => !matches!(
-                self.reason,
-                RetireReason::Replace | RetireReason::LifecycleHook
-            ),
+            None => !self.reason.replaces(),
         }
     }
 }

@@ -15,6 +15,8 @@
 //! 3. to 5. `select`: the budget, the clients `spec.retire` names and the
 //!    scale-in selection; `capacity`: the scale-up and the limits of the
 //!    pool's size;
+//!    5b. `renew`: clients past `maxNodeAge` or drifted from the group's
+//!    launch spec are replaced with what the budget leaves;
 //! 6. `release`: what the spec no longer wants goes back to service;
 //!
 //! then `identity` reports VMs shared by nodes or without a client, and
@@ -44,6 +46,7 @@ mod go_duration;
 mod hooks;
 mod identity;
 mod release;
+mod renew;
 mod retired;
 mod select;
 mod terminate;
@@ -349,6 +352,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             capacity::scale_up(view, replicas, replicas - effective, &mut next, &mut plan);
         }
     }
+    // 5b. Replace expired and drifted clients with what the budget leaves.
+    selection.renew(view, &mut next, &mut plan);
     // 6. Anything tracked that the spec no longer wants retired goes back.
     if !dry_run {
         release::unwanted(view, &nodes, &mut next, &mut plan);

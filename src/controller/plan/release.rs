@@ -47,8 +47,13 @@ pub(super) fn unwanted(
         let wanted = match entry.reason {
             RetireReason::ScaleIn => spec.replicas.is_some(),
             RetireReason::Requested | RetireReason::Replace => named,
-            // The group is terminating the VM whatever the spec says.
-            RetireReason::LifecycleHook => true,
+            // While the feature that chose it is on: a client replaced
+            // half-way is worth finishing, a feature turned off is not.
+            RetireReason::Expired => spec.max_node_age.is_some(),
+            RetireReason::Drifted => spec.replace_drifted,
+            // The group is terminating the VM whatever the spec says; a
+            // VM without a client has nothing to give back.
+            RetireReason::LifecycleHook | RetireReason::Unregistered => true,
         };
         // A VM the group's hook holds goes whatever the spec says: its
         // client stays drained until the action is completed.

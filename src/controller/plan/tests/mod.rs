@@ -14,6 +14,7 @@ mod identity;
 mod lifecycle;
 mod properties;
 mod recovery;
+mod renew;
 mod scale;
 mod scale_up;
 mod selection;
@@ -76,9 +77,12 @@ fn group(n: u32) -> GroupState {
                 protected_from_scale_in: false,
                 zone: Some("us-east-1a".into()),
                 healthy: true,
+                launched_at: None,
+                launch_spec: None,
             })
             .collect(),
         owner_tag: None,
+        launch_specs: vec![],
     }
 }
 
@@ -100,6 +104,8 @@ fn spec(replicas: Option<i32>) -> NomadClientPoolSpec {
             max_unavailable: IntOrString::Int(2),
             ..Default::default()
         },
+        max_node_age: None,
+        replace_drifted: false,
         retirement_history_limit: None,
     }
 }
