@@ -17,6 +17,7 @@ mod disruption;
 mod lifecycle_hook;
 mod provider;
 mod reason;
+mod remediation;
 mod retirement;
 mod status;
 pub use connection::*;
@@ -24,6 +25,7 @@ pub use disruption::*;
 pub use lifecycle_hook::*;
 pub use provider::*;
 pub use reason::*;
+pub use remediation::*;
 pub use retirement::*;
 pub use status::*;
 
@@ -101,6 +103,11 @@ pub struct NomadClientPoolSpec {
     /// `disruption`'s budgets, as `maxNodeAge` does. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replace_drifted: bool,
+
+    /// Replacing clients that stay down while their VM runs, and purging
+    /// nodes whose VM is gone. Unset: neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<RemediationPolicy>,
 
     /// How many finished `NomadClientRetirement`s (retired or cancelled) are
     /// kept for history; the oldest beyond it are deleted. Default 20.

@@ -87,6 +87,17 @@ pub fn alloc_watch_set(
     let mut watched = HashSet::new();
     let mut in_progress: Vec<&RetiringNode> = Vec::new();
     for r in retiring {
+        // A broken client is not drained: its allocations are read before
+        // its VM is replaced, so the Event can say what was left on it.
+        if r.reason == crate::api::RetireReason::Unhealthy
+            && matches!(
+                r.phase,
+                RetirePhase::Selected | RetirePhase::Cordoned | RetirePhase::Drained
+            )
+        {
+            watched.insert(r.node_id.clone());
+            continue;
+        }
         match r.phase {
             RetirePhase::Drained => {
                 watched.insert(r.node_id.clone());
@@ -132,6 +143,7 @@ mod tests {
 
     fn node(i: usize, draining: bool) -> NodeFacts {
         NodeFacts {
+            do_not_retire: false,
             id: format!("n{i:03}"),
             name: format!("client-{i:03}"),
             status: NodeStatus::Ready,

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use super::connect::ConnectError;
 use super::plan::{self, Action, Blocker, NodeFacts, NodeStatus};
 use super::status::{self, Signal};
-use crate::api::{NomadClientPool, NomadClientPoolStatus, RetirePhase};
+use crate::api::{DO_NOT_RETIRE_META, NomadClientPool, NomadClientPoolStatus, RetirePhase};
 use crate::nomad::{NomadError, error_chain};
 use crate::provider::{GroupState, ProviderError};
 
@@ -157,6 +157,18 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
         Blocker::InvalidBudget(m) => Problem::new(
             "InvalidDisruptionBudget",
             format!("{m}; voluntary retirements wait until it is fixed"),
+        ),
+        Blocker::TooManyUnhealthy { unhealthy, allowed } => Problem::new(
+            "TooManyUnhealthy",
+            format!(
+                "{unhealthy} client(s) of the pool are unhealthy (down, disconnected or never registered on an in-service VM, or being replaced), remediation.maxUnhealthy allows {allowed}: nothing is remediated until fewer are (an outage is not repaired by deleting VMs); find what took them down"
+            ),
+        ),
+        Blocker::DoNotRetire { short, opted_out } => Problem::new(
+            "DoNotRetire",
+            format!(
+                "spec.replicas cannot be reached without retiring {short} more client(s), and the only candidates left are among the {opted_out} client(s) whose Meta sets {DO_NOT_RETIRE_META}=true: remove the key from some, name them in spec.retire, or raise replicas"
+            ),
         ),
         // Capacity that is missing, not a fault of the pool: `Ready` says it
         // (see `readiness::not_ready`).
@@ -325,6 +337,11 @@ pub(super) fn build_status(
         ready_nodes: ready,
         draining_nodes: in_phase(&|p| p < RetirePhase::Terminating),
         terminating_nodes: in_phase(&|p| p == RetirePhase::Terminating),
+        unhealthy_nodes: planned.unhealthy as i32,
+        do_not_retire_nodes: nodes
+            .iter()
+            .filter(|n| n.status != NodeStatus::Down && n.do_not_retire)
+            .count() as i32,
         retired_total: previous.retired_total + planned.retired as i64,
         retiring: vec![],
         counted_retirements: previous.counted_retirements.clone(),

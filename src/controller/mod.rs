@@ -53,6 +53,7 @@ pub mod secret_use;
 pub mod siblings;
 pub mod status;
 pub mod trigger;
+pub mod unhealthy;
 pub mod visibility;
 pub mod watch;
 pub mod write_log;

@@ -100,6 +100,7 @@ mod tests {
                 disruption: Default::default(),
                 max_node_age: None,
                 replace_drifted: false,
+                remediation: None,
                 retirement_history_limit: None,
             };
             let mut p = NomadClientPool::new("ci", spec);

@@ -200,6 +200,7 @@ mod tests {
 
     fn node(name: &str, status: NodeStatus, eligible: bool) -> NodeFacts {
         NodeFacts {
+            do_not_retire: false,
             id: name.into(),
             name: name.into(),
             status,

@@ -220,9 +220,14 @@ fn next_look(planned: &super::plan::Plan, persisted: &persist::Persisted) -> Dur
     } else {
         RESYNC
     };
-    // A window that opens or closes, or a rate that frees a start, changes
-    // what may start: no watch reports the clock.
-    match planned.budgets_change {
+    // A window that opens or closes, a rate that frees a start, or a
+    // remediation grace that ends changes what may start: no watch reports
+    // the clock.
+    let change = [planned.budgets_change, planned.wake]
+        .into_iter()
+        .flatten()
+        .min();
+    match change {
         Some(at) => {
             let until = at.duration_since(jiff::Timestamp::now()).as_secs_f64();
             look.min(Duration::from_secs_f64(

@@ -102,6 +102,7 @@ mod tests {
 
     fn node(id: &str, draining: bool) -> NodeFacts {
         NodeFacts {
+            do_not_retire: false,
             id: id.into(),
             name: format!("client-{id}"),
             status: NodeStatus::Ready,

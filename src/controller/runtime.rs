@@ -59,6 +59,9 @@ pub struct PoolRuntime {
     pub trigger: Trigger,
     /// The pool's lifecycle hook and heartbeats (see `hooks`).
     pub hooks: super::hooks::HookRuntime,
+    /// Since when each client has been down or disconnected, for
+    /// `remediation` (see `unhealthy`).
+    pub unhealthy: super::unhealthy::UnhealthyClock,
 }
 
 impl PoolRuntime {
@@ -154,6 +157,7 @@ pub(super) async fn runtime(
         cloud_failures: Default::default(),
         trigger,
         hooks: Default::default(),
+        unhealthy: Default::default(),
     });
     ctx.pools
         .lock()

@@ -157,6 +157,7 @@ mod tests {
             disruption: Default::default(),
             max_node_age: None,
             replace_drifted: false,
+            remediation: None,
             retirement_history_limit: None,
         };
         spec.nomad.token_secret_ref = Some(SecretKeyRef {

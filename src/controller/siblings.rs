@@ -367,6 +367,7 @@ mod tests {
         )]
         .into();
         let pool = NodeFacts {
+            do_not_retire: false,
             id: "pool-twin".into(),
             name: "twin".into(),
             status: NodeStatus::Ready,

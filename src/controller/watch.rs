@@ -18,13 +18,13 @@ use tracing::{debug, warn};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::BlockingAllocation;
+use crate::api::{BlockingAllocation, DO_NOT_RETIRE_META};
 use crate::controller::alloc_watch::AllocWatchMode;
 use crate::controller::plan::AllocFacts;
 use crate::controller::trigger::Trigger;
 use crate::nomad::{
     ClientStatus, EventFrame, JobType, Node, NodeListStub, NomadClient, NomadError, PoolSelector,
-    QueryOptions, QueryResponse,
+    QueryOptions, QueryResponse, filter::quote,
 };
 
 #[cfg(test)]
@@ -77,6 +77,10 @@ pub struct NodesSnapshot {
     /// Instance IDs from each node's attributes, read once per node (copied
     /// only when one changes).
     pub instance_ids: Arc<HashMap<String, String>>,
+    /// Nodes whose Meta sets `nomadpool.dev/do-not-retire=true` (copied
+    /// only when one changes): read with each list (a filtered list: the
+    /// stub has no Meta) and kept current by the events' full nodes.
+    pub opted_out: Arc<HashSet<String>>,
 }
 
 /// A pool's watches. Dropping it stops them.

@@ -42,9 +42,14 @@ pub enum RetireReason {
     /// or instance template than the group launches now
     /// (`spec.replaceDrifted`): replaced, the group keeps its size.
     Drifted,
+    /// Nomad reports the client `down` (or `disconnected`) for longer than
+    /// `remediation.unhealthyAfter` while its VM is still in service: the VM
+    /// is replaced (the group launches a new one). Obeys
+    /// `remediation.maxUnhealthy`, not the disruption budgets.
+    Unhealthy,
     /// An in-service VM of the group whose Nomad client never registered
-    /// within `spec.remediation.nodeStartupTimeout`: nothing to drain, the
-    /// VM is replaced.
+    /// within `remediation.nodeStartupTimeout`: nothing to drain, the VM is
+    /// replaced. Obeys `remediation.maxUnhealthy` with `Unhealthy`.
     Unregistered,
 }
 
@@ -82,18 +87,20 @@ impl RetireReason {
             RetireReason::LifecycleHook => "LifecycleHook",
             RetireReason::Expired => "Expired",
             RetireReason::Drifted => "Drifted",
+            RetireReason::Unhealthy => "Unhealthy",
             RetireReason::Unregistered => "Unregistered",
         }
     }
 
     /// Every reason, for reading one back by its name.
-    pub const ALL: [RetireReason; 7] = [
+    pub const ALL: [RetireReason; 8] = [
         RetireReason::ScaleIn,
         RetireReason::Requested,
         RetireReason::Replace,
         RetireReason::LifecycleHook,
         RetireReason::Expired,
         RetireReason::Drifted,
+        RetireReason::Unhealthy,
         RetireReason::Unregistered,
     ];
 
@@ -106,6 +113,7 @@ impl RetireReason {
             | RetireReason::LifecycleHook
             | RetireReason::Expired
             | RetireReason::Drifted
+            | RetireReason::Unhealthy
             | RetireReason::Unregistered => true,
         }
     }
@@ -115,8 +123,8 @@ impl RetireReason {
     /// Whether `disruption.budgets` (their windows and rates) govern the
     /// reason: every retirement the pool chooses to start. A retirement the
     /// group's lifecycle hook asks for is not the pool's choice: the group
-    /// terminates the VM either way. A VM whose client never registered
-    /// serves nothing: its replacement obeys the remediation cap instead.
+    /// terminates the VM either way. Broken clients (and VMs whose client
+    /// never registered) obey the remediation cap instead.
     pub const fn is_voluntary(self) -> bool {
         match self {
             RetireReason::ScaleIn
@@ -124,8 +132,17 @@ impl RetireReason {
             | RetireReason::Replace
             | RetireReason::Expired
             | RetireReason::Drifted => true,
-            RetireReason::LifecycleHook | RetireReason::Unregistered => false,
+            RetireReason::LifecycleHook | RetireReason::Unhealthy | RetireReason::Unregistered => {
+                false
+            }
         }
+    }
+
+    /// Whether the reason replaces a client that is broken rather than
+    /// healthy: such retirements obey `remediation.maxUnhealthy` (counted
+    /// together, whichever of these reasons) instead of the budgets.
+    pub const fn is_remediation(self) -> bool {
+        matches!(self, RetireReason::Unhealthy | RetireReason::Unregistered)
     }
 }
 

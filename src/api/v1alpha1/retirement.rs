@@ -87,7 +87,8 @@ pub struct NomadClientRetirementSpec {
 
     /// What the group does when the VM goes: `Shrink` lowers its desired
     /// capacity by one, `Replace` lets it launch a new VM. Unset: `Replace`
-    /// for the reason `Replace`, `Shrink` for any other.
+    /// for the reasons `Replace`, `LifecycleHook`, `Unhealthy` and
+    /// `Unregistered`, `Shrink` for any other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityChange>,
 
@@ -137,7 +138,8 @@ impl NomadClientRetirementSpec {
             Some(CapacityChange::Shrink) => true,
             Some(CapacityChange::Replace) => false,
             // The group lowered its capacity itself (or replaces the VM):
-            // the operator never terminates a hook's instance.
+            // the operator never terminates a hook's instance. A broken
+            // client's VM is replaced, never shrunk away.
             None => !self.reason.replaces(),
         }
     }

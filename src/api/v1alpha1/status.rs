@@ -31,6 +31,14 @@ pub struct NomadClientPoolStatus {
     /// Clients whose VM termination has been committed.
     #[serde(default)]
     pub terminating_nodes: i32,
+    /// Clients down or disconnected on a VM still in service, or being
+    /// replaced for it (see `spec.remediation`).
+    #[serde(default)]
+    pub unhealthy_nodes: i32,
+    /// Live clients whose Meta sets `nomadpool.dev/do-not-retire=true`: no
+    /// scale-in (or other voluntary retirement) takes them.
+    #[serde(default)]
+    pub do_not_retire_nodes: i32,
     /// Clients retired by this pool since it was created.
     #[serde(default)]
     pub retired_total: i64,

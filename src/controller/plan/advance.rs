@@ -46,6 +46,15 @@ pub(super) fn advance(
         return None;
     };
     match e.phase {
+        // Nothing to drain on a broken client (see `remediation`).
+        RetirePhase::Selected
+        | RetirePhase::Cordoned
+        | RetirePhase::Draining
+        | RetirePhase::Drained
+            if e.reason == RetireReason::Unhealthy =>
+        {
+            super::remediation::advance(node, &mut e, view, plan)
+        }
         RetirePhase::Selected => advance_selected(node, &mut e, view, plan),
         RetirePhase::Cordoned => advance_cordoned(node, &mut e, view, force_after, plan),
         RetirePhase::Draining | RetirePhase::Drained => {

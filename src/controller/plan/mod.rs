@@ -46,6 +46,7 @@ mod go_duration;
 mod hooks;
 mod identity;
 mod release;
+mod remediation;
 mod renew;
 mod retired;
 mod select;
@@ -197,6 +198,19 @@ pub enum Blocker {
     /// A budget the controller cannot evaluate (a schedule or time zone
     /// that does not parse): voluntary retirements wait, fail safe.
     InvalidBudget(String),
+    /// More clients are unhealthy (down, disconnected or unregistered on
+    /// an in-service VM, or being replaced) than `remediation.maxUnhealthy`
+    /// allows: nothing new is remediated until fewer are.
+    TooManyUnhealthy {
+        unhealthy: u32,
+        allowed: u32,
+    },
+    /// A scale-in needs `short` more clients than it can choose because
+    /// `opted_out` clients carry `nomadpool.dev/do-not-retire=true`.
+    DoNotRetire {
+        short: u32,
+        opted_out: u32,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -228,9 +242,19 @@ pub struct Plan {
     /// When the budgets next change what they allow (a window opens or
     /// closes, a counted start leaves its period): plan again by then.
     pub budgets_change: Option<Timestamp>,
+    /// When a remediation grace (`unhealthyAfter`, `purgeDownAfter`) next
+    /// ends: plan again by then.
+    pub wake: Option<Timestamp>,
+    /// Clients unhealthy now (see `remediation::unhealthy_count`).
+    pub unhealthy: u32,
 }
 
 impl Plan {
+    /// Plan again by `at` at the latest.
+    fn wake_by(&mut self, at: Timestamp) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+
     fn event(&mut self, node: Option<&str>, reason: &'static str, message: String) {
         self.events.push(PlanEvent {
             warning: false,
@@ -335,6 +359,13 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         adopt::lost_drains(view, &mut next, &mut plan);
         hooks::discover(view, &mut next, &mut plan);
     }
+    // 2c. Replace clients that stay down while their VM runs (within the
+    // remediation cap, not the budgets); purge nodes whose VM is gone.
+    let mut cap = remediation::cap(view, &next);
+    remediation::start(view, &mut cap, &mut next, &mut plan);
+    if !dry_run {
+        remediation::purge_vanished(view, &next, &mut plan);
+    }
     // 3. The pool's size and budget, and what holds them back.
     let mut selection = Selection::new(view, &next, &mut plan);
     // 4. Explicit retirements named in the spec.
@@ -386,6 +417,7 @@ fn advance_tracked(
 fn report(view: &PoolView<'_>, next: Vec<RetiringNode>, mut plan: Plan) -> Plan {
     identity::report_shared(view, &mut plan);
     identity::report_clientless(view, &next, &mut plan);
+    plan.unhealthy = remediation::unhealthy_count(view, &next);
     // Written with the status that records the starts of this plan.
     if let Some((disruption, change)) = budgets::after_plan(view, &next) {
         plan.disruption = Some(disruption);

@@ -51,9 +51,15 @@ pub(super) fn unwanted(
             // half-way is worth finishing, a feature turned off is not.
             RetireReason::Expired => spec.max_node_age.is_some(),
             RetireReason::Drifted => spec.replace_drifted,
-            // The group is terminating the VM whatever the spec says; a
-            // VM without a client has nothing to give back.
-            RetireReason::LifecycleHook | RetireReason::Unregistered => true,
+            // The group is terminating the VM whatever the spec says.
+            RetireReason::LifecycleHook => true,
+            // Turning remediation off gives back the clients not yet past
+            // the point of no return.
+            RetireReason::Unhealthy => {
+                (spec.remediation.as_ref()).is_some_and(|r| r.unhealthy_after.is_some())
+            }
+            // A VM without a client: nothing to give back.
+            RetireReason::Unregistered => true,
         };
         // A VM the group's hook holds goes whatever the spec says: its
         // client stays drained until the action is completed.

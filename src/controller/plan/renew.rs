@@ -26,9 +26,9 @@ pub(super) struct Stale<'a> {
 
 /// Whether a voluntary replacement may take `node` at all: a ready,
 /// eligible client not draining, not already taken, whose VM is known, in
-/// service and run by no other live node. Every voluntary chooser of this
-/// room asks this one question, so a rule that keeps clients out of all
-/// of them (such as a per-client opt-out) is added here once.
+/// service and run by no other live node, that has not opted out
+/// (`select::may_choose`: the `nomadpool.dev/do-not-retire` Meta). Both
+/// choosers of this room ask this one question.
 pub(super) fn may_replace(
     view: &PoolView<'_>,
     node: &NodeFacts,
@@ -38,7 +38,8 @@ pub(super) fn may_replace(
     let Some(instance) = node.instance_id.as_deref() else {
         return false;
     };
-    node.status == NodeStatus::Ready
+    select::may_choose(node)
+        && node.status == NodeStatus::Ready
         && node.eligible
         && !node.draining
         && !taken.contains(&node.id)

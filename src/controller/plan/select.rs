@@ -405,7 +405,7 @@ pub(super) fn choose<'a>(
 ) -> Vec<&'a NodeFacts> {
     let policy = view.spec.disruption.selection_policy;
     let shared = super::identity::shared_vms(view);
-    let mut eligible: Vec<&NodeFacts> = view
+    let (mut eligible, opted_out): (Vec<&NodeFacts>, Vec<&NodeFacts>) = view
         .nodes
         .iter()
         .filter(|n| {
@@ -415,7 +415,7 @@ pub(super) fn choose<'a>(
                 && !taken.contains(&n.id)
                 && !(n.instance_id.as_deref()).is_some_and(|i| shared.contains(i))
         })
-        .collect();
+        .partition(|n| may_choose(n));
     let busy = |n: &NodeFacts| load.get(&n.id).copied().unwrap_or(0);
     match policy {
         SelectionPolicy::LeastBusy => eligible.sort_by_key(|n| (busy(n), n.create_index)),
@@ -447,5 +447,23 @@ pub(super) fn choose<'a>(
         refusals.truncate(3);
         plan.blockers.push(Blocker::Preflight(refusals.join("; ")));
     }
+    if (chosen.len() as u32) < want && !opted_out.is_empty() {
+        plan.blockers.push(Blocker::DoNotRetire {
+            short: want - chosen.len() as u32,
+            opted_out: opted_out.len() as u32,
+        });
+    }
     chosen
+}
+
+/// Whether a retirement the pool starts on its own (a scale-in, or any
+/// other voluntary reason the pool chooses clients for) may take `n`:
+/// every voluntary chooser asks this one question. A client whose Meta
+/// sets `nomadpool.dev/do-not-retire=true` is never chosen, as Karpenter's
+/// `karpenter.sh/do-not-disrupt` keeps a node out of voluntary
+/// disruption. A person naming it (`spec.retire`, a hand-made retirement)
+/// is not the pool choosing: that goes ahead. Nor does it keep a broken
+/// client from being replaced (`remediation` is not voluntary).
+pub(super) fn may_choose(n: &NodeFacts) -> bool {
+    !n.do_not_retire
 }

@@ -46,6 +46,9 @@ pub struct NodeFacts {
     pub create_index: u64,
     /// Cloud instance ID from the node's attributes, once read.
     pub instance_id: Option<String>,
+    /// The client's Meta sets `nomadpool.dev/do-not-retire` to `true`: no
+    /// voluntary retirement takes it (see `select::may_choose`).
+    pub do_not_retire: bool,
 }
 
 /// Allocations of a node being retired, from a fresh blocking query.
@@ -100,6 +103,11 @@ pub struct PoolView<'a> {
     /// The group's terminating lifecycle hook the spec names, once the
     /// cloud confirmed it exists: VMs it holds are drained, then let go.
     pub lifecycle_hook: Option<&'a str>,
+    /// When this controller first saw each client of the pool `down` or
+    /// `disconnected` without a ready spell since, by node ID (its own
+    /// clock, kept in memory: a restart starts the count again, so a grace
+    /// is only ever counted too long, never too short).
+    pub unhealthy_since: &'a HashMap<String, Timestamp>,
     /// Lookups by instance, built from `nodes` and `group` on first use
     /// (`Default::default()`); a view is not changed once built.
     pub index: OnceLock<ViewIndex<'a>>,

@@ -50,10 +50,15 @@ impl FactsCache {
             // Both are in node ID order: a merge finds the node's old facts.
             while old.next_if(|(s, _)| s.id < n.id).is_some() {}
             let instance = snapshot.instance_ids.get(&n.id);
+            let opted_out = snapshot.opted_out.contains(&n.id);
             let kept = old
-                .next_if(|(s, f)| Arc::ptr_eq(s, n) && f.instance_id.as_ref() == instance)
+                .next_if(|(s, f)| {
+                    Arc::ptr_eq(s, n)
+                        && f.instance_id.as_ref() == instance
+                        && f.do_not_retire == opted_out
+                })
                 .map(|(_, f)| f);
-            facts.push(kept.unwrap_or_else(|| fact(n, instance.cloned(), key, uid)));
+            facts.push(kept.unwrap_or_else(|| fact(n, instance.cloned(), opted_out, key, uid)));
         }
         last.stubs = snapshot.nodes.clone();
         last.facts = Arc::new(facts);
@@ -67,13 +72,23 @@ pub fn node_facts(snapshot: &NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFac
     snapshot
         .nodes
         .iter()
-        .map(|n| fact(n, snapshot.instance_ids.get(&n.id).cloned(), key, uid))
+        .map(|n| {
+            let instance = snapshot.instance_ids.get(&n.id).cloned();
+            fact(n, instance, snapshot.opted_out.contains(&n.id), key, uid)
+        })
         .collect()
 }
 
 /// A node of the view as the planner takes it.
-fn fact(n: &NodeListStub, instance_id: Option<String>, key: &str, uid: &str) -> NodeFacts {
+fn fact(
+    n: &NodeListStub,
+    instance_id: Option<String>,
+    do_not_retire: bool,
+    key: &str,
+    uid: &str,
+) -> NodeFacts {
     NodeFacts {
+        do_not_retire,
         id: n.id.clone(),
         name: n.name.clone(),
         status: match n.status {
@@ -126,6 +141,7 @@ mod tests {
                     .map(|(n, i)| (n.to_string(), i.to_string()))
                     .collect::<HashMap<_, _>>(),
             ),
+            ..Default::default()
         }
     }
 

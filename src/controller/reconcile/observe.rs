@@ -59,6 +59,8 @@ pub struct Observed {
     pub lifecycle_hook: Option<String>,
     /// The lifecycle action tokens the retirements record, by instance ID.
     pub tokens: HashMap<String, String>,
+    /// When this process first saw each unhealthy client of the pool.
+    pub unhealthy_since: HashMap<String, Timestamp>,
 }
 
 /// Why there is nothing to plan on yet.
@@ -159,6 +161,7 @@ pub async fn observe(
     let meta_names = drain_meta::retirement_names(&snapshot, &key, &uid);
     let drains = records::drains(&retirements, &pool.spec.drain);
     let tokens = hold::tokens(&retirements);
+    let unhealthy_since = rt.unhealthy.observe(&nodes, now);
     Ok(Observed {
         now,
         key,
@@ -180,6 +183,7 @@ pub async fn observe(
         visibility,
         lifecycle_hook: None,
         tokens,
+        unhealthy_since,
     })
 }
 
@@ -208,6 +212,7 @@ impl Observed {
             instance_nodes: &self.instance_nodes,
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook.as_deref(),
+            unhealthy_since: &self.unhealthy_since,
             index: Default::default(),
         }
     }

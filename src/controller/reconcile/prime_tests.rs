@@ -43,6 +43,7 @@ fn retiring(node: &str, instance: &str, phase: RetirePhase) -> RetiringNode {
 
 fn facts(node: &str, instance: &str) -> NodeFacts {
     NodeFacts {
+        do_not_retire: false,
         id: node.to_owned(),
         name: node.to_owned(),
         status: NodeStatus::Ready,

@@ -78,6 +78,7 @@ const READS: &str = "GET /v1/node/:id";
 
 fn pool_node(id: &str, instance: &str) -> NodeFacts {
     NodeFacts {
+        do_not_retire: false,
         id: id.into(),
         name: id.into(),
         status: NodeStatus::Ready,

@@ -120,6 +120,7 @@ impl PoolWatch {
                 index: snapshot.index,
                 nodes,
                 instance_ids: snapshot.instance_ids.clone(),
+                opted_out: snapshot.opted_out.clone(),
             }),
         }
     }

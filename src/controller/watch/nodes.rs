@@ -31,6 +31,7 @@ pub(super) async fn watch_nodes(
         tx,
         trigger,
         instance_ids: Arc::default(),
+        opted_out: Arc::default(),
         stale_instances: 0,
         failing_since: None,
         backoff: Duration::ZERO,
@@ -190,6 +191,8 @@ struct NodeWatch {
     tx: watch::Sender<NodesState>,
     trigger: Trigger,
     instance_ids: Arc<HashMap<String, String>>,
+    /// Nodes whose Meta opts them out of voluntary retirement.
+    opted_out: Arc<HashSet<String>>,
     /// Entries of `instance_ids` whose node left (see `forget_instance_later`).
     stale_instances: usize,
     failing_since: Option<Instant>,
@@ -216,7 +219,11 @@ impl NodeWatch {
             stale: true,
             background: false,
         };
-        match self.client.list_nodes(self.filter.as_deref(), &q).await {
+        let listed = match self.client.list_nodes(self.filter.as_deref(), &q).await {
+            Ok(resp) => self.read_opted_out().await.map(|()| resp),
+            Err(e) => Err(e),
+        };
+        match listed {
             Ok(resp) => {
                 self.backoff = Duration::ZERO;
                 self.failing_since = None;
@@ -251,6 +258,42 @@ impl NodeWatch {
                 self.backoff = next_backoff(self.backoff);
                 tokio::time::sleep(self.backoff).await;
                 None
+            }
+        }
+    }
+
+    /// The pool's nodes whose Meta opts them out, as of now: a list
+    /// filtered on the key (the stub has no Meta; reading every node would
+    /// cost a request per client). Read after the pool's list, so a node
+    /// that registered in between is at worst taken as not opted out until
+    /// its event, the same as one whose key is set a moment later.
+    async fn read_opted_out(&mut self) -> Result<(), NomadError> {
+        let opt_out = format!("Meta[{}] == \"true\"", quote(DO_NOT_RETIRE_META));
+        let filter = match self.filter.as_deref() {
+            Some(f) if !f.is_empty() => format!("({f}) and {opt_out}"),
+            _ => opt_out,
+        };
+        let q = QueryOptions {
+            stale: true,
+            ..QueryOptions::default()
+        };
+        let listed = self.client.list_nodes(Some(&filter), &q).await?;
+        let ids: HashSet<String> = listed.value.into_iter().map(|n| n.id).collect();
+        if *self.opted_out != ids {
+            self.opted_out = Arc::new(ids);
+        }
+        Ok(())
+    }
+
+    /// Keep the opt-out of a node an event carried current.
+    fn note_opt_out(&mut self, node: &Node) {
+        let opted = node.meta.get(DO_NOT_RETIRE_META).map(String::as_str) == Some("true");
+        if opted != self.opted_out.contains(&node.id) {
+            let set = Arc::make_mut(&mut self.opted_out);
+            if opted {
+                set.insert(node.id.clone());
+            } else {
+                set.remove(&node.id);
             }
         }
     }
@@ -305,6 +348,7 @@ impl NodeWatch {
             index,
             nodes,
             instance_ids: self.instance_ids.clone(),
+            opted_out: self.opted_out.clone(),
         };
         self.tx.send_replace(NodesState::Ready(Arc::new(snapshot)));
         self.trigger.fire();
@@ -411,6 +455,7 @@ impl NodeWatch {
                     } else if !self.instance_ids.contains_key(&node.id) {
                         missing.insert(node.id.clone());
                     }
+                    self.note_opt_out(&node);
                     nodes.insert(node.id.clone(), Arc::new(node.to_stub()));
                     changed = true;
                 }

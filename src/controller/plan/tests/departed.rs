@@ -26,6 +26,7 @@ fn plan_outside(w: &World, outside: &[NodeFacts]) -> Plan {
         instance_nodes: &instance_nodes,
         drains: &w.drains,
         lifecycle_hook: None,
+        unhealthy_since: &w.unhealthy_since,
         index: Default::default(),
     })
 }

@@ -14,6 +14,7 @@ mod identity;
 mod lifecycle;
 mod properties;
 mod recovery;
+mod remediation;
 mod renew;
 mod scale;
 mod scale_up;
@@ -33,6 +34,7 @@ fn now() -> Timestamp {
 
 fn node(i: u32) -> NodeFacts {
     NodeFacts {
+        do_not_retire: false,
         id: format!("00000000-0000-0000-0000-{i:012}"),
         name: format!("client-{i}"),
         status: NodeStatus::Ready,
@@ -106,6 +108,7 @@ fn spec(replicas: Option<i32>) -> NomadClientPoolSpec {
         },
         max_node_age: None,
         replace_drifted: false,
+        remediation: None,
         retirement_history_limit: None,
     }
 }
@@ -149,6 +152,14 @@ struct World {
     drains: HashMap<String, DrainPolicy>,
     /// The group's lifecycle hook, once confirmed.
     lifecycle_hook: Option<&'static str>,
+    /// When the controller first saw each client down or disconnected.
+    unhealthy_since: HashMap<String, Timestamp>,
+}
+
+/// No client seen unhealthy, for views built outside a `World`.
+fn no_clocks() -> &'static HashMap<String, Timestamp> {
+    static EMPTY: std::sync::OnceLock<HashMap<String, Timestamp>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(HashMap::new)
 }
 
 /// What the cluster-wide read finds when the pool's nodes are all there is.
@@ -183,6 +194,7 @@ impl World {
             instance_nodes: None,
             drains: HashMap::new(),
             lifecycle_hook: None,
+            unhealthy_since: HashMap::new(),
         }
     }
     fn plan(&self) -> Plan {
@@ -203,6 +215,7 @@ impl World {
             instance_nodes: self.instance_nodes.as_ref().unwrap_or(&derived),
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook,
+            unhealthy_since: &self.unhealthy_since,
             index: Default::default(),
         })
     }

@@ -225,6 +225,7 @@ fn view_of(c: &Case) -> PoolView<'_> {
         instance_nodes: &c.instance_nodes,
         drains: &c.drains,
         lifecycle_hook: None,
+        unhealthy_since: super::no_clocks(),
         index: Default::default(),
     }
 }

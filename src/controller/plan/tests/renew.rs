@@ -273,3 +273,17 @@ fn turning_the_feature_off_gives_clients_back_before_termination() {
     let p = w.plan();
     assert_eq!(p.retiring[0].phase, RetirePhase::Draining);
 }
+
+#[test]
+fn a_client_that_opted_out_is_never_expired_or_drifted() {
+    let mut w = aged_world();
+    w.nodes[3].do_not_retire = true;
+    let p = w.plan();
+    assert_eq!(
+        selected(&p),
+        [
+            ("client-1".into(), RetireReason::Expired, false),
+            ("client-5".into(), RetireReason::Expired, false),
+        ]
+    );
+}

@@ -30,6 +30,7 @@ fn a_selector_matching_no_client_is_a_blocker_unless_none_is_wanted() {
     );
     // Down clients are not clients.
     w.nodes = vec![NodeFacts {
+        do_not_retire: false,
         status: NodeStatus::Down,
         ..node(0)
     }];
@@ -110,6 +111,7 @@ fn a_finished_retire_entry_is_done_recorded_and_not_retired_again() {
 
     // A new client registering under the same name is not retired again.
     w.nodes.push(NodeFacts {
+        do_not_retire: false,
         id: "ffffffff-0000-0000-0000-000000000001".into(),
         ..node(1)
     });
