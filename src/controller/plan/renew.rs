@@ -94,6 +94,31 @@ fn staleness<'a>(view: &PoolView<'a>, node: &'a NodeFacts) -> Option<Stale<'a>> 
     })
 }
 
+/// How often the group is looked at for drift while `replaceDrifted` is
+/// on: a new launch template version or instance template is not
+/// watchable, and the idle resync is minutes long.
+const DRIFT_LOOK: SignedDuration = SignedDuration::from_secs(30);
+
+/// When to plan again though nothing is watched changes: when the next VM
+/// in service reaches `maxNodeAge`, and within `DRIFT_LOOK` for drift.
+pub(super) fn wake(view: &PoolView<'_>, plan: &mut Plan) {
+    if let Some(max) = max_age(view) {
+        let next = (view.group.instances.iter())
+            .filter(|i| i.lifecycle == Lifecycle::InService)
+            .filter_map(|i| i.launched_at?.checked_add(max).ok())
+            .filter(|at| *at > view.now)
+            .min();
+        if let Some(at) = next {
+            plan.wake_by(at);
+        }
+    }
+    if view.spec.replace_drifted
+        && let Ok(at) = view.now.checked_add(DRIFT_LOOK)
+    {
+        plan.wake_by(at);
+    }
+}
+
 /// Every client due for replacement, expired ones first, each kind oldest
 /// VM first (a VM whose launch time is not read goes after those whose is,
 /// oldest client first).

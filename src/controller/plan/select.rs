@@ -211,6 +211,7 @@ impl Selection {
         next: &mut Vec<RetiringNode>,
         plan: &mut Plan,
     ) {
+        super::renew::wake(view, plan);
         if !self.start_allowed {
             return;
         }

@@ -287,3 +287,17 @@ fn a_client_that_opted_out_is_never_expired_or_drifted() {
         ]
     );
 }
+
+#[test]
+fn the_plan_wakes_when_the_next_vm_expires_and_to_look_for_drift() {
+    let mut w = World::new(2, Some(2));
+    w.spec.max_node_age = Some("24h".into());
+    launched(&mut w, 0, 20);
+    launched(&mut w, 1, 10);
+    assert_eq!(w.plan().wake, Some(now() + SignedDuration::from_hours(4)));
+    w.spec.replace_drifted = true;
+    assert_eq!(w.plan().wake, Some(now() + SignedDuration::from_secs(30)));
+    w.spec.max_node_age = None;
+    w.spec.replace_drifted = false;
+    assert_eq!(w.plan().wake, None);
+}
