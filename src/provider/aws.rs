@@ -279,6 +279,7 @@ impl AwsAutoScalingGroup {
                 .find(|t| t.key() == Some(super::OWNER_TAG))
                 .map(|t| t.value().unwrap_or_default().to_owned()),
             launch_specs: Vec::new(),
+            reads_launch_times: true,
         };
         self.launch.fill(group, &mut state, self).await?;
         Ok(state)

@@ -108,6 +108,7 @@ impl FakeProvider {
             instances: instances.iter().map(|id| in_service(id)).collect(),
             owner_tag: None,
             launch_specs: vec![],
+            reads_launch_times: true,
         };
         Arc::new(FakeProvider {
             state: Mutex::new(FakeState {

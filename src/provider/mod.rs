@@ -196,6 +196,10 @@ pub struct GroupState {
     /// ([`LaunchFacts::launch_spec`] off) or not known: then no VM is
     /// called drifted.
     pub launch_specs: Vec<LaunchSpec>,
+    /// Whether this provider can read VM launch times at all: `false`
+    /// says `maxNodeAge` cannot work on this cloud (yet), as opposed to
+    /// launch times not asked for or not read yet.
+    pub reads_launch_times: bool,
 }
 
 impl GroupState {

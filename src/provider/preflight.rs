@@ -173,6 +173,7 @@ mod tests {
             ],
             owner_tag: None,
             launch_specs: vec![],
+            reads_launch_times: true,
         }
     }
 

@@ -225,6 +225,7 @@ mod tests {
             }],
             owner_tag: None,
             launch_specs: vec![],
+            reads_launch_times: true,
         };
         let entry = |selected: &str| RetiringNode {
             node_id: "n".into(),

@@ -195,6 +195,9 @@ pub enum Blocker {
     },
     /// A budget's rate allows no more voluntary starts now.
     RateLimited(String),
+    /// `spec.maxNodeAge` is set but the cloud provider cannot read VM
+    /// launch times: no client is replaced for its age.
+    LaunchTimesUnknown,
     /// A budget the controller cannot evaluate (a schedule or time zone
     /// that does not parse): voluntary retirements wait, fail safe.
     InvalidBudget(String),

@@ -102,6 +102,9 @@ const DRIFT_LOOK: SignedDuration = SignedDuration::from_secs(30);
 /// When to plan again though nothing is watched changes: when the next VM
 /// in service reaches `maxNodeAge`, and within `DRIFT_LOOK` for drift.
 pub(super) fn wake(view: &PoolView<'_>, plan: &mut Plan) {
+    if max_age(view).is_some() && !view.group.reads_launch_times {
+        plan.blockers.push(Blocker::LaunchTimesUnknown);
+    }
     if let Some(max) = max_age(view) {
         let next = (view.group.instances.iter())
             .filter(|i| i.lifecycle == Lifecycle::InService)

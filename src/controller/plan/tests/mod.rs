@@ -85,6 +85,7 @@ fn group(n: u32) -> GroupState {
             .collect(),
         owner_tag: None,
         launch_specs: vec![],
+        reads_launch_times: true,
     }
 }
 

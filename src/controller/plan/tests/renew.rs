@@ -301,3 +301,21 @@ fn the_plan_wakes_when_the_next_vm_expires_and_to_look_for_drift() {
     w.spec.replace_drifted = false;
     assert_eq!(w.plan().wake, None);
 }
+
+#[test]
+fn max_node_age_on_a_cloud_without_launch_times_says_so() {
+    let mut w = aged_world();
+    w.group.reads_launch_times = false;
+    for i in &mut w.group.instances {
+        i.launched_at = None;
+    }
+    let p = w.plan();
+    assert!(p.retiring.is_empty());
+    assert!(
+        p.blockers.contains(&Blocker::LaunchTimesUnknown),
+        "{:?}",
+        p.blockers
+    );
+    w.spec.max_node_age = None;
+    assert!(!w.plan().blockers.contains(&Blocker::LaunchTimesUnknown));
+}
