@@ -47,8 +47,7 @@ pub enum RetireReason {
     /// is replaced (the group launches a new one). Obeys
     /// `remediation.maxUnhealthy`, not the disruption budgets.
     Unhealthy,
-    /// An in-service VM of the group whose Nomad client never registered
-    /// within `remediation.nodeStartupTimeout`: nothing to drain, the VM is
+    /// An in-service VM of the group whose Nomad client never registered:
     /// replaced. Obeys `remediation.maxUnhealthy` with `Unhealthy`.
     Unregistered,
 }

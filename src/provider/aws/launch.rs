@@ -23,7 +23,7 @@
 //! once per instance and kept: the calls grow with the VMs launched, not
 //! with the reconciles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification};
@@ -36,9 +36,10 @@ use super::AwsAutoScalingGroup;
 const TEMPLATE_ID_TAG: &str = "aws:ec2launchtemplate:id";
 const TEMPLATE_VERSION_TAG: &str = "aws:ec2launchtemplate:version";
 
-/// At most this many values in one `instance-id` filter (EC2's limit is
-/// 200 values per filter). A filter, unlike `InstanceIds`, does not fail
-/// the whole call for an instance EC2 no longer knows.
+/// At most this many values in one `instance-id` filter: EC2 limits the
+/// values of a filter, and a few hundred keep each request small. A
+/// filter, unlike `InstanceIds`, does not fail the whole call for an
+/// instance EC2 no longer knows.
 const IDS_PER_CALL: usize = 200;
 
 /// What EC2 said about one instance; never changes for its ID.
@@ -101,6 +102,11 @@ impl LaunchReader {
 
     /// The facts read so far onto the group's instances.
     fn apply(&self, group: &AutoScalingGroup, state: &mut GroupState, wanted: LaunchFacts) {
+        // By ID: a scan per instance would be quadratic in a group of
+        // thousands.
+        let configurations: HashMap<&str, &str> = (group.instances().iter())
+            .filter_map(|a| Some((a.instance_id()?, a.launch_configuration_name()?)))
+            .collect();
         let known = self.known.lock().expect("launch facts lock");
         for i in &mut state.instances {
             let launch = known.get(&i.id);
@@ -109,12 +115,8 @@ impl LaunchReader {
             }
             if wanted.launch_spec {
                 i.launch_spec = launch.and_then(|l| l.template.clone()).or_else(|| {
-                    let lc = group
-                        .instances()
-                        .iter()
-                        .find(|a| a.instance_id() == Some(&i.id));
-                    lc.and_then(|a| a.launch_configuration_name())
-                        .map(|n| LaunchSpec::LaunchConfiguration(n.to_owned()))
+                    (configurations.get(i.id.as_str()))
+                        .map(|n| LaunchSpec::LaunchConfiguration((*n).to_owned()))
                 });
             }
         }
@@ -128,8 +130,9 @@ impl LaunchReader {
         aws: &AwsAutoScalingGroup,
     ) -> Result<(), ProviderError> {
         let unread: Vec<String> = {
+            let in_group: HashSet<&str> = state.instances.iter().map(|i| i.id.as_str()).collect();
             let mut known = self.known.lock().expect("launch facts lock");
-            known.retain(|id, _| state.instance(id).is_some());
+            known.retain(|id, _| in_group.contains(id.as_str()));
             (state.instances.iter())
                 .filter(|i| !known.contains_key(&i.id))
                 .map(|i| i.id.clone())
