@@ -104,6 +104,16 @@ async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
             "drain.deadline must be a positive Go duration",
         ),
         (
+            "bad-max-node-age",
+            json!({"maxNodeAge": "30 days"}),
+            "maxNodeAge must be a positive Go duration",
+        ),
+        (
+            "zero-max-node-age",
+            json!({"maxNodeAge": "0h"}),
+            "maxNodeAge must be a positive Go duration",
+        ),
+        (
             "force-without-deadline",
             json!({"drain": {"forceTerminateAfter": "5m"}}),
             "set drain.deadline too",
@@ -231,6 +241,14 @@ async fn invalid_specs_are_rejected_with_a_message_that_says_what_to_fix() {
     create("valid-hook", spec)
         .await
         .expect("a managed hook at AWS's upper limit is valid");
+    let mut spec = valid();
+    merge(
+        &mut spec,
+        json!({"maxNodeAge": "720h", "replaceDrifted": true}),
+    );
+    create("valid-renewal", spec)
+        .await
+        .expect("a maxNodeAge of 30 days with drift replacement is valid");
     let mut failures = vec![];
     for (name, patch, expected) in cases {
         let mut spec = valid();

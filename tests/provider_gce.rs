@@ -210,7 +210,11 @@ async fn describe_shows_target_size_and_instances_by_vm_id() {
         assert!(i.healthy && !i.protected_from_scale_in, "{i:?}");
         assert_eq!(i.zone.as_deref(), Some(ZONE));
         assert_eq!(preflight(&g, &i.id, 0), Ok(()));
+        // Drift facts come with the listing: each VM runs the group's template.
+        assert_eq!(i.launch_spec.as_ref(), g.launch_specs.first(), "{i:?}");
     }
+    assert_eq!(g.launch_specs.len(), 1, "{:?}", g.launch_specs);
+    assert!(!g.reads_launch_times, "creation times are not read yet");
 }
 
 #[tokio::test]

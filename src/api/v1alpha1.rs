@@ -93,6 +93,22 @@ pub struct NomadClientPoolSpec {
     #[serde(default)]
     pub disruption: DisruptionPolicy,
 
+    /// Replace clients whose VM is older than this (a Go duration such as
+    /// `720h`), oldest first, within `disruption`'s budgets: each is
+    /// cordoned, drained and its VM terminated without lowering the
+    /// group's size, so the group launches a new one. Unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(GO_DURATION_RULE).message("maxNodeAge must be a positive Go duration such as 720h or 168h30m"))]
+    pub max_node_age: Option<String>,
+
+    /// Replace clients whose VM was launched from another launch template
+    /// version, launch configuration or instance template than the group
+    /// launches from now (`$Latest`/`$Default` resolved), within
+    /// `disruption`'s budgets, as `maxNodeAge` does. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_drifted: bool,
+
     /// Replacing clients that stay down while their VM runs, and purging
     /// nodes whose VM is gone. Unset: neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -201,6 +201,10 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
                 "{unhealthy} client(s) of the pool are unhealthy (down, disconnected or never registered on an in-service VM, or being replaced), remediation.maxUnhealthy allows {allowed}: nothing is remediated until fewer are (an outage is not repaired by deleting VMs); find what took them down"
             ),
         ),
+        Blocker::LaunchTimesUnknown => Problem::new(
+            "MaxNodeAgeUnsupported",
+            "spec.maxNodeAge is set, but this pool's cloud provider does not read VM launch times (the GCE provider does not yet): no client is replaced for its age; unset maxNodeAge, or replace clients with spec.retire".to_owned(),
+        ),
         Blocker::DoNotRetire { short, opted_out } => Problem::new(
             "DoNotRetire",
             format!(

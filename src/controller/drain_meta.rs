@@ -123,16 +123,7 @@ fn mark_of(meta: &BTreeMap<String, String>) -> DrainMark {
 
 /// The reason the Meta names; `None` for a name this version does not know.
 fn reason_named(name: &str) -> Option<RetireReason> {
-    [
-        RetireReason::ScaleIn,
-        RetireReason::Requested,
-        RetireReason::Replace,
-        RetireReason::LifecycleHook,
-        RetireReason::Unhealthy,
-        RetireReason::Unregistered,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == name)
+    RetireReason::ALL.into_iter().find(|r| r.as_str() == name)
 }
 
 #[cfg(test)]

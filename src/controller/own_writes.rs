@@ -98,6 +98,8 @@ mod tests {
                 retire: vec![],
                 drain: Default::default(),
                 disruption: Default::default(),
+                max_node_age: None,
+                replace_drifted: false,
                 remediation: None,
                 retirement_history_limit: None,
             };

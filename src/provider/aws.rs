@@ -2,7 +2,9 @@
 //!
 //! Everything pre-flight needs (sizes, suspended processes, lifecycle states,
 //! scale-in protection) comes from one `DescribeAutoScalingGroups` call, so
-//! the operator needs no EC2 permissions.
+//! the operator needs no EC2 permissions unless the pool sets
+//! `maxNodeAge` or `replaceDrifted` (`ec2:DescribeInstances`,
+//! `ec2:DescribeLaunchTemplates`: see `launch`).
 //!
 //! Retries and back-off are the SDK's (standard mode): reads and
 //! `SetDesiredCapacity` are idempotent and retried on throttling and server
@@ -124,6 +126,8 @@ pub struct AwsAutoScalingGroup {
     secrets: Vec<String>,
     /// Region, credentials and retries, for the lifecycle queue's client.
     sdk_config: aws_config::SdkConfig,
+    /// EC2 reads of the launch facts a pool feature wants (none by default).
+    launch: std::sync::Arc<launch::LaunchReader>,
 }
 
 impl fmt::Debug for AwsAutoScalingGroup {
@@ -196,7 +200,9 @@ impl AwsAutoScalingGroup {
         if let Some(endpoint) = &cfg.endpoint {
             client_config = client_config.endpoint_url(endpoint);
         }
+        let launch = launch::LaunchReader::new(&sdk_config, cfg.endpoint.as_deref());
         Ok(Self {
+            launch: std::sync::Arc::new(launch),
             client: Client::from_conf(client_config.build()),
             group_name: cfg.group_name,
             region: cfg.region,
@@ -254,10 +260,12 @@ impl AwsAutoScalingGroup {
                     healthy: i
                         .health_status()
                         .is_some_and(|h| h.eq_ignore_ascii_case("Healthy")),
+                    launched_at: None,
+                    launch_spec: None,
                 })
             })
             .collect();
-        Ok(GroupState {
+        let mut state = GroupState {
             name: self.group_name.clone(),
             min_size: size(group.min_size()),
             max_size: size(group.max_size()),
@@ -270,7 +278,11 @@ impl AwsAutoScalingGroup {
                 .iter()
                 .find(|t| t.key() == Some(super::OWNER_TAG))
                 .map(|t| t.value().unwrap_or_default().to_owned()),
-        })
+            launch_specs: Vec::new(),
+            reads_launch_times: true,
+        };
+        self.launch.fill(group, &mut state, self).await?;
+        Ok(state)
     }
 
     /// Read the instance from AWS now. `Some` is the answer to give without
@@ -435,6 +447,10 @@ impl CloudProvider for AwsAutoScalingGroup {
         INSTANCE_ID_ATTRIBUTE
     }
 
+    fn read_launch_facts(&self, facts: super::LaunchFacts) {
+        self.launch.want(facts);
+    }
+
     fn describe_lifecycle_hook<'a>(
         &'a self,
         hook: &'a str,
@@ -516,6 +532,7 @@ pub fn lifecycle_from_aws(state: &str) -> Lifecycle {
 
 mod errors;
 mod hooks;
+mod launch;
 mod notice;
 mod queue;
 

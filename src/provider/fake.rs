@@ -23,7 +23,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{
-    CloudProvider, Connector, GroupState, InstanceState, Lifecycle, LifecycleAction,
+    CloudProvider, Connector, GroupState, InstanceState, LaunchFacts, Lifecycle, LifecycleAction,
     LifecycleActionOutcome, LifecycleHook, ProviderConfig, ProviderError, TerminateOutcome,
 };
 
@@ -89,6 +89,9 @@ struct FakeState {
     most_terminates_in_flight: usize,
     /// The group's lifecycle hooks and the actions pending under them.
     hooks: FakeHooks,
+    /// The launch facts a describe answers with (the others read `None`,
+    /// as a cloud's describe does when they are not asked for).
+    launch_facts: LaunchFacts,
 }
 
 impl FakeProvider {
@@ -104,6 +107,8 @@ impl FakeProvider {
             suspended_processes: vec![],
             instances: instances.iter().map(|id| in_service(id)).collect(),
             owner_tag: None,
+            launch_specs: vec![],
+            reads_launch_times: true,
         };
         Arc::new(FakeProvider {
             state: Mutex::new(FakeState {
@@ -114,6 +119,7 @@ impl FakeProvider {
                 terminates_in_flight: 0,
                 most_terminates_in_flight: 0,
                 hooks: FakeHooks::default(),
+                launch_facts: LaunchFacts::default(),
             }),
         })
     }
@@ -247,6 +253,8 @@ fn in_service(id: &str) -> InstanceState {
         protected_from_scale_in: false,
         zone: Some("zone-a".into()),
         healthy: true,
+        launched_at: None,
+        launch_spec: None,
     }
 }
 
@@ -266,10 +274,23 @@ impl CloudProvider for FakeProvider {
     }
 
     fn describe_group(&self) -> BoxFuture<'_, Result<GroupState, ProviderError>> {
-        let result = self
-            .call(Call::Describe, Operation::Describe)
-            .map(|()| self.group_state());
+        let result = self.call(Call::Describe, Operation::Describe).map(|()| {
+            let wanted = self.lock().launch_facts;
+            let mut group = self.group_state();
+            for i in &mut group.instances {
+                i.launched_at = i.launched_at.filter(|_| wanted.launch_time);
+                i.launch_spec = i.launch_spec.take().filter(|_| wanted.launch_spec);
+            }
+            if !wanted.launch_spec {
+                group.launch_specs.clear();
+            }
+            group
+        });
         futures::future::ready(result).boxed()
+    }
+
+    fn read_launch_facts(&self, facts: LaunchFacts) {
+        self.lock().launch_facts = facts;
     }
 
     fn terminate_instance<'a>(

@@ -135,6 +135,10 @@ impl CloudProvider for Metered {
         ))
     }
 
+    fn read_launch_facts(&self, facts: super::LaunchFacts) {
+        self.0.read_launch_facts(facts);
+    }
+
     // The queue's calls are its own (a long poll's duration says nothing of
     // the cloud's health); its trouble shows in the pool's condition.
     fn lifecycle_queue(&self, queue_url: &str) -> Result<Arc<dyn LifecycleQueue>, QueueError> {

@@ -148,6 +148,15 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Which launch facts (launch time, launch spec) the next describes
+    /// read besides the group: each costs calls on some clouds, so only
+    /// what a feature the pool turned on needs (`spec.maxNodeAge`,
+    /// `spec.replaceDrifted`). Set before every reconcile; a cloud whose
+    /// group listing carries them anyway may ignore it.
+    fn read_launch_facts(&self, facts: LaunchFacts) {
+        let _ = facts;
+    }
+
     /// The queue that carries the hook's notifications, at `queue_url`.
     /// Makes no call; a cloud without such queues refuses.
     fn lifecycle_queue(&self, queue_url: &str) -> Result<Arc<dyn LifecycleQueue>, QueueError> {
@@ -181,6 +190,16 @@ pub struct GroupState {
     pub instances: Vec<InstanceState>,
     /// The value of the group's [`OWNER_TAG`]: the one pool that may drive it.
     pub owner_tag: Option<String>,
+    /// What the group launches new VMs from now (several while a GCE group
+    /// rolls out a canary version, or an AWS mixed-instances group
+    /// overrides the template per instance type). Empty when not read
+    /// ([`LaunchFacts::launch_spec`] off) or not known: then no VM is
+    /// called drifted.
+    pub launch_specs: Vec<LaunchSpec>,
+    /// Whether this provider can read VM launch times at all: `false`
+    /// says `maxNodeAge` cannot work on this cloud (yet), as opposed to
+    /// launch times not asked for or not read yet.
+    pub reads_launch_times: bool,
 }
 
 impl GroupState {
@@ -196,6 +215,65 @@ pub struct InstanceState {
     pub protected_from_scale_in: bool,
     pub zone: Option<String>,
     pub healthy: bool,
+    /// When the VM was launched; `None` when not read
+    /// ([`LaunchFacts::launch_time`] off) or not known yet.
+    pub launched_at: Option<jiff::Timestamp>,
+    /// What the VM was launched from; `None` when not read or not known.
+    pub launch_spec: Option<LaunchSpec>,
+}
+
+/// The launch facts a describe reads besides the group (see
+/// [`CloudProvider::read_launch_facts`]); none by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LaunchFacts {
+    /// Each VM's launch time, for `spec.maxNodeAge`.
+    pub launch_time: bool,
+    /// Each VM's launch spec and the group's current ones, for drift.
+    pub launch_spec: bool,
+}
+
+impl LaunchFacts {
+    pub fn any(self) -> bool {
+        self.launch_time || self.launch_spec
+    }
+}
+
+/// What a VM is launched from, as exactly as the cloud names it: two
+/// VMs launched from equal specs are configured alike. A `$Latest` or
+/// `$Default` AWS version is resolved to its number before it is put
+/// here, so a spec says which version, not which rule picked it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LaunchSpec {
+    /// An AWS launch template (by ID) at a version number.
+    LaunchTemplate { id: String, version: String },
+    /// An AWS launch configuration, by name (launch configurations have
+    /// no versions: a change is a new configuration).
+    LaunchConfiguration(String),
+    /// A GCE instance template, by its URL's path from `projects/` on
+    /// (the API answers full URLs, whose host may differ).
+    InstanceTemplate(String),
+}
+
+impl fmt::Display for LaunchSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LaunchSpec::LaunchTemplate { id, version } => {
+                write!(f, "launch template {id} version {version}")
+            }
+            LaunchSpec::LaunchConfiguration(name) => write!(f, "launch configuration {name}"),
+            LaunchSpec::InstanceTemplate(path) => write!(f, "instance template {path}"),
+        }
+    }
+}
+
+impl GroupState {
+    /// The launch spec `instance` runs when it differs from every one the
+    /// group launches now; `None` when it is current or either side is
+    /// not known.
+    pub fn drifted<'a>(&self, instance: &'a InstanceState) -> Option<&'a LaunchSpec> {
+        let spec = instance.launch_spec.as_ref()?;
+        (!self.launch_specs.is_empty() && !self.launch_specs.contains(spec)).then_some(spec)
+    }
 }
 
 /// Where an instance is in its group's lifecycle, reduced to what the

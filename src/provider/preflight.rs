@@ -153,6 +153,8 @@ mod tests {
             protected_from_scale_in: false,
             zone: Some("us-east-1a".into()),
             healthy: true,
+            launched_at: None,
+            launch_spec: None,
         }
     }
 
@@ -170,6 +172,8 @@ mod tests {
                 instance("i-c", Lifecycle::InService),
             ],
             owner_tag: None,
+            launch_specs: vec![],
+            reads_launch_times: true,
         }
     }
 

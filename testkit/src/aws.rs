@@ -96,6 +96,90 @@ pub async fn create_group(asg: &AsgClient, name: &str, min: i32, max: i32, desir
         .expect("creating an Auto Scaling group in moto");
 }
 
+/// An EC2 client of the environment's shared moto (launch templates).
+pub fn ec2_client() -> aws_sdk_ec2::Client {
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "npo-tests",
+        ))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+/// A launch template (version 1) and a group of the same name launching
+/// from its `$Default` version, in one zone. `$Default` rather than
+/// `$Latest`: moto 5.2 launches every instance of a group from the
+/// template's default version whatever version the group names, so a
+/// test changes what the group launches by changing the default
+/// (`set_template_default`), which AWS honours the same way.
+pub async fn create_template_group(asg: &AsgClient, name: &str, min: i32, max: i32, desired: i32) {
+    use aws_sdk_ec2::types::RequestLaunchTemplateData;
+    let data = RequestLaunchTemplateData::builder()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .build();
+    let template = ec2_client()
+        .create_launch_template()
+        .launch_template_name(name)
+        .launch_template_data(data)
+        .send()
+        .await
+        .expect("creating a launch template in moto");
+    let id = (template.launch_template())
+        .and_then(|t| t.launch_template_id())
+        .expect("the new template's ID")
+        .to_owned();
+    let spec = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+        .launch_template_id(id)
+        .version("$Default")
+        .build();
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_template(spec)
+        .min_size(min)
+        .max_size(max)
+        .desired_capacity(desired)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .expect("creating an Auto Scaling group in moto");
+}
+
+/// A new version of the template `name` made its default: the group
+/// (`$Default`) launches from it from now on. Returns the version number.
+pub async fn new_default_template_version(name: &str) -> i64 {
+    use aws_sdk_ec2::types::RequestLaunchTemplateData;
+    let ec2 = ec2_client();
+    let data = RequestLaunchTemplateData::builder()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+        .build();
+    let out = ec2
+        .create_launch_template_version()
+        .launch_template_name(name)
+        .launch_template_data(data)
+        .send()
+        .await
+        .expect("creating a launch template version in moto");
+    let version = (out.launch_template_version())
+        .and_then(|v| v.version_number())
+        .expect("the new version's number");
+    ec2.modify_launch_template()
+        .launch_template_name(name)
+        .default_version(version.to_string())
+        .send()
+        .await
+        .expect("making the new version the default");
+    version
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,

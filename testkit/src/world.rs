@@ -13,7 +13,10 @@ use kube::{Api, Client};
 use nomad_pool_operator::api::{NomadClientPool, NomadClientRetirement};
 use serde_json::{Value, json};
 
-use crate::aws::{Group, asg_client, create_group, describe_group, moto_endpoint, tag_group};
+use crate::aws::{
+    Group, asg_client, create_group, create_template_group, describe_group, moto_endpoint,
+    tag_group,
+};
 use crate::cluster::{
     create_aws_secret, create_namespace, delete_namespace, install_crd, kube_client, merge,
 };
@@ -54,6 +57,10 @@ pub struct WorldOptions {
     /// Node meta of the group's clients (a JSON object), or null.
     pub node_meta: Value,
     pub cloud: Cloud,
+    /// AWS only: the group launches from a launch template (`$Default`
+    /// version, see `aws::create_template_group`) rather than a launch
+    /// configuration.
+    pub launch_template: bool,
 }
 
 impl Default for WorldOptions {
@@ -64,6 +71,7 @@ impl Default for WorldOptions {
             sim: SimOptions::default(),
             node_meta: Value::Null,
             cloud: Cloud::Aws,
+            launch_template: false,
         }
     }
 }
@@ -123,7 +131,11 @@ impl World {
         let group = unique(test);
         let (bridge, gce) = match opts.cloud {
             Cloud::Aws => {
-                create_group(&asg, &group, opts.min, 50, opts.size).await;
+                if opts.launch_template {
+                    create_template_group(&asg, &group, opts.min, 50, opts.size).await;
+                } else {
+                    create_group(&asg, &group, opts.min, 50, opts.size).await;
+                }
                 let bridge = Bridge::start_with_meta(
                     sim.url.clone(),
                     group.clone(),

@@ -35,6 +35,13 @@ pub enum RetireReason {
     /// The group is terminating the VM itself and its lifecycle hook holds
     /// it in `Terminating:Wait`: never refused by the budget.
     LifecycleHook,
+    /// Its VM is older than `spec.maxNodeAge`: replaced, the group keeps
+    /// its size.
+    Expired,
+    /// Its VM runs another launch template version, launch configuration
+    /// or instance template than the group launches now
+    /// (`spec.replaceDrifted`): replaced, the group keeps its size.
+    Drifted,
     /// Nomad reports the client `down` (or `disconnected`) for longer than
     /// `remediation.unhealthyAfter` while its VM is still in service: the VM
     /// is replaced (the group launches a new one). Obeys
@@ -77,8 +84,36 @@ impl RetireReason {
             RetireReason::Requested => "Requested",
             RetireReason::Replace => "Replace",
             RetireReason::LifecycleHook => "LifecycleHook",
+            RetireReason::Expired => "Expired",
+            RetireReason::Drifted => "Drifted",
             RetireReason::Unhealthy => "Unhealthy",
             RetireReason::Unregistered => "Unregistered",
+        }
+    }
+
+    /// Every reason, for reading one back by its name.
+    pub const ALL: [RetireReason; 8] = [
+        RetireReason::ScaleIn,
+        RetireReason::Requested,
+        RetireReason::Replace,
+        RetireReason::LifecycleHook,
+        RetireReason::Expired,
+        RetireReason::Drifted,
+        RetireReason::Unhealthy,
+        RetireReason::Unregistered,
+    ];
+
+    /// Whether the group launches a VM in place of the one retired (its
+    /// desired capacity is not lowered): the pool keeps its size.
+    pub const fn replaces(self) -> bool {
+        match self {
+            RetireReason::ScaleIn | RetireReason::Requested => false,
+            RetireReason::Replace
+            | RetireReason::LifecycleHook
+            | RetireReason::Expired
+            | RetireReason::Drifted
+            | RetireReason::Unhealthy
+            | RetireReason::Unregistered => true,
         }
     }
 }
@@ -87,10 +122,15 @@ impl RetireReason {
     /// Whether `disruption.budgets` (their windows and rates) govern the
     /// reason: every retirement the pool chooses to start. A retirement the
     /// group's lifecycle hook asks for is not the pool's choice: the group
-    /// terminates the VM either way.
+    /// terminates the VM either way. Broken clients (and VMs whose client
+    /// never registered) obey the remediation cap instead.
     pub const fn is_voluntary(self) -> bool {
         match self {
-            RetireReason::ScaleIn | RetireReason::Requested | RetireReason::Replace => true,
+            RetireReason::ScaleIn
+            | RetireReason::Requested
+            | RetireReason::Replace
+            | RetireReason::Expired
+            | RetireReason::Drifted => true,
             RetireReason::LifecycleHook | RetireReason::Unhealthy | RetireReason::Unregistered => {
                 false
             }
@@ -132,14 +172,7 @@ mod tests {
             assert_eq!(p.to_string(), format!("{p:?}"));
         }
         use RetireReason as R;
-        for r in [
-            R::ScaleIn,
-            R::Requested,
-            R::Replace,
-            R::LifecycleHook,
-            R::Unhealthy,
-            R::Unregistered,
-        ] {
+        for r in R::ALL {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str(), "{r}");
             assert_eq!(r.to_string(), format!("{r:?}"));
         }

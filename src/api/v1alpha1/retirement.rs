@@ -86,9 +86,8 @@ pub struct NomadClientRetirementSpec {
     pub reason: RetireReason,
 
     /// What the group does when the VM goes: `Shrink` lowers its desired
-    /// capacity by one, `Replace` lets it launch a new VM. Unset: `Replace`
-    /// for the reasons `Replace`, `LifecycleHook`, `Unhealthy` and
-    /// `Unregistered`, `Shrink` for any other.
+    /// capacity by one, `Replace` lets it launch a new VM. Unset: `Shrink`
+    /// for the reasons `ScaleIn` and `Requested`, `Replace` for any other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityChange>,
 
@@ -140,13 +139,7 @@ impl NomadClientRetirementSpec {
             // The group lowered its capacity itself (or replaces the VM):
             // the operator never terminates a hook's instance. A broken
             // client's VM is replaced, never shrunk away.
-            None => !matches!(
-                self.reason,
-                RetireReason::Replace
-                    | RetireReason::LifecycleHook
-                    | RetireReason::Unhealthy
-                    | RetireReason::Unregistered
-            ),
+            None => !self.reason.replaces(),
         }
     }
 }
@@ -420,6 +413,13 @@ mod tests {
         assert!(!spec(RetireReason::Replace, None).decrement());
         assert!(spec(RetireReason::ScaleIn, None).decrement());
         assert!(spec(RetireReason::Requested, None).decrement());
+        for r in [
+            RetireReason::Expired,
+            RetireReason::Drifted,
+            RetireReason::Unhealthy,
+        ] {
+            assert!(!spec(r, None).decrement(), "{r} replaces the VM");
+        }
         assert!(!spec(RetireReason::ScaleIn, Some(CapacityChange::Replace)).decrement());
         assert!(spec(RetireReason::Replace, Some(CapacityChange::Shrink)).decrement());
     }

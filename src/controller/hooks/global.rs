@@ -220,8 +220,12 @@ mod tests {
                 protected_from_scale_in: false,
                 zone: None,
                 healthy: true,
+                launched_at: None,
+                launch_spec: None,
             }],
             owner_tag: None,
+            launch_specs: vec![],
+            reads_launch_times: true,
         };
         let entry = |selected: &str| RetiringNode {
             node_id: "n".into(),

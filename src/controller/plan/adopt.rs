@@ -66,7 +66,7 @@ fn adopted(
         reason,
         // A VM terminated before the status was lost (or by a deleted
         // pool of this name): its decrement is in the desired capacity.
-        decrement: !matches!(reason, RetireReason::Replace | RetireReason::LifecycleHook)
+        decrement: !reason.replaces()
             && (n.instance_id.as_deref())
                 .is_none_or(|i| still_counted(&instance_in_group(view, i))),
         cordoned_by_pool: mark.cordoned_by_pool,

@@ -15,6 +15,8 @@
 //! 3. to 5. `select`: the budget, the clients `spec.retire` names and the
 //!    scale-in selection; `capacity`: the scale-up and the limits of the
 //!    pool's size;
+//!    5b. `renew`: clients past `maxNodeAge` or drifted from the group's
+//!    launch spec are replaced with what the budget leaves;
 //! 6. `release`: what the spec no longer wants goes back to service;
 //!
 //! then `identity` reports VMs shared by nodes or without a client, and
@@ -45,6 +47,7 @@ mod hooks;
 mod identity;
 mod release;
 mod remediation;
+mod renew;
 mod retired;
 mod select;
 mod terminate;
@@ -192,6 +195,9 @@ pub enum Blocker {
     },
     /// A budget's rate allows no more voluntary starts now.
     RateLimited(String),
+    /// `spec.maxNodeAge` is set but the cloud provider cannot read VM
+    /// launch times: no client is replaced for its age.
+    LaunchTimesUnknown,
     /// A budget the controller cannot evaluate (a schedule or time zone
     /// that does not parse): voluntary retirements wait, fail safe.
     InvalidBudget(String),
@@ -380,6 +386,8 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
             capacity::scale_up(view, replicas, replicas - effective, &mut next, &mut plan);
         }
     }
+    // 5b. Replace expired and drifted clients with what the budget leaves.
+    selection.renew(view, &mut next, &mut plan);
     // 6. Anything tracked that the spec no longer wants retired goes back.
     if !dry_run {
         release::unwanted(view, &nodes, &mut next, &mut plan);

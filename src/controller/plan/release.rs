@@ -47,6 +47,10 @@ pub(super) fn unwanted(
         let wanted = match entry.reason {
             RetireReason::ScaleIn => spec.replicas.is_some(),
             RetireReason::Requested | RetireReason::Replace => named,
+            // While the feature that chose it is on: a client replaced
+            // half-way is worth finishing, a feature turned off is not.
+            RetireReason::Expired => spec.max_node_age.is_some(),
+            RetireReason::Drifted => spec.replace_drifted,
             // The group is terminating the VM whatever the spec says.
             RetireReason::LifecycleHook => true,
             // Turning remediation off gives back the clients not yet past

@@ -206,6 +206,60 @@ impl Selection {
 }
 
 impl Selection {
+    /// Start replacements of expired and drifted clients (see `renew`)
+    /// with what the budget and the rates leave after the steps before.
+    pub(super) fn renew(
+        &mut self,
+        view: &PoolView<'_>,
+        next: &mut Vec<RetiringNode>,
+        plan: &mut Plan,
+    ) {
+        super::renew::wake(view, plan);
+        if !self.start_allowed {
+            return;
+        }
+        let due = super::renew::candidates(view, &self.taken);
+        let dry_run = view.spec.disruption.dry_run;
+        // What a dry run previewed before counts, as in `scale_in`.
+        let mut previewed = if dry_run {
+            plan.preview.len() as u32
+        } else {
+            0
+        };
+        for stale in due {
+            let node = stale.node;
+            if unavailable::count(view, next) + previewed >= self.budget {
+                if !plan.blockers.iter().any(is_budget_blocker) {
+                    plan.blockers.push(self.exhausted(view, next));
+                }
+                break;
+            }
+            if self.starts_left == Some(0) {
+                if !(plan.blockers.iter()).any(|b| matches!(b, Blocker::RateLimited(_))) {
+                    plan.blockers.push(self.rate_limited(view));
+                }
+                break;
+            }
+            // Replaced, not shrunk: the group launches the successor.
+            if let Err(refusal) = check_preflight(view.group, node, 0, false) {
+                plan.blockers
+                    .push(Blocker::Preflight(format!("{}: {refusal}", node.name)));
+                continue;
+            }
+            self.taken.insert(node.id.clone());
+            self.started();
+            if dry_run {
+                previewed += 1;
+                plan.preview.push(preview(node, stale.reason, view.load));
+                continue;
+            }
+            plan.event(Some(&node.name), stale.reason.as_str(), stale.why.clone());
+            let mut entry = select(view, node, stale.reason, false, plan);
+            entry.message = Some(stale.why);
+            next.push(entry);
+        }
+    }
+
     /// A voluntary retirement starts (or would, in a dry run): one start
     /// less for the rates.
     fn started(&mut self) {
@@ -233,6 +287,13 @@ impl Selection {
         let budgets = &view.spec.disruption.budgets;
         Blocker::RateLimited(budgets::blocker_message(&self.limits, budgets, 0, true))
     }
+}
+
+fn is_budget_blocker(b: &Blocker) -> bool {
+    matches!(
+        b,
+        Blocker::BudgetExhausted { .. } | Blocker::DisruptionBudget { .. }
+    )
 }
 
 /// What `maxUnavailable` and `disruption.budgets` allow now, and the

@@ -23,7 +23,7 @@ use crate::api::{
     DrainPolicy, NomadClientPool, NomadClientPoolSpec, NomadClientPoolStatus,
     NomadClientRetirement, RetiringNode,
 };
-use crate::provider::GroupState;
+use crate::provider::{GroupState, LaunchFacts};
 
 /// Everything one reconcile saw of the pool, before planning.
 pub struct Observed {
@@ -90,6 +90,13 @@ pub async fn observe(
         }
         NodesState::Ready(s) => s,
     };
+    // Only what a feature the spec turned on needs: each costs cloud calls.
+    // A view read before a feature was turned on lacks its facts until the
+    // next read; the planner takes a missing fact as "not due".
+    rt.provider.read_launch_facts(LaunchFacts {
+        launch_time: pool.spec.max_node_age.is_some(),
+        launch_spec: pool.spec.replace_drifted,
+    });
     let observed = rt
         .group
         .get()

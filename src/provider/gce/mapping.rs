@@ -3,10 +3,10 @@
 //! owner tag, request IDs. No I/O, so every rule is unit-tested
 //! (`gce/tests.rs`). Sections (§N) refer to `shared/reference/gce-mig.md`.
 
-use google_cloud_compute_v1::model::ManagedInstance;
 use google_cloud_compute_v1::model::managed_instance::{CurrentAction, InstanceStatus};
+use google_cloud_compute_v1::model::{InstanceGroupManager, ManagedInstance};
 
-use super::super::{InstanceState, Lifecycle, OWNER_TAG};
+use super::super::{InstanceState, LaunchSpec, Lifecycle, OWNER_TAG};
 
 /// A managed instance as the provider needs it: the VM id (the value of the
 /// Nomad fingerprint `unique.platform.gce.id`, §2.1), its name, the URL
@@ -21,6 +21,9 @@ pub struct Member {
     pub url: String,
     pub current_action: String,
     pub instance_status: String,
+    /// `version.instanceTemplate`: the template the VM was created (or
+    /// last updated) from.
+    pub template: Option<LaunchSpec>,
 }
 
 impl Member {
@@ -42,6 +45,9 @@ impl Member {
                 .and_then(InstanceStatus::name)
                 .unwrap_or("")
                 .to_owned(),
+            template: (m.version.as_ref())
+                .and_then(|v| v.instance_template.as_deref())
+                .map(instance_template),
         })
     }
 
@@ -62,6 +68,9 @@ impl Member {
             protected_from_scale_in: false,
             zone: self.zone(),
             healthy: self.instance_status == "RUNNING",
+            // Creation time is not in the managed-instance listing (§1.2).
+            launched_at: None,
+            launch_spec: self.template.clone(),
         }
     }
 }
@@ -92,6 +101,33 @@ pub fn zone_of(url: &str) -> Option<String> {
     let rest = url.split("/zones/").nth(1)?;
     let zone = rest.split('/').next()?;
     (!zone.is_empty()).then(|| zone.to_owned())
+}
+
+/// An instance template URL as a [`LaunchSpec`]: its path from
+/// `projects/` on, so the same template read through another host name
+/// (`compute.googleapis.com`, `www.googleapis.com`) or as a relative path
+/// compares equal.
+pub fn instance_template(url: &str) -> LaunchSpec {
+    let path = url.find("projects/").map_or(url, |at| &url[at..]);
+    LaunchSpec::InstanceTemplate(path.to_owned())
+}
+
+/// What the group creates VMs from now: every version's template while
+/// `versions[]` is set (a canary rollout runs two), else the group's
+/// `instanceTemplate`.
+pub fn group_templates(igm: &InstanceGroupManager) -> Vec<LaunchSpec> {
+    let versions: Vec<LaunchSpec> = (igm.versions.iter())
+        .filter_map(|v| v.instance_template.as_deref())
+        .map(instance_template)
+        .collect();
+    if !versions.is_empty() {
+        return versions;
+    }
+    igm.instance_template
+        .as_deref()
+        .map(instance_template)
+        .into_iter()
+        .collect()
 }
 
 /// The last path segment of a resource URL (an autoscaler's name from the

@@ -215,3 +215,25 @@ fn service_account_keys_never_show_in_debug_output() {
     assert!(secrets.iter().any(|s| s.contains("MIIEvQ")));
     assert!(secrets.iter().any(|s| s == "abcdef0123456789"));
 }
+
+/// One template read through another host name, or as a relative path,
+/// is the same launch spec: a host difference must never read as drift.
+#[test]
+fn instance_templates_compare_by_their_path() {
+    use super::super::LaunchSpec;
+    let path = "projects/p/global/instanceTemplates/ci-v2";
+    for url in [
+        format!("https://www.googleapis.com/compute/v1/{path}"),
+        format!("https://compute.googleapis.com/compute/v1/{path}"),
+        path.to_owned(),
+    ] {
+        assert_eq!(
+            mapping::instance_template(&url),
+            LaunchSpec::InstanceTemplate(path.into())
+        );
+    }
+    assert_ne!(
+        mapping::instance_template("projects/p/global/instanceTemplates/ci-v1"),
+        mapping::instance_template(path)
+    );
+}

@@ -15,6 +15,7 @@ mod lifecycle;
 mod properties;
 mod recovery;
 mod remediation;
+mod renew;
 mod scale;
 mod scale_up;
 mod selection;
@@ -78,9 +79,13 @@ fn group(n: u32) -> GroupState {
                 protected_from_scale_in: false,
                 zone: Some("us-east-1a".into()),
                 healthy: true,
+                launched_at: None,
+                launch_spec: None,
             })
             .collect(),
         owner_tag: None,
+        launch_specs: vec![],
+        reads_launch_times: true,
     }
 }
 
@@ -102,6 +107,8 @@ fn spec(replicas: Option<i32>) -> NomadClientPoolSpec {
             max_unavailable: IntOrString::Int(2),
             ..Default::default()
         },
+        max_node_age: None,
+        replace_drifted: false,
         remediation: None,
         retirement_history_limit: None,
     }

@@ -156,6 +156,8 @@ fn once_the_vm_is_gone_the_down_node_is_purged() {
         protected_from_scale_in: false,
         zone: None,
         healthy: true,
+        launched_at: None,
+        launch_spec: None,
     });
     let p = w.plan();
     assert_eq!(p.actions, [Action::Purge { node_id: w.id(0) }]);
@@ -340,6 +342,8 @@ fn a_node_whose_vm_is_unknown_or_still_listed_is_never_purged() {
         protected_from_scale_in: false,
         zone: None,
         healthy: false,
+        launched_at: None,
+        launch_spec: None,
     });
     assert!(w.plan().actions.is_empty(), "the group still lists it");
     let mut w = vanished_world();
