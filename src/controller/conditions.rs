@@ -559,6 +559,8 @@ mod tests {
             suspended_processes: vec![],
             instances: vec![],
             owner_tag: None,
+            launch_specs: vec![],
+            reads_launch_times: false,
         };
         let planned = plan::Plan {
             desired_nodes: 2,
