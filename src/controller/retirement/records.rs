@@ -13,7 +13,7 @@ use super::CREATED_BY;
 use super::conditions::{GLOBAL_TIMEOUT, progressing, reconciling, stalled};
 use crate::api::{
     BlockingAllocation, DrainPolicy, NomadClientRetirement, NomadClientRetirementStatus,
-    RetirePhase, RetireTarget, RetirementPhase, RetiringNode,
+    RetirePhase, RetireReason, RetireTarget, RetirementPhase, RetiringNode,
 };
 
 /// How many blocking job IDs a planner entry lists (as `status.retiring` did).
@@ -115,6 +115,18 @@ pub fn targets(r: &NomadClientRetirement, e: &RetiringNode) -> bool {
         || (t.instance_id.is_some() && t.instance_id == e.instance_id)
 }
 
+/// The reason the planner drives a retirement by. A remediation reason
+/// skips the drain (its client is down), a permission only the pool's own
+/// remediation gives: a hand-made object naming one is drained like any
+/// other hand-made replacement, whatever its client's state.
+fn reason_of(r: &NomadClientRetirement) -> RetireReason {
+    if r.spec.reason.is_remediation() && !created_by_pool(r) {
+        RetireReason::Replace
+    } else {
+        r.spec.reason
+    }
+}
+
 /// A retirement in flight as the planner's entry; `None` when it is pending
 /// or finished.
 pub fn entry_of(r: &NomadClientRetirement) -> Option<RetiringNode> {
@@ -139,7 +151,7 @@ pub fn entry_of(r: &NomadClientRetirement) -> Option<RetiringNode> {
             .or(created)
             .unwrap_or(Time(Timestamp::UNIX_EPOCH)),
         selected_at: st.selected_at.clone(),
-        reason: r.spec.reason,
+        reason: reason_of(r),
         decrement: r.spec.decrement(),
         cordoned_by_pool: st.cordoned_by_pool,
         drain_started_at: st.drain_started_at.clone(),

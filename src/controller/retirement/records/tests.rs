@@ -224,3 +224,18 @@ fn every_phase_is_news() {
         last = next;
     }
 }
+
+#[test]
+fn a_hand_made_remediation_reason_is_drained_like_any_replacement() {
+    let now = Timestamp::now();
+    let mut unhealthy = entry(RetirePhase::Cordoned);
+    unhealthy.reason = RetireReason::Unhealthy;
+    let by_hand = object("by-hand", Some(&unhealthy));
+    let mut pool_made = object("ours", Some(&unhealthy));
+    pool_made
+        .annotations_mut()
+        .insert(CREATED_BY.into(), "pool".into());
+    let t = tracked(&[by_hand, pool_made].map(Arc::new), &[], now, &|_| false);
+    let reasons: Vec<RetireReason> = t.entries.iter().map(|e| e.reason).collect();
+    assert_eq!(reasons, [RetireReason::Replace, RetireReason::Unhealthy]);
+}
