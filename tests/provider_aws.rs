@@ -6,11 +6,11 @@
 //! not collide.
 
 use aws_sdk_autoscaling::Client;
-use npo_testkit::{asg_client, moto_endpoint, unique};
+use npo_testkit::{asg_client, unique};
 
 use nomad_pool_operator::provider::{
-    AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, CloudProvider, GroupState, Lifecycle,
-    OWNER_TAG, PreflightRefusal, ProviderError, TerminateOutcome, preflight,
+    AwsAutoScalingGroup, CloudProvider, GroupState, Lifecycle, OWNER_TAG, PreflightRefusal,
+    ProviderError, TerminateOutcome, preflight,
 };
 
 /// A client for setting up fixtures that the provider itself never does
@@ -27,18 +27,7 @@ async fn create_group(test: &str, min: i32, max: i32, desired: i32) -> String {
 }
 
 async fn provider(group: &str) -> AwsAutoScalingGroup {
-    AwsAutoScalingGroup::new(AwsAsgConfig {
-        group_name: group.to_owned(),
-        region: "us-east-1".into(),
-        endpoint: Some(moto_endpoint()),
-        credentials: AwsCredentials::Static {
-            access_key_id: "testing".into(),
-            secret_access_key: "testing".into(),
-            session_token: None,
-        },
-    })
-    .await
-    .expect("provider")
+    npo_testkit::aws::moto_provider(group).await
 }
 
 async fn describe(p: &AwsAutoScalingGroup) -> GroupState {

@@ -6,25 +6,13 @@
 //! configuration group compared by configuration name.
 
 use nomad_pool_operator::provider::{
-    AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, CloudProvider, GroupState, LaunchFacts,
-    LaunchSpec,
+    AwsAutoScalingGroup, CloudProvider, GroupState, LaunchFacts, LaunchSpec,
 };
 use npo_testkit::aws::new_default_template_version;
-use npo_testkit::{asg_client, create_group, create_template_group, moto_endpoint, unique};
+use npo_testkit::{asg_client, create_group, create_template_group, unique};
 
 async fn provider(group: &str) -> AwsAutoScalingGroup {
-    AwsAutoScalingGroup::new(AwsAsgConfig {
-        group_name: group.to_owned(),
-        region: "us-east-1".into(),
-        endpoint: Some(moto_endpoint()),
-        credentials: AwsCredentials::Static {
-            access_key_id: "testing".into(),
-            secret_access_key: "testing".into(),
-            session_token: None,
-        },
-    })
-    .await
-    .expect("provider")
+    npo_testkit::aws::moto_provider(group).await
 }
 
 async fn describe(p: &AwsAutoScalingGroup) -> GroupState {

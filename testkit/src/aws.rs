@@ -17,6 +17,24 @@ pub fn moto_endpoint() -> String {
 }
 
 /// A client of the environment's shared moto.
+/// The operator's AWS provider for `group` on the environment's moto, with
+/// moto's static credentials: what the provider tests call directly.
+pub async fn moto_provider(group: &str) -> nomad_pool_operator::provider::AwsAutoScalingGroup {
+    use nomad_pool_operator::provider::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
+    AwsAutoScalingGroup::new(AwsAsgConfig {
+        group_name: group.to_owned(),
+        region: "us-east-1".into(),
+        endpoint: Some(moto_endpoint()),
+        credentials: AwsCredentials::Static {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+        },
+    })
+    .await
+    .expect("the AWS provider on moto")
+}
+
 pub fn asg_client() -> AsgClient {
     asg_client_at(&moto_endpoint())
 }

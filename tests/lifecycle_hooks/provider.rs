@@ -2,26 +2,15 @@
 //! typed outcomes the controller relies on (ref §2.1-§2.4, §5.1).
 
 use nomad_pool_operator::provider::{
-    AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, CloudProvider, Lifecycle, LifecycleAction,
-    LifecycleActionOutcome, ProviderError,
+    AwsAutoScalingGroup, CloudProvider, Lifecycle, LifecycleAction, LifecycleActionOutcome,
+    ProviderError,
 };
 use npo_testkit::*;
 
 use super::{WAIT, set_desired};
 
 async fn provider(group: &str) -> AwsAutoScalingGroup {
-    AwsAutoScalingGroup::new(AwsAsgConfig {
-        group_name: group.to_owned(),
-        region: "us-east-1".into(),
-        endpoint: Some(moto_endpoint()),
-        credentials: AwsCredentials::Static {
-            access_key_id: "testing".into(),
-            secret_access_key: "testing".into(),
-            session_token: None,
-        },
-    })
-    .await
-    .expect("provider")
+    npo_testkit::aws::moto_provider(group).await
 }
 
 #[tokio::test]
