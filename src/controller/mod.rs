@@ -33,6 +33,7 @@
 
 pub mod alloc_watch;
 pub mod authority;
+pub mod clientless;
 pub mod conditions;
 pub mod connect;
 pub mod context;

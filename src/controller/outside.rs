@@ -56,6 +56,7 @@ async fn read_unseen(
     let seen: HashSet<&str> = snapshot.nodes.iter().map(|n| n.id.as_str()).collect();
     let missing: Vec<&str> = tracked
         .iter()
+        .filter(|r| r.reason.has_node())
         .map(|r| r.node_id.as_str())
         .filter(|id| !seen.contains(id))
         .collect();

@@ -4,8 +4,9 @@
 //! `Settled` however many VMs the group holds.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
 
 use super::plan::{Blocker, NodeFacts, NodeStatus, Plan};
 use super::status::{self, Signal};
@@ -121,38 +122,32 @@ fn listed<'a>(names: impl Iterator<Item = &'a str>) -> String {
 /// stopped, or lost its servers) is reported at once.
 pub const JOIN_GRACE: Duration = Duration::from_secs(300);
 
-/// When each VM without any node was first seen so, per pool.
-#[derive(Default)]
-pub struct Clientless(Mutex<HashMap<String, Instant>>);
-
-impl Clientless {
-    /// Keep in the plan's `VmsWithoutClient` only the VMs to report now: those
-    /// some node reports (it is not ready), and those no node reports for
-    /// longer than `JOIN_GRACE`. Scale-in already counted them all.
-    pub fn settle(&self, planned: &mut Plan, nodes: &[NodeFacts]) {
-        self.settle_at(planned, nodes, Instant::now());
-    }
-
-    fn settle_at(&self, planned: &mut Plan, nodes: &[NodeFacts], now: Instant) {
-        let mut seen = self.0.lock().expect("clientless lock");
-        let Some(ids) = planned.blockers.iter_mut().find_map(|b| match b {
-            Blocker::VmsWithoutClient(ids) => Some(ids),
-            _ => None,
-        }) else {
-            seen.clear();
-            return;
-        };
-        seen.retain(|id, _| ids.contains(id));
-        ids.retain(|id| {
-            let has_node = nodes.iter().any(|n| n.instance_id.as_ref() == Some(id));
-            let since = *seen.entry(id.clone()).or_insert(now);
-            has_node || now.duration_since(since) >= JOIN_GRACE
-        });
-        if ids.is_empty() {
-            planned
-                .blockers
-                .retain(|b| !matches!(b, Blocker::VmsWithoutClient(_)));
-        }
+/// Keep in the plan's `VmsWithoutClient` only the VMs to report now: those
+/// some node reports (it is not ready), and those no node has reported for
+/// `JOIN_GRACE` by the clientless clock (`since`, see `clientless`).
+/// Scale-in already counted them all.
+pub fn settle(
+    planned: &mut Plan,
+    nodes: &[NodeFacts],
+    since: &HashMap<String, Timestamp>,
+    now: Timestamp,
+) {
+    let Some(ids) = planned.blockers.iter_mut().find_map(|b| match b {
+        Blocker::VmsWithoutClient(ids) => Some(ids),
+        _ => None,
+    }) else {
+        return;
+    };
+    let grace = SignedDuration::try_from(JOIN_GRACE).expect("the grace fits");
+    ids.retain(|id| {
+        let has_node = nodes.iter().any(|n| n.instance_id.as_ref() == Some(id));
+        let seen = since.get(id).copied().unwrap_or(now);
+        has_node || now.duration_since(seen) >= grace
+    });
+    if ids.is_empty() {
+        planned
+            .blockers
+            .retain(|b| !matches!(b, Blocker::VmsWithoutClient(_)));
     }
 }
 
@@ -165,8 +160,11 @@ pub fn shared_instance_message(which: &str) -> String {
     )
 }
 
-/// Conditions of this module that are new in `new`, as (reason, message)
-/// for a warning Event: an Event when the news arrives, not on every pass.
+/// Conditions about the fleet itself that are new in `new`, as (reason,
+/// message) for a warning Event: an Event when the news arrives, not on
+/// every pass. Besides this module's: remediation held by its cap, and a
+/// scale-in held by clients that opted out (issue 18), which an on-call
+/// engineer should hear of without watching the pool's status.
 pub fn news(
     previous: &NomadClientPoolStatus,
     new: &NomadClientPoolStatus,
@@ -177,6 +175,8 @@ pub fn news(
     for (type_, reason) in [
         (status::READY, "VMsWithoutClient"),
         (status::DEGRADED, "SharedInstance"),
+        (status::DEGRADED, "TooManyUnhealthy"),
+        (status::DEGRADED, "DoNotRetire"),
     ] {
         let find = |s: &NomadClientPoolStatus| {
             s.conditions
@@ -259,7 +259,6 @@ mod tests {
 
     #[test]
     fn a_vm_no_node_reports_is_reported_only_after_the_join_grace() {
-        let c = Clientless::default();
         let plan = || Plan {
             blockers: vec![Blocker::VmsWithoutClient(vec![
                 "i-crashed".into(),
@@ -269,15 +268,17 @@ mod tests {
         };
         let mut crashed = node("x", NodeStatus::Down, true);
         crashed.instance_id = Some("i-crashed".into());
-        let t0 = Instant::now();
+        let t0: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let since: HashMap<String, Timestamp> = [("i-booting".to_string(), t0)].into();
         let mut p = plan();
-        c.settle_at(&mut p, std::slice::from_ref(&crashed), t0);
+        settle(&mut p, std::slice::from_ref(&crashed), &since, t0);
         assert_eq!(
             p.blockers,
             [Blocker::VmsWithoutClient(vec!["i-crashed".into()])]
         );
+        let later = t0.checked_add(JOIN_GRACE).unwrap();
         let mut p = plan();
-        c.settle_at(&mut p, &[crashed], t0 + JOIN_GRACE);
+        settle(&mut p, &[crashed], &since, later);
         assert_eq!(
             p.blockers,
             [Blocker::VmsWithoutClient(vec![
@@ -285,12 +286,12 @@ mod tests {
                 "i-booting".into()
             ])]
         );
-        // Once its client joined, a VM starts over.
+        // A VM the clock has not seen yet counts from now.
         let mut p = Plan {
             blockers: vec![Blocker::VmsWithoutClient(vec!["i-later".into()])],
             ..Default::default()
         };
-        c.settle_at(&mut p, &[], t0 + JOIN_GRACE);
+        settle(&mut p, &[], &since, later);
         assert!(p.blockers.is_empty(), "{:?}", p.blockers);
     }
 
@@ -316,5 +317,19 @@ mod tests {
             news(&new, &with(cond("VMsWithoutClient", "i-1, i-2"))).len(),
             1
         );
+        // Remediation held by its cap is news too, on the Degraded condition.
+        let held = with(Condition {
+            type_: status::DEGRADED.into(),
+            status: "True".into(),
+            ..cond("TooManyUnhealthy", "3 client(s) of the pool are unhealthy")
+        });
+        assert_eq!(
+            news(&old, &held),
+            [(
+                "TooManyUnhealthy",
+                "3 client(s) of the pool are unhealthy".to_string()
+            )]
+        );
+        assert!(news(&held, &held).is_empty());
     }
 }

@@ -17,7 +17,7 @@ use super::trigger::Trigger;
 use super::visibility::VisibilityWatch;
 use super::watch::PoolWatch;
 use super::write_log::WriteLog;
-use super::{connect, readiness, resends};
+use super::{connect, resends};
 use crate::api::NomadClientPool;
 use crate::nomad::{self, NomadClient, PoolSelector};
 use crate::provider::{self, CloudProvider};
@@ -42,8 +42,10 @@ pub struct PoolRuntime {
     pub visibility: VisibilityWatch,
     /// Every Nomad node reporting the VMs at the termination gate.
     pub siblings: SiblingWatch,
-    /// VMs of the group no node reports yet, since when.
-    pub clientless: readiness::Clientless,
+    /// Since when each in-service VM of the group has had no node of the
+    /// pool, for `remediation.unregisteredAfter` and the join grace of
+    /// `VMsWithoutClient` (see `clientless`).
+    pub clientless: super::clientless::ClientlessClock,
     /// Nomad writes to nodes not yet seen in the node view.
     pub writes: WriteLog,
     /// Drains answered `200` that the node view does not show.

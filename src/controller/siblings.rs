@@ -219,6 +219,8 @@ pub fn gate_instances(retiring: &[RetiringNode], watched: &HashSet<String>) -> B
             RetirePhase::Cordoned if r.reason == crate::api::RetireReason::Unhealthy => {
                 watched.contains(&r.node_id)
             }
+            // A VM no client registered on: the read proves it has none.
+            RetirePhase::Selected => !r.reason.has_node(),
             RetirePhase::Draining | RetirePhase::Drained => watched.contains(&r.node_id),
             RetirePhase::Terminating => true,
             _ => false,

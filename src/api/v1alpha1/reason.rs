@@ -47,8 +47,9 @@ pub enum RetireReason {
     /// is replaced (the group launches a new one). Obeys
     /// `remediation.maxUnhealthy`, not the disruption budgets.
     Unhealthy,
-    /// An in-service VM of the group whose Nomad client never registered:
-    /// replaced. Obeys `remediation.maxUnhealthy` with `Unhealthy`.
+    /// An in-service VM of the group that no Nomad node (of the pool or any
+    /// other) reported for `remediation.unregisteredAfter`: replaced.
+    /// Obeys `remediation.maxUnhealthy` with `Unhealthy`.
     Unregistered,
 }
 
@@ -142,6 +143,13 @@ impl RetireReason {
     /// together, whichever of these reasons) instead of the budgets.
     pub const fn is_remediation(self) -> bool {
         matches!(self, RetireReason::Unhealthy | RetireReason::Unregistered)
+    }
+
+    /// Whether a retirement for the reason has a Nomad node. One for a VM
+    /// no client registered on has none: the planner tracks it by its
+    /// instance ID, and no Nomad call is ever made for it.
+    pub const fn has_node(self) -> bool {
+        !matches!(self, RetireReason::Unregistered)
     }
 }
 

@@ -2,7 +2,9 @@
 //! healthy ones. A client Nomad reports `down` (or `disconnected`) for
 //! longer than a grace period while its VM is still in service gets a new
 //! VM (reason `Unhealthy`), and a down node whose VM has left the group is
-//! purged from Nomad. Both are off until their field is set.
+//! purged from Nomad, and an in-service VM no Nomad client registered on
+//! within a timeout gets a new VM (reason `Unregistered`). Each is off until
+//! its field is set.
 //!
 //! Terminating a broken client's VM is the one case where the pool ends a VM
 //! without proving that every allocation on it stopped: Nomad has already
@@ -36,7 +38,7 @@ pub const DEFAULT_MAX_UNHEALTHY: &str = "20%";
 /// Replacing unhealthy clients and purging nodes whose VM is gone.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.unhealthyAfter) || has(self.purgeDownAfter)").message("remediation must set unhealthyAfter (replace clients that stay down) or purgeDownAfter (purge nodes whose VM is gone), or both"))]
+#[x_kube(validation = Rule::new("has(self.unhealthyAfter) || has(self.purgeDownAfter) || has(self.unregisteredAfter)").message("remediation must set unhealthyAfter (replace clients that stay down), unregisteredAfter (replace VMs whose client never registered) or purgeDownAfter (purge nodes whose VM is gone)"))]
 #[x_kube(validation = Rule::new("!has(self.replaceDisconnected) || !self.replaceDisconnected || has(self.unhealthyAfter)").message("remediation.replaceDisconnected needs remediation.unhealthyAfter: it says when a disconnected client is replaced"))]
 pub struct RemediationPolicy {
     /// How long a client must stay `down` (or `disconnected`, see
@@ -51,7 +53,8 @@ pub struct RemediationPolicy {
     pub unhealthy_after: Option<String>,
 
     /// Most clients of the pool that may be unhealthy (down or disconnected
-    /// on an in-service VM, or being replaced) for remediation to go on: a
+    /// on an in-service VM, VMs past `unregisteredAfter` without a client,
+    /// or being replaced) for remediation to go on: a
     /// count, or a percentage of the group's desired capacity (rounded
     /// down, at least 1). Above it nothing new is remediated and the pool's
     /// conditions say why. Default `20%`.
@@ -67,6 +70,21 @@ pub struct RemediationPolicy {
     /// passed and its work was replaced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace_disconnected: Option<bool>,
+
+    /// How long an in-service VM of the group may run without any Nomad
+    /// node reporting it before it is terminated and the group launches a
+    /// new one (reason `Unregistered`; a Go duration such as `15m`: longer
+    /// than the slowest boot and agent start of the group's image). A VM
+    /// some node reports (in this pool or not, in any status) is never
+    /// replaced for this: the pool asks Nomad for every node of the cluster
+    /// on that VM first, and again right before the terminate call. Counted
+    /// on the controller's clock from when it first saw the VM without a
+    /// client (late after a restart, never early). Unset: such VMs are only
+    /// reported (`Ready` False, `VMsWithoutClient`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(GO_DURATION_RULE).message("remediation.unregisteredAfter must be a positive Go duration such as 15m"))]
+    pub unregistered_after: Option<String>,
 
     /// Purge a Nomad node of the pool that is `down` and whose VM is no
     /// longer in the group (terminated outside the pool) once it has been

@@ -187,4 +187,12 @@ pub struct PlannedRetirement {
     pub reason: RetireReason,
     /// Pending or running allocations on it now.
     pub allocations: i32,
+    /// The VM, for a retirement that has no node (reason `Unregistered`:
+    /// the node fields are empty).
+    #[serde(
+        default,
+        rename = "instanceID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub instance_id: Option<String>,
 }

@@ -250,6 +250,10 @@ pub struct Plan {
     pub wake: Option<Timestamp>,
     /// Clients unhealthy now (see `remediation::unhealthy_count`).
     pub unhealthy: u32,
+    /// VMs past `remediation.unregisteredAfter` that no retirement covers:
+    /// the cluster-wide read of the nodes on them is needed (or kept) at
+    /// the termination gate before one is created.
+    pub unregistered_checks: Vec<String>,
 }
 
 impl Plan {
@@ -362,10 +366,12 @@ pub fn plan(view: &PoolView<'_>) -> Plan {
         adopt::lost_drains(view, &mut next, &mut plan);
         hooks::discover(view, &mut next, &mut plan);
     }
-    // 2c. Replace clients that stay down while their VM runs (within the
-    // remediation cap, not the budgets); purge nodes whose VM is gone.
+    // 2c. Replace clients that stay down while their VM runs, and VMs no
+    // client registered on (within the remediation cap, not the budgets);
+    // purge nodes whose VM is gone.
     let mut cap = remediation::cap(view, &next);
     remediation::start(view, &mut cap, &mut next, &mut plan);
+    remediation::start_unregistered(view, &mut cap, &mut next, &mut plan);
     if !dry_run {
         remediation::purge_vanished(view, &next, &mut plan);
     }
@@ -406,7 +412,9 @@ fn advance_tracked(
         let force_after = (view.drain_of(&entry.node_id).force_terminate_after)
             .as_deref()
             .and_then(parse_go_duration);
-        if departed::is_outside(view, entry) {
+        if !entry.reason.has_node() {
+            next.extend(remediation::advance_unregistered(entry, view, plan));
+        } else if departed::is_outside(view, entry) {
             next.extend(departed::step(view, nodes, entry, force_after, plan));
         } else if let Some(kept) = advance(view, nodes, entry, force_after, plan) {
             next.push(kept);

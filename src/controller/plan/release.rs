@@ -12,18 +12,22 @@ pub(super) fn cancel(entry: &mut RetiringNode, plan: &mut Plan, now: Timestamp, 
         Action::Cordon { node_id } | Action::Drain { node_id, .. } => *node_id != entry.node_id,
         _ => true,
     });
-    plan.event(
-        Some(&entry.node_name),
-        "RetirementCancelled",
-        format!("node {} returns to service: {why}", entry.node_name),
-    );
+    let said = if entry.reason.has_node() {
+        format!("node {} returns to service: {why}", entry.node_name)
+    } else {
+        format!("VM {} is not replaced: {why}", entry.node_name)
+    };
+    plan.event(Some(&entry.node_name), "RetirementCancelled", said);
     entry.phase = RetirePhase::Cancelling;
     entry.since = ts(now);
     entry.message = Some(why);
-    plan.actions.push(Action::Release {
-        node_id: entry.node_id.clone(),
-        mark_eligible: entry.cordoned_by_pool,
-    });
+    // A VM no client registered on has no node to give back.
+    if entry.reason.has_node() {
+        plan.actions.push(Action::Release {
+            node_id: entry.node_id.clone(),
+            mark_eligible: entry.cordoned_by_pool,
+        });
+    }
 }
 
 /// Step 6: cancel every retirement in `next` that the spec no longer asks
@@ -58,8 +62,10 @@ pub(super) fn unwanted(
             RetireReason::Unhealthy => {
                 (spec.remediation.as_ref()).is_some_and(|r| r.unhealthy_after.is_some())
             }
-            // A VM without a client: nothing to give back.
-            RetireReason::Unregistered => true,
+            // As for `Unhealthy`: a VM not terminated yet stays.
+            RetireReason::Unregistered => {
+                (spec.remediation.as_ref()).is_some_and(|r| r.unregistered_after.is_some())
+            }
         };
         // A VM the group's hook holds goes whatever the spec says: its
         // client stays drained until the action is completed.

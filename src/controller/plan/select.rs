@@ -351,6 +351,7 @@ pub(super) fn preview(
         node_name: node.name.clone(),
         reason,
         allocations: load.and_then(|l| l.get(&node.id)).copied().unwrap_or(0) as i32,
+        instance_id: None,
     }
 }
 

@@ -108,6 +108,10 @@ pub struct PoolView<'a> {
     /// clock, kept in memory: a restart starts the count again, so a grace
     /// is only ever counted too long, never too short).
     pub unhealthy_since: &'a HashMap<String, Timestamp>,
+    /// When this controller first saw each in-service VM of the group that
+    /// no node of the pool reports, by instance ID (the same kind of clock:
+    /// `remediation.unregisteredAfter` is only ever counted too long).
+    pub clientless_since: &'a HashMap<String, Timestamp>,
     /// Lookups by instance, built from `nodes` and `group` on first use
     /// (`Default::default()`); a view is not changed once built.
     pub index: OnceLock<ViewIndex<'a>>,

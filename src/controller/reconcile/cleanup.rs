@@ -66,6 +66,11 @@ pub(super) async fn cleanup(
     let mut released = Vec::new();
     let mut left = Vec::new();
     for r in &retiring {
+        // A VM no client registered on, not terminated yet: nothing in
+        // Nomad to give back, and the VM stays.
+        if !r.reason.has_node() && r.phase != RetirePhase::Terminating {
+            continue;
+        }
         match r.phase {
             RetirePhase::Selected | RetirePhase::Cordoned | RetirePhase::Cancelling => {
                 if let Some(rt) = &rt {

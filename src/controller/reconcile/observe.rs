@@ -61,6 +61,8 @@ pub struct Observed {
     pub tokens: HashMap<String, String>,
     /// When this process first saw each unhealthy client of the pool.
     pub unhealthy_since: HashMap<String, Timestamp>,
+    /// When this process first saw each in-service VM without a node.
+    pub clientless_since: HashMap<String, Timestamp>,
 }
 
 /// Why there is nothing to plan on yet.
@@ -162,6 +164,7 @@ pub async fn observe(
     let drains = records::drains(&retirements, &pool.spec.drain);
     let tokens = hold::tokens(&retirements);
     let unhealthy_since = rt.unhealthy.observe(&nodes, now);
+    let clientless_since = rt.clientless.observe(&observed.group, &nodes, now);
     Ok(Observed {
         now,
         key,
@@ -184,6 +187,7 @@ pub async fn observe(
         lifecycle_hook: None,
         tokens,
         unhealthy_since,
+        clientless_since,
     })
 }
 
@@ -213,6 +217,7 @@ impl Observed {
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook.as_deref(),
             unhealthy_since: &self.unhealthy_since,
+            clientless_since: &self.clientless_since,
             index: Default::default(),
         }
     }
@@ -290,7 +295,8 @@ pub fn settle(
 
     let (mut watched, status_only) =
         alloc_watch::alloc_watch_set(&plan.retiring, &seen.nodes, seen.now);
-    let gate = siblings::gate_instances(&plan.retiring, &watched);
+    let mut gate = siblings::gate_instances(&plan.retiring, &watched);
+    gate.extend(plan.unregistered_checks.iter().cloned());
     watched.extend(siblings::sibling_nodes(
         &gate,
         &seen.instance_nodes,
@@ -301,7 +307,7 @@ pub fn settle(
     rt.watch
         .track_allocations(&modes, pool.spec.drain.ignore_system_jobs);
 
-    rt.clientless.settle(&mut plan, &seen.nodes);
+    super::super::readiness::settle(&mut plan, &seen.nodes, &seen.clientless_since, seen.now);
     let unapplied = rt.drain_resends.review(&mut plan, &seen.nodes);
     Planned { plan, unapplied }
 }

@@ -92,6 +92,28 @@ pub fn drains(
         .collect()
 }
 
+/// The key the planner tracks a retirement's client by: its node ID, or,
+/// for a VM no client registered on (which has no node), its instance ID.
+pub fn client_key(r: &NomadClientRetirement) -> Option<&str> {
+    let st = r.status.as_ref()?;
+    if r.spec.reason.has_node() {
+        st.node_id.as_deref()
+    } else {
+        st.instance_id.as_deref()
+    }
+}
+
+/// The name the planner's Events give the client: its node's name, or
+/// the instance ID of a VM that has no node.
+pub fn client_label(r: &NomadClientRetirement) -> Option<&str> {
+    let st = r.status.as_ref()?;
+    if r.spec.reason.has_node() {
+        st.node_name.as_deref()
+    } else {
+        st.instance_id.as_deref()
+    }
+}
+
 pub fn created_by_pool(r: &NomadClientRetirement) -> bool {
     r.annotations().contains_key(CREATED_BY)
 }
@@ -141,8 +163,8 @@ pub fn entry_of(r: &NomadClientRetirement) -> Option<RetiringNode> {
     blocking_jobs.sort();
     let created = r.metadata.creation_timestamp.clone();
     Some(RetiringNode {
-        node_id: st.node_id.clone()?,
-        node_name: st.node_name.clone().unwrap_or_default(),
+        node_id: client_key(r)?.to_owned(),
+        node_name: client_label(r).unwrap_or_default().to_owned(),
         instance_id: st.instance_id.clone(),
         phase,
         since: st
@@ -181,8 +203,10 @@ pub fn status_of(
         observed_generation: generation,
         phase: Some(phase),
         phase_since: Some(e.since.clone()),
-        node_id: Some(e.node_id.clone()),
-        node_name: Some(e.node_name.clone()),
+        // A VM no client registered on has no node: its key is the
+        // instance ID, which the status records as such.
+        node_id: e.reason.has_node().then(|| e.node_id.clone()),
+        node_name: e.reason.has_node().then(|| e.node_name.clone()),
         instance_id: e.instance_id.clone(),
         selected_at: e.selected_at.clone(),
         cordoned_by_pool: e.cordoned_by_pool,

@@ -87,7 +87,7 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         .retirements
         .iter()
         .filter(|r| r.phase().in_flight().is_some())
-        .filter_map(|r| Some((r.status.as_ref()?.node_id.as_deref()?, r)))
+        .filter_map(|r| Some((records::client_key(r)?, r)))
         .collect();
     let mut pending: Vec<&Arc<NomadClientRetirement>> = input
         .retirements
@@ -115,7 +115,9 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
                 });
             }
             out.names.insert(e.node_id.clone(), r.name_any());
-        } else if let Some(i) = pending.iter().position(|h| records::targets(h, e)) {
+        } else if let Some(i) =
+            (pending.iter()).position(|h| e.reason.has_node() && records::targets(h, e))
+        {
             let h = pending.swap_remove(i);
             let mut status = status_of(e, None, h.metadata.generation, blocking, input.now);
             held(input, &mut status, e, Some(&**h));
@@ -131,7 +133,13 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
                 .filter(|n| !taken.contains(*n))
                 .cloned()
                 .unwrap_or_else(|| {
-                    records::name_for(&input.pool.name_any(), &e.node_name, &e.node_id, |n| {
+                    // A VM without a node is named by its instance ID alone.
+                    let id = if e.reason.has_node() {
+                        e.node_id.as_str()
+                    } else {
+                        ""
+                    };
+                    records::name_for(&input.pool.name_any(), &e.node_name, id, |n| {
                         taken.contains(n)
                     })
                 });
@@ -153,12 +161,14 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
     }
     finish(input, plan, &in_flight, &mut out);
     let name_of = |id: &str| out.names.get(id).cloned();
-    out.by_node_name = (plan.retiring.iter().map(|e| (&e.node_id, &e.node_name)))
-        .chain(in_flight.values().filter_map(|r| {
-            let st = r.status.as_ref()?;
-            Some((st.node_id.as_ref()?, st.node_name.as_ref()?))
-        }))
-        .filter_map(|(id, name)| Some((name.clone(), name_of(id)?)))
+    out.by_node_name = (plan.retiring.iter())
+        .map(|e| (e.node_id.as_str(), e.node_name.as_str()))
+        .chain(
+            in_flight
+                .values()
+                .filter_map(|r| Some((records::client_key(r)?, records::client_label(r)?))),
+        )
+        .filter_map(|(id, name)| Some((name.to_owned(), name_of(id)?)))
         .collect();
     out
 }
@@ -265,7 +275,7 @@ fn finish(
         } else {
             RetirementPhase::Cancelled
         };
-        let node = previous.node_name.as_deref().unwrap_or_default();
+        let node = records::client_label(r).unwrap_or_default();
         let message = last_word
             .get(node)
             .map(|m| m.to_string())
@@ -353,9 +363,16 @@ fn owner_of(pool: &NomadClientPool) -> OwnerReference {
 fn new_object(pool: &NomadClientPool, name: &str, e: &RetiringNode) -> NomadClientRetirement {
     let spec = NomadClientRetirementSpec {
         pool: pool.name_any(),
-        target: RetirementTarget {
-            node_id: Some(e.node_id.clone()),
-            ..Default::default()
+        target: if e.reason.has_node() {
+            RetirementTarget {
+                node_id: Some(e.node_id.clone()),
+                ..Default::default()
+            }
+        } else {
+            RetirementTarget {
+                instance_id: e.instance_id.clone(),
+                ..Default::default()
+            }
         },
         reason: e.reason,
         capacity: Some(if e.decrement {

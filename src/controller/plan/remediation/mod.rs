@@ -22,6 +22,7 @@ use super::*;
 mod cap;
 mod purge;
 mod replace;
+mod unregistered;
 
 pub(super) use cap::RemediationCap;
 // The cap's parts, for the other remediation reasons.
@@ -29,6 +30,7 @@ pub(super) use cap::RemediationCap;
 pub(super) use cap::{in_flight, max_unhealthy};
 pub(super) use purge::purge_vanished;
 pub(super) use replace::advance;
+pub(super) use unregistered::{advance as advance_unregistered, start as start_unregistered};
 
 /// A client of the pool that is down or disconnected on a VM still in
 /// service, which no retirement covers yet.
@@ -67,14 +69,14 @@ fn sick<'a>(view: &PoolView<'a>, next: &[RetiringNode]) -> Vec<Sick<'a>> {
 
 /// Clients of the pool unhealthy now (in flight or waiting), for status.
 pub(super) fn unhealthy_count(view: &PoolView<'_>, next: &[RetiringNode]) -> u32 {
-    sick(view, next).len() as u32 + in_flight(next)
+    sick(view, next).len() as u32 + unregistered::waiting(view, next) + in_flight(next)
 }
 
 /// The cap every remediation reason of this plan draws on: the
 /// remediations in flight and every broken client waiting for one (each
 /// remediation reason adds its own waiting clients here).
 pub(super) fn cap(view: &PoolView<'_>, next: &[RetiringNode]) -> RemediationCap {
-    let waiting = sick(view, next).len() as u32;
+    let waiting = sick(view, next).len() as u32 + unregistered::waiting(view, next);
     RemediationCap::of(view.spec, view.group.desired_capacity, next, waiting)
 }
 

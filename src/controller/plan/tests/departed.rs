@@ -27,6 +27,7 @@ fn plan_outside(w: &World, outside: &[NodeFacts]) -> Plan {
         drains: &w.drains,
         lifecycle_hook: None,
         unhealthy_since: &w.unhealthy_since,
+        clientless_since: &w.clientless_since,
         index: Default::default(),
     })
 }

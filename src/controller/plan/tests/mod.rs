@@ -20,6 +20,7 @@ mod scale;
 mod scale_up;
 mod selection;
 mod truth;
+mod unregistered;
 mod windows;
 
 const UID: &str = "pool-uid-1";
@@ -155,6 +156,8 @@ struct World {
     lifecycle_hook: Option<&'static str>,
     /// When the controller first saw each client down or disconnected.
     unhealthy_since: HashMap<String, Timestamp>,
+    /// When the controller first saw each VM without a node of the pool.
+    clientless_since: HashMap<String, Timestamp>,
 }
 
 /// What the cluster-wide read finds when the pool's nodes are all there is.
@@ -190,6 +193,7 @@ impl World {
             drains: HashMap::new(),
             lifecycle_hook: None,
             unhealthy_since: HashMap::new(),
+            clientless_since: HashMap::new(),
         }
     }
     fn plan(&self) -> Plan {
@@ -211,6 +215,7 @@ impl World {
             drains: &self.drains,
             lifecycle_hook: self.lifecycle_hook,
             unhealthy_since: &self.unhealthy_since,
+            clientless_since: &self.clientless_since,
             index: Default::default(),
         })
     }

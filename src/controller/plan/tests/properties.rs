@@ -19,6 +19,7 @@ struct Case {
     /// With `remediation` on: every down or disconnected client seen so
     /// an hour ago (past any grace).
     unhealthy_since: HashMap<String, Timestamp>,
+    clientless_since: HashMap<String, Timestamp>,
 }
 
 fn phase() -> impl Strategy<Value = RetirePhase> {
@@ -132,6 +133,7 @@ fn with_remediation(c: &mut Case, remedy: u8) {
         max_unhealthy: (remedy == 3).then_some(IntOrString::Int(1)),
         replace_disconnected: Some(remedy == 2),
         purge_down_after: Some("30m".into()),
+        unregistered_after: Some("15m".into()),
     });
     let hour_ago = now().checked_sub(SignedDuration::from_hours(1)).unwrap();
     for n in &c.nodes {
@@ -236,6 +238,7 @@ fn build_case(
         drains: HashMap::new(),
         nodes,
         unhealthy_since: HashMap::new(),
+        clientless_since: HashMap::new(),
     }
 }
 
@@ -261,6 +264,7 @@ fn view_of(c: &Case) -> PoolView<'_> {
         drains: &c.drains,
         lifecycle_hook: None,
         unhealthy_since: &c.unhealthy_since,
+        clientless_since: &c.clientless_since,
         index: Default::default(),
     }
 }
