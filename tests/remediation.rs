@@ -3,8 +3,10 @@
 //! stays down while its VM runs is replaced (VM terminated, group not
 //! shrunk, node purged); `maxUnhealthy` refuses a mass remediation with a
 //! condition; a down node whose VM vanished is purged after the grace; a
-//! scale-in skips opted-out clients.
+//! scale-in skips opted-out clients; a VM whose client never registers is
+//! replaced, and one a node of another pool runs on is left alone.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use nomad_pool_operator::api::{DO_NOT_RETIRE_META, RetireReason};
@@ -13,7 +15,10 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
-on_both_clouds!(a_client_that_stays_down_is_replaced_and_its_node_purged);
+on_both_clouds!(
+    a_client_that_stays_down_is_replaced_and_its_node_purged,
+    a_vm_whose_client_never_registers_is_replaced,
+);
 
 /// The client's agent dies; its VM keeps running (the bridge only follows
 /// the group). Past `unhealthyAfter` the pool terminates the VM without a
@@ -285,5 +290,118 @@ async fn a_restarted_operator_counts_the_grace_again_and_never_replaces_early() 
     assert_eq!(st.retirements[0].spec.reason, RetireReason::Unhealthy);
     assert_eq!(w.group().await.desired, 3);
     w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
+/// The VM of the group that no simulated Nomad node reports, once there is one.
+async fn clientless_vm(w: &World) -> String {
+    wait_for("a VM without a client", T, || async {
+        let reported: HashSet<String> = (w.sim.nodes().await.iter())
+            .filter_map(|n| n["instance_id"].as_str().map(str::to_owned))
+            .collect();
+        (w.group().await.instances.iter())
+            .find(|i| !reported.contains(&i.id))
+            .map(|i| i.id.clone())
+    })
+    .await
+}
+
+/// The group grows by one and that VM's agent never starts. Past
+/// `unregisteredAfter` the pool terminates it without a decrement (once no
+/// node of the cluster reports it): the group launches another VM, whose
+/// client registers.
+async fn a_vm_whose_client_never_registers_is_replaced(cloud: Cloud) {
+    let w = setup_on(cloud, "remedy-unreg", 2).await;
+    w.apply_pool(&w.pool_manifest(
+        "pool",
+        json!({"replicas": 2, "remediation": {"unregisteredAfter": "3s"}}),
+    ))
+    .await;
+    w.wait_status("pool", "pool ready", T, |s| {
+        condition(s, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    w.bridge.fail_next_boots(1);
+    w.patch_spec("pool", json!({"replicas": 3})).await;
+    let vm = clientless_vm(&w).await;
+
+    let st = w
+        .wait_status("pool", "the clientless VM replaced", T, |s| {
+            s.retired_total == 1 && s.retiring.is_empty()
+        })
+        .await;
+    let r = (st.retirements.iter())
+        .find(|r| r.spec.target.instance_id.as_deref() == Some(vm.as_str()))
+        .expect("a retirement for the clientless VM");
+    assert_eq!(r.spec.reason, RetireReason::Unregistered);
+    let rs = r.status.as_ref().unwrap();
+    assert_eq!(
+        (rs.node_id.as_deref(), rs.instance_id.as_deref()),
+        (None, Some(vm.as_str())),
+        "a VM without a client names no node"
+    );
+    wait_for("three ready clients", T, || async {
+        (w.ready_nodes().await.len() == 3).then_some(())
+    })
+    .await;
+    let g = w.group().await;
+    assert_eq!(g.desired, 3, "replaced, not shrunk");
+    assert!(!g.instances.iter().any(|i| i.id == vm), "{:?}", g.instances);
+    w.wait_event(
+        "ReplacingUnregistered",
+        |r, n| r == "ReplacingUnregistered" && n.contains(&vm),
+        T,
+    )
+    .await;
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
+/// A VM whose client registered in another node pool (a misconfigured
+/// image) is not this pool's, but it may run work: the cluster-wide read
+/// finds its node and the VM is never terminated for `Unregistered`, while
+/// a VM beside it that truly has no client is replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_a_client_of_another_pool_runs_on_is_left_alone() {
+    let w = setup("remedy-foreign", 2).await;
+    w.apply_pool(&w.pool_manifest(
+        "pool",
+        json!({"replicas": 2, "remediation": {"unregisteredAfter": "6s", "maxUnhealthy": 2}}),
+    ))
+    .await;
+    w.wait_status("pool", "pool ready", T, |s| {
+        condition(s, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    w.bridge.fail_next_boots(2);
+    w.patch_spec("pool", json!({"replicas": 4})).await;
+    let foreign = clientless_vm(&w).await;
+    w.sim
+        .post(
+            "/sim/nodes",
+            json!({"count": 1, "node_pool": "batch", "node_class": "linux",
+                   "instance_ids": [foreign], "availability_zone": "us-east-1a"}),
+        )
+        .await;
+    let lonely = clientless_vm(&w).await;
+    let st = w
+        .wait_status("pool", "the VM without any client replaced", T, |s| {
+            s.retired_total == 1 && s.retiring.is_empty()
+        })
+        .await;
+    let targets: Vec<Option<&str>> = (st.retirements.iter())
+        .map(|r| r.spec.target.instance_id.as_deref())
+        .collect();
+    assert_eq!(targets, [Some(lonely.as_str())]);
+    // Well past the timeout the other VM still runs its foreign client.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(w.retirements("pool").await.len(), 1);
+    let g = w.group().await;
+    assert!(
+        g.instances.iter().any(|i| i.id == foreign),
+        "{:?}",
+        g.instances
+    );
+    assert_eq!(w.status("pool").await.unhealthy_nodes, 0);
     w.cleanup().await;
 }

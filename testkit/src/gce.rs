@@ -338,6 +338,8 @@ pub fn gce_bridge(
     node_pool: String,
     meta: Value,
 ) -> Bridge {
+    let boot_failures = crate::sim::BootFailures::default();
+    let failing = boot_failures.clone();
     let task = tokio::spawn(async move {
         let http = reqwest::Client::new();
         let mut registered: HashSet<String> = HashSet::new();
@@ -355,7 +357,7 @@ pub fn gce_bridge(
                 .map(|i| (vm_id(i), i))
                 .collect();
             for (id, i) in &vms {
-                if registered.insert(id.clone()) {
+                if registered.insert(id.clone()) && !failing.take() {
                     let name = i["name"].as_str().unwrap_or_default();
                     let body = json!({"count": 1, "node_pool": node_pool, "node_class": "linux",
                         "cloud": "gce", "instance_ids": [id], "availability_zone": GCE_ZONE,
@@ -383,5 +385,5 @@ pub fn gce_bridge(
             etag = Some(tag);
         }
     });
-    Bridge::from_task(task)
+    Bridge::from_task(task, boot_failures)
 }

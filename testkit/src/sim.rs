@@ -4,6 +4,8 @@
 //! clients do.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -118,6 +120,21 @@ fn first_alloc_id(v: &Value) -> String {
 /// instance's client stops heartbeating (and later turns down).
 pub struct Bridge {
     task: JoinHandle<()>,
+    boot_failures: BootFailures,
+}
+
+/// How many of the next VMs boot without their client ever registering
+/// (an image whose agent fails to start), shared with the bridge's task.
+#[derive(Clone, Default)]
+pub struct BootFailures(Arc<AtomicU32>);
+
+impl BootFailures {
+    /// Whether the VM the bridge sees now is one of them (counted down).
+    pub(crate) fn take(&self) -> bool {
+        (self.0)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 impl Drop for Bridge {
@@ -128,8 +145,17 @@ impl Drop for Bridge {
 
 impl Bridge {
     /// A bridge running as `task` (the GCE bridge, `gce::gce_bridge`).
-    pub(crate) fn from_task(task: JoinHandle<()>) -> Bridge {
-        Bridge { task }
+    pub(crate) fn from_task(task: JoinHandle<()>, boot_failures: BootFailures) -> Bridge {
+        Bridge {
+            task,
+            boot_failures,
+        }
+    }
+
+    /// The next `n` VMs of the group run without a Nomad client: the
+    /// bridge never registers one for them.
+    pub fn fail_next_boots(&self, n: u32) {
+        self.boot_failures.0.fetch_add(n, Ordering::SeqCst);
     }
 
     /// No bridge at all: clients stay up whatever happens to their VMs,
@@ -138,6 +164,7 @@ impl Bridge {
     pub fn idle() -> Bridge {
         Bridge {
             task: tokio::spawn(std::future::pending()),
+            boot_failures: BootFailures::default(),
         }
     }
 
@@ -152,6 +179,8 @@ impl Bridge {
         node_pool: String,
         meta: Value,
     ) -> Bridge {
+        let boot_failures = BootFailures::default();
+        let failing = boot_failures.clone();
         let task = tokio::spawn(async move {
             let asg = asg_client();
             let http = reqwest::Client::new();
@@ -185,7 +214,7 @@ impl Bridge {
                     .collect();
                 for (id, state) in &instances {
                     let alive = matches!(state.as_str(), "InService" | "Pending" | "Standby");
-                    if alive && registered.insert(id.clone()) {
+                    if alive && registered.insert(id.clone()) && !failing.take() {
                         let body = json!({"count": 1, "node_pool": node_pool, "node_class": "linux",
                                           "instance_ids": [id], "availability_zone": "us-east-1a",
                                           "meta": meta});
@@ -216,7 +245,10 @@ impl Bridge {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Bridge { task }
+        Bridge {
+            task,
+            boot_failures,
+        }
     }
 }
 

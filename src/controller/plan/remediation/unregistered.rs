@@ -54,6 +54,19 @@ fn clientless<'a>(view: &PoolView<'a>, next: &[RetiringNode]) -> Vec<Clientless<
     out
 }
 
+/// How soon the group is looked at again while VMs it should run are not
+/// in service yet. The group is not watched, and a VM whose client never
+/// registers makes no Nomad event either: without this, a scale-up's VM
+/// that fails to boot would be sighted only by the next periodic look.
+const SIGHTING_INTERVAL: SignedDuration = SignedDuration::from_secs(10);
+
+/// Whether the group has VMs to come: launching, or not launched yet.
+fn launching(view: &PoolView<'_>) -> bool {
+    let group = view.group;
+    group.instances.len() < group.desired_capacity as usize
+        || (group.instances.iter()).any(|i| i.lifecycle == Lifecycle::Pending)
+}
+
 /// `remediation.unregisteredAfter`, when set and valid.
 fn timeout(view: &PoolView<'_>) -> Option<SignedDuration> {
     (view.spec.remediation.as_ref())
@@ -81,6 +94,9 @@ fn due<'a>(view: &PoolView<'a>, next: &[RetiringNode]) -> Due<'a> {
     let Some(after) = timeout(view) else {
         return out;
     };
+    if launching(view) {
+        out.wake = view.now.checked_add(SIGHTING_INTERVAL).ok();
+    }
     for c in clientless(view, next) {
         let at = c.since.saturating_add(after).unwrap_or(c.since);
         if at > view.now {

@@ -116,6 +116,13 @@ fn a_vm_within_its_timeout_waits_and_is_not_counted_unhealthy() {
     // Never sighted (a controller just restarted): counted from now.
     w.clientless_since.clear();
     assert_eq!(w.plan().wake, Some(w.at.checked_add(minutes(15)).unwrap()));
+    // A VM still to come (launching, or not launched yet) is looked for
+    // soon: nothing in Nomad will say when it is in service.
+    w.group.desired_capacity = 5;
+    assert_eq!(
+        w.plan().wake,
+        Some(w.at.checked_add(SignedDuration::from_secs(10)).unwrap())
+    );
     // Without the field, nothing is replaced, whatever the clock says.
     let mut w = clientless_world(60);
     w.spec.remediation = None;
