@@ -141,6 +141,22 @@ fn with_remediation(c: &mut Case, remedy: u8) {
             c.unhealthy_since.insert(n.id.clone(), hour_ago);
         }
     }
+    // VMs no node reports (a node on the VM before its own leaves one
+    // clientless): past `unregisteredAfter`, and when the cluster-wide
+    // read answered, proven so.
+    let listed = !c.instance_nodes.is_empty();
+    for i in &c.group.instances {
+        if !c
+            .nodes
+            .iter()
+            .any(|n| n.instance_id.as_deref() == Some(i.id.as_str()))
+        {
+            c.clientless_since.insert(i.id.clone(), hour_ago);
+            if listed {
+                c.instance_nodes.insert(i.id.clone(), vec![]);
+            }
+        }
+    }
     if remedy == 3 {
         for e in c.tracked.iter_mut().filter(|e| !e.decrement) {
             if c.unhealthy_since.contains_key(&e.node_id) {
@@ -282,6 +298,14 @@ proptest! {
         let before = ids.len();
         ids.dedup();
         prop_assert_eq!(before, ids.len());
+        // A VM without a client is never retired twice, nor beside a
+        // retirement of a node on it.
+        for u in p.retiring.iter().filter(|r| !r.reason.has_node()) {
+            let on_it = (p.retiring.iter())
+                .filter(|r| r.instance_id == u.instance_id)
+                .count();
+            prop_assert_eq!(on_it, 1);
+        }
 
         for a in &p.actions {
             action_is_safe(&c, &p, a)?;
@@ -357,6 +381,9 @@ fn terminate_is_safe(
         .tracked
         .iter()
         .any(|r| r.node_id == node_id && r.phase == RetirePhase::Terminating);
+    if entry.is_some_and(|e| e.reason == RetireReason::Unregistered) {
+        return unregistered_terminate_is_safe(c, node_id, decrement);
+    }
     if !was_terminating && entry.is_some_and(|e| e.reason == RetireReason::Unhealthy) {
         // A broken client's VM: the spec's remediation is the permission to
         // terminate under allocations it cannot prove stopped, but only of a
@@ -422,6 +449,31 @@ fn terminate_is_safe(
     Ok(())
 }
 
+/// A VM without a client (keyed by its instance ID) is terminated only
+/// with `unregisteredAfter` set, never shrinking the group, and only while
+/// no node of the pool reports it and the cluster-wide read found none.
+fn unregistered_terminate_is_safe(
+    c: &Case,
+    instance: &str,
+    decrement: bool,
+) -> Result<(), TestCaseError> {
+    prop_assert!(!decrement);
+    prop_assert!((c.spec.remediation.as_ref()).is_some_and(|r| r.unregistered_after.is_some()));
+    prop_assert!(
+        !c.nodes
+            .iter()
+            .any(|n| n.instance_id.as_deref() == Some(instance)),
+        "VM {} terminated under a node of the pool",
+        instance
+    );
+    prop_assert!(
+        c.instance_nodes.get(instance).is_some_and(Vec::is_empty),
+        "VM {} terminated without a cluster-wide read proving it clientless",
+        instance
+    );
+    Ok(())
+}
+
 /// Replacements start only with remediation on, of a client down (or
 /// disconnected, when the spec says so) on an in-service VM, never more
 /// than `maxUnhealthy` counting those in flight, and never during a pause.
@@ -430,7 +482,7 @@ fn unhealthy_selections_are_safe(
     selected: &[&&RetiringNode],
 ) -> Result<(), TestCaseError> {
     let started: Vec<&&&RetiringNode> = (selected.iter())
-        .filter(|r| r.reason == RetireReason::Unhealthy)
+        .filter(|r| r.reason.is_remediation())
         .collect();
     if started.is_empty() {
         return Ok(());
@@ -439,6 +491,24 @@ fn unhealthy_selections_are_safe(
     prop_assert!(policy.is_some());
     let policy = policy.unwrap();
     for r in &started {
+        prop_assert!(!r.decrement);
+        if r.reason == RetireReason::Unregistered {
+            // Only a VM in service that no node reports, by the pool's
+            // view and by the cluster-wide read.
+            let instance = r.instance_id.as_deref().unwrap();
+            prop_assert!(policy.unregistered_after.is_some());
+            prop_assert!(
+                !c.nodes
+                    .iter()
+                    .any(|n| n.instance_id.as_deref() == Some(instance))
+            );
+            prop_assert!(c.instance_nodes.get(instance).is_some_and(Vec::is_empty));
+            prop_assert_eq!(
+                c.group.instance(instance).map(|i| i.lifecycle.clone()),
+                Some(Lifecycle::InService)
+            );
+            continue;
+        }
         let n = c.nodes.iter().find(|n| n.id == r.node_id).unwrap();
         prop_assert!(
             n.status == NodeStatus::Down
@@ -511,10 +581,7 @@ fn selections_are_safe(c: &Case, p: &Plan) -> Result<(), TestCaseError> {
         prop_assert!(selected.is_empty());
     }
     unhealthy_selections_are_safe(c, &selected)?;
-    for r in selected
-        .iter()
-        .filter(|r| r.reason != RetireReason::Unhealthy)
-    {
+    for r in selected.iter().filter(|r| !r.reason.is_remediation()) {
         let n = node(&r.node_id).unwrap();
         prop_assert!(n.eligible && !n.draining && n.status == NodeStatus::Ready);
         // Never a VM another live node reports.

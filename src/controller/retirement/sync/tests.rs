@@ -216,3 +216,69 @@ fn a_retirement_deleted_before_it_started_just_lets_go() {
     assert_eq!(w.releases.len(), 1);
     assert!(w.finishes.is_empty() && w.creates.is_empty());
 }
+
+/// A VM no client registered on: its object names the instance only, and
+/// the planner gets back the entry it wrote, keyed by the instance ID.
+#[test]
+fn a_retirement_without_a_node_is_keyed_by_its_instance_all_the_way() {
+    let p = pool(None);
+    let vm = RetiringNode {
+        node_id: "i-0boot".into(),
+        node_name: "i-0boot".into(),
+        instance_id: Some("i-0boot".into()),
+        reason: RetireReason::Unregistered,
+        decrement: false,
+        cordoned_by_pool: false,
+        ..entry(1, RetirePhase::Selected)
+    };
+    let w = run(&p, &[], &plan_of(vec![vm.clone()]), false);
+    let (obj, status) = &w.creates[0];
+    assert_eq!(obj.name_any(), "ci-i-0boot");
+    assert_eq!(
+        (
+            obj.spec.target.node_id.as_deref(),
+            obj.spec.target.instance_id.as_deref()
+        ),
+        (None, Some("i-0boot"))
+    );
+    assert_eq!(
+        (status.node_id.as_deref(), status.node_name.as_deref()),
+        (None, None),
+        "no node is named"
+    );
+    assert_eq!(w.names["i-0boot"], "ci-i-0boot");
+
+    // Read back, it is the same entry; the next plan's status finds it.
+    let mut stored = obj.clone();
+    stored.status = Some(status.clone());
+    assert_eq!(records::entry_of(&stored), Some(vm.clone()));
+    let stored = Arc::new(stored);
+    let terminating = RetiringNode {
+        phase: RetirePhase::Terminating,
+        ..vm
+    };
+    let w = run(&p, &[stored.clone()], &plan_of(vec![terminating]), false);
+    assert!(w.creates.is_empty());
+    assert_eq!(w.statuses.len(), 1);
+
+    // Let go of after Terminating: Retired, with the planner's last word.
+    let mut done = (*stored).clone();
+    done.status.as_mut().unwrap().phase = Some(RetirementPhase::Terminating);
+    let mut plan = plan_of(vec![]);
+    plan.events.push(crate::controller::plan::PlanEvent {
+        warning: false,
+        node: Some("i-0boot".into()),
+        reason: "Retired",
+        message: "VM i-0boot, on which no Nomad client registered, terminated".into(),
+    });
+    let w = run(&p, &[Arc::new(done)], &plan, false);
+    let f = &w.finishes[0];
+    assert_eq!(f.status.phase, Some(RetirementPhase::Retired));
+    assert!(
+        f.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no Nomad client")
+    );
+}
