@@ -257,7 +257,12 @@ fn a_retirement_without_a_node_is_keyed_by_its_instance_all_the_way() {
         phase: RetirePhase::Terminating,
         ..vm
     };
-    let w = run(&p, &[stored.clone()], &plan_of(vec![terminating]), false);
+    let w = run(
+        &p,
+        std::slice::from_ref(&stored),
+        &plan_of(vec![terminating]),
+        false,
+    );
     assert!(w.creates.is_empty());
     assert_eq!(w.statuses.len(), 1);
 
