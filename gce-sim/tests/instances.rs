@@ -137,6 +137,18 @@ async fn get_answers_one_vm_and_404s_an_unknown_one() {
         body["error"]["message"],
         format!("The resource 'projects/{PROJECT}/zones/{ZONE}/instances/nope-1' was not found")
     );
+    // A zone no group is in: the fake's `404` for a zone that does not exist.
+    let (code, body) = err(t
+        .get(&format!(
+            "/compute/v1/projects/{PROJECT}/zones/mars-north1-a/instances"
+        ))
+        .await)
+    .await;
+    assert_eq!(code, 404);
+    assert_eq!(
+        body["error"]["message"],
+        format!("The resource 'projects/{PROJECT}/zones/mars-north1-a' was not found")
+    );
     // Instances are zonal: the API has no regional instances path.
     let r = t.get(&format!("{R}/instances")).await;
     assert_eq!(r.status().as_u16(), 404);

@@ -9,7 +9,8 @@
 //! the one the operator sends: `name eq <regex>` (quoted or not), where the
 //! regex is a name or an alternation of names, e.g. `name eq
 //! "(a-1|a-2)"`. Compute reads the literal as an RE2 expression that must
-//! match the whole field, and instance names hold no RE2 metacharacter
+//! match the whole field (the `filter` parameter's description, e.g. in
+//! google-cloud-compute-v1's `model.rs`), and instance names hold no RE2 metacharacter
 //! (lowercase letters, digits, `-`), so that is set membership. Every other
 //! filter is refused with a `400` rather than answered unevaluated.
 
@@ -100,6 +101,22 @@ impl World {
         out
     }
 
+    /// The fake has no zone resources: a zone is known when a group of the
+    /// project is in it, and any other is Compute's `404` for a zone that
+    /// does not exist (stricter than Compute for a real zone without
+    /// groups, which the operator never lists).
+    fn known_zone(&self, project: &str, zone: &str) -> Result<(), GceError> {
+        let known = (self.groups.values())
+            .any(|g| g.key.project == project && g.zones.iter().any(|z| z == zone));
+        if known {
+            Ok(())
+        } else {
+            Err(GceError::NotFound(format!(
+                "projects/{project}/zones/{zone}"
+            )))
+        }
+    }
+
     /// instances.get: `key` names the VM (its scope is the zone).
     pub fn instance_view(&self, key: &Key) -> Result<wire::Instance, GceError> {
         let Scope::Zone(zone) = &key.scope else {
@@ -122,6 +139,7 @@ impl World {
         max_results: Option<u32>,
         page_token: Option<&str>,
     ) -> Result<wire::InstanceList, GceError> {
+        self.known_zone(project, zone)?;
         let start = match page_token.filter(|t| !t.is_empty()) {
             None => None,
             Some(t) => Some(super::views::unhex(t).ok_or_else(|| {

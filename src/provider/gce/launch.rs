@@ -8,8 +8,10 @@
 //! VM has a new id), so each is read once and kept, and only VMs not read
 //! yet are asked for. They are asked for with one `instances.list` per
 //! zone filtered to their names (`name eq "(a|b|…)"`: Compute reads the
-//! literal as an RE2 expression that must match the whole name, and
-//! instance names hold only lowercase letters, digits and `-`), at most
+//! literal as an RE2 expression that must match the whole field, per the
+//! `filter` parameter's description in google-cloud-compute-v1's
+//! `model.rs`, and instance names hold only lowercase letters, digits
+//! and `-`), at most
 //! [`NAMES_PER_CALL`] names a call, rather than one `instances.get` per
 //! VM: a reconcile that finds a few new VMs (the usual case) costs one
 //! call either way, but the first reconcile of a 1,000-VM group costs 20
