@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use nomad_pool_operator::provider::{
     CloudProvider, GceCredentials, GceLocation, GceManagedInstanceGroup, GceMigConfig, GceSettings,
-    GroupState, LaunchFacts,
+    GroupState, LaunchFacts, ProviderError,
 };
 
 const PROJECT: &str = "proj";
@@ -239,4 +239,34 @@ async fn a_failed_read_fails_the_describe_and_is_retried_next_time() {
     assert!(e.is_retryable(), "{e:?}");
     let g = p.describe_group().await.unwrap();
     assert!(g.instances.iter().all(|i| i.launched_at.is_some()));
+}
+
+#[tokio::test]
+async fn without_the_list_permission_the_describe_says_so() {
+    let sim = sim().await;
+    ctl(
+        &sim,
+        "/sim/groups",
+        json!({"project": PROJECT, "zone": ZONE, "name": "ci", "target_size": 1}),
+    )
+    .await;
+    ctl(
+        &sim,
+        "/sim/faults",
+        json!({"method": "GET", "path_contains": "/instances", "times": 0,
+               "action": {"error": {"code": 403, "reason": "forbidden", "domain": "global",
+                   "message": "Required 'compute.instances.list' permission for 'projects/proj'"}}}),
+    )
+    .await;
+    let p = provider(&sim, GceLocation::Zone(ZONE.into())).await;
+    // Without maxNodeAge the call is never made.
+    p.describe_group().await.unwrap();
+    p.read_launch_facts(TIMES);
+    match p.describe_group().await {
+        Err(e @ ProviderError::Unauthorized { .. }) => {
+            assert!(e.to_string().contains("compute.instances.list"), "{e}");
+            assert!(!e.is_retryable());
+        }
+        other => panic!("{other:?}"),
+    }
 }
