@@ -289,6 +289,12 @@ async fn route(app: &Arc<App>, c: &Call<'_>) -> Result<Resp, GceError> {
             c.body::<Empty>(&[])?;
             wait(app, &key(op)).await
         }
+        ["instances"] if get && matches!(scope, Scope::Zone(_)) => list_instances(app, c, &key("")),
+        ["instances", n] if get && matches!(scope, Scope::Zone(_)) => {
+            c.params(&[])?;
+            let v = app.world().instance_view(&key(n))?;
+            Ok(json(StatusCode::OK, &v))
+        }
         ["autoscalers", a] if get => {
             c.params(&[])?;
             let v = app.world().autoscaler_view(&key(a))?;
@@ -331,6 +337,16 @@ fn igm_post(app: &App, c: &Call<'_>, key: &Key, verb: &str) -> Result<Resp, GceE
             let mut w = app.world();
             let replayed = w.replayed(&key.project, rid).is_some();
             let op = w.act_on_instances(key, v, &b.instances, false, rid, injected)?;
+            c.started(&w, &op, replayed);
+            w.op_view(&op)
+        }
+        "setInstanceTemplate" => {
+            c.params(&["requestId"])?;
+            let rid = c.request_id()?;
+            let b: wire::SetInstanceTemplateRequest = c.body(&["instanceTemplate"])?;
+            let mut w = app.world();
+            let replayed = w.replayed(&key.project, rid).is_some();
+            let op = w.set_instance_template(key, b.instance_template.as_deref(), rid, injected)?;
             c.started(&w, &op, replayed);
             w.op_view(&op)
         }
@@ -403,6 +419,44 @@ fn list_managed(app: &App, c: &Call<'_>, key: &Key) -> Result<Resp, GceError> {
         },
     };
     let v = app.world().list_managed(key, max, c.param("pageToken"))?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// instances.list in one zone (`state::instances`): the one `filter`
+/// shape it evaluates, `maxResults` (0–500) and `pageToken`; `orderBy` is
+/// refused rather than ignored, as on listManagedInstances.
+fn list_instances(app: &App, c: &Call<'_>, key: &Key) -> Result<Resp, GceError> {
+    c.params(&[
+        "filter",
+        "maxResults",
+        "orderBy",
+        "pageToken",
+        "returnPartialSuccess",
+    ])?;
+    if c.param("orderBy").is_some_and(|v| !v.is_empty()) {
+        return Err(GceError::Invalid(
+            "gce-sim does not evaluate 'orderBy' on instances.list.".into(),
+        ));
+    }
+    let filter = crate::state::instances::parse_filter(c.param("filter"))?;
+    let max = match c.param("maxResults") {
+        None | Some("") => None,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if n <= crate::state::instances::MAX_RESULTS => Some(n),
+            _ => {
+                return Err(GceError::Invalid(format!(
+                    "Invalid value for field 'maxResults': '{s}'. Must be between 0 and 500."
+                )));
+            }
+        },
+    };
+    let v = app.world().instance_list(
+        &key.project,
+        key.scope.name(),
+        &filter,
+        max,
+        c.param("pageToken"),
+    )?;
     Ok(json(StatusCode::OK, &v))
 }
 

@@ -124,6 +124,11 @@ pub struct InstanceState {
     /// Simulated seconds until the action ends (absent: it does not end).
     #[serde(default)]
     pub action_duration_s: Option<f64>,
+    /// Make the VM look this many simulated seconds old: its
+    /// `creationTimestamp` becomes now minus this (a VM made long ago,
+    /// for `maxNodeAge`).
+    #[serde(default)]
+    pub age_s: Option<f64>,
 }
 
 /// `POST /sim/autoscalers` body.
@@ -210,6 +215,7 @@ fn create_group(w: &mut World, now: i64, s: &GroupSpec) -> Result<Value, Control
     if group.target_size < 0 || group.target_size > group.max_size() {
         return Err(ControlError::Invalid("target_size out of range".into()));
     }
+    w.add_template(&group.template);
     w.groups.insert(key.clone(), group);
     for i in 0..count {
         let name = names.as_ref().map(|n| n[i as usize].clone());
@@ -247,9 +253,42 @@ fn set_instance(w: &mut World, now: i64, s: &InstanceState) -> Result<Value, Con
         i.current_action = a.clone();
         i.due_ns = s.action_duration_s.map(|d| now + secs(d));
     }
-    Ok(
-        json!({"name": i.name, "instance_status": i.instance_status, "current_action": i.current_action}),
-    )
+    if let Some(age) = s.age_s {
+        if !(age >= 0.0 && age.is_finite()) {
+            return Err(ControlError::Invalid("age_s must be >= 0".into()));
+        }
+        i.created_ns = now - secs(age);
+    }
+    Ok(json!({"name": i.name, "instance_status": i.instance_status,
+              "current_action": i.current_action,
+              "creation_timestamp": crate::clock::timestamp(i.created_ns)}))
+}
+
+/// `POST /sim/instance_templates` body: an instance template now exists
+/// (global, or regional with `region`), for setInstanceTemplate to name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    pub project: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub name: String,
+}
+
+fn create_template(w: &mut World, s: &TemplateSpec) -> Result<Value, ControlError> {
+    let path = match &s.region {
+        None => format!("projects/{}/global/instanceTemplates/{}", s.project, s.name),
+        Some(r) => format!(
+            "projects/{}/regions/{r}/instanceTemplates/{}",
+            s.project, s.name
+        ),
+    };
+    if crate::state::templates::template_path(&s.project, &path).is_none() {
+        return Err(ControlError::Invalid(format!("template {path}")));
+    }
+    let url = template_url(&s.project, &path);
+    w.add_template(&url);
+    Ok(json!({"self_link": url}))
 }
 
 /// `POST /sim/groups/description` body: the group's owner edits its
@@ -360,6 +399,9 @@ pub async fn handle(app: &Arc<App>, req: ControlRequest<'_>) -> Result<Resp, Con
         (Method::GET, "/sim/groups/vms") => vms::handle(&app.world(), req.query, req.if_none_match),
         (Method::POST, "/sim/groups/description") => {
             Ok(ok(&set_description(&mut app.world(), &parse(body)?)?))
+        }
+        (Method::POST, "/sim/instance_templates") => {
+            Ok(ok(&create_template(&mut app.world(), &parse(body)?)?))
         }
         (Method::POST, "/sim/instances") => {
             Ok(ok(&set_instance(&mut app.world(), now, &parse(body)?)?))

@@ -2,7 +2,8 @@
 //! nomad-pool-operator's GCE provider makes on managed instance groups
 //! (zonal and regional): get, listManagedInstances, deleteInstances,
 //! abandonInstances, recreateInstances, resize, zone/region operations
-//! get and wait, autoscalers get. Its facts come from
+//! get and wait, autoscalers get, setInstanceTemplate, and the VMs'
+//! instances.get/list (creation times). Its facts come from
 //! `shared/reference/gce-mig.md` (cited as §N in the code and tests).
 //! Groups are set up, time is moved and faults are injected through a
 //! control surface under `/sim/`; see README.md.

@@ -309,3 +309,44 @@ pub struct ErrorStatus {
 pub struct ErrorBody {
     pub error: ErrorStatus,
 }
+
+/// `Instance` (instances.get / instances.list), the fields this fake
+/// models: a VM as the Compute API shows it, whichever group made it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub kind: String,
+    /// uint64 as a JSON string, as every Compute `id` (§1.1 "Encodings").
+    pub id: String,
+    /// RFC 3339 with milliseconds and the Pacific offset
+    /// (`2026-12-02T11:22:33.123-08:00`), never `Z`.
+    pub creation_timestamp: String,
+    pub name: String,
+    /// The zone's full URL.
+    pub zone: String,
+    pub status: String,
+    pub self_link: String,
+}
+
+/// The `instances.list` answer (`InstanceList`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceList {
+    pub kind: String,
+    pub id: String,
+    /// Omitted when nothing matched, as Google omits empty lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Instance>,
+    /// Omitted on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    pub self_link: String,
+}
+
+/// The `InstanceGroupManagersSetInstanceTemplateRequest` body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetInstanceTemplateRequest {
+    #[serde(default)]
+    pub instance_template: Option<String>,
+}

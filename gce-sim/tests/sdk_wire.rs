@@ -106,3 +106,24 @@ async fn a_scale_in_as_the_sdk_sends_it() {
             .any(|kv| kv[0] == "$alt")
     }));
 }
+
+/// The operator's instances.list for VM creation times as the SDK sends
+/// it: `filter` form-urlencoded (space as `+`, `(`, `|`, `)` and `"`
+/// escaped), then the empty first `pageToken`, then `$alt`/`$apiVersion`.
+#[tokio::test]
+async fn a_filtered_instances_list_as_the_sdk_sends_it() {
+    let t = start().await;
+    let n = t.zonal("pool", 3).await;
+    let filter = format!("name+eq+%22%28{}%7C{}%29%22", n[0], n[2]);
+    let r = send(
+        &t,
+        reqwest::Method::GET,
+        &format!("{Z}/instances?filter={filter}&pageToken=&{API}"),
+        None,
+    )
+    .await;
+    let v = ok(r, "instances.list").await;
+    assert_eq!(names(&v["items"]), vec![n[0].clone(), n[2].clone()]);
+    assert!(v["items"][0]["creationTimestamp"].is_string());
+    assert!(v.get("nextPageToken").is_none());
+}

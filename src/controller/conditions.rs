@@ -203,7 +203,7 @@ pub fn degraded_by(blocker: &Blocker) -> Option<Problem> {
         ),
         Blocker::LaunchTimesUnknown => Problem::new(
             "MaxNodeAgeUnsupported",
-            "spec.maxNodeAge is set, but this pool's cloud provider does not read VM launch times (the GCE provider does not yet): no client is replaced for its age; unset maxNodeAge, or replace clients with spec.retire".to_owned(),
+            "spec.maxNodeAge is set, but this pool's cloud provider does not read VM launch times: no client is replaced for its age; unset maxNodeAge, or replace clients with spec.retire".to_owned(),
         ),
         Blocker::DoNotRetire { short, opted_out } => Problem::new(
             "DoNotRetire",

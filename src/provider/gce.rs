@@ -27,6 +27,10 @@
 //!   never skips an ID whose outcome it does not know.
 //! - instances are identified by VM id, which the Nomad client fingerprints
 //!   as `unique.platform.gce.id` (§2.1).
+//! - launch facts: each VM's template is its managed instance's
+//!   `version.instanceTemplate` (always read: it is in the listing);
+//!   its creation time is only on the instance resource, read with
+//!   `instances.list` while `spec.maxNodeAge` wants it ([`launch`]).
 //!
 //! Retries: the SDK never retries a POST and never retries a 403
 //! `rateLimitExceeded` (§4.5). Reads (`get`, `listManagedInstances`, the
@@ -49,7 +53,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use google_cloud_compute_v1::client::{
-    Autoscalers, InstanceGroupManagers, RegionAutoscalers, RegionInstanceGroupManagers,
+    Autoscalers, InstanceGroupManagers, Instances, RegionAutoscalers, RegionInstanceGroupManagers,
 };
 use google_cloud_compute_v1::model::InstanceGroupManager;
 use google_cloud_compute_v1::model::autoscaling_policy::Mode;
@@ -61,12 +65,14 @@ use super::{CloudProvider, GroupState, Lifecycle, ProviderError, TerminateOutcom
 mod api;
 mod credentials;
 pub mod errors;
+mod launch;
 pub mod mapping;
 
 use api::{GroupApi, Services};
 pub use credentials::{GceCredentials, SERVICE_ACCOUNT_KEY};
 pub use errors::GceError;
 use errors::{classify, operation_error};
+use launch::LaunchTimes;
 use mapping::{Intent, Member, last_segment, owner_from_description, request_id_attempt};
 
 pub const KIND: &str = "gce-mig";
@@ -156,6 +162,8 @@ pub struct GceManagedInstanceGroup {
     /// Operations that ended `DONE` with an error, per `verb/vm id`: the
     /// attempt number of the next `requestId` for that intent.
     failed: Arc<Mutex<HashMap<String, u32>>>,
+    /// VM creation times, read only while `spec.maxNodeAge` wants them.
+    launch: Arc<LaunchTimes>,
 }
 
 impl fmt::Debug for GceManagedInstanceGroup {
@@ -237,11 +245,13 @@ impl GceManagedInstanceGroup {
                 location: cfg.location,
                 name: cfg.name,
                 services,
+                instances: client!(Instances),
             },
             endpoint: cfg.endpoint,
             settings,
             secrets,
             failed: Arc::default(),
+            launch: Arc::default(),
         })
     }
 
@@ -352,7 +362,7 @@ impl GceManagedInstanceGroup {
             GceLocation::Region(_) => REGIONAL_MAX,
         };
         let (min_size, max_size) = bounds.unwrap_or((0, cap));
-        Ok(GroupState {
+        let mut state = GroupState {
             name: self.api.name.clone(),
             min_size,
             max_size,
@@ -364,10 +374,11 @@ impl GceManagedInstanceGroup {
             owner_tag: igm.description.as_deref().and_then(owner_from_description),
             // In the group's own answer: no call is spared by leaving it out.
             launch_specs: mapping::group_templates(&igm),
-            // Creation times are only in instances.get/list, which this
-            // provider does not call yet (not in the managed listing).
-            reads_launch_times: false,
-        })
+            // Filled in below from instances.list when maxNodeAge wants them.
+            reads_launch_times: true,
+        };
+        self.launch.fill(self, &members, &mut state).await?;
+        Ok(state)
     }
 
     /// `Some` is the answer to give without calling Compute; `None` means
@@ -541,6 +552,12 @@ impl CloudProvider for GceManagedInstanceGroup {
 
     fn instance_id_attribute(&self) -> &'static str {
         INSTANCE_ID_ATTRIBUTE
+    }
+
+    // Launch specs (instance templates) come with every describe: they are
+    // in the group's and the managed instances' own answers.
+    fn read_launch_facts(&self, facts: super::LaunchFacts) {
+        self.launch.want(facts.launch_time);
     }
 }
 

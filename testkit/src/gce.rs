@@ -156,6 +156,71 @@ impl GceCloud {
         }
     }
 
+    /// Make the VM `vm_id` of `group` look `age_s` seconds old (its
+    /// `creationTimestamp`), as a VM made that long ago.
+    pub async fn backdate(&self, group: &str, vm_id: &str, age_s: f64) {
+        let (_, managed) = self.raw_group(group).await;
+        let name = (managed.iter())
+            .find(|i| i["id"] == vm_id)
+            .and_then(|i| i["name"].as_str())
+            .unwrap_or_else(|| panic!("no VM {vm_id} in {group}"))
+            .to_string();
+        self.post(
+            "/sim/instances",
+            json!({"project": GCE_PROJECT, "zone": GCE_ZONE, "group": group,
+                   "name": name, "age_s": age_s}),
+        )
+        .await;
+    }
+
+    /// What a person does to roll a group onto a new template: make the
+    /// template `template` (gce-sim's control surface: it has no
+    /// templates' contents), then `setInstanceTemplate` through the
+    /// Compute API with the service account's key, waiting for its
+    /// Operation. Answers the template's URL.
+    pub async fn set_instance_template(&self, group: &str, template: &str) -> String {
+        let made = self
+            .post(
+                "/sim/instance_templates",
+                json!({"project": GCE_PROJECT, "name": template}),
+            )
+            .await;
+        let url = made["self_link"].as_str().expect("self_link").to_string();
+        let token = self_signed_jwt(&self.key_json);
+        let base = format!(
+            "{}/compute/v1/projects/{GCE_PROJECT}/zones/{GCE_ZONE}",
+            self.url
+        );
+        let call = |req: reqwest::RequestBuilder| async {
+            let r = req.bearer_auth(&token).send().await.expect("Compute call");
+            let status = r.status();
+            let v: Value = r.json().await.expect("JSON answer");
+            assert!(status.is_success(), "{status}: {v}");
+            v
+        };
+        let mut op = call(
+            self.http
+                .post(format!(
+                    "{base}/instanceGroupManagers/{group}/setInstanceTemplate"
+                ))
+                .json(&json!({"instanceTemplate": url})),
+        )
+        .await;
+        for _ in 0..50 {
+            if op["status"] == "DONE" {
+                assert!(
+                    op.get("error").is_none(),
+                    "setInstanceTemplate failed: {op}"
+                );
+                return url;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let name = op["name"].as_str().expect("operation name").to_string();
+            op = call(self.http.get(format!("{base}/operations/{name}"))).await;
+        }
+        panic!("setInstanceTemplate never DONE: {op}");
+    }
+
     /// Add a fault rule (gce-sim README, "A fault rule").
     pub async fn fault(&self, rule: Value) {
         self.post("/sim/faults", rule).await;
@@ -238,6 +303,49 @@ pub fn service_account_key(project: &str, account: &str) -> (String, Value) {
     let register =
         json!({"client_email": email, "private_key_id": key_id, "public_key_pem": public});
     (serde_json::to_string_pretty(&key).unwrap(), register)
+}
+
+/// A self-signed JWT for the key in `key_json` (a service-account key
+/// file), as google-cloud-auth makes one (AIP-4111: header `{alg, typ,
+/// kid}`, claims `{iss, sub, scope, iat, exp}`), signed with the openssl
+/// CLI the harness already makes its keys with.
+pub fn self_signed_jwt(key_json: &str) -> String {
+    let key: Value = serde_json::from_str(key_json).expect("key.json");
+    let email = key["client_email"].as_str().expect("client_email");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let b64 = |v: &[u8]| {
+        gce_sim::state::base64_url(v)
+            .trim_end_matches('=')
+            .to_string()
+    };
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": key["private_key_id"]});
+    let claims = json!({"iss": email, "sub": email, "iat": now - 10, "exp": now + 3590,
+                        "scope": "https://www.googleapis.com/auth/cloud-platform"});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "npo-jwt-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("key.pem"), key["private_key"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("input"), &input).unwrap();
+    openssl(
+        &dir,
+        &[
+            "dgst", "-sha256", "-sign", "key.pem", "-out", "sig", "input",
+        ],
+    );
+    let sig = std::fs::read(dir.join("sig")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    format!("{input}.{}", b64(&sig))
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

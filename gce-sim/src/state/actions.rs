@@ -303,6 +303,7 @@ impl World {
                 current_action: current_action.into(),
                 due_ns,
                 template: g.template.clone(),
+                created_ns: self.now,
             },
         );
         name

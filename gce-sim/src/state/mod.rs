@@ -6,7 +6,9 @@
 
 pub mod actions;
 mod autoscale;
+pub mod instances;
 pub mod ops;
+pub mod templates;
 pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -121,6 +123,9 @@ pub struct Instance {
     /// Simulated time at which the current action ends.
     pub due_ns: Option<i64>,
     pub template: String,
+    /// When the VM was created (the instance resource's
+    /// `creationTimestamp`); a recreated VM is a new VM with a new time.
+    pub created_ns: i64,
 }
 
 /// How `listManagedInstances` pages (§1.1).
@@ -238,6 +243,8 @@ pub struct World {
     /// `(project, requestId)` → the operation it created (§1.4).
     pub request_ids: HashMap<(String, String), OpKey>,
     pub autoscalers: BTreeMap<Key, Autoscaler>,
+    /// Full URLs of the instance templates that exist (`templates`).
+    pub templates: BTreeSet<String>,
     pub timing: Timing,
     pub now: i64,
     rng: StdRng,
@@ -251,6 +258,7 @@ impl World {
             open_ops: BTreeSet::new(),
             request_ids: HashMap::new(),
             autoscalers: BTreeMap::new(),
+            templates: BTreeSet::new(),
             timing,
             now: 0,
             rng: match seed {
@@ -315,14 +323,16 @@ impl World {
             })
             .collect();
         for (key, name) in recreate_ids {
-            // A recreated VM is a new VM: a new id under the same name.
+            // A recreated VM is a new VM: a new id and creation time under
+            // the same name, made from the group's current template
+            // ("recreated using the group's current configuration").
             let id = self.new_id();
-            let i = self
-                .groups
-                .get_mut(&key)
-                .and_then(|g| g.instances.get_mut(&name))
-                .expect("collected above");
+            let g = self.groups.get_mut(&key).expect("collected above");
+            let template = g.template.clone();
+            let i = g.instances.get_mut(&name).expect("collected above");
             i.id = Some(id);
+            i.created_ns = now;
+            i.template = template;
             i.current_action = "NONE".into();
             i.instance_status = Some("RUNNING".into());
             i.due_ns = None;

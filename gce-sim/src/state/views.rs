@@ -119,7 +119,11 @@ impl World {
             current_actions: actions(g),
             status: wire::IgmStatus {
                 is_stable: g.is_stable(),
-                version_target: wire::VersionTarget { is_reached: true },
+                // "all instances are in their target version": false
+                // after setInstanceTemplate until every VM is recreated.
+                version_target: wire::VersionTarget {
+                    is_reached: g.instances.values().all(|i| i.template == g.template),
+                },
                 stateful: wire::StatefulStatus {
                     has_stateful_config: false,
                     per_instance_configs: wire::PerInstanceConfigs {
@@ -237,11 +241,11 @@ impl World {
     }
 }
 
-fn hex(s: &str) -> String {
+pub(super) fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<String> {
+pub(super) fn unhex(s: &str) -> Option<String> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -4,10 +4,10 @@
 //! Sections (§N) refer to `shared/reference/gce-mig.md`.
 
 use google_cloud_compute_v1::client::{
-    Autoscalers, InstanceGroupManagers, RegionAutoscalers, RegionInstanceGroupManagers,
+    Autoscalers, InstanceGroupManagers, Instances, RegionAutoscalers, RegionInstanceGroupManagers,
 };
 use google_cloud_compute_v1::model::{
-    Autoscaler, InstanceGroupManager, InstanceGroupManagersDeleteInstancesRequest,
+    Autoscaler, Instance, InstanceGroupManager, InstanceGroupManagersDeleteInstancesRequest,
     InstanceGroupManagersRecreateInstancesRequest, ManagedInstance, Operation,
     RegionInstanceGroupManagersDeleteInstancesRequest, RegionInstanceGroupManagersRecreateRequest,
 };
@@ -37,6 +37,9 @@ pub(super) struct GroupApi {
     pub location: GceLocation,
     pub name: String,
     pub services: Services,
+    /// The VMs themselves (zonal in both kinds of group): only for their
+    /// creation times (`launch`).
+    pub instances: Instances,
 }
 
 impl GroupApi {
@@ -94,6 +97,24 @@ impl GroupApi {
                 Ok((r.managed_instances, r.next_page_token))
             }
         }
+    }
+
+    /// One page of instances.list in `zone` with `filter`; `token` is ""
+    /// for the first.
+    pub async fn list_instances(
+        &self,
+        zone: &str,
+        filter: &str,
+        token: &str,
+    ) -> Result<(Vec<Instance>, Option<String>), SdkError> {
+        let r = (self.instances.list())
+            .set_project(&self.project)
+            .set_zone(zone)
+            .set_filter(filter)
+            .set_page_token(token)
+            .send()
+            .await?;
+        Ok((r.items, r.next_page_token))
     }
 
     pub async fn autoscaler(&self, name: &str) -> Result<Autoscaler, SdkError> {

@@ -55,6 +55,12 @@ impl Member {
         lifecycle(&self.current_action, &self.instance_status)
     }
 
+    /// Whether the VM exists: it has a (numeric) VM id, not its name
+    /// standing in for one.
+    pub fn has_vm(&self) -> bool {
+        !self.id.is_empty() && self.id.bytes().all(|b| b.is_ascii_digit())
+    }
+
     /// The zone from the instance URL (`…/zones/{zone}/instances/{name}`).
     pub fn zone(&self) -> Option<String> {
         zone_of(&self.url)
@@ -68,7 +74,8 @@ impl Member {
             protected_from_scale_in: false,
             zone: self.zone(),
             healthy: self.instance_status == "RUNNING",
-            // Creation time is not in the managed-instance listing (§1.2).
+            // Not in the managed-instance listing (§1.2): `launch` fills
+            // it in from the instance resource when it is wanted.
             launched_at: None,
             launch_spec: self.template.clone(),
         }
