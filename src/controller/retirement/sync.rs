@@ -151,6 +151,7 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
             });
         }
     }
+    orphans::settle(input, &mut out);
     finish(input, plan, &in_flight, &mut out);
     let name_of = |id: &str| out.names.get(id).cloned();
     out.by_node_name = (plan.retiring.iter().map(|e| (&e.node_id, &e.node_name)))
@@ -422,5 +423,6 @@ pub fn oldest(
         .collect()
 }
 
+mod orphans;
 #[cfg(test)]
 mod tests;
