@@ -142,6 +142,21 @@ async fn build_fleet() -> (World, Fleet) {
             .post(&format!("/sim/nodes/{node}/kill"), json!({}))
             .await;
     }
+    // Down once their heartbeats lapse: until then Nomad reports them
+    // ready, and an empty ready client is the scale-in's first choice.
+    wait_for(
+        "the killed clients down",
+        Duration::from_secs(30),
+        || async {
+            let nodes = w.sim.nodes().await;
+            let down = (nodes.iter())
+                .filter(|n| n["status"] == "down")
+                .filter(|n| fleet.down.iter().any(|d| n["id"] == d.as_str()))
+                .count();
+            (down == fleet.down.len()).then_some(())
+        },
+    )
+    .await;
     (w, fleet)
 }
 
@@ -160,14 +175,34 @@ fn pool_spec(proxy: &FaultProxy) -> Value {
     })
 }
 
+/// When a kill lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aim {
+    /// 0-1.5 s after the restart.
+    Random,
+    /// 0-50 ms after a retirement moved (a write-ahead record landed),
+    /// while the actions it names run.
+    AfterWrite,
+    /// As soon as a new retirement object shows up: between its create
+    /// and its first status.
+    AtCreate,
+}
+
 /// What the kill loop did.
 struct Kills {
     random: Vec<u64>,
-    aimed: usize,
-    aimed_misses: usize,
+    /// Kills by aim, and turns on which no write came within 1.5 s.
+    aimed: BTreeMap<String, usize>,
+    misses: usize,
     /// The client the loop took down once a first remediation finished.
     late_down: Option<String>,
     secs: f64,
+}
+
+impl Kills {
+    fn total(&self) -> usize {
+        self.random.len() + self.aimed.values().sum::<usize>()
+    }
 }
 
 /// Once a remediation has finished, a third client goes down (its
@@ -200,9 +235,34 @@ async fn take_one_more_down(w: &World, watch: &RetirementWatch, fleet: &Fleet) -
     Some(id)
 }
 
-/// SIGKILL the operator at random delays and just after retirement
-/// writes, restarting it each time, until the pool has settled (or
-/// `MAX_KILLS`).
+/// How long to wait before the next kill: `None` when an aimed kill's
+/// moment did not come within 1.5 s.
+async fn wait_for_aim(
+    aim: Aim,
+    moves: &mut tokio::sync::watch::Receiver<(u64, u64)>,
+    rng: &mut StdRng,
+) -> Option<u64> {
+    let (moved, created) = *moves.borrow_and_update();
+    if aim == Aim::Random {
+        return Some(rng.random_range(0..=1500u64));
+    }
+    let came = moves.wait_for(|(m, c)| match aim {
+        Aim::AtCreate => *c > created,
+        _ => *m > moved,
+    });
+    tokio::time::timeout(Duration::from_millis(1500), came)
+        .await
+        .ok()?
+        .ok()?;
+    Some(match aim {
+        Aim::AtCreate => 0,
+        _ => rng.random_range(0..=50u64),
+    })
+}
+
+/// SIGKILL the operator at random delays and at the moments the
+/// write-ahead design is about, restarting it each time, until the pool
+/// has settled (or `MAX_KILLS`).
 async fn kill_loop(
     w: &World,
     op: &mut Operator,
@@ -214,46 +274,33 @@ async fn kill_loop(
     let mut moves = watch.moves();
     let mut k = Kills {
         random: vec![],
-        aimed: 0,
-        aimed_misses: 0,
+        aimed: BTreeMap::new(),
+        misses: 0,
         late_down: None,
         secs: 0.0,
     };
-    let mut turn = 0u32;
-    loop {
-        turn += 1;
+    let aims = [Aim::Random, Aim::AfterWrite, Aim::AtCreate];
+    for turn in 0.. {
         if k.late_down.is_none() {
             k.late_down = take_one_more_down(w, watch, fleet).await;
         }
-        let aimed = turn.is_multiple_of(2);
-        let delay_ms = if aimed {
-            let seen = *moves.borrow_and_update();
-            let moved = moves.wait_for(|n| *n > seen);
-            if tokio::time::timeout(Duration::from_millis(1500), moved)
-                .await
-                .is_err()
-            {
-                k.aimed_misses += 1;
-                continue;
-            }
-            rng.random_range(0..=50u64)
-        } else {
-            rng.random_range(0..=1500u64)
+        let aim = aims[turn % aims.len()];
+        let Some(delay_ms) = wait_for_aim(aim, &mut moves, rng).await else {
+            k.misses += 1;
+            continue;
         };
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         op.kill().await;
-        if aimed {
-            k.aimed += 1;
-        } else {
-            k.random.push(delay_ms);
+        match aim {
+            Aim::Random => k.random.push(delay_ms),
+            _ => *k.aimed.entry(format!("{aim:?}")).or_default() += 1,
         }
         let st = status_of(w, "pool").await.unwrap_or_default();
         let done = is_settled(&st, REPLICAS)
             && k.late_down.is_some()
             && stale_left(w, fleet).await.is_empty();
         op.restart();
-        let kills = k.random.len() + k.aimed;
-        if k.random.len() >= MIN_KILLS && (done || kills >= MAX_KILLS) {
+        if k.random.len() >= MIN_KILLS && (done || k.total() >= MAX_KILLS) {
             break;
         }
     }
@@ -330,13 +377,13 @@ async fn sigkill_loop_with_every_hygiene_feature_on_keeps_every_invariant() {
     assert!(op.exited().is_none(), "operator exited:\n{}", op.log_tail());
 
     println!(
-        "[hygiene] seed {seed}: {} SIGKILLs in {:.1}s ({} at a random delay, ms {:?}; {} aimed 0-50 ms after a retirement write, {} turns without one); {} operator starts; late down {:?}; retirements {:?}; most voluntary before terminate at once {}, most remediations {}, most clients out of service {} ({} samples); converged {converged:.1}s after the pool was applied; cloud calls {}; total {:.1}s",
-        kills.random.len() + kills.aimed,
+        "[hygiene] seed {seed}: {} SIGKILLs in {:.1}s ({} at a random delay, ms {:?}; aimed {:?}; {} turns without the moment aimed at); {} operator starts; late down {:?}; retirements {:?}; most voluntary before terminate at once {}, most remediations {}, most clients out of service {} ({} samples); converged {converged:.1}s after the pool was applied; cloud calls {}; total {:.1}s",
+        kills.total(),
         kills.secs,
         kills.random.len(),
         kills.random,
         kills.aimed,
-        kills.aimed_misses,
+        kills.misses,
         op.starts,
         kills.late_down,
         ledger.by_reason(),

@@ -85,6 +85,8 @@ pub struct Ledger {
     pub max_remediations: u32,
     /// Events that moved a retirement (a new one, or a new phase).
     pub moves: u64,
+    /// Retirements seen, each counted when it first shows up.
+    pub created: u64,
 }
 
 impl Ledger {
@@ -100,6 +102,9 @@ impl Ledger {
         }
         if before.is_none_or(|b| b.phase != now.phase) {
             self.moves += 1;
+        }
+        if before.is_none() {
+            self.created += 1;
         }
         self.objects.insert(uid.to_owned(), now);
         self.check_clients();
@@ -212,7 +217,7 @@ pub fn over_rate(starts: &[Timestamp], n: usize, per: SignedDuration) -> Option<
 /// A watch on one namespace's retirements feeding a [`Ledger`].
 pub struct RetirementWatch {
     ledger: Arc<Mutex<Ledger>>,
-    moves: tokio::sync::watch::Receiver<u64>,
+    moves: tokio::sync::watch::Receiver<(u64, u64)>,
     task: JoinHandle<()>,
 }
 
@@ -227,7 +232,7 @@ impl RetirementWatch {
         use futures::StreamExt;
         use kube::runtime::watcher::{self, Event};
         let ledger = Arc::new(Mutex::new(Ledger::default()));
-        let (tx, moves) = tokio::sync::watch::channel(0u64);
+        let (tx, moves) = tokio::sync::watch::channel((0u64, 0u64));
         let l = ledger.clone();
         let task = tokio::spawn(async move {
             let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
@@ -241,7 +246,7 @@ impl RetirementWatch {
                 let moved = {
                     let mut l = l.lock().unwrap();
                     l.observe(&uid, Seen::of(&r), limits);
-                    l.moves
+                    (l.moves, l.created)
                 };
                 tx.send_replace(moved);
             }
@@ -258,9 +263,11 @@ impl RetirementWatch {
         self.ledger.lock().unwrap().clone()
     }
 
-    /// Counts the events that moved a retirement: each is a write-ahead
-    /// after which the operator runs the action it names.
-    pub fn moves(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// Counts the events that moved a retirement (each is a write-ahead
+    /// after which the operator runs the action it names), and the
+    /// retirements that showed up (each created just before its first
+    /// status is written).
+    pub fn moves(&self) -> tokio::sync::watch::Receiver<(u64, u64)> {
         self.moves.clone()
     }
 }
