@@ -198,6 +198,32 @@ pub async fn new_default_template_version(name: &str) -> i64 {
     version
 }
 
+/// The launch template version each of `instances` was launched from, as
+/// EC2 tags it (`aws:ec2launchtemplate:version`); instances EC2 does not
+/// know or that carry no such tag are left out.
+pub async fn template_versions(instances: &[String]) -> std::collections::BTreeMap<String, String> {
+    use aws_sdk_ec2::types::Filter;
+    let filter = Filter::builder()
+        .name("instance-id")
+        .set_values(Some(instances.to_vec()))
+        .build();
+    let out = ec2_client()
+        .describe_instances()
+        .filters(filter)
+        .send()
+        .await
+        .expect("describing instances in moto");
+    (out.reservations().iter())
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            let version = (i.tags().iter())
+                .find(|t| t.key() == Some("aws:ec2launchtemplate:version"))?
+                .value()?;
+            Some((i.instance_id()?.to_owned(), version.to_owned()))
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,

@@ -159,6 +159,7 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
             });
         }
     }
+    orphans::settle(input, &mut out);
     finish(input, plan, &in_flight, &mut out);
     let name_of = |id: &str| out.names.get(id).cloned();
     out.by_node_name = (plan.retiring.iter())
@@ -439,5 +440,6 @@ pub fn oldest(
         .collect()
 }
 
+mod orphans;
 #[cfg(test)]
 mod tests;

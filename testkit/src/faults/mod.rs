@@ -3,18 +3,24 @@
 //! with its provider Secret, seeded CI-like load, and the checks that a
 //! scale-in ended well. `cloud` follows the group in moto or gce-sim;
 //! `calls` faults and counts the operator's calls to either cloud;
-//! `PrivateEnv` is a second control plane a test may break.
+//! `PrivateEnv` is a second control plane a test may break; `ledger` and
+//! `service` watch the retirements and Nomad for what must hold at every
+//! instant (`tests/faults_hygiene.rs`).
 
 mod calls;
 mod cloud;
+mod ledger;
 mod private_env;
+mod service;
 
 pub use calls::{CallTotals, CloudCalls, body_instances, carried_out_deletes, request_id};
 pub use cloud::{
     GroupHistory, GroupMonitor, assert_cloud_invariants, assert_group_invariants, aws_counts,
     terminate_log,
 };
+pub use ledger::{Ledger, Limits, RetirementWatch, Seen, over_rate};
 pub use private_env::PrivateEnv;
+pub use service::{ServiceHistory, ServiceWatch, out_of_service};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -7,7 +7,8 @@
 //! `500 InternalFailure` / `503 ServiceUnavailable`; for another fraction it
 //! forwards the request and then replaces moto's answer by a `500` (the
 //! dangerous case: the call was carried out but the caller sees an error).
-//! Everything else is forwarded as is. It counts requests per `Action`
+//! Everything else is forwarded as is (but for the launch times of VMs a
+//! test made older, `launch_times`). It counts requests per `Action`
 //! (parsed from the form body) and by outcome, and records every
 //! `TerminateInstanceInAutoScalingGroup` call with its instance and result.
 
@@ -18,9 +19,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
+use k8s_openapi::jiff::SignedDuration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::launch_times::age_launch_times;
 use super::{LocalServer, Upstream};
 
 /// What the proxy does to requests. Rates are fractions in `0..=1`, drawn
@@ -67,6 +70,8 @@ struct Inner {
     stats: Mutex<BTreeMap<String, ActionStats>>,
     terminates: Mutex<Vec<TerminateCall>>,
     request_ids: std::sync::atomic::AtomicU64,
+    /// How much earlier than moto says each of these instances launched.
+    older: Mutex<BTreeMap<String, SignedDuration>>,
 }
 
 pub struct FaultProxy {
@@ -87,6 +92,7 @@ impl FaultProxy {
             stats: Mutex::new(BTreeMap::new()),
             terminates: Mutex::new(Vec::new()),
             request_ids: std::sync::atomic::AtomicU64::new(1),
+            older: Mutex::new(BTreeMap::new()),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -102,6 +108,14 @@ impl FaultProxy {
     /// Replace the fault configuration.
     pub fn set_faults(&self, faults: AwsFaults) {
         *self.inner.faults.lock().unwrap() = faults;
+    }
+
+    /// From now on EC2 answers show `instances` launched `by` earlier than
+    /// they were (see `launch_times`): set before the operator first
+    /// reads them, as EC2 never changes a launch time.
+    pub fn make_older(&self, instances: impl IntoIterator<Item = String>, by: SignedDuration) {
+        let mut older = self.inner.older.lock().unwrap();
+        older.extend(instances.into_iter().map(|i| (i, by)));
     }
 
     /// Requests per Action so far.
@@ -331,6 +345,13 @@ async fn process(
         );
     }
     record_terminate(Some(status.as_u16()), status.as_u16());
+    let bytes = if action == "DescribeInstances" && status.is_success() {
+        let older = inner.older.lock().unwrap().clone();
+        let xml = String::from_utf8_lossy(&bytes);
+        Bytes::from(age_launch_times(&xml, &older))
+    } else {
+        bytes
+    };
     let mut resp = Response::builder().status(status.as_u16());
     if let Some(ct) = content_type {
         resp = resp.header(header::CONTENT_TYPE, ct);

@@ -5,6 +5,7 @@
 //! (`LocalServer`) forwarding to an `Upstream`.
 
 pub mod aws_faults;
+pub mod launch_times;
 pub mod nomad;
 
 use axum::body::Bytes;
