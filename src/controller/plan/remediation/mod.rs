@@ -113,17 +113,7 @@ pub(super) fn start(
     if due.is_empty() {
         return;
     }
-    if cap.refused() {
-        plan.blockers.push(Blocker::TooManyUnhealthy {
-            unhealthy: cap.unhealthy,
-            allowed: cap.allowed,
-        });
-        return;
-    }
-    if view.spec.disruption.paused {
-        if !plan.blockers.contains(&Blocker::Paused) {
-            plan.blockers.push(Blocker::Paused);
-        }
+    if !may_start(view, cap, plan) {
         return;
     }
     for s in due {
@@ -155,6 +145,26 @@ pub(super) fn start(
             plan,
         ));
     }
+}
+
+/// Whether a remediation that is due may start now: not above the cap,
+/// not paused. If not, the blocker that says why goes into the plan once,
+/// whichever remediation reason found it first.
+fn may_start(view: &PoolView<'_>, cap: &RemediationCap, plan: &mut Plan) -> bool {
+    let blocker = if cap.refused() {
+        Blocker::TooManyUnhealthy {
+            unhealthy: cap.unhealthy,
+            allowed: cap.allowed,
+        }
+    } else if view.spec.disruption.paused {
+        Blocker::Paused
+    } else {
+        return true;
+    };
+    if !plan.blockers.contains(&blocker) {
+        plan.blockers.push(blocker);
+    }
+    false
 }
 
 fn status_word(s: NodeStatus) -> &'static str {

@@ -143,20 +143,7 @@ pub(in crate::controller::plan) fn start(
     if proven.is_empty() {
         return;
     }
-    if cap.refused() {
-        let blocker = Blocker::TooManyUnhealthy {
-            unhealthy: cap.unhealthy,
-            allowed: cap.allowed,
-        };
-        if !plan.blockers.contains(&blocker) {
-            plan.blockers.push(blocker);
-        }
-        return;
-    }
-    if view.spec.disruption.paused {
-        if !plan.blockers.contains(&Blocker::Paused) {
-            plan.blockers.push(Blocker::Paused);
-        }
+    if !super::may_start(view, cap, plan) {
         return;
     }
     for c in proven {
