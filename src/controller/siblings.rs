@@ -25,7 +25,7 @@ mod batch;
 #[cfg(test)]
 mod sim_tests;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, oneshot};
@@ -93,9 +93,10 @@ impl SiblingWatch {
     }
 
     /// Keep answers exactly on `instances`, reading the VMs new among them.
-    /// `pool` is the pool's nodes as the plan sees them: their instance IDs
-    /// place the nodes of an answer on their VMs without reading each.
-    pub fn track(&self, instances: &BTreeSet<String>, pool: Arc<Vec<NodeFacts>>) {
+    /// `pool` is the VM of each of the pool's nodes as the plan sees them
+    /// (the node view's map): it places the nodes of an answer on their VMs
+    /// without reading each.
+    pub fn track(&self, instances: &BTreeSet<String>, pool: Arc<HashMap<String, String>>) {
         let queued = self
             .shared
             .state
@@ -111,7 +112,7 @@ impl SiblingWatch {
 impl SiblingWatch {
     /// Read the VMs of `instances` not at the gate yet, leaving the others
     /// as they are (`track` sets the gate exactly, once the plan is made).
-    pub fn also(&self, instances: &BTreeSet<String>, pool: Arc<Vec<NodeFacts>>) {
+    pub fn also(&self, instances: &BTreeSet<String>, pool: Arc<HashMap<String, String>>) {
         let queued = (self.shared.state.lock().expect("sibling lock")).add(instances, pool);
         if queued {
             self.shared.wake.notify_one();

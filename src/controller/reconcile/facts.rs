@@ -152,6 +152,9 @@ mod tests {
         let first = cache.of(&snapshot(&[&a, &b, &c], &[("a", "i-a")]), "ns/p", "u");
         assert_eq!(first.len(), 3);
         assert_eq!(first[0].instance_id.as_deref(), Some("i-a"));
+        let a_id = first[0].id.as_ptr();
+        // Nothing else holds the facts (the sibling watch keeps the node
+        // view's instance map, not them): reused in place, not copied.
         drop(first);
 
         // b changes (a new stub), c leaves, d joins, b's instance is read.
@@ -159,6 +162,7 @@ mod tests {
         let s = snapshot(&[&a, &b2, &d], &[("a", "i-a"), ("b", "i-b")]);
         let next = cache.of(&s, "ns/p", "u");
         assert_eq!(*next, node_facts(&s, "ns/p", "u"), "same as built afresh");
+        assert_eq!(next[0].id.as_ptr(), a_id, "a's facts moved, not cloned");
         assert!(!next[1].eligible);
         assert_eq!(next[1].instance_id.as_deref(), Some("i-b"));
 

@@ -302,7 +302,7 @@ pub fn settle(
         &seen.instance_nodes,
         &seen.nodes,
     ));
-    rt.siblings.track(&gate, seen.nodes.clone());
+    rt.siblings.track(&gate, seen.snapshot.instance_ids.clone());
     let modes = alloc_watch::watch_modes(&watched, &status_only, &seen.snapshot.nodes);
     rt.watch
         .track_allocations(&modes, pool.spec.drain.ignore_system_jobs);

@@ -56,7 +56,7 @@ pub async fn prime(
         .filter(|r| started.iter().any(|(id, _)| *id == r.node_id))
         .filter_map(|r| r.instance_id.clone())
         .collect();
-    siblings.also(&instances, nodes.clone());
+    siblings.also(&instances, snapshot.instance_ids.clone());
     let allocs = futures::future::join_all(started.into_iter().map(|(_, mut facts)| async move {
         // An error means the watch is gone; the plan reads no facts then.
         let _ = facts.wait_for(Option::is_some).await;

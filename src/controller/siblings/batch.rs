@@ -13,7 +13,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::super::plan::{InstanceNode, NodeFacts, NodeStatus};
+use super::super::plan::{InstanceNode, NodeStatus};
 use super::super::trigger::Trigger;
 use super::{LastCheckError, SiblingReadError, instance_filter};
 use crate::nomad::{
@@ -53,9 +53,11 @@ pub(super) struct State {
     /// they were asked for (an entry dropped or asked anew is skipped).
     pending: VecDeque<(String, u64)>,
     pub(super) checks: VecDeque<Check>,
-    /// The pool's nodes as the last plan saw them: their instance IDs
-    /// attribute the nodes of an answer without a read.
-    pub(super) pool: Arc<Vec<NodeFacts>>,
+    /// The VM of each of the pool's nodes (node ID to instance ID), as the
+    /// last plan saw them: it places the nodes of an answer without a read.
+    /// The node view's own map, shared: holding the plan's facts instead
+    /// kept the facts cache from reusing them in place.
+    pub(super) pool: Arc<HashMap<String, String>>,
     /// The VM of nodes outside the pool, as read from Nomad.
     learned: HashMap<String, String>,
     next_gen: u64,
@@ -123,7 +125,7 @@ impl State {
     pub(super) fn track(
         &mut self,
         instances: &BTreeSet<String>,
-        pool: Arc<Vec<NodeFacts>>,
+        pool: Arc<HashMap<String, String>>,
     ) -> bool {
         self.tracked.retain(|i, _| instances.contains(i));
         self.learned.retain(|_, i| instances.contains(i));
@@ -132,7 +134,11 @@ impl State {
 
     /// Read the VMs of `instances` not at the gate yet, keeping the others;
     /// whether a read was queued.
-    pub(super) fn add(&mut self, instances: &BTreeSet<String>, pool: Arc<Vec<NodeFacts>>) -> bool {
+    pub(super) fn add(
+        &mut self,
+        instances: &BTreeSet<String>,
+        pool: Arc<HashMap<String, String>>,
+    ) -> bool {
         self.pool = pool;
         let mut queued = false;
         for instance in instances {
@@ -314,10 +320,11 @@ impl Shared {
                 .collect();
             (s.pool.clone(), learned)
         };
-        // Only the pool's nodes on the batch's VMs: one pass, no map of all.
-        let from_pool = pool.iter().filter_map(|n| {
-            let vm = n.instance_id.as_deref()?;
-            wanted.contains(vm).then(|| (n.id.clone(), vm.to_owned()))
+        let from_pool = listed.iter().filter_map(|n| {
+            let vm = pool.get(&n.id)?;
+            wanted
+                .contains(vm.as_str())
+                .then(|| (n.id.clone(), vm.clone()))
         });
         from_pool
             .chain(learned)

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::super::plan::{NodeFacts, NodeStatus};
 use super::*;
 
 struct Sim {
@@ -76,20 +75,8 @@ impl Sim {
 const LISTS: &str = "GET /v1/nodes";
 const READS: &str = "GET /v1/node/:id";
 
-fn pool_node(id: &str, instance: &str) -> NodeFacts {
-    NodeFacts {
-        do_not_retire: false,
-        id: id.into(),
-        name: id.into(),
-        status: NodeStatus::Ready,
-        eligible: true,
-        draining: false,
-        last_drain: None,
-        last_drain_started: None,
-        last_drain_mark: None,
-        create_index: 1,
-        instance_id: Some(instance.into()),
-    }
+fn pool_node(id: &str, instance: &str) -> (String, String) {
+    (id.into(), instance.into())
 }
 
 /// The node IDs of each VM's answer, once every VM of `instances` has one.
@@ -118,12 +105,12 @@ async fn many_vms_at_the_gate_are_answered_by_few_lists_each_node_on_its_own_vm(
     let stranger = sim.register(&["i-0shared"]).await;
     // Not at the gate: the filter must leave it out.
     sim.register(&["i-0unrelated"]).await;
-    let mut pool: Vec<NodeFacts> = single_nodes
+    let mut pool: HashMap<String, String> = single_nodes
         .iter()
         .zip(&singles)
         .map(|(n, i)| pool_node(n, i))
         .collect();
-    pool.push(pool_node(&twins[0], "i-0twin"));
+    pool.extend([pool_node(&twins[0], "i-0twin")]);
     // The twin's second node registered after the pool's view was taken.
     let mut gate: BTreeSet<String> = singles.iter().cloned().collect();
     gate.extend(["i-0twin", "i-0shared", "i-0empty"].map(String::from));
@@ -163,7 +150,7 @@ async fn a_last_check_is_answered_by_a_list_begun_after_it_was_asked() {
         .await;
     let w = Arc::new(sim.watch());
     let gate: BTreeSet<String> = ["i-0vm".to_string()].into();
-    w.track(&gate, Arc::new(vec![pool_node(&first, "i-0vm")]));
+    w.track(&gate, Arc::new([pool_node(&first, "i-0vm")].into()));
     for _ in 0..100 {
         if sim.requests(LISTS).await > 0 {
             break;
@@ -220,7 +207,7 @@ async fn an_error_answers_no_vm_of_the_batch_and_gate_reads_are_retried() {
     let outside = sim.register(&["i-0outside"]).await.remove(0);
     let w = sim.watch();
     let gate: BTreeSet<String> = ["i-0known", "i-0outside"].map(String::from).into();
-    let pool = Arc::new(vec![pool_node(&known, "i-0known")]);
+    let pool = Arc::new(HashMap::from([pool_node(&known, "i-0known")]));
 
     sim.faults(json!({"path_prefix": "/v1/nodes", "error_rate": 1.0}))
         .await;
