@@ -106,6 +106,8 @@ pub struct Metrics {
     pub nodes: Family<PhaseLabels, Gauge>,
     pub retire_duration: Family<PoolLabels, Histogram>,
     pub drain_wait: Family<PoolLabels, Histogram>,
+    /// Terminations the express lane started (`reconcile::express`).
+    pub express_terminates: Family<PoolLabels, Counter>,
     pub nomad_requests: Family<RequestLabels, Counter>,
     pub nomad_latency: Family<EndpointLabels, Histogram>,
     pub connection_wait: Family<LaneLabels, Histogram>,
@@ -164,6 +166,12 @@ impl Metrics {
             "Time from a drain's start until the client has no pending or running allocation",
             drain_wait.clone(),
         );
+        let express_terminates = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "express_terminates",
+            "Drained clients whose termination the express lane started, without a whole-pool reconcile",
+            express_terminates.clone(),
+        );
         let nomad_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "nomad_requests",
@@ -220,6 +228,7 @@ impl Metrics {
             nodes,
             retire_duration,
             drain_wait,
+            express_terminates,
             nomad_requests,
             nomad_latency,
             connection_wait,

@@ -11,15 +11,19 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::events::v1::Event as SeriesEvent;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
-use nomad_pool_operator::api::{NomadClientPool, NomadClientRetirement, RetirePhase, RetireReason};
+use nomad_pool_operator::api::{
+    NomadClientPool, NomadClientRetirement, RetirePhase, RetireReason, RetirementPhase,
+};
 use nomad_pool_operator::controller::authority::AmbientCredentials;
 use nomad_pool_operator::controller::events::EventSink;
 use nomad_pool_operator::controller::reconcile::reconcile;
 use nomad_pool_operator::controller::{Context, Error, retirement};
+use nomad_pool_operator::metrics::{PoolLabels, metrics};
 use nomad_pool_operator::provider::fake::{Call, FakeCloud, FakeProvider, Operation};
 use nomad_pool_operator::provider::{Lifecycle, ProviderError};
 use npo_testkit::{
@@ -558,4 +562,71 @@ async fn one_completion_event(rig: &Rig, name: &str, vm: &str, token: &str) {
             .any(|e| e.note.as_deref().is_some_and(|m| m.contains(token))),
         "no Event names the token"
     );
+}
+
+/// The express lane: once a reconcile has recorded two drains, no other
+/// reconcile runs; their jobs end, and the lane alone records `Terminating`
+/// and terminates the client whose retirement stands, never the one whose
+/// retirement was deleted meanwhile (that one the next reconcile cancels).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_express_lane_terminates_a_drained_client_without_a_reconcile() {
+    let mut rig = Rig::new("mid-express", 3).await;
+    let allocs = rig.busy_everywhere().await;
+    rig.create_pool(json!({"replicas": 1, "disruption": {"maxUnavailable": 2}}))
+        .await;
+    let ncrs: Api<NomadClientRetirement> = Api::namespaced(rig.client.clone(), &rig.namespace);
+    let draining = |p: Option<&NomadClientPool>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            (s.oldest_retirements.iter())
+                .filter(|r| r.phase == RetirePhase::Draining)
+                .count()
+                == 2
+        })
+    };
+    rig.reconcile_until("two clients draining", draining).await;
+    let items = ncrs.list(&ListParams::default()).await.unwrap().items;
+    let (stopped, kept) = (&items[0], &items[1]);
+    ncrs.delete(&stopped.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    for a in &allocs {
+        rig.sim.finish(a).await;
+    }
+    let kept_vm = kept.status.as_ref().unwrap().instance_id.clone().unwrap();
+    let terminated = wait_for("the lane's terminate", T, || async {
+        let t = rig.terminations();
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert_eq!(terminated, vec![(kept_vm, true)]);
+    let record = ncrs.get(&kept.name_any()).await.unwrap();
+    assert_eq!(record.phase(), RetirementPhase::Terminating);
+    let pool = format!("{}/{POOL}", rig.namespace);
+    let lane = metrics()
+        .express_terminates
+        .get_or_create(&PoolLabels { pool });
+    assert_eq!(lane.get(), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.terminations().len(), 1, "the deleted one waits");
+    // The reconcile cancels it, once the pool no longer needs it.
+    rig.api
+        .patch(
+            POOL,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let stopped_vm = stopped.status.as_ref().unwrap().instance_id.clone();
+    wait_for("the deleted retirement cancelled", T, || async {
+        let _ = rig.reconcile_once().await;
+        let now = ncrs.get_opt(&stopped.name_any()).await.unwrap();
+        // Kept for history (finished), or already pruned.
+        now.is_none_or(|r| r.phase() == RetirementPhase::Cancelled)
+            .then_some(())
+    })
+    .await;
+    let vms: Vec<String> = rig.terminations().into_iter().map(|t| t.0).collect();
+    assert!(!vms.contains(&stopped_vm.unwrap()), "{vms:?}");
+    rig.sim.assert_no_violations().await;
 }

@@ -59,6 +59,15 @@ pub fn watch_modes(
         .collect()
 }
 
+/// The mode of a node the next step waits on, `view` its stub if the node
+/// view holds it: `Gate`, or `Settled` when nothing can be placed there.
+pub fn gate_mode(view: Option<&NodeListStub>) -> AllocWatchMode {
+    match view {
+        Some(n) if settled(n) => AllocWatchMode::Settled(n.modify_index),
+        _ => AllocWatchMode::Gate,
+    }
+}
+
 /// Nomad's schedulers place allocations only on ready, eligible nodes, and
 /// a drain still running moves allocations off the node; any change to
 /// either moves the node's `ModifyIndex` on.

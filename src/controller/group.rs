@@ -277,6 +277,17 @@ impl GroupView {
         }
     }
 
+    /// The latest view with `instance_id` its only VM (`with_only`), if one
+    /// at most `MAX_STALE` old is held: the express lane decides on one VM.
+    pub fn narrowed(&self, instance_id: &str) -> Option<GroupState> {
+        let st = self.lock();
+        let (at, g) = st.snapshot.as_ref()?;
+        if at.elapsed() >= MAX_STALE {
+            return None;
+        }
+        Some(g.with_only(instance_id))
+    }
+
     /// Whether the latest view shows the instance on its way out (or gone).
     /// A reconcile plans on the view it started with; a terminate that landed
     /// meanwhile is only in the latest one.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::{debug, instrument, warn};
 
@@ -18,6 +19,7 @@ use crate::api::NomadClientPool;
 
 mod act;
 mod cleanup;
+pub(super) mod express;
 pub(super) mod facts;
 mod hook;
 mod observe;
@@ -45,6 +47,14 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     let ns = pool.namespace().unwrap_or_default();
     let api: Api<NomadClientPool> = Api::namespaced(ctx.client.clone(), &ns);
     let key = format!("{ns}/{}", pool.name_any());
+    // No express lane while the pool is reconciled, nor after, until a
+    // reconcile succeeds: the lane acts only on what one planned.
+    let current = (ctx.pools.lock().expect("pools lock"))
+        .get(&ObjectRef::from_obj(&*pool))
+        .cloned();
+    if let Some(rt) = current {
+        drop(rt.express.hold().await);
+    }
     let result = finalizer(&api, FINALIZER, pool, |event| async {
         match event {
             Finalizer::Apply(pool) => {
@@ -70,6 +80,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         Err(trouble) => return report::trouble(&pool, &ctx, trouble).await,
     };
     let connected = started.elapsed();
+    let mut lane = rt.express.hold().await;
 
     // Observe.
     let mut seen = match observe::observe(&pool, &rt, &ctx.ledgers).await {
@@ -173,6 +184,12 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures, &persisted).await);
     }
     ctx.note_success(&pool);
+    if hook_check.is_none() {
+        lane.arm(&ctx, pool.clone(), &planned.plan.retiring, &persisted.names);
+        drop(lane);
+        // What changed while the lane was held.
+        rt.express.wake.notify_one();
+    }
     let look = hook::next_look(next_look(&planned.plan, &persisted), hook_check.as_ref());
     Ok(Requeue::requeue(look))
 }

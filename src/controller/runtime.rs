@@ -64,6 +64,8 @@ pub struct PoolRuntime {
     /// Since when each client has been down or disconnected, for
     /// `remediation` (see `unhealthy`).
     pub unhealthy: super::unhealthy::UnhealthyClock,
+    /// Drained clients terminated between reconciles (see `express`).
+    pub express: super::reconcile::express::ExpressLane,
 }
 
 impl PoolRuntime {
@@ -127,7 +129,8 @@ pub(super) async fn runtime(
     };
     let filter = nomad::node_pool_filter(&selector);
     let filter = (!filter.is_empty()).then_some(filter);
-    let trigger = Trigger::new(ctx.trigger.clone(), key.clone());
+    let express = super::reconcile::express::ExpressLane::default();
+    let trigger = Trigger::new(ctx.trigger.clone(), key.clone()).with_lane(express.wake.clone());
     let watch = PoolWatch::start(
         nomad.clone(),
         filter,
@@ -161,7 +164,9 @@ pub(super) async fn runtime(
         trigger,
         hooks: Default::default(),
         unhealthy: Default::default(),
+        express,
     });
+    rt.express.start(Arc::downgrade(&rt));
     ctx.pools
         .lock()
         .expect("pools lock")

@@ -3,19 +3,23 @@
 //! receiving end as the controller's stream.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::api::NomadClientPool;
 
-/// Wakes the reconciler for one pool.
+/// Wakes the reconciler for one pool, and its express lane.
 #[derive(Clone)]
 pub struct Trigger {
     tx: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
     pool: ObjectRef<NomadClientPool>,
+    /// The pool's express lane (see `reconcile::express`): every change a
+    /// watch reports may be a drained client it can terminate at once.
+    lane: Option<Arc<Notify>>,
 }
 
 impl Trigger {
@@ -23,12 +27,28 @@ impl Trigger {
         tx: mpsc::UnboundedSender<ObjectRef<NomadClientPool>>,
         pool: ObjectRef<NomadClientPool>,
     ) -> Self {
-        Self { tx, pool }
+        Self {
+            tx,
+            pool,
+            lane: None,
+        }
     }
+
+    /// The same trigger, waking `lane` too.
+    pub fn with_lane(self, lane: Arc<Notify>) -> Self {
+        Self {
+            lane: Some(lane),
+            ..self
+        }
+    }
+
     pub(crate) fn fire(&self) {
         // The controller dedups queued requests for the same pool, so a burst
-        // of changes costs one reconcile.
+        // of changes costs one reconcile; the lane takes a burst in one pass.
         let _ = self.tx.send(self.pool.clone());
+        if let Some(lane) = &self.lane {
+            lane.notify_one();
+        }
     }
 }
 

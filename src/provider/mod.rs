@@ -206,6 +206,23 @@ impl GroupState {
     pub fn instance(&self, instance_id: &str) -> Option<&InstanceState> {
         self.instances.iter().find(|i| i.id == instance_id)
     }
+
+    /// The group with `instance_id` its only VM (and no launch specs): what
+    /// a decision on that one VM reads, without a copy of every VM.
+    pub fn with_only(&self, instance_id: &str) -> GroupState {
+        GroupState {
+            name: self.name.clone(),
+            min_size: self.min_size,
+            max_size: self.max_size,
+            desired_capacity: self.desired_capacity,
+            terminate_suspended: self.terminate_suspended,
+            suspended_processes: self.suspended_processes.clone(),
+            instances: self.instance(instance_id).cloned().into_iter().collect(),
+            owner_tag: self.owner_tag.clone(),
+            launch_specs: Vec::new(),
+            reads_launch_times: self.reads_launch_times,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -409,9 +409,7 @@ fn advance_tracked(
 ) -> Vec<RetiringNode> {
     let mut next = Vec::with_capacity(view.tracked.len());
     for entry in view.tracked {
-        let force_after = (view.drain_of(&entry.node_id).force_terminate_after)
-            .as_deref()
-            .and_then(parse_go_duration);
+        let force_after = force_after(view, &entry.node_id);
         if !entry.reason.has_node() {
             next.extend(remediation::advance_unregistered(entry, view, plan));
         } else if departed::is_outside(view, entry) {
@@ -421,6 +419,27 @@ fn advance_tracked(
         }
     }
     next
+}
+
+/// The client's `drain.forceTerminateAfter`, parsed.
+fn force_after(view: &PoolView<'_>, node_id: &str) -> Option<SignedDuration> {
+    (view.drain_of(node_id).force_terminate_after)
+        .as_deref()
+        .and_then(parse_go_duration)
+}
+
+/// The step `plan` takes for one retirement of a client of the pool, alone:
+/// on a view narrowed to the client and the nodes of its VM, the express
+/// lane (`reconcile::express`) decides a drained client's termination
+/// without planning the whole pool. `None`: the retirement is finished.
+pub fn step_one(view: &PoolView<'_>, entry: &RetiringNode) -> (Option<RetiringNode>, Plan) {
+    let mut plan = Plan::default();
+    let nodes: HashMap<&str, &NodeFacts> = (view.outside.iter().chain(view.nodes))
+        .map(|n| (n.id.as_str(), n))
+        .collect();
+    let force_after = force_after(view, &entry.node_id);
+    let next = advance(view, &nodes, entry, force_after, &mut plan);
+    (next, plan)
 }
 
 /// The last step: what the pool's nodes and VMs show that no retirement

@@ -160,7 +160,7 @@ pub fn start_terminate(rt: &Arc<PoolRuntime>, seen: &Observed, action: &Action) 
 
 /// Start a terminate call unless one for the instance is running; whether
 /// one runs now.
-fn spawn_terminate(
+pub(super) fn spawn_terminate(
     rt: &Arc<PoolRuntime>,
     instance_id: &str,
     decrement: bool,

@@ -80,7 +80,7 @@ pub fn node_facts(snapshot: &NodesSnapshot, key: &str, uid: &str) -> Vec<NodeFac
 }
 
 /// A node of the view as the planner takes it.
-fn fact(
+pub(super) fn fact(
     n: &NodeListStub,
     instance_id: Option<String>,
     do_not_retire: bool,

@@ -99,6 +99,17 @@ impl Ledgers {
         Ok(self.overlay(stored, mine))
     }
 
+    /// One retirement as our writes left it; `None` if it is not known (or
+    /// its namespace is not watched or not synced yet).
+    pub fn one(&self, ns: &str, name: &str) -> Option<Arc<NomadClientRetirement>> {
+        let store = self.store_for(ns)?;
+        let stored = store.get(&ObjectRef::new(name).within(ns));
+        let it = |r: &NomadClientRetirement| {
+            r.name_any() == name && r.namespace().as_deref() == Some(ns)
+        };
+        self.overlay(stored.into_iter().collect(), it).pop()
+    }
+
     /// The stored objects, each swapped for our write where the store has
     /// not caught up, plus the objects we created that it does not show.
     fn overlay(

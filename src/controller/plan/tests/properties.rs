@@ -4,7 +4,9 @@
 use super::*;
 use proptest::prelude::*;
 
+mod express;
 mod remediation;
+use express::{drains_ended, lane_terminates_only_what_the_plan_does};
 use remediation::{
     unhealthy_selections_are_safe, unregistered_terminate_is_safe, with_remediation,
 };
@@ -272,6 +274,17 @@ proptest! {
         }
         adoptions_are_as_recorded(&c, &p)?;
         selections_are_safe(&c, &p)?;
+        lane_terminates_only_what_the_plan_does(&c)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Most generated cases hold no drain that ended; these all do.
+    #[test]
+    fn the_lane_terminates_only_what_the_plan_does(c in case().prop_map(drains_ended)) {
+        lane_terminates_only_what_the_plan_does(&c)?;
     }
 }
 

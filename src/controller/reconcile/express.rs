@@ -1,0 +1,428 @@
+//! The express lane: a drained client's VM terminated without planning the
+//! whole pool.
+//!
+//! A reconcile plans every node of the pool (tens of milliseconds at 5,000)
+//! and runs at most every `--min-reconcile-interval-ms`, so a drain that
+//! ended waited for the reconcile running, then the interval, then its own
+//! reconcile: most of the retire latency, while those whole-pool reconciles
+//! were most of the operator's CPU (BENCHMARKS.md, eighth pass). The lane is
+//! woken by every change the pool's watches report (`Trigger`), looks only
+//! at the drains the last reconcile left running, and for a client whose
+//! drain ended:
+//! 1. starts what the decision reads, as `prime` does for a reconcile: the
+//!    allocation watches of the client and of the other nodes of its VM, and
+//!    the cluster-wide read of the VM's nodes; their answers wake it again;
+//! 2. takes the planner's own step for that one retirement
+//!    (`plan::step_one`) on a view narrowed to the client and the pool's
+//!    nodes on its VM, and goes on only when that step is the termination
+//!    and nothing else (no warning, no other action, no blocker): anything
+//!    else is left to the reconcile;
+//! 3. writes the `Terminating` record compare-and-swap, then starts the call
+//!    as a reconcile does (`act::spawn_terminate`, with its last check of
+//!    the VM's nodes).
+//!
+//! A per-pool lock serialises it with the reconcile, and only a reconcile
+//! that succeeded arms it, with that reconcile's pool; every reconcile
+//! disarms it when it starts, so a spec change, trouble, a deleted pool or a
+//! new connection stops it until a reconcile has planned again. It never
+//! runs for a dry run or a pool with a lifecycle hook, nor for a
+//! remediation (no drain) or a VM without a client.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::{Api, ResourceExt};
+use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use super::super::PoolRuntime;
+use super::super::alloc_watch::{self, AllocWatchMode};
+use super::super::plan::{self, Action, AllocationVisibility, NodeFacts, PoolView};
+use super::super::retirement::sync::StatusWrite;
+use super::super::retirement::{Ledgers, records, write};
+use super::super::siblings;
+use super::super::visibility::VisibilityState;
+use super::super::watch::{NodesSnapshot, NodesState};
+use crate::api::{NomadClientPool, NomadClientRetirement, RetirePhase, RetireReason};
+use crate::metrics::{PoolLabels, metrics};
+use crate::nomad::{self, NodeListStub};
+
+/// After a pass, changes are gathered this long before the next: a burst of
+/// watch answers costs one pass.
+const GATHER: Duration = Duration::from_millis(10);
+
+/// The lane of one pool: its wake-up, its lock and what arms it.
+pub struct ExpressLane {
+    /// Fired with the pool's trigger.
+    pub wake: Arc<Notify>,
+    /// `None` while disarmed; held by a reconcile from start to end.
+    armed: Arc<tokio::sync::Mutex<Option<Armed>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Default for ExpressLane {
+    fn default() -> Self {
+        Self {
+            wake: Arc::new(Notify::new()),
+            armed: Arc::default(),
+            task: Mutex::default(),
+        }
+    }
+}
+
+impl Drop for ExpressLane {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().expect("lane lock").take() {
+            task.abort();
+        }
+    }
+}
+
+/// What a successful reconcile left the lane.
+pub struct Armed {
+    client: kube::Client,
+    ledgers: Arc<Ledgers>,
+    pool: Arc<NomadClientPool>,
+    /// The drains in flight, by node ID.
+    candidates: HashMap<String, Candidate>,
+}
+
+struct Candidate {
+    /// The retirement object's name.
+    name: String,
+    instance: String,
+    /// What the last look at it saw; it is looked at again only once that
+    /// changed (node, allocation or VM answers).
+    seen: Option<Inputs>,
+}
+
+/// The reads a decision rests on, as far as telling them apart goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Inputs {
+    node_index: u64,
+    live: Option<u32>,
+    vm_read: bool,
+    /// The other nodes of the VM whose allocations are read.
+    others_read: usize,
+}
+
+/// The lane held for a reconcile: disarmed until `arm`.
+pub struct Held(OwnedMutexGuard<Option<Armed>>);
+
+impl ExpressLane {
+    /// Start the lane's task; `rt` owns this lane.
+    pub fn start(&self, rt: Weak<PoolRuntime>) {
+        let task = tokio::spawn(run(rt, self.wake.clone(), self.armed.clone()));
+        if let Some(old) = self.task.lock().expect("lane lock").replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Disarm the lane and hold it (waiting for a pass to end) until the
+    /// returned guard drops.
+    pub async fn hold(&self) -> Held {
+        let mut guard = self.armed.clone().lock_owned().await;
+        *guard = None;
+        Held(guard)
+    }
+}
+
+impl Held {
+    /// Arm the lane with what a successful reconcile planned: each drain in
+    /// flight of a client (`names`: the retirement of each, by node ID).
+    pub fn arm(
+        &mut self,
+        ctx: &super::super::Context,
+        pool: Arc<NomadClientPool>,
+        retiring: &[crate::api::RetiringNode],
+        names: &HashMap<String, String>,
+    ) {
+        let hook = pool
+            .spec
+            .provider
+            .aws_auto_scaling_group
+            .as_ref()
+            .is_some_and(|a| a.lifecycle_hook.is_some());
+        if pool.spec.disruption.dry_run || hook {
+            return;
+        }
+        let candidates = (retiring.iter())
+            .filter(|r| matches!(r.phase, RetirePhase::Draining | RetirePhase::Drained))
+            .filter(|r| r.reason.has_node() && r.reason != RetireReason::Unhealthy)
+            .filter_map(|r| {
+                let candidate = Candidate {
+                    name: names.get(&r.node_id)?.clone(),
+                    instance: r.instance_id.clone()?,
+                    seen: None,
+                };
+                Some((r.node_id.clone(), candidate))
+            })
+            .collect();
+        *self.0 = Some(Armed {
+            client: ctx.client.clone(),
+            ledgers: ctx.ledgers.clone(),
+            pool,
+            candidates,
+        });
+    }
+}
+
+async fn run(
+    rt: Weak<PoolRuntime>,
+    wake: Arc<Notify>,
+    armed: Arc<tokio::sync::Mutex<Option<Armed>>>,
+) {
+    loop {
+        wake.notified().await;
+        let Some(rt) = rt.upgrade() else { return };
+        if let Some(a) = armed.lock().await.as_mut() {
+            pass(&rt, a).await;
+        }
+        drop(rt);
+        tokio::time::sleep(GATHER).await;
+    }
+}
+
+/// One look at every candidate whose reads changed.
+async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
+    let NodesState::Ready(snapshot) = rt.watch.nodes() else {
+        return;
+    };
+    let visibility = rt.visibility.state();
+    let gap = visibility.gap();
+    if gap.is_some() || matches!(visibility, VisibilityState::Checking) {
+        // No termination the token cannot prove safe: the reconcile says why.
+        return;
+    }
+    let spec = &armed.pool.spec;
+    let ignore_system_jobs = spec.drain.ignore_system_jobs;
+    let allocs = rt.watch.allocation_facts(ignore_system_jobs, &snapshot);
+    let listed = rt.siblings.facts();
+    let mut reads = Reads::default();
+    let mut decided = Vec::new();
+    for (node_id, c) in armed.candidates.iter_mut() {
+        let Some(stub) = stub_of(&snapshot, node_id) else {
+            continue;
+        };
+        if !drain_ended(stub) {
+            continue;
+        }
+        let on_vm = listed.get(&c.instance);
+        let others = || {
+            (on_vm.into_iter().flatten())
+                .map(|n| n.id.as_str())
+                .filter(|id| id != node_id)
+        };
+        let inputs = Inputs {
+            node_index: stub.modify_index,
+            live: allocs.get(node_id).map(|a| a.live),
+            vm_read: on_vm.is_some(),
+            others_read: others().filter(|id| allocs.contains_key(*id)).count(),
+        };
+        if c.seen == Some(inputs) {
+            continue;
+        }
+        c.seen = Some(inputs);
+        let mut unread = false;
+        for id in std::iter::once(node_id.as_str()).chain(others()) {
+            if !allocs.contains_key(id) {
+                reads.watch(id, stub_of(&snapshot, id));
+                unread = true;
+            }
+        }
+        if on_vm.is_none() {
+            reads.vms.insert(c.instance.clone());
+        } else if !unread {
+            decided.push(node_id.clone());
+        }
+    }
+    reads.start(rt, &snapshot, ignore_system_jobs);
+    let facts = Facts {
+        snapshot: &snapshot,
+        allocs: &allocs,
+        listed: &listed,
+    };
+    for node_id in decided {
+        if decide(rt, armed, &facts, &node_id).await {
+            armed.candidates.remove(&node_id);
+        }
+    }
+}
+
+/// What one pass read, shared by its decisions.
+struct Facts<'a> {
+    snapshot: &'a NodesSnapshot,
+    allocs: &'a HashMap<String, plan::AllocFacts>,
+    listed: &'a plan::InstanceNodes,
+}
+
+/// The reads a pass starts for the decisions it cannot make yet.
+#[derive(Default)]
+struct Reads {
+    watches: HashMap<String, AllocWatchMode>,
+    vms: BTreeSet<String>,
+}
+
+impl Reads {
+    fn watch(&mut self, node_id: &str, stub: Option<&NodeListStub>) {
+        (self.watches).insert(node_id.to_owned(), alloc_watch::gate_mode(stub));
+    }
+
+    fn start(self, rt: &PoolRuntime, snapshot: &NodesSnapshot, ignore_system_jobs: bool) {
+        if !self.watches.is_empty() {
+            rt.watch
+                .start_missing_watches(&self.watches, ignore_system_jobs);
+        }
+        if !self.vms.is_empty() {
+            (rt.siblings).also(&self.vms, snapshot.instance_ids.clone());
+        }
+    }
+}
+
+/// The node view's stub of `node_id` (the view is in node ID order).
+fn stub_of<'a>(snapshot: &'a NodesSnapshot, node_id: &str) -> Option<&'a NodeListStub> {
+    let at = (snapshot.nodes)
+        .binary_search_by(|n| n.id.as_str().cmp(node_id))
+        .ok()?;
+    Some(&snapshot.nodes[at])
+}
+
+/// Nomad says the drain is over (or the node is down), as the planner reads
+/// it (`terminate::Drain`).
+fn drain_ended(n: &NodeListStub) -> bool {
+    let complete =
+        (n.last_drain.as_ref()).is_some_and(|d| d.status == nomad::DrainStatus::Complete);
+    !n.drain && (complete || n.status == nomad::NodeStatus::Down)
+}
+
+/// Decide on one drained client; whether the lane is done with it (its
+/// termination started, or its retirement is no longer one to decide).
+async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id: &str) -> bool {
+    let c = &armed.candidates[node_id];
+    let ns = armed.pool.namespace().unwrap_or_default();
+    let Some(obj) = armed.ledgers.one(&ns, &c.name) else {
+        return true;
+    };
+    let now = Timestamp::now();
+    let finishing = |r: &NomadClientRetirement| armed.ledgers.is_finishing(r);
+    let tracked = records::tracked(std::slice::from_ref(&obj), &[], now, &finishing);
+    let Some(entry) = tracked.entries.into_iter().next() else {
+        return true;
+    };
+    if entry.node_id != node_id
+        || !matches!(entry.phase, RetirePhase::Draining | RetirePhase::Drained)
+    {
+        return true;
+    }
+    let Some(group) = rt.group.narrowed(&c.instance) else {
+        return false;
+    };
+    let nodes = nodes_on_vm(facts.snapshot, &c.instance, &armed.pool);
+    let key = format!("{ns}/{}", armed.pool.name_any());
+    let drains = records::drains(std::slice::from_ref(&obj), &armed.pool.spec.drain);
+    let (none, no_clock) = (HashMap::new(), HashMap::new());
+    let view = PoolView {
+        now,
+        pool_key: &key,
+        spec: &armed.pool.spec,
+        tracked: std::slice::from_ref(&entry),
+        retired: &[],
+        recent_starts: &[],
+        nodes: &nodes,
+        outside: &[],
+        allocs: facts.allocs,
+        load: None,
+        group: &group,
+        visibility: AllocationVisibility::Proven,
+        instance_nodes: facts.listed,
+        drains: &drains,
+        lifecycle_hook: None,
+        unhealthy_since: &none,
+        clientless_since: &no_clock,
+        index: Default::default(),
+    };
+    let (Some(next), step) = plan::step_one(&view, &entry) else {
+        return true;
+    };
+    let Some((instance, decrement)) = lone_terminate(&next, &step) else {
+        return false;
+    };
+    let blocking = facts.allocs.get(node_id).map(|a| a.blocking.clone());
+    let status = records::status_of(
+        &next,
+        obj.status.as_ref(),
+        obj.metadata.generation,
+        blocking,
+        now,
+    );
+    let api: Api<NomadClientRetirement> = Api::namespaced(armed.client.clone(), &ns);
+    let w = StatusWrite {
+        object: obj,
+        status,
+    };
+    if let Err(e) = write::status(&api, &armed.ledgers, &w).await {
+        // A newer record (or none): the reconcile decides on it.
+        debug!(error = %e, node = node_id, "express lane: record not written");
+        return true;
+    }
+    let known = siblings::known_on(&instance, facts.listed, &nodes);
+    super::act::spawn_terminate(rt, &instance, decrement, true, known);
+    let labels = PoolLabels { pool: key };
+    for s in &step.drain_wait_seconds {
+        metrics().drain_wait.get_or_create(&labels).observe(*s);
+    }
+    metrics().express_terminates.get_or_create(&labels).inc();
+    debug!(node = node_id, instance = %instance, "express lane: terminate started");
+    true
+}
+
+/// The VM and decrement of a step that is the termination and nothing else.
+fn lone_terminate(next: &crate::api::RetiringNode, step: &plan::Plan) -> Option<(String, bool)> {
+    if next.phase != RetirePhase::Terminating
+        || !step.events.is_empty()
+        || !step.blockers.is_empty()
+    {
+        return None;
+    }
+    match step.actions.as_slice() {
+        [
+            Action::Terminate {
+                instance_id,
+                decrement,
+                first_attempt: true,
+                ..
+            },
+        ] => Some((instance_id.clone(), *decrement)),
+        _ => None,
+    }
+}
+
+/// The facts of the pool's nodes that report `instance` (the client among
+/// them): all the step reads of the pool's nodes.
+fn nodes_on_vm(snapshot: &NodesSnapshot, instance: &str, pool: &NomadClientPool) -> Vec<NodeFacts> {
+    let ids: HashSet<&str> = (snapshot.instance_ids.iter())
+        .filter(|(_, i)| i.as_str() == instance)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let (key, uid) = (
+        format!(
+            "{}/{}",
+            pool.namespace().unwrap_or_default(),
+            pool.name_any()
+        ),
+        pool.uid().unwrap_or_default(),
+    );
+    let mut ids: Vec<&str> = ids.into_iter().collect();
+    // In the pool's node order, as the whole plan's view has them.
+    ids.sort_unstable();
+    ids.into_iter()
+        .filter_map(|id| stub_of(snapshot, id))
+        .map(|n| {
+            let opted_out = snapshot.opted_out.contains(&n.id);
+            super::facts::fact(n, Some(instance.to_owned()), opted_out, &key, &uid)
+        })
+        .collect()
+}
