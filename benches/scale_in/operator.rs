@@ -113,6 +113,7 @@ impl OperatorProc {
                 "wait_seconds_count",
                 "reconciles_total",
                 "requests_total",
+                "express_terminates_total",
             ];
             if keep.iter().any(|kw| k.contains(kw)) {
                 out.insert(k.to_owned(), json!(round(v, 3)));

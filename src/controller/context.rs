@@ -29,6 +29,10 @@ pub struct Context {
     /// Builds each pool's cloud provider: the real clouds, or a test's fake.
     pub connector: Arc<dyn Connector>,
     failures: Mutex<HashMap<ObjectRef<NomadClientPool>, u32>>,
+    /// How far apart each pool's reconciles are spaced beyond
+    /// `--min-reconcile-interval-ms`, while its express lane is armed (see
+    /// `reconcile::express`): set by each reconcile from its own duration.
+    spacing: Mutex<HashMap<ObjectRef<NomadClientPool>, Duration>>,
 }
 
 impl Context {
@@ -54,6 +58,7 @@ impl Context {
             ambient,
             connector,
             failures: Mutex::new(HashMap::new()),
+            spacing: Mutex::new(HashMap::new()),
         };
         (Arc::new(ctx), woken)
     }
@@ -72,6 +77,21 @@ impl Context {
             .expect("failures lock")
             .remove(&ObjectRef::from_obj(pool));
     }
+    /// Space `pool`'s reconciles at least `spacing` apart (`None`: by the
+    /// minimum interval alone).
+    pub fn set_spacing(&self, pool: &ObjectRef<NomadClientPool>, spacing: Option<Duration>) {
+        let mut all = self.spacing.lock().expect("spacing lock");
+        match spacing {
+            Some(d) => all.insert(pool.clone(), d),
+            None => all.remove(pool),
+        };
+    }
+
+    pub fn spacing(&self, pool: &ObjectRef<NomadClientPool>) -> Duration {
+        let all = self.spacing.lock().expect("spacing lock");
+        all.get(pool).copied().unwrap_or_default()
+    }
+
     /// Per-pool exponential backoff: one failing pool never spins, and never
     /// slows the others.
     pub fn backoff(&self, pool: &NomadClientPool) -> Duration {

@@ -124,7 +124,12 @@ pub async fn run(
         routes.insert(scope.clone(), tx);
         controllers.push(run_scope(ctx.clone(), scope, rx));
     }
-    tokio::spawn(route_triggers(rx, routes, min_reconcile_interval));
+    tokio::spawn(route_triggers(
+        rx,
+        routes,
+        min_reconcile_interval,
+        ctx.clone(),
+    ));
     futures::future::join_all(controllers).await;
     info!("controller stopped");
 }
@@ -133,6 +138,7 @@ async fn route_triggers(
     mut rx: mpsc::UnboundedReceiver<ObjectRef<NomadClientPool>>,
     routes: HashMap<Option<String>, mpsc::UnboundedSender<ObjectRef<NomadClientPool>>>,
     min_interval: Duration,
+    ctx: Arc<Context>,
 ) {
     let route = |pool: ObjectRef<NomadClientPool>| {
         let tx = routes.get(&pool.namespace).or_else(|| routes.get(&None));
@@ -144,7 +150,10 @@ async fn route_triggers(
     let (due_tx, mut due) = mpsc::unbounded_channel();
     loop {
         tokio::select! {
-            pool = rx.recv() => match pool.map(|p| (throttle.offer(&p, tokio::time::Instant::now()), p)) {
+            pool = rx.recv() => match pool.map(|p| {
+                let spacing = ctx.spacing(&p);
+                (throttle.offer_spaced(&p, tokio::time::Instant::now(), spacing), p)
+            }) {
                 // Every watch is gone: so is the process's controller.
                 None => break,
                 Some((trigger::Pass::Now, pool)) => route(pool),

@@ -36,6 +36,12 @@ pub const FINALIZER: &str = "nomadpool.dev/release-nodes";
 /// Safety-net resync: the watches wake us on every change, this only covers
 /// what no watch can see (for example the cloud group changed by hand).
 const RESYNC: Duration = Duration::from_secs(300);
+/// While the express lane is armed, a pool's reconciles are spaced this
+/// many times the last one's duration apart (at least the minimum
+/// interval, at most `MAX_SPACING`): at 5,000 clients a reconcile takes
+/// ~100 ms, so ~1 s.
+const SPACING_PER_RECONCILE_TIME: u32 = 8;
+const MAX_SPACING: Duration = Duration::from_secs(5);
 /// How often a pool with retirements in flight re-reads its cloud group,
 /// which no Nomad watch reports on.
 const ACTIVE_RESYNC: Duration = Duration::from_secs(10);
@@ -49,12 +55,14 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     let key = format!("{ns}/{}", pool.name_any());
     // No express lane while the pool is reconciled, nor after, until a
     // reconcile succeeds: the lane acts only on what one planned.
+    let pool_ref = ObjectRef::from_obj(&*pool);
     let current = (ctx.pools.lock().expect("pools lock"))
-        .get(&ObjectRef::from_obj(&*pool))
+        .get(&pool_ref)
         .cloned();
     if let Some(rt) = current {
         drop(rt.express.hold().await);
     }
+    ctx.set_spacing(&pool_ref, None);
     let result = finalizer(&api, FINALIZER, pool, |event| async {
         match event {
             Finalizer::Apply(pool) => {
@@ -184,8 +192,11 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures, &persisted).await);
     }
     ctx.note_success(&pool);
-    if hook_check.is_none() {
-        lane.arm(&ctx, pool.clone(), &planned.plan.retiring, &persisted.names);
+    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, &persisted.names) {
+        // The lane takes the step users wait on; the whole-pool plan can
+        // wait in proportion to what it costs.
+        let spacing = started.elapsed().saturating_mul(SPACING_PER_RECONCILE_TIME);
+        ctx.set_spacing(&ObjectRef::from_obj(&*pool), Some(spacing.min(MAX_SPACING)));
         drop(lane);
         // What changed while the lane was held.
         rt.express.wake.notify_one();

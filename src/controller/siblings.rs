@@ -92,6 +92,14 @@ impl SiblingWatch {
             .collect()
     }
 
+    /// `facts` of `instances` only.
+    pub fn facts_of<'a>(&self, instances: impl IntoIterator<Item = &'a str>) -> InstanceNodes {
+        let s = self.shared.state.lock().expect("sibling lock");
+        (instances.into_iter())
+            .filter_map(|i| Some((i.to_owned(), s.tracked.get(i)?.nodes.clone()?)))
+            .collect()
+    }
+
     /// Keep answers exactly on `instances`, reading the VMs new among them.
     /// `pool` is the VM of each of the pool's nodes as the plan sees them
     /// (the node view's map): it places the nodes of an answer on their VMs

@@ -89,11 +89,17 @@ impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
     }
 
     pub fn offer(&mut self, key: &K, now: Instant) -> Pass {
+        self.offer_spaced(key, now, Duration::ZERO)
+    }
+
+    /// `offer`, with this key's wake-ups at least `spacing` apart.
+    pub fn offer_spaced(&mut self, key: &K, now: Instant, spacing: Duration) -> Pass {
+        let interval = self.min_interval.max(spacing);
         match self.keys.get_mut(key) {
             Some((_, true)) => Pass::Merged,
-            Some((last, held)) if now < *last + self.min_interval => {
+            Some((last, held)) if now < *last + interval => {
                 *held = true;
-                Pass::At(*last + self.min_interval)
+                Pass::At(*last + interval)
             }
             _ => {
                 self.keys.insert(key.clone(), (now, false));
@@ -151,5 +157,8 @@ mod tests {
         t.release(&"a", t0 + ms(400));
         // After a quiet spell, at once.
         assert_eq!(t.offer(&"a", t0 + ms(700)), Pass::Now);
+        // A pool spaced wider than the minimum waits its own spacing.
+        let spaced = t.offer_spaced(&"a", t0 + ms(800), ms(1000));
+        assert_eq!(spaced, Pass::At(t0 + ms(1700)));
     }
 }

@@ -131,15 +131,16 @@ impl ExpressLane {
 }
 
 impl Held {
-    /// Arm the lane with what a successful reconcile planned: each drain in
-    /// flight of a client (`names`: the retirement of each, by node ID).
+    /// Arm the lane with what a successful reconcile planned: each drain of
+    /// a client sent or running (`names`: the retirement of each, by node ID);
+    /// whether it is armed (never for a dry run or a lifecycle hook).
     pub fn arm(
         &mut self,
         ctx: &super::super::Context,
         pool: Arc<NomadClientPool>,
-        retiring: &[crate::api::RetiringNode],
+        plan: &plan::Plan,
         names: &HashMap<String, String>,
-    ) {
+    ) -> bool {
         let hook = pool
             .spec
             .provider
@@ -147,10 +148,21 @@ impl Held {
             .as_ref()
             .is_some_and(|a| a.lifecycle_hook.is_some());
         if pool.spec.disruption.dry_run || hook {
-            return;
+            return false;
         }
-        let candidates = (retiring.iter())
-            .filter(|r| matches!(r.phase, RetirePhase::Draining | RetirePhase::Drained))
+        // A drain no reconcile saw running is taken in two steps (see
+        // `decide`); the whole plan would give it back in between when the
+        // pool shrinks less than planned (a raised `replicas`), so it is
+        // taken only after a plan that gave nothing back.
+        let gives_back = (plan.actions.iter()).any(|a| {
+            matches!(
+                a,
+                Action::Release { .. } | Action::SetDesiredCapacity { .. }
+            )
+        });
+        let candidates = (plan.retiring.iter())
+            .filter(|r| lane_phase(r.phase))
+            .filter(|r| r.phase != RetirePhase::Cordoned || !gives_back)
             .filter(|r| r.reason.has_node() && r.reason != RetireReason::Unhealthy)
             .filter_map(|r| {
                 let candidate = Candidate {
@@ -167,6 +179,7 @@ impl Held {
             pool,
             candidates,
         });
+        true
     }
 }
 
@@ -186,39 +199,49 @@ async fn run(
     }
 }
 
-/// One look at every candidate whose reads changed.
+/// One look at every candidate whose drain ended and whose reads changed.
 async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
     let NodesState::Ready(snapshot) = rt.watch.nodes() else {
         return;
     };
+    // Most wake-ups end here: a look at the node view, nothing read.
+    let ended: Vec<String> = (armed.candidates.keys())
+        .filter(|id| snapshot.node(id).is_some_and(drain_ended))
+        .cloned()
+        .collect();
+    if ended.is_empty() {
+        return;
+    }
     let visibility = rt.visibility.state();
-    let gap = visibility.gap();
-    if gap.is_some() || matches!(visibility, VisibilityState::Checking) {
+    if visibility.gap().is_some() || matches!(visibility, VisibilityState::Checking) {
         // No termination the token cannot prove safe: the reconcile says why.
         return;
     }
-    let spec = &armed.pool.spec;
-    let ignore_system_jobs = spec.drain.ignore_system_jobs;
-    let allocs = rt.watch.allocation_facts(ignore_system_jobs, &snapshot);
-    let listed = rt.siblings.facts();
+    let ignore_system_jobs = armed.pool.spec.drain.ignore_system_jobs;
+    let listed = (rt.siblings).facts_of(
+        ended
+            .iter()
+            .map(|id| armed.candidates[id].instance.as_str()),
+    );
+    let on_vms = listed.values().flatten().map(|n| n.id.as_str());
+    let ids = ended.iter().map(String::as_str).chain(on_vms);
+    let allocs = rt
+        .watch
+        .allocation_facts_of(ids, ignore_system_jobs, &snapshot);
     let mut reads = Reads::default();
     let mut decided = Vec::new();
-    for (node_id, c) in armed.candidates.iter_mut() {
-        let Some(stub) = stub_of(&snapshot, node_id) else {
-            continue;
-        };
-        if !drain_ended(stub) {
-            continue;
-        }
+    for node_id in ended {
+        let c = armed.candidates.get_mut(&node_id).expect("listed above");
+        let stub = snapshot.node(&node_id).expect("listed above");
         let on_vm = listed.get(&c.instance);
         let others = || {
             (on_vm.into_iter().flatten())
                 .map(|n| n.id.as_str())
-                .filter(|id| id != node_id)
+                .filter(|id| *id != node_id)
         };
         let inputs = Inputs {
             node_index: stub.modify_index,
-            live: allocs.get(node_id).map(|a| a.live),
+            live: allocs.get(&node_id).map(|a| a.live),
             vm_read: on_vm.is_some(),
             others_read: others().filter(|id| allocs.contains_key(*id)).count(),
         };
@@ -229,14 +252,14 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         let mut unread = false;
         for id in std::iter::once(node_id.as_str()).chain(others()) {
             if !allocs.contains_key(id) {
-                reads.watch(id, stub_of(&snapshot, id));
+                reads.watch(id, snapshot.node(id));
                 unread = true;
             }
         }
         if on_vm.is_none() {
             reads.vms.insert(c.instance.clone());
         } else if !unread {
-            decided.push(node_id.clone());
+            decided.push(node_id);
         }
     }
     reads.start(rt, &snapshot, ignore_system_jobs);
@@ -282,14 +305,6 @@ impl Reads {
     }
 }
 
-/// The node view's stub of `node_id` (the view is in node ID order).
-fn stub_of<'a>(snapshot: &'a NodesSnapshot, node_id: &str) -> Option<&'a NodeListStub> {
-    let at = (snapshot.nodes)
-        .binary_search_by(|n| n.id.as_str().cmp(node_id))
-        .ok()?;
-    Some(&snapshot.nodes[at])
-}
-
 /// Nomad says the drain is over (or the node is down), as the planner reads
 /// it (`terminate::Drain`).
 fn drain_ended(n: &NodeListStub) -> bool {
@@ -312,9 +327,7 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
     let Some(entry) = tracked.entries.into_iter().next() else {
         return true;
     };
-    if entry.node_id != node_id
-        || !matches!(entry.phase, RetirePhase::Draining | RetirePhase::Drained)
-    {
+    if entry.node_id != node_id || !lane_phase(entry.phase) {
         return true;
     }
     let Some(group) = rt.group.narrowed(&c.instance) else {
@@ -344,9 +357,24 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
         clientless_since: &no_clock,
         index: Default::default(),
     };
-    let (Some(next), step) = plan::step_one(&view, &entry) else {
+    let (Some(mut next), mut step) = plan::step_one(&view, &entry) else {
         return true;
     };
+    if recorded_only(&entry, &next, &step) {
+        // The drain ended before a reconcile saw it run: that step only
+        // records it, and the next one, on the same facts, decides (as two
+        // reconciles in a row would; the record written is the second's).
+        let again = PoolView {
+            tracked: std::slice::from_ref(&next),
+            index: Default::default(),
+            ..view.clone()
+        };
+        let second = plan::step_one(&again, &next);
+        let (Some(after), then) = second else {
+            return true;
+        };
+        (next, step) = (after, then);
+    }
     let Some((instance, decrement)) = lone_terminate(&next, &step) else {
         return false;
     };
@@ -377,6 +405,28 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
     metrics().express_terminates.get_or_create(&labels).inc();
     debug!(node = node_id, instance = %instance, "express lane: terminate started");
     true
+}
+
+/// The phases the lane decides from: a drain sent (`Cordoned`), running or
+/// held (`Drained`).
+fn lane_phase(phase: RetirePhase) -> bool {
+    matches!(
+        phase,
+        RetirePhase::Cordoned | RetirePhase::Draining | RetirePhase::Drained
+    )
+}
+
+/// A step from `Cordoned` to `Draining` that does and says nothing else.
+fn recorded_only(
+    entry: &crate::api::RetiringNode,
+    next: &crate::api::RetiringNode,
+    step: &plan::Plan,
+) -> bool {
+    entry.phase == RetirePhase::Cordoned
+        && next.phase == RetirePhase::Draining
+        && step.actions.is_empty()
+        && step.events.is_empty()
+        && step.blockers.is_empty()
 }
 
 /// The VM and decrement of a step that is the termination and nothing else.
@@ -419,7 +469,7 @@ fn nodes_on_vm(snapshot: &NodesSnapshot, instance: &str, pool: &NomadClientPool)
     // In the pool's node order, as the whole plan's view has them.
     ids.sort_unstable();
     ids.into_iter()
-        .filter_map(|id| stub_of(snapshot, id))
+        .filter_map(|id| snapshot.node(id))
         .map(|n| {
             let opted_out = snapshot.opted_out.contains(&n.id);
             super::facts::fact(n, Some(instance.to_owned()), opted_out, &key, &uid)

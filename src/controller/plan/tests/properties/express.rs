@@ -1,6 +1,8 @@
 //! The express lane's decision (`step_one` on a view narrowed to one
-//! client and its VM) against the whole plan: whenever the lane would
-//! terminate a VM alone, the whole plan terminates it the same way.
+//! client and its VM, twice when the first step only records a drain that
+//! ended) against the whole plan: whenever the lane would terminate a VM
+//! alone, the whole plan (as many plans in a row) terminates it the same
+//! way.
 
 use super::*;
 
@@ -21,13 +23,32 @@ fn narrowed<'a>(
     }
 }
 
+/// Whether a plan gives clients back or grows the group (which gives back
+/// the newest retirements first).
+fn gives_back(p: &Plan) -> bool {
+    (p.actions.iter()).any(|a| {
+        matches!(
+            a,
+            Action::Release { .. } | Action::SetDesiredCapacity { .. }
+        )
+    })
+}
+
+/// A drain sent, running, or held at the gate.
+fn lane_phase(p: RetirePhase) -> bool {
+    matches!(
+        p,
+        RetirePhase::Cordoned | RetirePhase::Draining | RetirePhase::Drained
+    )
+}
+
 /// Every retirement the lane would take up in `c`, with its VM.
 fn lane_candidates(c: &Case) -> Vec<(&RetiringNode, &str)> {
     if c.spec.disruption.dry_run || c.hidden {
         return vec![];
     }
     (c.tracked.iter())
-        .filter(|e| matches!(e.phase, RetirePhase::Draining | RetirePhase::Drained))
+        .filter(|e| lane_phase(e.phase))
         .filter(|e| e.reason.has_node() && e.reason != RetireReason::Unhealthy)
         .filter(|e| c.nodes.iter().any(|n| n.id == e.node_id))
         .filter_map(|e| Some((e, e.instance_id.as_deref()?)))
@@ -42,8 +63,26 @@ pub(super) fn lane_terminates_only_what_the_plan_does(c: &Case) -> Result<(), Te
             .cloned()
             .collect();
         let group = c.group.with_only(instance);
-        let (next, step) = step_one(&narrowed(c, entry, &nodes, &group), entry);
-        let Some(next) = next else { continue };
+        let view = narrowed(c, entry, &nodes, &group);
+        let (Some(mut next), mut step) = step_one(&view, entry) else {
+            continue;
+        };
+        let chained = entry.phase == RetirePhase::Cordoned
+            && next.phase == RetirePhase::Draining
+            && step.actions.is_empty()
+            && step.events.is_empty()
+            && step.blockers.is_empty();
+        if chained {
+            let again = PoolView {
+                tracked: std::slice::from_ref(&next),
+                index: Default::default(),
+                ..view.clone()
+            };
+            let (Some(after), then) = step_one(&again, &next) else {
+                continue;
+            };
+            (next, step) = (after, then);
+        }
         let lone = next.phase == RetirePhase::Terminating
             && step.events.is_empty()
             && step.blockers.is_empty()
@@ -57,7 +96,23 @@ pub(super) fn lane_terminates_only_what_the_plan_does(c: &Case) -> Result<(), Te
         if !lone {
             continue;
         }
-        let p = whole.get_or_insert_with(|| plan(&view_of(c)));
+        let first = whole.get_or_insert_with(|| plan(&view_of(c)));
+        if chained && gives_back(first) {
+            // The lane takes a drain a reconcile did not see running only
+            // after a plan that gave nothing back (see `express::arm`).
+            continue;
+        }
+        let second;
+        let p = if chained {
+            let after_one = Case {
+                tracked: first.retiring.clone(),
+                ..c.clone()
+            };
+            second = plan(&view_of(&after_one));
+            &second
+        } else {
+            &*first
+        };
         prop_assert!(
             p.actions.contains(&step.actions[0]),
             "the lane terminates {:?}, the plan does not: {:?}",
@@ -77,7 +132,7 @@ pub(super) fn drains_ended(mut c: Case) -> Case {
     c.hidden = false;
     c.spec.disruption.dry_run = false;
     for e in &c.tracked {
-        if !matches!(e.phase, RetirePhase::Draining | RetirePhase::Drained) {
+        if !lane_phase(e.phase) {
             continue;
         }
         if let Some(n) = c.nodes.iter_mut().find(|n| n.id == e.node_id) {
