@@ -3,6 +3,7 @@
 //! the pool's status) → act → report, each step in the room named for it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action as Requeue;
@@ -62,11 +63,11 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     if let Some(rt) = current {
         drop(rt.express.hold().await);
     }
-    ctx.set_spacing(&pool_ref, None);
+    let armed = AtomicBool::new(false);
     let result = finalizer(&api, FINALIZER, pool, |event| async {
         match event {
             Finalizer::Apply(pool) => {
-                let result = apply(pool, ctx.clone()).await;
+                let result = apply(pool, ctx.clone(), &armed).await;
                 if result.is_ok() {
                     report::reconciled(&key);
                 }
@@ -77,11 +78,21 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    // Kept through the reconcile (wake-ups during it are spaced by the last
+    // one's), dropped once one ends without arming the lane.
+    if !armed.load(Ordering::Relaxed) {
+        ctx.set_spacing(&pool_ref, None);
+    }
     report::reconcile_metrics(&key, started.elapsed(), &result);
     result
 }
 
-async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+/// `armed`: set once the express lane is armed (see `express`).
+async fn apply(
+    pool: Arc<NomadClientPool>,
+    ctx: Arc<Context>,
+    armed: &AtomicBool,
+) -> Result<Requeue, Error> {
     let started = Instant::now();
     let rt = match runtime(&pool, &ctx).await {
         Ok(rt) => rt,
@@ -197,6 +208,7 @@ async fn apply(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<Requeue,
         // wait in proportion to what it costs.
         let spacing = started.elapsed().saturating_mul(SPACING_PER_RECONCILE_TIME);
         ctx.set_spacing(&ObjectRef::from_obj(&*pool), Some(spacing.min(MAX_SPACING)));
+        armed.store(true, Ordering::Relaxed);
         drop(lane);
         // What changed while the lane was held.
         rt.express.wake.notify_one();
