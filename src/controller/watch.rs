@@ -367,6 +367,32 @@ impl PoolWatch {
         started
     }
 
+    /// The express lane's `start_missing_watches`: also a watch kept for a
+    /// drain's status only (its answers wait behind the status lane's few
+    /// connections) moves to the mode given, as the next reconcile would
+    /// move it once it saw the drain end.
+    pub fn gate_watches(&self, modes: &HashMap<String, AllocWatchMode>, ignore_system_jobs: bool) {
+        let mut allocs = self.allocs.lock().expect("alloc watch lock");
+        for (id, mode) in modes {
+            match allocs.get(id) {
+                Some(w) => {
+                    w.mode.send_if_modified(|m| {
+                        let promote =
+                            *m == AllocWatchMode::Status && *mode != AllocWatchMode::Status;
+                        if promote {
+                            *m = *mode;
+                        }
+                        promote
+                    });
+                }
+                None => {
+                    let w = self.start_allocation_watch(id, *mode, ignore_system_jobs);
+                    allocs.insert(id.clone(), w);
+                }
+            }
+        }
+    }
+
     fn start_allocation_watch(
         &self,
         id: &str,

@@ -160,7 +160,7 @@ impl Held {
                 Action::Release { .. } | Action::SetDesiredCapacity { .. }
             )
         });
-        let candidates = (plan.retiring.iter())
+        let candidates: HashMap<String, Candidate> = (plan.retiring.iter())
             .filter(|r| lane_phase(r.phase))
             .filter(|r| r.phase != RetirePhase::Cordoned || !gives_back)
             .filter(|r| r.reason.has_node() && r.reason != RetireReason::Unhealthy)
@@ -173,6 +173,10 @@ impl Held {
                 Some((r.node_id.clone(), candidate))
             })
             .collect();
+        debug!(
+            candidates = candidates.len(),
+            gives_back, "express lane armed"
+        );
         *self.0 = Some(Armed {
             client: ctx.client.clone(),
             ledgers: ctx.ledgers.clone(),
@@ -251,10 +255,9 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         c.seen = Some(inputs);
         let mut unread = false;
         for id in std::iter::once(node_id.as_str()).chain(others()) {
-            if !allocs.contains_key(id) {
-                reads.watch(id, snapshot.node(id));
-                unread = true;
-            }
+            // Started if missing, moved off the status lane if kept there.
+            reads.watch(id, snapshot.node(id));
+            unread |= !allocs.contains_key(id);
         }
         if on_vm.is_none() {
             reads.vms.insert(c.instance.clone());
@@ -296,8 +299,7 @@ impl Reads {
 
     fn start(self, rt: &PoolRuntime, snapshot: &NodesSnapshot, ignore_system_jobs: bool) {
         if !self.watches.is_empty() {
-            rt.watch
-                .start_missing_watches(&self.watches, ignore_system_jobs);
+            rt.watch.gate_watches(&self.watches, ignore_system_jobs);
         }
         if !self.vms.is_empty() {
             (rt.siblings).also(&self.vms, snapshot.instance_ids.clone());
@@ -319,6 +321,7 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
     let c = &armed.candidates[node_id];
     let ns = armed.pool.namespace().unwrap_or_default();
     let Some(obj) = armed.ledgers.one(&ns, &c.name) else {
+        debug!(node = node_id, "express lane: no retirement object");
         return true;
     };
     let now = Timestamp::now();
@@ -328,6 +331,7 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
         return true;
     };
     if entry.node_id != node_id || !lane_phase(entry.phase) {
+        debug!(node = node_id, phase = %entry.phase, "express lane: not a drain");
         return true;
     }
     let Some(group) = rt.group.narrowed(&c.instance) else {
@@ -376,6 +380,14 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
         (next, step) = (after, then);
     }
     let Some((instance, decrement)) = lone_terminate(&next, &step) else {
+        debug!(
+            node = node_id,
+            phase = %next.phase,
+            actions = step.actions.len(),
+            events = step.events.len(),
+            message = next.message.as_deref().unwrap_or(""),
+            "express lane: left to the reconcile"
+        );
         return false;
     };
     let blocking = facts.allocs.get(node_id).map(|a| a.blocking.clone());
