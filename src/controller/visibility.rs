@@ -91,6 +91,11 @@ impl VisibilityWatch {
         let version = self.rx.borrow().0;
         self.seen.swap(version, Ordering::Relaxed) != version
     }
+
+    /// Whether a change waits for `changed_since_seen`, which is left to it.
+    pub fn change_unseen(&self) -> bool {
+        self.seen.load(Ordering::Relaxed) != self.rx.borrow().0
+    }
 }
 
 async fn run(client: NomadClient, tx: watch::Sender<(u64, VisibilityState)>, trigger: Trigger) {

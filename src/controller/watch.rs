@@ -245,6 +245,12 @@ impl PoolWatch {
         self.regressions_seen.swap(now, Ordering::Relaxed) != now
     }
 
+    /// Whether a regression waits for `index_went_backwards_since_seen`,
+    /// which is left to it.
+    pub fn index_regression_unseen(&self) -> bool {
+        self.regressions_seen.load(Ordering::Relaxed) != self.regressions.load(Ordering::Relaxed)
+    }
+
     /// The node view, with the nodes read back after a write it did not
     /// show (see `direct`).
     pub fn nodes(&self) -> NodesState {

@@ -7,14 +7,15 @@
 //! reconcile: most of the retire latency, while those whole-pool reconciles
 //! were most of the operator's CPU (BENCHMARKS.md, eighth pass). The lane is
 //! woken by every change the pool's watches report (`Trigger`), looks only
-//! at the drains the last reconcile left running, and for a client whose
-//! drain ended:
+//! at the drains the last reconcile recorded (sent or running), and for a
+//! client whose drain ended:
 //! 1. starts what the decision reads, as `prime` does for a reconcile: the
 //!    allocation watches of the client and of the other nodes of its VM, and
 //!    the cluster-wide read of the VM's nodes; their answers wake it again;
 //! 2. takes the planner's own step for that one retirement
-//!    (`plan::step_one`) on a view narrowed to the client and the pool's
-//!    nodes on its VM, and goes on only when that step is the termination
+//!    (`plan::step_one`; twice when the first only records a drain no
+//!    reconcile saw running) on a view narrowed to the client and the
+//!    pool's nodes on its VM, and goes on only when that step is the termination
 //!    and nothing else (no warning, no other action, no blocker): anything
 //!    else is left to the reconcile;
 //! 3. writes the `Terminating` record compare-and-swap, then starts the call
@@ -26,7 +27,8 @@
 //! disarms it when it starts, so a spec change, trouble, a deleted pool or a
 //! new connection stops it until a reconcile has planned again. It never
 //! runs for a dry run or a pool with a lifecycle hook, nor for a
-//! remediation (no drain) or a VM without a client.
+//! remediation (no drain) or a VM without a client, nor while the token's
+//! visibility or the cluster's index changed and no reconcile has seen it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -219,6 +221,12 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
     let visibility = rt.visibility.state();
     if visibility.gap().is_some() || matches!(visibility, VisibilityState::Checking) {
         // No termination the token cannot prove safe: the reconcile says why.
+        return;
+    }
+    if rt.visibility.change_unseen() || rt.watch.index_regression_unseen() {
+        // Allocation answers from before either may be wrong (filtered by
+        // what the token could not see, or from the cluster's past): the
+        // reconcile restarts the watches first (`observe`).
         return;
     }
     let ignore_system_jobs = armed.pool.spec.drain.ignore_system_jobs;
