@@ -38,7 +38,7 @@ use jiff::Timestamp;
 use kube::{Api, ResourceExt};
 use tokio::sync::{Notify, OwnedMutexGuard};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 use super::super::PoolRuntime;
 use super::super::alloc_watch::{self, AllocWatchMode};
@@ -198,7 +198,15 @@ async fn run(
         wake.notified().await;
         let Some(rt) = rt.upgrade() else { return };
         if let Some(a) = armed.lock().await.as_mut() {
-            pass(&rt, a).await;
+            // Its lines, and those of the calls it starts, name the pool as
+            // a reconcile's do.
+            let key = format!(
+                "{}/{}",
+                a.pool.namespace().unwrap_or_default(),
+                a.pool.name_any()
+            );
+            let span = tracing::info_span!("express", pool = %key);
+            pass(&rt, a).instrument(span).await;
         }
         drop(rt);
         tokio::time::sleep(GATHER).await;
