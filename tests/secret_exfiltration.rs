@@ -284,14 +284,19 @@ async fn a_pool_author_cannot_make_the_operator_send_a_secret_not_labelled_for_i
     ];
     for (name, extra, _) in &attempts {
         let pool = attacker_pool(&ns, name, &listener.url, extra.clone());
-        pools
-            .patch(
-                name,
-                &PatchParams::apply("mallory").force(),
-                &Patch::Apply(&pool),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("mallory may create pool {name}: {e}"));
+        // The API server's RBAC authorizer learns the new binding from its
+        // own watch: refused for a moment on a busy machine (seen in CI).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let params = PatchParams::apply("mallory").force();
+            match pools.patch(name, &params, &Patch::Apply(&pool)).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 403 && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("mallory may create pool {name}: {e}"),
+            }
+        }
     }
 
     // Each pool is refused, and says why; the attacker's listener gets nothing.
