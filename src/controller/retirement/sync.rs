@@ -19,8 +19,8 @@ use super::records::{self, created_by_pool, finished_status, material_change, st
 use super::{CREATED_BY, FINALIZER, POOL_LABEL};
 use crate::api::{
     BlockingAllocation, CapacityChange, NomadClientPool, NomadClientRetirement,
-    NomadClientRetirementSpec, NomadClientRetirementStatus, RetirementPhase, RetirementTarget,
-    RetiringNode,
+    NomadClientRetirementSpec, NomadClientRetirementStatus, RetirePhase, RetirementPhase,
+    RetirementTarget, RetiringNode,
 };
 use crate::controller::plan::{Blocker, Plan, target_label};
 
@@ -89,6 +89,7 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         .filter(|r| r.phase().in_flight().is_some())
         .filter_map(|r| Some((records::client_key(r)?, r)))
         .collect();
+    let superseded = superseded(&in_flight, plan);
     let mut pending: Vec<&Arc<NomadClientRetirement>> = input
         .retirements
         .iter()
@@ -98,7 +99,9 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
     let mut taken: HashSet<String> = input.retirements.iter().map(|r| r.name_any()).collect();
     for e in &plan.retiring {
         let blocking = input.blocking.get(&e.node_id).cloned();
-        if let Some(r) = in_flight.get(e.node_id.as_str()) {
+        let object = (in_flight.get(e.node_id.as_str()))
+            .filter(|_| !superseded.contains(e.node_id.as_str()));
+        if let Some(r) = object {
             let mut status = status_of(
                 e,
                 r.status.as_ref(),
@@ -160,7 +163,7 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         }
     }
     orphans::settle(input, &mut out);
-    finish(input, plan, &in_flight, &mut out);
+    finish(input, plan, &in_flight, &superseded, &mut out);
     let name_of = |id: &str| out.names.get(id).cloned();
     out.by_node_name = (plan.retiring.iter())
         .map(|e| (e.node_id.as_str(), e.node_name.as_str()))
@@ -172,6 +175,24 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         .filter_map(|(id, name)| Some((name.to_owned(), name_of(id)?)))
         .collect();
     out
+}
+
+/// The clients whose deleted retirement the plan has chosen again: the
+/// deleted object finishes as cancelled, and the new choice gets an object
+/// of its own. Mapped onto the deleted object, it would flip between the
+/// plan's new phase and the cancel its deletion asks for, for good.
+fn superseded<'a>(
+    in_flight: &HashMap<&'a str, &Arc<NomadClientRetirement>>,
+    plan: &Plan,
+) -> HashSet<&'a str> {
+    let chosen_again: HashSet<&str> = (plan.retiring.iter())
+        .filter(|e| e.phase < RetirePhase::Terminating)
+        .map(|e| e.node_id.as_str())
+        .collect();
+    (in_flight.iter())
+        .filter(|(key, r)| r.metadata.deletion_timestamp.is_some() && chosen_again.contains(**key))
+        .map(|(key, _)| *key)
+        .collect()
 }
 
 /// What the pool's lifecycle hook adds to the status of `e`'s retirement
@@ -257,9 +278,13 @@ fn finish(
     input: &Inputs<'_>,
     plan: &Plan,
     in_flight: &HashMap<&str, &Arc<NomadClientRetirement>>,
+    superseded: &HashSet<&str>,
     out: &mut Writes,
 ) {
-    let kept: HashSet<&str> = plan.retiring.iter().map(|e| e.node_id.as_str()).collect();
+    let kept: HashSet<&str> = (plan.retiring.iter())
+        .map(|e| e.node_id.as_str())
+        .filter(|id| !superseded.contains(id))
+        .collect();
     let last_word: BTreeMap<&str, &str> = plan
         .events
         .iter()
@@ -297,7 +322,10 @@ fn finish(
             status,
         });
         finished_now.push((*r).clone());
-        out.names.insert(node_id.to_string(), r.name_any());
+        // The client's new retirement, if it has one, names it from now on.
+        out.names
+            .entry(node_id.to_string())
+            .or_insert_with(|| r.name_any());
     }
     // Finalizers: of every finished object, and of deleted ones never started.
     for r in input.retirements.iter().chain(&finished_now) {

@@ -287,3 +287,56 @@ fn a_retirement_without_a_node_is_keyed_by_its_instance_all_the_way() {
             .contains("no Nomad client")
     );
 }
+
+/// Deleting a retirement gives its client back; a pool that still wants
+/// that many fewer may choose the same client again. The new choice gets
+/// an object of its own: written onto the deleted one, it would flip
+/// between the new phase and the cancel the deletion asks for.
+#[test]
+fn a_client_chosen_again_after_its_retirement_was_deleted_gets_a_new_object() {
+    let p = pool(None);
+    let mut deleted = object("ci-client-1", Some(&entry(1, RetirePhase::Cancelling)));
+    deleted.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let w = run(
+        &p,
+        &[Arc::new(deleted)],
+        &plan_of(vec![entry(1, RetirePhase::Selected)]),
+        false,
+    );
+    assert!(
+        w.statuses.is_empty(),
+        "nothing written onto the deleted object"
+    );
+    let finished: Vec<(String, RetirementPhase)> = (w.finishes.iter())
+        .map(|f| (f.object.name_any(), f.status.phase.unwrap()))
+        .collect();
+    assert_eq!(
+        finished,
+        [("ci-client-1".into(), RetirementPhase::Cancelled)]
+    );
+    assert_eq!(w.releases.len(), 1, "the deleted object lets go");
+    assert_eq!(w.creates.len(), 1);
+    let (created, status) = &w.creates[0];
+    assert_ne!(created.name_any(), "ci-client-1");
+    assert_eq!(status.phase, Some(RetirementPhase::Selected));
+    let id = &entry(1, RetirePhase::Selected).node_id;
+    assert_eq!(w.names[id], created.name_any(), "the new object names it");
+
+    // A deleted retirement the plan keeps cancelling stays its own.
+    let mut cancelling = object("ci-client-2", Some(&entry(2, RetirePhase::Draining)));
+    cancelling.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let w = run(
+        &p,
+        &[Arc::new(cancelling)],
+        &plan_of(vec![entry(2, RetirePhase::Cancelling)]),
+        false,
+    );
+    assert!(w.creates.is_empty() && w.finishes.is_empty());
+    assert_eq!(w.statuses.len(), 1);
+    assert_eq!(w.statuses[0].object.name_any(), "ci-client-2");
+    assert_eq!(
+        w.statuses[0].status.phase,
+        Some(RetirementPhase::Cancelling)
+    );
+}
