@@ -45,6 +45,7 @@ mod departed;
 mod go_duration;
 mod hooks;
 mod identity;
+pub mod lane;
 mod release;
 mod remediation;
 mod renew;
@@ -426,26 +427,6 @@ fn force_after(view: &PoolView<'_>, node_id: &str) -> Option<SignedDuration> {
     (view.drain_of(node_id).force_terminate_after)
         .as_deref()
         .and_then(parse_go_duration)
-}
-
-/// The steps `plan` takes for one retirement of a client of the pool alone
-/// (its advance, then whether the spec still wants it):
-/// on a view narrowed to the client and the nodes of its VM, the express
-/// lane (`reconcile::express`) decides a drained client's termination
-/// without planning the whole pool. `None`: the retirement is finished.
-pub fn step_one(view: &PoolView<'_>, entry: &RetiringNode) -> (Option<RetiringNode>, Plan) {
-    let mut plan = Plan::default();
-    let nodes: HashMap<&str, &NodeFacts> = (view.outside.iter().chain(view.nodes))
-        .map(|n| (n.id.as_str(), n))
-        .collect();
-    let force_after = force_after(view, &entry.node_id);
-    let mut next: Vec<RetiringNode> = (advance(view, &nodes, entry, force_after, &mut plan))
-        .into_iter()
-        .collect();
-    // Step 6 for this retirement: whether the spec still wants it depends
-    // on the spec and the client alone.
-    release::unwanted(view, &nodes, &mut next, &mut plan);
-    (next.pop(), plan)
 }
 
 /// The last step: what the pool's nodes and VMs show that no retirement

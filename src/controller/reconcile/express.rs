@@ -13,7 +13,7 @@
 //!    allocation watches of the client and of the other nodes of its VM, and
 //!    the cluster-wide read of the VM's nodes; their answers wake it again;
 //! 2. takes the planner's own step for that one retirement
-//!    (`plan::step_one`; twice when the first only records a drain no
+//!    (`plan::lane::step`; twice when the first only records a drain no
 //!    reconcile saw running) on a view narrowed to the client and the
 //!    pool's nodes on its VM, and goes on only when that step is the termination
 //!    and nothing else (no warning, no other action, no blocker): anything
@@ -42,13 +42,13 @@ use tracing::{Instrument, debug};
 
 use super::super::PoolRuntime;
 use super::super::alloc_watch::{self, AllocWatchMode};
-use super::super::plan::{self, Action, AllocationVisibility, NodeFacts, PoolView};
+use super::super::plan::{self, AllocationVisibility, NodeFacts, PoolView, lane};
 use super::super::retirement::sync::StatusWrite;
 use super::super::retirement::{Ledgers, records, write};
 use super::super::siblings;
 use super::super::visibility::VisibilityState;
 use super::super::watch::{NodesSnapshot, NodesState};
-use crate::api::{NomadClientPool, NomadClientRetirement, RetirePhase, RetireReason};
+use crate::api::{NomadClientPool, NomadClientRetirement, RetirePhase};
 use crate::metrics::{PoolLabels, metrics};
 use crate::nomad::{self, NodeListStub};
 
@@ -88,6 +88,8 @@ pub struct Armed {
     client: kube::Client,
     ledgers: Arc<Ledgers>,
     pool: Arc<NomadClientPool>,
+    /// The pool's `namespace/name`, as its metrics and spans name it.
+    key: String,
     /// The drains in flight, by node ID.
     candidates: HashMap<String, Candidate>,
 }
@@ -156,16 +158,10 @@ impl Held {
         // `decide`); the whole plan would give it back in between when the
         // pool shrinks less than planned (a raised `replicas`), so it is
         // taken only after a plan that gave nothing back.
-        let gives_back = (plan.actions.iter()).any(|a| {
-            matches!(
-                a,
-                Action::Release { .. } | Action::SetDesiredCapacity { .. }
-            )
-        });
+        let gives_back = lane::gives_back(plan);
         let candidates: HashMap<String, Candidate> = (plan.retiring.iter())
-            .filter(|r| lane_phase(r.phase))
+            .filter(|r| lane::takes(r))
             .filter(|r| r.phase != RetirePhase::Cordoned || !gives_back)
-            .filter(|r| r.reason.has_node() && r.reason != RetireReason::Unhealthy)
             .filter_map(|r| {
                 let candidate = Candidate {
                     name: names.get(&r.node_id)?.clone(),
@@ -179,10 +175,16 @@ impl Held {
             candidates = candidates.len(),
             gives_back, "express lane armed"
         );
+        let key = format!(
+            "{}/{}",
+            pool.namespace().unwrap_or_default(),
+            pool.name_any()
+        );
         *self.0 = Some(Armed {
             client: ctx.client.clone(),
             ledgers: ctx.ledgers.clone(),
             pool,
+            key,
             candidates,
         });
         true
@@ -200,12 +202,7 @@ async fn run(
         if let Some(a) = armed.lock().await.as_mut() {
             // Its lines, and those of the calls it starts, name the pool as
             // a reconcile's do.
-            let key = format!(
-                "{}/{}",
-                a.pool.namespace().unwrap_or_default(),
-                a.pool.name_any()
-            );
-            let span = tracing::info_span!("express", pool = %key);
+            let span = tracing::info_span!("express", pool = %a.key);
             pass(&rt, a).instrument(span).await;
         }
         drop(rt);
@@ -346,20 +343,19 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
     let Some(entry) = tracked.entries.into_iter().next() else {
         return true;
     };
-    if entry.node_id != node_id || !lane_phase(entry.phase) {
+    if entry.node_id != node_id || !lane::phase_of_drain(entry.phase) {
         debug!(node = node_id, phase = %entry.phase, "express lane: not a drain");
         return true;
     }
     let Some(group) = rt.group.narrowed(&c.instance) else {
         return false;
     };
-    let nodes = nodes_on_vm(facts.snapshot, &c.instance, &armed.pool);
-    let key = format!("{ns}/{}", armed.pool.name_any());
+    let nodes = nodes_on_vm(facts.snapshot, &c.instance, armed);
     let drains = records::drains(std::slice::from_ref(&obj), &armed.pool.spec.drain);
     let (none, no_clock) = (HashMap::new(), HashMap::new());
     let view = PoolView {
         now,
-        pool_key: &key,
+        pool_key: &armed.key,
         spec: &armed.pool.spec,
         tracked: std::slice::from_ref(&entry),
         retired: &[],
@@ -377,25 +373,11 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
         clientless_since: &no_clock,
         index: Default::default(),
     };
-    let (Some(mut next), mut step) = plan::step_one(&view, &entry) else {
+    let Some(stepped) = lane::step(&view, &entry) else {
         return true;
     };
-    if recorded_only(&entry, &next, &step) {
-        // The drain ended before a reconcile saw it run: that step only
-        // records it, and the next one, on the same facts, decides (as two
-        // reconciles in a row would; the record written is the second's).
-        let again = PoolView {
-            tracked: std::slice::from_ref(&next),
-            index: Default::default(),
-            ..view.clone()
-        };
-        let second = plan::step_one(&again, &next);
-        let (Some(after), then) = second else {
-            return true;
-        };
-        (next, step) = (after, then);
-    }
-    let Some((instance, decrement)) = lone_terminate(&next, &step) else {
+    let Some((instance, decrement)) = lane::lone_terminate(&stepped) else {
+        let (next, step) = (&stepped.next, &stepped.step);
         debug!(
             node = node_id,
             phase = %next.phase,
@@ -406,6 +388,7 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
         );
         return false;
     };
+    let (next, step) = (stepped.next, stepped.step);
     let blocking = facts.allocs.get(node_id).map(|a| a.blocking.clone());
     let status = records::status_of(
         &next,
@@ -426,7 +409,9 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
     }
     let known = siblings::known_on(&instance, facts.listed, &nodes);
     super::act::spawn_terminate(rt, &instance, decrement, true, known);
-    let labels = PoolLabels { pool: key };
+    let labels = PoolLabels {
+        pool: armed.key.clone(),
+    };
     for s in &step.drain_wait_seconds {
         metrics().drain_wait.get_or_create(&labels).observe(*s);
     }
@@ -435,64 +420,14 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
     true
 }
 
-/// The phases the lane decides from: a drain sent (`Cordoned`), running or
-/// held (`Drained`).
-fn lane_phase(phase: RetirePhase) -> bool {
-    matches!(
-        phase,
-        RetirePhase::Cordoned | RetirePhase::Draining | RetirePhase::Drained
-    )
-}
-
-/// A step from `Cordoned` to `Draining` that does and says nothing else.
-fn recorded_only(
-    entry: &crate::api::RetiringNode,
-    next: &crate::api::RetiringNode,
-    step: &plan::Plan,
-) -> bool {
-    entry.phase == RetirePhase::Cordoned
-        && next.phase == RetirePhase::Draining
-        && step.actions.is_empty()
-        && step.events.is_empty()
-        && step.blockers.is_empty()
-}
-
-/// The VM and decrement of a step that is the termination and nothing else.
-fn lone_terminate(next: &crate::api::RetiringNode, step: &plan::Plan) -> Option<(String, bool)> {
-    if next.phase != RetirePhase::Terminating
-        || !step.events.is_empty()
-        || !step.blockers.is_empty()
-    {
-        return None;
-    }
-    match step.actions.as_slice() {
-        [
-            Action::Terminate {
-                instance_id,
-                decrement,
-                first_attempt: true,
-                ..
-            },
-        ] => Some((instance_id.clone(), *decrement)),
-        _ => None,
-    }
-}
-
 /// The facts of the pool's nodes that report `instance` (the client among
 /// them): all the step reads of the pool's nodes.
-fn nodes_on_vm(snapshot: &NodesSnapshot, instance: &str, pool: &NomadClientPool) -> Vec<NodeFacts> {
+fn nodes_on_vm(snapshot: &NodesSnapshot, instance: &str, armed: &Armed) -> Vec<NodeFacts> {
     let ids: HashSet<&str> = (snapshot.instance_ids.iter())
         .filter(|(_, i)| i.as_str() == instance)
         .map(|(id, _)| id.as_str())
         .collect();
-    let (key, uid) = (
-        format!(
-            "{}/{}",
-            pool.namespace().unwrap_or_default(),
-            pool.name_any()
-        ),
-        pool.uid().unwrap_or_default(),
-    );
+    let uid = armed.pool.uid().unwrap_or_default();
     let mut ids: Vec<&str> = ids.into_iter().collect();
     // In the pool's node order, as the whole plan's view has them.
     ids.sort_unstable();
@@ -500,7 +435,7 @@ fn nodes_on_vm(snapshot: &NodesSnapshot, instance: &str, pool: &NomadClientPool)
         .filter_map(|id| snapshot.node(id))
         .map(|n| {
             let opted_out = snapshot.opted_out.contains(&n.id);
-            super::facts::fact(n, Some(instance.to_owned()), opted_out, &key, &uid)
+            super::facts::fact(n, Some(instance.to_owned()), opted_out, &armed.key, &uid)
         })
         .collect()
 }

@@ -1,4 +1,4 @@
-//! The express lane's decision (`step_one` on a view narrowed to one
+//! The express lane's decision (`lane::step` on a view narrowed to one
 //! client and its VM, twice when the first step only records a drain that
 //! ended) against the whole plan: whenever the lane would terminate a VM
 //! alone, the whole plan (as many plans in a row) terminates it the same
@@ -23,33 +23,13 @@ fn narrowed<'a>(
     }
 }
 
-/// Whether a plan gives clients back or grows the group (which gives back
-/// the newest retirements first).
-fn gives_back(p: &Plan) -> bool {
-    (p.actions.iter()).any(|a| {
-        matches!(
-            a,
-            Action::Release { .. } | Action::SetDesiredCapacity { .. }
-        )
-    })
-}
-
-/// A drain sent, running, or held at the gate.
-fn lane_phase(p: RetirePhase) -> bool {
-    matches!(
-        p,
-        RetirePhase::Cordoned | RetirePhase::Draining | RetirePhase::Drained
-    )
-}
-
 /// Every retirement the lane would take up in `c`, with its VM.
 fn lane_candidates(c: &Case) -> Vec<(&RetiringNode, &str)> {
     if c.spec.disruption.dry_run || c.hidden {
         return vec![];
     }
     (c.tracked.iter())
-        .filter(|e| lane_phase(e.phase))
-        .filter(|e| e.reason.has_node() && e.reason != RetireReason::Unhealthy)
+        .filter(|e| lane::takes(e))
         .filter(|e| c.nodes.iter().any(|n| n.id == e.node_id))
         .filter_map(|e| Some((e, e.instance_id.as_deref()?)))
         .collect()
@@ -64,40 +44,15 @@ pub(super) fn lane_terminates_only_what_the_plan_does(c: &Case) -> Result<(), Te
             .collect();
         let group = c.group.with_only(instance);
         let view = narrowed(c, entry, &nodes, &group);
-        let (Some(mut next), mut step) = step_one(&view, entry) else {
+        let Some(stepped) = lane::step(&view, entry) else {
             continue;
         };
-        let chained = entry.phase == RetirePhase::Cordoned
-            && next.phase == RetirePhase::Draining
-            && step.actions.is_empty()
-            && step.events.is_empty()
-            && step.blockers.is_empty();
-        if chained {
-            let again = PoolView {
-                tracked: std::slice::from_ref(&next),
-                index: Default::default(),
-                ..view.clone()
-            };
-            let (Some(after), then) = step_one(&again, &next) else {
-                continue;
-            };
-            (next, step) = (after, then);
-        }
-        let lone = next.phase == RetirePhase::Terminating
-            && step.events.is_empty()
-            && step.blockers.is_empty()
-            && matches!(
-                step.actions.as_slice(),
-                [Action::Terminate {
-                    first_attempt: true,
-                    ..
-                }]
-            );
-        if !lone {
+        if lane::lone_terminate(&stepped).is_none() {
             continue;
         }
+        let (chained, step) = (stepped.chained, &stepped.step);
         let first = whole.get_or_insert_with(|| plan(&view_of(c)));
-        if chained && gives_back(first) {
+        if chained && lane::gives_back(first) {
             // The lane takes a drain a reconcile did not see running only
             // after a plan that gave nothing back (see `express::arm`).
             continue;
@@ -132,7 +87,7 @@ pub(super) fn drains_ended(mut c: Case) -> Case {
     c.hidden = false;
     c.spec.disruption.dry_run = false;
     for e in &c.tracked {
-        if !lane_phase(e.phase) {
+        if !lane::phase_of_drain(e.phase) {
             continue;
         }
         if let Some(n) = c.nodes.iter_mut().find(|n| n.id == e.node_id) {
