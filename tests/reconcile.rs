@@ -407,3 +407,56 @@ async fn the_express_lane_terminates_a_drained_client_without_a_reconcile() {
     assert!(!vms.contains(&stopped_vm.unwrap()), "{vms:?}");
     rig.sim.assert_no_violations().await;
 }
+
+/// `kubectl delete ncr` while the pool still wants one client fewer: the
+/// client is given back, the deleted object finishes (Cancelled, then gone
+/// or kept as history) and never shows a phase of the pool's new choice,
+/// which gets an object of its own, even when it is the same client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_retirement_ends_and_the_pools_next_choice_gets_a_new_object() {
+    let mut rig = Rig::new("mid-delete", 3).await;
+    rig.busy_everywhere().await;
+    rig.create_pool(json!({"replicas": 2, "disruption": {"maxUnavailable": 1}}))
+        .await;
+    let ncrs: Api<NomadClientRetirement> = Api::namespaced(rig.client.clone(), &rig.namespace);
+    let draining = |p: Option<&NomadClientPool>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            (s.oldest_retirements.iter()).any(|r| r.phase == RetirePhase::Draining)
+        })
+    };
+    rig.reconcile_until("one client draining", draining).await;
+    let first = ncrs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(first.len(), 1);
+    let deleted = first[0].name_any();
+    ncrs.delete(&deleted, &DeleteParams::default())
+        .await
+        .unwrap();
+    let phases = std::cell::RefCell::new(Vec::new());
+    let next = wait_for(
+        "the deleted retirement gone and a new one draining",
+        T,
+        || async {
+            let _ = rig.reconcile_once().await;
+            rig.bridge().await;
+            let items = ncrs.list(&ListParams::default()).await.unwrap().items;
+            let old = items.iter().find(|r| r.name_any() == deleted);
+            phases.borrow_mut().extend(old.map(|r| r.phase()));
+            let old_done = old.is_none_or(|r| r.phase() == RetirementPhase::Cancelled);
+            let new = (items.iter())
+                .find(|r| r.name_any() != deleted && r.phase() == RetirementPhase::Draining);
+            (old_done && new.is_some()).then(|| new.cloned().unwrap())
+        },
+    )
+    .await;
+    let phases = phases.into_inner();
+    assert!(
+        phases.iter().all(|p| matches!(
+            p,
+            RetirementPhase::Draining | RetirementPhase::Cancelling | RetirementPhase::Cancelled
+        )),
+        "the deleted object only went toward Cancelled: {phases:?}"
+    );
+    assert!(next.metadata.deletion_timestamp.is_none());
+    assert!(rig.terminations().is_empty(), "nothing terminated");
+    rig.sim.assert_no_violations().await;
+}
