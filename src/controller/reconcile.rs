@@ -28,6 +28,8 @@ mod persist;
 mod prime;
 mod report;
 
+use express::Busy;
+
 pub use act::ActionError;
 pub use cleanup::CleanupError;
 use observe::NotObserved;
@@ -57,12 +59,7 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     // No express lane while the pool is reconciled, nor after, until a
     // reconcile succeeds: the lane acts only on what one planned.
     let pool_ref = ObjectRef::from_obj(&*pool);
-    let current = (ctx.pools.lock().expect("pools lock"))
-        .get(&pool_ref)
-        .cloned();
-    if let Some(rt) = current {
-        drop(rt.express.hold().await);
-    }
+    disarm(&ctx, &pool_ref).await;
     let armed = AtomicBool::new(false);
     let result = finalizer(&api, FINALIZER, pool, |event| async {
         match event {
@@ -79,12 +76,22 @@ pub async fn reconcile(pool: Arc<NomadClientPool>, ctx: Arc<Context>) -> Result<
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     // Kept through the reconcile (wake-ups during it are spaced by the last
-    // one's), dropped once one ends without arming the lane.
+    // one's), dropped once one ends without arming the lane. A reconcile
+    // that failed after its plan leaves the lane disarmed.
     if !armed.load(Ordering::Relaxed) {
+        disarm(&ctx, &pool_ref).await;
         ctx.set_spacing(&pool_ref, None);
     }
     report::reconcile_metrics(&key, started.elapsed(), &result);
     result
+}
+
+/// Disarm the pool's express lane, once a pass running has ended.
+async fn disarm(ctx: &Context, pool: &ObjectRef<NomadClientPool>) {
+    let current = (ctx.pools.lock().expect("pools lock")).get(pool).cloned();
+    if let Some(rt) = current {
+        drop(rt.express.hold().await);
+    }
 }
 
 /// `armed`: set once the express lane is armed (see `express`).
@@ -123,6 +130,13 @@ async fn apply(
     // terminate starts as soon as its own record landed.
     let hold = hook::hold_facts(&rt, &seen, hook_check.as_ref());
     let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan, &hold);
+    // While this reconcile writes and acts, the lane goes on with the drains
+    // it leaves alone.
+    let busy = Busy::of(&planned.plan, &writes);
+    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, &writes.names, &busy) {
+        rt.express.wake.notify_one();
+    }
+    drop(lane);
     let mut new_status = build_status(
         &pool,
         &seen.status,
@@ -203,14 +217,17 @@ async fn apply(
         return Ok(report::failures(&ctx, &pool, &seen, &planned, &failures, &persisted).await);
     }
     ctx.note_success(&pool);
-    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, &persisted.names) {
+    let mut lane = rt.express.hold().await;
+    let names = &persisted.names;
+    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, names, &Busy::default())
+    {
         // The lane takes the step users wait on; the whole-pool plan can
         // wait in proportion to what it costs.
         let spacing = started.elapsed().saturating_mul(SPACING_PER_RECONCILE_TIME);
         ctx.set_spacing(&ObjectRef::from_obj(&*pool), Some(spacing.min(MAX_SPACING)));
         armed.store(true, Ordering::Relaxed);
         drop(lane);
-        // What changed while the lane was held.
+        // What the reconcile was busy with.
         rt.express.wake.notify_one();
     }
     let look = hook::next_look(next_look(&planned.plan, &persisted), hook_check.as_ref());

@@ -22,10 +22,13 @@
 //!    as a reconcile does (`act::spawn_terminate`, with its last check of
 //!    the VM's nodes).
 //!
-//! A per-pool lock serialises it with the reconcile, and only a reconcile
-//! that succeeded arms it, with that reconcile's pool; every reconcile
-//! disarms it when it starts, so a spec change, trouble, a deleted pool or a
-//! new connection stops it until a reconcile has planned again. It never
+//! A per-pool lock serialises it with the reconcile's observe and plan; only
+//! a plan arms it, with that reconcile's pool. While the reconcile then
+//! writes and acts, the lane goes on with the drains the reconcile neither
+//! writes nor acts on (`Busy`); a reconcile that succeeded arms it with all
+//! of them, one that failed leaves it disarmed. Every reconcile disarms it
+//! when it starts, so a spec change, trouble, a deleted pool or a new
+//! connection stops it until a reconcile has planned again. It never
 //! runs for a dry run or a pool with a lifecycle hook, nor for a
 //! remediation (no drain) or a VM without a client, nor while the token's
 //! visibility or the cluster's index changed and no reconcile has seen it.
@@ -43,7 +46,7 @@ use tracing::{Instrument, debug};
 use super::super::PoolRuntime;
 use super::super::alloc_watch::{self, AllocWatchMode};
 use super::super::plan::{self, AllocationVisibility, NodeFacts, PoolView, lane};
-use super::super::retirement::sync::StatusWrite;
+use super::super::retirement::sync::{StatusWrite, Writes};
 use super::super::retirement::{Ledgers, records, write};
 use super::super::siblings;
 use super::super::visibility::VisibilityState;
@@ -116,6 +119,38 @@ struct Inputs {
 /// The lane held for a reconcile: disarmed until `arm`.
 pub struct Held(OwnedMutexGuard<Option<Armed>>);
 
+/// The retirements a reconcile writes, and the clients it acts on, after
+/// its plan: the lane keeps off them until the reconcile ends, so that its
+/// compare-and-swap writes and the reconcile's never race for one object,
+/// nor its terminations with the reconcile's drains.
+#[derive(Default)]
+pub struct Busy {
+    names: HashSet<String>,
+    nodes: HashSet<String>,
+}
+
+impl Busy {
+    pub fn of(plan: &plan::Plan, writes: &Writes) -> Self {
+        let objects = (writes.adopts.iter())
+            .chain(&writes.statuses)
+            .chain(&writes.finishes)
+            .map(|w| &*w.object)
+            .chain(writes.releases.iter().map(|r| &**r))
+            .chain(writes.prunes.iter().map(|r| &**r))
+            .chain(writes.creates.iter().map(|(r, _)| r));
+        Busy {
+            names: objects.map(|r| r.name_any()).collect(),
+            nodes: (plan.actions.iter())
+                .filter_map(|a| a.node_id().map(str::to_owned))
+                .collect(),
+        }
+    }
+
+    fn holds(&self, node_id: &str, name: &str) -> bool {
+        self.nodes.contains(node_id) || self.names.contains(name)
+    }
+}
+
 impl ExpressLane {
     /// Start the lane's task; `rt` owns this lane.
     pub fn start(&self, rt: Weak<PoolRuntime>) {
@@ -135,15 +170,17 @@ impl ExpressLane {
 }
 
 impl Held {
-    /// Arm the lane with what a successful reconcile planned: each drain of
-    /// a client sent or running (`names`: the retirement of each, by node ID);
-    /// whether it is armed (never for a dry run or a lifecycle hook).
+    /// Arm the lane with what a reconcile planned: each drain of a client
+    /// sent or running (`names`: the retirement of each, by node ID) but
+    /// those the reconcile is still busy with; whether it is armed (never
+    /// for a dry run or a lifecycle hook).
     pub fn arm(
         &mut self,
         ctx: &super::super::Context,
         pool: Arc<NomadClientPool>,
         plan: &plan::Plan,
         names: &HashMap<String, String>,
+        busy: &Busy,
     ) -> bool {
         let hook = pool
             .spec
@@ -163,8 +200,12 @@ impl Held {
             .filter(|r| lane::takes(r))
             .filter(|r| r.phase != RetirePhase::Cordoned || !gives_back)
             .filter_map(|r| {
+                let name = names.get(&r.node_id)?;
+                if busy.holds(&r.node_id, name) {
+                    return None;
+                }
                 let candidate = Candidate {
-                    name: names.get(&r.node_id)?.clone(),
+                    name: name.clone(),
                     instance: r.instance_id.clone()?,
                     seen: None,
                 };
