@@ -173,6 +173,47 @@ async fn a_parked_watch_gives_its_connection_back_once_its_node_settles() {
 #[tokio::test]
 async fn a_status_watch_whose_node_the_next_step_needs_leaves_the_full_status_lane() {
     let s = setup().await;
+    let (modes, at) = status_watch_behind_a_full_lane(&s).await;
+    s.watch
+        .track_allocations(&modes(AllocWatchMode::Settled(at)), false);
+    s.facts_until("the finish, read in the decision's lane", |f| {
+        f.is_some_and(|f| f.live == 0)
+    })
+    .await;
+}
+
+/// The express lane's way out of the same queue: `gate_watches` moves the
+/// one watch its decision needs to the gate lane, and leaves the others as
+/// they are (it is no reconcile: it stops no watch it does not name).
+#[tokio::test]
+async fn the_express_lane_moves_a_status_watch_it_needs_to_the_gate_lane() {
+    let s = setup().await;
+    let (modes, _) = status_watch_behind_a_full_lane(&s).await;
+    let all = modes(AllocWatchMode::Status).len();
+    s.watch
+        .gate_watches(&[(s.node.clone(), AllocWatchMode::Gate)].into(), false);
+    s.facts_until("the finish, read in the gate lane", |f| {
+        f.is_some_and(|f| f.live == 0)
+    })
+    .await;
+    let watches = s.watch.allocs.lock().unwrap();
+    assert_eq!(watches.len(), all, "no other watch stopped");
+    assert_eq!(*watches[&s.node].mode.borrow(), AllocWatchMode::Gate);
+    let others_status = (watches.iter())
+        .filter(|(id, _)| **id != s.node)
+        .all(|(_, w)| *w.mode.borrow() == AllocWatchMode::Status);
+    assert!(others_status, "the other watches stay in the status lane");
+}
+
+/// Modes for all nodes (ours as given), and our node's index, once our
+/// status-only watch queues behind 24 others and has not seen its last
+/// allocation finish.
+async fn status_watch_behind_a_full_lane(
+    s: &Setup,
+) -> (
+    impl Fn(AllocWatchMode) -> HashMap<String, AllocWatchMode> + '_,
+    u64,
+) {
     s.post("/sim/nodes", json!({"count": 24, "node_pool": "ci"}))
         .await;
     let placed = s
@@ -191,9 +232,9 @@ async fn a_status_watch_whose_node_the_next_step_needs_leaves_the_full_status_la
         .map(|n| n.id.clone())
         .filter(|id| *id != s.node)
         .collect();
-    let modes = |ours: AllocWatchMode| -> HashMap<String, AllocWatchMode> {
-        others
-            .iter()
+    let all = others.clone();
+    let modes = move |ours: AllocWatchMode| -> HashMap<String, AllocWatchMode> {
+        all.iter()
             .map(|id| (id.clone(), AllocWatchMode::Status))
             .chain([(s.node.clone(), ours)])
             .collect()
@@ -239,10 +280,5 @@ async fn a_status_watch_whose_node_the_next_step_needs_leaves_the_full_status_la
         .find(|n| n.id == s.node)
         .unwrap()
         .modify_index;
-    s.watch
-        .track_allocations(&modes(AllocWatchMode::Settled(at)), false);
-    s.facts_until("the finish, read in the decision's lane", |f| {
-        f.is_some_and(|f| f.live == 0)
-    })
-    .await;
+    (modes, at)
 }
