@@ -14,9 +14,10 @@ use kube::{Api, ResourceExt};
 use tracing::{debug, instrument, warn};
 
 use super::conditions::build_status;
+use super::hooks::HookCheck;
 use super::runtime::runtime;
 use super::{Context, Error, readiness};
-use crate::api::NomadClientPool;
+use crate::api::{NomadClientPool, NomadClientPoolStatus};
 
 mod act;
 mod cleanup;
@@ -137,33 +138,14 @@ async fn apply(
         rt.express.wake.notify_one();
     }
     drop(lane);
-    let mut new_status = build_status(
+    let (new_status, capped) = next_status(
+        &ctx,
         &pool,
-        &seen.status,
-        &planned.plan,
-        &seen.nodes,
-        &seen.group,
-        planned.unapplied.clone(),
+        (&rt, &seen),
+        &planned,
+        &writes,
+        hook_check.as_ref(),
     );
-    persist::summarize(&mut new_status, &seen, &planned.plan, &writes);
-    for (reason, message) in readiness::news(&seen.status, &new_status) {
-        report::publish(&ctx, &pool, EventType::Warning, reason, &message, None);
-    }
-    if let Some(message) = invalid_budget_news(&seen.status, &new_status, &planned.plan) {
-        report::publish(
-            &ctx,
-            &pool,
-            EventType::Warning,
-            "InvalidDisruptionBudget",
-            &message,
-            None,
-        );
-    }
-    let hook_seen = (rt.as_ref(), &seen);
-    let capped =
-        hook::report_condition(&ctx, &pool, hook_seen, &mut new_status, hook_check.as_ref());
-    report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes, seen.now);
-    report::record_conditions(&seen.key, &new_status);
     let start_terminate = |action: &_| act::start_terminate(&rt, &seen, action);
     let persisted = persist::write_ahead(
         &pool,
@@ -232,6 +214,45 @@ async fn apply(
     }
     let look = hook::next_look(next_look(&planned.plan, &persisted), hook_check.as_ref());
     Ok(Requeue::requeue(look))
+}
+
+/// The pool's next status, and the pool-level news in it published; what
+/// the hook condition reports for the retirements' Events (`capped`).
+fn next_status(
+    ctx: &Context,
+    pool: &NomadClientPool,
+    (rt, seen): (&super::PoolRuntime, &observe::Observed),
+    planned: &observe::Planned,
+    writes: &super::retirement::sync::Writes,
+    hook_check: Option<&HookCheck>,
+) -> (NomadClientPoolStatus, Vec<(String, String)>) {
+    let mut new_status = build_status(
+        pool,
+        &seen.status,
+        &planned.plan,
+        &seen.nodes,
+        &seen.group,
+        planned.unapplied.clone(),
+    );
+    persist::summarize(&mut new_status, seen, &planned.plan, writes);
+    for (reason, message) in readiness::news(&seen.status, &new_status) {
+        report::publish(ctx, pool, EventType::Warning, reason, &message, None);
+    }
+    if let Some(message) = invalid_budget_news(&seen.status, &new_status, &planned.plan) {
+        report::publish(
+            ctx,
+            pool,
+            EventType::Warning,
+            "InvalidDisruptionBudget",
+            &message,
+            None,
+        );
+    }
+    let hook_seen = (rt, seen);
+    let capped = hook::report_condition(ctx, pool, hook_seen, &mut new_status, hook_check);
+    report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes, seen.now);
+    report::record_conditions(&seen.key, &new_status);
+    (new_status, capped)
 }
 
 /// Plan (pure), then held to what this process remembers and the

@@ -122,11 +122,15 @@ pub struct Held(OwnedMutexGuard<Option<Armed>>);
 /// The retirements a reconcile writes, and the clients it acts on, after
 /// its plan: the lane keeps off them until the reconcile ends, so that its
 /// compare-and-swap writes and the reconcile's never race for one object,
-/// nor its terminations with the reconcile's drains.
+/// nor its terminations with the reconcile's drains. A reconcile that sets
+/// the group's desired capacity holds all of them: that size counts the
+/// terminations recorded when it planned, and one the lane decrements
+/// meanwhile would be counted twice.
 #[derive(Default)]
 pub struct Busy {
     names: HashSet<String>,
     nodes: HashSet<String>,
+    resizes: bool,
 }
 
 impl Busy {
@@ -143,11 +147,13 @@ impl Busy {
             nodes: (plan.actions.iter())
                 .filter_map(|a| a.node_id().map(str::to_owned))
                 .collect(),
+            resizes: (plan.actions.iter())
+                .any(|a| matches!(a, plan::Action::SetDesiredCapacity { .. })),
         }
     }
 
     fn holds(&self, node_id: &str, name: &str) -> bool {
-        self.nodes.contains(node_id) || self.names.contains(name)
+        self.resizes || self.nodes.contains(node_id) || self.names.contains(name)
     }
 }
 
@@ -480,3 +486,7 @@ fn nodes_on_vm(snapshot: &NodesSnapshot, instance: &str, armed: &Armed) -> Vec<N
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "express_tests.rs"]
+mod tests;
