@@ -302,8 +302,10 @@ fn finish(
             RetirementPhase::Cancelled
         };
         let node = records::client_label(r).unwrap_or_default();
-        let message = last_word
-            .get(node)
+        // The plan's last word on a client chosen again is about its new
+        // retirement.
+        let message = (last_word.get(node))
+            .filter(|_| !superseded.contains(node_id))
             .map(|m| m.to_string())
             .unwrap_or_else(|| match outcome {
                 RetirementPhase::Retired => format!("node {node} retired"),

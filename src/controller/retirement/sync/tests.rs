@@ -298,15 +298,22 @@ fn a_client_chosen_again_after_its_retirement_was_deleted_gets_a_new_object() {
     let mut deleted = object("ci-client-1", Some(&entry(1, RetirePhase::Cancelling)));
     deleted.metadata.finalizers = Some(vec![FINALIZER.into()]);
     deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
-    let w = run(
-        &p,
-        &[Arc::new(deleted)],
-        &plan_of(vec![entry(1, RetirePhase::Selected)]),
-        false,
-    );
+    let mut plan = plan_of(vec![entry(1, RetirePhase::Selected)]);
+    plan.events.push(crate::controller::plan::PlanEvent {
+        warning: false,
+        node: Some("client-1".into()),
+        reason: "Selected",
+        message: "selected client-1 for scale-in".into(),
+    });
+    let w = run(&p, &[Arc::new(deleted)], &plan, false);
     assert!(
         w.statuses.is_empty(),
         "nothing written onto the deleted object"
+    );
+    assert_eq!(
+        w.finishes[0].status.message.as_deref(),
+        Some("node client-1 given back to service"),
+        "the new choice's words are not the deleted one's last"
     );
     let finished: Vec<(String, RetirementPhase)> = (w.finishes.iter())
         .map(|f| (f.object.name_any(), f.status.phase.unwrap()))
