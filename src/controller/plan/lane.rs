@@ -42,7 +42,7 @@ pub fn gives_back(plan: &Plan) -> bool {
 /// (its advance, then whether the spec still wants it), on a view narrowed
 /// to the client and the nodes of its VM. `None`: the retirement is
 /// finished.
-pub fn step_one(view: &PoolView<'_>, entry: &RetiringNode) -> (Option<RetiringNode>, Plan) {
+fn step_one(view: &PoolView<'_>, entry: &RetiringNode) -> (Option<RetiringNode>, Plan) {
     let mut plan = Plan::default();
     let nodes: HashMap<&str, &NodeFacts> = (view.outside.iter().chain(view.nodes))
         .map(|n| (n.id.as_str(), n))

@@ -45,6 +45,16 @@ fn plan_of(entries: Vec<RetiringNode>) -> Plan {
     }
 }
 
+/// The planner's Event about `node`, as its last word on it.
+fn said(plan: &mut Plan, node: &str, reason: &'static str, message: &str) {
+    plan.events.push(crate::controller::plan::PlanEvent {
+        warning: false,
+        node: Some(node.into()),
+        reason,
+        message: message.into(),
+    });
+}
+
 fn run(
     pool: &NomadClientPool,
     rs: &[Arc<NomadClientRetirement>],
@@ -158,12 +168,12 @@ fn a_retirement_the_plan_lets_go_of_is_finished_and_lets_go_of_its_finalizer() {
     let mut draining = object("d", Some(&entry(2, RetirePhase::Cancelling)));
     draining.metadata.finalizers = Some(vec![FINALIZER.into()]);
     let mut plan = plan_of(vec![]);
-    plan.events.push(crate::controller::plan::PlanEvent {
-        warning: false,
-        node: Some("client-1".into()),
-        reason: "Retired",
-        message: "node client-1 retired: VM i-1 terminated and node purged".into(),
-    });
+    said(
+        &mut plan,
+        "client-1",
+        "Retired",
+        "node client-1 retired: VM i-1 terminated and node purged",
+    );
     let w = run(
         &p,
         &[Arc::new(terminating), Arc::new(draining)],
@@ -270,12 +280,12 @@ fn a_retirement_without_a_node_is_keyed_by_its_instance_all_the_way() {
     let mut done = (*stored).clone();
     done.status.as_mut().unwrap().phase = Some(RetirementPhase::Terminating);
     let mut plan = plan_of(vec![]);
-    plan.events.push(crate::controller::plan::PlanEvent {
-        warning: false,
-        node: Some("i-0boot".into()),
-        reason: "Retired",
-        message: "VM i-0boot, on which no Nomad client registered, terminated".into(),
-    });
+    said(
+        &mut plan,
+        "i-0boot",
+        "Retired",
+        "VM i-0boot, on which no Nomad client registered, terminated",
+    );
     let w = run(&p, &[Arc::new(done)], &plan, false);
     let f = &w.finishes[0];
     assert_eq!(f.status.phase, Some(RetirementPhase::Retired));
@@ -299,12 +309,12 @@ fn a_client_chosen_again_after_its_retirement_was_deleted_gets_a_new_object() {
     deleted.metadata.finalizers = Some(vec![FINALIZER.into()]);
     deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
     let mut plan = plan_of(vec![entry(1, RetirePhase::Selected)]);
-    plan.events.push(crate::controller::plan::PlanEvent {
-        warning: false,
-        node: Some("client-1".into()),
-        reason: "Selected",
-        message: "selected client-1 for scale-in".into(),
-    });
+    said(
+        &mut plan,
+        "client-1",
+        "Selected",
+        "selected client-1 for scale-in",
+    );
     let w = run(&p, &[Arc::new(deleted)], &plan, false);
     assert!(
         w.statuses.is_empty(),
