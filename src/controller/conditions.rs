@@ -475,6 +475,17 @@ fn ready_condition(
         // Waiting on the budget is normal progress; the column users see
         // should say the pool is retiring, not sound an alarm.
         Signal::new(false, "Retiring", progressing.message.clone())
+    } else if progressing.reason == "Idle" && group.desired_capacity != planned.desired_nodes {
+        // A GCE group lowers its size when the delete's Operation is done,
+        // after the client is gone: "nothing to do" would read as stuck.
+        Signal::new(
+            false,
+            "GroupResizing",
+            format!(
+                "waiting for the group's desired capacity ({}) to reach {}",
+                group.desired_capacity, planned.desired_nodes
+            ),
+        )
     } else {
         Signal::new(
             false,

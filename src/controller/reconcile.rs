@@ -18,6 +18,7 @@ use super::hooks::HookCheck;
 use super::runtime::runtime;
 use super::{Context, Error, readiness};
 use crate::api::{NomadClientPool, NomadClientPoolStatus};
+use crate::provider::GroupState;
 
 mod act;
 mod cleanup;
@@ -212,7 +213,8 @@ async fn apply(
         // What the reconcile was busy with.
         rt.express.wake.notify_one();
     }
-    let look = hook::next_look(next_look(&planned.plan, &persisted), hook_check.as_ref());
+    let look = next_look(&planned.plan, persisted.progress_waits, &seen.group);
+    let look = hook::next_look(look, hook_check.as_ref());
     Ok(Requeue::requeue(look))
 }
 
@@ -294,11 +296,18 @@ fn invalid_budget_news(
 }
 
 /// When to look again. The cloud group is not watched: while anything waits
-/// on it (a retirement in flight, a pre-flight refusal, a budget), soon.
-fn next_look(planned: &super::plan::Plan, persisted: &persist::Persisted) -> Duration {
-    let busy =
-        !planned.retiring.is_empty() || !planned.actions.is_empty() || !planned.blockers.is_empty();
-    let look = if persisted.progress_waits {
+/// on it (a retirement in flight, a pre-flight refusal, a budget, a size
+/// the group has not reached yet), soon.
+fn next_look(planned: &super::plan::Plan, progress_waits: bool, group: &GroupState) -> Duration {
+    // A GCE group lowers its target size when the delete's Operation is
+    // done, after the reconcile that saw the client go: Ready waits for
+    // that size, and no watch would tell.
+    let converging = group.desired_capacity != planned.desired_nodes;
+    let busy = converging
+        || !planned.retiring.is_empty()
+        || !planned.actions.is_empty()
+        || !planned.blockers.is_empty();
+    let look = if progress_waits {
         persist::PROGRESS_WRITE_INTERVAL
     } else if busy {
         ACTIVE_RESYNC
@@ -320,5 +329,36 @@ fn next_look(planned: &super::plan::Plan, persisted: &persist::Persisted) -> Dur
             ))
         }
         None => look,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(desired_capacity: u32) -> GroupState {
+        GroupState {
+            name: "ci".into(),
+            min_size: 0,
+            max_size: 10,
+            desired_capacity,
+            terminate_suspended: false,
+            suspended_processes: vec![],
+            instances: vec![],
+            owner_tag: None,
+            launch_specs: vec![],
+            reads_launch_times: true,
+        }
+    }
+
+    #[test]
+    fn a_group_still_shrinking_is_looked_at_again_soon() {
+        let planned = super::super::plan::Plan {
+            desired_nodes: 3,
+            ..Default::default()
+        };
+        assert_eq!(next_look(&planned, false, &group(3)), RESYNC);
+        // The last delete's Operation has not lowered the size yet.
+        assert_eq!(next_look(&planned, false, &group(4)), ACTIVE_RESYNC);
     }
 }
