@@ -117,3 +117,27 @@ fn an_undecodable_answer_is_not_called_unreachable() {
     assert!(!t.stalls, "an error page may pass");
     assert!(t.message.contains("/v1/nodes"), "{}", t.message);
 }
+
+#[test]
+fn a_group_above_the_wanted_size_with_nothing_to_do_says_so() {
+    let group = GroupState {
+        name: "g".into(),
+        min_size: 0,
+        max_size: 10,
+        desired_capacity: 4,
+        terminate_suspended: false,
+        suspended_processes: vec![],
+        instances: vec![],
+        owner_tag: None,
+        launch_specs: vec![],
+        reads_launch_times: false,
+    };
+    let planned = plan::Plan {
+        desired_nodes: 3,
+        ..Default::default()
+    };
+    let idle = Signal::new(false, "Idle", "nothing to do");
+    let r = ready_condition(&planned, &[], &group, 3, &None, &idle, false);
+    assert_eq!((r.status, r.reason.as_str()), (false, "GroupResizing"));
+    assert!(r.message.contains("(4) to reach 3"), "{}", r.message);
+}
