@@ -30,10 +30,12 @@ use crate::nomad::{
 #[cfg(test)]
 mod alloc_tests;
 mod backoff;
+mod changed;
 mod direct;
 mod nodes;
 
 use backoff::IndexBackoff;
+pub use changed::ChangedNodes;
 use nodes::{Regressions, watch_nodes};
 
 /// How long one blocking query waits for a change (Nomad's maximum).
@@ -113,6 +115,7 @@ pub struct PoolWatch {
     direct: direct::DirectReads,
     /// Counts writes Nomad showed and the event stream did not.
     stream_missed: Arc<watch::Sender<u64>>,
+    changed: ChangedNodes,
 }
 
 struct AllocWatch {
@@ -171,6 +174,7 @@ impl PoolWatch {
         let regressions = Arc::new(AtomicU64::new(0));
         let relist = Arc::new(Notify::new());
         let stream_missed = Arc::new(watch::Sender::new(0));
+        let changed = ChangedNodes::default();
         let node_task = tokio::spawn(watch_nodes(
             client.clone(),
             filter,
@@ -183,6 +187,7 @@ impl PoolWatch {
                 relist: relist.clone(),
             },
             stream_missed.subscribe(),
+            changed.clone(),
         ));
         Self {
             client,
@@ -197,6 +202,7 @@ impl PoolWatch {
             last_probe: Mutex::new(None),
             direct: Arc::default(),
             stream_missed,
+            changed,
         }
     }
 
@@ -249,6 +255,12 @@ impl PoolWatch {
     /// which is left to it.
     pub fn index_regression_unseen(&self) -> bool {
         self.regressions_seen.load(Ordering::Relaxed) != self.regressions.load(Ordering::Relaxed)
+    }
+
+    /// The nodes whose stub changed since the last call (`None`: look at
+    /// every node), taken before reading the view (see `ChangedNodes`).
+    pub fn take_changed_nodes(&self) -> Option<HashSet<String>> {
+        self.changed.take()
     }
 
     /// The node view, with the nodes read back after a write it did not

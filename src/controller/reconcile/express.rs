@@ -7,7 +7,8 @@
 //! reconcile: most of the retire latency, while those whole-pool reconciles
 //! were most of the operator's CPU (BENCHMARKS.md, eighth pass). The lane is
 //! woken by every change the pool's watches report (`Trigger`), looks only
-//! at the drains the last reconcile recorded (sent or running), and for a
+//! at the drains the last reconcile recorded (sent or running), of those
+//! only at the nodes that changed since its last pass (`Ended`), and for a
 //! client whose drain ended:
 //! 1. starts what the decision reads, as `prime` does for a reconcile: the
 //!    allocation watches of the client and of the other nodes of its VM, and
@@ -95,6 +96,8 @@ pub struct Armed {
     key: String,
     /// The drains in flight, by node ID.
     candidates: HashMap<String, Candidate>,
+    /// The candidates whose drain ended as of the last pass.
+    ended: Ended,
 }
 
 struct Candidate {
@@ -233,6 +236,7 @@ impl Held {
             pool,
             key,
             candidates,
+            ended: Ended::default(),
         });
         true
     }
@@ -259,14 +263,13 @@ async fn run(
 
 /// One look at every candidate whose drain ended and whose reads changed.
 async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
+    let changed = rt.watch.take_changed_nodes();
     let NodesState::Ready(snapshot) = rt.watch.nodes() else {
+        armed.ended = Ended::default();
         return;
     };
-    // Most wake-ups end here: a look at the node view, nothing read.
-    let ended: Vec<String> = (armed.candidates.keys())
-        .filter(|id| snapshot.node(id).is_some_and(drain_ended))
-        .cloned()
-        .collect();
+    // Most wake-ups end here: a look at the nodes that changed, nothing read.
+    let ended = armed.ended.update(&armed.candidates, changed, &snapshot);
     if ended.is_empty() {
         return;
     }
@@ -334,6 +337,46 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
     for node_id in decided {
         if decide(rt, armed, &facts, &node_id).await {
             armed.candidates.remove(&node_id);
+            armed.ended.remove(&node_id);
+        }
+    }
+}
+
+/// The candidates whose drain ended, kept from pass to pass: all of them
+/// are looked up in the view on the first pass after arming (or after a
+/// new list), afterwards only those among the nodes that changed.
+#[derive(Default)]
+struct Ended(Option<HashSet<String>>);
+
+impl Ended {
+    fn update(
+        &mut self,
+        candidates: &HashMap<String, Candidate>,
+        changed: Option<HashSet<String>>,
+        snapshot: &NodesSnapshot,
+    ) -> Vec<String> {
+        let is_ended = |id: &str| snapshot.node(id).is_some_and(drain_ended);
+        match (self.0.as_mut(), changed) {
+            (Some(ended), Some(changed)) => {
+                for id in changed.into_iter().filter(|id| candidates.contains_key(id)) {
+                    if is_ended(&id) {
+                        ended.insert(id);
+                    } else {
+                        ended.remove(&id);
+                    }
+                }
+            }
+            _ => {
+                let all = (candidates.keys()).filter(|id| is_ended(id)).cloned();
+                self.0 = Some(all.collect());
+            }
+        }
+        self.0.iter().flatten().cloned().collect()
+    }
+
+    fn remove(&mut self, node_id: &str) {
+        if let Some(ended) = self.0.as_mut() {
+            ended.remove(node_id);
         }
     }
 }

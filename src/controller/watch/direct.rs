@@ -45,6 +45,7 @@ impl PoolWatch {
         let direct = self.direct.clone();
         let missed = self.stream_missed.clone();
         let trigger = self.trigger.clone();
+        let changed = self.changed.clone();
         tokio::spawn(async move {
             tokio::time::sleep(READ_BACK_AFTER).await;
             let shown = |view: &watch::Receiver<NodesState>| match &*view.borrow() {
@@ -75,10 +76,11 @@ impl PoolWatch {
                 );
                 missed.send_modify(|n| *n += 1);
             }
-            direct
-                .lock()
-                .expect("direct reads lock")
-                .insert(node_id, (index, read.map(|n| Arc::new(n.to_stub()))));
+            direct.lock().expect("direct reads lock").insert(
+                node_id.clone(),
+                (index, read.map(|n| Arc::new(n.to_stub()))),
+            );
+            changed.note([node_id.as_str()]);
             trigger.fire();
         });
     }

@@ -23,6 +23,7 @@ pub(super) async fn watch_nodes(
     trigger: Trigger,
     regressions: Regressions,
     stream_missed: watch::Receiver<u64>,
+    changed: ChangedNodes,
 ) {
     let mut w = NodeWatch {
         client,
@@ -30,6 +31,7 @@ pub(super) async fn watch_nodes(
         instance_attribute,
         tx,
         trigger,
+        changed,
         instance_ids: Arc::default(),
         opted_out: Arc::default(),
         stale_instances: 0,
@@ -190,6 +192,8 @@ struct NodeWatch {
     instance_attribute: &'static str,
     tx: watch::Sender<NodesState>,
     trigger: Trigger,
+    /// The IDs each published view changed, for the express lane.
+    changed: ChangedNodes,
     instance_ids: Arc<HashMap<String, String>>,
     /// Nodes whose Meta opts them out of voluntary retirement.
     opted_out: Arc<HashSet<String>>,
@@ -244,7 +248,7 @@ impl NodeWatch {
                     .map(|n| n.id.clone())
                     .collect();
                 self.read_instance_ids(missing).await;
-                self.publish(resp.index, resp.value.clone());
+                self.publish(resp.index, resp.value.clone(), None);
                 Some(resp)
             }
             Err(e) => {
@@ -343,7 +347,9 @@ impl NodeWatch {
         }
     }
 
-    fn publish(&self, index: u64, nodes: Vec<Arc<NodeListStub>>) {
+    /// Publish a view, with the IDs whose stub it changed (`None`: a list,
+    /// every node may differ from the last view).
+    fn publish(&self, index: u64, nodes: Vec<Arc<NodeListStub>>, changed: Option<&[String]>) {
         let snapshot = NodesSnapshot {
             index,
             nodes,
@@ -351,6 +357,10 @@ impl NodeWatch {
             opted_out: self.opted_out.clone(),
         };
         self.tx.send_replace(NodesState::Ready(Arc::new(snapshot)));
+        match changed {
+            Some(ids) => self.changed.note(ids.iter().map(String::as_str)),
+            None => self.changed.note_all(),
+        }
         self.trigger.fire();
     }
 
@@ -410,7 +420,8 @@ impl NodeWatch {
                             .await;
                         missing.retain(|id| !self.instance_ids.contains_key(id));
                         if self.instance_ids.len() > known {
-                            self.publish(last, nodes.values().cloned().collect());
+                            // Instance IDs only: no node's stub changed.
+                            self.publish(last, nodes.values().cloned().collect(), Some(&[]));
                         }
                         continue;
                     }
@@ -434,7 +445,7 @@ impl NodeWatch {
                     return Ok(StreamEnd::IndexWentBackwards);
                 }
             }
-            let mut changed = false;
+            let mut changed = Vec::new();
             for ev in frame.events {
                 let Some(node) = ev.payload.node else {
                     continue;
@@ -443,7 +454,9 @@ impl NodeWatch {
                     continue;
                 }
                 if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
-                    changed |= nodes.remove(&node.id).is_some();
+                    if nodes.remove(&node.id).is_some() {
+                        changed.push(node.id.clone());
+                    }
                     missing.remove(&node.id);
                     if self.instance_ids.contains_key(&node.id) {
                         self.forget_instance_later(nodes);
@@ -457,12 +470,12 @@ impl NodeWatch {
                     }
                     self.note_opt_out(&node);
                     nodes.insert(node.id.clone(), Arc::new(node.to_stub()));
-                    changed = true;
+                    changed.push(node.id.clone());
                 }
                 last = last.max(ev.index);
             }
-            if changed {
-                self.publish(last, nodes.values().cloned().collect());
+            if !changed.is_empty() {
+                self.publish(last, nodes.values().cloned().collect(), Some(&changed));
             }
         }
         Ok(StreamEnd::Closed)
