@@ -67,7 +67,9 @@ pub fn figures(p: &Params, w: &World, run: &ScaleIn, budget: usize) -> Value {
             ));
         }
     }
-    let dump = bench_dir().join("scale-in-logs/retire-latencies.tsv");
+    // One file per world (`op-big`, `baseline`, ...): the halves of a run
+    // are told apart, to match against that half's own log.
+    let dump = bench_dir().join(format!("scale-in-logs/retire-latencies-{}.tsv", w.label));
     if let Err(e) = std::fs::write(&dump, rows) {
         eprintln!("writing {}: {e}", dump.display());
     }

@@ -44,8 +44,12 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// While the express lane is armed, a pool's reconciles are spaced this
 /// many times the last one's duration apart (at least the minimum
 /// interval, at most `MAX_SPACING`): in the 5,000-client benchmark a
-/// reconcile takes ~150 ms (wall), so ~1.2 s.
-const SPACING_PER_RECONCILE_TIME: u32 = 8;
+/// reconcile takes 80-160 ms (wall), so ~1.3-2.6 s. The lane takes the
+/// terminations users wait on; what is left to reconciles (starting drains
+/// as the budget frees, finishing retirements) can wait that long. From 8
+/// to 16: 309 reconciles to 165, operator CPU 21.6 s to 17.3 s, the
+/// scale-in 1.08 to 1.11 times its ideal length (BENCHMARKS.md).
+const SPACING_PER_RECONCILE_TIME: u32 = 16;
 const MAX_SPACING: Duration = Duration::from_secs(5);
 /// How often a pool with retirements in flight re-reads its cloud group,
 /// which no Nomad watch reports on.
