@@ -460,3 +460,49 @@ async fn a_deleted_retirement_ends_and_the_pools_next_choice_gets_a_new_object()
     assert!(rig.terminations().is_empty(), "nothing terminated");
     rig.sim.assert_no_violations().await;
 }
+
+/// Progress figures a reconcile writes after its actions give way to a
+/// newer record (the express lane's `Terminating`, written meanwhile):
+/// neither written over it nor failing the reconcile.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_figures_never_overwrite_a_newer_record() {
+    use kube::api::PostParams;
+    use nomad_pool_operator::api::NomadClientRetirementStatus;
+    use nomad_pool_operator::controller::retirement::{sync, write};
+    let rig = Rig::new("progress-cas", 1).await;
+    let api: Api<NomadClientRetirement> = Api::namespaced(rig.client.clone(), &rig.namespace);
+    let obj: NomadClientRetirement = serde_json::from_value(json!({
+        "apiVersion": "nomadpool.dev/v1alpha1", "kind": "NomadClientRetirement",
+        "metadata": {"name": "r1", "namespace": rig.namespace},
+        "spec": {"pool": POOL, "target": {"nodeName": "client-1"}, "reason": "ScaleIn"},
+    }))
+    .unwrap();
+    let read = api.create(&PostParams::default(), &obj).await.unwrap();
+    let phase = |p| NomadClientRetirementStatus {
+        phase: Some(p),
+        ..Default::default()
+    };
+    // The lane's record lands first, on the copy both read.
+    let mut lanes = read.clone();
+    lanes.status = Some(phase(RetirementPhase::Terminating));
+    api.replace_status("r1", &PostParams::default(), &lanes)
+        .await
+        .unwrap();
+    let figures = sync::StatusWrite {
+        object: std::sync::Arc::new(read),
+        status: NomadClientRetirementStatus {
+            allocations_left: 2,
+            ..phase(RetirementPhase::Draining)
+        },
+    };
+    let writes = sync::Writes {
+        statuses: vec![figures],
+        ..Default::default()
+    };
+    write::progress(&api, &rig.ctx.ledgers, &writes)
+        .await
+        .expect("a newer record is not an error");
+    let stored = api.get("r1").await.unwrap().status.unwrap();
+    assert_eq!(stored.phase, Some(RetirementPhase::Terminating));
+    assert_eq!(stored.allocations_left, 0);
+}

@@ -138,8 +138,16 @@ pub struct Busy {
 
 impl Busy {
     pub fn of(plan: &plan::Plan, writes: &Writes) -> Self {
+        // A status whose only news is progress figures is written after the
+        // actions and gives way to a newer record (`write::progress`):
+        // holding its client for the whole reconcile made the lane's slowest
+        // terminations (BENCHMARKS.md, eleventh pass).
+        let material = (writes.statuses.iter()).filter(|w| {
+            let old = w.object.status.clone().unwrap_or_default();
+            records::material_change(&old, &w.status)
+        });
         let objects = (writes.adopts.iter())
-            .chain(&writes.statuses)
+            .chain(material)
             .chain(&writes.finishes)
             .map(|w| &*w.object)
             .chain(writes.releases.iter().map(|r| &**r))
@@ -335,9 +343,18 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         listed: &listed,
     };
     for node_id in decided {
-        if decide(rt, armed, &facts, &node_id).await {
-            armed.candidates.remove(&node_id);
-            armed.ended.remove(&node_id);
+        match decide(rt, armed, &facts, &node_id).await {
+            Decided::Done => {
+                armed.candidates.remove(&node_id);
+                armed.ended.remove(&node_id);
+            }
+            Decided::Left => {}
+            // Looked at again on the next wake-up, on the newer record.
+            Decided::Again => {
+                if let Some(c) = armed.candidates.get_mut(&node_id) {
+                    c.seen = None;
+                }
+            }
         }
     }
 }
@@ -418,27 +435,38 @@ fn drain_ended(n: &NodeListStub) -> bool {
     !n.drain && (complete || n.status == nomad::NodeStatus::Down)
 }
 
-/// Decide on one drained client; whether the lane is done with it (its
-/// termination started, or its retirement is no longer one to decide).
-async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id: &str) -> bool {
+/// What became of one decision.
+enum Decided {
+    /// The termination started, or the retirement is no longer one to decide.
+    Done,
+    /// Left to the reconcile, or waiting for the group view: looked at again
+    /// once what it read changes.
+    Left,
+    /// Its record changed under the lane's write (a reconcile's progress
+    /// figures landed first): decided again on the newer one.
+    Again,
+}
+
+/// Decide on one drained client.
+async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id: &str) -> Decided {
     let c = &armed.candidates[node_id];
     let ns = armed.pool.namespace().unwrap_or_default();
     let Some(obj) = armed.ledgers.one(&ns, &c.name) else {
         debug!(node = node_id, "express lane: no retirement object");
-        return true;
+        return Decided::Done;
     };
     let now = Timestamp::now();
     let finishing = |r: &NomadClientRetirement| armed.ledgers.is_finishing(r);
     let tracked = records::tracked(std::slice::from_ref(&obj), &[], now, &finishing);
     let Some(entry) = tracked.entries.into_iter().next() else {
-        return true;
+        return Decided::Done;
     };
     if entry.node_id != node_id || !lane::phase_of_drain(entry.phase) {
         debug!(node = node_id, phase = %entry.phase, "express lane: not a drain");
-        return true;
+        return Decided::Done;
     }
     let Some(group) = rt.group.narrowed(&c.instance) else {
-        return false;
+        return Decided::Left;
     };
     let nodes = nodes_on_vm(facts.snapshot, &c.instance, armed);
     let drains = records::drains(std::slice::from_ref(&obj), &armed.pool.spec.drain);
@@ -464,7 +492,7 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
         index: Default::default(),
     };
     let Some(stepped) = lane::step(&view, &entry) else {
-        return true;
+        return Decided::Done;
     };
     let Some((instance, decrement)) = lane::lone_terminate(&stepped) else {
         let (next, step) = (&stepped.next, &stepped.step);
@@ -476,7 +504,7 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
             message = next.message.as_deref().unwrap_or(""),
             "express lane: left to the reconcile"
         );
-        return false;
+        return Decided::Left;
     };
     let (next, step) = (stepped.next, stepped.step);
     let blocking = facts.allocs.get(node_id).map(|a| a.blocking.clone());
@@ -493,9 +521,14 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
         status,
     };
     if let Err(e) = write::status(&api, &armed.ledgers, &w).await {
-        // A newer record (or none): the reconcile decides on it.
         debug!(error = %e, node = node_id, "express lane: record not written");
-        return true;
+        // A newer record: decided again on it. None at all (deleted), or a
+        // failed write: the reconcile decides.
+        return if e.is_conflict() {
+            Decided::Again
+        } else {
+            Decided::Done
+        };
     }
     let known = siblings::known_on(&instance, facts.listed, &nodes);
     super::act::spawn_terminate(rt, &instance, decrement, true, known);
@@ -507,7 +540,7 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
     }
     metrics().express_terminates.get_or_create(&labels).inc();
     debug!(node = node_id, instance = %instance, "express lane: terminate started");
-    true
+    Decided::Done
 }
 
 /// The facts of the pool's nodes that report `instance` (the client among

@@ -3,22 +3,37 @@
 use std::sync::Arc;
 
 use super::Busy;
+use crate::api::{NomadClientRetirementStatus, RetirementPhase};
 use crate::controller::plan::{Action, Plan};
 use crate::controller::retirement::records::tests::object;
 use crate::controller::retirement::sync::{StatusWrite, Writes};
 
+/// A status write that moves the retirement to another phase.
 fn write(name: &str) -> StatusWrite {
     let object = Arc::new(object(name, None));
     StatusWrite {
-        status: Default::default(),
+        status: NomadClientRetirementStatus {
+            phase: Some(RetirementPhase::Draining),
+            ..Default::default()
+        },
         object,
     }
+}
+
+/// A status write whose only news is a progress figure.
+fn progress(name: &str) -> StatusWrite {
+    let mut w = write(name);
+    let mut object = (*w.object).clone();
+    object.status = Some(w.status.clone());
+    w.object = Arc::new(object);
+    w.status.allocations_left = 3;
+    w
 }
 
 #[test]
 fn the_lane_keeps_off_what_the_reconcile_writes_or_acts_on() {
     let writes = Writes {
-        statuses: vec![write("written")],
+        statuses: vec![write("written"), progress("progress-only")],
         finishes: vec![write("finished")],
         releases: vec![Arc::new(object("released", None))],
         ..Default::default()
@@ -37,6 +52,10 @@ fn the_lane_keeps_off_what_the_reconcile_writes_or_acts_on() {
     assert!(
         !busy.holds("some-node", "untouched"),
         "the rest is the lane's"
+    );
+    assert!(
+        !busy.holds("some-node", "progress-only"),
+        "progress figures give way to the lane's record"
     );
 }
 

@@ -80,7 +80,7 @@ pub async fn write_behind(
     }
     let api: Api<NomadClientRetirement> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    write::write_ahead(&api, pool, &ctx.ledgers, behind)
+    write::progress(&api, &ctx.ledgers, behind)
         .await
         .map_err(Error::RetirementWrite)?;
     write::wind_up(&api, &ctx.ledgers, behind)

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
+use tracing::debug;
 
 use super::sync::{StatusWrite, Writes, adopted_object};
 use super::{FINALIZER, Ledgers};
@@ -81,6 +82,31 @@ pub async fn write_ahead(
     let statuses = (writes.statuses.iter())
         .map(|w| Box::pin(write_status(api, ledger, &w.object, &w.status)) as Call<'_>);
     run(creates.chain(adopts).chain(statuses).collect()).await
+}
+
+/// Progress figures written after the actions (allocations left, blocking
+/// allocations, a message whose words stay). A conflict means a newer
+/// record landed, the express lane's for this client: the figures must not
+/// go over it, and the next reconcile writes them again if still news.
+pub async fn progress(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    writes: &Writes,
+) -> Result<(), WriteError> {
+    let statuses = (writes.statuses.iter())
+        .map(|w| {
+            Box::pin(async move {
+                match write_status(api, ledger, &w.object, &w.status).await {
+                    Err(e) if e.is_conflict() => {
+                        debug!(error = %e, "progress not written: a newer record landed");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }) as Call<'_>
+        })
+        .collect();
+    run(statuses).await
 }
 
 /// The retirements the plan let go of: their final statuses (each with its
