@@ -38,6 +38,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use kube::{Api, ResourceExt};
 use tokio::sync::{Notify, OwnedMutexGuard};
@@ -59,6 +60,9 @@ use crate::nomad::{self, NodeListStub};
 /// After a pass, changes are gathered this long before the next: a burst of
 /// watch answers costs one pass.
 const GATHER: Duration = Duration::from_millis(10);
+/// Decisions of one pass in flight at once (each writes one record; the
+/// terminate calls they start are bounded apart, `runtime::TERMINATE_CALLS`).
+const DECISIONS_AT_ONCE: usize = 8;
 
 /// The lane of one pool: its wake-up, its lock and what arms it.
 pub struct ExpressLane {
@@ -342,8 +346,28 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         allocs: &allocs,
         listed: &listed,
     };
-    for node_id in decided {
-        match decide(rt, armed, &facts, &node_id).await {
+    // Concurrently: a wave of drains that end together (jobs of one length)
+    // each waited for the records written before its own, one API server
+    // round trip apiece (BENCHMARKS.md, eleventh pass). One decision per VM
+    // and pass: another client of the same VM waits for the next pass.
+    let mut vms = HashSet::new();
+    let (now, later): (Vec<String>, Vec<String>) =
+        (decided.into_iter()).partition(|id| vms.insert(armed.candidates[id].instance.clone()));
+    let outcomes: Vec<(String, Decided)> = {
+        let armed = &*armed;
+        let facts = &facts;
+        futures::stream::iter(now)
+            .map(|node_id| async move {
+                let decided = decide(rt, armed, facts, &node_id).await;
+                (node_id, decided)
+            })
+            .buffer_unordered(DECISIONS_AT_ONCE)
+            .collect()
+            .await
+    };
+    let again = later.into_iter().map(|id| (id, Decided::Again));
+    for (node_id, decided) in outcomes.into_iter().chain(again) {
+        match decided {
             Decided::Done => {
                 armed.candidates.remove(&node_id);
                 armed.ended.remove(&node_id);
