@@ -52,20 +52,24 @@ fn each_blocker_that_is_a_fault_has_its_own_reason() {
     );
 }
 
-#[test]
-fn a_pool_held_only_by_its_spec_is_ready_for_pipelines() {
-    let group = GroupState {
+fn group(desired_capacity: u32) -> GroupState {
+    GroupState {
         name: "g".into(),
         min_size: 0,
         max_size: 10,
-        desired_capacity: 3,
+        desired_capacity,
         terminate_suspended: false,
         suspended_processes: vec![],
         instances: vec![],
         owner_tag: None,
         launch_specs: vec![],
         reads_launch_times: false,
-    };
+    }
+}
+
+#[test]
+fn a_pool_held_only_by_its_spec_is_ready_for_pipelines() {
+    let group = group(3);
     let planned = plan::Plan {
         desired_nodes: 2,
         blockers: vec![Blocker::Paused],
@@ -120,18 +124,7 @@ fn an_undecodable_answer_is_not_called_unreachable() {
 
 #[test]
 fn a_group_above_the_wanted_size_with_nothing_to_do_says_so() {
-    let group = GroupState {
-        name: "g".into(),
-        min_size: 0,
-        max_size: 10,
-        desired_capacity: 4,
-        terminate_suspended: false,
-        suspended_processes: vec![],
-        instances: vec![],
-        owner_tag: None,
-        launch_specs: vec![],
-        reads_launch_times: false,
-    };
+    let group = group(4);
     let planned = plan::Plan {
         desired_nodes: 3,
         ..Default::default()
