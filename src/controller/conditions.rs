@@ -476,8 +476,9 @@ fn ready_condition(
         // should say the pool is retiring, not sound an alarm.
         Signal::new(false, "Retiring", progressing.message.clone())
     } else if progressing.reason == "Idle" && group.desired_capacity != planned.desired_nodes {
-        // A GCE group lowers its size when the delete's Operation is done,
-        // after the client is gone: "nothing to do" would read as stuck.
+        // The group's size lags its clients (a terminate still landing, or
+        // a view of the group read before it): "nothing to do" would read
+        // as stuck.
         Signal::new(
             false,
             "GroupResizing",

@@ -303,8 +303,9 @@ fn invalid_budget_news(
 /// on it (a retirement in flight, a pre-flight refusal, a budget, a size
 /// the group has not reached yet), soon.
 fn next_look(planned: &super::plan::Plan, progress_waits: bool, group: &GroupState) -> Duration {
-    // A GCE group lowers its target size when the delete's Operation is
-    // done, after the reconcile that saw the client go: Ready waits for
+    // The group's size reaches the plan's after the last terminate lands,
+    // and the view a plan reads may predate that (a cached view, or one
+    // dropped after a terminate whose answer was lost): Ready waits for
     // that size, and no watch would tell.
     let converging = group.desired_capacity != planned.desired_nodes;
     let busy = converging
