@@ -342,18 +342,9 @@ mod tests {
     use super::*;
 
     fn group(desired_capacity: u32) -> GroupState {
-        GroupState {
-            name: "ci".into(),
-            min_size: 0,
-            max_size: 10,
-            desired_capacity,
-            terminate_suspended: false,
-            suspended_processes: vec![],
-            instances: vec![],
-            owner_tag: None,
-            launch_specs: vec![],
-            reads_launch_times: true,
-        }
+        let fake = crate::provider::fake::FakeProvider::new("ci", &[]);
+        fake.update(|g| g.desired_capacity = desired_capacity);
+        fake.group_state()
     }
 
     #[test]

@@ -257,12 +257,6 @@ impl PoolWatch {
         self.regressions_seen.load(Ordering::Relaxed) != self.regressions.load(Ordering::Relaxed)
     }
 
-    /// The nodes whose stub changed since the last call (`None`: look at
-    /// every node), taken before reading the view (see `ChangedNodes`).
-    pub fn take_changed_nodes(&self) -> Option<HashSet<String>> {
-        self.changed.take()
-    }
-
     /// The node view, with the nodes read back after a write it did not
     /// show (see `direct`).
     pub fn nodes(&self) -> NodesState {

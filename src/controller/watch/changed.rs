@@ -59,6 +59,14 @@ impl ChangedNodes {
     }
 }
 
+impl super::PoolWatch {
+    /// The nodes whose stub changed since the last call (`None`: look at
+    /// every node), taken before reading the view.
+    pub fn take_changed_nodes(&self) -> Option<HashSet<String>> {
+        self.changed.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
