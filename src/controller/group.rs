@@ -35,7 +35,7 @@ pub struct GroupView {
 
 #[derive(Default)]
 struct State {
-    snapshot: Option<(Instant, GroupState)>,
+    snapshot: Option<(Instant, Arc<GroupState>)>,
     /// Bumped by each mutation applied locally.
     seq: u64,
     /// Our own mutations a read still in flight may not show, by `seq`: they
@@ -99,7 +99,7 @@ impl State {
     /// A read started at `start` ended: its answer, with our mutations since
     /// applied, becomes the view (unless a mutation of unknown effect came
     /// after its start). Returns the view stored, if any.
-    fn read_ended(&mut self, start: u64, answer: Option<GroupState>) -> Option<GroupState> {
+    fn read_ended(&mut self, start: u64, answer: Option<GroupState>) -> Option<Arc<GroupState>> {
         if let Some(at) = self.reads.iter().position(|s| *s == start) {
             self.reads.swap_remove(at);
         }
@@ -107,6 +107,7 @@ impl State {
             for (_, m) in self.log.iter().filter(|(seq, _)| *seq > start) {
                 m.apply(&mut g);
             }
+            let g = Arc::new(g);
             self.snapshot = Some((Instant::now(), g.clone()));
             g
         });
@@ -117,8 +118,9 @@ impl State {
 
     fn mutate(&mut self, m: Mutation) {
         self.seq += 1;
+        // In place unless a reconcile still holds the view it planned on.
         if let Some((_, g)) = self.snapshot.as_mut() {
-            m.apply(g);
+            m.apply(Arc::make_mut(g));
         }
         if !self.reads.is_empty() {
             self.log.push((self.seq, m));
@@ -151,7 +153,7 @@ impl ReadInFlight {
     }
 
     /// End it under the lock the caller holds.
-    fn end(mut self, st: &mut State, answer: Option<GroupState>) -> Option<GroupState> {
+    fn end(mut self, st: &mut State, answer: Option<GroupState>) -> Option<Arc<GroupState>> {
         self.open = false;
         st.read_ended(self.start, answer)
     }
@@ -167,9 +169,10 @@ impl Drop for ReadInFlight {
     }
 }
 
-/// A group answer and how old it is.
+/// A group answer and how old it is. Shared with the view: a reconcile
+/// holds thousands of instances without copying them.
 pub struct Observed {
-    pub group: GroupState,
+    pub group: Arc<GroupState>,
     pub age: Duration,
 }
 
@@ -233,7 +236,7 @@ impl GroupView {
                 return Err(e);
             }
         };
-        let group = read.end(&mut st, Some(group.clone())).unwrap_or(group);
+        let group = (read.end(&mut st, Some(group.clone()))).unwrap_or_else(|| Arc::new(group));
         Ok(Observed {
             group,
             age: Duration::ZERO,
@@ -255,7 +258,7 @@ impl GroupView {
                 return;
             };
             drop(st);
-            if before.as_ref() != Some(&group) {
+            if before.as_deref() != Some(&*group) {
                 trigger.fire();
             }
         });

@@ -42,7 +42,10 @@ pub async fn check(
     seen.lifecycle_hook = check.as_ref().and_then(|c| c.ready()).map(str::to_owned);
     if seen.lifecycle_hook.is_some() {
         // VMs the queue named, confirmed held, that the view predates.
-        hooks::queue::overlay(&rt.hooks.queued(), &mut seen.group);
+        hooks::queue::overlay(
+            &rt.hooks.queued(),
+            std::sync::Arc::make_mut(&mut seen.group),
+        );
     }
     if let Some(HookCheck::Ready {
         heartbeat_timeout, ..

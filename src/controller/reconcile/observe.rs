@@ -46,7 +46,7 @@ pub struct Observed {
     pub drains: HashMap<String, DrainPolicy>,
     pub snapshot: Arc<NodesSnapshot>,
     /// The cloud group; after a fresh read (see [`plan`]) that read's.
-    pub group: GroupState,
+    pub group: Arc<GroupState>,
     group_age: Duration,
     /// Shared with the pool's facts cache (`facts`).
     pub nodes: Arc<Vec<NodeFacts>>,
