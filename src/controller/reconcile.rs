@@ -42,14 +42,22 @@ pub const FINALIZER: &str = "nomadpool.dev/release-nodes";
 /// what no watch can see (for example the cloud group changed by hand).
 const RESYNC: Duration = Duration::from_secs(300);
 /// While the express lane is armed, a pool's reconciles are spaced this
-/// many times the last one's duration apart (at least the minimum
-/// interval, at most `MAX_SPACING`): in the 5,000-client benchmark a
+/// many times the last one's duration apart (at least `ARMED_SPACING_PER_NODE`,
+/// at most `MAX_SPACING`): in the 5,000-client benchmark a
 /// reconcile takes 80-160 ms (wall), so ~1.3-2.6 s. The lane takes the
 /// terminations users wait on; what is left to reconciles (starting drains
 /// as the budget frees, finishing retirements) can wait that long. From 8
 /// to 16: 309 reconciles to 165, operator CPU 21.6 s to 17.3 s, the
 /// scale-in 1.08 to 1.11 times its ideal length (BENCHMARKS.md).
 const SPACING_PER_RECONCILE_TIME: u32 = 16;
+/// The least spacing while the lane is armed, per client of the pool: a
+/// reconcile plans every client, so its cost grows with the pool. 16 times
+/// a short reconcile (one that found little to do) let the next come
+/// within a second: most of a 5,000-client scale-in's ~200 reconciles
+/// selected nothing, at ~22 ms of CPU each. There a freed budget slot now
+/// waits up to 2.5 s for its next drain, a few percent of a CI drain's
+/// minute; a 50-client pool is held 25 ms, as before.
+const ARMED_SPACING_PER_NODE: Duration = Duration::from_micros(500);
 const MAX_SPACING: Duration = Duration::from_secs(5);
 /// How often a pool with retirements in flight re-reads its cloud group,
 /// which no Nomad watch reports on.
@@ -210,8 +218,8 @@ async fn apply(
     {
         // The lane takes the step users wait on; the whole-pool plan can
         // wait in proportion to what it costs.
-        let spacing = started.elapsed().saturating_mul(SPACING_PER_RECONCILE_TIME);
-        ctx.set_spacing(&ObjectRef::from_obj(&*pool), Some(spacing.min(MAX_SPACING)));
+        let spacing = armed_spacing(started.elapsed(), seen.nodes.len());
+        ctx.set_spacing(&ObjectRef::from_obj(&*pool), Some(spacing));
         armed.store(true, Ordering::Relaxed);
         drop(lane);
         // What the reconcile was busy with.
@@ -220,6 +228,15 @@ async fn apply(
     let look = next_look(&planned.plan, persisted.progress_waits, &seen.group);
     let look = hook::next_look(look, hook_check.as_ref());
     Ok(Requeue::requeue(look))
+}
+
+/// How far apart the reconciles of a pool of `nodes` clients are spaced
+/// while its lane is armed, after one that took `took`.
+fn armed_spacing(took: Duration, nodes: usize) -> Duration {
+    let floor = ARMED_SPACING_PER_NODE.saturating_mul(u32::try_from(nodes).unwrap_or(u32::MAX));
+    (took.saturating_mul(SPACING_PER_RECONCILE_TIME))
+        .max(floor)
+        .min(MAX_SPACING)
 }
 
 /// The pool's next status, and the pool-level news in it published; what
@@ -345,6 +362,18 @@ mod tests {
         let fake = crate::provider::fake::FakeProvider::new("ci", &[]);
         fake.update(|g| g.desired_capacity = desired_capacity);
         fake.group_state()
+    }
+
+    #[test]
+    fn armed_spacing_grows_with_the_reconcile_and_the_pool() {
+        let ms = Duration::from_millis;
+        // A small pool: its reconciles' own length sets the pace.
+        assert_eq!(armed_spacing(ms(10), 50), ms(160));
+        assert_eq!(armed_spacing(ms(1), 50), ms(25));
+        // A large pool's short reconcile does not bring the next one closer.
+        assert_eq!(armed_spacing(ms(30), 5_000), ms(2_500));
+        assert_eq!(armed_spacing(ms(200), 5_000), ms(3_200));
+        assert_eq!(armed_spacing(ms(100), 20_000), MAX_SPACING);
     }
 
     #[test]
