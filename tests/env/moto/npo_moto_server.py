@@ -25,6 +25,8 @@ PATCHES = [
     "asg_lifecycle_notify",
     "asg_instance_refresh",
     "events_envelope",
+    # Last: it wraps the versions the patches above installed.
+    "asg_atomic_capacity",
 ]
 
 
