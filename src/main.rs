@@ -67,6 +67,13 @@ struct RunArgs {
           default_value_t = nomad_pool_operator::nomad::DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(nomad_pool_operator::nomad::MIN_MAX_CONNECTIONS as u64..))]
     nomad_max_connections: u64,
+    /// Most cloud terminate calls one pool has in flight. Cloud APIs
+    /// throttle mutating calls per account; raise it where the quota allows
+    /// more and wide scale-ins should go faster.
+    #[arg(long, env = "NPO_TERMINATE_CALLS_PER_POOL",
+          default_value_t = nomad_pool_operator::controller::runtime::TERMINATE_CALLS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    terminate_calls_per_pool: u64,
 
     /// Least time between two reconciles of one pool that its Nomad and
     /// cloud watches ask for, in milliseconds. The first change after a
@@ -103,6 +110,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     info!(
         max = args.nomad_max_connections,
         "connections per Nomad agent"
+    );
+    nomad_pool_operator::controller::runtime::set_terminate_calls(
+        usize::try_from(args.terminate_calls_per_pool).unwrap_or(usize::MAX),
     );
     let ready = server::Readiness::default();
     let bound = server::serve(args.metrics_addr, ready.clone()).await?;

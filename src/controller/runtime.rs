@@ -2,6 +2,7 @@
 //! watches and the memory of its own writes), built once per connection
 //! fingerprint and kept in the context until the spec or its Secrets change.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,12 +23,23 @@ use crate::api::NomadClientPool;
 use crate::nomad::{self, NomadClient, PoolSelector};
 use crate::provider::{self, CloudProvider};
 
-/// Terminate calls one pool has in flight. Thousands of VMs can clear the
-/// gate together (a 4,000-client scale-in at 25 %); sent all at once, they
-/// queued in the cloud API's throttle (or moto's one process), timed out
-/// after 20 s and were sent again, and almost none landed. Cloud APIs
-/// throttle mutating calls per account, so a handful at a time is as fast.
+/// Terminate calls one pool has in flight, by default. Thousands of VMs can
+/// clear the gate together (a 4,000-client scale-in at 25 %); sent all at
+/// once, they queued in the cloud API's throttle (or moto's one process),
+/// timed out after 20 s and were sent again, and almost none landed. Cloud
+/// APIs throttle mutating calls per account, so a handful at a time is as
+/// fast. `--terminate-calls-per-pool` sets it for an account whose quota
+/// allows more.
 pub const TERMINATE_CALLS: usize = 10;
+
+/// The operator-wide setting, read when a pool's runtime is built.
+static TERMINATE_CALLS_SET: AtomicUsize = AtomicUsize::new(TERMINATE_CALLS);
+
+/// Sets the terminate calls per pool for runtimes built from now on (call
+/// at start). At least one.
+pub fn set_terminate_calls(n: usize) {
+    TERMINATE_CALLS_SET.store(n.max(1), Ordering::Relaxed);
+}
 
 /// What a pool needs between reconciles: its clients and its watches.
 pub struct PoolRuntime {
@@ -54,7 +66,7 @@ pub struct PoolRuntime {
     pub facts: super::reconcile::facts::FactsCache,
     /// Instances whose terminate call is running: they are not sent again.
     pub terminating: Mutex<std::collections::HashSet<String>>,
-    /// Terminate calls in flight (see [`TERMINATE_CALLS`]).
+    /// Terminate calls in flight (see [`set_terminate_calls`]).
     pub terminate_calls: Arc<tokio::sync::Semaphore>,
     /// Failed terminate calls, reported by the next reconcile.
     pub cloud_failures: Mutex<Vec<ActionError>>,
@@ -159,7 +171,9 @@ pub(super) async fn runtime(
         drain_resends: Default::default(),
         facts: Default::default(),
         terminating: Default::default(),
-        terminate_calls: Arc::new(tokio::sync::Semaphore::new(TERMINATE_CALLS)),
+        terminate_calls: Arc::new(tokio::sync::Semaphore::new(
+            TERMINATE_CALLS_SET.load(Ordering::Relaxed),
+        )),
         cloud_failures: Default::default(),
         trigger,
         hooks: Default::default(),
