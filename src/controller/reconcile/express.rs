@@ -142,13 +142,14 @@ pub struct Busy {
 
 impl Busy {
     pub fn of(plan: &plan::Plan, writes: &Writes) -> Self {
-        // A status whose only news is progress figures is written after the
-        // actions and gives way to a newer record (`write::progress`):
-        // holding its client for the whole reconcile made the lane's slowest
-        // terminations (BENCHMARKS.md, eleventh pass).
+        // A status that leaves the record as it was (figures, words,
+        // conditions) is written after the actions and gives way to a newer
+        // record (`write::progress`): holding its client for the whole
+        // reconcile made the lane's slowest terminations (BENCHMARKS.md,
+        // eleventh and twelfth passes).
         let material = (writes.statuses.iter()).filter(|w| {
             let old = w.object.status.clone().unwrap_or_default();
-            records::material_change(&old, &w.status)
+            records::record_change(&old, &w.status)
         });
         let objects = (writes.adopts.iter())
             .chain(material)
@@ -327,6 +328,7 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         if c.seen == Some(inputs) {
             continue;
         }
+        debug!(node = %node_id, live = ?inputs.live, vm_read = inputs.vm_read, others_read = inputs.others_read, "express lane: inputs changed");
         c.seen = Some(inputs);
         let mut unread = false;
         for id in std::iter::once(node_id.as_str()).chain(others()) {

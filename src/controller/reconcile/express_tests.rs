@@ -30,10 +30,22 @@ fn progress(name: &str) -> StatusWrite {
     w
 }
 
+/// A status write whose news is words, the record unchanged (a drain's
+/// message as its jobs finish).
+fn words(name: &str) -> StatusWrite {
+    let mut w = progress(name);
+    w.status.message = Some("waiting for jobs build, test".into());
+    w
+}
+
 #[test]
 fn the_lane_keeps_off_what_the_reconcile_writes_or_acts_on() {
     let writes = Writes {
-        statuses: vec![write("written"), progress("progress-only")],
+        statuses: vec![
+            write("written"),
+            progress("progress-only"),
+            words("words-only"),
+        ],
         finishes: vec![write("finished")],
         releases: vec![Arc::new(object("released", None))],
         ..Default::default()
@@ -56,6 +68,10 @@ fn the_lane_keeps_off_what_the_reconcile_writes_or_acts_on() {
     assert!(
         !busy.holds("some-node", "progress-only"),
         "progress figures give way to the lane's record"
+    );
+    assert!(
+        !busy.holds("some-node", "words-only"),
+        "so do words that leave the record as it was"
     );
 }
 

@@ -48,18 +48,18 @@ pub struct Persisted {
     pub started_ahead: HashSet<String>,
 }
 
-/// Take out of `writes` what no action of the plan depends on: progress
-/// figures of retirements whose phase and words stay (allocations left,
-/// blocking allocations) and the pruning of old history. The actions (a
+/// Take out of `writes` what no action of the plan depends on: statuses
+/// whose record stays (`records::record_change`: only figures, words or
+/// conditions move) and the pruning of old history. The actions (a
 /// terminate call most of all) no longer wait for the API server to answer
-/// them; a crash before they are written loses only figures the next
+/// them; a crash before they are written loses only reports the next
 /// reconcile writes again, or leaves history the next one prunes.
 fn write_behind_part(writes: &mut sync::Writes) -> sync::Writes {
     let (ahead, behind) = std::mem::take(&mut writes.statuses)
         .into_iter()
         .partition(|w| {
             let old = w.object.status.clone().unwrap_or_default();
-            records::material_change(&old, &w.status)
+            records::record_change(&old, &w.status)
         });
     writes.statuses = ahead;
     sync::Writes {
@@ -399,9 +399,12 @@ mod tests {
             s.phase = Some(RetirementPhase::Terminating)
         });
         let fewer = moved(&draining("b", 3), |s| s.allocations_left = 2);
+        let words = moved(&draining("d", 1), |s| {
+            s.message = Some("node is disconnected with 1 allocation(s) that may still run".into())
+        });
         let old = Arc::new(draining("c", 0));
         let mut writes = sync::Writes {
-            statuses: vec![terminating, fewer],
+            statuses: vec![terminating, fewer, words],
             prunes: vec![old],
             ..Default::default()
         };
@@ -413,7 +416,7 @@ mod tests {
         };
         assert_eq!(names(&writes.statuses), ["a"], "a phase is written ahead");
         assert!(writes.prunes.is_empty());
-        assert_eq!(names(&behind.statuses), ["b"]);
+        assert_eq!(names(&behind.statuses), ["b", "d"]);
         assert_eq!(behind.prunes.len(), 1);
     }
 

@@ -205,6 +205,28 @@ fn new_counts_are_progress_a_new_message_is_news() {
 }
 
 #[test]
+fn words_and_figures_leave_the_record_a_phase_changes_it() {
+    let now = Timestamp::now();
+    let mut e = entry(RetirePhase::Draining);
+    let before = status_of(&e, None, Some(1), None, now);
+    e.allocations_left = 1;
+    e.message = Some("node is disconnected with 1 allocation(s) that may still run".into());
+    let words = status_of(&e, Some(&before), Some(1), None, now);
+    assert!(material_change(&before, &words), "news for the reader");
+    assert!(
+        !record_change(&before, &words),
+        "nothing an action rests on"
+    );
+    e.phase = RetirePhase::Drained;
+    let drained = status_of(&e, Some(&words), Some(1), None, now);
+    assert!(record_change(&words, &drained));
+    e.phase = RetirePhase::Terminating;
+    e.since = Time(now.checked_add(SignedDuration::from_secs(1)).unwrap());
+    let terminating = status_of(&e, Some(&drained), Some(1), None, now);
+    assert!(record_change(&drained, &terminating));
+}
+
+#[test]
 fn every_phase_is_news() {
     let now = Timestamp::now();
     let mut e = entry(RetirePhase::Selected);
