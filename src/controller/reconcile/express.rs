@@ -114,7 +114,7 @@ struct Candidate {
 }
 
 /// The reads a decision rests on, as far as telling them apart goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Inputs {
     node_index: u64,
     live: Option<u32>,
@@ -328,7 +328,8 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         if c.seen == Some(inputs) {
             continue;
         }
-        debug!(node = %node_id, live = ?inputs.live, vm_read = inputs.vm_read, others_read = inputs.others_read, "express lane: inputs changed");
+        // What a decision still waits for, read by read.
+        debug!(node = %node_id, ?inputs, "express lane: inputs changed");
         c.seen = Some(inputs);
         let mut unread = false;
         for id in std::iter::once(node_id.as_str()).chain(others()) {

@@ -338,10 +338,10 @@ pub fn material_change(
 /// next action rests on and what adoption reads back. The words, the
 /// conditions and the figures that report on it are not: a status that
 /// changes only those names no side effect, so it need not land before the
-/// reconcile acts, nor hold its client off the express lane meanwhile. At
-/// 20,000 clients a drain's message changes as its jobs finish; held as
-/// news, each such client waited out the reconcile's 6-15 s of writes
-/// after its drain ended (BENCHMARKS.md, twelfth pass).
+/// reconcile acts, nor hold its client off the express lane meanwhile. A
+/// drain's message changes as its jobs finish; held as news, such a client
+/// could wait out the reconcile's writes after its drain ended, 6-15 s at
+/// 20,000 clients (BENCHMARKS.md, twelfth pass).
 pub fn record_change(old: &NomadClientRetirementStatus, new: &NomadClientRetirementStatus) -> bool {
     fn record(s: &NomadClientRetirementStatus) -> NomadClientRetirementStatus {
         NomadClientRetirementStatus {
