@@ -1,8 +1,9 @@
 //! Persist: the write-ahead record of a plan, written before any of its
 //! side effects: each client's retirement object (created, taken over or
 //! moved on), then the pool's own status; after them the retirements the
-//! plan let go of are finished. What no action waits on (progress figures,
-//! the pruning of old history) is written after the actions.
+//! plan let go of are finished. What no action waits on (statuses that
+//! leave the record as it was, the pruning of old history) is written
+//! after the actions.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -84,8 +84,8 @@ pub async fn write_ahead(
     run(creates.chain(adopts).chain(statuses).collect()).await
 }
 
-/// Progress figures written after the actions (allocations left, blocking
-/// allocations, a message whose words stay). A conflict means a newer
+/// Statuses that leave the record as it was (`records::record_change`:
+/// figures, words, conditions), written after the actions. A conflict means a newer
 /// record landed, the express lane's for this client: the figures must not
 /// go over it, and the next reconcile writes them again if still news.
 pub async fn progress(
