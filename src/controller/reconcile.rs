@@ -21,6 +21,7 @@ use crate::api::{NomadClientPool, NomadClientPoolStatus};
 use crate::provider::GroupState;
 
 mod act;
+mod busy;
 mod cleanup;
 pub(super) mod express;
 pub(super) mod facts;
@@ -30,7 +31,7 @@ mod persist;
 mod prime;
 mod report;
 
-use express::Busy;
+use busy::Busy;
 
 pub use act::ActionError;
 pub use cleanup::CleanupError;
@@ -146,8 +147,9 @@ async fn apply(
     let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan, &hold);
     // While this reconcile writes and acts, the lane goes on with the drains
     // it leaves alone.
-    let busy = Busy::of(&planned.plan, &writes);
-    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, &writes.names, &busy) {
+    let busy = Arc::new(Busy::of(&planned.plan, &writes));
+    let names = &writes.names;
+    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, names, busy.clone()) {
         rt.express.wake.notify_one();
     }
     drop(lane);
@@ -159,7 +161,18 @@ async fn apply(
         &writes,
         hook_check.as_ref(),
     );
-    let start_terminate = |action: &_| act::start_terminate(&rt, &seen, action);
+    // Each client the reconcile is done with goes back to the lane.
+    let landed = persist::Landed {
+        terminate: &|action| act::start_terminate(&rt, &seen, action),
+        records: &|| {
+            busy.written();
+            rt.express.wake.notify_one();
+        },
+    };
+    let acted = |node_id: &str| {
+        busy.acted(node_id);
+        rt.express.wake.notify_one();
+    };
     let persisted = persist::write_ahead(
         &pool,
         &ctx,
@@ -167,7 +180,7 @@ async fn apply(
         &new_status,
         &planned.plan,
         writes,
-        &start_terminate,
+        &landed,
     )
     .await?;
     let written_at = started.elapsed();
@@ -180,6 +193,7 @@ async fn apply(
         &planned.plan,
         &persisted.names,
         &persisted.started_ahead,
+        &acted,
     )
     .await;
     failures
@@ -214,8 +228,7 @@ async fn apply(
     ctx.note_success(&pool);
     let mut lane = rt.express.hold().await;
     let names = &persisted.names;
-    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, names, &Busy::default())
-    {
+    if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, names, Arc::default()) {
         // The lane takes the step users wait on; the whole-pool plan can
         // wait in proportion to what it costs.
         let spacing = armed_spacing(started.elapsed(), seen.nodes.len());

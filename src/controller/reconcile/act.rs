@@ -72,8 +72,9 @@ impl ActionError {
 }
 
 /// Run the plan's actions (but the terminates the write-ahead step already
-/// started, `started_ahead`); the failures, with those of terminate calls
-/// that ended since the last reconcile.
+/// started, `started_ahead`), telling each client's as it ran (`acted`);
+/// the failures, with those of terminate calls that ended since the last
+/// reconcile.
 pub async fn act(
     pool: &NomadClientPool,
     rt: &Arc<PoolRuntime>,
@@ -81,6 +82,7 @@ pub async fn act(
     planned: &plan::Plan,
     names: &HashMap<String, String>,
     started_ahead: &HashSet<String>,
+    acted: &(dyn Fn(&str) + Sync),
 ) -> Vec<ActionError> {
     let records = &Records {
         names,
@@ -118,7 +120,13 @@ pub async fn act(
     // map over borrowed actions trips the Send check of the controller.
     let calls: Vec<futures::future::BoxFuture<'_, Option<ActionError>>> = node_actions
         .into_iter()
-        .map(|action| Box::pin(run_logged(pool, rt, records, action)) as _)
+        .map(|action| {
+            Box::pin(async move {
+                let failed = run_logged(pool, rt, records, action).await;
+                acted(action.node_id().unwrap_or_default());
+                failed
+            }) as _
+        })
         .collect();
     let mut failures: Vec<ActionError> =
         std::mem::take(&mut *rt.cloud_failures.lock().expect("failures lock"));

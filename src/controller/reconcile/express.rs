@@ -26,8 +26,9 @@
 //! A per-pool lock serialises it with the reconcile's observe and plan; only
 //! a plan arms it, with that reconcile's pool. While the reconcile then
 //! writes and acts, the lane goes on with the drains the reconcile neither
-//! writes nor acts on (`Busy`); a reconcile that succeeded arms it with all
-//! of them, one that failed leaves it disarmed. Every reconcile disarms it
+//! writes nor acts on, and with each other one as soon as the reconcile is
+//! done with it (`Busy`); a reconcile that succeeded arms it again with
+//! all of them, one that failed leaves it disarmed. Every reconcile disarms it
 //! when it starts, so a spec change, trouble, a deleted pool or a new
 //! connection stops it until a reconcile has planned again. It never
 //! runs for a dry run or a pool with a lifecycle hook, nor for a
@@ -48,11 +49,12 @@ use tracing::{Instrument, debug};
 use super::super::PoolRuntime;
 use super::super::alloc_watch::{self, AllocWatchMode};
 use super::super::plan::{self, AllocationVisibility, NodeFacts, PoolView, lane};
-use super::super::retirement::sync::{StatusWrite, Writes};
+use super::super::retirement::sync::StatusWrite;
 use super::super::retirement::{Ledgers, records, write};
 use super::super::siblings;
 use super::super::visibility::VisibilityState;
 use super::super::watch::{NodesSnapshot, NodesState};
+use super::busy::Busy;
 use crate::api::{NomadClientPool, NomadClientRetirement, RetirePhase};
 use crate::metrics::{PoolLabels, metrics};
 use crate::nomad::{self, NodeListStub};
@@ -102,6 +104,8 @@ pub struct Armed {
     candidates: HashMap<String, Candidate>,
     /// The candidates whose drain ended as of the last pass.
     ended: Ended,
+    /// What the reconcile running is still busy with.
+    busy: Arc<Busy>,
 }
 
 struct Candidate {
@@ -126,53 +130,6 @@ struct Inputs {
 /// The lane held for a reconcile: disarmed until `arm`.
 pub struct Held(OwnedMutexGuard<Option<Armed>>);
 
-/// The retirements a reconcile writes, and the clients it acts on, after
-/// its plan: the lane keeps off them until the reconcile ends, so that its
-/// compare-and-swap writes and the reconcile's never race for one object,
-/// nor its terminations with the reconcile's drains. A reconcile that sets
-/// the group's desired capacity holds all of them: that size counts the
-/// terminations recorded when it planned, and one the lane decrements
-/// meanwhile would be counted twice.
-#[derive(Default)]
-pub struct Busy {
-    names: HashSet<String>,
-    nodes: HashSet<String>,
-    resizes: bool,
-}
-
-impl Busy {
-    pub fn of(plan: &plan::Plan, writes: &Writes) -> Self {
-        // A status that leaves the record as it was (figures, words,
-        // conditions) is written after the actions and gives way to a newer
-        // record (`write::progress`): holding its client for the whole
-        // reconcile made the lane's slowest terminations (BENCHMARKS.md,
-        // eleventh and twelfth passes).
-        let material = (writes.statuses.iter()).filter(|w| {
-            let old = w.object.status.clone().unwrap_or_default();
-            records::record_change(&old, &w.status)
-        });
-        let objects = (writes.adopts.iter())
-            .chain(material)
-            .chain(&writes.finishes)
-            .map(|w| &*w.object)
-            .chain(writes.releases.iter().map(|r| &**r))
-            .chain(writes.prunes.iter().map(|r| &**r))
-            .chain(writes.creates.iter().map(|(r, _)| r));
-        Busy {
-            names: objects.map(|r| r.name_any()).collect(),
-            nodes: (plan.actions.iter())
-                .filter_map(|a| a.node_id().map(str::to_owned))
-                .collect(),
-            resizes: (plan.actions.iter())
-                .any(|a| matches!(a, plan::Action::SetDesiredCapacity { .. })),
-        }
-    }
-
-    fn holds(&self, node_id: &str, name: &str) -> bool {
-        self.resizes || self.nodes.contains(node_id) || self.names.contains(name)
-    }
-}
-
 impl ExpressLane {
     /// Start the lane's task; `rt` owns this lane.
     pub fn start(&self, rt: Weak<PoolRuntime>) {
@@ -193,16 +150,16 @@ impl ExpressLane {
 
 impl Held {
     /// Arm the lane with what a reconcile planned: each drain of a client
-    /// sent or running (`names`: the retirement of each, by node ID) but
-    /// those the reconcile is still busy with; whether it is armed (never
-    /// for a dry run or a lifecycle hook).
+    /// sent or running (`names`: the retirement of each, by node ID), each
+    /// taken once the reconcile is no longer `busy` with it; whether it is
+    /// armed (never for a dry run or a lifecycle hook).
     pub fn arm(
         &mut self,
         ctx: &super::super::Context,
         pool: Arc<NomadClientPool>,
         plan: &plan::Plan,
         names: &HashMap<String, String>,
-        busy: &Busy,
+        busy: Arc<Busy>,
     ) -> bool {
         let hook = pool
             .spec
@@ -223,9 +180,6 @@ impl Held {
             .filter(|r| r.phase != RetirePhase::Cordoned || !gives_back)
             .filter_map(|r| {
                 let name = names.get(&r.node_id)?;
-                if busy.holds(&r.node_id, name) {
-                    return None;
-                }
                 let candidate = Candidate {
                     name: name.clone(),
                     instance: r.instance_id.clone()?,
@@ -250,6 +204,7 @@ impl Held {
             key,
             candidates,
             ended: Ended::default(),
+            busy,
         });
         true
     }
@@ -282,7 +237,10 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         return;
     };
     // Most wake-ups end here: a look at the nodes that changed, nothing read.
-    let ended = armed.ended.update(&armed.candidates, changed, &snapshot);
+    let mut ended = armed.ended.update(&armed.candidates, changed, &snapshot);
+    // Kept among the ended until the reconcile lets them go, which wakes
+    // the lane.
+    ended.retain(|id| !armed.busy.holds(id, &armed.candidates[id].name));
     if ended.is_empty() {
         return;
     }

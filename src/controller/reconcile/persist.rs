@@ -243,6 +243,15 @@ fn terminate_lane<'a>(planned: &'a plan::Plan, writes: &mut sync::Writes) -> Vec
     lane
 }
 
+/// What the write-ahead step calls as its records land.
+pub struct Landed<'a> {
+    /// A terminate whose own record landed: start it; whether one runs.
+    pub terminate: &'a (dyn Fn(&Action) -> bool + Sync),
+    /// The retirements' records written ahead of the actions all landed
+    /// (not yet the finishes, nor the pool's status).
+    pub records: &'a (dyn Fn() + Sync),
+}
+
 /// Each lane item's write, and its terminate started as soon as that one
 /// write landed (at once when it has none); the instances started.
 async fn run_lane(
@@ -286,16 +295,20 @@ pub async fn write_ahead(
     next: &NomadClientPoolStatus,
     planned: &plan::Plan,
     mut writes: sync::Writes,
-    start: &(dyn Fn(&Action) -> bool + Sync),
+    landed: &Landed<'_>,
 ) -> Result<Persisted, Error> {
     let api: Api<NomadClientRetirement> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let behind = write_behind_part(&mut writes);
     let lane = terminate_lane(planned, &mut writes);
-    let (started_ahead, rest) = futures::join!(
-        run_lane(&api, ctx, &lane, start),
-        write::write_ahead(&api, pool, &ctx.ledgers, &writes)
-    );
+    let rest = async {
+        let written = write::write_ahead(&api, pool, &ctx.ledgers, &writes).await;
+        if written.is_ok() {
+            (landed.records)();
+        }
+        written
+    };
+    let (started_ahead, rest) = futures::join!(run_lane(&api, ctx, &lane, landed.terminate), rest);
     let started_ahead = started_ahead.map_err(Error::RetirementWrite)?;
     rest.map_err(Error::RetirementWrite)?;
     let pool_decides = !writes.creates.is_empty()
