@@ -75,8 +75,8 @@ struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     terminate_calls_per_pool: u64,
 
-    /// Least time between two reconciles of one pool that its Nomad and
-    /// cloud watches ask for, in milliseconds. The first change after a
+    /// Least time between two reconciles of one pool that its Nomad, cloud
+    /// and retirement watches ask for, in milliseconds. The first change after a
     /// quiet spell is acted on at once; the changes that follow within this
     /// time are acted on together. Higher: less CPU during large scale-ins,
     /// each step of a retirement up to this much later.
