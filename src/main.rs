@@ -76,9 +76,9 @@ struct RunArgs {
     terminate_calls_per_pool: u64,
 
     /// Least time between two reconciles of one pool that its Nomad, cloud
-    /// and retirement watches ask for, in milliseconds. The first change after a
-    /// quiet spell is acted on at once; the changes that follow within this
-    /// time are acted on together. Higher: less CPU during large scale-ins,
+    /// and retirement watches ask for, in milliseconds. The first change
+    /// after a quiet spell is acted on at once; the changes that follow
+    /// within this time are acted on together. Higher: less CPU during large scale-ins,
     /// each step of a retirement up to this much later.
     #[arg(long, env = "NPO_MIN_RECONCILE_INTERVAL_MS", default_value_t = 250)]
     min_reconcile_interval_ms: u64,

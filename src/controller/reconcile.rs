@@ -146,7 +146,7 @@ async fn apply(
     let hold = hook::hold_facts(&rt, &seen, hook_check.as_ref());
     let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan, &hold);
     // While this reconcile writes and acts, the lane goes on with the drains
-    // it leaves alone.
+    // it leaves alone, and with each other one once it is done with it.
     let busy = Arc::new(Busy::of(&planned.plan, &writes));
     let names = &writes.names;
     if hook_check.is_none() && lane.arm(&ctx, pool.clone(), &planned.plan, names, busy.clone()) {

@@ -279,9 +279,10 @@ async fn run_lane(
 }
 
 /// Write-ahead: every retirement the plan moves on is written before the
-/// action it names runs; a terminate is started (`start`) as soon as its
-/// own record landed, the other actions wait for every write and for the
-/// pool's status. A terminate never waited on the pool's status: its
+/// action it names runs; a terminate is started (`landed.terminate`) as
+/// soon as its own record landed, the lane is told once the other records
+/// written ahead landed (`landed.records`), and the other actions wait for
+/// every write and for the pool's status. A terminate never waited on the pool's status: its
 /// decision rests on its retirement's record, written compare-and-swap,
 /// so a retirement cancelled meanwhile fails the write and stops it. That write is also the
 /// check that no newer copy of the pool exists when the plan starts new
