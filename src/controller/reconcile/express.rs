@@ -241,6 +241,14 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
     // Kept among the ended until the reconcile lets them go, which wakes
     // the lane.
     ended.retain(|id| !armed.busy.holds(id, &armed.candidates[id].name));
+    if !ended.is_empty() {
+        // Nor on a view that does not show our last Nomad write to the
+        // client yet (a drain the reconcile just sent, once `Busy` let it
+        // go): its drain state is older than that drain. The event that
+        // shows the write wakes the lane again.
+        let unobserved = rt.writes.unobserved(&snapshot);
+        ended.retain(|id| !unobserved.contains(id));
+    }
     if ended.is_empty() {
         return;
     }
