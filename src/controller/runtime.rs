@@ -33,6 +33,12 @@ use crate::provider::{self, CloudProvider};
 pub const TERMINATE_CALLS: usize = 10;
 
 /// The operator-wide setting, read when a pool's runtime is built.
+/// VMs checked ahead per terminate call in flight. The last checks of one
+/// node list answer together, and a list takes longer than a call: with
+/// one per call the calls waited on the lists (BENCHMARKS.md, fourteenth
+/// pass). Three keep a checked VM ready for every call, and its wait for a
+/// turn (about two calls) well inside `act::MAX_CHECK_AGE`.
+const CHECKS_AHEAD_PER_CALL: usize = 3;
 static TERMINATE_CALLS_SET: AtomicUsize = AtomicUsize::new(TERMINATE_CALLS);
 
 /// Sets the terminate calls per pool for runtimes built from now on (call
@@ -68,6 +74,9 @@ pub struct PoolRuntime {
     pub terminating: Mutex<std::collections::HashSet<String>>,
     /// Terminate calls in flight (see [`set_terminate_calls`]).
     pub terminate_calls: Arc<tokio::sync::Semaphore>,
+    /// VMs whose last check runs or passed while they wait for a call:
+    /// [`CHECKS_AHEAD_PER_CALL`] per call (see `act::checked_turn`).
+    pub terminate_checks: Arc<tokio::sync::Semaphore>,
     /// Failed terminate calls, reported by the next reconcile.
     pub cloud_failures: Mutex<Vec<ActionError>>,
     pub trigger: Trigger,
@@ -173,6 +182,9 @@ pub(super) async fn runtime(
         terminating: Default::default(),
         terminate_calls: Arc::new(tokio::sync::Semaphore::new(
             TERMINATE_CALLS_SET.load(Ordering::Relaxed),
+        )),
+        terminate_checks: Arc::new(tokio::sync::Semaphore::new(
+            CHECKS_AHEAD_PER_CALL * TERMINATE_CALLS_SET.load(Ordering::Relaxed),
         )),
         cloud_failures: Default::default(),
         trigger,
