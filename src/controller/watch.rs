@@ -30,11 +30,13 @@ use crate::nomad::{
 #[cfg(test)]
 mod alloc_tests;
 mod backoff;
+mod by_vm;
 mod changed;
 mod direct;
 mod nodes;
 
 use backoff::IndexBackoff;
+pub use by_vm::NodesByVm;
 pub use changed::ChangedNodes;
 use nodes::{Regressions, watch_nodes};
 

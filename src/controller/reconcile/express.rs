@@ -53,7 +53,7 @@ use super::super::retirement::sync::StatusWrite;
 use super::super::retirement::{Ledgers, records, write};
 use super::super::siblings;
 use super::super::visibility::VisibilityState;
-use super::super::watch::{NodesSnapshot, NodesState};
+use super::super::watch::{NodesByVm, NodesSnapshot, NodesState};
 use super::busy::Busy;
 use crate::api::{NomadClientPool, NomadClientRetirement, RetirePhase};
 use crate::metrics::{PoolLabels, metrics};
@@ -106,6 +106,7 @@ pub struct Armed {
     ended: Ended,
     /// What the reconcile running is still busy with.
     busy: Arc<Busy>,
+    by_vm: NodesByVm,
 }
 
 struct Candidate {
@@ -205,6 +206,7 @@ impl Held {
             candidates,
             ended: Ended::default(),
             busy,
+            by_vm: NodesByVm::default(),
         });
         true
     }
@@ -310,6 +312,7 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         }
     }
     reads.start(rt, &snapshot, ignore_system_jobs);
+    armed.by_vm.refresh(&snapshot.instance_ids);
     let facts = Facts {
         snapshot: &snapshot,
         allocs: &allocs,
@@ -539,15 +542,9 @@ async fn decide(rt: &Arc<PoolRuntime>, armed: &Armed, facts: &Facts<'_>, node_id
 /// The facts of the pool's nodes that report `instance` (the client among
 /// them): all the step reads of the pool's nodes.
 fn nodes_on_vm(snapshot: &NodesSnapshot, instance: &str, armed: &Armed) -> Vec<NodeFacts> {
-    let ids: HashSet<&str> = (snapshot.instance_ids.iter())
-        .filter(|(_, i)| i.as_str() == instance)
-        .map(|(id, _)| id.as_str())
-        .collect();
     let uid = armed.pool.uid().unwrap_or_default();
-    let mut ids: Vec<&str> = ids.into_iter().collect();
     // In the pool's node order, as the whole plan's view has them.
-    ids.sort_unstable();
-    ids.into_iter()
+    (armed.by_vm.on(instance).iter())
         .filter_map(|id| snapshot.node(id))
         .map(|n| {
             let opted_out = snapshot.opted_out.contains(&n.id);
