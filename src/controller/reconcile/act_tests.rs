@@ -32,7 +32,7 @@ fn counting(
 }
 
 #[tokio::test]
-async fn vms_are_checked_ahead_of_busy_calls_as_many_as_there_are_calls() {
+async fn vms_are_checked_ahead_of_busy_calls_as_many_as_there_are_check_slots() {
     let (checks, calls) = (Arc::new(Semaphore::new(2)), Arc::new(Semaphore::new(2)));
     let busy = calls.clone().acquire_many_owned(2).await.unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
