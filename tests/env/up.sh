@@ -333,7 +333,7 @@ start_apiserver() {
     --service-cluster-ip-range=10.0.0.0/24 \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \
-    --profiling=false
+    --profiling="${NPO_APISERVER_PROFILING:-false}"
   write_kubeconfig "$port"
   wait_for kube-apiserver "$APISERVER_START_TIMEOUT" apiserver_healthy
   # /readyz can be ok a moment before the bootstrap namespaces exist; tests
