@@ -30,12 +30,14 @@ mod observe;
 mod persist;
 mod prime;
 mod report;
+mod turns;
 
 use busy::Busy;
 
 pub use act::ActionError;
 pub use cleanup::CleanupError;
 use observe::NotObserved;
+pub use turns::TerminateTurns;
 
 pub const FINALIZER: &str = "nomadpool.dev/release-nodes";
 

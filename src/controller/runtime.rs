@@ -12,7 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::conditions::Trouble;
 use super::context::Context;
 use super::group::GroupView;
-use super::reconcile::ActionError;
+use super::reconcile::{ActionError, TerminateTurns};
 use super::siblings::SiblingWatch;
 use super::trigger::Trigger;
 use super::visibility::VisibilityWatch;
@@ -31,14 +31,6 @@ use crate::provider::{self, CloudProvider};
 /// fast. `--terminate-calls-per-pool` sets it for an account whose quota
 /// allows more.
 pub const TERMINATE_CALLS: usize = 10;
-
-/// VMs checked ahead per terminate call in flight. The last checks of one
-/// node list answer together, and a list takes longer than a call (222
-/// against 142 ms at 20,000 clients): with one per call the calls still
-/// waited on the lists. Three raised the calls in flight from 4.5 to 6.6 of
-/// 10 on average (BENCHMARKS.md, fourteenth pass), and keep a checked VM's
-/// wait for its turn (about two calls) well inside `act::MAX_CHECK_AGE`.
-const CHECKS_AHEAD_PER_CALL: usize = 3;
 
 /// The operator-wide setting, read when a pool's runtime is built.
 static TERMINATE_CALLS_SET: AtomicUsize = AtomicUsize::new(TERMINATE_CALLS);
@@ -74,11 +66,9 @@ pub struct PoolRuntime {
     pub facts: super::reconcile::facts::FactsCache,
     /// Instances whose terminate call is running: they are not sent again.
     pub terminating: Mutex<std::collections::HashSet<String>>,
-    /// Terminate calls in flight (see [`set_terminate_calls`]).
-    pub terminate_calls: Arc<tokio::sync::Semaphore>,
-    /// VMs whose last check runs or passed while they wait for a call:
-    /// [`CHECKS_AHEAD_PER_CALL`] per call (see `act::checked_turn`).
-    pub terminate_checks: Arc<tokio::sync::Semaphore>,
+    /// Turns to call the cloud's terminate (see [`set_terminate_calls`]),
+    /// and the VMs checked ahead of them.
+    pub terminate_turns: TerminateTurns,
     /// Failed terminate calls, reported by the next reconcile.
     pub cloud_failures: Mutex<Vec<ActionError>>,
     pub trigger: Trigger,
@@ -183,8 +173,7 @@ pub(super) async fn runtime(
         drain_resends: Default::default(),
         facts: Default::default(),
         terminating: Default::default(),
-        terminate_calls: Arc::new(tokio::sync::Semaphore::new(calls)),
-        terminate_checks: Arc::new(tokio::sync::Semaphore::new(CHECKS_AHEAD_PER_CALL * calls)),
+        terminate_turns: TerminateTurns::new(calls),
         cloud_failures: Default::default(),
         trigger,
         hooks: Default::default(),

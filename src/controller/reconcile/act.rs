@@ -3,14 +3,10 @@
 //! side; group actions last.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use kube::ResourceExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tracing::{Instrument, debug, warn};
 
 use super::super::hooks::HeartbeatFailed;
@@ -18,6 +14,7 @@ use super::super::plan::{self, Action};
 use super::super::siblings::{self, LastCheckError};
 use super::super::{PoolRuntime, drain_meta};
 use super::observe::Observed;
+use super::turns::MAX_CHECK_AGE;
 use crate::api::{DrainPolicy, NomadClientPool};
 use crate::nomad::{DrainRequest, DrainSpec, NomadError};
 use crate::provider::{LifecycleAction, LifecycleActionOutcome, ProviderError, TerminateOutcome};
@@ -170,47 +167,6 @@ pub fn start_terminate(rt: &Arc<PoolRuntime>, seen: &Observed, action: &Action) 
     spawn_terminate(rt, instance_id, *decrement, *first_attempt, known)
 }
 
-/// How old a passed last check may be when its call goes; an older one is
-/// made again first. A checked VM waits a couple of calls for its turn
-/// (see [`checked_turn`]): far below this.
-const MAX_CHECK_AGE: Duration = Duration::from_secs(1);
-
-/// The last check of `instance`'s nodes, then the pool's turn to call the
-/// cloud, held until the call's answer.
-///
-/// The check comes before the turn, not inside it: inside, every turn also
-/// held a node list (60 % of its time at 20,000 clients), so the pool's
-/// calls in flight mostly waited on Nomad (BENCHMARKS.md, fourteenth pass).
-/// A few VMs per call are checked ahead (`terminate_checks`), so a checked
-/// VM waits a couple of calls; a turn that still came late is checked
-/// again (past `max_age`), so that nothing registers unseen while a VM
-/// waits for its turn.
-async fn checked_turn<F, C>(
-    checks: &Arc<Semaphore>,
-    calls: &Arc<Semaphore>,
-    max_age: Duration,
-    check: F,
-) -> Result<OwnedSemaphorePermit, LastCheckError>
-where
-    F: Fn() -> C,
-    C: Future<Output = Result<(), LastCheckError>>,
-{
-    let ahead =
-        (checks.clone().acquire_owned().await).expect("the check semaphore is never closed");
-    debug!("terminate decided; last check of the VM's nodes");
-    // No wake-up on a refusal: the watch that shows the new node does.
-    check().await?;
-    let checked = Instant::now();
-    let turn =
-        (calls.clone().acquire_owned().await).expect("the terminate semaphore is never closed");
-    drop(ahead);
-    if checked.elapsed() > max_age {
-        debug!("the turn came long after the last check; checking again");
-        check().await?;
-    }
-    Ok(turn)
-}
-
 /// Start a terminate call unless one for the instance is running; whether
 /// one runs now.
 pub(super) fn spawn_terminate(
@@ -237,12 +193,7 @@ pub(super) fn spawn_terminate(
     tokio::spawn(
         async move {
             let check = || rt.siblings.last_check(&instance_id, &known_on_vm);
-            let turn = checked_turn(
-                &rt.terminate_checks,
-                &rt.terminate_calls,
-                MAX_CHECK_AGE,
-                check,
-            );
+            let turn = rt.terminate_turns.checked_turn(MAX_CHECK_AGE, check);
             let _turn = match turn.await {
                 Ok(turn) => turn,
                 Err(e) => {
@@ -488,7 +439,3 @@ async fn run_action(
     };
     result.map_err(ActionError::Nomad)
 }
-
-#[cfg(test)]
-#[path = "act_tests.rs"]
-mod tests;
