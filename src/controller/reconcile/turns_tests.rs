@@ -52,14 +52,15 @@ fn the_vms_ahead_are_those_the_calls_take_during_a_check_and_half_the_age() {
     // (a busy machine at 20,000 clients), 17.
     assert_eq!(ahead_limit(10, ms(250), Duration::ZERO), 20);
     assert_eq!(ahead_limit(10, ms(290), Duration::ZERO), 17);
-    // Checks of 300 ms and calls of 220 (the same machine): 36, of which
-    // 13 are checking, so a checked VM still waits about 500 ms.
-    assert_eq!(ahead_limit(10, ms(220), ms(300)), 36);
-    // Fast calls: at most five per call.
-    assert_eq!(ahead_limit(10, ms(50), ms(300)), 50);
+    // Checks of 300 ms and calls of 400: 20, of which 7 are checking, so a
+    // checked VM still waits about 500 ms.
+    assert_eq!(ahead_limit(10, ms(400), ms(300)), 20);
+    // Checks of 300 ms and calls of 220 (the same machine): 36, but at
+    // most three per call.
+    assert_eq!(ahead_limit(10, ms(220), ms(300)), 30);
     // Calls slower than the wait itself: still one VM, never none.
     assert_eq!(ahead_limit(10, Duration::from_secs(30), Duration::ZERO), 1);
-    assert_eq!(ahead_limit(1, Duration::ZERO, Duration::ZERO), 5);
+    assert_eq!(ahead_limit(1, Duration::ZERO, Duration::ZERO), 3);
 }
 
 #[tokio::test]
@@ -90,7 +91,7 @@ async fn vms_are_checked_ahead_of_busy_calls_as_many_as_the_pace_allows() {
 #[tokio::test]
 async fn slow_turns_check_fewer_ahead_and_fast_ones_more_again() {
     let turns = Arc::new(TerminateTurns::new(10));
-    assert_eq!(turns.ahead_limit(), 50);
+    assert_eq!(turns.ahead_limit(), 30);
     let busy = turns.calls.acquire_many(10).await.unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     // Each VM keeps its turn until the test lets it go.
@@ -108,30 +109,30 @@ async fn slow_turns_check_fewer_ahead_and_fast_ones_more_again() {
             })
             .collect()
     };
-    let first = vms(50);
+    let first = vms(30);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(runs.load(Ordering::SeqCst), 50);
+    assert_eq!(runs.load(Ordering::SeqCst), 30);
     // Calls of a second each: 5 VMs are what 10 calls take in 500 ms.
     for _ in 0..100 {
         turns.turn_ended(Duration::from_secs(1));
     }
     assert_eq!(turns.ahead_limit(), 5);
-    // Ten of the 50 get a turn and leave the set, which shrinks by them.
+    // Ten of the 30 get a turn and leave the set, which shrinks by them.
     drop(busy);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(turns.pace.lock().unwrap().ahead_total, 40);
+    assert_eq!(turns.pace.lock().unwrap().ahead_total, 20);
     assert_eq!(turns.ahead.available_permits(), 0);
     let later = vms(10);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(runs.load(Ordering::SeqCst), 50, "no room ahead");
-    // Fast turns from here on: the set grows back to five per call.
+    assert_eq!(runs.load(Ordering::SeqCst), 30, "no room ahead");
+    // Fast turns from here on: the set grows back to three per call.
     hold.add_permits(1000);
     for t in first.into_iter().chain(later) {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 60);
-    assert_eq!(turns.ahead_limit(), 50);
-    assert_eq!(turns.ahead.available_permits(), 50);
+    assert_eq!(runs.load(Ordering::SeqCst), 40);
+    assert_eq!(turns.ahead_limit(), 30);
+    assert_eq!(turns.ahead.available_permits(), 30);
 }
 
 #[tokio::test]
