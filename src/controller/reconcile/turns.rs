@@ -13,9 +13,10 @@
 //! every VM wait three calls: once calls slowed past a third of the age
 //! (213-290 ms at 20,000 clients on a busy machine) a sixth of the VMs were
 //! checked again inside their turn, each such turn held a list as well as
-//! a call, and the calls in flight fell to half; sized on the turns alone,
-//! the set was mostly VMs whose check was still running, and the calls
-//! waited for them (BENCHMARKS.md, fifteenth pass).
+//! a call, and where that happened the pool terminated a third as many VMs
+//! a second (BENCHMARKS.md, fifteenth pass). The check's own time counts
+//! too: sized on the turns alone, the set would leave that much less for
+//! the wait.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
