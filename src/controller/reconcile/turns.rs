@@ -19,10 +19,10 @@
 //! the wait.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -49,7 +49,7 @@ const PACE_WEIGHT: f64 = 0.1;
 /// VMs checked ahead of `calls` turns that each last `turn`, when a check
 /// takes `check`: those the calls take while a check runs and then
 /// [`AHEAD_WAIT`], at least one, at most [`MOST_AHEAD_PER_CALL`] per call.
-pub fn ahead_limit(calls: usize, turn: Duration, check: Duration) -> usize {
+fn ahead_limit(calls: usize, turn: Duration, check: Duration) -> usize {
     let stay = check.as_secs_f64() + AHEAD_WAIT.as_secs_f64();
     let per_call = stay / turn.as_secs_f64().max(1e-3);
     // Truncation is the point: fewer ahead, never a longer wait.
@@ -62,7 +62,7 @@ pub struct TerminateTurns {
     calls: Semaphore,
     n_calls: usize,
     /// VMs whose last check runs or passed while they wait for a turn.
-    ahead: Arc<Semaphore>,
+    ahead: Semaphore,
     pace: Mutex<Pace>,
 }
 
@@ -90,7 +90,7 @@ impl Pace {
 /// A VM's place among those checked ahead; given back (or retired, when the
 /// pace lowered the limit) on drop.
 struct AheadSlot<'a> {
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<SemaphorePermit<'a>>,
     turns: &'a TerminateTurns,
 }
 
@@ -133,13 +133,14 @@ impl TerminateTurns {
         Self {
             calls: Semaphore::new(n_calls),
             n_calls,
-            ahead: Arc::new(Semaphore::new(pace.ahead_total)),
+            ahead: Semaphore::new(pace.ahead_total),
             pace: Mutex::new(pace),
         }
     }
 
     /// How many VMs may be checked ahead now.
-    pub fn ahead_limit(&self) -> usize {
+    #[cfg(test)]
+    fn ahead_limit(&self) -> usize {
         self.pace.lock().expect("pace lock").limit(self.n_calls)
     }
 
@@ -178,8 +179,7 @@ impl TerminateTurns {
         F: Fn() -> C,
         C: Future<Output = Result<(), LastCheckError>>,
     {
-        let permit = (self.ahead.clone().acquire_owned().await)
-            .expect("the check semaphore is never closed");
+        let permit = (self.ahead.acquire().await).expect("the check semaphore is never closed");
         let ahead = AheadSlot {
             permit: Some(permit),
             turns: self,

@@ -52,8 +52,8 @@ fn the_vms_ahead_are_those_the_calls_take_during_a_check_and_half_the_age() {
     // (a busy machine at 20,000 clients), 17.
     assert_eq!(ahead_limit(10, ms(250), Duration::ZERO), 20);
     assert_eq!(ahead_limit(10, ms(290), Duration::ZERO), 17);
-    // Checks of 300 ms and calls of 400: 20, of which 7 are checking, so a
-    // checked VM still waits about 500 ms.
+    // Checks of 300 ms and calls of 400: 20, of which about 7 are checking,
+    // so a checked VM still waits about 500 ms.
     assert_eq!(ahead_limit(10, ms(400), ms(300)), 20);
     // Checks of 300 ms and calls of 220 (the same machine): 36, but at
     // most three per call.
