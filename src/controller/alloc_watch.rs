@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use jiff::Timestamp;
 
 use super::plan::{NodeFacts, NodeStatus};
+use super::watch::NodeList;
 use crate::api::{RetirePhase, RetiringNode};
 use crate::nomad::{NodeListStub, NodeStatus as NomadNodeStatus, SchedulingEligibility};
 
@@ -43,13 +44,12 @@ pub enum AllocWatchMode {
 pub fn watch_modes(
     watched: &HashSet<String>,
     status_only: &HashSet<String>,
-    view: &[std::sync::Arc<NodeListStub>],
+    view: &NodeList,
 ) -> HashMap<String, AllocWatchMode> {
-    let by_id: HashMap<&str, &NodeListStub> = view.iter().map(|n| (n.id.as_str(), &**n)).collect();
     watched
         .iter()
         .map(|id| {
-            let mode = match by_id.get(id.as_str()) {
+            let mode = match view.get(id) {
                 Some(n) if settled(n) => AllocWatchMode::Settled(n.modify_index),
                 _ if status_only.contains(id) => AllocWatchMode::Status,
                 _ => AllocWatchMode::Gate,
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn only_a_node_that_can_get_no_new_allocation_settles_bound_to_its_modify_index() {
-        let view: Vec<std::sync::Arc<NodeListStub>> = [
+        let view: NodeList = [
             stub("drained", "ready", "ineligible", false, 40),
             stub("down", "down", "eligible", false, 41),
             stub("draining", "ready", "ineligible", true, 42),

@@ -8,7 +8,6 @@
 //! carries it to the end (`plan::departed`). A node Nomad no longer knows
 //! (purged) is left out: that is the normal end of a retirement.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -53,12 +52,11 @@ async fn read_unseen(
     snapshot: &NodesSnapshot,
 ) -> Result<(NodesSnapshot, NodesSnapshot), NomadError> {
     let (nomad, instance_attribute) = (&rt.nomad, rt.provider.instance_id_attribute());
-    let seen: HashSet<&str> = snapshot.nodes.iter().map(|n| n.id.as_str()).collect();
     let missing: Vec<&str> = tracked
         .iter()
         .filter(|r| r.reason.has_node())
         .map(|r| r.node_id.as_str())
-        .filter(|id| !seen.contains(id))
+        .filter(|id| !snapshot.nodes.contains(id))
         .collect();
     let mut outside = NodesSnapshot::default();
     let mut lagging = NodesSnapshot::default();
@@ -95,7 +93,7 @@ async fn read_unseen(
         if let Some(instance) = node.attribute(instance_attribute) {
             Arc::make_mut(&mut into.instance_ids).insert(node.id.clone(), instance.to_owned());
         }
-        into.nodes.push(Arc::new(node.to_stub()));
+        into.nodes.upsert(Arc::new(node.to_stub()));
     }
     Ok((outside, lagging))
 }

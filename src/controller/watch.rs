@@ -6,7 +6,7 @@
 //! No sleep loops: a quiet pool costs a re-list every
 //! `EVENT_STREAM_LIFETIME`, whatever its size.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,11 +33,13 @@ mod backoff;
 mod by_vm;
 mod changed;
 mod direct;
+mod node_list;
 mod nodes;
 
 use backoff::IndexBackoff;
 pub use by_vm::NodesByVm;
 pub use changed::ChangedNodes;
+pub use node_list::NodeList;
 use nodes::{Regressions, watch_nodes};
 
 /// How long one blocking query waits for a change (Nomad's maximum).
@@ -76,8 +78,8 @@ pub enum NodesState {
 pub struct NodesSnapshot {
     pub index: u64,
     /// Shared with the watch and with earlier snapshots: a change to one node
-    /// of thousands must not copy the others.
-    pub nodes: Vec<Arc<NodeListStub>>,
+    /// of thousands must not copy the others (see `NodeList`).
+    pub nodes: NodeList,
     /// Instance IDs from each node's attributes, read once per node (copied
     /// only when one changes).
     pub instance_ids: Arc<HashMap<String, String>>,
@@ -88,12 +90,9 @@ pub struct NodesSnapshot {
 }
 
 impl NodesSnapshot {
-    /// The stub of node `id` (the view keeps its nodes in ID order).
+    /// The stub of node `id`.
     pub fn node(&self, id: &str) -> Option<&NodeListStub> {
-        let at = (self.nodes)
-            .binary_search_by(|n| n.id.as_str().cmp(id))
-            .ok()?;
-        Some(&self.nodes[at])
+        self.nodes.get(id).map(|n| &**n)
     }
 }
 

@@ -64,7 +64,7 @@ mod tests {
         };
         let view = |index: u64, b_at: u64| watch::NodesSnapshot {
             index,
-            nodes: vec![node("a", 1), node("b", b_at), node("c", 1), node("d", 1)],
+            nodes: vec![node("a", 1), node("b", b_at), node("c", 1), node("d", 1)].into(),
             ..Default::default()
         };
         let log = WriteLog::default();

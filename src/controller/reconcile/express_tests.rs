@@ -23,8 +23,7 @@ mod ended {
     }
 
     fn view(nodes: &[(&str, bool)]) -> NodesSnapshot {
-        let mut nodes: Vec<_> = nodes.iter().map(|(id, d)| stub(id, *d)).collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let nodes = nodes.iter().map(|(id, d)| stub(id, *d)).collect();
         NodesSnapshot {
             index: 2,
             nodes,

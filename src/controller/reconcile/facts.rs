@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::super::drain_meta;
 use super::super::plan::{LastDrainStatus, NodeFacts, NodeStatus};
-use super::super::watch::NodesSnapshot;
+use super::super::watch::{NodeList, NodesSnapshot};
 use crate::nomad::{self, DrainStatus, NodeListStub};
 
 /// The facts of the pool's last snapshot, with the stubs they came from.
@@ -25,7 +25,7 @@ struct Last {
     /// The pool's key and UID the facts' drain marks were read with.
     owner: (String, String),
     /// Sorted by node ID, as the node view keeps them.
-    stubs: Vec<Arc<NodeListStub>>,
+    stubs: NodeList,
     facts: Arc<Vec<NodeFacts>>,
 }
 
@@ -44,7 +44,7 @@ impl FactsCache {
         let old_stubs = std::mem::take(&mut last.stubs);
         let old_facts = Arc::try_unwrap(std::mem::take(&mut last.facts))
             .unwrap_or_else(|shared| (*shared).clone());
-        let mut old = old_stubs.into_iter().zip(old_facts).peekable();
+        let mut old = old_stubs.iter().zip(old_facts).peekable();
         let mut facts = Vec::with_capacity(snapshot.nodes.len());
         for n in &snapshot.nodes {
             // Both are in node ID order: a merge finds the node's old facts.

@@ -105,7 +105,7 @@ async fn a_settled_node_keeps_its_answer_without_a_connection_until_it_changes()
         .await;
     let alloc = placed["alloc_ids"][0].as_str().unwrap().to_owned();
     s.client.set_eligibility(&s.node, false).await.unwrap();
-    let at = s.view().await.nodes[0].modify_index;
+    let at = s.view().await.nodes.iter().next().unwrap().modify_index;
 
     // Nothing new can land there, but an allocation still runs: watched.
     s.track(AllocWatchMode::Settled(at));
@@ -133,7 +133,7 @@ async fn a_settled_node_keeps_its_answer_without_a_connection_until_it_changes()
     // and the watch starts over with a fresh read.
     s.client.set_eligibility(&s.node, true).await.unwrap();
     let changed = s.view().await;
-    assert_ne!(changed.nodes[0].modify_index, at);
+    assert_ne!(changed.nodes.iter().next().unwrap().modify_index, at);
     assert!(s.watch.allocation_facts(false, &changed).is_empty());
     s.track(AllocWatchMode::Gate);
     assert!(!s.task_ended(), "a new watch");
@@ -152,7 +152,7 @@ async fn a_parked_watch_gives_its_connection_back_once_its_node_settles() {
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!s.task_ended(), "parked while the next step waits on it");
-    let at = s.view().await.nodes[0].modify_index;
+    let at = s.view().await.nodes.iter().next().unwrap().modify_index;
     s.track(AllocWatchMode::Settled(at));
     for _ in 0..100 {
         if s.task_ended() {

@@ -26,8 +26,7 @@ impl NodesSnapshot {
         self.index >= index
             || self
                 .nodes
-                .iter()
-                .find(|n| n.id == node_id)
+                .get(node_id)
                 .is_none_or(|n| n.modify_index >= index)
     }
 }
@@ -92,26 +91,24 @@ impl PoolWatch {
         if direct.is_empty() {
             return snapshot;
         }
-        let mut nodes: Option<Vec<Arc<NodeListStub>>> = None;
+        let mut nodes: Option<NodeList> = None;
         direct.retain(|id, (write, read)| {
-            let Some(pos) = snapshot.nodes.iter().position(|n| &n.id == id) else {
+            let Some(seen) = snapshot.nodes.get(id) else {
                 // Not in the pool's view (any more): nothing to correct.
                 return false;
             };
-            let seen = &snapshot.nodes[pos];
             let nodes = nodes.get_or_insert_with(|| snapshot.nodes.clone());
             match read {
                 Some(read) if seen.modify_index >= read.modify_index => false,
                 Some(read) => {
-                    let at = nodes.iter().position(|n| &n.id == id).expect("copied");
-                    nodes[at] = read.clone();
+                    nodes.upsert(read.clone());
                     true
                 }
                 // The watch shows the node changed since our write: a
                 // client that registered again after the purge.
                 None if seen.modify_index >= *write => false,
                 None => {
-                    nodes.retain(|n| &n.id != id);
+                    nodes.remove(id);
                     true
                 }
             }
@@ -146,7 +143,7 @@ mod tests {
     fn a_view_shows_a_write_by_its_index_or_the_nodes() {
         let s = NodesSnapshot {
             index: 10,
-            nodes: vec![stub("a", 5, false), stub("b", 20, true)],
+            nodes: vec![stub("a", 5, false), stub("b", 20, true)].into(),
             ..Default::default()
         };
         assert!(s.shows_write("a", 10), "the view is at the write");
@@ -166,7 +163,7 @@ mod tests {
         let view = |a: u64, b: u64| {
             Arc::new(NodesSnapshot {
                 index: 10,
-                nodes: vec![stub("a", a, false), stub("b", b, false)],
+                nodes: vec![stub("a", a, false), stub("b", b, false)].into(),
                 ..Default::default()
             })
         };
@@ -185,7 +182,7 @@ mod tests {
         assert_eq!(w.direct.lock().unwrap().len(), 2, "c is not in the pool");
         let merged = w.with_direct_reads(view(12, 5));
         assert!(
-            !merged.nodes[0].drain,
+            !merged.nodes.get("a").unwrap().drain,
             "the watch caught up with a: its view wins"
         );
         assert_eq!(merged.nodes.len(), 1);

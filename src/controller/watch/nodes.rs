@@ -53,11 +53,7 @@ pub(super) async fn watch_nodes(
             continue;
         };
         let index = listed.index;
-        let mut nodes: BTreeMap<String, Arc<NodeListStub>> = listed
-            .value
-            .into_iter()
-            .map(|n| (n.id.clone(), n))
-            .collect();
+        let mut nodes = listed.value;
         if troubled >= STREAM_FALLBACK_AFTER {
             warn!(
                 "the Nomad event stream is unusable; watching the node list with blocking queries"
@@ -216,7 +212,7 @@ impl NodeWatch {
     /// List the pool's nodes (blocking on `index` when non-zero), read the
     /// instance ID of nodes not seen before, and publish. `None` on failure,
     /// after publishing it and backing off.
-    async fn list(&mut self, index: u64) -> Option<QueryResponse<Vec<Arc<NodeListStub>>>> {
+    async fn list(&mut self, index: u64) -> Option<QueryResponse<NodeList>> {
         let q = QueryOptions {
             index,
             wait: (index > 0).then_some(BLOCKING_WAIT),
@@ -231,15 +227,10 @@ impl NodeWatch {
             Ok(resp) => {
                 self.backoff = Duration::ZERO;
                 self.failing_since = None;
-                let resp = resp.map(|v| v.into_iter().map(Arc::new).collect::<Vec<_>>());
-                let wanted: HashSet<&str> = resp.value.iter().map(|n| n.id.as_str()).collect();
-                if self
-                    .instance_ids
-                    .keys()
-                    .any(|id| !wanted.contains(id.as_str()))
-                {
-                    Arc::make_mut(&mut self.instance_ids)
-                        .retain(|id, _| wanted.contains(id.as_str()));
+                let resp = resp.map(|v| v.into_iter().map(Arc::new).collect::<NodeList>());
+                let listed = &resp.value;
+                if self.instance_ids.keys().any(|id| !listed.contains(id)) {
+                    Arc::make_mut(&mut self.instance_ids).retain(|id, _| listed.contains(id));
                 }
                 let missing: Vec<String> = resp
                     .value
@@ -339,17 +330,17 @@ impl NodeWatch {
     /// 5,000-entry map in the scale-in bench. A leftover entry is harmless,
     /// as the snapshot's nodes say which entries count, and a node that
     /// comes back carries its attributes in its event.
-    fn forget_instance_later(&mut self, nodes: &BTreeMap<String, Arc<NodeListStub>>) {
+    fn forget_instance_later(&mut self, nodes: &NodeList) {
         self.stale_instances += 1;
         if self.stale_instances > 64 && self.stale_instances * 8 > self.instance_ids.len() {
-            Arc::make_mut(&mut self.instance_ids).retain(|id, _| nodes.contains_key(id));
+            Arc::make_mut(&mut self.instance_ids).retain(|id, _| nodes.contains(id));
             self.stale_instances = 0;
         }
     }
 
     /// Publish a view, with the IDs whose stub it changed (`None`: a list,
     /// every node may differ from the last view).
-    fn publish(&self, index: u64, nodes: Vec<Arc<NodeListStub>>, changed: Option<&[String]>) {
+    fn publish(&self, index: u64, nodes: NodeList, changed: Option<&[String]>) {
         let snapshot = NodesSnapshot {
             index,
             nodes,
@@ -370,11 +361,10 @@ impl NodeWatch {
     /// next re-list. It keeps the set up to date event by event: looking
     /// every node up on every frame was most of the watch's cost at 5,000
     /// clients.
-    fn unread_instances(&self, nodes: &BTreeMap<String, Arc<NodeListStub>>) -> HashSet<String> {
-        nodes
-            .keys()
-            .filter(|id| !self.instance_ids.contains_key(*id))
-            .cloned()
+    fn unread_instances(&self, nodes: &NodeList) -> HashSet<String> {
+        (nodes.iter())
+            .filter(|n| !self.instance_ids.contains_key(&n.id))
+            .map(|n| n.id.clone())
             .collect()
     }
 
@@ -384,7 +374,7 @@ impl NodeWatch {
         index: u64,
         mut stream: Subscription,
         selector: &PoolSelector,
-        nodes: &mut BTreeMap<String, Arc<NodeListStub>>,
+        nodes: &mut NodeList,
     ) -> Result<StreamEnd, NomadError> {
         let mut last = index;
         let mut batches = 0u32;
@@ -421,7 +411,7 @@ impl NodeWatch {
                         missing.retain(|id| !self.instance_ids.contains_key(id));
                         if self.instance_ids.len() > known {
                             // Instance IDs only: no node's stub changed.
-                            self.publish(last, nodes.values().cloned().collect(), Some(&[]));
+                            self.publish(last, nodes.clone(), Some(&[]));
                         }
                         continue;
                     }
@@ -454,7 +444,7 @@ impl NodeWatch {
                     continue;
                 }
                 if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
-                    if nodes.remove(&node.id).is_some() {
+                    if nodes.remove(&node.id) {
                         changed.push(node.id.clone());
                     }
                     missing.remove(&node.id);
@@ -469,13 +459,13 @@ impl NodeWatch {
                         missing.insert(node.id.clone());
                     }
                     self.note_opt_out(&node);
-                    nodes.insert(node.id.clone(), Arc::new(node.to_stub()));
+                    nodes.upsert(Arc::new(node.to_stub()));
                     changed.push(node.id.clone());
                 }
                 last = last.max(ev.index);
             }
             if !changed.is_empty() {
-                self.publish(last, nodes.values().cloned().collect(), Some(&changed));
+                self.publish(last, nodes.clone(), Some(&changed));
             }
         }
         Ok(StreamEnd::Closed)
