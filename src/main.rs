@@ -10,8 +10,9 @@ use tracing::{error, info};
 /// mimalloc (its v2 line) instead of glibc's malloc. The operator allocates
 /// and frees small objects at a high rate on two threads (JSON from watches
 /// and Nomad answers, the plan's maps): glibc's malloc and free were about a
-/// fifth of its CPU samples in a 5,000-client scale-in, and mimalloc put in
-/// under the same binary took its CPU from 12.9-13.6 s to 12.1 s. The v3
+/// fifth of its CPU samples in a 5,000-client scale-in, and Debian's
+/// mimalloc 2.0 preloaded under the same binary took its CPU from
+/// 12.9-13.6 s to 12.1 s. The v3
 /// line (the crate's default) peaked at 110 MiB there, past the 100 MiB a
 /// pool of 5,000 is held to (BENCHMARKS.md, sixteenth pass).
 #[global_allocator]
