@@ -46,7 +46,7 @@ impl FactsCache {
             .unwrap_or_else(|shared| (*shared).clone());
         let mut old = old_stubs.iter().zip(old_facts).peekable();
         let mut facts = Vec::with_capacity(snapshot.nodes.len());
-        for n in &snapshot.nodes {
+        for n in snapshot.nodes.iter() {
             // Both are in node ID order: a merge finds the node's old facts.
             while old.next_if(|(s, _)| s.id < n.id).is_some() {}
             let instance = snapshot.instance_ids.get(&n.id);

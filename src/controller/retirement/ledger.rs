@@ -51,6 +51,35 @@ struct Own {
     at: Instant,
 }
 
+impl Own {
+    /// The object we created, for a store that does not show it yet.
+    fn created_unseen(&self) -> Option<Arc<NomadClientRetirement>> {
+        self.latest
+            .clone()
+            .filter(|_| self.replaced.contains(&String::new()))
+    }
+}
+
+/// What stands for `obj` as the store shows it: our last write while the
+/// store shows a version that write replaced (nothing if we deleted it),
+/// else the store's copy, and our entry is done with.
+fn over_stored(
+    own: &mut HashMap<Key, Own>,
+    key: &Key,
+    obj: Arc<NomadClientRetirement>,
+) -> Option<Arc<NomadClientRetirement>> {
+    let rv = obj.resource_version().unwrap_or_default();
+    match own.get(key) {
+        Some(o) if o.replaced.contains(&rv) => o.latest.clone(),
+        Some(_) => {
+            // The store shows our write or something newer.
+            own.remove(key);
+            Some(obj)
+        }
+        None => Some(obj),
+    }
+}
+
 /// Why a pool's retirements cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -116,20 +145,9 @@ impl Ledgers {
         {
             own.remove(&key);
         }
-        match (stored, own.get(&key)) {
-            (Some(obj), Some(o)) => {
-                let rv = obj.resource_version().unwrap_or_default();
-                if o.replaced.contains(&rv) {
-                    o.latest.clone()
-                } else {
-                    // The store shows our write or something newer.
-                    own.remove(&key);
-                    Some(obj)
-                }
-            }
-            (Some(obj), None) => Some(obj),
-            (None, Some(o)) if o.replaced.contains(&String::new()) => o.latest.clone(),
-            (None, _) => None,
+        match stored {
+            Some(obj) => over_stored(&mut own, &key, obj),
+            None => own.get(&key).and_then(Own::created_unseen),
         }
     }
 
@@ -146,25 +164,14 @@ impl Ledgers {
         let mut out = Vec::with_capacity(stored.len());
         for obj in stored {
             let key = ObjectRef::from_obj(obj.as_ref());
-            let rv = obj.resource_version().unwrap_or_default();
-            seen.insert(key.clone());
-            match own.get(&key) {
-                Some(o) if o.replaced.contains(&rv) => out.extend(o.latest.clone()),
-                Some(_) => {
-                    // The store shows our write or something newer.
-                    own.remove(&key);
-                    out.push(obj);
-                }
-                None => out.push(obj),
-            }
+            out.extend(over_stored(&mut own, &key, obj));
+            seen.insert(key);
         }
         for (key, o) in own.iter() {
-            if seen.contains(key) || !o.replaced.contains(&String::new()) {
+            if seen.contains(key) {
                 continue;
             }
-            if let Some(created) = o.latest.as_ref().filter(|l| mine(l)) {
-                out.push(created.clone());
-            }
+            out.extend(o.created_unseen().filter(|l| mine(l)));
         }
         out
     }

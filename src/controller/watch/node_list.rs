@@ -122,15 +122,6 @@ impl From<Vec<Arc<NodeListStub>>> for NodeList {
     }
 }
 
-impl<'a> IntoIterator for &'a NodeList {
-    type Item = &'a Arc<NodeListStub>;
-    type IntoIter = Box<dyn Iterator<Item = &'a Arc<NodeListStub>> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
