@@ -158,7 +158,9 @@ pub(super) async fn runtime(
         provider.instance_id_attribute(),
         trigger.clone(),
     );
-    let calls = TERMINATE_CALLS_SET.load(Ordering::Relaxed);
+    // Turns count VMs in a call: a provider that batches carries more VMs
+    // per call (`batchTerminations`), in as many calls.
+    let calls = TERMINATE_CALLS_SET.load(Ordering::Relaxed) * provider.terminations_per_call();
     let rt = Arc::new(PoolRuntime {
         fingerprint: conn.fingerprint,
         address,

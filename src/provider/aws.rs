@@ -24,7 +24,9 @@ use aws_sdk_autoscaling::config::retry::{ClassifyRetry, RetryAction, RetryConfig
 use aws_sdk_autoscaling::config::timeout::TimeoutConfig;
 use aws_sdk_autoscaling::config::{Credentials, Region};
 use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_autoscaling::operation::detach_instances::DetachInstancesError;
 use aws_sdk_autoscaling::operation::terminate_instance_in_auto_scaling_group::TerminateInstanceInAutoScalingGroupError;
+pub use batch::{BatchTerminations, DETACHED_TAG, MOST_PER_BATCH};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{debug, info, warn};
@@ -48,6 +50,8 @@ pub struct AwsAsgConfig {
     /// Auto Scaling API endpoint override (emulators in tests, VPC endpoints).
     pub endpoint: Option<String>,
     pub credentials: AwsCredentials,
+    /// Terminate in batches (`batchTerminations`); `None`: one VM per call.
+    pub batch: Option<BatchTerminations>,
 }
 
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -128,6 +132,8 @@ pub struct AwsAutoScalingGroup {
     sdk_config: aws_config::SdkConfig,
     /// EC2 reads of the launch facts a pool feature wants (none by default).
     launch: std::sync::Arc<launch::LaunchReader>,
+    /// With `batchTerminations`: the batches of VMs to terminate.
+    batch: Option<std::sync::Arc<batch::Batcher>>,
 }
 
 impl fmt::Debug for AwsAutoScalingGroup {
@@ -201,8 +207,16 @@ impl AwsAutoScalingGroup {
             client_config = client_config.endpoint_url(endpoint);
         }
         let launch = launch::LaunchReader::new(&sdk_config, cfg.endpoint.as_deref());
+        let batch = (cfg.batch).map(|wanted| {
+            std::sync::Arc::new(batch::Batcher::new(
+                &sdk_config,
+                cfg.endpoint.as_deref(),
+                wanted,
+            ))
+        });
         Ok(Self {
             launch: std::sync::Arc::new(launch),
+            batch,
             client: Client::from_conf(client_config.build()),
             group_name: cfg.group_name,
             region: cfg.region,
@@ -303,7 +317,7 @@ impl AwsAutoScalingGroup {
             .iter()
             .find(|d| d.instance_id() == Some(instance_id))
         else {
-            return Ok(Some(TerminateOutcome::NotInGroup));
+            return self.outside_group(instance_id).await.map(Some);
         };
         if details.auto_scaling_group_name() != Some(self.group_name.as_str()) {
             warn!(
@@ -317,12 +331,42 @@ impl AwsAutoScalingGroup {
         let lifecycle = lifecycle_from_aws(details.lifecycle_state().unwrap_or(""));
         Ok(match lifecycle {
             l if l.is_terminating() => Some(TerminateOutcome::AlreadyTerminating),
-            Lifecycle::Detaching => Some(TerminateOutcome::NotInGroup),
+            Lifecycle::Detaching => Some(self.outside_group(instance_id).await?),
             _ => None,
         })
     }
 
-    async fn terminate(
+    /// An instance leaving or outside the group: with batches, one this
+    /// operator detached to terminate is terminated now (`batch` module).
+    async fn outside_group(&self, instance_id: &str) -> Result<TerminateOutcome, ProviderError> {
+        let Some(batch) = &self.batch else {
+            return Ok(TerminateOutcome::NotInGroup);
+        };
+        let ours = batch.finish_detached(self, instance_id).await?;
+        Ok(ours.unwrap_or(TerminateOutcome::NotInGroup))
+    }
+
+    /// `DetachInstances` of `ids` (at most 20), lowering the desired
+    /// capacity by as many when `decrement`.
+    async fn detach(&self, ids: &[String], decrement: bool) -> Result<(), ProviderError> {
+        (self.client.detach_instances())
+            .auto_scaling_group_name(&self.group_name)
+            .set_instance_ids(Some(ids.to_vec()))
+            .should_decrement_desired_capacity(decrement)
+            .customize()
+            .config_override(
+                aws_sdk_autoscaling::config::Builder::default()
+                    .retry_classifier(RetryOnlyUnexecuted::<DetachInstancesError>::new()),
+            )
+            .send()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(())
+    }
+
+    /// Terminate one instance with its own call (`read_first`: read it
+    /// back from AWS before, see [`CloudProvider::terminate_new_instance`]).
+    async fn terminate_one(
         &self,
         instance_id: &str,
         decrement: bool,
@@ -344,8 +388,9 @@ impl AwsAutoScalingGroup {
             .should_decrement_desired_capacity(decrement)
             .customize()
             .config_override(
-                aws_sdk_autoscaling::config::Builder::default()
-                    .retry_classifier(RetryOnlyUnexecutedTerminate),
+                aws_sdk_autoscaling::config::Builder::default().retry_classifier(
+                    RetryOnlyUnexecuted::<TerminateInstanceInAutoScalingGroupError>::new(),
+                ),
             )
             .send()
             .await;
@@ -425,7 +470,7 @@ impl CloudProvider for AwsAutoScalingGroup {
         instance_id: &'a str,
         decrement: bool,
     ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
-        self.terminate(instance_id, decrement, true).boxed()
+        self.terminate_one(instance_id, decrement, true).boxed()
     }
 
     fn terminate_new_instance<'a>(
@@ -436,7 +481,24 @@ impl CloudProvider for AwsAutoScalingGroup {
         // AWS refuses (ValidationError "... is not in InService or Standby")
         // an instance already leaving, so this cannot decrement twice; the
         // failure path re-reads the instance and reports what AWS shows.
-        self.terminate(instance_id, decrement, false).boxed()
+        // A batch's detach names its instances: the same holds.
+        async move {
+            match &self.batch {
+                Some(batch) if !instance_id.trim().is_empty() => {
+                    batch.terminate(self, instance_id, decrement).await
+                }
+                _ => self.terminate_one(instance_id, decrement, false).await,
+            }
+        }
+        .boxed()
+    }
+
+    fn terminations_per_call(&self) -> usize {
+        if self.batch.is_some() {
+            MOST_PER_BATCH
+        } else {
+            1
+        }
     }
 
     fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
@@ -530,13 +592,14 @@ pub fn lifecycle_from_aws(state: &str) -> Lifecycle {
     }
 }
 
+mod batch;
 mod errors;
 mod hooks;
 mod launch;
 mod notice;
 mod queue;
 
-use errors::{RetryOnlyUnexecutedTerminate, classify_sdk_error};
+use errors::{RetryOnlyUnexecuted, classify_sdk_error};
 #[cfg(test)]
 use errors::{classify_dispatch_failure, classify_response};
 

@@ -7,7 +7,7 @@
 
 use crate::api::ProviderSpec;
 
-use super::aws::{AwsAsgConfig, AwsCredentials};
+use super::aws::{AwsAsgConfig, AwsCredentials, BatchTerminations};
 use super::gce::{GceCredentials, GceLocation, GceMigConfig, SERVICE_ACCOUNT_KEY};
 
 /// Which cloud group a pool drives, and with which credentials.
@@ -92,6 +92,9 @@ impl ProviderConfig {
             region: asg.region.clone(),
             endpoint: asg.endpoint.clone(),
             credentials,
+            batch: asg.batch_terminations.then(|| BatchTerminations {
+                own_hook: asg.lifecycle_hook.as_ref().map(|h| h.name.clone()),
+            }),
         })))
     }
 
@@ -174,6 +177,7 @@ pub fn sample_spec(credentials: Option<&str>) -> ProviderSpec {
             endpoint: None,
             credentials_secret_ref: credentials.map(|name| SecretRef { name: name.into() }),
             lifecycle_hook: None,
+            batch_terminations: false,
         }),
         gce_managed_instance_group: None,
     }
@@ -233,6 +237,26 @@ mod tests {
             ProviderConfig::build(&ProviderSpec::default(), &read),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn batch_terminations_carry_the_pools_own_hook() {
+        let batch_of = |spec: &ProviderSpec| match ProviderConfig::build(spec, &|_, _| None) {
+            Ok(Some(ProviderConfig::AwsAutoScalingGroup(c))) => c.batch,
+            other => panic!("an AWS spec without a Secret builds: {other:?}"),
+        };
+        let mut spec = spec(None);
+        assert_eq!(batch_of(&spec), None);
+        let asg = spec.aws_auto_scaling_group.as_mut().unwrap();
+        asg.batch_terminations = true;
+        assert_eq!(batch_of(&spec), Some(BatchTerminations { own_hook: None }));
+        let asg = spec.aws_auto_scaling_group.as_mut().unwrap();
+        asg.lifecycle_hook = Some(crate::api::LifecycleHookSpec {
+            name: "drain".into(),
+            ..Default::default()
+        });
+        let own_hook = Some("drain".to_string());
+        assert_eq!(batch_of(&spec), Some(BatchTerminations { own_hook }));
     }
 }
 

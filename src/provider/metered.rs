@@ -79,6 +79,10 @@ impl CloudProvider for Metered {
         ))
     }
 
+    fn terminations_per_call(&self) -> usize {
+        self.0.terminations_per_call()
+    }
+
     fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
         Box::pin(timed(SET_DESIRED, self.0.set_desired_capacity(desired)))
     }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-pub use aws::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
+pub use aws::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, BatchTerminations, DETACHED_TAG};
 pub use config::{CredentialsReference, MissingKey, ProviderConfig, credentials_reference};
 pub use factory::{Clouds, Connector, connect};
 pub use gce::{
@@ -80,6 +80,12 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
         decrement: bool,
     ) -> BoxFuture<'a, Result<TerminateOutcome, ProviderError>> {
         self.terminate_instance(instance_id, decrement)
+    }
+
+    /// How many VMs one terminate call of this provider may carry: the
+    /// pool lets that many more VMs wait for their call at once.
+    fn terminations_per_call(&self) -> usize {
+        1
     }
 
     /// Set the group's desired capacity (absolute, so repeating it is harmless).

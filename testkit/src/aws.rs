@@ -20,6 +20,14 @@ pub fn moto_endpoint() -> String {
 /// The operator's AWS provider for `group` on the environment's moto, with
 /// moto's static credentials: what the provider tests call directly.
 pub async fn moto_provider(group: &str) -> nomad_pool_operator::provider::AwsAutoScalingGroup {
+    moto_provider_with(group, None).await
+}
+
+/// [`moto_provider`] with `batch` (`batchTerminations`) set as given.
+pub async fn moto_provider_with(
+    group: &str,
+    batch: Option<nomad_pool_operator::provider::BatchTerminations>,
+) -> nomad_pool_operator::provider::AwsAutoScalingGroup {
     use nomad_pool_operator::provider::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
     AwsAutoScalingGroup::new(AwsAsgConfig {
         group_name: group.to_owned(),
@@ -30,6 +38,7 @@ pub async fn moto_provider(group: &str) -> nomad_pool_operator::provider::AwsAut
             secret_access_key: "testing".into(),
             session_token: None,
         },
+        batch,
     })
     .await
     .expect("the AWS provider on moto")

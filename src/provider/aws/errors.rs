@@ -135,34 +135,52 @@ pub(super) fn classify_dispatch_failure(text: &str, secrets: &[&str]) -> Provide
     }
 }
 
-/// Retry classifier for `TerminateInstanceInAutoScalingGroup`: allow a retry
-/// only when AWS rejected the request without carrying it out. A timeout or
-/// server error may hide a termination that happened, and repeating a
-/// terminate with decrement could lower desired capacity twice.
-#[derive(Debug)]
-pub(super) struct RetryOnlyUnexecutedTerminate;
+/// Retry classifier for a mutating call that must not be repeated once it
+/// may have landed (`TerminateInstanceInAutoScalingGroup`,
+/// `DetachInstances`; `E` is the operation's error): allow a retry only
+/// when AWS rejected the request without carrying it out. A timeout or
+/// server error may hide a call that took effect: a terminate with
+/// decrement repeated could lower desired capacity twice, and a detach
+/// repeated would answer "not part of Auto Scaling group" for instances it
+/// did detach, which the batch reads as "this detach did nothing".
+pub(super) struct RetryOnlyUnexecuted<E>(std::marker::PhantomData<fn() -> E>);
 
-impl ClassifyRetry for RetryOnlyUnexecutedTerminate {
+impl<E> RetryOnlyUnexecuted<E> {
+    pub(super) fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<E> std::fmt::Debug for RetryOnlyUnexecuted<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetryOnlyUnexecuted")
+    }
+}
+
+impl<E> ClassifyRetry for RetryOnlyUnexecuted<E>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
         let Some(Err(err)) = ctx.output_or_error() else {
             return RetryAction::NoActionIndicated;
         };
         let code = err
             .as_operation_error()
-            .and_then(|e| e.downcast_ref::<TerminateInstanceInAutoScalingGroupError>())
+            .and_then(|e| e.downcast_ref::<E>())
             .and_then(ProvideErrorMetadata::code);
         match code {
             Some(c) if THROTTLING_CODES.contains(&c) => RetryAction::throttling_error(),
             Some(c) if NOT_EXECUTED_CODES.contains(&c) => RetryAction::transient_error(),
             // Forbidden wins over every other classifier's verdict.
             _ => {
-                debug!(code, "not retrying TerminateInstanceInAutoScalingGroup");
+                debug!(code, "not retrying a call that may have landed");
                 RetryAction::RetryForbidden
             }
         }
     }
 
     fn name(&self) -> &'static str {
-        "retry terminate only when AWS did not carry it out"
+        "retry only when AWS did not carry the call out"
     }
 }

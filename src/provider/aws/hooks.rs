@@ -77,6 +77,24 @@ impl AwsAutoScalingGroup {
         }))
     }
 
+    /// Names of the group's terminating lifecycle hooks (a batch's detach
+    /// would skip them).
+    pub(super) async fn terminating_hooks(&self) -> Result<Vec<String>, ProviderError> {
+        let out = self
+            .client
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(&self.group_name)
+            .send()
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(out
+            .lifecycle_hooks()
+            .iter()
+            .filter(|h| h.lifecycle_transition() == Some("autoscaling:EC2_INSTANCE_TERMINATING"))
+            .filter_map(|h| h.lifecycle_hook_name().map(str::to_owned))
+            .collect())
+    }
+
     pub(super) async fn put_hook(
         &self,
         hook: &str,

@@ -208,6 +208,7 @@ fn static_credentials_debug_is_redacted() {
         region: "us-east-1".into(),
         endpoint: None,
         credentials: creds,
+        batch: None,
     };
     let text = format!("{cfg:?} {cfg:#?}");
     assert!(!text.contains("wJalrXUtnFEMI"), "{text}");
@@ -244,5 +245,6 @@ fn config(endpoint: String) -> AwsAsgConfig {
             secret_access_key: "fake-secret".into(),
             session_token: None,
         },
+        batch: None,
     }
 }

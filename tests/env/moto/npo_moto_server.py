@@ -13,6 +13,7 @@ import sys
 # One module per correction, named for what it enforces.
 PATCHES = [
     "asg_capacity_bounds",
+    "asg_detach_checks",
     # Lookups and renderings that cost O(group size) per call in moto and
     # not in AWS (tests/env/README.md, "moto at scale").
     "ec2_instance_index",

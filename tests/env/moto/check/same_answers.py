@@ -208,6 +208,11 @@ def scenario(same: Pair) -> None:
         AutoScalingGroupName="a", InstanceIds=[a[5]], ShouldDecrementDesiredCapacity=False))
     same("detach two", lambda m: m.asg.detach_instances(
         AutoScalingGroupName="b", InstanceIds=[b[2], b[0]], ShouldDecrementDesiredCapacity=True))
+    # EC2 terminate of VMs in no group (detached above), then of one still
+    # in group a: `notify_terminate_instances` with and without a group to
+    # change.
+    same("end detached", lambda m: m.ec2.terminate_instances(InstanceIds=[a[5], b[2]]))
+    same("end one in a", lambda m: m.ec2.terminate_instances(InstanceIds=[a[3]]))
     same("scale out", lambda m: m.asg.set_desired_capacity(
         AutoScalingGroupName="a", DesiredCapacity=10))
     same("exit standby", lambda m: m.asg.exit_standby(

@@ -1,0 +1,408 @@
+//! Terminations in batches (`batchTerminations`): up to 20 drained VMs per
+//! call instead of one `TerminateInstanceInAutoScalingGroup` each.
+//!
+//! A batch is three calls, in this order:
+//! 1. EC2 `CreateTags` puts [`DETACHED_TAG`] (naming the group) on its VMs:
+//!    the record that a VM outside the group was detached by this operator
+//!    to be terminated;
+//! 2. `DetachInstances` takes them out of the group, with the capacity
+//!    change the retirements ask for. It names its instances, so a retry of
+//!    one that landed fails ("not part of Auto Scaling group") instead of
+//!    lowering the capacity twice;
+//! 3. EC2 `TerminateInstances` ends them.
+//!
+//! A crash (or a failed call) after step 2 leaves running VMs outside the
+//! group. Their retirements still say `Terminating`, so the terminate is
+//! called again, reads the VM (`terminate_needed`), finds it outside the
+//! group with the tag, and terminates it through EC2
+//! ([`Batcher::finish_detached`]). Without the tag a VM outside the group is
+//! not this operator's to end: someone detached it on purpose.
+//!
+//! Batches form by group commit: whoever waits when a batch slot is free
+//! sends everything queued (up to 20), so a lone VM goes at once and a
+//! burst shares calls. A detach runs no terminating lifecycle hook (AWS
+//! user guide, footnote of "lifecycle hooks"), so while the group has a
+//! hook other than the pool's own, VMs go one by one as without batching.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName, Tag};
+use futures::future::join_all;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::super::{ProviderError, TerminateOutcome};
+use super::AwsAutoScalingGroup;
+
+/// The EC2 tag on a VM this operator detached to terminate; its value is
+/// the group's name.
+pub const DETACHED_TAG: &str = "nomadpool.dev/detached-to-terminate";
+/// AWS's limit of instances per `DetachInstances`.
+pub const MOST_PER_BATCH: usize = 20;
+/// Batches in flight at once per group. Group commit keeps batches full
+/// when VMs arrive faster than calls answer; more slots would only split
+/// the same VMs into smaller batches.
+const SLOTS: usize = 2;
+/// How long the group's lifecycle hooks, as read, decide how VMs go.
+const HOOKS_FRESH: Duration = Duration::from_secs(60);
+
+/// What a pool asks of batching.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchTerminations {
+    /// The pool's own terminating hook (`lifecycleHook.name`): the operator
+    /// completes its actions itself, so skipping it loses nothing.
+    pub own_hook: Option<String>,
+}
+
+type Reply = Result<TerminateOutcome, ProviderError>;
+
+struct Waiter {
+    seq: u64,
+    instance_id: String,
+    decrement: bool,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_seq: u64,
+    waiting: VecDeque<Waiter>,
+}
+
+impl Queue {
+    fn holds(&self, seq: u64) -> bool {
+        self.waiting.iter().any(|w| w.seq == seq)
+    }
+
+    /// The oldest waiter and those after it with the same capacity change,
+    /// at most [`MOST_PER_BATCH`].
+    fn take_batch(&mut self) -> Vec<Waiter> {
+        let Some(decrement) = self.waiting.front().map(|w| w.decrement) else {
+            return Vec::new();
+        };
+        let mut batch = Vec::new();
+        let mut rest = VecDeque::with_capacity(self.waiting.len());
+        for w in self.waiting.drain(..) {
+            if w.decrement == decrement && batch.len() < MOST_PER_BATCH {
+                batch.push(w);
+            } else {
+                rest.push_back(w);
+            }
+        }
+        self.waiting = rest;
+        batch
+    }
+}
+
+/// Removes a waiter whose caller went away before its batch was sent: a
+/// VM nobody waits for is not terminated behind its caller's back.
+struct Leave<'a> {
+    queue: &'a Mutex<Queue>,
+    seq: u64,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.queue.lock().expect("batch queue lock");
+        queue.waiting.retain(|w| w.seq != self.seq);
+    }
+}
+
+pub(super) struct Batcher {
+    ec2: aws_sdk_ec2::Client,
+    own_hook: Option<String>,
+    queue: Mutex<Queue>,
+    slots: Semaphore,
+    /// Whether the group's hooks allow batches, and when that was read.
+    hooks_allow: Mutex<Option<(Instant, bool)>>,
+}
+
+impl Batcher {
+    pub(super) fn new(
+        sdk_config: &aws_config::SdkConfig,
+        endpoint: Option<&str>,
+        wanted: BatchTerminations,
+    ) -> Self {
+        let mut config = aws_sdk_ec2::config::Builder::from(sdk_config);
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Self {
+            ec2: aws_sdk_ec2::Client::from_conf(config.build()),
+            own_hook: wanted.own_hook,
+            queue: Mutex::new(Queue::default()),
+            slots: Semaphore::new(SLOTS),
+            hooks_allow: Mutex::new(None),
+        }
+    }
+
+    /// Terminate `instance_id` in the next batch; as
+    /// [`AwsAutoScalingGroup::terminate`] without the read first.
+    pub(super) async fn terminate(
+        &self,
+        aws: &AwsAutoScalingGroup,
+        instance_id: &str,
+        decrement: bool,
+    ) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        let seq = {
+            let mut queue = self.queue.lock().expect("batch queue lock");
+            let seq = queue.next_seq;
+            queue.next_seq += 1;
+            queue.waiting.push_back(Waiter {
+                seq,
+                instance_id: instance_id.to_owned(),
+                decrement,
+                reply,
+            });
+            seq
+        };
+        let leave = Leave {
+            queue: &self.queue,
+            seq,
+        };
+        // Group commit: every waiter tries to send, and whoever gets a slot
+        // sends what is queued; a waiter another batch took just waits.
+        loop {
+            let _slot = self.slots.acquire().await.expect("never closed");
+            let batch = {
+                let mut queue = self.queue.lock().expect("batch queue lock");
+                if !queue.holds(seq) {
+                    break;
+                }
+                queue.take_batch()
+            };
+            self.send(aws, batch).await;
+        }
+        drop(leave);
+        answer.await.unwrap_or_else(|_| {
+            // The batch's sender went away mid-call (its task was dropped):
+            // what happened is unknown, so the caller reads it back later.
+            Err(ProviderError::Unreachable {
+                message: "the batch carrying this terminate was abandoned".into(),
+            })
+        })
+    }
+
+    /// Send one batch and answer each of its waiters.
+    async fn send(&self, aws: &AwsAutoScalingGroup, batch: Vec<Waiter>) {
+        let Some(decrement) = batch.first().map(|w| w.decrement) else {
+            return;
+        };
+        let ids: Vec<String> = batch.iter().map(|w| w.instance_id.clone()).collect();
+        let replies = if self.hooks_allow_batches(aws).await {
+            self.detach_and_terminate(aws, &ids, decrement).await
+        } else {
+            one_by_one(aws, &ids, decrement, false).await
+        };
+        for (waiter, reply) in batch.into_iter().zip(replies) {
+            // A caller gone since cannot be told; its retirement reads back.
+            let _ = waiter.reply.send(reply);
+        }
+    }
+
+    /// The three calls of a batch (module doc); each VM's answer in order.
+    async fn detach_and_terminate(
+        &self,
+        aws: &AwsAutoScalingGroup,
+        ids: &[String],
+        decrement: bool,
+    ) -> Vec<Reply> {
+        let group = aws.group_name();
+        let tagged = (self.ec2.create_tags())
+            .set_resources(Some(ids.to_vec()))
+            .tags(Tag::builder().key(DETACHED_TAG).value(group).build())
+            .send()
+            .await;
+        if let Err(e) = tagged {
+            // Nothing changed in the group yet: the usual way still works.
+            warn!(group, error = %aws.classify(e), "could not tag VMs for a batch; terminating them one by one");
+            return one_by_one(aws, ids, decrement, false).await;
+        }
+        match aws.detach(ids, decrement).await {
+            Ok(()) => {}
+            Err(e @ ProviderError::Refused { .. }) => {
+                // AWS validates a detach whole before it acts, and it is
+                // never retried once it may have landed: a refusal detached
+                // nothing, so the tag must not claim otherwise (a VM someone
+                // else detached meanwhile is theirs). Each VM is read back.
+                warn!(group, error = %e, "DetachInstances refused; terminating the batch one by one");
+                self.untag(aws, ids).await;
+                return one_by_one(aws, ids, decrement, true).await;
+            }
+            Err(e) => {
+                // A timeout can hide a detach that landed: each VM is read
+                // back, and one outside the group with the tag is ended.
+                warn!(group, error = %e, "DetachInstances failed; terminating the batch one by one");
+                return one_by_one(aws, ids, decrement, true).await;
+            }
+        }
+        info!(
+            group,
+            count = ids.len(),
+            decrement,
+            "detached instances to terminate"
+        );
+        let ended = (self.ec2.terminate_instances())
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await;
+        match ended {
+            Ok(_) => {
+                info!(group, count = ids.len(), "terminating detached instances");
+                ids.iter()
+                    .map(|_| Ok(TerminateOutcome::Terminated))
+                    .collect()
+            }
+            Err(e) => {
+                // Detached and tagged: the retry reads each one back and
+                // ends it (`finish_detached`).
+                let err = aws.classify(e);
+                warn!(group, error = %err, "TerminateInstances failed after the detach; retried per VM");
+                ids.iter().map(|_| Err(err.clone())).collect()
+            }
+        }
+    }
+
+    /// Take the tag off VMs this operator did not detach.
+    async fn untag(&self, aws: &AwsAutoScalingGroup, ids: &[String]) {
+        let removed = (self.ec2.delete_tags())
+            .set_resources(Some(ids.to_vec()))
+            .tags(Tag::builder().key(DETACHED_TAG).build())
+            .send()
+            .await;
+        if let Err(e) = removed {
+            // Harmless while they stay in the group; only one detached by
+            // someone else later would be taken for ours.
+            warn!(group = aws.group_name(), error = %aws.classify(e), "could not take the detach tag off VMs a refused batch did not detach");
+        }
+    }
+
+    /// Whether the group has no terminating hook but the pool's own. Read
+    /// again after [`HOOKS_FRESH`]; an unreadable answer means no.
+    async fn hooks_allow_batches(&self, aws: &AwsAutoScalingGroup) -> bool {
+        if let Some((read, allow)) = *self.hooks_allow.lock().expect("hooks lock")
+            && read.elapsed() < HOOKS_FRESH
+        {
+            return allow;
+        }
+        let allow = match aws.terminating_hooks().await {
+            Ok(hooks) => {
+                let others: Vec<&String> = (hooks.iter())
+                    .filter(|h| Some(*h) != self.own_hook.as_ref())
+                    .collect();
+                if !others.is_empty() {
+                    warn!(group = aws.group_name(), hooks = ?others, "the group has terminating lifecycle hooks a detach would skip; terminating VMs one by one");
+                }
+                others.is_empty()
+            }
+            Err(e) => {
+                warn!(group = aws.group_name(), error = %e, "could not read the group's lifecycle hooks; terminating VMs one by one");
+                false
+            }
+        };
+        *self.hooks_allow.lock().expect("hooks lock") = Some((Instant::now(), allow));
+        allow
+    }
+
+    /// A VM outside the group: if this operator detached it to terminate
+    /// it (the tag says so) and it still runs, terminate it now. `Some`
+    /// when it was ours (whatever its state), `None` when it is not.
+    pub(super) async fn finish_detached(
+        &self,
+        aws: &AwsAutoScalingGroup,
+        instance_id: &str,
+    ) -> Result<Option<TerminateOutcome>, ProviderError> {
+        let filter = Filter::builder()
+            .name("instance-id")
+            .values(instance_id)
+            .build();
+        let out = (self.ec2.describe_instances())
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| aws.classify(e))?;
+        let Some(instance) = (out.reservations().iter())
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+        else {
+            return Ok(None);
+        };
+        let ours = (instance.tags().iter())
+            .any(|t| t.key() == Some(DETACHED_TAG) && t.value() == Some(aws.group_name()));
+        if !ours {
+            return Ok(None);
+        }
+        let state = instance.state().and_then(|s| s.name());
+        if matches!(
+            state,
+            Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated)
+        ) {
+            return Ok(Some(TerminateOutcome::AlreadyTerminating));
+        }
+        (self.ec2.terminate_instances())
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| aws.classify(e))?;
+        info!(
+            instance_id,
+            group = aws.group_name(),
+            "terminating an instance detached to terminate before"
+        );
+        // The detach already changed the group; this call did not.
+        Ok(Some(TerminateOutcome::AlreadyTerminating))
+    }
+}
+
+/// Each VM through the one-VM terminate, side by side.
+async fn one_by_one(
+    aws: &AwsAutoScalingGroup,
+    ids: &[String],
+    decrement: bool,
+    read_first: bool,
+) -> Vec<Reply> {
+    join_all(
+        ids.iter()
+            .map(|id| aws.terminate_one(id, decrement, read_first)),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(decrements: &[bool]) -> Queue {
+        let mut q = Queue::default();
+        for (i, d) in decrements.iter().enumerate() {
+            let (reply, _) = oneshot::channel();
+            q.waiting.push_back(Waiter {
+                seq: i as u64,
+                instance_id: format!("i-{i}"),
+                decrement: *d,
+                reply,
+            });
+        }
+        q
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_kind_in_order_and_at_most_twenty() {
+        let mut q = queue(&[true, false, true, true]);
+        let ids: Vec<String> = q.take_batch().into_iter().map(|w| w.instance_id).collect();
+        assert_eq!(ids, ["i-0", "i-2", "i-3"]);
+        let ids: Vec<String> = q.take_batch().into_iter().map(|w| w.instance_id).collect();
+        assert_eq!(ids, ["i-1"]);
+        assert!(q.take_batch().is_empty());
+
+        let mut q = queue(&[true; 45]);
+        assert_eq!(q.take_batch().len(), MOST_PER_BATCH);
+        assert_eq!(q.take_batch().len(), MOST_PER_BATCH);
+        assert!(q.holds(44) && !q.holds(0));
+        assert_eq!(q.take_batch().len(), 5);
+    }
+}

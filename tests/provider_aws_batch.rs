@@ -1,0 +1,196 @@
+//! `batchTerminations` in the AWS provider against the environment's moto
+//! (with the project's DetachInstances corrections, `tests/moto_detach.rs`):
+//! VMs go tagged, detached and terminated in shared calls; one detached but
+//! not yet terminated (a crash between the calls) is ended on the retry,
+//! one detached by someone else is left alone; and a group with a
+//! terminating hook that is not the pool's keeps the one-VM call.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName, Tag};
+use futures::future::join_all;
+use npo_testkit::{asg_client, ec2_client, unique};
+
+use nomad_pool_operator::provider::{
+    AwsAutoScalingGroup, BatchTerminations, CloudProvider, DETACHED_TAG, GroupState, Lifecycle,
+    TerminateOutcome,
+};
+
+async fn create_group(test: &str, min: i32, max: i32, desired: i32) -> String {
+    let name = unique(&format!("npo-{test}"));
+    npo_testkit::create_group(&asg_client(), &name, min, max, desired).await;
+    name
+}
+
+async fn batching(group: &str, own_hook: Option<&str>) -> AwsAutoScalingGroup {
+    let wanted = BatchTerminations {
+        own_hook: own_hook.map(str::to_owned),
+    };
+    npo_testkit::aws::moto_provider_with(group, Some(wanted)).await
+}
+
+async fn describe(p: &AwsAutoScalingGroup) -> GroupState {
+    p.describe_group().await.expect("describe group")
+}
+
+fn in_service(g: &GroupState) -> Vec<String> {
+    (g.instances.iter())
+        .filter(|i| i.lifecycle == Lifecycle::InService)
+        .map(|i| i.id.clone())
+        .collect()
+}
+
+/// EC2's state of each instance and whether it carries the detach tag
+/// naming `group`.
+async fn ec2_view(ids: &[String], group: &str) -> BTreeMap<String, (InstanceStateName, bool)> {
+    let filter = Filter::builder()
+        .name("instance-id")
+        .set_values(Some(ids.to_vec()))
+        .build();
+    let out = (ec2_client().describe_instances())
+        .filters(filter)
+        .send()
+        .await
+        .expect("DescribeInstances");
+    (out.reservations().iter())
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            let tagged = (i.tags().iter())
+                .any(|t| t.key() == Some(DETACHED_TAG) && t.value() == Some(group));
+            let state = i.state().and_then(|s| s.name()).cloned().unwrap();
+            (i.instance_id().unwrap().to_owned(), (state, tagged))
+        })
+        .collect()
+}
+
+fn ended(state: &InstanceStateName) -> bool {
+    matches!(
+        state,
+        InstanceStateName::ShuttingDown | InstanceStateName::Terminated
+    )
+}
+
+#[tokio::test]
+async fn twenty_five_vms_at_once_end_tagged_and_lower_desired_once_each() {
+    let name = create_group("batch", 0, 40, 30).await;
+    let p = batching(&name, None).await;
+    assert_eq!(p.terminations_per_call(), 20);
+    let victims: Vec<String> = in_service(&describe(&p).await)[..25].to_vec();
+
+    let answers = join_all(victims.iter().map(|id| p.terminate_new_instance(id, true))).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == Ok(TerminateOutcome::Terminated)),
+        "{answers:?}"
+    );
+    let g = describe(&p).await;
+    assert_eq!(g.desired_capacity, 5, "one decrement per VM, no more");
+    assert_eq!(in_service(&g).len(), 5, "no replacement launched: {g:?}");
+    assert!(victims.iter().all(|v| g.instance(v).is_none()), "{g:?}");
+    let view = ec2_view(&victims, &name).await;
+    assert_eq!(view.len(), 25);
+    for (id, (state, tagged)) in &view {
+        assert!(ended(state), "{id} is {state:?}");
+        assert!(tagged, "{id} went through a batch, which tags first");
+    }
+    // A restart's retry of any of them changes nothing.
+    let again = p.terminate_instance(&victims[0], true).await;
+    assert_eq!(again, Ok(TerminateOutcome::AlreadyTerminating));
+    assert_eq!(describe(&p).await.desired_capacity, 5);
+}
+
+#[tokio::test]
+async fn a_vm_detached_but_not_yet_terminated_is_ended_on_the_retry() {
+    let name = create_group("batch-crash", 0, 5, 3).await;
+    let p = batching(&name, None).await;
+    let victim = in_service(&describe(&p).await)[0].clone();
+    // The first two calls of a batch landed and the operator died.
+    (ec2_client().create_tags())
+        .resources(&victim)
+        .tags(Tag::builder().key(DETACHED_TAG).value(&name).build())
+        .send()
+        .await
+        .expect("CreateTags");
+    (asg_client().detach_instances())
+        .auto_scaling_group_name(&name)
+        .instance_ids(&victim)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .expect("DetachInstances");
+    let running = ec2_view(std::slice::from_ref(&victim), &name).await;
+    assert_eq!(running[&victim].0, InstanceStateName::Running);
+
+    let restarted = batching(&name, None).await;
+    assert_eq!(
+        restarted.terminate_instance(&victim, true).await,
+        Ok(TerminateOutcome::AlreadyTerminating),
+        "the detach changed the group; this call only ends the VM"
+    );
+    let view = ec2_view(std::slice::from_ref(&victim), &name).await;
+    assert!(ended(&view[&victim].0), "{view:?}");
+    assert_eq!(describe(&p).await.desired_capacity, 2, "one decrement only");
+}
+
+#[tokio::test]
+async fn a_vm_someone_else_detached_is_left_running() {
+    let name = create_group("batch-foreign", 0, 5, 3).await;
+    let p = batching(&name, None).await;
+    let kept = in_service(&describe(&p).await)[0].clone();
+    (asg_client().detach_instances())
+        .auto_scaling_group_name(&name)
+        .instance_ids(&kept)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .expect("DetachInstances");
+
+    assert_eq!(
+        p.terminate_instance(&kept, true).await,
+        Ok(TerminateOutcome::NotInGroup)
+    );
+    assert_eq!(
+        p.terminate_new_instance(&kept, true).await,
+        Ok(TerminateOutcome::NotInGroup),
+        "a batch refused for it falls back to reading it"
+    );
+    let view = ec2_view(std::slice::from_ref(&kept), &name).await;
+    assert_eq!(view[&kept], (InstanceStateName::Running, false));
+}
+
+#[tokio::test]
+async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
+    let name = create_group("batch-hook", 0, 5, 3).await;
+    (asg_client().put_lifecycle_hook())
+        .auto_scaling_group_name(&name)
+        .lifecycle_hook_name("log-shipper")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .send()
+        .await
+        .expect("PutLifecycleHook");
+
+    let p = batching(&name, Some("drain")).await;
+    let victim = in_service(&describe(&p).await)[0].clone();
+    assert_eq!(
+        p.terminate_new_instance(&victim, true).await,
+        Ok(TerminateOutcome::Terminated)
+    );
+    let g = describe(&p).await;
+    let held = g.instance(&victim).map(|i| i.lifecycle.clone());
+    assert_eq!(held, Some(Lifecycle::TerminatingWait), "the hook holds it");
+    let view = ec2_view(std::slice::from_ref(&victim), &name).await;
+    assert_eq!(view[&victim], (InstanceStateName::Running, false));
+
+    // The same hook named as the pool's own: the operator completes it
+    // itself, so skipping it loses nothing and VMs go in batches.
+    let own = batching(&name, Some("log-shipper")).await;
+    let next = in_service(&g)[0].clone();
+    assert_eq!(
+        own.terminate_new_instance(&next, true).await,
+        Ok(TerminateOutcome::Terminated)
+    );
+    let view = ec2_view(std::slice::from_ref(&next), &name).await;
+    assert!(ended(&view[&next].0) && view[&next].1, "{view:?}");
+}
