@@ -167,7 +167,8 @@ pub async fn manage(client: &kube::Client, w: &World, p: &Params) -> Managed {
             "selector": {"nodePool": "ci"},
             "provider": {"awsAutoScalingGroup": {
                 "name": w.group, "region": "us-east-1", "endpoint": w.proxy.url,
-                "credentialsSecretRef": {"name": "aws"}}},
+                "credentialsSecretRef": {"name": "aws"},
+                "batchTerminations": p.batch_terminations}},
             "replicas": w.size,
             "disruption": {"maxUnavailable": format!("{}%", p.max_unavailable_pct),
                            "selectionPolicy": "LeastBusy"},

@@ -73,6 +73,8 @@ pub struct Params {
     pub seed: u64,
     pub baseline: bool,
     pub operator: bool,
+    /// The pool's `batchTerminations` (AWS only).
+    pub batch_terminations: bool,
 }
 
 impl Params {
@@ -96,6 +98,7 @@ impl Params {
             seed: env_or("SCALE_IN_SEED", 42),
             baseline: env_or("SCALE_IN_BASELINE", 1) != 0,
             operator: env_or("SCALE_IN_OPERATOR", 1) != 0,
+            batch_terminations: env_or("SCALE_IN_BATCH_TERMINATIONS", 0) != 0,
         }
     }
 
@@ -108,6 +111,7 @@ impl Params {
             nodes: env_or("SCALE_IN_20000_NODES", 20_000),
             retire: env_or("SCALE_IN_20000_RETIRE", 4_000),
             max_unavailable_pct: env_or("SCALE_IN_20000_MAX_UNAVAILABLE_PCT", 25),
+            batch_terminations: env_or("SCALE_IN_20000_BATCH_TERMINATIONS", 1) != 0,
             idle_s: 0.0,
             baseline: false,
             operator: true,
@@ -158,6 +162,7 @@ impl Params {
             "baseline_poll_ms_wall_clock": self.baseline_poll_s / self.time_scale * 1e3,
             "heartbeat_ttl_plus_grace_sim_s": self.heartbeat_ttl_s + self.heartbeat_grace_s,
             "seed": self.seed,
+            "batch_terminations": self.batch_terminations,
         })
     }
 }

@@ -42,10 +42,15 @@ use super::AwsAutoScalingGroup;
 pub const DETACHED_TAG: &str = "nomadpool.dev/detached-to-terminate";
 /// AWS's limit of instances per `DetachInstances`.
 pub const MOST_PER_BATCH: usize = 20;
-/// Batches in flight at once per group. Group commit keeps batches full
-/// when VMs arrive faster than calls answer; more slots would only split
-/// the same VMs into smaller batches.
-const SLOTS: usize = 2;
+/// Batches in flight at once per group: the default terminate calls per
+/// pool (`runtime::TERMINATE_CALLS`), whose turns the pool multiplies by
+/// [`MOST_PER_BATCH`] (`terminations_per_call`), so that a VM in its turn
+/// is mostly in a batch on the wire, not queued behind one. Group commit
+/// fills batches from VMs that arrive while all slots are busy. Two slots
+/// (BENCHMARKS.md, seventeenth pass) left 12 VMs per batch on average and
+/// most of a VM's 3 s turn in the queue, against a cloud whose three calls
+/// took 0.4 s a batch.
+const SLOTS: usize = 10;
 /// How long the group's lifecycle hooks, as read, decide how VMs go.
 const HOOKS_FRESH: Duration = Duration::from_secs(60);
 

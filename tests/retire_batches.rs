@@ -1,0 +1,153 @@
+//! `batchTerminations` end to end (AWS): the operator, a real API server,
+//! nomad-sim and moto (with the project's DetachInstances corrections).
+//! A scale-in ends every retired VM through shared calls and lowers the
+//! group once per VM; when EC2 refuses the terminates after the detach
+//! landed, the detached VMs keep running until the retirements' retries
+//! end them, and the group is never lowered twice.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
+use npo_testkit::proxy::aws_faults::{AwsFaults, FaultProxy};
+use npo_testkit::*;
+use serde_json::json;
+
+use nomad_pool_operator::provider::DETACHED_TAG;
+
+const T: Duration = Duration::from_secs(90);
+
+/// The instances of `ids` EC2 shows as ended, and those carrying the
+/// detach tag naming `group`.
+async fn ended_and_tagged(ids: &[String], group: &str) -> (usize, usize) {
+    let filter = Filter::builder()
+        .name("instance-id")
+        .set_values(Some(ids.to_vec()))
+        .build();
+    let out = (ec2_client().describe_instances())
+        .filters(filter)
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let instances: Vec<_> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .collect();
+    let ended = (instances.iter())
+        .filter(|i| {
+            matches!(
+                i.state().and_then(|s| s.name()),
+                Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated)
+            )
+        })
+        .count();
+    let tagged = (instances.iter())
+        .filter(|i| {
+            (i.tags().iter()).any(|t| t.key() == Some(DETACHED_TAG) && t.value() == Some(group))
+        })
+        .count();
+    (ended, tagged)
+}
+
+/// A pool of `w` through `endpoint`, scaled to `replicas`, with batches.
+fn batch_pool(w: &World, endpoint: &str, replicas: i32) -> serde_json::Value {
+    let mut pool = w.pool_manifest(
+        "pool",
+        json!({"replicas": replicas, "disruption": {"maxUnavailable": 6}}),
+    );
+    let asg = &mut pool["spec"]["provider"]["awsAutoScalingGroup"];
+    asg["endpoint"] = json!(endpoint);
+    asg["batchTerminations"] = json!(true);
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_in_in_batches_ends_every_vm_and_lowers_the_group_once_each() {
+    let w = setup("batch-scale-in", 8).await;
+    let before: Vec<String> = w
+        .group()
+        .await
+        .instances
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    w.apply_pool(&batch_pool(&w, &moto_endpoint(), 2)).await;
+
+    w.wait_status("pool", "six retired", T, |s| {
+        s.retiring.is_empty() && s.retired_total == 6
+    })
+    .await;
+    let g = w.group().await;
+    assert_eq!((g.desired, g.instances.len()), (2, 2), "{g:?}");
+    let gone: Vec<String> = (before.into_iter())
+        .filter(|id| !g.instances.iter().any(|i| &i.id == id))
+        .collect();
+    assert_eq!(gone.len(), 6);
+    assert_eq!(
+        ended_and_tagged(&gone, &w.group).await,
+        (6, 6),
+        "every retired VM ended through a batch (tagged before its detach)"
+    );
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vms_detached_when_ec2_refused_their_terminate_are_ended_by_the_retries() {
+    let w = setup("batch-refused", 6).await;
+    let before: Vec<String> = w
+        .group()
+        .await
+        .instances
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let proxy = FaultProxy::start(&moto_endpoint(), 7).await;
+    proxy.set_faults(AwsFaults {
+        error_rate: 1.0,
+        only_actions: vec!["TerminateInstances".into()],
+        ..Default::default()
+    });
+    w.apply_pool(&batch_pool(&w, &proxy.url, 2)).await;
+
+    // The detaches land; every EC2 terminate is refused.
+    wait_for("detached VMs whose terminate was refused", T, || async {
+        let stats = proxy.stats();
+        let refused = stats
+            .get("TerminateInstances")
+            .map_or(0, |s| s.server_errors);
+        let detached = stats.get("DetachInstances").map_or(0, |s| s.forwarded);
+        (refused >= 2 && detached >= 1).then_some(())
+    })
+    .await;
+    let g = w.group().await;
+    let out: Vec<String> = (before.iter())
+        .filter(|id| !g.instances.iter().any(|i| &i.id == *id))
+        .cloned()
+        .collect();
+    assert!(!out.is_empty(), "some VMs left the group: {g:?}");
+    let (ended, tagged) = ended_and_tagged(&out, &w.group).await;
+    assert_eq!(
+        (ended, tagged),
+        (0, out.len()),
+        "detached, tagged, still running"
+    );
+
+    proxy.set_faults(AwsFaults::default());
+    w.wait_status("pool", "four retired", T, |s| {
+        s.retiring.is_empty() && s.retired_total == 4
+    })
+    .await;
+    let g = w.group().await;
+    assert_eq!(
+        (g.desired, g.instances.len()),
+        (2, 2),
+        "never lowered twice: {g:?}"
+    );
+    let gone: Vec<String> = (before.into_iter())
+        .filter(|id| !g.instances.iter().any(|i| &i.id == id))
+        .collect();
+    assert_eq!(ended_and_tagged(&gone, &w.group).await, (4, 4));
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
