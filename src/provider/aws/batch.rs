@@ -145,7 +145,7 @@ impl Batcher {
     }
 
     /// Terminate `instance_id` in the next batch; as
-    /// [`AwsAutoScalingGroup::terminate`] without the read first.
+    /// `AwsAutoScalingGroup::terminate_one` without the read first.
     pub(super) async fn terminate(
         &self,
         aws: &AwsAutoScalingGroup,
