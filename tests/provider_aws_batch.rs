@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::{Filter, InstanceStateName, Tag};
+use aws_sdk_ec2::types::{InstanceStateName, Tag};
 use futures::future::join_all;
 use npo_testkit::{asg_client, ec2_client, unique};
 
@@ -43,22 +43,12 @@ fn in_service(g: &GroupState) -> Vec<String> {
 /// EC2's state of each instance and whether it carries the detach tag
 /// naming `group`.
 async fn ec2_view(ids: &[String], group: &str) -> BTreeMap<String, (InstanceStateName, bool)> {
-    let filter = Filter::builder()
-        .name("instance-id")
-        .set_values(Some(ids.to_vec()))
-        .build();
-    let out = (ec2_client().describe_instances())
-        .filters(filter)
-        .send()
-        .await
-        .expect("DescribeInstances");
-    (out.reservations().iter())
-        .flat_map(|r| r.instances())
-        .map(|i| {
+    (npo_testkit::aws::ec2_instances(ids).await.into_iter())
+        .map(|(id, i)| {
             let tagged = (i.tags().iter())
                 .any(|t| t.key() == Some(DETACHED_TAG) && t.value() == Some(group));
             let state = i.state().and_then(|s| s.name()).cloned().unwrap();
-            (i.instance_id().unwrap().to_owned(), (state, tagged))
+            (id, (state, tagged))
         })
         .collect()
 }

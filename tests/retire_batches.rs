@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, InstanceStateName};
+use aws_sdk_ec2::types::InstanceStateName;
 use npo_testkit::proxy::aws_faults::{AwsFaults, FaultProxy};
 use npo_testkit::*;
 use serde_json::json;
@@ -19,21 +19,8 @@ const T: Duration = Duration::from_secs(90);
 /// The instances of `ids` EC2 shows as ended, and those carrying the
 /// detach tag naming `group`.
 async fn ended_and_tagged(ids: &[String], group: &str) -> (usize, usize) {
-    let filter = Filter::builder()
-        .name("instance-id")
-        .set_values(Some(ids.to_vec()))
-        .build();
-    let out = (ec2_client().describe_instances())
-        .filters(filter)
-        .send()
-        .await
-        .expect("DescribeInstances");
-    let instances: Vec<_> = out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .collect();
-    let ended = (instances.iter())
+    let instances = npo_testkit::aws::ec2_instances(ids).await;
+    let ended = (instances.values())
         .filter(|i| {
             matches!(
                 i.state().and_then(|s| s.name()),
@@ -41,12 +28,28 @@ async fn ended_and_tagged(ids: &[String], group: &str) -> (usize, usize) {
             )
         })
         .count();
-    let tagged = (instances.iter())
+    let tagged = (instances.values())
         .filter(|i| {
             (i.tags().iter()).any(|t| t.key() == Some(DETACHED_TAG) && t.value() == Some(group))
         })
         .count();
     (ended, tagged)
+}
+
+/// The group's instance IDs.
+async fn group_ids(w: &World) -> Vec<String> {
+    (w.group().await.instances.into_iter())
+        .map(|i| i.id)
+        .collect()
+}
+
+/// The instances of `before` no longer in the group.
+async fn gone_from(w: &World, before: &[String]) -> Vec<String> {
+    let g = w.group().await;
+    (before.iter())
+        .filter(|id| !g.instances.iter().any(|i| &&i.id == id))
+        .cloned()
+        .collect()
 }
 
 /// A pool of `w` through `endpoint`, scaled to `replicas`, with batches.
@@ -64,13 +67,7 @@ fn batch_pool(w: &World, endpoint: &str, replicas: i32) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scale_in_in_batches_ends_every_vm_and_lowers_the_group_once_each() {
     let w = setup("batch-scale-in", 8).await;
-    let before: Vec<String> = w
-        .group()
-        .await
-        .instances
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let before = group_ids(&w).await;
     w.apply_pool(&batch_pool(&w, &moto_endpoint(), 2)).await;
 
     w.wait_status("pool", "six retired", T, |s| {
@@ -79,9 +76,7 @@ async fn a_scale_in_in_batches_ends_every_vm_and_lowers_the_group_once_each() {
     .await;
     let g = w.group().await;
     assert_eq!((g.desired, g.instances.len()), (2, 2), "{g:?}");
-    let gone: Vec<String> = (before.into_iter())
-        .filter(|id| !g.instances.iter().any(|i| &i.id == id))
-        .collect();
+    let gone = gone_from(&w, &before).await;
     assert_eq!(gone.len(), 6);
     assert_eq!(
         ended_and_tagged(&gone, &w.group).await,
@@ -95,13 +90,7 @@ async fn a_scale_in_in_batches_ends_every_vm_and_lowers_the_group_once_each() {
 #[tokio::test(flavor = "multi_thread")]
 async fn vms_detached_when_ec2_refused_their_terminate_are_ended_by_the_retries() {
     let w = setup("batch-refused", 6).await;
-    let before: Vec<String> = w
-        .group()
-        .await
-        .instances
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let before = group_ids(&w).await;
     let proxy = FaultProxy::start(&moto_endpoint(), 7).await;
     proxy.set_faults(AwsFaults {
         error_rate: 1.0,
@@ -120,12 +109,8 @@ async fn vms_detached_when_ec2_refused_their_terminate_are_ended_by_the_retries(
         (refused >= 2 && detached >= 1).then_some(())
     })
     .await;
-    let g = w.group().await;
-    let out: Vec<String> = (before.iter())
-        .filter(|id| !g.instances.iter().any(|i| &i.id == *id))
-        .cloned()
-        .collect();
-    assert!(!out.is_empty(), "some VMs left the group: {g:?}");
+    let out = gone_from(&w, &before).await;
+    assert!(!out.is_empty(), "some VMs left the group");
     let (ended, tagged) = ended_and_tagged(&out, &w.group).await;
     assert_eq!(
         (ended, tagged),
@@ -144,9 +129,7 @@ async fn vms_detached_when_ec2_refused_their_terminate_are_ended_by_the_retries(
         (2, 2),
         "never lowered twice: {g:?}"
     );
-    let gone: Vec<String> = (before.into_iter())
-        .filter(|id| !g.instances.iter().any(|i| &i.id == id))
-        .collect();
+    let gone = gone_from(&w, &before).await;
     assert_eq!(ended_and_tagged(&gone, &w.group).await, (4, 4));
     w.sim.assert_no_violations().await;
     w.cleanup().await;

@@ -207,10 +207,10 @@ pub async fn new_default_template_version(name: &str) -> i64 {
     version
 }
 
-/// The launch template version each of `instances` was launched from, as
-/// EC2 tags it (`aws:ec2launchtemplate:version`); instances EC2 does not
-/// know or that carry no such tag are left out.
-pub async fn template_versions(instances: &[String]) -> std::collections::BTreeMap<String, String> {
+/// EC2's view of `instances`, by ID; those EC2 does not know are left out.
+pub async fn ec2_instances(
+    instances: &[String],
+) -> std::collections::BTreeMap<String, aws_sdk_ec2::types::Instance> {
     use aws_sdk_ec2::types::Filter;
     let filter = Filter::builder()
         .name("instance-id")
@@ -224,6 +224,15 @@ pub async fn template_versions(instances: &[String]) -> std::collections::BTreeM
         .expect("describing instances in moto");
     (out.reservations().iter())
         .flat_map(|r| r.instances())
+        .filter_map(|i| Some((i.instance_id()?.to_owned(), i.clone())))
+        .collect()
+}
+
+/// The launch template version each of `instances` was launched from, as
+/// EC2 tags it (`aws:ec2launchtemplate:version`); instances EC2 does not
+/// know or that carry no such tag are left out.
+pub async fn template_versions(instances: &[String]) -> std::collections::BTreeMap<String, String> {
+    (ec2_instances(instances).await.into_values())
         .filter_map(|i| {
             let version = (i.tags().iter())
                 .find(|t| t.key() == Some("aws:ec2launchtemplate:version"))?
