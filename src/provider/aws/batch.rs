@@ -29,7 +29,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName, Tag};
-use futures::future::join_all;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -363,18 +362,21 @@ impl Batcher {
     }
 }
 
-/// Each VM through the one-VM terminate, side by side.
+/// Each VM through the one-VM terminate, one after the other: a batch
+/// slot holds one call at a time then, so the group's slots keep the
+/// calls in flight to what they were without batches (a group with
+/// someone else's hook sends every VM this way).
 async fn one_by_one(
     aws: &AwsAutoScalingGroup,
     ids: &[String],
     decrement: bool,
     read_first: bool,
 ) -> Vec<Reply> {
-    join_all(
-        ids.iter()
-            .map(|id| aws.terminate_one(id, decrement, read_first)),
-    )
-    .await
+    let mut replies = Vec::with_capacity(ids.len());
+    for id in ids {
+        replies.push(aws.terminate_one(id, decrement, read_first).await);
+    }
+    replies
 }
 
 #[cfg(test)]
