@@ -39,6 +39,9 @@
 //!   other test runs on the shared moto do not disturb it and vice versa;
 //! - the operator and the baseline reach moto through a recording proxy in
 //!   this process: it timestamps each `TerminateInstanceInAutoScalingGroup`
+//!   (and, with `batchTerminations`, each EC2 `TerminateInstances`, for every
+//!   VM it names: `SCALE_IN_BATCH_TERMINATIONS`, default 0, and
+//!   `SCALE_IN_20000_BATCH_TERMINATIONS`, default 1, set the pool's field)
 //!   on arrival, and once moto accepted it kills the instance's simulated VM
 //!   (what the harness's `Bridge` does by polling; at 5,000 instances one
 //!   `DescribeAutoScalingGroups` costs moto about a second, so polling it

@@ -136,7 +136,8 @@ def apply() -> None:
         # group keeps its list, which is what moto's filter leaves it.
         wanted = set(instance_ids)
         for group in list(self.autoscaling_groups.values()):
-            if any(i in states_by_id(group) for i in wanted):
+            index = states_by_id(group)
+            if any(i in index for i in wanted):
                 return original_notify(self, instance_ids)
         return None
 
