@@ -89,20 +89,24 @@ enum Resolved<'a> {
 }
 
 fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, EvalError> {
+    // The pointer only names a selector in an error: built per node and
+    // part it was most of the simulator's CPU in a filtered node list of
+    // 20,000 nodes (BENCHMARKS.md, eighteenth pass).
+    let ptr = || format!("/{}", path.join("/"));
     let mut cur = v;
     let mut is_map = false;
     for (i, part) in path.iter().enumerate() {
-        let ptr = format!("/{}", path.join("/"));
         match cur {
             Value::Object(m) => match m.get(part) {
                 Some(x) => {
-                    is_map = MAP_FIELDS.contains(&part.as_str()) && !is_map;
+                    // A key of a map is never a map field itself.
+                    is_map = !is_map && MAP_FIELDS.contains(&part.as_str());
                     cur = x;
                 }
                 None if is_map => return Ok(Resolved::NotPresent),
                 None => {
                     return Err(EvalError::NoSuchField {
-                        pointer: ptr,
+                        pointer: ptr(),
                         part: i,
                         name: part.clone(),
                     });
@@ -110,12 +114,12 @@ fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, EvalError>
             },
             Value::Array(a) => {
                 let idx: usize = part.parse().map_err(|_| EvalError::InvalidSliceIndex {
-                    pointer: ptr.clone(),
+                    pointer: ptr(),
                     part: i,
                     index: part.clone(),
                 })?;
-                cur = a.get(idx).ok_or(EvalError::IndexOutOfRange {
-                    pointer: ptr,
+                cur = a.get(idx).ok_or_else(|| EvalError::IndexOutOfRange {
+                    pointer: ptr(),
                     part: i,
                 })?;
                 is_map = false;
@@ -124,7 +128,7 @@ fn resolve<'a>(v: &'a Value, path: &[String]) -> Result<Resolved<'a>, EvalError>
             Value::Null if is_map => return Ok(Resolved::NotPresent),
             _ => {
                 return Err(EvalError::InvalidValueKind {
-                    pointer: ptr,
+                    pointer: ptr(),
                     part: i,
                 });
             }
