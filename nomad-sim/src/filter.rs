@@ -30,7 +30,7 @@ mod parser;
 mod tests;
 
 pub use errors::{Expected, ParseError, Position};
-pub use eval::EvalError;
+pub use eval::{EvalError, Prepared};
 
 /// Parses a go-bexpr expression.
 pub fn parse(s: &str) -> Result<Expr, FilterError> {

@@ -106,10 +106,10 @@ pub(super) async fn list(
 ) -> Result<Resp, ApiError> {
     authorize(app, req.headers(), Capability::NodeRead)?;
     let q = parse_query(app, req.uri().query())?;
-    let expr = parse_filter(&q.filter)?;
+    let expr = parse_filter(&q.filter)?.map(filter::Prepared::new);
     block_until(app, &q, |c| (c.nodes_index, Some(c.nodes_tx.subscribe()))).await;
     let c = super::read_state(app);
-    let reads = expr.as_ref().map(Reads::of);
+    let reads = expr.as_ref().map(|e| Reads::of(e.expr()));
     let mut items: Vec<(String, Vec<u8>)> = Vec::new();
     for (id, rec) in c.nodes.range(q.prefix.clone()..) {
         if !id.starts_with(&q.prefix) {

@@ -307,3 +307,69 @@ impl Expr {
         }
     }
 }
+
+/// An expression readied for many objects. The operator reads the nodes of
+/// up to 50 VMs in one list, `A["k"] == "v1" or A["k"] == "v2" or ...`:
+/// term by term that is 50 lookups per node of the cluster, so such an
+/// `or` of `==` on one selector becomes one lookup and a set test. Same
+/// answers and errors as `Expr::eval`: every term resolves the same
+/// selector, so a missing map key fails them all (`==` is false), and
+/// anything but a string value (coercion, an error) goes term by term.
+#[derive(Debug)]
+pub struct Prepared {
+    expr: Expr,
+    any_of: Option<(Vec<String>, std::collections::HashSet<String>)>,
+}
+
+impl Prepared {
+    pub fn new(expr: Expr) -> Prepared {
+        let mut terms = Vec::new();
+        let any_of = or_terms(&expr, &mut terms).then(|| {
+            let selector = terms.first().map(|(s, _)| s.to_vec()).unwrap_or_default();
+            let same = terms.iter().all(|(s, _)| *s == selector.as_slice());
+            let values = terms.iter().map(|(_, v)| v.to_string()).collect();
+            same.then_some((selector, values))
+        });
+        Prepared {
+            any_of: any_of.flatten(),
+            expr,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn is_set_test(&self) -> bool {
+        self.any_of.is_some()
+    }
+
+    pub fn expr(&self) -> &Expr {
+        &self.expr
+    }
+
+    pub fn eval(&self, v: &Value) -> Result<bool, FilterError> {
+        if let Some((selector, values)) = &self.any_of {
+            match resolve(v, selector) {
+                Ok(Resolved::NotPresent) => return Ok(false),
+                Ok(Resolved::Found(Value::String(s), _)) => return Ok(values.contains(s)),
+                _ => {}
+            }
+        }
+        self.expr.eval(v)
+    }
+}
+
+/// Collects the `Sel == "v"` terms of an `or` chain; false when the
+/// expression is anything else.
+fn or_terms<'a>(e: &'a Expr, out: &mut Vec<(&'a [String], &'a str)>) -> bool {
+    match e {
+        Expr::Or(l, r) => or_terms(l, out) && or_terms(r, out),
+        Expr::Match {
+            selector,
+            op: Op::Eq,
+            value: Some(v),
+        } => {
+            out.push((selector, v));
+            true
+        }
+        _ => false,
+    }
+}

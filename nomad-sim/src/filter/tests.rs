@@ -389,3 +389,44 @@ fn backtracking_selectors_and_strings_are_go_bexprs() {
         r#""\x61" is "a""#
     );
 }
+
+/// `Prepared` (an `or` of `==` on one selector read as a set test) answers
+/// exactly what the term-by-term evaluation answers, errors included.
+#[test]
+fn prepared_answers_as_term_by_term() {
+    let data = [
+        node(),
+        json!({"Attributes": {"unique.platform.aws.instance-id": "i-3"}, "Meta": null}),
+        json!({"Attributes": {"other": "i-1"}, "Meta": {"n": 5}}),
+        json!({"Attributes": null, "Meta": {"team": "b"}}),
+        json!({"Attributes": {"unique.platform.aws.instance-id": 5}}),
+        json!({"Attributes": {"unique.platform.aws.instance-id": true}}),
+        json!({"Attributes": {"unique.platform.aws.instance-id": ["i-1"]}}),
+        json!({"Meta": {"team": "a"}}),
+    ];
+    let attr = r#"Attributes["unique.platform.aws.instance-id"]"#;
+    let filters = [
+        format!(r#"{attr} == "i-1""#),
+        format!(r#"{attr} == "i-9" or {attr} == "i-3" or {attr} == "i-1""#),
+        format!(r#"{attr} == "5" or {attr} == "true""#),
+        format!(r#"{attr} == "i-9" or {attr} != "i-3""#),
+        format!(r#"{attr} == "i-9" or Meta.team == "b""#),
+        r#"Meta.team == "a" or Meta.team == "b""#.to_string(),
+        r#"Meta.n == "5" or Meta.n == "x""#.to_string(),
+        r#"Nope == "a" or Nope == "b""#.to_string(),
+        r#"Meta.team == a"#.to_string(),
+    ];
+    let mut fast = 0;
+    for f in &filters {
+        let expr = parse(f).unwrap();
+        let prepared = Prepared::new(expr.clone());
+        fast += usize::from(prepared.is_set_test());
+        for d in &data {
+            assert_eq!(prepared.eval(d), expr.eval(d), "{f} on {d}");
+        }
+    }
+    assert_eq!(
+        fast, 7,
+        "the `or`s of `==` on one selector take the set test"
+    );
+}
