@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 
 use super::super::plan;
-use super::super::retirement::records;
 use super::super::retirement::sync::Writes;
+use super::persist::ActedOn;
 
 /// The retirements a reconcile writes, and the clients it acts on, after
 /// its plan: the lane keeps off each until the reconcile is done with it,
@@ -34,15 +34,14 @@ pub struct Busy {
 
 impl Busy {
     pub fn of(plan: &plan::Plan, writes: &Writes) -> Self {
-        // A status that leaves the record as it was (figures, words,
-        // conditions) is written after the actions and gives way to a newer
-        // record (`write::progress`): holding its client for the whole
-        // reconcile made the lane's slowest terminations (BENCHMARKS.md,
-        // eleventh and twelfth passes).
-        let material = (writes.statuses.iter()).filter(|w| {
-            let old = w.object.status.clone().unwrap_or_default();
-            records::record_change(&old, &w.status)
-        });
+        // A status no action of the plan rests on (figures, words,
+        // conditions; a record no action is about) is written after the
+        // actions and gives way to a newer record (`write::progress`):
+        // holding its client for the whole reconcile made the lane's
+        // slowest terminations (BENCHMARKS.md, eleventh, twelfth and
+        // eighteenth passes).
+        let acted_on = ActedOn::of(plan);
+        let material = (writes.statuses.iter()).filter(|w| acted_on.ahead(w));
         let ahead = (writes.adopts.iter().chain(material))
             .map(|w| w.object.name_any())
             .chain(writes.creates.iter().map(|(r, _)| r.name_any()));
@@ -86,8 +85,10 @@ impl Busy {
 mod tests {
     use std::sync::Arc;
 
-    use super::Busy;
+    use super::{ActedOn, Busy};
+    use crate::api::RetireReason;
     use crate::api::{NomadClientRetirementStatus, RetirementPhase};
+    use crate::controller::drain_meta::DrainMark;
     use crate::controller::plan::{Action, Plan};
     use crate::controller::retirement::records::tests::object;
     use crate::controller::retirement::sync::{StatusWrite, Writes};
@@ -157,6 +158,50 @@ mod tests {
             !busy.holds("some-node", "words-only"),
             "so do words that leave the record as it was"
         );
+    }
+
+    /// A record change of `node`'s retirement (a drain seen running).
+    fn moved_on(name: &str, node: &str) -> StatusWrite {
+        let mut w = write(name);
+        w.status.node_id = Some(node.into());
+        w
+    }
+
+    #[test]
+    fn a_record_no_action_rests_on_is_the_lanes() {
+        let writes = Writes {
+            statuses: vec![
+                moved_on("seen-draining", "idle"),
+                moved_on("drained", "drain-sent"),
+            ],
+            ..Default::default()
+        };
+        let plan = Plan {
+            actions: vec![Action::Drain {
+                node_id: "drain-sent".into(),
+                mark: DrainMark {
+                    reason: RetireReason::ScaleIn,
+                    cordoned_by_pool: true,
+                },
+            }],
+            ..Default::default()
+        };
+        let busy = Busy::of(&plan, &writes);
+        assert!(
+            !busy.holds("idle", "seen-draining"),
+            "no action of the plan is about its client: written after them"
+        );
+        assert!(busy.holds("other", "drained"), "its drain rests on it");
+        let resize = Plan {
+            actions: vec![Action::SetDesiredCapacity { desired: 5 }],
+            ..Default::default()
+        };
+        let acted_on = ActedOn::of(&resize);
+        assert!(
+            writes.statuses.iter().all(|w| acted_on.ahead(w)),
+            "the group's size counts every record"
+        );
+        assert!(!ActedOn::of(&plan).ahead(&progress("figures")));
     }
 
     #[test]

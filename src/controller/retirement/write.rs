@@ -84,10 +84,11 @@ pub async fn write_ahead(
     run(creates.chain(adopts).chain(statuses).collect()).await
 }
 
-/// Statuses that leave the record as it was (`records::record_change`:
-/// figures, words, conditions), written after the actions. A conflict means a newer
-/// record landed, the express lane's for this client: the figures must not
-/// go over it, and the next reconcile writes them again if still news.
+/// Statuses no action of the reconcile rests on (`persist::ActedOn`: the
+/// record left as it was, or no action about its client), written after
+/// the actions. A conflict means a newer record landed, the express lane's
+/// for this client: this one must not go over it, and the next reconcile
+/// writes it again if still news.
 pub async fn progress(
     api: &Api<NomadClientRetirement>,
     ledger: &Ledgers,
