@@ -221,6 +221,9 @@ pub struct Cluster {
     pub nodes: BTreeMap<String, NodeRec>,
     pub allocs: BTreeMap<String, AllocRec>,
     pub allocs_by_node: HashMap<String, Vec<String>>,
+    /// Instance ID -> the nodes that report it (`nodes_on_vm`, which the
+    /// bench's recorder asks once per terminated VM of 20,000).
+    nodes_by_vm: HashMap<String, BTreeSet<String>>,
     job_allocs: HashMap<String, Vec<String>>,
     /// By [`Job::key`] (namespace and ID).
     pub jobs: HashMap<String, Arc<Job>>,
@@ -271,6 +274,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             allocs: BTreeMap::new(),
             allocs_by_node: HashMap::new(),
+            nodes_by_vm: HashMap::new(),
             job_allocs: HashMap::new(),
             jobs: HashMap::new(),
             // state_store.go namespaceInit: `default` at index 1.

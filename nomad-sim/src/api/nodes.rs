@@ -116,9 +116,19 @@ pub(super) async fn list(
             break;
         }
         if let (Some(e), Some(reads)) = (&expr, &reads) {
-            let keep = e
-                .eval(&node_datum(&rec.node, reads))
-                .map_err(|e| ApiError::BadRequest(format!("failed to read result page: {e}")))?;
+            // The operator's batched VM reads test one attribute against a
+            // set: read straight from the node's map (Attributes is a Go map
+            // of strings), not from JSON built per node of the cluster.
+            let keep = match e.key_in_set("Attributes") {
+                Some((key, values)) => rec
+                    .node
+                    .attributes
+                    .get(key)
+                    .is_some_and(|v| values.contains(v)),
+                None => e.eval(&node_datum(&rec.node, reads)).map_err(|e| {
+                    ApiError::BadRequest(format!("failed to read result page: {e}"))
+                })?,
+            };
             if !keep {
                 continue;
             }

@@ -4,6 +4,8 @@
 //! `NotPresentDisposition` does. Separate from parsing because this is
 //! where Nomad's struct layout (which objects are maps) comes in.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use super::{Expr, FilterError, Op};
@@ -318,7 +320,7 @@ impl Expr {
 #[derive(Debug)]
 pub struct Prepared {
     expr: Expr,
-    any_of: Option<(Vec<String>, std::collections::HashSet<String>)>,
+    any_of: Option<(Vec<String>, HashSet<String>)>,
 }
 
 impl Prepared {
@@ -333,6 +335,19 @@ impl Prepared {
         Prepared {
             any_of: any_of.flatten(),
             expr,
+        }
+    }
+
+    /// The key and the values when the expression is such a set test on
+    /// one key of map field `field` (`field["k"] == "a" or ...`): a caller
+    /// holding that map can answer without building the object's JSON (a
+    /// missing key is no match, a present one is a string).
+    pub fn key_in_set(&self, field: &str) -> Option<(&str, &HashSet<String>)> {
+        match &self.any_of {
+            Some((selector, values)) if selector.len() == 2 && selector[0] == field => {
+                Some((selector[1].as_str(), values))
+            }
+            _ => None,
         }
     }
 

@@ -425,6 +425,18 @@ fn prepared_answers_as_term_by_term() {
             assert_eq!(prepared.eval(d), expr.eval(d), "{f} on {d}");
         }
     }
+    let attr_set = Prepared::new(parse(&filters[1]).unwrap());
+    let (key, values) = attr_set.key_in_set("Attributes").unwrap();
+    assert_eq!(key, "unique.platform.aws.instance-id");
+    assert_eq!(values.len(), 3);
+    assert!(attr_set.key_in_set("Meta").is_none());
+    let meta = Prepared::new(parse(&filters[5]).unwrap());
+    assert!(meta.key_in_set("Attributes").is_none());
+    assert!(
+        Prepared::new(parse(r#"Status == "ready""#).unwrap())
+            .key_in_set("Status")
+            .is_none()
+    );
     assert_eq!(
         fast, 7,
         "the `or`s of `==` on one selector take the set test"

@@ -240,6 +240,12 @@ impl Cluster {
             node: watch::Sender::new(0),
             allocs: watch::Sender::new(0),
         });
+        if let Some(iid) = &rec.instance_id {
+            self.nodes_by_vm
+                .entry(iid.clone())
+                .or_default()
+                .insert(id.clone());
+        }
         self.nodes.insert(id, rec);
     }
 
@@ -287,6 +293,14 @@ impl Cluster {
     fn remove_node(&mut self, node_id: &str) -> (u64, NodeRec) {
         let idx = self.next_index();
         let mut rec = self.nodes.remove(node_id).unwrap();
+        if let Some(iid) = &rec.instance_id
+            && let Some(ids) = self.nodes_by_vm.get_mut(iid)
+        {
+            ids.remove(node_id);
+            if ids.is_empty() {
+                self.nodes_by_vm.remove(iid);
+            }
+        }
         rec.node.modify_index = idx;
         self.events
             .publish_node(idx, "NodeDeregistration", &rec.node);

@@ -13,10 +13,8 @@ impl Cluster {
         if self.nodes.contains_key(key) {
             return vec![key.to_string()];
         }
-        let mut on_vm: Vec<(u64, String)> = self
-            .nodes
-            .values()
-            .filter(|r| r.instance_id.as_deref() == Some(key))
+        let mut on_vm: Vec<(u64, String)> = (self.nodes_by_vm.get(key).into_iter().flatten())
+            .filter_map(|id| self.nodes.get(id))
             .map(|r| (r.node.create_index, r.node.id.clone()))
             .collect();
         on_vm.sort();

@@ -53,6 +53,12 @@ async fn filters_on_full_node() {
         ),
         1
     );
+    // The operator's batched reads: an `or` of instance IDs, one absent.
+    let batch = r#"Attributes["unique.platform.aws.instance-id"] == "i-nope" or Attributes["unique.platform.aws.instance-id"] == "i-0456" or Attributes["unique.platform.aws.instance-id"] == "i-0123""#;
+    let ids: Vec<Value> = (t.get_json(&q(batch)).await.as_array().unwrap().iter())
+        .map(|n| n["ID"].clone())
+        .collect();
+    assert_eq!(ids.len(), 2, "both AWS nodes, not the GCE one");
     let aws_only =
         r#"NodePool == "batch" and Attributes["unique.platform.aws.instance-id"] == "i-0456""#;
     assert_eq!(count(t.get_json(&q(aws_only)).await), 1);
