@@ -213,6 +213,12 @@ pub struct NodeWatch {
     pub allocs: watch::Sender<u64>,
 }
 
+/// Node attributes whose values are indexed: the instance IDs a VM's
+/// nodes are listed by (`Attributes["unique.platform.aws.instance-id"] ==
+/// "i-1" or ...`, the operator's reads of the nodes on a VM).
+pub const INDEXED_ATTRIBUTES: [&str; 2] =
+    ["unique.platform.aws.instance-id", "unique.platform.gce.id"];
+
 pub struct Cluster {
     pub cfg: ClusterConfig,
     pub index: u64,
@@ -224,6 +230,9 @@ pub struct Cluster {
     /// Instance ID -> the nodes that report it (`nodes_on_vm`, which the
     /// bench's recorder asks once per terminated VM of 20,000).
     nodes_by_vm: HashMap<String, BTreeSet<String>>,
+    /// (attribute, value) -> the nodes reporting it, for
+    /// [`INDEXED_ATTRIBUTES`].
+    nodes_by_attribute: HashMap<(&'static str, String), BTreeSet<String>>,
     job_allocs: HashMap<String, Vec<String>>,
     /// By [`Job::key`] (namespace and ID).
     pub jobs: HashMap<String, Arc<Job>>,
@@ -275,6 +284,7 @@ impl Cluster {
             allocs: BTreeMap::new(),
             allocs_by_node: HashMap::new(),
             nodes_by_vm: HashMap::new(),
+            nodes_by_attribute: HashMap::new(),
             job_allocs: HashMap::new(),
             jobs: HashMap::new(),
             // state_store.go namespaceInit: `default` at index 1.

@@ -13,6 +13,7 @@ use super::{
 use crate::App;
 use crate::acl::Capability;
 use crate::filter::{self, Expr};
+use crate::state::NodeRec;
 use crate::wire::{DrainRequest, EligibilityRequest, Node, NodePurgeResponse, StrMap};
 
 /// The `filter` parameter, parsed. A bad one is Nomad's 400: the endpoint
@@ -110,25 +111,29 @@ pub(super) async fn list(
     block_until(app, &q, |c| (c.nodes_index, Some(c.nodes_tx.subscribe()))).await;
     let c = super::read_state(app);
     let reads = expr.as_ref().map(|e| Reads::of(e.expr()));
+    // The operator's batched VM reads test one instance-ID attribute
+    // against a set: answered from the attribute index, the same nodes in
+    // the same order as testing each node of the cluster (which, at 20,000
+    // nodes and thousands of reads, was most of the bench process's CPU).
+    let indexed = (expr.as_ref())
+        .and_then(|e| e.key_in_set("Attributes"))
+        .and_then(|(key, values)| c.nodes_with_attribute(key, values));
+    let listed: Box<dyn Iterator<Item = (&String, &NodeRec)>> = match &indexed {
+        Some(ids) => Box::new(ids.iter().filter_map(|id| c.nodes.get_key_value(*id))),
+        None => Box::new(c.nodes.range(q.prefix.clone()..)),
+    };
     let mut items: Vec<(String, Vec<u8>)> = Vec::new();
-    for (id, rec) in c.nodes.range(q.prefix.clone()..) {
+    for (id, rec) in listed {
         if !id.starts_with(&q.prefix) {
+            if indexed.is_some() {
+                continue;
+            }
             break;
         }
-        if let (Some(e), Some(reads)) = (&expr, &reads) {
-            // The operator's batched VM reads test one attribute against a
-            // set: read straight from the node's map (Attributes is a Go map
-            // of strings), not from JSON built per node of the cluster.
-            let keep = match e.key_in_set("Attributes") {
-                Some((key, values)) => rec
-                    .node
-                    .attributes
-                    .get(key)
-                    .is_some_and(|v| values.contains(v)),
-                None => e.eval(&node_datum(&rec.node, reads)).map_err(|e| {
-                    ApiError::BadRequest(format!("failed to read result page: {e}"))
-                })?,
-            };
+        if let (Some(e), Some(reads), None) = (&expr, &reads, &indexed) {
+            let keep = e
+                .eval(&node_datum(&rec.node, reads))
+                .map_err(|e| ApiError::BadRequest(format!("failed to read result page: {e}")))?;
             if !keep {
                 continue;
             }

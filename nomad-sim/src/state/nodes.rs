@@ -3,7 +3,7 @@
 //! (`Node.Deregister`), and node garbage collection. What happens when a
 //! client stops or resumes heartbeating is `heartbeats`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
@@ -246,7 +246,30 @@ impl Cluster {
                 .or_default()
                 .insert(id.clone());
         }
+        for key in INDEXED_ATTRIBUTES {
+            if let Some(v) = rec.node.attributes.get(key) {
+                let nodes = self.nodes_by_attribute.entry((key, v.clone()));
+                nodes.or_default().insert(id.clone());
+            }
+        }
         self.nodes.insert(id, rec);
+    }
+
+    /// The nodes whose attribute `key` is one of `values`, in ID order;
+    /// `None` when `key` is not indexed ([`INDEXED_ATTRIBUTES`]).
+    pub fn nodes_with_attribute(
+        &self,
+        key: &str,
+        values: &HashSet<String>,
+    ) -> Option<BTreeSet<&str>> {
+        let key = *INDEXED_ATTRIBUTES.iter().find(|k| **k == key)?;
+        let mut ids = BTreeSet::new();
+        for v in values {
+            if let Some(nodes) = self.nodes_by_attribute.get(&(key, v.clone())) {
+                ids.extend(nodes.iter().map(String::as_str));
+            }
+        }
+        Some(ids)
     }
 
     pub fn node_allocs(&self, node_id: &str) -> impl Iterator<Item = &AllocRec> {
@@ -299,6 +322,17 @@ impl Cluster {
             ids.remove(node_id);
             if ids.is_empty() {
                 self.nodes_by_vm.remove(iid);
+            }
+        }
+        for key in INDEXED_ATTRIBUTES {
+            if let Some(v) = rec.node.attributes.get(key) {
+                let entry = (key, v.clone());
+                if let Some(ids) = self.nodes_by_attribute.get_mut(&entry) {
+                    ids.remove(node_id);
+                    if ids.is_empty() {
+                        self.nodes_by_attribute.remove(&entry);
+                    }
+                }
             }
         }
         rec.node.modify_index = idx;

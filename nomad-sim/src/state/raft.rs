@@ -14,6 +14,7 @@ impl Cluster {
         c.allocs = self.allocs.clone();
         c.allocs_by_node = self.allocs_by_node.clone();
         c.nodes_by_vm = self.nodes_by_vm.clone();
+        c.nodes_by_attribute = self.nodes_by_attribute.clone();
         c.nodes_index = self.nodes_index;
         c.allocs_index = self.allocs_index;
         c.now = self.now;

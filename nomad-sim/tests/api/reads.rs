@@ -59,6 +59,25 @@ async fn filters_on_full_node() {
         .map(|n| n["ID"].clone())
         .collect();
     assert_eq!(ids.len(), 2, "both AWS nodes, not the GCE one");
+    // Answered from the attribute index: the same nodes in the same order
+    // as the same test made node by node (an `and` is not indexed).
+    let unindexed = format!(r#"({batch}) and Name is not empty"#);
+    let same: Vec<Value> = (t.get_json(&q(&unindexed)).await.as_array().unwrap().iter())
+        .map(|n| n["ID"].clone())
+        .collect();
+    assert_eq!(ids, same);
+    let prefix = ids[1].as_str().unwrap()[..6].to_string();
+    let paged = t
+        .get_json(&format!(
+            "/v1/nodes?prefix={prefix}&filter={}",
+            urlenc(batch)
+        ))
+        .await;
+    assert_eq!(
+        paged.as_array().unwrap().len(),
+        1,
+        "the prefix still applies"
+    );
     let aws_only =
         r#"NodePool == "batch" and Attributes["unique.platform.aws.instance-id"] == "i-0456""#;
     assert_eq!(count(t.get_json(&q(aws_only)).await), 1);
