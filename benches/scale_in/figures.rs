@@ -73,6 +73,16 @@ pub fn figures(p: &Params, w: &World, run: &ScaleIn, budget: usize) -> Value {
     if let Err(e) = std::fs::write(&dump, rows) {
         eprintln!("writing {}: {e}", dump.display());
     }
+    // Every cloud call the world's proxy saw, on the same clock.
+    let mut calls = format!("# t0_unix={t0_unix:.3}\narrived_s\taction\tms\n");
+    for (at, action, took) in w.proxy.timeline() {
+        let arrived = w.wall_of(at) - w.wall_of(run.t0);
+        calls.push_str(&format!("{arrived:.3}\t{action}\t{:.1}\n", took * 1e3));
+    }
+    let dump = bench_dir().join(format!("scale-in-logs/cloud-calls-{}.tsv", w.label));
+    if let Err(e) = std::fs::write(&dump, calls) {
+        eprintln!("writing {}: {e}", dump.display());
+    }
     // Ideal: a retirer with no overhead at all and the same budget, which
     // starts a node the instant a slot frees (in the order the run started
     // them) and terminates it the instant its own jobs are done.

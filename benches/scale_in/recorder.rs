@@ -46,6 +46,9 @@ pub struct ProxyLog {
     pub terminates: Vec<TerminateRec>,
     /// (arrival, answered) of each DescribeAutoScalingGroups.
     pub describes: Vec<(Instant, Instant)>,
+    /// (arrival, action, seconds to answer) of every call, to follow a
+    /// stall of the cloud into the operator's log.
+    pub timeline: Vec<(Instant, String, f64)>,
 }
 
 pub struct ProxyState {
@@ -209,6 +212,7 @@ pub async fn proxy_handler(
     let took = at.elapsed().as_secs_f64();
     {
         let mut log = st.log.lock().unwrap();
+        log.timeline.push((at, action.clone(), took));
         let e = log.calls.entry(action).or_insert((0, 0.0, 0.0));
         e.0 += 1;
         e.1 += took;
@@ -344,6 +348,10 @@ impl Proxy {
 
     pub fn describes(&self) -> Vec<(Instant, Instant)> {
         self.state.log.lock().unwrap().describes.clone()
+    }
+
+    pub fn timeline(&self) -> Vec<(Instant, String, f64)> {
+        self.state.log.lock().unwrap().timeline.clone()
     }
 
     pub fn calls(&self) -> BTreeMap<String, (u64, f64, f64)> {
