@@ -41,7 +41,7 @@
 //!   this process: it timestamps each `TerminateInstanceInAutoScalingGroup`
 //!   (and, with `batchTerminations`, each EC2 `TerminateInstances`, for every
 //!   VM it names: `SCALE_IN_BATCH_TERMINATIONS`, default 0, and
-//!   `SCALE_IN_20000_BATCH_TERMINATIONS`, default 1, set the pool's field)
+//!   `SCALE_IN_20000_BATCH_TERMINATIONS`, default 0, set the pool's field)
 //!   on arrival, and once moto accepted it kills the instance's simulated VM
 //!   (what the harness's `Bridge` does by polling; at 5,000 instances one
 //!   `DescribeAutoScalingGroups` costs moto about a second, so polling it

@@ -164,6 +164,15 @@ impl World {
         let asg = moto.client();
         let group = support::unique(&format!("bench-{label}"));
         let (instances, moto_describe_s) = create_group_timed(&asg, &group, size).await;
+        // moto loads its EC2 API on the first EC2 call: with batches, the
+        // scale-in's first ten `CreateTags` waited for that (0.1-0.8 s, the
+        // slowest terminations of a run), a cold start AWS does not have.
+        // One read of one instance loads it before anything is measured.
+        (support::aws::ec2_client_at(&moto.endpoint).describe_instances())
+            .instance_ids(&instances[0])
+            .send()
+            .await
+            .expect("warming moto's EC2 API");
         let set = NodeSet {
             node_pool: "ci".into(),
             instance_ids: instances.clone(),

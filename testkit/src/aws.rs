@@ -125,10 +125,15 @@ pub async fn create_group(asg: &AsgClient, name: &str, min: i32, max: i32, desir
 
 /// An EC2 client of the environment's shared moto (launch templates).
 pub fn ec2_client() -> aws_sdk_ec2::Client {
+    ec2_client_at(&moto_endpoint())
+}
+
+/// An EC2 client of the moto at `endpoint`.
+pub fn ec2_client_at(endpoint: &str) -> aws_sdk_ec2::Client {
     let config = aws_sdk_ec2::Config::builder()
         .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
         .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-        .endpoint_url(moto_endpoint())
+        .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
             "testing",
             "testing",
