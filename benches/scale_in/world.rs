@@ -168,11 +168,13 @@ impl World {
         // scale-in's first ten `CreateTags` waited for that (0.1-0.8 s, the
         // slowest terminations of a run), a cold start AWS does not have.
         // One read of one instance loads it before anything is measured.
-        (support::aws::ec2_client_at(&moto.endpoint).describe_instances())
-            .instance_ids(&instances[0])
-            .send()
-            .await
-            .expect("warming moto's EC2 API");
+        if let Some(first) = instances.first() {
+            (support::aws::ec2_client_at(&moto.endpoint).describe_instances())
+                .instance_ids(first)
+                .send()
+                .await
+                .expect("warming moto's EC2 API");
+        }
         let set = NodeSet {
             node_pool: "ci".into(),
             instance_ids: instances.clone(),
