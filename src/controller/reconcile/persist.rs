@@ -2,8 +2,8 @@
 //! side effects: each client's retirement object (created, taken over or
 //! moved on), then the pool's own status; after them the retirements the
 //! plan let go of are finished. What no action waits on (statuses that
-//! leave the record as it was, the pruning of old history) is written
-//! after the actions.
+//! leave the record as it was or that no action is about, the pruning of
+//! old history) is written after the actions.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -71,8 +71,8 @@ impl<'a> ActedOn<'a> {
     /// client (or the group). A record no action rests on (a drain seen
     /// running: `Cordoned` to `Draining`) names no side effect; written
     /// ahead, it held its client off the express lane for the whole
-    /// write-ahead step, 10 s of 4,000 writes at 20,000 clients, while its
-    /// drain ended (BENCHMARKS.md, eighteenth pass). Written after the
+    /// write-ahead step (9.6 s at 20,000 clients, 3,629 drains in flight)
+    /// while its drain ended (BENCHMARKS.md, eighteenth pass). Written after the
     /// actions, it gives way to a newer record (the lane's), and the next
     /// reconcile plans from whichever landed.
     pub fn ahead(&self, w: &sync::StatusWrite) -> bool {
