@@ -97,7 +97,7 @@ struct RunArgs {
     /// waiting on Nomad, the cloud and the API server in many small tasks,
     /// and a second thread spends much of its time waking and parking
     /// (BENCHMARKS.md, nineteenth pass: 11 % less CPU at 5,000 clients, and
-    /// a lower p99 at 20,000, where the API server shares the cores).
+    /// a p99 no worse at 20,000, where the API server shares the cores).
     #[arg(long, env = "NPO_WORKER_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: u16,
