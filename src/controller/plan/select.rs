@@ -423,9 +423,9 @@ pub(super) fn choose<'a>(
         .partition(|n| may_choose(n));
     let busy = |n: &NodeFacts| load.get(&n.id).copied().unwrap_or(0);
     match policy {
-        // Each client's load looked up once, not at every comparison: the
-        // lookups of a sort by key were 1.9 % of the operator's CPU at 5,000
-        // clients (BENCHMARKS.md, nineteenth pass). Stable, as before.
+        // Each client's load looked up once, not at every comparison: this
+        // sort, its lookups included, was 1.9 % of the operator's CPU at
+        // 5,000 clients (BENCHMARKS.md, nineteenth pass). Stable, as before.
         SelectionPolicy::LeastBusy => eligible.sort_by_cached_key(|n| (busy(n), n.create_index)),
         SelectionPolicy::Empty => {
             eligible.retain(|n| busy(n) == 0);
