@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::convert::identity;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -229,10 +230,14 @@ impl NomadClient {
         &self,
         filter: Option<&str>,
         q: &QueryOptions,
-    ) -> Result<QueryResponse<Vec<NodeListStub>>, NomadError> {
+    ) -> Result<QueryResponse<Vec<Arc<NodeListStub>>>, NomadError> {
         let mut params = Vec::new();
         push_filter(&mut params, filter);
-        self.query_list(&["nodes"], params, q, NODE_LIST_LIMIT)
+        // Each node in its own allocation as it is decoded: the watch shares
+        // them as `Arc`s anyway, and a list of pointers grows without moving
+        // 384-byte stubs (at 40 MiB of list, a 25 MB `Vec` copied into one
+        // twice its size).
+        self.query_list(&["nodes"], params, q, NODE_LIST_LIMIT, Arc::new)
             .await
     }
 
@@ -259,7 +264,7 @@ impl NomadClient {
     ) -> Result<QueryResponse<Vec<Allocation>>, NomadError> {
         let node_id = checked_node_id(node_id)?;
         let path = ["node", node_id, "allocations"];
-        self.query_list(&path, Vec::new(), q, NODE_ALLOCATIONS_LIMIT)
+        self.query_list(&path, Vec::new(), q, NODE_ALLOCATIONS_LIMIT, identity)
             .await
     }
 
@@ -274,7 +279,7 @@ impl NomadClient {
             ("task_states", "false".to_owned()),
         ];
         push_filter(&mut params, filter);
-        self.query_list(&["allocations"], params, q, ALLOCATIONS_LIMIT)
+        self.query_list(&["allocations"], params, q, ALLOCATIONS_LIMIT, identity)
             .await
     }
 
@@ -409,16 +414,17 @@ impl NomadClient {
     }
 
     /// A read of a list, decoded element by element as it streams in, up
-    /// to `limit` bytes.
-    async fn query_list<T: DeserializeOwned>(
+    /// to `limit` bytes; `each` turns an element into what the list holds.
+    async fn query_list<T: DeserializeOwned, U>(
         &self,
         path: &[&str],
         params: Vec<(&'static str, String)>,
         q: &QueryOptions,
         limit: usize,
-    ) -> Result<QueryResponse<Vec<T>>, NomadError> {
+        each: fn(T) -> U,
+    ) -> Result<QueryResponse<Vec<U>>, NomadError> {
         let (meta, reply) = self.query_reply(path, params, q, NodeScope::None).await?;
-        Ok(meta.with(decode_list(reply.resp, limit, &reply.endpoint).await?))
+        Ok(meta.with(decode_list(reply.resp, limit, &reply.endpoint, each).await?))
     }
 
     async fn query_reply(

@@ -86,7 +86,7 @@ async fn a_drain_that_ended_has_its_allocations_and_vm_read_before_the_plan() {
         .unwrap();
     let snapshot = NodesSnapshot {
         index: listed.index,
-        nodes: listed.value.into_iter().map(Arc::new).collect(),
+        nodes: listed.value.into_iter().collect(),
         ..Default::default()
     };
     let watch = PoolWatch::for_tests(client);

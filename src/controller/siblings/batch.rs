@@ -303,7 +303,7 @@ impl Shared {
     /// when it is one of `wanted` (else the knowledge is stale: read it).
     fn known_vms(
         &self,
-        listed: &[NodeListStub],
+        listed: &[Arc<NodeListStub>],
         wanted: &HashSet<&str>,
     ) -> HashMap<String, String> {
         if listed.is_empty() {

@@ -65,7 +65,7 @@ impl Setup {
             .unwrap();
         NodesSnapshot {
             index: nodes.index,
-            nodes: nodes.value.into_iter().map(Arc::new).collect(),
+            nodes: nodes.value.into_iter().collect(),
             ..Default::default()
         }
     }

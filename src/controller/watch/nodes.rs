@@ -227,7 +227,7 @@ impl NodeWatch {
             Ok(resp) => {
                 self.backoff = Duration::ZERO;
                 self.failing_since = None;
-                let resp = resp.map(|v| v.into_iter().map(Arc::new).collect::<NodeList>());
+                let resp = resp.map(|v| v.into_iter().collect::<NodeList>());
                 let listed = &resp.value;
                 if self.instance_ids.keys().any(|id| !listed.contains(id)) {
                     Arc::make_mut(&mut self.instance_ids).retain(|id, _| listed.contains(id));
@@ -273,7 +273,7 @@ impl NodeWatch {
             ..QueryOptions::default()
         };
         let listed = self.client.list_nodes(Some(&filter), &q).await?;
-        let ids: HashSet<String> = listed.value.into_iter().map(|n| n.id).collect();
+        let ids: HashSet<String> = listed.value.iter().map(|n| n.id.clone()).collect();
         if *self.opted_out != ids {
             self.opted_out = Arc::new(ids);
         }
@@ -539,8 +539,8 @@ mod tests {
             .await
             .unwrap()
             .value
-            .into_iter()
-            .map(|n| n.id)
+            .iter()
+            .map(|n| n.id.clone())
             .collect();
         let (a, b) = (&ids[0], &ids[1]);
         // Reading each node's details (for its instance ID) takes a while.

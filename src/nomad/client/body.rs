@@ -94,12 +94,13 @@ pub(super) fn decode<T: DeserializeOwned>(body: &[u8], endpoint: &str) -> Result
 }
 
 /// A JSON list, decoded element by element as the body arrives, up to
-/// `limit` bytes in all.
-pub(super) async fn decode_list<T: DeserializeOwned>(
+/// `limit` bytes in all, each turned into what the list holds by `each`.
+pub(super) async fn decode_list<T: DeserializeOwned, U>(
     mut resp: reqwest::Response,
     limit: usize,
     endpoint: &str,
-) -> Result<Vec<T>, NomadError> {
+    each: fn(T) -> U,
+) -> Result<Vec<U>, NomadError> {
     check_length(&resp, limit, endpoint)?;
     let decode_err = |source| NomadError::Decode {
         endpoint: endpoint.to_owned(),
@@ -119,7 +120,7 @@ pub(super) async fn decode_list<T: DeserializeOwned>(
         }
         split
             .feed(&chunk, &mut |element| {
-                items.push(serde_json::from_slice(element)?);
+                items.push(each(serde_json::from_slice(element)?));
                 Ok(())
             })
             .map_err(decode_err)?;
