@@ -26,7 +26,8 @@ impl Cluster {
     /// every object's indexes are clamped to the new index, and later writes
     /// continue from it. Blocked queries are woken; they re-check and keep
     /// waiting while the index is not above theirs (`nomad/rpc.go`
-    /// `blockingRPC`). Returns the new index.
+    /// `blockingRPC`). Event streams end and the event buffer starts empty.
+    /// Returns the new index.
     pub fn rewind(&mut self, by: u64) -> u64 {
         let new = self.index.saturating_sub(by).max(1);
         self.index = new;
@@ -47,6 +48,12 @@ impl Cluster {
             x.modify_index = x.modify_index.min(new);
             x.alloc_modify_index = x.alloc_modify_index.min(new);
         }
+        // A restore swaps in a new state store with a new event broker and
+        // abandons the old one, whose broker stops and closes every
+        // subscription (`nomad/fsm.go` `Restore`, `StateStore.Abandon`,
+        // `stream.EventBroker.handleUpdates`): open streams end, and new
+        // ones see nothing from before the restore.
+        self.events = crate::events::EventBroker::new(self.cfg.event_buffer_size);
         self.nodes_tx.send_replace(self.nodes_index);
         self.allocs_tx.send_replace(self.allocs_index);
         for w in self.watches.values() {

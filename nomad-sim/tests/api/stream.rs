@@ -79,3 +79,34 @@ async fn event_stream_node_topic() {
     assert_eq!(st.as_u16(), 400);
     assert!(b.starts_with("Unable to parse index"));
 }
+
+/// A restore (`/sim/index/rewind`) swaps in a new state store and abandons
+/// the old one, whose event broker stops and closes every subscription
+/// (`nomad/fsm.go` `Restore`, `StateStore.Abandon`, `stream/event_broker.go`
+/// `handleUpdates`): an open stream ends, and a new one from index 0 starts
+/// at the first write after the restore, replaying nothing from before it.
+#[tokio::test]
+async fn index_rewind_ends_event_streams_and_empties_the_buffer() {
+    let t = start().await;
+    let n = t.nodes(json!({"count": 1})).await;
+    let mut open = Lines::new(t.get("/v1/event/stream?topic=Node").await);
+    let reg = open.next_events().await;
+    assert_eq!(reg["Events"][0]["Type"], "NodeRegistration");
+    t.post_ok("/sim/index/rewind", json!({"by": 1_000_000}))
+        .await;
+    loop {
+        match open.next().await {
+            Some(v) => assert_eq!(v, json!({}), "only heartbeats before the end"),
+            None => break,
+        }
+    }
+    let mut fresh = Lines::new(t.get("/v1/event/stream?topic=Node").await);
+    t.post_ok(
+        &format!("/v1/node/{}/eligibility", n[0]),
+        json!({"Eligibility": "ineligible"}),
+    )
+    .await;
+    let first = fresh.next_events().await;
+    assert_eq!(first["Events"][0]["Type"], "NodeEligibility");
+    assert!(first["Index"].as_u64() <= reg["Index"].as_u64());
+}
