@@ -112,6 +112,11 @@ pub struct PoolWatch {
     /// query would not notice that the cluster went back).
     relist: Arc<Notify>,
     last_probe: Mutex<Option<Instant>>,
+    /// The highest view index the probe was shown since the last
+    /// regression: a view listed again after a restore has the cluster's
+    /// new, lower index, and compared with that alone the regression would
+    /// never show.
+    probe_high: Arc<AtomicU64>,
     /// Nodes read back after a write the view did not show.
     direct: direct::DirectReads,
     /// Counts writes Nomad showed and the event stream did not.
@@ -201,6 +206,7 @@ impl PoolWatch {
             regressions_seen: AtomicU64::new(0),
             relist,
             last_probe: Mutex::new(None),
+            probe_high: Arc::default(),
             direct: Arc::default(),
             stream_missed,
             changed,
@@ -210,11 +216,18 @@ impl PoolWatch {
     /// While retirements wait on Nomad, check now and then (one small
     /// leader read per `INDEX_PROBE_INTERVAL`, never while the pool is idle)
     /// that Nomad's node table has not gone back behind the view at
-    /// `view_index`. After a snapshot restore every parked query waits on an
-    /// index the cluster no longer reaches, and the event stream skips the
-    /// new, lower-numbered events: without this the pool would sit still
-    /// for minutes.
+    /// `view_index` or any view before it since the last regression. After
+    /// a snapshot restore every parked query waits on an index the cluster
+    /// no longer reaches: without this the pool would sit still for
+    /// minutes. (The node watch lists again when the restore ends its
+    /// event stream, so the view itself may already carry the lower index.
+    /// A server that stopped applying the log answers lower too: the
+    /// queries parked on it would wait as long, so it is treated alike.)
     pub fn probe_index(&self, view_index: u64) {
+        let high = self
+            .probe_high
+            .fetch_max(view_index, Ordering::Relaxed)
+            .max(view_index);
         {
             let mut last = self.last_probe.lock().expect("probe lock");
             if last.is_some_and(|at| at.elapsed() < INDEX_PROBE_INTERVAL) {
@@ -226,13 +239,17 @@ impl PoolWatch {
         let regressions = self.regressions.clone();
         let relist = self.relist.clone();
         let trigger = self.trigger.clone();
+        let probe_high = self.probe_high.clone();
         tokio::spawn(async move {
             match client.nodes_table_index().await {
-                Ok(index) if index < view_index => {
+                Ok(index) if index < high => {
                     warn!(
                         index,
-                        view_index, "Nomad's node index went backwards; reading everything again"
+                        view_index = high,
+                        "Nomad's node index went backwards; reading everything again"
                     );
+                    // The cluster's past: compare later views with its present.
+                    probe_high.store(index, Ordering::Relaxed);
                     regressions.fetch_add(1, Ordering::Relaxed);
                     relist.notify_one();
                     trigger.fire();

@@ -87,7 +87,12 @@ pub(super) async fn watch_nodes(
                 warn!("Nomad's index went backwards; listing the nodes again");
                 w.regressions.count.fetch_add(1, Ordering::Relaxed);
                 w.trigger.fire();
-                continue;
+                // Once is a cluster restored from a snapshot. Again soon
+                // after each list, a stream that replays from before the
+                // index it showed went back: listing again at once would
+                // turn into a request loop, so back off like any stream
+                // that ends young, and fall back to blocking queries.
+                started.elapsed() < MIN_HEALTHY_STREAM
             }
             // It holds back what Nomad shows: the view would freeze on
             // every subscription, so fall back at once.
