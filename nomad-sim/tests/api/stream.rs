@@ -94,11 +94,8 @@ async fn index_rewind_ends_event_streams_and_empties_the_buffer() {
     assert_eq!(reg["Events"][0]["Type"], "NodeRegistration");
     t.post_ok("/sim/index/rewind", json!({"by": 1_000_000}))
         .await;
-    loop {
-        match open.next().await {
-            Some(v) => assert_eq!(v, json!({}), "only heartbeats before the end"),
-            None => break,
-        }
+    while let Some(v) = open.next().await {
+        assert_eq!(v, json!({}), "only heartbeats before the end");
     }
     let mut fresh = Lines::new(t.get("/v1/event/stream?topic=Node").await);
     t.post_ok(
