@@ -93,12 +93,14 @@ struct RunArgs {
     /// each step of a retirement up to this much later.
     #[arg(long, env = "NPO_MIN_RECONCILE_INTERVAL_MS", default_value_t = 250)]
     min_reconcile_interval_ms: u64,
-    /// Threads that run the operator's tasks (default: one per core). One
-    /// thread costs less CPU, as a second one spends much of its time
-    /// waking and parking, and more latency: at 5,000 clients 15-21 % less
-    /// CPU, and a p99 of 280 and 352 ms in two runs against 286 and 293.
-    #[arg(long, env = "NPO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
-    worker_threads: Option<u16>,
+    /// Threads that run the operator's tasks. One by default: the work is
+    /// waiting on Nomad, the cloud and the API server in many small tasks,
+    /// and a second thread spends much of its time waking and parking
+    /// (BENCHMARKS.md, nineteenth pass: 11 % less CPU at 5,000 clients, and
+    /// a p99 no worse at 20,000, where the API server shares the cores).
+    #[arg(long, env = "NPO_WORKER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
 }
 
 fn main() -> ExitCode {
@@ -108,11 +110,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if let Some(threads) = args.worker_threads {
-                runtime.worker_threads(usize::from(threads));
-            }
-            let runtime = runtime.enable_all().build();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(usize::from(args.worker_threads))
+                .enable_all()
+                .build();
             let runtime = match runtime {
                 Ok(runtime) => runtime,
                 Err(e) => {
