@@ -63,10 +63,11 @@ fn degraded(s: &PoolView) -> Option<(String, String)> {
 
 /// What reading oversized lists may add to the operator's resident memory:
 /// the values decoded from at most 40 MiB of JSON (the cap of `GET
-/// /v1/nodes`) in one attempt, and as much again that glibc keeps in another
-/// thread's arena after a retry ran there. Measured as growth over the idle
-/// operator, because a debug build's own code pages (40 to 46 MiB, more with
-/// each dependency) are not what the caps bound. Seen: 42 to 57 MiB with
+/// /v1/nodes`) in one attempt, and about as much again that the allocator
+/// keeps after a retry (the operator runs on mimalloc: glibc's
+/// `MALLOC_ARENA_MAX` at 1 or 2 changed nothing). Measured as growth over the
+/// idle operator, because a debug build's own code pages (53 to 55 MiB now,
+/// more with each dependency) are not what the caps bound. Seen: 42 to 57 MiB with
 /// each listed node decoded into its own allocation, 57 to 74 MiB when they
 /// were moved into one growing `Vec` (the spread is the allocator's, not the
 /// list's). Without the caps the endless list took 10 GiB; the 50 MB one was
