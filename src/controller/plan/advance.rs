@@ -5,6 +5,11 @@
 
 use super::*;
 
+/// What a retirement in `Terminating` waits for, from the record that
+/// commits the call on (the lane's and the reconcile's alike), so the
+/// ordinary course of the phase needs no second write to say it.
+pub(super) const VM_TERMINATING: &str = "VM terminating; waiting for the Nomad node to turn down";
+
 /// The drain that carries `entry` forward; its Meta records the retirement.
 pub(super) fn drain(entry: &RetiringNode) -> Action {
     Action::Drain {
@@ -201,7 +206,7 @@ fn advance_terminating(
         });
         e.message = Some("VM gone and node down; purging the node".into());
     } else {
-        e.message = Some("VM terminating; waiting for the Nomad node to turn down".into());
+        e.message = Some(VM_TERMINATING.into());
     }
 }
 

@@ -2,7 +2,7 @@
 //! phases, and what holds the terminate back (another node on the VM, a
 //! cloud refusal, allocations the token may not see).
 
-use super::advance::{drain, move_to};
+use super::advance::{VM_TERMINATING, drain, move_to};
 use super::*;
 
 /// What a draining client's allocations say now.
@@ -146,7 +146,12 @@ fn terminate_drained(
         plan.drain_wait_seconds
             .push(seconds_between(started.0, view.now));
     }
-    move_to(e, view, RetirePhase::Terminating, None);
+    move_to(
+        e,
+        view,
+        RetirePhase::Terminating,
+        Some(VM_TERMINATING.into()),
+    );
     if super::hooks::held(view, &instance) {
         plan.actions
             .push(super::hooks::complete(&instance, Some(&e.node_id)));

@@ -303,6 +303,35 @@ pub fn finished_status(
     }
 }
 
+/// `status` as the API server stores it: Kubernetes keeps times to the
+/// whole second. An allocation's time from Nomad has nanoseconds, and a
+/// status holding one never equalled its stored copy: each reconcile that
+/// compared them sent a write the API server then found changed nothing,
+/// after paying for all of it (one per retirement in a bench run).
+pub fn as_stored(status: &mut NomadClientRetirementStatus) {
+    fn whole(t: &mut Time) {
+        if let Ok(s) = Timestamp::from_second(t.0.as_second()) {
+            t.0 = s;
+        }
+    }
+    let times = [
+        &mut status.phase_since,
+        &mut status.selected_at,
+        &mut status.drain_started_at,
+        &mut status.drain_deadline,
+        &mut status.terminated_at,
+        &mut status.finished_at,
+    ];
+    times.into_iter().flatten().for_each(whole);
+    (status.blocking_allocations.iter_mut())
+        .filter_map(|a| a.since.as_mut())
+        .for_each(whole);
+    (status.lifecycle_action.iter_mut())
+        .filter_map(|l| l.completed_at.as_mut())
+        .for_each(whole);
+    (status.conditions.iter_mut()).for_each(|c| whole(&mut c.last_transition_time));
+}
+
 /// Whether two statuses differ in more than progress figures (allocation
 /// counts and lists, and the numbers in messages): those may wait a little
 /// for the next write, everything else is written at once. A message that
@@ -317,20 +346,35 @@ pub fn material_change(
     old: &NomadClientRetirementStatus,
     new: &NomadClientRetirementStatus,
 ) -> bool {
-    fn words(m: &str) -> String {
-        m.chars().filter(|c| !c.is_ascii_digit()).collect()
-    }
-    fn material(s: &NomadClientRetirementStatus) -> NomadClientRetirementStatus {
+    // Once the VM's termination is committed, the words narrate steps the
+    // record already names (the call, the node turning down, the purge),
+    // each over in a second or two: written at once they cost two full
+    // updates per retired client, a fifth of the API server's writes at
+    // 20,000 clients (BENCHMARKS.md, twenty-first pass). They wait like
+    // counts, so a step that lingers (a purge Nomad keeps refusing) is
+    // still shown.
+    let narrated = old.phase == Some(RetirementPhase::Terminating)
+        && new.phase == Some(RetirementPhase::Terminating);
+    let material = |s: &NomadClientRetirementStatus| {
         let mut s = s.clone();
         s.allocations_left = 0;
         s.blocking_allocations.clear();
-        s.message = s.message.as_deref().map(words);
+        s.message = s.message.as_deref().map(words).filter(|_| !narrated);
         for c in &mut s.conditions {
-            c.message = words(&c.message);
+            c.message = if narrated {
+                String::new()
+            } else {
+                words(&c.message)
+            };
         }
         s
-    }
+    };
     material(old) != material(new)
+}
+
+/// A message without its figures.
+fn words(m: &str) -> String {
+    m.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 /// Whether `new` changes the record itself: the phase, the client and its

@@ -110,6 +110,7 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
                 input.now,
             );
             held(input, &mut status, e, Some(&***r));
+            records::as_stored(&mut status);
             let old = r.status.clone().unwrap_or_default();
             if old != status && (material_change(&old, &status) || !(input.written_recently)(r)) {
                 out.statuses.push(StatusWrite {
@@ -154,7 +155,8 @@ pub fn writes(input: &Inputs<'_>, plan: &Plan) -> Writes {
         }
     }
     for h in pending {
-        let status = pending_status(h, plan, &out.names, input.now);
+        let mut status = pending_status(h, plan, &out.names, input.now);
+        records::as_stored(&mut status);
         if h.status.as_ref() != Some(&status) {
             out.statuses.push(StatusWrite {
                 object: h.clone(),

@@ -48,7 +48,10 @@ pub(crate) fn object(name: &str, e: Option<&RetiringNode>) -> NomadClientRetirem
             allocation_id: "a1".into(),
             since: None,
         }];
-        status_of(e, None, Some(1), Some(blocking), Timestamp::now())
+        // As the API server stores it: times to the second.
+        let mut status = status_of(e, None, Some(1), Some(blocking), Timestamp::now());
+        as_stored(&mut status);
+        status
     });
     r
 }
@@ -260,4 +263,28 @@ fn a_hand_made_remediation_reason_is_drained_like_any_replacement() {
     let t = tracked(&[by_hand, pool_made].map(Arc::new), &[], now, &|_| false);
     let reasons: Vec<RetireReason> = t.entries.iter().map(|e| e.reason).collect();
     assert_eq!(reasons, [RetireReason::Replace, RetireReason::Unhealthy]);
+}
+
+#[test]
+fn words_in_terminating_wait_like_counts() {
+    let now = Timestamp::now();
+    let mut e = entry(RetirePhase::Drained);
+    let drained = status_of(&e, None, Some(1), None, now);
+    e.phase = RetirePhase::Terminating;
+    e.message = Some("VM terminating; waiting for the Nomad node to turn down".into());
+    let committed = status_of(&e, Some(&drained), Some(1), None, now);
+    assert!(material_change(&drained, &committed), "the phase is news");
+    e.message = Some("VM gone and node down; purging the node".into());
+    let purging = status_of(&e, Some(&committed), Some(1), None, now);
+    assert_ne!(committed, purging);
+    assert!(
+        !material_change(&committed, &purging),
+        "a step of the phase"
+    );
+    // Before the phase, the same kind of change is news.
+    e.phase = RetirePhase::Draining;
+    let a = status_of(&e, Some(&drained), Some(1), None, now);
+    e.message = Some("VM terminating; waiting for the Nomad node to turn down".into());
+    let b = status_of(&e, Some(&a), Some(1), None, now);
+    assert!(material_change(&a, &b));
 }

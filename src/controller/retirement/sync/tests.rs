@@ -357,3 +357,44 @@ fn a_client_chosen_again_after_its_retirement_was_deleted_gets_a_new_object() {
         Some(RetirementPhase::Cancelling)
     );
 }
+
+#[test]
+fn a_status_that_differs_from_its_stored_copy_only_below_the_second_is_not_written() {
+    // Nomad's times have nanoseconds; the API server keeps whole seconds.
+    let p = pool(None);
+    let mut e = entry(1, RetirePhase::Draining);
+    e.blocking_jobs = vec!["build".into()];
+    e.allocations_left = 1;
+    let nomad = BlockingAllocation {
+        job_id: "build".into(),
+        task_group: "main".into(),
+        allocation_id: "a1".into(),
+        since: Some(Time("2026-12-01T10:05:00.123456789Z".parse().unwrap())),
+    };
+    let mut r = object("r", Some(&e));
+    r.status = Some(status_of(
+        &e,
+        None,
+        Some(1),
+        Some(vec![nomad.clone()]),
+        Timestamp::now(),
+    ));
+    let stored: NomadClientRetirement =
+        serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+    let blocking = HashMap::from([(e.node_id.clone(), vec![nomad])]);
+    let none = HashMap::new();
+    let never = |_: &NomadClientRetirement| false;
+    let w = writes(
+        &Inputs {
+            pool: &p,
+            retirements: &[Arc::new(stored)],
+            meta_names: &none,
+            blocking: &blocking,
+            written_recently: &never,
+            hold: &Default::default(),
+            now: Timestamp::now(),
+        },
+        &plan_of(vec![e]),
+    );
+    assert!(w.statuses.is_empty(), "{:?}", w.statuses);
+}
