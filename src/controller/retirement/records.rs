@@ -307,7 +307,7 @@ pub fn finished_status(
 /// whole second. An allocation's time from Nomad has nanoseconds, and a
 /// status holding one never equalled its stored copy: each reconcile that
 /// compared them sent a write the API server then found changed nothing,
-/// after paying for all of it (one per retirement in a bench run).
+/// after paying for all of it (about one per retirement in a bench run).
 pub fn as_stored(status: &mut NomadClientRetirementStatus) {
     fn whole(t: &mut Time) {
         if let Ok(s) = Timestamp::from_second(t.0.as_second()) {
@@ -348,11 +348,11 @@ pub fn material_change(
 ) -> bool {
     // Once the VM's termination is committed, the words narrate steps the
     // record already names (the call, the node turning down, the purge),
-    // each over in a second or two: written at once they cost two full
-    // updates per retired client, a fifth of the API server's writes at
-    // 20,000 clients (BENCHMARKS.md, twenty-first pass). They wait like
-    // counts, so a step that lingers (a purge Nomad keeps refusing) is
-    // still shown.
+    // each over in a second or two: written at once they cost up to two
+    // full updates per retired client (two in every retirement of a
+    // 200-client bench run; BENCHMARKS.md, twenty-first pass). They wait
+    // like counts, so a step that lingers (a purge Nomad keeps refusing)
+    // is still shown.
     let narrated = old.phase == Some(RetirementPhase::Terminating)
         && new.phase == Some(RetirementPhase::Terminating);
     let material = |s: &NomadClientRetirementStatus| {
