@@ -239,6 +239,15 @@ async fn finished_retirements_beyond_the_history_limit_are_deleted() {
         "{items:#?}"
     );
     assert!(items.iter().all(|r| r.metadata.finalizers.is_none()));
+    // Every write to them is recorded under the operator's name.
+    let managers: Vec<&str> = (items.iter())
+        .flat_map(|r| r.metadata.managed_fields.iter().flatten())
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert!(
+        !managers.is_empty() && managers.iter().all(|m| *m == "nomad-pool-operator"),
+        "{managers:?}"
+    );
     w.cleanup().await;
 }
 

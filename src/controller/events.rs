@@ -25,12 +25,13 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch};
 use kube::runtime::events::{Event, EventType, Reporter};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::controller::{patch_params, post_params};
 use crate::metrics::metrics;
 
 /// Events waiting to be published. Beyond this the API server is far behind
@@ -195,7 +196,7 @@ impl Publisher {
                 }
             });
             let patched = api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&name, &patch_params(), &Patch::Merge(&patch))
                 .await;
             if patched.is_err() {
                 // Gone or unreachable: the next repeat starts a new Event
@@ -241,7 +242,7 @@ impl Publisher {
             ),
             ..Default::default()
         };
-        api.create(&PostParams::default(), &event).await?;
+        api.create(&post_params(), &event).await?;
         self.series.created(key, name, now);
         Ok("created")
     }

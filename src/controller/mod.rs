@@ -81,6 +81,27 @@ use crate::api::NomadClientPool;
 use crate::provider::Clouds;
 use trigger::stream::UnboundedReceiverStream;
 
+/// The name the API server records this operator's writes under
+/// (`managedFields`, as `kubectl get --show-managed-fields` shows them);
+/// a write that names none is recorded as `unknown`.
+pub const FIELD_MANAGER: &str = "nomad-pool-operator";
+
+/// A create or replace by this operator.
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// A patch by this operator.
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 fn error_policy(pool: Arc<NomadClientPool>, error: &Error, ctx: Arc<Context>) -> Requeue {
     if error.is_conflict() {
         // Someone else changed the pool since our copy (our own writes are

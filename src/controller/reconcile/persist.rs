@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
-use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
 use super::super::plan::{self, Action};
 use super::super::retirement::hold::HoldFacts;
 use super::super::retirement::{records, sync, write};
-use super::super::{Context, Error, status};
+use super::super::{Context, Error, post_params, status};
 use super::observe::Observed;
 use crate::api::{NomadClientPool, NomadClientPoolStatus, NomadClientRetirement, RetirementPhase};
 
@@ -389,7 +388,7 @@ pub async fn write_status(
     let mut body = pool.clone();
     body.status = Some(status.clone());
     let written = api
-        .replace_status(&pool.name_any(), &PostParams::default(), &body)
+        .replace_status(&pool.name_any(), &post_params(), &body)
         .await
         .map_err(Error::StatusWrite)?;
     ctx.own_writes.wrote(pool, written);

@@ -4,7 +4,7 @@
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt, stream};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use tracing::debug;
 
@@ -13,6 +13,7 @@ use super::{FINALIZER, Ledgers};
 use crate::api::{
     NomadClientPool, NomadClientRetirement, NomadClientRetirementStatus, RetirementPhase,
 };
+use crate::controller::post_params;
 
 /// Retirement writes of one reconcile in flight at once.
 pub const WRITE_CONCURRENCY: usize = 16;
@@ -172,7 +173,7 @@ async fn create(
     status: &NomadClientRetirementStatus,
 ) -> Result<(), WriteError> {
     let name = obj.name_any();
-    let created = match api.create(&PostParams::default(), obj).await {
+    let created = match api.create(&post_params(), obj).await {
         Ok(created) => created,
         // Created by a write whose answer was lost, or by an earlier
         // process: it is ours if it names the same client.
@@ -224,11 +225,7 @@ async fn adopt(
 ) -> Result<(), WriteError> {
     let name = w.object.name_any();
     let owned = api
-        .replace(
-            &name,
-            &PostParams::default(),
-            &adopted_object(pool, &w.object),
-        )
+        .replace(&name, &post_params(), &adopted_object(pool, &w.object))
         .await
         .map_err(|source| WriteError::Adopt {
             name: name.clone(),
@@ -261,7 +258,7 @@ async fn write_status(
     // A replace with the version we read: a compare-and-swap, so a reconcile
     // working from a stale copy never writes a phase over a newer one.
     let written = api
-        .replace_status(&name, &PostParams::default(), &body)
+        .replace_status(&name, &post_params(), &body)
         .await
         .map_err(|source| WriteError::Status { name, source })?;
     ledger.wrote(obj.resource_version(), written);
@@ -277,10 +274,7 @@ async fn finish(
     let name = w.object.name_any();
     let mut body = (*w.object).clone();
     body.status = Some(w.status.clone());
-    let written = match api
-        .replace_status(&name, &PostParams::default(), &body)
-        .await
-    {
+    let written = match api.replace_status(&name, &post_params(), &body).await {
         Ok(written) => written,
         Err(kube::Error::Api(s)) if s.code == 404 => {
             ledger.deleted(&w.object);
@@ -309,7 +303,7 @@ async fn release(
     let name = obj.name_any();
     let mut body = obj.clone();
     body.finalizers_mut().retain(|f| f != FINALIZER);
-    match api.replace(&name, &PostParams::default(), &body).await {
+    match api.replace(&name, &post_params(), &body).await {
         Ok(after)
             if obj.metadata.deletion_timestamp.is_none() || !after.finalizers().is_empty() =>
         {
