@@ -336,7 +336,8 @@ pub fn as_stored(status: &mut NomadClientRetirementStatus) {
 /// counts and lists, and the numbers in messages): those may wait a little
 /// for the next write, everything else is written at once. A message that
 /// says something else ("waiting for 2 allocation(s)" becoming "the node
-/// is disconnected ...") is news, not progress.
+/// is disconnected ...") is news, not progress; but within `Terminating`,
+/// where the words only narrate the committed call, they are progress too.
 ///
 /// A phase is always news, `Cordoned` too: the planner plans from the
 /// stored record, and a `Selected` record left in place when the cordon
