@@ -15,8 +15,19 @@ use crate::api::{
 };
 use crate::controller::post_params;
 
-/// Retirement writes of one reconcile in flight at once.
+/// Write-ahead records of one reconcile in flight at once: actions wait on
+/// them.
 pub const WRITE_CONCURRENCY: usize = 16;
+
+/// Writes of one reconcile that no action waits on (final statuses,
+/// progress, finalizers released, history pruned) in flight at once. They
+/// share the API server with the express lane's terminate records, which
+/// a drained client's VM waits on. At 16 a reconcile's batch of ~250 final
+/// statuses held each record landing meanwhile behind 16 others; the
+/// 20,000-client scale-in's retire p99 was 1.5-2.1 s, and 0.77-0.81 s at
+/// two (BENCHMARKS.md, twenty-second pass). The batch takes longer, and
+/// nothing waits on it but the next reconcile.
+pub const BACKGROUND_CONCURRENCY: usize = 2;
 
 /// A retirement write the API server refused or did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +93,11 @@ pub async fn write_ahead(
     let adopts = (writes.adopts.iter()).map(|w| Box::pin(adopt(api, pool, ledger, w)) as Call<'_>);
     let statuses = (writes.statuses.iter())
         .map(|w| Box::pin(write_status(api, ledger, &w.object, &w.status)) as Call<'_>);
-    run(creates.chain(adopts).chain(statuses).collect()).await
+    run(
+        creates.chain(adopts).chain(statuses).collect(),
+        WRITE_CONCURRENCY,
+    )
+    .await
 }
 
 /// Statuses no action of the reconcile rests on (`persist::ActedOn`: the
@@ -108,7 +123,7 @@ pub async fn progress(
             }) as Call<'_>
         })
         .collect();
-    run(statuses).await
+    run(statuses, BACKGROUND_CONCURRENCY).await
 }
 
 /// The retirements the plan let go of: their final statuses (each with its
@@ -127,7 +142,7 @@ pub async fn finish_all(
     let finishes = (writes.finishes.iter())
         .map(|w| Box::pin(finish(api, ledger, w, writes)) as Call<'_>)
         .collect();
-    run(finishes).await
+    run(finishes, BACKGROUND_CONCURRENCY).await
 }
 
 /// After the pool's status: finalizers of deleted retirements given up,
@@ -146,20 +161,20 @@ pub async fn wind_up(
         .filter(|r| !finished.contains(&r.name_any()))
         .map(|r| Box::pin(release(api, ledger, r)) as Call<'_>)
         .collect();
-    run(releases).await?;
+    run(releases, BACKGROUND_CONCURRENCY).await?;
     let prunes = (writes.prunes.iter())
         .map(|r| Box::pin(prune(api, ledger, r)) as Call<'_>)
         .collect();
-    run(prunes).await
+    run(prunes, BACKGROUND_CONCURRENCY).await
 }
 
 /// One write, boxed: built eagerly rather than mapped lazily in the stream,
 /// where a map over borrowed items trips the controller's Send check.
 type Call<'a> = BoxFuture<'a, Result<(), WriteError>>;
 
-async fn run(calls: Vec<Call<'_>>) -> Result<(), WriteError> {
+async fn run(calls: Vec<Call<'_>>, at_once: usize) -> Result<(), WriteError> {
     stream::iter(calls)
-        .buffer_unordered(WRITE_CONCURRENCY)
+        .buffer_unordered(at_once)
         .try_collect::<Vec<()>>()
         .await
         .map(drop)
@@ -345,9 +360,10 @@ pub async fn remove_all(
         .filter(|r| r.finalizers().iter().any(|f| f == FINALIZER))
         .map(|r| Box::pin(release(api, ledger, r)) as Call<'_>)
         .collect();
-    run(releases).await?;
+    // A deleted pool has no lane left to yield to.
+    run(releases, WRITE_CONCURRENCY).await?;
     let deletes = (retirements.iter())
         .map(|r| Box::pin(prune(api, ledger, r)) as Call<'_>)
         .collect();
-    run(deletes).await
+    run(deletes, WRITE_CONCURRENCY).await
 }
