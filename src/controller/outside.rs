@@ -6,7 +6,9 @@
 //! or draining on a running VM that nothing tracked. Each tracked node the
 //! view lacks is read directly instead; the planner then releases it or
 //! carries it to the end (`plan::departed`). A node Nomad no longer knows
-//! (purged) is left out: that is the normal end of a retirement.
+//! (purged) is left out: that is the normal end of a retirement. One the
+//! event stream reported deregistered as of the view is not read at all
+//! (`watch::GoneNodes`).
 
 use std::sync::Arc;
 
@@ -57,6 +59,9 @@ async fn read_unseen(
         .filter(|r| r.reason.has_node())
         .map(|r| r.node_id.as_str())
         .filter(|id| !snapshot.nodes.contains(id))
+        // Purged as of this view (the normal end of a retirement): a read
+        // would only say so.
+        .filter(|id| !rt.watch.gone_by(id, snapshot.index))
         .collect();
     let mut outside = NodesSnapshot::default();
     let mut lagging = NodesSnapshot::default();

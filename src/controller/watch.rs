@@ -33,6 +33,7 @@ mod backoff;
 mod by_vm;
 mod changed;
 mod direct;
+mod gone;
 mod node_list;
 mod nodes;
 mod probe;
@@ -40,6 +41,7 @@ mod probe;
 use backoff::IndexBackoff;
 pub use by_vm::NodesByVm;
 pub use changed::ChangedNodes;
+pub use gone::GoneNodes;
 pub use node_list::NodeList;
 use nodes::{Regressions, watch_nodes};
 
@@ -121,6 +123,7 @@ pub struct PoolWatch {
     /// Counts writes Nomad showed and the event stream did not.
     stream_missed: Arc<watch::Sender<u64>>,
     changed: ChangedNodes,
+    gone: GoneNodes,
 }
 
 struct AllocWatch {
@@ -180,6 +183,7 @@ impl PoolWatch {
         let relist = Arc::new(Notify::new());
         let stream_missed = Arc::new(watch::Sender::new(0));
         let changed = ChangedNodes::default();
+        let gone = GoneNodes::default();
         let node_task = tokio::spawn(watch_nodes(
             client.clone(),
             filter,
@@ -192,7 +196,7 @@ impl PoolWatch {
                 relist: relist.clone(),
             },
             stream_missed.subscribe(),
-            changed.clone(),
+            (changed.clone(), gone.clone()),
         ));
         Self {
             client,
@@ -209,7 +213,14 @@ impl PoolWatch {
             direct: Arc::default(),
             stream_missed,
             changed,
+            gone,
         }
+    }
+
+    /// Whether the event stream reported node `id` deregistered at or
+    /// before `index` (a view's), and did not show it since.
+    pub fn gone_by(&self, id: &str, index: u64) -> bool {
+        self.gone.gone_by(id, index)
     }
 
     /// The node view, with the nodes read back after a write it did not

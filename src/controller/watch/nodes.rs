@@ -23,7 +23,7 @@ pub(super) async fn watch_nodes(
     trigger: Trigger,
     regressions: Regressions,
     stream_missed: watch::Receiver<u64>,
-    changed: ChangedNodes,
+    (changed, gone): (ChangedNodes, GoneNodes),
 ) {
     let mut w = NodeWatch {
         client,
@@ -32,6 +32,7 @@ pub(super) async fn watch_nodes(
         tx,
         trigger,
         changed,
+        gone,
         instance_ids: Arc::default(),
         opted_out: Arc::default(),
         stale_instances: 0,
@@ -52,6 +53,7 @@ pub(super) async fn watch_nodes(
         let Some(listed) = w.list(0).await else {
             continue;
         };
+        w.gone.clear();
         let index = listed.index;
         let mut nodes = listed.value;
         if troubled >= STREAM_FALLBACK_AFTER {
@@ -195,6 +197,8 @@ struct NodeWatch {
     trigger: Trigger,
     /// The IDs each published view changed, for the express lane.
     changed: ChangedNodes,
+    /// Nodes the stream reported deregistered (see `gone`).
+    gone: GoneNodes,
     instance_ids: Arc<HashMap<String, String>>,
     /// Nodes whose Meta opts them out of voluntary retirement.
     opted_out: Arc<HashSet<String>>,
@@ -447,6 +451,11 @@ impl NodeWatch {
                 };
                 if ev.topic != "Node" || ev.index <= index {
                     continue;
+                }
+                if ev.kind == "NodeDeregistration" {
+                    self.gone.deregistered(&node.id, ev.index);
+                } else {
+                    self.gone.seen(&node.id);
                 }
                 if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
                     if nodes.remove(&node.id) {
