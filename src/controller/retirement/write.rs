@@ -23,10 +23,10 @@ pub const WRITE_CONCURRENCY: usize = 16;
 /// progress, finalizers released, history pruned) in flight at once. They
 /// share the API server with the express lane's terminate records, which
 /// a drained client's VM waits on. At 16 a reconcile's batch of ~250 final
-/// statuses held each record landing meanwhile behind 16 others; the
-/// 20,000-client scale-in's retire p99 was 1.5-2.1 s, and 0.77-0.81 s at
-/// two (BENCHMARKS.md, twenty-second pass). The batch takes longer, and
-/// nothing waits on it but the next reconcile.
+/// statuses held each record landing meanwhile behind 16 others: the
+/// 20,000-client scale-in's retire p50 / p99 were ~480 ms / 1.5-2.1 s, at
+/// two ~70 ms / 0.84-1.11 s (BENCHMARKS.md, twenty-second pass). The batch
+/// takes longer, and nothing waits on it but the next reconcile.
 pub const BACKGROUND_CONCURRENCY: usize = 2;
 
 /// A retirement write the API server refused or did not answer.

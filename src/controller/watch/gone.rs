@@ -4,7 +4,7 @@
 //! Each retirement ends with its node purged, so the node leaves the view
 //! while its retirement is still tracked, and every reconcile read each
 //! such node by ID to learn it is gone (a 404): at 20,000 clients ~200
-//! reads per reconcile, eight at a time, 0.1-0.5 s of a reconcile's
+//! reads per reconcile, eight at a time, 0.1-0.55 s of a reconcile's
 //! observation, during which the express lane waits (BENCHMARKS.md,
 //! twenty-second pass). A node the stream reported deregistered at or
 //! before a view's index is gone as of that view: the read would say so.
