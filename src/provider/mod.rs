@@ -321,6 +321,15 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// The group still counts the instance in its desired capacity: no
+    /// terminate of it landed, and a scale-in may still pick it.
+    pub fn counted(&self) -> bool {
+        matches!(
+            self,
+            Lifecycle::Pending | Lifecycle::InService | Lifecycle::Standby
+        )
+    }
+
     /// The instance is on its way out (or gone) and terminating it again must
     /// not happen.
     pub fn is_terminating(&self) -> bool {

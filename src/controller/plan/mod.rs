@@ -305,10 +305,7 @@ fn instance_in_group(view: &PoolView<'_>, instance_id: &str) -> Option<Lifecycle
 }
 
 fn still_counted(lifecycle: &Option<Lifecycle>) -> bool {
-    matches!(
-        lifecycle,
-        Some(Lifecycle::Pending | Lifecycle::InService | Lifecycle::Standby)
-    )
+    lifecycle.as_ref().is_some_and(Lifecycle::counted)
 }
 
 /// Decrements committed in status that the group's desired capacity does not

@@ -295,7 +295,7 @@ pub fn settle(
 
     let (mut watched, status_only) =
         alloc_watch::alloc_watch_set(&plan.retiring, &seen.nodes, seen.now);
-    let mut gate = siblings::gate_instances(&plan.retiring, &watched);
+    let mut gate = siblings::gate_instances(&plan.retiring, &watched, &seen.group);
     gate.extend(plan.unregistered_checks.iter().cloned());
     watched.extend(siblings::sibling_nodes(
         &gate,
