@@ -41,6 +41,8 @@ pub struct Ledgers {
     /// final status is not written yet: the planner must not see (and
     /// count) them again; the next reconcile only writes their end.
     finishing: Mutex<std::collections::HashSet<Key>>,
+    /// Our writes in flight that a VM waits on, which the others give way to.
+    pub urgent: super::urgent::Urgent,
 }
 
 struct Own {

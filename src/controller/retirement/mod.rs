@@ -12,7 +12,8 @@
 //! - `sync`: the writes that take the objects from what they say to what
 //!   the plan decided: create, status, finish, give up the finalizer,
 //!   prune the history (pure);
-//! - `write`: those writes against the API server, side by side;
+//! - `write`: those writes against the API server, side by side; `urgent`:
+//!   the bulk of them gives way to the records a VM waits on;
 //! - `hold`: what the pool's lifecycle hook adds to a held client's status
 //!   (the action's record, the global-timeout condition); `conditions`:
 //!   a retirement's conditions, one function each (pure).
@@ -22,6 +23,7 @@ pub mod hold;
 pub mod ledger;
 pub mod records;
 pub mod sync;
+pub mod urgent;
 pub mod write;
 
 pub use ledger::Ledgers;

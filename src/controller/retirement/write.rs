@@ -94,6 +94,7 @@ pub async fn write_ahead(
     let statuses = (writes.statuses.iter())
         .map(|w| Box::pin(write_status(api, ledger, &w.object, &w.status)) as Call<'_>);
     run(
+        ledger,
         creates.chain(adopts).chain(statuses).collect(),
         WRITE_CONCURRENCY,
     )
@@ -123,7 +124,7 @@ pub async fn progress(
             }) as Call<'_>
         })
         .collect();
-    run(statuses, BACKGROUND_CONCURRENCY).await
+    run(ledger, statuses, BACKGROUND_CONCURRENCY).await
 }
 
 /// The retirements the plan let go of: their final statuses (each with its
@@ -142,7 +143,7 @@ pub async fn finish_all(
     let finishes = (writes.finishes.iter())
         .map(|w| Box::pin(finish(api, ledger, w, writes)) as Call<'_>)
         .collect();
-    run(finishes, BACKGROUND_CONCURRENCY).await
+    run(ledger, finishes, BACKGROUND_CONCURRENCY).await
 }
 
 /// After the pool's status: finalizers of deleted retirements given up,
@@ -161,18 +162,29 @@ pub async fn wind_up(
         .filter(|r| !finished.contains(&r.name_any()))
         .map(|r| Box::pin(release(api, ledger, r)) as Call<'_>)
         .collect();
-    run(releases, BACKGROUND_CONCURRENCY).await?;
+    run(ledger, releases, BACKGROUND_CONCURRENCY).await?;
     let prunes = (writes.prunes.iter())
         .map(|r| Box::pin(prune(api, ledger, r)) as Call<'_>)
         .collect();
-    run(prunes, BACKGROUND_CONCURRENCY).await
+    run(ledger, prunes, BACKGROUND_CONCURRENCY).await
 }
 
 /// One write, boxed: built eagerly rather than mapped lazily in the stream,
 /// where a map over borrowed items trips the controller's Send check.
 type Call<'a> = BoxFuture<'a, Result<(), WriteError>>;
 
-async fn run(calls: Vec<Call<'_>>, at_once: usize) -> Result<(), WriteError> {
+/// `calls`, `at_once` at a time, each started once it gave way to the
+/// writes a VM waits on (`Urgent`).
+async fn run(ledger: &Ledgers, calls: Vec<Call<'_>>, at_once: usize) -> Result<(), WriteError> {
+    // Boxed eagerly, as the calls are (see `Call`).
+    let calls: Vec<Call<'_>> = (calls.into_iter())
+        .map(|call| {
+            Box::pin(async move {
+                ledger.urgent.give_way().await;
+                call.await
+            }) as Call<'_>
+        })
+        .collect();
     stream::iter(calls)
         .buffer_unordered(at_once)
         .try_collect::<Vec<()>>()
@@ -252,12 +264,14 @@ async fn adopt(
     Ok(())
 }
 
-/// One new status, alone (a terminate's record, which it waits on).
+/// One new status, alone (a terminate's record, which it waits on): the
+/// bulk writes give way to it.
 pub async fn status(
     api: &Api<NomadClientRetirement>,
     ledger: &Ledgers,
     w: &StatusWrite,
 ) -> Result<(), WriteError> {
+    let _urgent = ledger.urgent.begin();
     write_status(api, ledger, &w.object, &w.status).await
 }
 
@@ -361,9 +375,9 @@ pub async fn remove_all(
         .map(|r| Box::pin(release(api, ledger, r)) as Call<'_>)
         .collect();
     // A deleted pool has no lane left to yield to.
-    run(releases, WRITE_CONCURRENCY).await?;
+    run(ledger, releases, WRITE_CONCURRENCY).await?;
     let deletes = (retirements.iter())
         .map(|r| Box::pin(prune(api, ledger, r)) as Call<'_>)
         .collect();
-    run(deletes, WRITE_CONCURRENCY).await
+    run(ledger, deletes, WRITE_CONCURRENCY).await
 }
