@@ -71,13 +71,9 @@ impl Mutation {
                 instance_id,
                 decrement,
             } => {
-                if let Some(i) = g.instances.iter_mut().find(|i| {
-                    i.id == *instance_id
-                        && matches!(
-                            i.lifecycle,
-                            Lifecycle::Pending | Lifecycle::InService | Lifecycle::Standby
-                        )
-                }) {
+                if let Some(i) = (g.instances.iter_mut())
+                    .find(|i| i.id == *instance_id && i.lifecycle.counted())
+                {
                     i.lifecycle = Lifecycle::Terminating;
                     if *decrement {
                         g.desired_capacity = g.desired_capacity.saturating_sub(1);

@@ -175,10 +175,7 @@ pub fn overlay(held: &[(String, Option<String>)], group: &mut GroupState) -> usi
     let mut changed = 0;
     for (id, _) in held {
         if let Some(i) = group.instances.iter_mut().find(|i| i.id == *id)
-            && matches!(
-                i.lifecycle,
-                Lifecycle::Pending | Lifecycle::InService | Lifecycle::Standby
-            )
+            && i.lifecycle.counted()
         {
             i.lifecycle = Lifecycle::TerminatingWait;
             changed += 1;
