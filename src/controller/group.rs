@@ -71,8 +71,8 @@ impl Mutation {
                 instance_id,
                 decrement,
             } => {
-                if let Some(i) = (g.instances.iter_mut())
-                    .find(|i| i.id == *instance_id && i.lifecycle.counted())
+                if let Some(i) =
+                    (g.instances.iter_mut()).find(|i| i.id == *instance_id && i.lifecycle.counted())
                 {
                     i.lifecycle = Lifecycle::Terminating;
                     if *decrement {
