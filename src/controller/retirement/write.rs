@@ -374,7 +374,8 @@ pub async fn remove_all(
         .filter(|r| r.finalizers().iter().any(|f| f == FINALIZER))
         .map(|r| Box::pin(release(api, ledger, r)) as Call<'_>)
         .collect();
-    // A deleted pool has no lane left to yield to.
+    // Sixteen at a time: a deleted pool has no lane of its own left to
+    // yield to (each write still gives way to other pools' urgent ones).
     run(ledger, releases, WRITE_CONCURRENCY).await?;
     let deletes = (retirements.iter())
         .map(|r| Box::pin(prune(api, ledger, r)) as Call<'_>)
