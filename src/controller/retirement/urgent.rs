@@ -6,10 +6,11 @@
 //! own write of it); every other write of a reconcile (creates, the records
 //! of drains about to start, final statuses) waits for nothing that users
 //! wait on. Both share the API server, which on a busy machine answers in
-//! proportion to what is in flight: at 20,000 clients a terminate's record
-//! took ~250 ms to land while a reconcile's write step had 32 writes out,
-//! and most of the retirements over 0.5 s were drained during such a step
-//! (BENCHMARKS.md, twenty-third pass). So a bulk write does not start
+//! proportion to what is in flight: at 20,000 clients one terminate's record
+//! took ~250 ms to land while a reconcile's write step had up to 32 writes
+//! out (16 records, 16 of its own terminates' records), and most of the
+//! retirements over 0.5 s were drained during such a step (BENCHMARKS.md,
+//! twenty-third pass). So a bulk write does not start
 //! while a write a VM waits on is in flight, for at most [`MAX_YIELD`]
 //! each: the bulk goes on at a pace, never stops for good.
 
