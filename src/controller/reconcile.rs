@@ -23,6 +23,7 @@ use crate::provider::GroupState;
 mod act;
 mod busy;
 mod cleanup;
+mod early;
 pub(super) mod express;
 pub(super) mod facts;
 mod hook;
@@ -144,7 +145,7 @@ async fn apply(
     let planned_at = started.elapsed();
 
     // Persist the write-ahead records: the retirements, then the pool; each
-    // terminate starts as soon as its own record landed.
+    // terminate and drain starts as soon as its own record landed.
     let hold = hook::hold_facts(&rt, &seen, hook_check.as_ref());
     let writes = persist::retirement_writes(&pool, &ctx, &seen, &planned.plan, &hold);
     // While this reconcile writes and acts, the lane goes on with the drains
@@ -163,41 +164,14 @@ async fn apply(
         &writes,
         hook_check.as_ref(),
     );
-    // Each client the reconcile is done with goes back to the lane.
-    let landed = persist::Landed {
-        terminate: &|action| act::start_terminate(&rt, &seen, action),
-        records: &|| {
-            busy.written();
-            rt.express.wake.notify_one();
-        },
-    };
-    let acted = |node_id: &str| {
-        busy.acted(node_id);
-        rt.express.wake.notify_one();
-    };
-    let persisted = persist::write_ahead(
-        &pool,
-        &ctx,
-        &seen.status,
-        &new_status,
-        &planned.plan,
+    let (persisted, written_at, mut failures) = write_and_act(
+        (&pool, &ctx, &rt),
+        (&seen, &planned.plan),
         writes,
-        &landed,
+        &new_status,
+        (&busy, started),
     )
     .await?;
-    let written_at = started.elapsed();
-
-    // Act, then write what no action waited on.
-    let mut failures = act::act(
-        &pool,
-        &rt,
-        &seen,
-        &planned.plan,
-        &persisted.names,
-        &persisted.started_ahead,
-        &acted,
-    )
-    .await;
     failures
         .extend(hook::upkeep(&ctx, &pool, &rt, &seen, &planned.plan, hook_check.as_ref()).await);
     let behind = persist::write_behind(&pool, &ctx, &persisted.behind).await;
@@ -243,6 +217,59 @@ async fn apply(
     let look = next_look(&planned.plan, persisted.progress_waits, &seen.group);
     let look = hook::next_look(look, hook_check.as_ref());
     Ok(Requeue::requeue(look))
+}
+
+/// Persist the write-ahead records, each terminate and drain started as
+/// soon as its own record landed (`early`), then run the rest of the plan
+/// (`act`); what was persisted, when (since `started`), and the actions'
+/// failures. Each client the reconcile is done with goes back to the lane
+/// (`busy`).
+async fn write_and_act(
+    (pool, ctx, rt): (&NomadClientPool, &Context, &Arc<super::PoolRuntime>),
+    (seen, planned): (&observe::Observed, &super::plan::Plan),
+    writes: super::retirement::sync::Writes,
+    new_status: &NomadClientPoolStatus,
+    (busy, started): (&Busy, Instant),
+) -> Result<(persist::Persisted, Duration, Vec<ActionError>), Error> {
+    let acted = |node_id: &str| {
+        busy.acted(node_id);
+        rt.express.wake.notify_one();
+    };
+    let acted = &acted;
+    let drain_failures = std::sync::Mutex::new(Vec::new());
+    let drain_failures = &drain_failures;
+    let landed = early::Landed {
+        terminate: &|action| {
+            act::start_terminate(rt, seen, action);
+        },
+        drain: &|action, name| {
+            Box::pin(async move {
+                let failed = act::drain_early(pool, rt, seen, &action, name.clone()).await;
+                drain_failures.lock().expect("failures lock").extend(failed);
+                busy.landed(&name);
+                acted(action.node_id().unwrap_or_default());
+            })
+        },
+        records: &|| {
+            busy.written();
+            rt.express.wake.notify_one();
+        },
+    };
+    let persisted = persist::write_ahead(
+        pool,
+        ctx,
+        &seen.status,
+        new_status,
+        planned,
+        writes,
+        &landed,
+    )
+    .await?;
+    let written_at = started.elapsed();
+    let mut failures = std::mem::take(&mut *drain_failures.lock().expect("failures lock"));
+    let names = &persisted.names;
+    failures.extend(act::act(pool, rt, seen, planned, names, &persisted.ahead, acted).await);
+    Ok((persisted, written_at, failures))
 }
 
 /// How far apart the reconciles of a pool of `nodes` clients are spaced

@@ -13,6 +13,7 @@ use super::super::hooks::HeartbeatFailed;
 use super::super::plan::{self, Action};
 use super::super::siblings::{self, LastCheckError};
 use super::super::{PoolRuntime, drain_meta};
+use super::early;
 use super::observe::Observed;
 use super::turns::MAX_CHECK_AGE;
 use crate::api::{DrainPolicy, NomadClientPool};
@@ -72,17 +73,17 @@ impl ActionError {
     }
 }
 
-/// Run the plan's actions (but the terminates the write-ahead step already
-/// started, `started_ahead`), telling each client's as it ran (`acted`);
-/// the failures, with those of terminate calls that ended since the last
-/// reconcile.
+/// Run the plan's actions (but the terminates and drains the write-ahead
+/// step already took on, `ahead`), telling each client's as it ran
+/// (`acted`); the failures, with those of terminate calls that ended since
+/// the last reconcile.
 pub async fn act(
     pool: &NomadClientPool,
     rt: &Arc<PoolRuntime>,
     seen: &Observed,
     planned: &plan::Plan,
     names: &HashMap<String, String>,
-    started_ahead: &HashSet<String>,
+    ahead: &early::Ahead,
     acted: &(dyn Fn(&str) + Sync),
 ) -> Vec<ActionError> {
     let records = &Records {
@@ -97,7 +98,7 @@ pub async fn act(
     let mut terminates_running = false;
     for action in &planned.actions {
         if let Action::Terminate { instance_id, .. } = action
-            && !started_ahead.contains(instance_id)
+            && !ahead.instances.contains(instance_id)
         {
             terminates_running |= start_terminate(rt, seen, action);
         }
@@ -110,11 +111,10 @@ pub async fn act(
     let (node_actions, group_actions): (Vec<&Action>, Vec<&Action>) = planned
         .actions
         .iter()
-        .filter(|a| {
-            !matches!(
-                a,
-                Action::Terminate { .. } | Action::CompleteLifecycleAction { .. }
-            )
+        .filter(|a| match a {
+            Action::Terminate { .. } | Action::CompleteLifecycleAction { .. } => false,
+            Action::Drain { node_id, .. } => !ahead.drains.contains(node_id),
+            _ => true,
         })
         .partition(|a| a.node_id().is_some());
     // Built eagerly (boxed) rather than mapped lazily in the stream: a lazy
@@ -332,6 +332,24 @@ async fn complete(
             })
         }
     }
+}
+
+/// A drain whose own record landed, run by the write-ahead step while the
+/// other records are written (`early`); its retirement is `name`.
+pub async fn drain_early(
+    pool: &NomadClientPool,
+    rt: &PoolRuntime,
+    seen: &Observed,
+    action: &Action,
+    name: String,
+) -> Option<ActionError> {
+    let node_id = action.node_id().unwrap_or_default().to_owned();
+    let names = HashMap::from([(node_id, name)]);
+    let records = Records {
+        names: &names,
+        drains: &seen.drains,
+    };
+    run_logged(pool, rt, &records, action).await
 }
 
 /// Run one action in a span naming its node; the error, if any, for status.

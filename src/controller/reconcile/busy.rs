@@ -67,6 +67,12 @@ impl Busy {
         self.ahead.lock().expect("busy lock").clear();
     }
 
+    /// The record of retirement `name` written ahead of its action landed
+    /// (a drain started early, `early`).
+    pub fn landed(&self, name: &str) {
+        self.ahead.lock().expect("busy lock").remove(name);
+    }
+
     /// The reconcile's action on `node_id` ran.
     pub fn acted(&self, node_id: &str) {
         self.nodes.lock().expect("busy lock").remove(node_id);

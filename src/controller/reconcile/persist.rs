@@ -8,14 +8,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
-
 use kube::{Api, ResourceExt};
 
 use super::super::plan::{self, Action};
 use super::super::retirement::hold::HoldFacts;
 use super::super::retirement::{records, sync, write};
 use super::super::{Context, Error, post_params, status};
+use super::early;
 use super::observe::Observed;
 use crate::api::{NomadClientPool, NomadClientPoolStatus, NomadClientRetirement, RetirementPhase};
 
@@ -44,8 +43,8 @@ pub struct Persisted {
     pub status: NomadClientPoolStatus,
     /// What no action waits on, written after them (`write_behind`).
     pub behind: sync::Writes,
-    /// Instances whose terminate this step started (`terminate_lane`).
-    pub started_ahead: HashSet<String>,
+    /// The terminates and drains this step took on (`early`).
+    pub ahead: early::Ahead,
 }
 
 /// What of a plan a retirement's new record may have to land before: the
@@ -228,99 +227,15 @@ pub fn carry_summary(status: &mut NomadClientPoolStatus, from: &NomadClientPoolS
     status.oldest_retirements = from.oldest_retirements.clone();
 }
 
-/// A planned terminate and the one write it waits on: its retirement's
-/// new status (the step into `Terminating`), or none when that record
-/// landed in an earlier reconcile.
-struct LaneItem<'a> {
-    action: &'a Action,
-    instance_id: &'a str,
-    write: Option<sync::StatusWrite>,
-}
-
-/// Take each planned terminate's own status write out of `writes` (pure).
-/// A terminate waits on its retirement's record, not on the hundreds of
-/// other writes a large scale-in makes in the same reconcile: that wait
-/// was most of the time from "allocations finished" to "terminate sent".
-/// A terminate whose retirement is created, taken over or finished in this
-/// reconcile stays with `act`, after every write.
-fn terminate_lane<'a>(planned: &'a plan::Plan, writes: &mut sync::Writes) -> Vec<LaneItem<'a>> {
-    let mut lane = Vec::new();
-    for action in &planned.actions {
-        let Action::Terminate {
-            node_id,
-            instance_id,
-            ..
-        } = action
-        else {
-            continue;
-        };
-        let Some(name) = writes.names.get(node_id).cloned() else {
-            continue;
-        };
-        let named = |o: &NomadClientRetirement| o.metadata.name.as_deref() == Some(name.as_str());
-        if writes.creates.iter().any(|(o, _)| named(o))
-            || (writes.adopts.iter().chain(&writes.finishes)).any(|w| named(&w.object))
-        {
-            continue;
-        }
-        let write = (writes.statuses.iter())
-            .position(|w| named(&w.object))
-            .map(|i| writes.statuses.swap_remove(i));
-        lane.push(LaneItem {
-            action,
-            instance_id,
-            write,
-        });
-    }
-    lane
-}
-
-/// What the write-ahead step calls as its records land.
-pub struct Landed<'a> {
-    /// A terminate whose own record landed: start it; whether one runs.
-    pub terminate: &'a (dyn Fn(&Action) -> bool + Sync),
-    /// The retirements' records written ahead of the actions all landed
-    /// (not yet the finishes, nor the pool's status).
-    pub records: &'a (dyn Fn() + Sync),
-}
-
-/// Each lane item's write, and its terminate started as soon as that one
-/// write landed (at once when it has none); the instances started.
-async fn run_lane(
-    api: &Api<NomadClientRetirement>,
-    ctx: &Context,
-    lane: &[LaneItem<'_>],
-    start: &(dyn Fn(&Action) -> bool + Sync),
-) -> Result<HashSet<String>, write::WriteError> {
-    let calls: Vec<futures::future::BoxFuture<'_, Result<&str, write::WriteError>>> = (lane.iter())
-        .map(|item| {
-            Box::pin(async move {
-                if let Some(w) = &item.write {
-                    write::status(api, &ctx.ledgers, w).await?;
-                }
-                start(item.action);
-                Ok(item.instance_id)
-            }) as _
-        })
-        .collect();
-    futures::stream::iter(calls)
-        .buffer_unordered(write::WRITE_CONCURRENCY)
-        .map_ok(str::to_owned)
-        .try_collect()
-        .await
-}
-
 /// Write-ahead: every retirement the plan moves on is written before the
-/// action it names runs; a terminate is started (`landed.terminate`) as
-/// soon as its own record landed, the lane is told once the other records
+/// action it names runs; a terminate or a drain starts as soon as its own
+/// record landed (`early`), the lane is told once the other records
 /// written ahead landed (`landed.records`), and the other actions wait for
-/// every write and for the pool's status. A terminate never waited on the pool's status: its
-/// decision rests on its retirement's record, written compare-and-swap,
-/// so a retirement cancelled meanwhile fails the write and stops it. That write is also the
-/// check that no newer copy of the pool exists when the plan starts new
-/// retirements or changes the group's size; otherwise a status with
-/// nothing new is not written, and one with only new progress figures
-/// waits a little if we wrote recently.
+/// every write and for the pool's status. That write is the check that no
+/// newer copy of the pool exists when the plan starts new retirements or
+/// changes the group's size; otherwise a status with nothing new is not
+/// written, and one with only new progress figures waits a little if we
+/// wrote recently.
 pub async fn write_ahead(
     pool: &NomadClientPool,
     ctx: &Context,
@@ -328,12 +243,12 @@ pub async fn write_ahead(
     next: &NomadClientPoolStatus,
     planned: &plan::Plan,
     mut writes: sync::Writes,
-    landed: &Landed<'_>,
+    landed: &early::Landed<'_>,
 ) -> Result<Persisted, Error> {
     let api: Api<NomadClientRetirement> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let behind = write_behind_part(&mut writes, planned);
-    let lane = terminate_lane(planned, &mut writes);
+    let lanes = early::lanes(planned, &mut writes);
     let rest = async {
         let written = write::write_ahead(&api, pool, &ctx.ledgers, &writes).await;
         if written.is_ok() {
@@ -341,8 +256,8 @@ pub async fn write_ahead(
         }
         written
     };
-    let (started_ahead, rest) = futures::join!(run_lane(&api, ctx, &lane, landed.terminate), rest);
-    let started_ahead = started_ahead.map_err(Error::RetirementWrite)?;
+    let (ahead, rest) = futures::join!(early::run((&api, ctx, pool), &lanes, landed), rest);
+    let ahead = ahead?;
     rest.map_err(Error::RetirementWrite)?;
     let pool_decides = !writes.creates.is_empty()
         || !writes.adopts.is_empty()
@@ -368,7 +283,7 @@ pub async fn write_ahead(
         written,
         progress_waits,
         behind,
-        started_ahead,
+        ahead,
         names: writes.names,
         by_node_name: writes.by_node_name,
         status: next.clone(),
@@ -396,17 +311,20 @@ pub async fn write_status(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
-    use super::{sync, tally, terminate_lane, write_behind_part};
+    use super::{sync, tally, write_behind_part};
     use crate::api::{
         NomadClientRetirement, NomadClientRetirementSpec, NomadClientRetirementStatus,
         RetireReason, RetirementPhase, RetirementTarget,
     };
     use crate::controller::plan::{self, Action};
 
-    fn draining(name: &str, left: i32) -> NomadClientRetirement {
+    pub(in crate::controller::reconcile) fn draining(
+        name: &str,
+        left: i32,
+    ) -> NomadClientRetirement {
         let mut r = NomadClientRetirement::new(
             name,
             NomadClientRetirementSpec {
@@ -429,7 +347,7 @@ mod tests {
         r
     }
 
-    fn moved(
+    pub(in crate::controller::reconcile) fn moved(
         r: &NomadClientRetirement,
         f: impl Fn(&mut NomadClientRetirementStatus),
     ) -> sync::StatusWrite {
@@ -516,68 +434,5 @@ mod tests {
             names(&["b", "c"]),
             "a left once it was no longer seen"
         );
-    }
-
-    fn terminate(node: &str) -> Action {
-        Action::Terminate {
-            node_id: node.into(),
-            instance_id: format!("i-{node}"),
-            decrement: true,
-            first_attempt: true,
-        }
-    }
-
-    #[test]
-    fn a_terminate_waits_on_its_own_record_only() {
-        let a = moved(&draining("ret-a", 0), |s| {
-            s.phase = Some(RetirementPhase::Terminating)
-        });
-        let b = moved(&draining("ret-b", 2), |s| s.allocations_left = 1);
-        let c = draining("ret-c", 0);
-        let mut writes = sync::Writes {
-            statuses: vec![a, b],
-            creates: vec![(c.clone(), c.status.clone().unwrap())],
-            names: [
-                ("a", "ret-a"),
-                ("b", "ret-b"),
-                ("c", "ret-c"),
-                ("d", "ret-d"),
-            ]
-            .into_iter()
-            .map(|(n, r)| (n.to_string(), r.to_string()))
-            .collect(),
-            ..Default::default()
-        };
-        let planned = plan::Plan {
-            // d: a retried terminate whose record landed before.
-            actions: [terminate("a"), terminate("c"), terminate("d")]
-                .into_iter()
-                .chain([Action::Cordon {
-                    node_id: "b".into(),
-                }])
-                .collect(),
-            ..Default::default()
-        };
-        let lane = terminate_lane(&planned, &mut writes);
-        let lane: Vec<(&str, Option<String>)> = lane
-            .iter()
-            .map(|i| {
-                let name = i
-                    .write
-                    .as_ref()
-                    .map(|w| w.object.metadata.name.clone().unwrap());
-                (i.instance_id, name)
-            })
-            .collect();
-        assert_eq!(
-            lane,
-            [("i-a", Some("ret-a".to_string())), ("i-d", None)],
-            "c's object is created in this reconcile: its terminate waits for every write"
-        );
-        let left: Vec<_> = (writes.statuses.iter())
-            .map(|w| w.object.metadata.name.clone().unwrap())
-            .collect();
-        assert_eq!(left, ["ret-b"]);
-        assert_eq!(writes.creates.len(), 1);
     }
 }

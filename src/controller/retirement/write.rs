@@ -275,6 +275,17 @@ pub async fn status(
     write_status(api, ledger, &w.object, &w.status).await
 }
 
+/// One new status whose action starts once it lands, but that a VM does
+/// not wait on (a drain's record): it gives way like the bulk writes.
+pub async fn status_giving_way(
+    api: &Api<NomadClientRetirement>,
+    ledger: &Ledgers,
+    w: &StatusWrite,
+) -> Result<(), WriteError> {
+    ledger.urgent.give_way().await;
+    write_status(api, ledger, &w.object, &w.status).await
+}
+
 async fn write_status(
     api: &Api<NomadClientRetirement>,
     ledger: &Ledgers,
