@@ -16,7 +16,9 @@ use super::persist::ActedOn;
 /// so that its compare-and-swap writes and the reconcile's never race for
 /// one object, nor its terminations with the reconcile's drains. A record
 /// written ahead of the actions frees its retirement once those records
-/// landed (`written`), an action frees its client once it ran (`acted`):
+/// landed (`written`), or once it landed itself when its action started
+/// early (`landed`, a drain: `early`), an action frees its client once it
+/// ran (`acted`):
 /// waiting for the whole reconcile kept drains that ended meanwhile
 /// waiting for its last write, the slowest terminations of the lane
 /// (BENCHMARKS.md, thirteenth pass). What it finishes, lets go of or prunes
@@ -213,7 +215,7 @@ mod tests {
     #[test]
     fn each_client_goes_back_to_the_lane_once_the_reconcile_is_done_with_it() {
         let writes = Writes {
-            statuses: vec![write("written")],
+            statuses: vec![write("written"), write("drain-record")],
             creates: vec![(object("created", None), Default::default())],
             finishes: vec![write("finished")],
             ..Default::default()
@@ -234,6 +236,12 @@ mod tests {
         assert!(!busy.holds("cordoned", "untouched"), "its action ran");
         assert!(busy.holds("purged", "untouched"), "its action has not");
         assert!(busy.holds("some-node", "written"));
+        busy.landed("drain-record");
+        assert!(
+            !busy.holds("some-node", "drain-record"),
+            "a drain's own record landed (`early`)"
+        );
+        assert!(busy.holds("some-node", "written"), "the others have not");
         busy.written();
         for name in ["written", "created"] {
             assert!(!busy.holds("some-node", name), "{name}: its record landed");
