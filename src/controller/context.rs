@@ -33,9 +33,9 @@ pub struct Context {
     /// `--min-reconcile-interval-ms`, while its express lane is armed (see
     /// `reconcile::express`): set by each reconcile from its own duration.
     spacing: Mutex<HashMap<ObjectRef<NomadClientPool>, Duration>>,
-    /// The controller's copy of every pool (`watch_pools`): what a step
-    /// acting after the plan checks for a newer spec (`spec_moved_on`).
-    pools_seen: Mutex<Option<Store<NomadClientPool>>>,
+    /// The controller's copy of every pool: what a step acting after the
+    /// plan checks for a newer spec (`PoolsSeen::spec_moved_on`).
+    pub pools_seen: PoolsSeen,
 }
 
 impl Context {
@@ -62,7 +62,7 @@ impl Context {
             connector,
             failures: Mutex::new(HashMap::new()),
             spacing: Mutex::new(HashMap::new()),
-            pools_seen: Mutex::new(None),
+            pools_seen: PoolsSeen::default(),
         };
         (Arc::new(ctx), woken)
     }
@@ -108,19 +108,38 @@ impl Context {
             .unwrap_or(0);
         Duration::from_millis(500u64.saturating_mul(1 << n.min(7))).min(Duration::from_secs(60))
     }
+}
 
-    /// The store the controller reads the pools from.
-    pub fn watch_pools(&self, store: Store<NomadClientPool>) {
-        *self.pools_seen.lock().expect("pools seen lock") = Some(store);
+/// The stores the controller reads the pools from, one per watched scope
+/// (a namespace, or `None` for all of them).
+#[derive(Default)]
+pub struct PoolsSeen(Mutex<Vec<(Option<String>, Store<NomadClientPool>)>>);
+
+impl PoolsSeen {
+    /// The store of one watched scope; a scope started again replaces its
+    /// old store.
+    pub fn register(&self, scope: Option<String>, store: Store<NomadClientPool>) {
+        let mut stores = self.0.lock().expect("pools seen lock");
+        stores.retain(|(s, _)| *s != scope);
+        stores.push((scope, store));
     }
 
     /// Whether the controller has seen a newer spec of `pool` than the one
     /// planned from (an edit such as `dryRun` or `paused`, or the pool
     /// deleted): an action started before the pool's status write, which
-    /// is otherwise that check, is left to the next plan. Without a
-    /// controller (unit tests) nothing is known to be newer.
+    /// is otherwise that check, is left to the next plan. Nothing is known
+    /// to be newer of a pool no registered scope watches (unit tests).
     pub fn spec_moved_on(&self, pool: &NomadClientPool) -> bool {
-        let Some(store) = self.pools_seen.lock().expect("pools seen lock").clone() else {
+        let ns = pool.metadata.namespace.as_deref();
+        let store = {
+            let stores = self.0.lock().expect("pools seen lock");
+            let exact = stores
+                .iter()
+                .find(|(s, _)| s.is_some() && s.as_deref() == ns);
+            let store = exact.or_else(|| stores.iter().find(|(s, _)| s.is_none()));
+            store.map(|(_, store)| store.clone())
+        };
+        let Some(store) = store else {
             return false;
         };
         let seen = store.get(&ObjectRef::from_obj(pool));
@@ -140,7 +159,9 @@ fn newer_spec(seen: &NomadClientPool, planned: &NomadClientPool) -> bool {
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    use super::newer_spec;
+    use kube::runtime::{reflector, watcher};
+
+    use super::{PoolsSeen, newer_spec};
     use crate::api::{NomadClientPool, NomadClientPoolSpec};
 
     fn pool(generation: i64, status: &str) -> NomadClientPool {
@@ -172,6 +193,41 @@ mod tests {
         assert!(
             !newer_spec(&deleted, &deleted),
             "planned from the deleted pool"
+        );
+    }
+
+    #[test]
+    fn each_pool_is_looked_up_in_the_store_of_its_own_scope() {
+        let in_ns = |ns: &str, generation| {
+            let mut p = pool(generation, "100");
+            p.metadata.namespace = Some(ns.into());
+            p
+        };
+        let seen = PoolsSeen::default();
+        assert!(!seen.spec_moved_on(&in_ns("a", 3)), "no scope registered");
+        for (ns, generation) in [("a", 3), ("b", 5)] {
+            let (reader, mut writer) = reflector::store::<NomadClientPool>();
+            writer.apply_watcher_event(&watcher::Event::Apply(in_ns(ns, generation)));
+            seen.register(Some(ns.into()), reader);
+        }
+        assert!(!seen.spec_moved_on(&in_ns("a", 3)));
+        assert!(
+            seen.spec_moved_on(&in_ns("a", 2)),
+            "a newer spec in its own scope"
+        );
+        assert!(
+            !seen.spec_moved_on(&in_ns("b", 5)),
+            "the last scope registered does not hide the others"
+        );
+        assert!(
+            !seen.spec_moved_on(&in_ns("c", 1)),
+            "no scope watches c: nothing known"
+        );
+        let (reader, _writer) = reflector::store::<NomadClientPool>();
+        seen.register(Some("a".into()), reader);
+        assert!(
+            seen.spec_moved_on(&in_ns("a", 3)),
+            "gone from its scope's store: deleted"
         );
     }
 }

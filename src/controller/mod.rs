@@ -212,7 +212,7 @@ async fn run_scope(
     // else that matters reaches it through the Nomad watches, the group
     // view and the requeues.
     let (reader, writer) = reflector::store();
-    ctx.watch_pools(reader.clone());
+    ctx.pools_seen.register(namespace.clone(), reader.clone());
     // No back-off of its own here: the controller backs off its trigger
     // streams, and a second layer kept a pool blind for tens of seconds
     // after an API server restart.

@@ -4,7 +4,7 @@
 //! of those is written compare-and-swap, so a retirement cancelled
 //! meanwhile fails the write and stops its action. What the pool's status
 //! write checks for the others (that no newer spec came since the plan)
-//! each checks itself before it starts (`Context::spec_moved_on`).
+//! each checks itself before it starts (`PoolsSeen::spec_moved_on`).
 //!
 //! Why: a large scale-in writes thousands of records in one reconcile.
 //! Waiting for all of them was most of the time from "allocations finished"
@@ -120,7 +120,7 @@ pub async fn run(
                 if let Some(w) = &item.write {
                     write::status(api, &ctx.ledgers, w).await?;
                 }
-                if !ctx.spec_moved_on(pool) {
+                if !ctx.pools_seen.spec_moved_on(pool) {
                     (landed.terminate)(item.action);
                 }
                 Ok(item.target)
@@ -133,7 +133,7 @@ pub async fn run(
                 if let Some(w) = &item.write {
                     write::status_giving_way(api, &ctx.ledgers, w).await?;
                 }
-                if !ctx.spec_moved_on(pool) {
+                if !ctx.pools_seen.spec_moved_on(pool) {
                     (landed.drain)(item.action.clone(), item.name.clone()).await;
                 }
                 Ok(item.target)
