@@ -16,6 +16,13 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("cleanup on deletion: {0}")]
     Cleanup(#[source] CleanupError),
+    /// An action started ahead of the pool's status write found a newer
+    /// spec than the plan's (`PoolsSeen::spec_moved_on`): what the status
+    /// write's compare-and-swap would have refused.
+    #[error(
+        "the pool's spec changed since this reconcile planned; its actions wait for the next plan"
+    )]
+    SpecMovedOn,
 }
 
 impl Error {
@@ -33,7 +40,20 @@ impl Error {
         match inner {
             Error::StatusWrite(kube::Error::Api(s)) => s.code == 409,
             Error::RetirementWrite(w) => w.is_conflict(),
+            Error::SpecMovedOn => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_spec_that_moved_on_is_retried_soon_like_a_refused_status_write() {
+        assert!(Error::SpecMovedOn.is_conflict());
+        let inside = kube::runtime::finalizer::Error::ApplyFailed(Error::SpecMovedOn);
+        assert!(Error::Finalizer(Box::new(inside)).is_conflict());
     }
 }

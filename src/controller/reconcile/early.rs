@@ -4,7 +4,9 @@
 //! of those is written compare-and-swap, so a retirement cancelled
 //! meanwhile fails the write and stops its action. What the pool's status
 //! write checks for the others (that no newer spec came since the plan)
-//! each checks itself before it starts (`PoolsSeen::spec_moved_on`).
+//! each checks itself before it starts (`PoolsSeen::spec_moved_on`); one
+//! that finds a newer spec is left to the next plan, and the reconcile
+//! ends as a refused status write would end it (`Error::SpecMovedOn`).
 //!
 //! Why: a large scale-in writes thousands of records in one reconcile.
 //! Waiting for all of them was most of the time from "allocations finished"
@@ -14,6 +16,7 @@
 //! takes, the scale-in's slowest retirements (BENCHMARKS.md).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -93,13 +96,13 @@ pub struct Landed<'a> {
     pub records: &'a (dyn Fn() + Sync),
 }
 
-/// The actions the write-ahead step took on (started, or left to the next
-/// plan when the spec moved on): `act` runs none of them again.
+/// The actions the write-ahead step started: `act` runs none of them
+/// again.
 #[derive(Default)]
 pub struct Ahead {
-    /// Instances whose terminate it took on.
+    /// Instances whose terminate it started.
     pub instances: HashSet<String>,
-    /// Clients whose drain it took on.
+    /// Clients whose drain it ran.
     pub drains: HashSet<String>,
 }
 
@@ -112,6 +115,14 @@ pub async fn run(
     lanes: &Lanes<'_>,
     landed: &Landed<'_>,
 ) -> Result<Ahead, Error> {
+    let overtaken = AtomicBool::new(false);
+    let overtaken = &overtaken;
+    // Ours to start unless a newer spec came since the plan.
+    let current = move || {
+        let moved_on = ctx.pools_seen.spec_moved_on(pool);
+        overtaken.fetch_or(moved_on, Ordering::Relaxed);
+        !moved_on
+    };
     // Boxed eagerly: a lazy map over borrowed items trips the controller's
     // Send check.
     let terminates = (lanes.terminates.iter())
@@ -120,7 +131,7 @@ pub async fn run(
                 if let Some(w) = &item.write {
                     write::status(api, &ctx.ledgers, w).await?;
                 }
-                if !ctx.pools_seen.spec_moved_on(pool) {
+                if current() {
                     (landed.terminate)(item.action);
                 }
                 Ok(item.target)
@@ -133,7 +144,7 @@ pub async fn run(
                 if let Some(w) = &item.write {
                     write::status_giving_way(api, &ctx.ledgers, w).await?;
                 }
-                if !ctx.pools_seen.spec_moved_on(pool) {
+                if current() {
                     (landed.drain)(item.action.clone(), item.name.clone()).await;
                 }
                 Ok(item.target)
@@ -141,10 +152,17 @@ pub async fn run(
         })
         .collect();
     let (instances, drains) = futures::join!(side_by_side(terminates), side_by_side(drains));
-    Ok(Ahead {
+    let ahead = Ahead {
         instances: instances.map_err(Error::RetirementWrite)?,
         drains: drains.map_err(Error::RetirementWrite)?,
-    })
+    };
+    // As the pool's status write would have refused: the next plan, on
+    // the newer spec, decides what was left (and a check that kept
+    // answering so would show as a failing reconcile, not a quiet stall).
+    if overtaken.load(Ordering::Relaxed) {
+        return Err(Error::SpecMovedOn);
+    }
+    Ok(ahead)
 }
 
 /// One item's write and action; its target.
