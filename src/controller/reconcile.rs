@@ -244,7 +244,7 @@ async fn write_and_act(
         },
         drain: &|action, name| {
             Box::pin(async move {
-                let failed = act::drain_early(pool, rt, seen, &action, name.clone()).await;
+                let failed = act::drain_early(pool, rt, seen, &action, &name).await;
                 drain_failures.lock().expect("failures lock").extend(failed);
                 busy.landed(&name);
                 acted(action.node_id().unwrap_or_default());

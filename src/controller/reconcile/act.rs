@@ -86,10 +86,8 @@ pub async fn act(
     ahead: &early::Ahead,
     acted: &(dyn Fn(&str) + Sync),
 ) -> Vec<ActionError> {
-    let records = &Records {
-        names,
-        drains: &seen.drains,
-    };
+    // The retirement of each client, named in its drain's Meta.
+    let named = |a: &Action| a.node_id().and_then(|n| names.get(n)).map(String::as_str);
     // Terminate calls run on their own: a slow or throttled cloud must not
     // hold the next drained node back until every call of this reconcile
     // returned. The write-ahead status already names them; the in-flight
@@ -123,7 +121,7 @@ pub async fn act(
         .into_iter()
         .map(|action| {
             Box::pin(async move {
-                let failed = run_logged(pool, rt, records, action).await;
+                let failed = run_logged(pool, rt, &seen.drains, named(action), action).await;
                 acted(action.node_id().unwrap_or_default());
                 failed
             }) as _
@@ -143,7 +141,7 @@ pub async fn act(
     );
     if !terminates_running {
         for action in group_actions {
-            failures.extend(run_logged(pool, rt, records, action).await);
+            failures.extend(run_logged(pool, rt, &seen.drains, named(action), action).await);
         }
     }
     failures
@@ -341,44 +339,35 @@ pub async fn drain_early(
     rt: &PoolRuntime,
     seen: &Observed,
     action: &Action,
-    name: String,
+    name: &str,
 ) -> Option<ActionError> {
-    let node_id = action.node_id().unwrap_or_default().to_owned();
-    let names = HashMap::from([(node_id, name)]);
-    let records = Records {
-        names: &names,
-        drains: &seen.drains,
-    };
-    run_logged(pool, rt, &records, action).await
+    run_logged(pool, rt, &seen.drains, Some(name), action).await
 }
 
 /// Run one action in a span naming its node; the error, if any, for status.
+/// `drains`: the clients whose retirement sets its own drain; `retirement`:
+/// the action's client's, named in its drain's Meta.
 async fn run_logged(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
-    records: &Records<'_>,
+    drains: &HashMap<String, DrainPolicy>,
+    retirement: Option<&str>,
     action: &Action,
 ) -> Option<ActionError> {
     let span = tracing::info_span!("action", node = action.node_id().unwrap_or("-"));
-    let result = run_action(pool, rt, records, action).instrument(span).await;
+    let result = run_action(pool, rt, (drains, retirement), action)
+        .instrument(span)
+        .await;
     if let Err(e) = &result {
         warn!(?action, error = %e, "action failed; retried on the next reconcile");
     }
     result.err()
 }
 
-/// What the retirement objects say about each client's actions.
-struct Records<'a> {
-    /// The retirement of each client, named in its drain's Meta.
-    names: &'a HashMap<String, String>,
-    /// Clients whose retirement sets its own drain.
-    drains: &'a HashMap<String, DrainPolicy>,
-}
-
 async fn run_action(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
-    records: &Records<'_>,
+    (drains, retirement): (&HashMap<String, DrainPolicy>, Option<&str>),
     action: &Action,
 ) -> Result<(), ActionError> {
     let nomad = &rt.nomad;
@@ -388,7 +377,7 @@ async fn run_action(
             .await
             .map(|r| rt.wrote(node_id, r.index)),
         Action::Drain { node_id, mark } => {
-            let drain = records.drains.get(node_id).unwrap_or(&pool.spec.drain);
+            let drain = drains.get(node_id).unwrap_or(&pool.spec.drain);
             let spec = match drain.deadline.as_deref().and_then(plan::parse_go_duration) {
                 Some(d) => DrainSpec::with_deadline(d.unsigned_abs(), drain.ignore_system_jobs),
                 None => DrainSpec::no_deadline(drain.ignore_system_jobs),
@@ -403,7 +392,7 @@ async fn run_action(
                     &pool.uid().unwrap_or_default(),
                     mark,
                 ),
-                records.names.get(node_id).map(String::as_str),
+                retirement,
             );
             let req = DrainRequest {
                 drain_spec: Some(spec),
