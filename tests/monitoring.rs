@@ -150,19 +150,20 @@ async fn rules_and_dashboard_read_only_what_the_operator_exports() {
     let (_, alloc) = jobs.iter().find(|(n, _)| *n == node_id).unwrap().clone();
     let pool = format!("{}/pool", w.namespace);
     let p = pool.as_str();
-    // Nomad refuses the cordon: a failed action. (A retire entry replaces
-    // the VM unless it says `replace: false`: reason Replace.)
+    // Nomad refuses the drain (the first call: it cordons the client too):
+    // a failed action. (A retire entry replaces the VM unless it says
+    // `replace: false`: reason Replace.)
     w.sim
         .post(
             "/sim/faults",
-            json!({"path_prefix": format!("/v1/node/{node_id}/eligibility"), "error_rate": 1.0}),
+            json!({"path_prefix": format!("/v1/node/{node_id}/drain"), "error_rate": 1.0}),
         )
         .await;
     w.apply_pool(&w.pool_manifest("pool", json!({"retire": [{"instanceID": instance}]})))
         .await;
 
     let mut seen = Exposition::default();
-    scrape_until(&w, &mut seen, "the refused cordon", |e| {
+    scrape_until(&w, &mut seen, "the refused drain", |e| {
         e.values(
             "nomadpool_action_failures_total",
             &[("pool", p), ("action", "nomad")],
@@ -240,7 +241,7 @@ async fn rules_and_dashboard_read_only_what_the_operator_exports() {
             &[("pool", p), ("reason", "Replace")]
         ),
         [1.0],
-        "one retirement started, counted once though its first cordon failed"
+        "one retirement started, counted once though its first drain failed"
     );
     assert_eq!(
         end.values(

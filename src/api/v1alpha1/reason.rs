@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
     JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
 )]
 pub enum RetirePhase {
-    /// Chosen; about to be made ineligible.
+    /// Chosen; about to be made ineligible. Only a broken client (nothing
+    /// to drain) is recorded here; the others start in `Cordoned`.
     Selected,
-    /// Ineligible for new work; about to be drained.
+    /// About to be drained, which makes the client ineligible for new work
+    /// at once; waiting to see the drain running.
     Cordoned,
     /// Drain sent; waiting for Nomad and for every allocation to stop.
     Draining,

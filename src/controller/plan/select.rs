@@ -371,10 +371,7 @@ pub(super) fn select(
             node.instance_id.as_deref().unwrap_or("instance unknown")
         ),
     );
-    plan.actions.push(Action::Cordon {
-        node_id: node.id.clone(),
-    });
-    RetiringNode {
+    let mut entry = RetiringNode {
         node_id: node.id.clone(),
         node_name: node.name.clone(),
         instance_id: node.instance_id.clone(),
@@ -395,7 +392,25 @@ pub(super) fn select(
             .unwrap_or(0) as i32,
         blocking_jobs: vec![],
         message: None,
+    };
+    if reason == RetireReason::Unhealthy {
+        // Nothing is drained off a broken client (`remediation`): it is
+        // only cordoned, from `Selected`.
+        plan.actions.push(Action::Cordon {
+            node_id: node.id.clone(),
+        });
+    } else {
+        // Nomad marks a client ineligible the moment its drain is set
+        // (ref §2), so the drain is the cordon: it goes out with the
+        // first record, `Cordoned`, which says what cancelling must give
+        // back (`cordoned_by_pool`). A `Selected` record and an
+        // eligibility call before it cost every client one status write
+        // (the API server's dearest request), one Nomad call and one
+        // reconcile before its drain.
+        entry.phase = RetirePhase::Cordoned;
+        plan.actions.push(super::advance::drain(&entry));
     }
+    entry
 }
 
 /// Pick up to `want` clients for a scale-in, in the spec's order, skipping any

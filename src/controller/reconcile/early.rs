@@ -1,8 +1,9 @@
 //! Early: the actions that start as soon as their own record lands instead
 //! of after every write of the reconcile. A terminate waits on its
-//! retirement's `Terminating` record, a drain on its `Cordoned` one; each
-//! of those is written compare-and-swap, so a retirement cancelled
-//! meanwhile fails the write and stops its action. What the pool's status
+//! retirement's `Terminating` record, a drain on its `Cordoned` one (for a
+//! client selected in this plan: its object's creation, then that first
+//! record); each status is written compare-and-swap, so a retirement
+//! cancelled meanwhile fails the write and stops its action. What the pool's status
 //! write checks for the others (that no newer spec came since the plan)
 //! each checks itself before it starts (`PoolsSeen::spec_moved_on`); one
 //! that finds a newer spec is left to the next plan, and the reconcile
@@ -25,17 +26,26 @@ use kube::Api;
 use super::super::plan::{self, Action};
 use super::super::retirement::{sync, write};
 use super::super::{Context, Error};
-use crate::api::{NomadClientPool, NomadClientRetirement};
+use crate::api::{NomadClientPool, NomadClientRetirement, NomadClientRetirementStatus};
 
-/// A planned action and the one write it waits on: its retirement's new
-/// status, or none when that record landed in an earlier reconcile.
+/// A planned action and the one write it waits on, if any: none when its
+/// record landed in an earlier reconcile.
 struct Item<'a> {
     action: &'a Action,
     /// The instance (a terminate) or the client (a drain) acted on.
     target: &'a str,
     /// Its retirement, named in a drain's Meta.
     name: String,
-    write: Option<sync::StatusWrite>,
+    write: Option<Record>,
+}
+
+/// The write an early action waits on.
+enum Record {
+    /// Its retirement's new status.
+    Status(Box<sync::StatusWrite>),
+    /// Its retirement's object and first status (a drain of a client this
+    /// plan selected).
+    Create(Box<(NomadClientRetirement, NomadClientRetirementStatus)>),
 }
 
 /// The plan's actions that start early, by kind.
@@ -44,10 +54,10 @@ pub struct Lanes<'a> {
     drains: Vec<Item<'a>>,
 }
 
-/// Take each planned terminate's and drain's own status write out of
-/// `writes` (pure). An action whose retirement is created, taken over or
-/// finished in this reconcile stays with `act`, after every write: its
-/// object is what the pool's status write vouches for.
+/// Take each planned terminate's and drain's own write out of `writes`
+/// (pure): its retirement's status, or for a drain its creation. A
+/// terminate of a retirement created in this reconcile, and any action of
+/// one taken over or finished in it, stays with `act`, after every write.
 pub fn lanes<'a>(planned: &'a plan::Plan, writes: &mut sync::Writes) -> Lanes<'a> {
     let mut lanes = Lanes {
         terminates: Vec::new(),
@@ -67,14 +77,17 @@ pub fn lanes<'a>(planned: &'a plan::Plan, writes: &mut sync::Writes) -> Lanes<'a
             continue;
         };
         let named = |o: &NomadClientRetirement| o.metadata.name.as_deref() == Some(name.as_str());
-        if writes.creates.iter().any(|(o, _)| named(o))
-            || (writes.adopts.iter().chain(&writes.finishes)).any(|w| named(&w.object))
-        {
+        if (writes.adopts.iter().chain(&writes.finishes)).any(|w| named(&w.object)) {
             continue;
         }
-        let write = (writes.statuses.iter())
-            .position(|w| named(&w.object))
-            .map(|i| writes.statuses.swap_remove(i));
+        let created = writes.creates.iter().position(|(o, _)| named(o));
+        let write = match created {
+            Some(_) if !matches!(action, Action::Drain { .. }) => continue,
+            Some(i) => Some(Record::Create(Box::new(writes.creates.swap_remove(i)))),
+            None => (writes.statuses.iter())
+                .position(|w| named(&w.object))
+                .map(|i| Record::Status(Box::new(writes.statuses.swap_remove(i)))),
+        };
         lane.push(Item {
             action,
             target,
@@ -128,7 +141,7 @@ pub async fn run(
     let terminates = (lanes.terminates.iter())
         .map(|item| {
             Box::pin(async move {
-                if let Some(w) = &item.write {
+                if let Some(Record::Status(w)) = &item.write {
                     write::status(api, &ctx.ledgers, w).await?;
                 }
                 if current() {
@@ -141,8 +154,14 @@ pub async fn run(
     let drains = (lanes.drains.iter())
         .map(|item| {
             Box::pin(async move {
-                if let Some(w) = &item.write {
-                    write::status_giving_way(api, &ctx.ledgers, w).await?;
+                match &item.write {
+                    Some(Record::Status(w)) => {
+                        write::status_giving_way(api, &ctx.ledgers, w).await?;
+                    }
+                    Some(Record::Create(c)) => {
+                        write::create_giving_way(api, pool, &ctx.ledgers, c).await?;
+                    }
+                    None => {}
                 }
                 if current() {
                     (landed.drain)(item.action.clone(), item.name.clone()).await;
@@ -179,7 +198,7 @@ async fn side_by_side(calls: Vec<Call<'_>>) -> Result<HashSet<String>, write::Wr
 
 #[cfg(test)]
 mod tests {
-    use super::lanes;
+    use super::{Record, lanes};
     use crate::api::{RetireReason, RetirementPhase};
     use crate::controller::drain_meta::DrainMark;
     use crate::controller::plan::{self, Action};
@@ -247,10 +266,12 @@ mod tests {
             items
                 .iter()
                 .map(|i| {
-                    let name = i
-                        .write
-                        .as_ref()
-                        .map(|w| w.object.metadata.name.clone().unwrap());
+                    let name = i.write.as_ref().map(|w| match w {
+                        Record::Status(w) => w.object.metadata.name.clone().unwrap(),
+                        Record::Create(c) => {
+                            format!("create {}", c.0.metadata.name.clone().unwrap())
+                        }
+                    });
                     (i.target.to_string(), name)
                 })
                 .collect()
@@ -262,8 +283,11 @@ mod tests {
         );
         assert_eq!(
             summary(&lanes.drains),
-            [("e".into(), Some("ret-e".into()))],
-            "f's object is created in this reconcile: its drain waits for every write"
+            [
+                ("e".into(), Some("ret-e".into())),
+                ("f".into(), Some("create ret-f".into()))
+            ],
+            "f's object is created in this reconcile: its drain waits for that creation only"
         );
         assert_eq!(
             lanes.drains[0].name, "ret-e",
@@ -273,6 +297,13 @@ mod tests {
             .map(|w| w.object.metadata.name.clone().unwrap())
             .collect();
         assert_eq!(left, ["ret-b"]);
-        assert_eq!(writes.creates.len(), 2);
+        let created: Vec<_> = (writes.creates.iter())
+            .map(|(o, _)| o.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            created,
+            ["ret-c"],
+            "the terminate's stays in the bulk creates"
+        );
     }
 }

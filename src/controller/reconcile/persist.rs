@@ -248,6 +248,13 @@ pub async fn write_ahead(
     let api: Api<NomadClientRetirement> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let behind = write_behind_part(&mut writes, planned);
+    // Read before the lanes take their creations out of `writes`.
+    let pool_decides = !writes.creates.is_empty()
+        || !writes.adopts.is_empty()
+        || planned
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     let lanes = early::lanes(planned, &mut writes);
     let rest = async {
         let written = write::write_ahead(&api, pool, &ctx.ledgers, &writes).await;
@@ -259,12 +266,6 @@ pub async fn write_ahead(
     let (ahead, rest) = futures::join!(early::run((&api, ctx, pool), &lanes, landed), rest);
     let ahead = ahead?;
     rest.map_err(Error::RetirementWrite)?;
-    let pool_decides = !writes.creates.is_empty()
-        || !writes.adopts.is_empty()
-        || planned
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     let progress_only = status::only_progress_differs(previous, next);
     let progress_waits = progress_only
         && !pool_decides

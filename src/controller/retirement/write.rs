@@ -225,16 +225,21 @@ async fn create(
     Ok(())
 }
 
-/// A retirement starts when its first record in phase `Selected` lands,
-/// counted then and only then: a plan whose writes failed is planned (and
-/// its clients selected) again, and an object created for a drain already
-/// under way (adopted after a lost status) starts in a later phase.
+/// A retirement starts when its first record lands in the phase a
+/// selection writes (`Cordoned`, the drain going out with it; `Selected`
+/// for a broken client, only cordoned), counted then and only then: a plan
+/// whose writes failed is planned (and its clients selected) again, and an
+/// object created for a drain already under way (adopted after a lost
+/// status) starts in a later phase.
 fn count_start(
     pool: &NomadClientPool,
     obj: &NomadClientRetirement,
     status: &NomadClientRetirementStatus,
 ) {
-    if status.phase == Some(RetirementPhase::Selected) {
+    if matches!(
+        status.phase,
+        Some(RetirementPhase::Selected | RetirementPhase::Cordoned)
+    ) {
         let key = format!(
             "{}/{}",
             pool.namespace().unwrap_or_default(),
@@ -273,6 +278,18 @@ pub async fn status(
 ) -> Result<(), WriteError> {
     let _urgent = ledger.urgent.begin();
     write_status(api, ledger, &w.object, &w.status).await
+}
+
+/// A new retirement (its object, then its first record) whose drain starts
+/// once both landed: it gives way like the bulk writes.
+pub async fn create_giving_way(
+    api: &Api<NomadClientRetirement>,
+    pool: &NomadClientPool,
+    ledger: &Ledgers,
+    (obj, status): &(NomadClientRetirement, NomadClientRetirementStatus),
+) -> Result<(), WriteError> {
+    ledger.urgent.give_way().await;
+    create(api, pool, ledger, obj, status).await
 }
 
 /// One new status whose action starts once it lands, but that a VM does

@@ -105,7 +105,7 @@ fn clients_still_returning_to_service_count_until_they_are_back() {
     w.nodes[0].eligible = true;
     let p = w.plan();
     assert!(p.events.iter().any(|e| e.reason == "ReturnedToService"));
-    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Selected)]);
+    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Cordoned)]);
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn retiring_a_client_already_out_of_service_costs_no_budget() {
         ..Default::default()
     }];
     let p = w.plan();
-    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Selected)]);
+    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Cordoned)]);
     assert!(!p.retiring[0].cordoned_by_pool);
 
     // An eligible client named next to it waits for the budget.
@@ -129,7 +129,7 @@ fn retiring_a_client_already_out_of_service_costs_no_budget() {
         ..Default::default()
     });
     let p = w.plan();
-    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Selected)]);
+    assert_eq!(phases(&p), [("client-0".into(), RetirePhase::Cordoned)]);
     assert!(p.blockers.contains(&Blocker::BudgetExhausted {
         in_flight: 1,
         budget: 1

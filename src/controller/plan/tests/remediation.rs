@@ -397,7 +397,7 @@ fn a_client_named_in_spec_retire_goes_even_when_opted_out() {
         ..Default::default()
     }];
     let p = w.plan();
-    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Selected)]);
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cordoned)]);
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn aged_world() -> World {
 
 fn selected(p: &Plan) -> Vec<(String, RetireReason, bool)> {
     (p.retiring.iter())
-        .filter(|r| r.phase == RetirePhase::Selected)
+        .filter(|r| r.phase == RetirePhase::Cordoned)
         .map(|r| (r.node_name.clone(), r.reason, r.decrement))
         .collect()
 }
@@ -46,7 +46,12 @@ fn expired_clients_are_replaced_oldest_first_within_the_budget() {
             ("client-1".into(), RetireReason::Expired, false),
         ]
     );
-    assert!(p.actions.contains(&Action::Cordon { node_id: w.id(3) }));
+    assert!(
+        (p.actions.iter())
+            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(3))),
+        "{:?}",
+        p.actions
+    );
     assert!(
         (p.blockers.iter()).any(|b| matches!(b, Blocker::BudgetExhausted { budget: 2, .. })),
         "{:?}",

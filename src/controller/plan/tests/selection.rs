@@ -21,7 +21,7 @@ fn budget_counts_and_percentages() {
 }
 
 #[test]
-fn scale_in_selects_least_busy_within_budget_and_cordons_first() {
+fn scale_in_selects_least_busy_within_budget_and_drains_them_at_once() {
     let mut w = World::new(6, Some(2));
     w.load = Some(
         [
@@ -39,17 +39,19 @@ fn scale_in_selects_least_busy_within_budget_and_cordons_first() {
     assert_eq!(
         phases(&p),
         [
-            ("client-1".into(), RetirePhase::Selected),
-            ("client-3".into(), RetirePhase::Selected)
+            ("client-1".into(), RetirePhase::Cordoned),
+            ("client-3".into(), RetirePhase::Cordoned)
         ]
     );
-    assert_eq!(
-        p.actions,
-        [
-            Action::Cordon { node_id: w.id(1) },
-            Action::Cordon { node_id: w.id(3) }
-        ]
-    );
+    // The drain is the cordon (Nomad sets a draining client ineligible):
+    // no eligibility call before it, no reconcile between.
+    let drained: Vec<_> = (p.actions.iter())
+        .map(|a| match a {
+            Action::Drain { node_id, mark } => (node_id.clone(), mark.cordoned_by_pool),
+            other => panic!("only drains: {other:?}"),
+        })
+        .collect();
+    assert_eq!(drained, [(w.id(1), true), (w.id(3), true)]);
     assert!(p.blockers.is_empty());
     assert!(p.retiring.iter().all(|r| r.decrement && r.cordoned_by_pool));
     assert_eq!(p.desired_nodes, 2);
@@ -93,7 +95,7 @@ fn selection_skips_ineligible_draining_down_and_unmapped_clients() {
     w.nodes[2].status = NodeStatus::Down;
     w.nodes[3].instance_id = None;
     let p = w.plan();
-    assert_eq!(phases(&p), [("client-4".into(), RetirePhase::Selected)]);
+    assert_eq!(phases(&p), [("client-4".into(), RetirePhase::Cordoned)]);
     assert!(matches!(&p.blockers[..], [Blocker::Preflight(m)] if m.contains("client-3")));
 }
 
