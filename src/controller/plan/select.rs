@@ -401,9 +401,9 @@ pub(super) fn select(
         });
     } else {
         // Nomad marks a client ineligible the moment its drain is set
-        // (ref §2), so the drain is the cordon: it goes out with the
-        // first record, `Cordoned`, which says what cancelling must give
-        // back (`cordoned_by_pool`). A `Selected` record and an
+        // (nomad-api.md §2.4), so the drain is the cordon: it goes out
+        // with the first record, `Cordoned`, which says what cancelling
+        // must give back (`cordoned_by_pool`). A `Selected` record and an
         // eligibility call before it cost every client one status write
         // (the API server's dearest request), one Nomad call and one
         // reconcile before its drain.

@@ -3,11 +3,12 @@
 //! retirement's `Terminating` record, a drain on its `Cordoned` one (for a
 //! client selected in this plan: its object's creation, then that first
 //! record); each status is written compare-and-swap, so a retirement
-//! cancelled meanwhile fails the write and stops its action. What the pool's status
-//! write checks for the others (that no newer spec came since the plan)
-//! each checks itself before it starts (`PoolsSeen::spec_moved_on`); one
-//! that finds a newer spec is left to the next plan, and the reconcile
-//! ends as a refused status write would end it (`Error::SpecMovedOn`).
+//! cancelled meanwhile fails the write and stops its action. What the
+//! pool's status write checks for the others (that no newer spec came
+//! since the plan) each checks itself before it starts
+//! (`PoolsSeen::spec_moved_on`); one that finds a newer spec is left to
+//! the next plan, and the reconcile ends as a refused status write would
+//! end it (`Error::SpecMovedOn`).
 //!
 //! Why: a large scale-in writes thousands of records in one reconcile.
 //! Waiting for all of them was most of the time from "allocations finished"
