@@ -281,7 +281,11 @@ impl NodeWatch {
             stale: true,
             ..QueryOptions::default()
         };
-        let listed = self.client.list_nodes(Some(&filter), &q).await?;
+        let client = &self.client;
+        let listed = backoff::quickly("opted-out node list", || {
+            client.list_nodes(Some(&filter), &q)
+        })
+        .await?;
         let ids: HashSet<String> = listed.value.iter().map(|n| n.id.clone()).collect();
         if *self.opted_out != ids {
             self.opted_out = Arc::new(ids);
