@@ -99,6 +99,13 @@ pub fn lanes<'a>(planned: &'a plan::Plan, writes: &mut sync::Writes) -> Lanes<'a
     lanes
 }
 
+impl Lanes<'_> {
+    /// Whether a lane took a retirement's creation out of the writes.
+    pub fn create(&self) -> bool {
+        (self.drains.iter()).any(|i| matches!(i.write, Some(Record::Create(_))))
+    }
+}
+
 /// What the write-ahead step calls as records land.
 pub struct Landed<'a> {
     /// A terminate whose own record landed: start it (on its own task).
@@ -306,5 +313,18 @@ mod tests {
             ["ret-c"],
             "the terminate's stays in the bulk creates"
         );
+        assert!(lanes.create(), "the pool's status write must still check f");
+        let resent = plan::Plan {
+            actions: vec![drain("e")],
+            ..Default::default()
+        };
+        let mut cordoned = sync::Writes {
+            statuses: vec![moved(&draining("ret-e", 2), |s| {
+                s.phase = Some(RetirementPhase::Cordoned)
+            })],
+            names: [("e".to_string(), "ret-e".to_string())].into(),
+            ..Default::default()
+        };
+        assert!(!super::lanes(&resent, &mut cordoned).create());
     }
 }

@@ -248,14 +248,16 @@ pub async fn write_ahead(
     let api: Api<NomadClientRetirement> =
         Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let behind = write_behind_part(&mut writes, planned);
-    // Read before the lanes take their creations out of `writes`.
-    let pool_decides = !writes.creates.is_empty()
+    let lanes = early::lanes(planned, &mut writes);
+    // Creations count wherever they are written: the lanes take theirs out
+    // of `writes`.
+    let pool_decides = lanes.create()
+        || !writes.creates.is_empty()
         || !writes.adopts.is_empty()
         || planned
             .actions
             .iter()
             .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
-    let lanes = early::lanes(planned, &mut writes);
     let rest = async {
         let written = write::write_ahead(&api, pool, &ctx.ledgers, &writes).await;
         if written.is_ok() {
