@@ -12,9 +12,10 @@ use futures::future::join_all;
 use npo_testkit::{asg_client, ec2_client, unique};
 
 use nomad_pool_operator::provider::{
-    AwsAutoScalingGroup, BatchTerminations, CloudProvider, DETACHED_TAG, GroupState, Lifecycle,
-    TerminateOutcome,
+    AwsAsgConfig, AwsAutoScalingGroup, BatchTerminations, CloudProvider, DETACHED_TAG, GroupState,
+    Lifecycle, TerminateOutcome,
 };
+use npo_testkit::proxy::aws_faults::FaultProxy;
 
 async fn create_group(test: &str, min: i32, max: i32, desired: i32) -> String {
     let name = unique(&format!("npo-{test}"));
@@ -88,6 +89,31 @@ async fn twenty_five_vms_at_once_end_tagged_and_lower_desired_once_each() {
     let again = p.terminate_instance(&victims[0], true).await;
     assert_eq!(again, Ok(TerminateOutcome::AlreadyTerminating));
     assert_eq!(describe(&p).await.desired_capacity, 5);
+}
+
+/// The batches that start together read the group's hooks once: each
+/// sending its own `DescribeLifecycleHooks` was ten calls at once, on an
+/// API AWS throttles per account.
+#[tokio::test]
+async fn batches_that_start_together_read_the_groups_hooks_once() {
+    let name = create_group("batch-hooks-once", 0, 30, 25).await;
+    let proxy = FaultProxy::start(&npo_testkit::moto_endpoint(), 1).await;
+    let p = AwsAutoScalingGroup::new(AwsAsgConfig {
+        endpoint: Some(proxy.url.clone()),
+        batch: Some(BatchTerminations { own_hook: None }),
+        ..npo_testkit::aws::moto_config(&name)
+    })
+    .await
+    .expect("the AWS provider through the proxy");
+    let victims: Vec<String> = in_service(&describe(&p).await)[..20].to_vec();
+    let answers = join_all(victims.iter().map(|id| p.terminate_new_instance(id, true))).await;
+    assert!(
+        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
+        "{answers:?}"
+    );
+    let stats = proxy.stats();
+    let reads = stats.get("DescribeLifecycleHooks").map(|s| s.requests);
+    assert_eq!(reads, Some(1), "{stats:?}");
 }
 
 #[tokio::test]

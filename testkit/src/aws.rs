@@ -28,8 +28,21 @@ pub async fn moto_provider_with(
     group: &str,
     batch: Option<nomad_pool_operator::provider::BatchTerminations>,
 ) -> nomad_pool_operator::provider::AwsAutoScalingGroup {
-    use nomad_pool_operator::provider::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials};
+    use nomad_pool_operator::provider::{AwsAsgConfig, AwsAutoScalingGroup};
     AwsAutoScalingGroup::new(AwsAsgConfig {
+        batch,
+        ..moto_config(group)
+    })
+    .await
+    .expect("the AWS provider on moto")
+}
+
+/// The provider's configuration for `group` on the environment's moto, with
+/// moto's static credentials (for a test that points it elsewhere, e.g. a
+/// proxy in front of moto).
+pub fn moto_config(group: &str) -> nomad_pool_operator::provider::AwsAsgConfig {
+    use nomad_pool_operator::provider::{AwsAsgConfig, AwsCredentials};
+    AwsAsgConfig {
         group_name: group.to_owned(),
         region: "us-east-1".into(),
         endpoint: Some(moto_endpoint()),
@@ -38,10 +51,8 @@ pub async fn moto_provider_with(
             secret_access_key: "testing".into(),
             session_token: None,
         },
-        batch,
-    })
-    .await
-    .expect("the AWS provider on moto")
+        batch: None,
+    }
 }
 
 pub fn asg_client() -> AsgClient {

@@ -121,7 +121,10 @@ pub(super) struct Batcher {
     queue: Mutex<Queue>,
     slots: Semaphore,
     /// Whether the group's hooks allow batches, and when that was read.
-    hooks_allow: Mutex<Option<(Instant, bool)>>,
+    /// An async lock held across the read: the batches that start together
+    /// (up to `SLOTS`) wait for one `DescribeLifecycleHooks` instead of
+    /// each sending its own, a throttled call on a real account.
+    hooks_allow: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Batcher {
@@ -139,7 +142,7 @@ impl Batcher {
             own_hook: wanted.own_hook,
             queue: Mutex::new(Queue::default()),
             slots: Semaphore::new(SLOTS),
-            hooks_allow: Mutex::new(None),
+            hooks_allow: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -288,7 +291,8 @@ impl Batcher {
     /// Whether the group has no terminating hook but the pool's own. Read
     /// again after [`HOOKS_FRESH`]; an unreadable answer means no.
     async fn hooks_allow_batches(&self, aws: &AwsAutoScalingGroup) -> bool {
-        if let Some((read, allow)) = *self.hooks_allow.lock().expect("hooks lock")
+        let mut known = self.hooks_allow.lock().await;
+        if let Some((read, allow)) = *known
             && read.elapsed() < HOOKS_FRESH
         {
             return allow;
@@ -308,7 +312,7 @@ impl Batcher {
                 false
             }
         };
-        *self.hooks_allow.lock().expect("hooks lock") = Some((Instant::now(), allow));
+        *known = Some((Instant::now(), allow));
         allow
     }
 
