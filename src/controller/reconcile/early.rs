@@ -101,7 +101,7 @@ pub fn lanes<'a>(planned: &'a plan::Plan, writes: &mut sync::Writes) -> Lanes<'a
 
 impl Lanes<'_> {
     /// Whether a lane took a retirement's creation out of the writes.
-    pub fn create(&self) -> bool {
+    pub fn took_creations(&self) -> bool {
         (self.drains.iter()).any(|i| matches!(i.write, Some(Record::Create(_))))
     }
 }
@@ -313,7 +313,10 @@ mod tests {
             ["ret-c"],
             "the terminate's stays in the bulk creates"
         );
-        assert!(lanes.create(), "the pool's status write must still check f");
+        assert!(
+            lanes.took_creations(),
+            "the pool's status write must still check f"
+        );
         let resent = plan::Plan {
             actions: vec![drain("e")],
             ..Default::default()
@@ -325,6 +328,6 @@ mod tests {
             names: [("e".to_string(), "ret-e".to_string())].into(),
             ..Default::default()
         };
-        assert!(!super::lanes(&resent, &mut cordoned).create());
+        assert!(!super::lanes(&resent, &mut cordoned).took_creations());
     }
 }

@@ -251,7 +251,7 @@ pub async fn write_ahead(
     let lanes = early::lanes(planned, &mut writes);
     // Creations count wherever they are written: the lanes take theirs out
     // of `writes`.
-    let pool_decides = lanes.create()
+    let pool_decides = lanes.took_creations()
         || !writes.creates.is_empty()
         || !writes.adopts.is_empty()
         || planned
