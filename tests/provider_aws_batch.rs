@@ -149,6 +149,47 @@ async fn a_vm_detached_but_not_yet_terminated_is_ended_on_the_retry() {
     assert_eq!(describe(&p).await.desired_capacity, 2, "one decrement only");
 }
 
+/// A VM whose retirement is gone too (or that no terminate is called for
+/// again: the group no longer counts it) is ended by the restarted
+/// process's first read of the group; an untagged one beside it is not.
+#[tokio::test]
+async fn the_first_read_after_a_restart_ends_the_vms_a_batch_left_detached() {
+    let name = create_group("batch-sweep", 0, 5, 4).await;
+    let p = batching(&name, None).await;
+    let members = in_service(&describe(&p).await);
+    let (ours, theirs, tagged_in_service) = (&members[0], &members[1], &members[2]);
+    // Two batches' tags landed; one detach landed and the process died.
+    (ec2_client().create_tags())
+        .resources(ours)
+        .resources(tagged_in_service)
+        .tags(Tag::builder().key(DETACHED_TAG).value(&name).build())
+        .send()
+        .await
+        .expect("CreateTags");
+    for id in [ours, theirs] {
+        (asg_client().detach_instances())
+            .auto_scaling_group_name(&name)
+            .instance_ids(id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .expect("DetachInstances");
+    }
+
+    let restarted = batching(&name, None).await;
+    let g = describe(&restarted).await;
+    assert_eq!(g.desired_capacity, 2, "the sweep changes no capacity");
+    let ids = [ours.clone(), theirs.clone(), tagged_in_service.clone()];
+    let view = ec2_view(&ids, &name).await;
+    assert!(ended(&view[ours].0), "ours is ended: {view:?}");
+    assert_eq!(view[theirs].0, InstanceStateName::Running, "{view:?}");
+    assert_eq!(
+        view[tagged_in_service].0,
+        InstanceStateName::Running,
+        "still in the group: {view:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_vm_someone_else_detached_is_left_running() {
     let name = create_group("batch-foreign", 0, 5, 3).await;

@@ -341,7 +341,14 @@ impl CloudProvider for AwsAutoScalingGroup {
     }
 
     fn describe_group(&self) -> BoxFuture<'_, Result<GroupState, ProviderError>> {
-        self.describe().boxed()
+        async move {
+            let group = self.describe().await?;
+            if let Some(batch) = &self.batch {
+                batch.sweep.maybe(self, &group).await;
+            }
+            Ok(group)
+        }
+        .boxed()
     }
 
     fn terminate_instance<'a>(
@@ -477,6 +484,7 @@ mod hooks;
 mod launch;
 mod notice;
 mod queue;
+mod sweep;
 mod terminate;
 
 use errors::{RetryOnlyUnexecuted, classify_sdk_error};

@@ -11,12 +11,14 @@
 //!    lowering the capacity twice;
 //! 3. EC2 `TerminateInstances` ends them.
 //!
-//! A crash (or a failed call) after step 2 leaves running VMs outside the
-//! group. Their retirements still say `Terminating`, so the terminate is
-//! called again, reads the VM (`terminate_needed`), finds it outside the
-//! group with the tag, and terminates it through EC2
-//! ([`Batcher::finish_detached`]). Without the tag a VM outside the group is
-//! not this operator's to end: someone detached it on purpose.
+//! A crash (or a call failed for good) after step 2 leaves running VMs
+//! outside the group, which no retirement ends: the group no longer
+//! counts them, so no terminate is planned for them. The group's reads
+//! sweep them up (`sweep`): a VM outside the group with the tag is
+//! terminated through EC2. A terminate called again for one while it is
+//! still `Detaching` ends it the same way ([`Batcher::finish_detached`]).
+//! Without the tag a VM outside the group is not this operator's to end:
+//! someone detached it on purpose.
 //!
 //! Batches form by group commit: whoever waits when a batch slot is free
 //! sends everything queued (up to 20), so a lone VM goes at once and a
@@ -125,6 +127,8 @@ pub(super) struct Batcher {
     /// (up to `SLOTS`) wait for one `DescribeLifecycleHooks` instead of
     /// each sending its own, a throttled call on a real account.
     hooks_allow: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// Ends the VMs a batch detached but could not terminate.
+    pub(super) sweep: super::sweep::Sweeper,
 }
 
 impl Batcher {
@@ -137,8 +141,10 @@ impl Batcher {
         if let Some(endpoint) = endpoint {
             config = config.endpoint_url(endpoint);
         }
+        let ec2 = aws_sdk_ec2::Client::from_conf(config.build());
         Self {
-            ec2: aws_sdk_ec2::Client::from_conf(config.build()),
+            sweep: super::sweep::Sweeper::new(ec2.clone()),
+            ec2,
             own_hook: wanted.own_hook,
             queue: Mutex::new(Queue::default()),
             slots: Semaphore::new(SLOTS),
@@ -265,8 +271,8 @@ impl Batcher {
                     .collect()
             }
             Err(e) => {
-                // Detached and tagged: the retry reads each one back and
-                // ends it (`finish_detached`).
+                // Detached and tagged: the sweep ends them (`sweep`).
+                super::sweep::Sweeper::soon(aws);
                 let err = aws.classify(e);
                 warn!(group, error = %err, "TerminateInstances failed after the detach; retried per VM");
                 ids.iter().map(|_| Err(err.clone())).collect()
