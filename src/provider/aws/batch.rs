@@ -15,8 +15,9 @@
 //! outside the group, which no retirement ends: the group no longer
 //! counts them, so no terminate is planned for them. The group's reads
 //! sweep them up (`sweep`): a VM outside the group with the tag is
-//! terminated through EC2. A terminate called again for one while it is
-//! still `Detaching` ends it the same way ([`Batcher::finish_detached`]).
+//! terminated through EC2. A VM read back while still `Detaching` (the
+//! one-by-one path after a detach whose answer was lost) is ended the same
+//! way ([`Batcher::finish_detached`]).
 //! Without the tag a VM outside the group is not this operator's to end:
 //! someone detached it on purpose.
 //!
@@ -274,7 +275,7 @@ impl Batcher {
                 // Detached and tagged: the sweep ends them (`sweep`).
                 super::sweep::Sweeper::soon(aws);
                 let err = aws.classify(e);
-                warn!(group, error = %err, "TerminateInstances failed after the detach; retried per VM");
+                warn!(group, error = %err, "TerminateInstances failed after the detach; the sweep of detached VMs ends them");
                 ids.iter().map(|_| Err(err.clone())).collect()
             }
         }
