@@ -53,34 +53,7 @@ impl ClientlessClock {
 mod tests {
     use super::*;
     use crate::controller::plan::NodeStatus;
-    use crate::provider::InstanceState;
-
-    fn vm(id: &str, lifecycle: Lifecycle) -> InstanceState {
-        InstanceState {
-            id: id.into(),
-            lifecycle,
-            protected_from_scale_in: false,
-            zone: None,
-            healthy: true,
-            launched_at: None,
-            launch_spec: None,
-        }
-    }
-
-    fn group_of(instances: Vec<InstanceState>) -> GroupState {
-        GroupState {
-            name: "ci".into(),
-            min_size: 0,
-            max_size: 10,
-            desired_capacity: instances.len() as u32,
-            terminate_suspended: false,
-            suspended_processes: vec![],
-            instances,
-            owner_tag: None,
-            launch_specs: vec![],
-            reads_launch_times: false,
-        }
-    }
+    use crate::provider::fake::{group_of, vm};
 
     fn node_on(id: &str, instance: &str) -> NodeFacts {
         NodeFacts {

@@ -183,35 +183,15 @@ fn outside_group(found: Vec<String>, group: &GroupState) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::InstanceState;
+    use crate::provider::fake::{group_of, vm};
 
     #[test]
     fn only_vms_the_group_no_longer_counts_are_swept() {
-        let member = |id: &str, lifecycle: Lifecycle| InstanceState {
-            id: id.into(),
-            lifecycle,
-            protected_from_scale_in: false,
-            zone: None,
-            healthy: true,
-            launched_at: None,
-            launch_spec: None,
-        };
-        let group = GroupState {
-            name: "ci".into(),
-            min_size: 0,
-            max_size: 10,
-            desired_capacity: 3,
-            terminate_suspended: false,
-            suspended_processes: vec![],
-            instances: vec![
-                member("i-tagged-in-service", Lifecycle::InService),
-                member("i-leaving", Lifecycle::Detaching),
-                member("i-terminating", Lifecycle::Terminating),
-            ],
-            owner_tag: None,
-            launch_specs: vec![],
-            reads_launch_times: false,
-        };
+        let group = group_of(vec![
+            vm("i-tagged-in-service", Lifecycle::InService),
+            vm("i-leaving", Lifecycle::Detaching),
+            vm("i-terminating", Lifecycle::Terminating),
+        ]);
         let found = [
             "i-tagged-in-service",
             "i-leaving",
