@@ -135,7 +135,8 @@ async fn vms_detached_whose_terminate_failed_for_good_are_swept_up() {
         (2, 2),
         "never lowered twice: {g:?}"
     );
-    // The group's reads sweep up the VMs it no longer counts (`sweep`).
+    // The sweep that follows a failed terminate of detached VMs ends them
+    // (`provider/aws/sweep.rs`), with no reconcile needed to prompt it.
     let gone = gone_from(&w, &before).await;
     wait_for("the detached VMs ended", T, || async {
         (ended_and_tagged(&gone, &w.group).await == (4, 4)).then_some(())
