@@ -27,7 +27,9 @@ use super::{
     LifecycleActionOutcome, LifecycleHook, ProviderConfig, ProviderError, TerminateOutcome,
 };
 
+mod hand_made;
 mod hooks;
+pub use hand_made::{group_of, vm};
 pub use hooks::FakeHooks;
 
 /// The Nomad attribute the fake's instance IDs are found under: the one
@@ -243,36 +245,6 @@ impl FakeProvider {
         }
         st.hooks.begin_terminating(&mut st.group, instance_id);
         Ok(TerminateOutcome::Terminated)
-    }
-}
-
-/// A VM in `lifecycle`, healthy, with nothing else known: for tests that
-/// build a group by hand.
-pub fn vm(id: &str, lifecycle: Lifecycle) -> InstanceState {
-    InstanceState {
-        id: id.into(),
-        lifecycle,
-        protected_from_scale_in: false,
-        zone: None,
-        healthy: true,
-        launched_at: None,
-        launch_spec: None,
-    }
-}
-
-/// A group "ci" of `instances`, its desired capacity their number.
-pub fn group_of(instances: Vec<InstanceState>) -> GroupState {
-    GroupState {
-        name: "ci".into(),
-        min_size: 0,
-        max_size: 10,
-        desired_capacity: instances.len() as u32,
-        terminate_suspended: false,
-        suspended_processes: vec![],
-        instances,
-        owner_tag: None,
-        launch_specs: vec![],
-        reads_launch_times: false,
     }
 }
 
