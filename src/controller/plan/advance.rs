@@ -148,8 +148,12 @@ fn advance_cordoned(
         move_to(e, view, RetirePhase::Draining, Some(waiting));
         e.drain_started_at = Some(ts(started));
         e.drain_deadline = drain_deadline(view, node, started);
-    } else if ours && node.last_drain == Some(LastDrainStatus::Complete) {
-        // The drain finished between two observations.
+    } else if ours && node.last_drain == Some(LastDrainStatus::Complete) && !node.eligible {
+        // The drain finished between two observations. A finished drain
+        // leaves the client ineligible: an eligible one with a complete
+        // drain of ours was given back (a cancel after an earlier drain
+        // finished leaves that drain in `LastDrain`), and this one's drain
+        // has not landed.
         let started = drain_started(node, sent, view.now);
         move_to(e, view, RetirePhase::Draining, None);
         e.drain_started_at = Some(ts(started));

@@ -8,7 +8,8 @@ use super::*;
 /// What a draining client's allocations say now.
 struct Drain<'a> {
     allocs: Option<&'a AllocFacts>,
-    /// Nomad says the drain is over (or the node is down).
+    /// Nomad says the drain is over and the client is still ineligible
+    /// (or the node is down).
     done: bool,
     /// A fresh read found no pending, running or unknown allocation.
     empty: bool,
@@ -24,8 +25,11 @@ impl<'a> Drain<'a> {
         force_after: Option<SignedDuration>,
     ) -> Self {
         let allocs = view.allocs.get(&e.node_id);
+        // An eligible client is not drained whatever `LastDrain` says: it
+        // was made eligible after that drain (a cancel, an admin), and new
+        // work may be placed on it.
         let done = !node.draining
-            && (node.last_drain == Some(LastDrainStatus::Complete)
+            && ((node.last_drain == Some(LastDrainStatus::Complete) && !node.eligible)
                 || node.status == NodeStatus::Down);
         // A down node is not empty by itself: an allocation its client
         // never confirmed stopped stays `unknown` there, and a

@@ -375,6 +375,13 @@ fn terminate_is_safe(
         // Entering termination now: never with a live allocation or a running drain.
         let n = n.expect("terminated node exists");
         prop_assert!(!n.draining, "drain still running");
+        // An eligible client may be given new work between the allocation
+        // read and the terminate, whatever its last drain said.
+        prop_assert!(
+            !n.eligible || n.status == NodeStatus::Down,
+            "terminated eligible {}",
+            n.name
+        );
         let live = c.allocs.get(node_id).map(|a| a.live);
         prop_assert!(
             live == Some(0) || (forced && live.is_some()),

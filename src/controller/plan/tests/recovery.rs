@@ -118,3 +118,59 @@ fn client_given_back_after_its_drain_finished_is_not_adopted_again() {
         mark_eligible: false
     }));
 }
+
+#[test]
+fn an_earlier_retirements_finished_drain_is_not_taken_for_this_ones() {
+    // client-1 was drained by an earlier retirement of this pool, which was
+    // then cancelled: the client went back to service (eligible) and Nomad
+    // kept that drain as its LastDrain (complete, with our Meta). Selected
+    // again, its new drain has not landed: Nomad refused it, or this
+    // reconcile ran before it did.
+    let mut w = World::new(3, Some(2));
+    w.nodes[1].last_drain = Some(LastDrainStatus::Complete);
+    w.nodes[1].last_drain_mark = Some(scale_in_mark());
+    w.nodes[1].last_drain_started = Some(t("2026-11-20T09:00:00Z"));
+    w.tracked = vec![entry(&w.nodes[1], RetirePhase::Cordoned)];
+    w.allocs.insert(w.id(1), AllocFacts::default());
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cordoned)]);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(1))),
+        "{:?}",
+        p.actions
+    );
+}
+
+#[test]
+fn a_client_made_eligible_after_its_drain_finished_is_drained_again_not_terminated() {
+    // Our drain of client-1 finished; then the client was made eligible
+    // (an admin, or a cancel whose record was lost). Its allocations read
+    // empty, but new work may be placed on it at any moment.
+    let mut w = World::new(3, Some(2));
+    w.nodes[1].last_drain = Some(LastDrainStatus::Complete);
+    w.nodes[1].last_drain_mark = Some(scale_in_mark());
+    w.tracked = vec![entry(&w.nodes[1], RetirePhase::Draining)];
+    w.allocs.insert(w.id(1), AllocFacts::default());
+    let p = w.plan();
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Terminate { .. })),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cordoned)]);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(1))),
+        "{:?}",
+        p.actions
+    );
+    // Ineligible, as our finished drain left it: drained, terminated.
+    w.nodes[1].eligible = false;
+    let p = w.plan();
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Terminating)]);
+}
