@@ -12,8 +12,8 @@ use futures::future::join_all;
 use npo_testkit::{asg_client, ec2_client, unique};
 
 use nomad_pool_operator::provider::{
-    AwsAsgConfig, AwsAutoScalingGroup, BatchTerminations, CloudProvider, DETACHED_TAG, GroupState,
-    Lifecycle, TerminateOutcome,
+    AwsAsgConfig, AwsAutoScalingGroup, BatchTerminations, Batching, CloudProvider, DETACHED_TAG,
+    GroupState, Lifecycle, TerminateOutcome,
 };
 use npo_testkit::proxy::aws_faults::FaultProxy;
 
@@ -229,7 +229,14 @@ async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
         .expect("PutLifecycleHook");
 
     let p = batching(&name, Some("drain")).await;
+    assert_eq!(p.batching(), None, "nothing read yet");
     let victim = in_service(&describe(&p).await)[0].clone();
+    // The group's read says so before any batch is due (the pool's
+    // `BatchTerminations` condition).
+    assert_eq!(
+        p.batching(),
+        Some(Batching::OtherHooks(vec!["log-shipper".into()]))
+    );
     assert_eq!(
         p.terminate_new_instance(&victim, true).await,
         Ok(TerminateOutcome::Terminated)
@@ -243,6 +250,8 @@ async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
     // The same hook named as the pool's own: the operator completes it
     // itself, so skipping it loses nothing and VMs go in batches.
     let own = batching(&name, Some("log-shipper")).await;
+    describe(&own).await;
+    assert_eq!(own.batching(), Some(Batching::On));
     let next = in_service(&g)[0].clone();
     assert_eq!(
         own.terminate_new_instance(&next, true).await,

@@ -83,7 +83,46 @@ async fn a_scale_in_in_batches_ends_every_vm_and_lowers_the_group_once_each() {
         (6, 6),
         "every retired VM ended through a batch (tagged before its detach)"
     );
+    let st = w.wait_status("pool", "settled", T, |_| true).await;
+    let c = condition(&st, "BatchTerminations").map(|c| (c.status.as_str(), c.reason.as_str()));
+    assert_eq!(c, Some(("True", "Batching")), "{:?}", st.conditions);
     w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_with_another_terminating_hook_says_its_batches_are_off() {
+    let w = setup("batch-other-hook", 3).await;
+    (asg_client().put_lifecycle_hook())
+        .auto_scaling_group_name(&w.group)
+        .lifecycle_hook_name("log-shipper")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .send()
+        .await
+        .expect("PutLifecycleHook");
+    // Nothing to retire: the group's first read says it.
+    w.apply_pool(&batch_pool(&w, &moto_endpoint(), 3)).await;
+
+    let st = w
+        .wait_status("pool", "BatchTerminations False", T, |s| {
+            condition(s, "BatchTerminations").is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let c = condition(&st, "BatchTerminations").unwrap();
+    assert_eq!(c.reason, "OtherTerminatingHooks");
+    assert!(c.message.contains("log-shipper"), "{}", c.message);
+    // Not a fault of the pool: it stays Ready.
+    let ready = condition(&st, "Ready").map(|c| c.status.as_str());
+    assert_eq!(ready, Some("True"), "{:?}", st.conditions);
+    let note = w
+        .wait_event(
+            "OtherTerminatingHooks",
+            |reason, _| reason == "OtherTerminatingHooks",
+            T,
+        )
+        .await;
+    assert!(note.contains("log-shipper"), "{note}");
     w.cleanup().await;
 }
 

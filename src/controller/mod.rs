@@ -28,11 +28,13 @@
 //!   selector no longer matches;
 //! - `authority`: which pools may use the operator's cloud identity and a group;
 //! - `conditions` and `status`: what the conditions say, and their bookkeeping;
+//!   `batching`: whether the batches `batchTerminations` asks for run;
 //!   `readiness`: capacity that is missing; `resends`: drains Nomad ignores;
 //! - `events`: Kubernetes Events, published off the reconcile path.
 
 pub mod alloc_watch;
 pub mod authority;
+pub mod batching;
 pub mod clientless;
 pub mod conditions;
 pub mod connect;

@@ -313,6 +313,17 @@ fn next_status(
             None,
         );
     }
+    let batching = super::batching::condition(
+        &mut new_status,
+        &seen.status,
+        super::batching::asked(&pool.spec),
+        rt.provider.batching().as_ref(),
+        pool.metadata.generation,
+        seen.now,
+    );
+    if let Some((reason, message)) = batching {
+        report::publish(ctx, pool, EventType::Warning, &reason, &message, None);
+    }
     let hook_seen = (rt, seen);
     let capped = hook::report_condition(ctx, pool, hook_seen, &mut new_status, hook_check);
     report::record_metrics(&seen.key, &planned.plan, new_status.ready_nodes, seen.now);

@@ -26,7 +26,7 @@ use aws_sdk_autoscaling::config::{Credentials, Region};
 use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::operation::detach_instances::DetachInstancesError;
 use aws_sdk_autoscaling::operation::terminate_instance_in_auto_scaling_group::TerminateInstanceInAutoScalingGroupError;
-pub use batch::{BatchTerminations, DETACHED_TAG, MOST_PER_BATCH};
+pub use batch::{BatchTerminations, Batching, DETACHED_TAG, MOST_PER_BATCH};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{debug, info, warn};
@@ -345,6 +345,9 @@ impl CloudProvider for AwsAutoScalingGroup {
             let group = self.describe().await?;
             if let Some(batch) = &self.batch {
                 batch.sweep.maybe(self, &group).await;
+                // Read (at most once a minute) so that the pool can say
+                // whether its batches run before the first one is due.
+                batch.hooks_allow_batches(self).await;
             }
             Ok(group)
         }
@@ -377,6 +380,10 @@ impl CloudProvider for AwsAutoScalingGroup {
             }
         }
         .boxed()
+    }
+
+    fn batching(&self) -> Option<super::Batching> {
+        self.batch.as_ref()?.batching()
     }
 
     fn terminations_per_call(&self) -> usize {

@@ -83,6 +83,10 @@ impl CloudProvider for Metered {
         self.0.terminations_per_call()
     }
 
+    fn batching(&self) -> Option<super::Batching> {
+        self.0.batching()
+    }
+
     fn set_desired_capacity(&self, desired: u32) -> BoxFuture<'_, Result<(), ProviderError>> {
         Box::pin(timed(SET_DESIRED, self.0.set_desired_capacity(desired)))
     }

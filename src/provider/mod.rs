@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-pub use aws::{AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, BatchTerminations, DETACHED_TAG};
+pub use aws::{
+    AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, BatchTerminations, Batching, DETACHED_TAG,
+};
 pub use config::{CredentialsReference, MissingKey, ProviderConfig, credentials_reference};
 pub use factory::{Clouds, Connector, connect};
 pub use gce::{
@@ -86,6 +88,13 @@ pub trait CloudProvider: Send + Sync + fmt::Debug {
     /// pool lets that many more VMs wait for their call at once.
     fn terminations_per_call(&self) -> usize {
         1
+    }
+
+    /// Whether drained VMs go in batches (`batchTerminations`), as last
+    /// read; `None` when the pool does not ask for batches or nothing was
+    /// read yet. Makes no call.
+    fn batching(&self) -> Option<Batching> {
+        None
     }
 
     /// Set the group's desired capacity (absolute, so repeating it is harmless).

@@ -56,6 +56,18 @@ const SLOTS: usize = 10;
 /// How long the group's lifecycle hooks, as read, decide how VMs go.
 const HOOKS_FRESH: Duration = Duration::from_secs(60);
 
+/// Whether a pool that asks for `batchTerminations` gets them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// The group has no terminating lifecycle hook but the pool's own.
+    On,
+    /// Terminating hooks a detach would skip (their names): one VM per call.
+    OtherHooks(Vec<String>),
+    /// The group's hooks could not be read (what went wrong): one VM per
+    /// call until they are.
+    Unreadable(String),
+}
+
 /// What a pool asks of batching.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchTerminations {
@@ -128,6 +140,8 @@ pub(super) struct Batcher {
     /// (up to `SLOTS`) wait for one `DescribeLifecycleHooks` instead of
     /// each sending its own, a throttled call on a real account.
     hooks_allow: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// What the last read of the hooks said, for the pool's condition.
+    last_read: Mutex<Option<Batching>>,
     /// Ends the VMs a batch detached but could not terminate.
     pub(super) sweep: super::sweep::Sweeper,
 }
@@ -150,6 +164,7 @@ impl Batcher {
             queue: Mutex::new(Queue::default()),
             slots: Semaphore::new(SLOTS),
             hooks_allow: tokio::sync::Mutex::new(None),
+            last_read: Mutex::new(None),
         }
     }
 
@@ -297,30 +312,53 @@ impl Batcher {
 
     /// Whether the group has no terminating hook but the pool's own. Read
     /// again after [`HOOKS_FRESH`]; an unreadable answer means no.
-    async fn hooks_allow_batches(&self, aws: &AwsAutoScalingGroup) -> bool {
+    pub(super) async fn hooks_allow_batches(&self, aws: &AwsAutoScalingGroup) -> bool {
         let mut known = self.hooks_allow.lock().await;
         if let Some((read, allow)) = *known
             && read.elapsed() < HOOKS_FRESH
         {
             return allow;
         }
-        let allow = match aws.terminating_hooks().await {
+        let now = match aws.terminating_hooks().await {
             Ok(hooks) => {
-                let others: Vec<&String> = (hooks.iter())
-                    .filter(|h| Some(*h) != self.own_hook.as_ref())
+                let others: Vec<String> = (hooks.into_iter())
+                    .filter(|h| Some(h) != self.own_hook.as_ref())
                     .collect();
-                if !others.is_empty() {
-                    warn!(group = aws.group_name(), hooks = ?others, "the group has terminating lifecycle hooks a detach would skip; terminating VMs one by one");
+                if others.is_empty() {
+                    Batching::On
+                } else {
+                    Batching::OtherHooks(others)
                 }
-                others.is_empty()
             }
-            Err(e) => {
-                warn!(group = aws.group_name(), error = %e, "could not read the group's lifecycle hooks; terminating VMs one by one");
-                false
-            }
+            Err(e) => Batching::Unreadable(e.to_string()),
         };
+        let mut last = self.last_read.lock().expect("batching lock");
+        if last.as_ref() != Some(&now) {
+            // Logged when it changes; the pool's `BatchTerminations`
+            // condition says it for as long as it holds.
+            match &now {
+                Batching::On => {}
+                Batching::OtherHooks(hooks) => {
+                    warn!(
+                        group = aws.group_name(),
+                        ?hooks,
+                        "the group has terminating lifecycle hooks a detach would skip; terminating VMs one by one"
+                    );
+                }
+                Batching::Unreadable(error) => {
+                    warn!(group = aws.group_name(), %error, "could not read the group's lifecycle hooks; terminating VMs one by one");
+                }
+            }
+        }
+        let allow = now == Batching::On;
+        *last = Some(now);
         *known = Some((Instant::now(), allow));
         allow
+    }
+
+    /// What the last read of the group's hooks said; `None` before one.
+    pub(super) fn batching(&self) -> Option<Batching> {
+        self.last_read.lock().expect("batching lock").clone()
     }
 
     /// A VM outside the group: if this operator detached it to terminate
