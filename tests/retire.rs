@@ -239,6 +239,86 @@ async fn client_given_back_after_its_drain_finished_keeps_its_owners_cordon() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_given_back_after_its_drain_finished_is_drained_again_when_named_again() {
+    // A's drain finishes while the cloud refuses the terminate; the spec
+    // drops A, which goes back to service (eligible) while Nomad keeps the
+    // finished drain, Meta and all, as its LastDrain. Named again while
+    // Nomad refuses its drains, A must not be taken for drained: it is
+    // eligible, and the scheduler may place work on it at any moment.
+    let mut w = setup("named-again", 3).await;
+    let jobs = w.busy_everywhere().await;
+    let (victim, alloc) = jobs[0].clone();
+    let instance_of = |nodes: Vec<serde_json::Value>| {
+        let n = nodes.into_iter().find(|n| n["id"] == victim.as_str());
+        n.and_then(|n| n["instance_id"].as_str().map(str::to_owned))
+    };
+    let instance = instance_of(w.sim.nodes().await).expect("A's VM");
+    let named = json!({"retire": [{"nodeID": victim, "replace": true}]});
+    let mut spec = named.clone();
+    spec["replicas"] = json!(3);
+    w.apply_pool(&w.pool_manifest("pool", spec)).await;
+    w.wait_status("pool", "A draining", T, |s| {
+        s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Draining
+    })
+    .await;
+    // Suspend Terminate; a restarted operator reads the group afresh, so it
+    // surely sees that when A's job ends.
+    w.set_terminate_suspended(true).await;
+    w.restart_operator().await;
+    w.sim.finish(&alloc).await;
+    w.wait_status("pool", "A drained, terminate refused", T, |s| {
+        s.retiring.len() == 1 && s.retiring[0].phase == RetirePhase::Drained
+    })
+    .await;
+    w.patch_spec("pool", json!({"retire": []})).await;
+    w.wait_status("pool", "A given back", T, |s| s.retiring.is_empty())
+        .await;
+    wait_for("A eligible again", T, || async {
+        let nodes = w.sim.nodes().await;
+        let a = nodes.iter().find(|n| n["id"] == victim.as_str())?;
+        (a["eligibility"] == "eligible").then_some(())
+    })
+    .await;
+
+    // Terminate allowed again (a restarted operator reads the group
+    // afresh); Nomad refuses every drain of A; the spec names A again.
+    w.set_terminate_suspended(false).await;
+    w.restart_operator().await;
+    let drain_path = format!("/v1/node/{victim}/drain");
+    w.sim
+        .post(
+            "/sim/faults",
+            json!({"path_prefix": drain_path, "error_rate": 1.0}),
+        )
+        .await;
+    w.patch_spec("pool", named).await;
+    w.wait_status("pool", "A named again", T, |s| s.retiring.len() == 1)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = w.status("pool").await;
+    assert_eq!(
+        st.retiring.iter().map(|r| r.phase).collect::<Vec<_>>(),
+        [RetirePhase::Cordoned],
+        "A's old drain is not this retirement's: {st:?}"
+    );
+    let g = w.group().await;
+    assert!(
+        g.instances.iter().any(|i| i.id == instance),
+        "A's VM terminated though its drain never landed: {g:?}"
+    );
+
+    // Nomad takes the drain: A is drained, then replaced.
+    w.sim.post("/sim/faults", json!({})).await;
+    wait_for("A's VM gone", Duration::from_secs(90), || async {
+        let g = w.group().await;
+        (!g.instances.iter().any(|i| i.id == instance)).then_some(())
+    })
+    .await;
+    w.sim.assert_no_violations().await;
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_a_usable_event_stream_the_node_watch_falls_back_to_blocking_queries() {
     // Every event-stream request fails, as on a Nomad that refuses it.
     falls_back_to_blocking_queries(
