@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
+
 use crate::api::RetireReason;
 
 /// A retirement as this pool records it in the Meta of the drain it sends.
@@ -16,6 +18,16 @@ use crate::api::RetireReason;
 pub struct DrainMark {
     pub reason: RetireReason,
     pub cordoned_by_pool: bool,
+    /// When the retirement that sent the drain was selected, to the whole
+    /// second (as its status keeps it): tells this retirement's drain from
+    /// an earlier one of the same client, which Nomad keeps as `LastDrain`
+    /// after it finished. `None` in drains of earlier versions.
+    pub selected_at: Option<Timestamp>,
+}
+
+/// `t` to the whole second, as the API server keeps a status's times.
+pub fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 /// Keys of the drain `Meta` that mark a drain as this pool's, so a controller
@@ -33,6 +45,10 @@ pub const META_CORDONED_BY_POOL: &str = "nomadpool.dev/cordoned-by-pool";
 /// went missing (etcd restored, deleted while the operator was down) gets
 /// its object back under the same name.
 pub const META_RETIREMENT: &str = "nomadpool.dev/retirement";
+
+/// When the retirement was selected (RFC 3339, whole seconds): see
+/// [`DrainMark::selected_at`].
+pub const META_SELECTED_AT: &str = "nomadpool.dev/selected-at";
 
 /// `meta` naming the retirement object too.
 pub fn with_retirement(
@@ -64,6 +80,8 @@ pub fn retirement_names(
 
 /// The `Meta` of a drain this pool sends for the retirement `mark` records.
 pub fn drain_meta(pool_key: &str, uid: &str, mark: &DrainMark) -> BTreeMap<String, String> {
+    let selected_at =
+        (mark.selected_at).map(|t| (META_SELECTED_AT.to_string(), whole_second(t).to_string()));
     [
         (META_POOL.to_string(), pool_key.to_string()),
         (META_POOL_UID.to_string(), uid.to_string()),
@@ -77,7 +95,9 @@ pub fn drain_meta(pool_key: &str, uid: &str, mark: &DrainMark) -> BTreeMap<Strin
             "retired by nomad-pool-operator".to_string(),
         ),
     ]
-    .into()
+    .into_iter()
+    .chain(selected_at)
+    .collect()
 }
 
 /// What a drain's `Meta` says about the retirement that sent it; `None`
@@ -115,9 +135,11 @@ fn mark_of(meta: &BTreeMap<String, String>) -> DrainMark {
         .and_then(reason_named)
         .unwrap_or(RetireReason::ScaleIn);
     let cordoned_by_pool = meta.get(META_CORDONED_BY_POOL).map(String::as_str) != Some("false");
+    let selected_at = (meta.get(META_SELECTED_AT)).and_then(|s| s.parse().ok());
     DrainMark {
         reason,
         cordoned_by_pool,
+        selected_at,
     }
 }
 
@@ -134,7 +156,21 @@ mod tests {
         DrainMark {
             reason,
             cordoned_by_pool,
+            selected_at: None,
         }
+    }
+
+    #[test]
+    fn the_selection_time_is_written_to_the_second_and_reads_back() {
+        let mut m = mark(RetireReason::ScaleIn, true);
+        m.selected_at = Some("2026-12-06T10:00:00.750Z".parse().unwrap());
+        let meta = drain_meta("ns/pool", "uid-1", &m);
+        assert_eq!(meta[META_SELECTED_AT], "2026-12-06T10:00:00Z");
+        let read = read_drain_meta(&meta, "uid-1").unwrap();
+        assert_eq!(
+            read.selected_at,
+            Some("2026-12-06T10:00:00Z".parse().unwrap())
+        );
     }
 
     /// The values written are the ones every earlier version wrote: drains

@@ -62,7 +62,9 @@ fn adopted(
         instance_id: n.instance_id.clone(),
         phase: RetirePhase::Draining,
         since: ts(view.now),
-        selected_at: Some(ts(started)),
+        // The selection the Meta records is on our clock; older drains
+        // have none.
+        selected_at: Some(ts(mark.selected_at.map_or(started, |s| s.min(view.now)))),
         reason,
         // A VM terminated before the status was lost (or by a deleted
         // pool of this name): its decrement is in the desired capacity.

@@ -4,6 +4,7 @@
 //! are in `terminate`.
 
 use super::*;
+use crate::controller::drain_meta::whole_second;
 
 /// What a retirement in `Terminating` waits for, from the record that
 /// commits the call on (the lane's and the reconcile's alike), so the
@@ -17,6 +18,7 @@ pub(super) fn drain(entry: &RetiringNode) -> Action {
         mark: DrainMark {
             reason: entry.reason,
             cordoned_by_pool: entry.cordoned_by_pool,
+            selected_at: entry.selected_at.as_ref().map(|t| t.0),
         },
     }
 }
@@ -139,6 +141,14 @@ fn advance_cordoned(
     plan: &mut Plan,
 ) {
     let ours = node.last_drain_mark.is_some();
+    // A finished drain must be this retirement's: Nomad keeps an earlier
+    // one (of a retirement given back after its drain ended) as LastDrain.
+    // Drains of versions that did not record the selection pass, as before.
+    let this_ones = (node.last_drain_mark.as_ref()).is_some_and(|m| {
+        m.selected_at.is_none_or(|s| {
+            e.selected_at.as_ref().map(|t| whole_second(t.0)) == Some(whole_second(s))
+        })
+    });
     // Read before `move_to` replaces it: when this pool sent the drain.
     let sent = e.since.0;
     if node.draining && ours {
@@ -148,7 +158,7 @@ fn advance_cordoned(
         move_to(e, view, RetirePhase::Draining, Some(waiting));
         e.drain_started_at = Some(ts(started));
         e.drain_deadline = drain_deadline(view, node, started);
-    } else if ours && node.last_drain == Some(LastDrainStatus::Complete) && !node.eligible {
+    } else if this_ones && node.last_drain == Some(LastDrainStatus::Complete) && !node.eligible {
         // The drain finished between two observations. A finished drain
         // leaves the client ineligible: an eligible one with a complete
         // drain of ours was given back (a cancel after an earlier drain

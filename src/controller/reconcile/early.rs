@@ -228,6 +228,7 @@ mod tests {
             mark: DrainMark {
                 reason: RetireReason::ScaleIn,
                 cordoned_by_pool: true,
+                selected_at: None,
             },
         }
     }

@@ -9,6 +9,7 @@ fn drains_of_an_earlier_pool_of_the_same_name_are_recognised() {
     let mark = DrainMark {
         reason: RetireReason::Replace,
         cordoned_by_pool: false,
+        selected_at: None,
     };
     let earlier = drain_meta("ns/pool", "uid-of-the-deleted-pool", &mark);
     assert_eq!(

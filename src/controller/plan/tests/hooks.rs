@@ -127,6 +127,7 @@ fn draining_hook_world() -> World {
     n.last_drain_mark = Some(DrainMark {
         reason: RetireReason::LifecycleHook,
         cordoned_by_pool: true,
+        selected_at: None,
     });
     w.allocs.insert(
         w.id(0),

@@ -54,14 +54,20 @@ fn scale_in_mark() -> DrainMark {
     DrainMark {
         reason: RetireReason::ScaleIn,
         cordoned_by_pool: true,
+        selected_at: None,
     }
 }
 
-/// The drain a scale-in of node `i` sends.
+/// The drain a scale-in of node `i` tracked as [`entry`] makes it (which
+/// records the entry's selection) sends.
 fn drain_of(w: &World, i: usize) -> Action {
+    let selected = entry(&w.nodes[i], RetirePhase::Cordoned).selected_at;
     Action::Drain {
         node_id: w.id(i),
-        mark: scale_in_mark(),
+        mark: DrainMark {
+            selected_at: selected.map(|t| t.0),
+            ..scale_in_mark()
+        },
     }
 }
 

@@ -119,6 +119,7 @@ fn generated_node(i: usize, bits: NodeBits, before: Option<&NodeFacts>) -> NodeF
             RetireReason::Replace,
         ][reason as usize],
         cordoned_by_pool,
+        selected_at: None,
     });
     // One node in four reports the VM of the node before
     // it (a second agent, a re-registered client).

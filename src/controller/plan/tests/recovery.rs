@@ -42,6 +42,7 @@ fn drain_meta_records_the_retirement_and_reads_back() {
     let mark = DrainMark {
         reason: RetireReason::Replace,
         cordoned_by_pool: false,
+        selected_at: None,
     };
     let meta = drain_meta("ns/pool", UID, &mark);
     assert_eq!(read_drain_meta(&meta, UID), Some(mark));
@@ -66,6 +67,7 @@ fn adopted_replacement_keeps_its_reason_and_does_not_shrink_the_group() {
     w.nodes[1].last_drain_mark = Some(DrainMark {
         reason: RetireReason::Replace,
         cordoned_by_pool: false,
+        selected_at: None,
     });
     let p = w.plan();
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Draining)]);
@@ -88,6 +90,7 @@ fn client_given_back_after_its_drain_finished_is_not_adopted_again() {
     w.nodes[1].last_drain_mark = Some(DrainMark {
         reason: RetireReason::Replace,
         cordoned_by_pool: false,
+        selected_at: None,
     });
     let p = w.plan();
     assert!(p.retiring.is_empty(), "{:?}", phases(&p));
@@ -173,4 +176,91 @@ fn a_client_made_eligible_after_its_drain_finished_is_drained_again_not_terminat
     w.nodes[1].eligible = false;
     let p = w.plan();
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Terminating)]);
+}
+
+#[test]
+fn a_finished_drain_of_an_earlier_selection_is_not_taken_for_this_ones() {
+    // Someone else had cordoned client-1 (it stays ineligible whatever this
+    // pool does). An earlier retirement drained it, then gave it back; the
+    // spec names it again, and its new drain has not landed (Nomad refused
+    // it). The finished drain Nomad shows was selected at another time.
+    let mut w = World::new(3, Some(2));
+    let n = &mut w.nodes[1];
+    n.eligible = false;
+    n.last_drain = Some(LastDrainStatus::Complete);
+    let mut earlier = scale_in_mark();
+    earlier.selected_at = Some(t("2026-11-20T09:00:00Z"));
+    n.last_drain_mark = Some(earlier);
+    let mut e = entry(&w.nodes[1], RetirePhase::Cordoned);
+    e.cordoned_by_pool = false;
+    w.tracked = vec![e];
+    w.allocs.insert(
+        w.id(1),
+        AllocFacts {
+            live: 1,
+            blocking_jobs: vec!["service".into()],
+            ..Default::default()
+        },
+    );
+    let p = w.plan();
+    // Taken for drained, it would wait for good on a job no drain moves.
+    assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cordoned)]);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(1))),
+        "{:?}",
+        p.actions
+    );
+
+    // This retirement's own drain (selected at 10:00, as `entry` says),
+    // finished between two looks: drained.
+    let mut own = scale_in_mark();
+    own.selected_at = Some(t("2026-11-26T10:00:00.400Z"));
+    w.nodes[1].last_drain_mark = Some(own.clone());
+    assert_eq!(
+        phases(&w.plan()),
+        [("client-1".into(), RetirePhase::Draining)]
+    );
+    // A drain of an earlier version (no selection recorded) passes, as before.
+    own.selected_at = None;
+    w.nodes[1].last_drain_mark = Some(own);
+    assert_eq!(
+        phases(&w.plan()),
+        [("client-1".into(), RetirePhase::Draining)]
+    );
+}
+
+#[test]
+fn the_drain_records_the_selection_and_adoption_reads_it_back() {
+    let w = World::new(3, Some(2));
+    let p = w.plan();
+    let (e, mark) = p
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Drain { node_id, mark } => {
+                Some((p.retiring.iter().find(|r| r.node_id == *node_id)?, mark))
+            }
+            _ => None,
+        })
+        .expect("a drain");
+    assert_eq!(mark.selected_at, e.selected_at.as_ref().map(|t| t.0));
+    assert!(mark.selected_at.is_some());
+
+    // Status lost: the drain's Meta gives the selection time back.
+    let mut w = World::new(3, Some(2));
+    let n = &mut w.nodes[0];
+    n.eligible = false;
+    n.draining = true;
+    n.last_drain = Some(LastDrainStatus::Draining);
+    n.last_drain_started = Some(t("2026-11-26T11:59:00Z"));
+    let mut m = scale_in_mark();
+    m.selected_at = Some(t("2026-11-26T11:30:00Z"));
+    n.last_drain_mark = Some(m);
+    let p = w.plan();
+    assert_eq!(
+        p.retiring[0].selected_at,
+        Some(Time(t("2026-11-26T11:30:00Z")))
+    );
 }
