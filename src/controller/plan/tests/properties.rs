@@ -41,9 +41,19 @@ fn phase() -> impl Strategy<Value = RetirePhase> {
 }
 
 /// One generated node: eligible, draining, status, last drain, this pool's
-/// mark (reason, cordoned by the pool), load, live allocations (if read),
-/// and whether it reports the VM of the node before it (0).
-type NodeBits = (bool, bool, u8, u8, Option<(u8, bool)>, u32, Option<u32>, u8);
+/// mark (reason, cordoned by the pool, selection: none, the tracked
+/// entry's, an earlier one), load, live allocations (if read), and whether
+/// it reports the VM of the node before it (0).
+type NodeBits = (
+    bool,
+    bool,
+    u8,
+    u8,
+    Option<(u8, bool, u8)>,
+    u32,
+    Option<u32>,
+    u8,
+);
 /// One tracked retirement, if any: phase, decrement, cordoned by the pool.
 type TrackedBits = Option<(RetirePhase, bool, bool)>;
 /// The spec and the view: replicas, budget, the group's MinSize, paused,
@@ -56,7 +66,7 @@ fn node_bits() -> impl Strategy<Value = NodeBits> {
         any::<bool>(),
         0u8..5,
         0u8..4,
-        prop::option::of((0u8..3, any::<bool>())),
+        prop::option::of((0u8..3, any::<bool>(), 0u8..3)),
         0u32..4,
         prop::option::of(0u32..3),
         0u8..4,
@@ -112,14 +122,18 @@ fn generated_node(i: usize, bits: NodeBits, before: Option<&NodeFacts>) -> NodeF
         Some(LastDrainStatus::Complete),
         Some(LastDrainStatus::Canceled),
     ][drain as usize];
-    f.last_drain_mark = ours.map(|(reason, cordoned_by_pool)| DrainMark {
+    f.last_drain_mark = ours.map(|(reason, cordoned_by_pool, selected)| DrainMark {
         reason: [
             RetireReason::ScaleIn,
             RetireReason::Requested,
             RetireReason::Replace,
         ][reason as usize],
         cordoned_by_pool,
-        selected_at: None,
+        selected_at: [
+            None,
+            entry(&f, RetirePhase::Cordoned).selected_at.map(|t| t.0),
+            Some(t("2026-11-20T09:00:00Z")),
+        ][selected as usize],
     });
     // One node in four reports the VM of the node before
     // it (a second agent, a re-registered client).
