@@ -58,16 +58,8 @@ pub fn condition(
         status.conditions.retain(|c| c.type_ != CONDITION);
         return None;
     }
-    let signal = signal(state?);
-    status.conditions = status::merge(
-        &status.conditions,
-        &[(CONDITION, signal.clone())],
-        generation,
-        now,
-    );
-    let before = previous.conditions.iter().find(|c| c.type_ == CONDITION);
-    let news = before.is_none_or(|c| c.reason != signal.reason);
-    (news && !signal.status).then_some((signal.reason, signal.message))
+    let signal = (CONDITION, signal(state?));
+    status::set_with_news(status, previous, signal, generation, now)
 }
 
 #[cfg(test)]

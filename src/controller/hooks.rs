@@ -322,16 +322,8 @@ pub fn condition(
         status.conditions.retain(|c| c.type_ != CONDITION);
         return None;
     };
-    let signal = check.signal();
-    status.conditions = status::merge(
-        &status.conditions,
-        &[(CONDITION, signal.clone())],
-        generation,
-        now,
-    );
-    let before = previous.conditions.iter().find(|c| c.type_ == CONDITION);
-    let news = before.is_none_or(|c| c.reason != signal.reason);
-    (news && !signal.status).then_some((signal.reason, signal.message))
+    let signal = (CONDITION, check.signal());
+    status::set_with_news(status, previous, signal, generation, now)
 }
 
 /// The pool condition on drains the hook's global timeout shortens.
@@ -423,19 +415,8 @@ pub fn queue_condition(
         status.conditions.retain(|c| c.type_ != QUEUE_CONDITION);
         return None;
     };
-    let signal = queue_signal(&url, problem.as_ref());
-    status.conditions = status::merge(
-        &status.conditions,
-        &[(QUEUE_CONDITION, signal.clone())],
-        generation,
-        now,
-    );
-    let before = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == QUEUE_CONDITION);
-    let news = before.is_none_or(|c| c.reason != signal.reason);
-    (news && !signal.status).then_some((signal.reason, signal.message))
+    let signal = (QUEUE_CONDITION, queue_signal(&url, problem.as_ref()));
+    status::set_with_news(status, previous, signal, generation, now)
 }
 
 /// The held VM of each retirement still draining, as an action to heartbeat.

@@ -73,6 +73,28 @@ pub fn merge(
     out
 }
 
+/// Set the condition `type_` of `status` to `signal`; the reason and
+/// message of a Warning to publish when it is False and was not, or was
+/// False for another reason, in `previous` (the conditions that name a
+/// problem of one feature: said once, not on every reconcile).
+pub fn set_with_news(
+    status: &mut NomadClientPoolStatus,
+    previous: &NomadClientPoolStatus,
+    (type_, signal): (&'static str, Signal),
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<(String, String)> {
+    status.conditions = merge(
+        &status.conditions,
+        &[(type_, signal.clone())],
+        generation,
+        now,
+    );
+    let before = previous.conditions.iter().find(|c| c.type_ == type_);
+    let news = before.is_none_or(|c| c.reason != signal.reason);
+    (news && !signal.status).then_some((signal.reason, signal.message))
+}
+
 /// Whether `new` differs from `old` only in progress figures: client counts,
 /// allocation counts, blocking jobs, messages, the group's capacity as last
 /// read. Such a status may wait for the next write: during a large scale-in
