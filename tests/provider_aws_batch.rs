@@ -219,14 +219,7 @@ async fn a_vm_someone_else_detached_is_left_running() {
 #[tokio::test]
 async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
     let name = create_group("batch-hook", 0, 5, 3).await;
-    (asg_client().put_lifecycle_hook())
-        .auto_scaling_group_name(&name)
-        .lifecycle_hook_name("log-shipper")
-        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
-        .heartbeat_timeout(300)
-        .send()
-        .await
-        .expect("PutLifecycleHook");
+    npo_testkit::put_terminating_hook(&asg_client(), &name, "log-shipper").await;
 
     let p = batching(&name, Some("drain")).await;
     assert_eq!(p.batching(), None, "nothing read yet");

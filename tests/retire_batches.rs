@@ -93,14 +93,7 @@ async fn a_scale_in_in_batches_ends_every_vm_and_lowers_the_group_once_each() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_with_another_terminating_hook_says_its_batches_are_off() {
     let w = setup("batch-other-hook", 3).await;
-    (asg_client().put_lifecycle_hook())
-        .auto_scaling_group_name(&w.group)
-        .lifecycle_hook_name("log-shipper")
-        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
-        .heartbeat_timeout(300)
-        .send()
-        .await
-        .expect("PutLifecycleHook");
+    npo_testkit::put_terminating_hook(&asg_client(), &w.group, "log-shipper").await;
     // Nothing to retire: the group's first read says it.
     w.apply_pool(&batch_pool(&w, &moto_endpoint(), 3)).await;
 

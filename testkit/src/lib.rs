@@ -47,7 +47,8 @@ pub mod world;
 
 pub use crate::aws::{
     Group, Instance, OWNER_TAG, asg_client, asg_client_at, create_group, create_queue,
-    create_template_group, describe_group, ec2_client, moto_endpoint, sqs_client, tag_group,
+    create_template_group, describe_group, ec2_client, moto_endpoint, put_terminating_hook,
+    sqs_client, tag_group,
 };
 pub use crate::cluster::{
     CRD_NAME, client_from, condition, create_aws_secret, create_namespace, create_secret,

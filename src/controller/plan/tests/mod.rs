@@ -230,6 +230,11 @@ impl World {
     }
 }
 
+/// Whether `p` drains the node `node_id`.
+fn drains(p: &Plan, node_id: &str) -> bool {
+    (p.actions.iter()).any(|a| matches!(a, Action::Drain { node_id: n, .. } if n == node_id))
+}
+
 fn phases(p: &Plan) -> Vec<(String, RetirePhase)> {
     p.retiring
         .iter()

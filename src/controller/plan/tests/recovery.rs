@@ -137,13 +137,7 @@ fn an_earlier_retirements_finished_drain_is_not_taken_for_this_ones() {
     w.allocs.insert(w.id(1), AllocFacts::default());
     let p = w.plan();
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cordoned)]);
-    assert!(
-        p.actions
-            .iter()
-            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(1))),
-        "{:?}",
-        p.actions
-    );
+    assert!(drains(&p, &w.id(1)), "{:?}", p.actions);
 }
 
 #[test]
@@ -165,13 +159,7 @@ fn a_client_made_eligible_after_its_drain_finished_is_drained_again_not_terminat
         p.actions
     );
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cordoned)]);
-    assert!(
-        p.actions
-            .iter()
-            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(1))),
-        "{:?}",
-        p.actions
-    );
+    assert!(drains(&p, &w.id(1)), "{:?}", p.actions);
     // Ineligible, as our finished drain left it: drained, terminated.
     w.nodes[1].eligible = false;
     let p = w.plan();
@@ -205,13 +193,7 @@ fn a_finished_drain_of_an_earlier_selection_is_not_taken_for_this_ones() {
     let p = w.plan();
     // Taken for drained, it would wait for good on a job no drain moves.
     assert_eq!(phases(&p), [("client-1".into(), RetirePhase::Cordoned)]);
-    assert!(
-        p.actions
-            .iter()
-            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(1))),
-        "{:?}",
-        p.actions
-    );
+    assert!(drains(&p, &w.id(1)), "{:?}", p.actions);
 
     // This retirement's own drain (selected at 10:00, as `entry` says),
     // finished between two looks: drained.

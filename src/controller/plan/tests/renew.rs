@@ -46,12 +46,7 @@ fn expired_clients_are_replaced_oldest_first_within_the_budget() {
             ("client-1".into(), RetireReason::Expired, false),
         ]
     );
-    assert!(
-        (p.actions.iter())
-            .any(|a| matches!(a, Action::Drain { node_id, .. } if *node_id == w.id(3))),
-        "{:?}",
-        p.actions
-    );
+    assert!(drains(&p, &w.id(3)), "{:?}", p.actions);
     assert!(
         (p.blockers.iter()).any(|b| matches!(b, Blocker::BudgetExhausted { budget: 2, .. })),
         "{:?}",
