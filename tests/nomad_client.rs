@@ -22,7 +22,10 @@ const NODE_ID: &str = "1ac61e33-a465-2ace-f63f-cffa1285e7eb";
 const TOKEN: &str = "0f1e2d3c-secret-token";
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/nomad/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/nomad/{name}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

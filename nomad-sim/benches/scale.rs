@@ -437,7 +437,8 @@ async fn run() {
         "rss_mib": {"start": rss0, "after_setup": rss_setup, "loaded": rss_loaded, "end": rss_end},
         "target_p99_ms": 50.0, "p99_ok": p99 < 50.0,
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("nomad-sim-scale.json");
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).unwrap();

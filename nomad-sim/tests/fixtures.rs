@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 fn fixture(name: &str) -> Value {
     let p = format!(
         "{}/../tests/fixtures/nomad/{name}",
-        env!("CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")
     );
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
     let first = text.lines().next().unwrap();

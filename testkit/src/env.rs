@@ -8,12 +8,26 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The repository's root (this crate lives in `testkit/` under it).
+/// The repository's root: the checkout whose test, bench or demo runs.
+///
+/// Cargo's runtime `CARGO_MANIFEST_DIR` (the running package's directory:
+/// the root, `testkit/` or a simulator's) comes first. The path baked in at
+/// compile time names the checkout this crate was last compiled in, and
+/// checkouts share the build cache (`.ci/run`): a fresh clone reused a
+/// testkit built in another clone and ran that clone's `tests/env/up.sh`,
+/// or failed when it was gone.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("testkit/ sits in the repository")
-        .to_path_buf()
+        .map(Path::to_path_buf);
+    running
+        .iter()
+        .flat_map(|dir| [Some(dir.clone()), dir.parent().map(Path::to_path_buf)])
+        .chain([compiled])
+        .flatten()
+        .find(|dir| dir.join("tests/env/up.sh").is_file())
+        .expect("no checkout with tests/env/up.sh around CARGO_MANIFEST_DIR")
 }
 
 /// The `export KEY=VALUE` lines of an env file written by `tests/env/up.sh`.

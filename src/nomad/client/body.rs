@@ -381,7 +381,10 @@ mod tests {
             "node-allocations.json",
             "allocations-list.json",
         ] {
-            let path = format!("{}/tests/fixtures/nomad/{f}", env!("CARGO_MANIFEST_DIR"));
+            let path = format!(
+                "{}/tests/fixtures/nomad/{f}",
+                std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")
+            );
             let body = std::fs::read(path).unwrap();
             let whole: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
             let chunks: Vec<&[u8]> = body.chunks(7).collect();
