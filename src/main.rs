@@ -150,7 +150,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let bound = server::serve(args.metrics_addr, ready.clone()).await?;
     info!(%bound, "serving /metrics, /healthz and /readyz");
 
-    let client = kube::Client::try_default().await?;
+    let client = kube_client().await?;
     ready.set_ready();
     let reporter = Reporter {
         controller: "nomad-pool-operator".into(),
@@ -195,6 +195,22 @@ fn watched_namespaces(given: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The API server's client. Every request names the operator in its
+/// User-Agent: the API server records it as the field manager of writes that
+/// name none (kube's finalizer helper sends its patches so, and they showed
+/// up as `unknown` in the pool's managedFields), and audit logs show it.
+async fn kube_client() -> Result<kube::Client, Box<dyn std::error::Error>> {
+    let mut config = kube::Config::infer().await?;
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(concat!(
+            "nomad-pool-operator/",
+            env!("CARGO_PKG_VERSION")
+        )),
+    ));
+    Ok(kube::Client::try_from(config)?)
 }
 
 #[cfg(test)]

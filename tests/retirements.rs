@@ -248,6 +248,21 @@ async fn finished_retirements_beyond_the_history_limit_are_deleted() {
         !managers.is_empty() && managers.iter().all(|m| *m == "nomad-pool-operator"),
         "{managers:?}"
     );
+    // So is the pool's finalizer, added through kube's helper, which names
+    // no field manager of its own: the operator's User-Agent does.
+    let pool = w.pools().get("pool").await.unwrap();
+    let finalizer_managers: Vec<&str> = (pool.metadata.managed_fields.iter().flatten())
+        .filter(|m| {
+            (m.fields_v1.as_ref()).is_some_and(|f| f.0["f:metadata"]["f:finalizers"].is_object())
+        })
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert_eq!(
+        finalizer_managers,
+        ["nomad-pool-operator"],
+        "{:#?}",
+        pool.metadata.managed_fields
+    );
     w.cleanup().await;
 }
 
