@@ -42,6 +42,16 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// One AWS request: the SDK's service and operation names, and the HTTP
+/// status of the answer (`none` when no answer came: a timeout, a refused
+/// connection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsRequestLabels {
+    pub service: String,
+    pub operation: String,
+    pub code: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     /// `created`, `repeated` (a series count bumped), `failed` (the API
@@ -113,6 +123,7 @@ pub struct Metrics {
     pub connection_wait: Family<LaneLabels, Histogram>,
     pub cloud_requests: Family<RequestLabels, Counter>,
     pub cloud_latency: Family<EndpointLabels, Histogram>,
+    pub aws_requests: Family<AwsRequestLabels, Counter>,
     pub leader: Gauge,
     pub events: Family<EventLabels, Counter>,
     pub conditions: Family<ConditionLabels, Gauge>,
@@ -208,6 +219,12 @@ impl Metrics {
             "Cloud provider API call latency",
             cloud_latency.clone(),
         );
+        let aws_requests = Family::<AwsRequestLabels, Counter>::default();
+        registry.register(
+            "aws_requests",
+            "Requests sent to AWS, each attempt counted (retries, and the calls of batches and sweeps inside a provider operation), by service, operation and HTTP status",
+            aws_requests.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -234,6 +251,7 @@ impl Metrics {
             connection_wait,
             cloud_requests,
             cloud_latency,
+            aws_requests,
             leader,
             events,
             conditions: pool_state.conditions,
@@ -276,6 +294,17 @@ impl Metrics {
         self.connection_wait
             .get_or_create(&LaneLabels { lane })
             .observe(waited.as_secs_f64());
+    }
+
+    pub fn aws_request(&self, service: &str, operation: &str, status: Option<u16>) {
+        let code = status.map_or_else(|| "none".to_string(), |c| c.to_string());
+        self.aws_requests
+            .get_or_create(&AwsRequestLabels {
+                service: service.into(),
+                operation: operation.into(),
+                code,
+            })
+            .inc();
     }
 
     pub fn cloud_request(&self, operation: &str, ok: bool, elapsed: Duration) {
@@ -352,6 +381,8 @@ mod tests {
             })
             .observe(0.02);
         m.event("dropped");
+        m.aws_request("Auto Scaling", "DetachInstances", Some(200));
+        m.aws_request("EC2", "TerminateInstances", None);
         m.connection_wait("parked", Duration::from_millis(2));
         let text = m.encode();
         for name in [
@@ -362,6 +393,8 @@ mod tests {
             "nomadpool_reconcile_duration_seconds_count{pool=\"ns/p\"} 1",
             "nomadpool_leader 0",
             "nomadpool_events_total{outcome=\"dropped\"} 1",
+            "nomadpool_aws_requests_total{service=\"Auto Scaling\",operation=\"DetachInstances\",code=\"200\"} 1",
+            "nomadpool_aws_requests_total{service=\"EC2\",operation=\"TerminateInstances\",code=\"none\"} 1",
             "nomadpool_nomad_connection_wait_seconds_count{lane=\"parked\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

@@ -202,7 +202,8 @@ impl AwsAutoScalingGroup {
         let sdk_config = loader.load().await;
         // The override goes on this client only: set on the shared loader it
         // would also redirect the STS calls that IRSA makes for credentials.
-        let mut client_config = aws_sdk_autoscaling::config::Builder::from(&sdk_config);
+        let mut client_config = aws_sdk_autoscaling::config::Builder::from(&sdk_config)
+            .interceptor(requests::CountRequests);
         if let Some(endpoint) = &cfg.endpoint {
             client_config = client_config.endpoint_url(endpoint);
         }
@@ -491,6 +492,7 @@ mod hooks;
 mod launch;
 mod notice;
 mod queue;
+mod requests;
 mod sweep;
 mod terminate;
 

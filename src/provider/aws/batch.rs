@@ -152,7 +152,8 @@ impl Batcher {
         endpoint: Option<&str>,
         wanted: BatchTerminations,
     ) -> Self {
-        let mut config = aws_sdk_ec2::config::Builder::from(sdk_config);
+        let mut config = aws_sdk_ec2::config::Builder::from(sdk_config)
+            .interceptor(super::requests::CountRequests);
         if let Some(endpoint) = endpoint {
             config = config.endpoint_url(endpoint);
         }

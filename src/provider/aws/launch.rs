@@ -66,7 +66,8 @@ struct GroupTemplate {
 
 impl LaunchReader {
     pub(super) fn new(sdk_config: &aws_config::SdkConfig, endpoint: Option<&str>) -> Self {
-        let mut config = aws_sdk_ec2::config::Builder::from(sdk_config);
+        let mut config = aws_sdk_ec2::config::Builder::from(sdk_config)
+            .interceptor(super::requests::CountRequests);
         if let Some(endpoint) = endpoint {
             config = config.endpoint_url(endpoint);
         }

@@ -104,7 +104,9 @@ impl SqsQueue {
             .operation_attempt_timeout(Duration::from_secs(WAIT_SECONDS as u64 + 15))
             .operation_timeout(Duration::from_secs(90))
             .build();
-        let mut config = aws_sdk_sqs::config::Builder::from(sdk_config).timeout_config(timeout);
+        let mut config = aws_sdk_sqs::config::Builder::from(sdk_config)
+            .timeout_config(timeout)
+            .interceptor(super::requests::CountRequests);
         if let Some(endpoint) = endpoint {
             config = config.endpoint_url(endpoint);
         }
