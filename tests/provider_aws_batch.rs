@@ -13,7 +13,7 @@ use npo_testkit::{asg_client, ec2_client, unique};
 
 use nomad_pool_operator::provider::{
     AwsAsgConfig, AwsAutoScalingGroup, BatchTerminations, Batching, CloudProvider, DETACHED_TAG,
-    GroupState, Lifecycle, TerminateOutcome,
+    FEWEST_PER_BATCH, GroupState, Lifecycle, TerminateOutcome,
 };
 use npo_testkit::proxy::aws_faults::FaultProxy;
 
@@ -114,6 +114,52 @@ async fn batches_that_start_together_read_the_groups_hooks_once() {
     let stats = proxy.stats();
     let reads = stats.get("DescribeLifecycleHooks").map(|s| s.requests);
     assert_eq!(reads, Some(1), "{stats:?}");
+    // And the burst is one batch: three calls for twenty VMs. Before each
+    // waiter yielded once, the first ten went alone, three calls each.
+    let calls = |action: &str| stats.get(action).map_or(0, |s| s.requests);
+    for action in ["CreateTags", "DetachInstances", "TerminateInstances"] {
+        assert_eq!(calls(action), 1, "{action}: {stats:?}");
+    }
+    assert_eq!(calls("TerminateInstanceInAutoScalingGroup"), 0, "{stats:?}");
+}
+
+/// A lone VM goes the one-VM way: one call where a batch costs three, and
+/// nothing to tag or sweep. Two at once share a batch.
+#[tokio::test]
+async fn a_lone_vm_goes_in_one_call_and_two_share_a_batch() {
+    let name = create_group("batch-few", 0, 10, 8).await;
+    let proxy = FaultProxy::start(&npo_testkit::moto_endpoint(), 1).await;
+    let p = AwsAutoScalingGroup::new(AwsAsgConfig {
+        endpoint: Some(proxy.url.clone()),
+        batch: Some(BatchTerminations { own_hook: None }),
+        ..npo_testkit::aws::moto_config(&name)
+    })
+    .await
+    .expect("the AWS provider through the proxy");
+    let members = in_service(&describe(&p).await);
+    let lone = members[0].clone();
+    assert_eq!(
+        p.terminate_new_instance(&lone, true).await,
+        Ok(TerminateOutcome::Terminated)
+    );
+    let calls = |action: &str| proxy.stats().get(action).map_or(0, |s| s.requests);
+    assert_eq!(calls("TerminateInstanceInAutoScalingGroup"), 1);
+    assert_eq!(calls("CreateTags") + calls("DetachInstances"), 0);
+
+    let pair = members[1..=FEWEST_PER_BATCH].to_vec();
+    let answers = join_all(pair.iter().map(|id| p.terminate_new_instance(id, true))).await;
+    assert!(
+        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
+        "{answers:?}"
+    );
+    assert_eq!(calls("TerminateInstanceInAutoScalingGroup"), 1);
+    assert_eq!((calls("CreateTags"), calls("DetachInstances")), (1, 1));
+    let view = ec2_view(&members[..=FEWEST_PER_BATCH], &name).await;
+    for (id, (state, tagged)) in view {
+        assert!(ended(&state), "{id}: {state:?}");
+        assert_eq!(tagged, id != lone, "{id}: only a batch tags");
+    }
+    assert_eq!(describe(&p).await.desired_capacity, 5);
 }
 
 #[tokio::test]
@@ -210,7 +256,7 @@ async fn a_vm_someone_else_detached_is_left_running() {
     assert_eq!(
         p.terminate_new_instance(&kept, true).await,
         Ok(TerminateOutcome::NotInGroup),
-        "a batch refused for it falls back to reading it"
+        "the one-VM call refused for it falls back to reading it"
     );
     let view = ec2_view(std::slice::from_ref(&kept), &name).await;
     assert_eq!(view[&kept], (InstanceStateName::Running, false));
@@ -218,7 +264,7 @@ async fn a_vm_someone_else_detached_is_left_running() {
 
 #[tokio::test]
 async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
-    let name = create_group("batch-hook", 0, 5, 3).await;
+    let name = create_group("batch-hook", 0, 8, 6).await;
     npo_testkit::put_terminating_hook(&asg_client(), &name, "log-shipper").await;
 
     let p = batching(&name, Some("drain")).await;
@@ -245,11 +291,13 @@ async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
     let own = batching(&name, Some("log-shipper")).await;
     describe(&own).await;
     assert_eq!(own.batching(), Some(Batching::On));
-    let next = in_service(&g)[0].clone();
-    assert_eq!(
-        own.terminate_new_instance(&next, true).await,
-        Ok(TerminateOutcome::Terminated)
+    let next = in_service(&g)[..FEWEST_PER_BATCH].to_vec();
+    let answers = join_all(next.iter().map(|id| own.terminate_new_instance(id, true))).await;
+    assert!(
+        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
+        "{answers:?}"
     );
-    let view = ec2_view(std::slice::from_ref(&next), &name).await;
-    assert!(ended(&view[&next].0) && view[&next].1, "{view:?}");
+    for (id, (state, tagged)) in ec2_view(&next, &name).await {
+        assert!(ended(&state) && tagged, "{id}: {state:?}, tagged {tagged}");
+    }
 }

@@ -26,7 +26,7 @@ use aws_sdk_autoscaling::config::{Credentials, Region};
 use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::operation::detach_instances::DetachInstancesError;
 use aws_sdk_autoscaling::operation::terminate_instance_in_auto_scaling_group::TerminateInstanceInAutoScalingGroupError;
-pub use batch::{BatchTerminations, Batching, DETACHED_TAG, MOST_PER_BATCH};
+pub use batch::{BatchTerminations, Batching, DETACHED_TAG, FEWEST_PER_BATCH, MOST_PER_BATCH};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{debug, info, warn};

@@ -32,6 +32,7 @@ use futures::future::BoxFuture;
 
 pub use aws::{
     AwsAsgConfig, AwsAutoScalingGroup, AwsCredentials, BatchTerminations, Batching, DETACHED_TAG,
+    FEWEST_PER_BATCH,
 };
 pub use config::{CredentialsReference, MissingKey, ProviderConfig, credentials_reference};
 pub use factory::{Clouds, Connector, connect};

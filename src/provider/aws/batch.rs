@@ -22,8 +22,10 @@
 //! someone detached it on purpose.
 //!
 //! Batches form by group commit: whoever waits when a batch slot is free
-//! sends everything queued (up to 20), so a lone VM goes at once and a
-//! burst shares calls. A detach runs no terminating lifecycle hook (AWS
+//! sends everything queued (up to 20), once the oldest has waited
+//! [`LINGER`] for company, so a burst shares calls. A VM still alone then
+//! goes in one call of its own ([`FEWEST_PER_BATCH`]): a batch of one would
+//! be three calls where one does. A detach runs no terminating lifecycle hook (AWS
 //! user guide, footnote of "lifecycle hooks"), so while the group has a
 //! hook other than the pool's own, VMs go one by one as without batching.
 
@@ -44,6 +46,12 @@ use super::AwsAutoScalingGroup;
 pub const DETACHED_TAG: &str = "nomadpool.dev/detached-to-terminate";
 /// AWS's limit of instances per `DetachInstances`.
 pub const MOST_PER_BATCH: usize = 20;
+/// A lone VM goes the one-VM way ([`one_by_one`]): one Auto Scaling call
+/// and one round trip, where a batch is three calls in a row (one of them
+/// Auto Scaling's). From two VMs on, a batch spends fewer Auto Scaling calls,
+/// the API whose rate limit is the tighter. A scale-in one VM at a time,
+/// the common case, cost three calls per VM before.
+pub const FEWEST_PER_BATCH: usize = 2;
 /// Batches in flight at once per group: the default terminate calls per
 /// pool (`runtime::TERMINATE_CALLS`), whose turns the pool multiplies by
 /// [`MOST_PER_BATCH`] (`terminations_per_call`), so that a VM in its turn
@@ -53,6 +61,10 @@ pub const MOST_PER_BATCH: usize = 20;
 /// most of a VM's 3 s turn in the queue, against a cloud whose three calls
 /// took 0.4 s a batch.
 const SLOTS: usize = 10;
+/// How long a batch waits, from its oldest VM's arrival, for others to
+/// share it: short beside the three calls it makes (0.4 s against a real
+/// group, BENCHMARKS.md).
+const LINGER: Duration = Duration::from_millis(100);
 /// How long the group's lifecycle hooks, as read, decide how VMs go.
 const HOOKS_FRESH: Duration = Duration::from_secs(60);
 
@@ -80,6 +92,7 @@ type Reply = Result<TerminateOutcome, ProviderError>;
 
 struct Waiter {
     seq: u64,
+    queued: Instant,
     instance_id: String,
     decrement: bool,
     reply: oneshot::Sender<Reply>,
@@ -94,6 +107,12 @@ struct Queue {
 impl Queue {
     fn holds(&self, seq: u64) -> bool {
         self.waiting.iter().any(|w| w.seq == seq)
+    }
+
+    /// While the next batch may still grow: until when it waits.
+    fn filling(&self) -> Option<Instant> {
+        let until = self.waiting.front()?.queued + LINGER;
+        (self.waiting.len() < MOST_PER_BATCH && Instant::now() < until).then_some(until)
     }
 
     /// The oldest waiter and those after it with the same capacity change,
@@ -184,6 +203,7 @@ impl Batcher {
             queue.next_seq += 1;
             queue.waiting.push_back(Waiter {
                 seq,
+                queued: Instant::now(),
                 instance_id: instance_id.to_owned(),
                 decrement,
                 reply,
@@ -195,17 +215,30 @@ impl Batcher {
             seq,
         };
         // Group commit: every waiter tries to send, and whoever gets a slot
-        // sends what is queued; a waiter another batch took just waits.
+        // sends what is queued; a waiter another batch took just waits. A
+        // batch waits for company until its oldest VM has queued for
+        // LINGER (or it is full): the terminates of one reconcile start on
+        // their own tasks, each after its own last check, a few
+        // milliseconds apart, and sent at once each went alone.
         loop {
-            let _slot = self.slots.acquire().await.expect("never closed");
+            let slot = self.slots.acquire().await.expect("never closed");
             let batch = {
                 let mut queue = self.queue.lock().expect("batch queue lock");
                 if !queue.holds(seq) {
                     break;
                 }
-                queue.take_batch()
+                match queue.filling() {
+                    Some(until) => Err(until),
+                    None => Ok(queue.take_batch()),
+                }
             };
-            self.send(aws, batch).await;
+            match batch {
+                Ok(batch) => self.send(aws, batch).await,
+                Err(until) => {
+                    drop(slot);
+                    tokio::time::sleep_until(until).await;
+                }
+            }
         }
         drop(leave);
         answer.await.unwrap_or_else(|_| {
@@ -223,7 +256,9 @@ impl Batcher {
             return;
         };
         let ids: Vec<String> = batch.iter().map(|w| w.instance_id.clone()).collect();
-        let replies = if self.hooks_allow_batches(aws).await {
+        // The hooks are read whatever the size, so the pool's condition
+        // says whether batches would run.
+        let replies = if self.hooks_allow_batches(aws).await && ids.len() >= FEWEST_PER_BATCH {
             self.detach_and_terminate(aws, &ids, decrement).await
         } else {
             one_by_one(aws, &ids, decrement, false).await
@@ -439,6 +474,7 @@ mod tests {
             let (reply, _) = oneshot::channel();
             q.waiting.push_back(Waiter {
                 seq: i as u64,
+                queued: Instant::now(),
                 instance_id: format!("i-{i}"),
                 decrement: *d,
                 reply,
@@ -461,5 +497,18 @@ mod tests {
         assert_eq!(q.take_batch().len(), MOST_PER_BATCH);
         assert!(q.holds(44) && !q.holds(0));
         assert_eq!(q.take_batch().len(), 5);
+    }
+
+    #[test]
+    fn a_batch_fills_until_its_oldest_waited_the_linger_or_it_is_full() {
+        assert_eq!(queue(&[]).filling(), None, "nothing to send");
+        let mut q = queue(&[true, true]);
+        let until = q.filling().expect("a fresh batch waits for company");
+        assert!(until > Instant::now() && until <= Instant::now() + LINGER);
+        q.waiting[1].queued -= LINGER;
+        assert_eq!(q.filling(), Some(until), "timed from the first queued");
+        q.waiting[0].queued -= LINGER;
+        assert_eq!(q.filling(), None, "after the linger, it goes");
+        assert_eq!(queue(&[true; MOST_PER_BATCH]).filling(), None, "full");
     }
 }
