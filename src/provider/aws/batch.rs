@@ -154,12 +154,13 @@ pub(super) struct Batcher {
     own_hook: Option<String>,
     queue: Mutex<Queue>,
     slots: Semaphore,
-    /// Whether the group's hooks allow batches, and when that was read.
-    /// An async lock held across the read: the batches that start together
-    /// (up to `SLOTS`) wait for one `DescribeLifecycleHooks` instead of
-    /// each sending its own, a throttled call on a real account.
-    hooks_allow: tokio::sync::Mutex<Option<(Instant, bool)>>,
-    /// What the last read of the hooks said, for the pool's condition.
+    /// When the group's hooks were last read. An async lock held across
+    /// the read: the batches that start together (up to `SLOTS`) wait for
+    /// one `DescribeLifecycleHooks` instead of each sending its own, a
+    /// throttled call on a real account.
+    hooks_read_at: tokio::sync::Mutex<Option<Instant>>,
+    /// What that read said: whether batches run, and the pool's condition
+    /// (read without waiting, hence a lock of its own).
     last_read: Mutex<Option<Batching>>,
     /// Ends the VMs a batch detached but could not terminate.
     pub(super) sweep: super::sweep::Sweeper,
@@ -183,7 +184,7 @@ impl Batcher {
             own_hook: wanted.own_hook,
             queue: Mutex::new(Queue::default()),
             slots: Semaphore::new(SLOTS),
-            hooks_allow: tokio::sync::Mutex::new(None),
+            hooks_read_at: tokio::sync::Mutex::new(None),
             last_read: Mutex::new(None),
         }
     }
@@ -349,11 +350,10 @@ impl Batcher {
     /// Whether the group has no terminating hook but the pool's own. Read
     /// again after [`HOOKS_FRESH`]; an unreadable answer means no.
     pub(super) async fn hooks_allow_batches(&self, aws: &AwsAutoScalingGroup) -> bool {
-        let mut known = self.hooks_allow.lock().await;
-        if let Some((read, allow)) = *known
-            && read.elapsed() < HOOKS_FRESH
-        {
-            return allow;
+        // Held across the read: batches that start together wait for one.
+        let mut read_at = self.hooks_read_at.lock().await;
+        if read_at.is_some_and(|at| at.elapsed() < HOOKS_FRESH) {
+            return self.batching() == Some(Batching::On);
         }
         let now = match aws.terminating_hooks().await {
             Ok(hooks) => {
@@ -388,7 +388,7 @@ impl Batcher {
         }
         let allow = now == Batching::On;
         *last = Some(now);
-        *known = Some((Instant::now(), allow));
+        *read_at = Some(Instant::now());
         allow
     }
 
