@@ -25,9 +25,10 @@
 //! sends everything queued (up to 20), once the oldest has waited
 //! [`LINGER`] for company, so a burst shares calls. A VM still alone then
 //! goes in one call of its own ([`FEWEST_PER_BATCH`]): a batch of one would
-//! be three calls where one does. A detach runs no terminating lifecycle hook (AWS
-//! user guide, footnote of "lifecycle hooks"), so while the group has a
-//! hook other than the pool's own, VMs go one by one as without batching.
+//! be three calls where one does. A detach runs no terminating lifecycle
+//! hook (AWS user guide, footnote of "lifecycle hooks"), so while the group
+//! has a hook other than the pool's own, VMs go one by one as without
+//! batching, and without the wait.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -46,11 +47,11 @@ use super::AwsAutoScalingGroup;
 pub const DETACHED_TAG: &str = "nomadpool.dev/detached-to-terminate";
 /// AWS's limit of instances per `DetachInstances`.
 pub const MOST_PER_BATCH: usize = 20;
-/// A lone VM goes the one-VM way ([`one_by_one`]): one Auto Scaling call
-/// and one round trip, where a batch is three calls in a row (one of them
-/// Auto Scaling's). From two VMs on, a batch spends fewer Auto Scaling calls,
-/// the API whose rate limit is the tighter. A scale-in one VM at a time,
-/// the common case, cost three calls per VM before.
+/// A lone VM goes the one-VM way ([`one_by_one`]): one call and one round
+/// trip, where a batch is three calls in a row. From two VMs on, a batch
+/// makes one Auto Scaling call where the one-VM way makes one per VM. A
+/// scale-in one VM at a time, the common case, cost three calls per VM
+/// before (BENCHMARKS.md, twenty-eighth pass).
 pub const FEWEST_PER_BATCH: usize = 2;
 /// Batches in flight at once per group: the default terminate calls per
 /// pool (`runtime::TERMINATE_CALLS`), whose turns the pool multiplies by
@@ -109,10 +110,13 @@ impl Queue {
         self.waiting.iter().any(|w| w.seq == seq)
     }
 
-    /// While the next batch may still grow: until when it waits.
-    fn filling(&self) -> Option<Instant> {
+    /// While the next batch may still grow: until when it waits. Never
+    /// while the group's hooks keep VMs one by one (`batches_run` false):
+    /// waiting would only delay them.
+    fn filling(&self, batches_run: bool) -> Option<Instant> {
         let until = self.waiting.front()?.queued + LINGER;
-        (self.waiting.len() < MOST_PER_BATCH && Instant::now() < until).then_some(until)
+        let grows = batches_run && self.waiting.len() < MOST_PER_BATCH;
+        (grows && Instant::now() < until).then_some(until)
     }
 
     /// The oldest waiter and those after it with the same capacity change,
@@ -223,12 +227,14 @@ impl Batcher {
         // milliseconds apart, and sent at once each went alone.
         loop {
             let slot = self.slots.acquire().await.expect("never closed");
+            // Before the first read of the hooks, batches are assumed.
+            let batches_run = self.batching().is_none_or(|b| b == Batching::On);
             let batch = {
                 let mut queue = self.queue.lock().expect("batch queue lock");
                 if !queue.holds(seq) {
                     break;
                 }
-                match queue.filling() {
+                match queue.filling(batches_run) {
                     Some(until) => Err(until),
                     None => Ok(queue.take_batch()),
                 }
@@ -501,14 +507,16 @@ mod tests {
 
     #[test]
     fn a_batch_fills_until_its_oldest_waited_the_linger_or_it_is_full() {
-        assert_eq!(queue(&[]).filling(), None, "nothing to send");
+        assert_eq!(queue(&[]).filling(true), None, "nothing to send");
         let mut q = queue(&[true, true]);
-        let until = q.filling().expect("a fresh batch waits for company");
+        let until = q.filling(true).expect("a fresh batch waits for company");
         assert!(until > Instant::now() && until <= Instant::now() + LINGER);
+        assert_eq!(q.filling(false), None, "one by one: no wait");
         q.waiting[1].queued -= LINGER;
-        assert_eq!(q.filling(), Some(until), "timed from the first queued");
+        assert_eq!(q.filling(true), Some(until), "timed from the first queued");
         q.waiting[0].queued -= LINGER;
-        assert_eq!(q.filling(), None, "after the linger, it goes");
-        assert_eq!(queue(&[true; MOST_PER_BATCH]).filling(), None, "full");
+        assert_eq!(q.filling(true), None, "after the linger, it goes");
+        let full = queue(&[true; MOST_PER_BATCH]);
+        assert_eq!(full.filling(true), None, "full");
     }
 }
