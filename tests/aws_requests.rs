@@ -7,11 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
-use nomad_pool_operator::provider::{
-    AwsAsgConfig, AwsAutoScalingGroup, BatchTerminations, CloudProvider, Lifecycle,
-    TerminateOutcome,
-};
+use nomad_pool_operator::provider::{CloudProvider, Lifecycle};
 use npo_testkit::promql::Exposition;
 use npo_testkit::proxy::aws_faults::{AwsFaults, FaultProxy};
 use npo_testkit::{asg_client, unique};
@@ -31,24 +27,14 @@ async fn every_request_a_batch_and_the_sdks_retries_send_is_counted_once() {
     let name = unique("npo-aws-requests");
     npo_testkit::create_group(&asg_client(), &name, 0, 30, 25).await;
     let proxy = FaultProxy::start(&npo_testkit::moto_endpoint(), 7).await;
-    let p = AwsAutoScalingGroup::new(AwsAsgConfig {
-        endpoint: Some(proxy.url.clone()),
-        batch: Some(BatchTerminations { own_hook: None }),
-        ..npo_testkit::aws::moto_config(&name)
-    })
-    .await
-    .expect("the AWS provider through the proxy");
+    let p = npo_testkit::aws::batching_provider_via(&name, &proxy.url).await;
     let group = p.describe_group().await.expect("describe the group");
     let victims: Vec<String> = (group.instances.iter())
         .filter(|i| i.lifecycle == Lifecycle::InService)
         .map(|i| i.id.clone())
         .take(20)
         .collect();
-    let answers = join_all(victims.iter().map(|id| p.terminate_new_instance(id, true))).await;
-    assert!(
-        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
-        "{answers:?}"
-    );
+    npo_testkit::aws::terminate_all_at_once(&p, &victims).await;
     // A throttled read: each of the SDK's attempts reaches the proxy, and
     // each is counted, whatever the call's outcome.
     proxy.set_faults(AwsFaults {

@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{InstanceStateName, Tag};
-use futures::future::join_all;
 use npo_testkit::{asg_client, ec2_client, unique};
 
 use nomad_pool_operator::provider::{
-    AwsAsgConfig, AwsAutoScalingGroup, BatchTerminations, Batching, CloudProvider, DETACHED_TAG,
+    AwsAutoScalingGroup, BatchTerminations, Batching, CloudProvider, DETACHED_TAG,
     FEWEST_PER_BATCH, GroupState, Lifecycle, TerminateOutcome,
 };
 use npo_testkit::proxy::aws_faults::FaultProxy;
@@ -68,13 +67,7 @@ async fn twenty_five_vms_at_once_end_tagged_and_lower_desired_once_each() {
     assert_eq!(p.terminations_per_call(), 20);
     let victims: Vec<String> = in_service(&describe(&p).await)[..25].to_vec();
 
-    let answers = join_all(victims.iter().map(|id| p.terminate_new_instance(id, true))).await;
-    assert!(
-        answers
-            .iter()
-            .all(|a| *a == Ok(TerminateOutcome::Terminated)),
-        "{answers:?}"
-    );
+    npo_testkit::aws::terminate_all_at_once(&p, &victims).await;
     let g = describe(&p).await;
     assert_eq!(g.desired_capacity, 5, "one decrement per VM, no more");
     assert_eq!(in_service(&g).len(), 5, "no replacement launched: {g:?}");
@@ -98,19 +91,9 @@ async fn twenty_five_vms_at_once_end_tagged_and_lower_desired_once_each() {
 async fn batches_that_start_together_read_the_groups_hooks_once() {
     let name = create_group("batch-hooks-once", 0, 30, 25).await;
     let proxy = FaultProxy::start(&npo_testkit::moto_endpoint(), 1).await;
-    let p = AwsAutoScalingGroup::new(AwsAsgConfig {
-        endpoint: Some(proxy.url.clone()),
-        batch: Some(BatchTerminations { own_hook: None }),
-        ..npo_testkit::aws::moto_config(&name)
-    })
-    .await
-    .expect("the AWS provider through the proxy");
+    let p = npo_testkit::aws::batching_provider_via(&name, &proxy.url).await;
     let victims: Vec<String> = in_service(&describe(&p).await)[..20].to_vec();
-    let answers = join_all(victims.iter().map(|id| p.terminate_new_instance(id, true))).await;
-    assert!(
-        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
-        "{answers:?}"
-    );
+    npo_testkit::aws::terminate_all_at_once(&p, &victims).await;
     let stats = proxy.stats();
     let reads = stats.get("DescribeLifecycleHooks").map(|s| s.requests);
     assert_eq!(reads, Some(1), "{stats:?}");
@@ -129,13 +112,7 @@ async fn batches_that_start_together_read_the_groups_hooks_once() {
 async fn a_lone_vm_goes_in_one_call_and_two_share_a_batch() {
     let name = create_group("batch-few", 0, 10, 8).await;
     let proxy = FaultProxy::start(&npo_testkit::moto_endpoint(), 1).await;
-    let p = AwsAutoScalingGroup::new(AwsAsgConfig {
-        endpoint: Some(proxy.url.clone()),
-        batch: Some(BatchTerminations { own_hook: None }),
-        ..npo_testkit::aws::moto_config(&name)
-    })
-    .await
-    .expect("the AWS provider through the proxy");
+    let p = npo_testkit::aws::batching_provider_via(&name, &proxy.url).await;
     let members = in_service(&describe(&p).await);
     let lone = members[0].clone();
     assert_eq!(
@@ -147,11 +124,7 @@ async fn a_lone_vm_goes_in_one_call_and_two_share_a_batch() {
     assert_eq!(calls("CreateTags") + calls("DetachInstances"), 0);
 
     let pair = members[1..=FEWEST_PER_BATCH].to_vec();
-    let answers = join_all(pair.iter().map(|id| p.terminate_new_instance(id, true))).await;
-    assert!(
-        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
-        "{answers:?}"
-    );
+    npo_testkit::aws::terminate_all_at_once(&p, &pair).await;
     assert_eq!(calls("TerminateInstanceInAutoScalingGroup"), 1);
     assert_eq!((calls("CreateTags"), calls("DetachInstances")), (1, 1));
     let view = ec2_view(&members[..=FEWEST_PER_BATCH], &name).await;
@@ -292,11 +265,7 @@ async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
     describe(&own).await;
     assert_eq!(own.batching(), Some(Batching::On));
     let next = in_service(&g)[..FEWEST_PER_BATCH].to_vec();
-    let answers = join_all(next.iter().map(|id| own.terminate_new_instance(id, true))).await;
-    assert!(
-        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
-        "{answers:?}"
-    );
+    npo_testkit::aws::terminate_all_at_once(&own, &next).await;
     for (id, (state, tagged)) in ec2_view(&next, &name).await {
         assert!(ended(&state) && tagged, "{id}: {state:?}, tagged {tagged}");
     }

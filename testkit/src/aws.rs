@@ -37,6 +37,37 @@ pub async fn moto_provider_with(
     .expect("the AWS provider on moto")
 }
 
+/// [`moto_provider`] with batches on, every call of it through `endpoint`
+/// (a counting or faulting proxy in front of moto).
+pub async fn batching_provider_via(
+    group: &str,
+    endpoint: &str,
+) -> nomad_pool_operator::provider::AwsAutoScalingGroup {
+    use nomad_pool_operator::provider::{AwsAsgConfig, AwsAutoScalingGroup, BatchTerminations};
+    AwsAutoScalingGroup::new(AwsAsgConfig {
+        endpoint: Some(endpoint.to_owned()),
+        batch: Some(BatchTerminations { own_hook: None }),
+        ..moto_config(group)
+    })
+    .await
+    .expect("the AWS provider through the proxy")
+}
+
+/// Terminate `ids` all at once through `p` (first calls, with the
+/// decrement), as a reconcile's burst does; each must answer `Terminated`.
+pub async fn terminate_all_at_once(
+    p: &nomad_pool_operator::provider::AwsAutoScalingGroup,
+    ids: &[String],
+) {
+    use nomad_pool_operator::provider::{CloudProvider, TerminateOutcome};
+    let calls = ids.iter().map(|id| p.terminate_new_instance(id, true));
+    let answers = futures::future::join_all(calls).await;
+    assert!(
+        (answers.iter()).all(|a| *a == Ok(TerminateOutcome::Terminated)),
+        "{answers:?}"
+    );
+}
+
 /// The provider's configuration for `group` on the environment's moto, with
 /// moto's static credentials (for a test that points it elsewhere, e.g. a
 /// proxy in front of moto).
