@@ -97,8 +97,9 @@ async fn batches_that_start_together_read_the_groups_hooks_once() {
     let stats = proxy.stats();
     let reads = stats.get("DescribeLifecycleHooks").map(|s| s.requests);
     assert_eq!(reads, Some(1), "{stats:?}");
-    // And the burst is one batch: three calls for twenty VMs. Before each
-    // waiter yielded once, the first ten went alone, three calls each.
+    // And the burst is one batch: three calls for twenty VMs. Before
+    // batches waited for company, the first ten went alone, three calls
+    // each.
     let calls = |action: &str| stats.get(action).map_or(0, |s| s.requests);
     for action in ["CreateTags", "DetachInstances", "TerminateInstances"] {
         assert_eq!(calls(action), 1, "{action}: {stats:?}");
