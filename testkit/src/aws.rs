@@ -333,9 +333,6 @@ pub async fn describe_group(asg: &AsgClient, name: &str) -> Group {
     }
 }
 
-/// Tag `group` for the pool `owner` (`<namespace>/<name>`), as the group's
-/// owner does in the cloud account: the operator drives a group only for the
-/// pool its tag names.
 /// Put a terminating lifecycle hook named `hook` on `group` (someone
 /// else's: the operator neither completes nor heartbeats it).
 pub async fn put_terminating_hook(asg: &AsgClient, group: &str, hook: &str) {
@@ -349,6 +346,9 @@ pub async fn put_terminating_hook(asg: &AsgClient, group: &str, hook: &str) {
         .expect("PutLifecycleHook");
 }
 
+/// Tag `group` for the pool `owner` (`<namespace>/<name>`), as the group's
+/// owner does in the cloud account: the operator drives a group only for the
+/// pool its tag names.
 pub async fn tag_group(asg: &AsgClient, group: &str, owner: &str) {
     let tag = aws_sdk_autoscaling::types::Tag::builder()
         .resource_id(group)
