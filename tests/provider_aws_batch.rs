@@ -14,7 +14,7 @@ use nomad_pool_operator::provider::{
     AwsAutoScalingGroup, BatchTerminations, Batching, CloudProvider, DETACHED_TAG,
     FEWEST_PER_BATCH, GroupState, Lifecycle, TerminateOutcome,
 };
-use npo_testkit::proxy::aws_faults::FaultProxy;
+use npo_testkit::proxy::aws_faults::{AwsFaults, FaultProxy};
 
 async fn create_group(test: &str, min: i32, max: i32, desired: i32) -> String {
     let name = unique(&format!("npo-{test}"));
@@ -270,4 +270,37 @@ async fn a_terminating_hook_not_the_pools_keeps_one_call_per_vm() {
     for (id, (state, tagged)) in ec2_view(&next, &name).await {
         assert!(ended(&state) && tagged, "{id}: {state:?}, tagged {tagged}");
     }
+}
+
+/// While another hook keeps VMs one by one, a burst spreads over the
+/// group's slots as without batches. Before, the first batch took the whole
+/// burst into one slot and sent its VMs one call after the other.
+#[tokio::test]
+async fn a_burst_under_another_hook_goes_one_vm_per_slot() {
+    let name = create_group("batch-hook-burst", 0, 12, 10).await;
+    npo_testkit::put_terminating_hook(&asg_client(), &name, "log-shipper").await;
+    let victims = in_service(&describe(&batching(&name, None).await).await);
+    assert_eq!(victims.len(), 10);
+
+    let proxy = FaultProxy::start(&npo_testkit::moto_endpoint(), 1).await;
+    let terminate = "TerminateInstanceInAutoScalingGroup";
+    proxy.set_faults(AwsFaults {
+        only_actions: vec![terminate.into()],
+        latency: std::time::Duration::from_millis(300),
+        ..AwsFaults::default()
+    });
+    // The burst comes before this provider has read the group's hooks.
+    let p = npo_testkit::aws::batching_provider_via(&name, &proxy.url).await;
+    npo_testkit::aws::terminate_all_at_once(&p, &victims).await;
+    let stats = proxy.stats();
+    let calls = |action: &str| stats.get(action).cloned().unwrap_or_default();
+    assert_eq!(calls(terminate).requests, 10, "{stats:?}");
+    // Ten slots, ten VMs each 300 ms on the wire: one after the other
+    // would never be two at once.
+    assert!(calls(terminate).most_at_once >= 5, "{stats:?}");
+    assert_eq!(
+        calls("CreateTags").requests + calls("DetachInstances").requests,
+        0
+    );
+    assert_eq!(calls("DescribeLifecycleHooks").requests, 1, "{stats:?}");
 }

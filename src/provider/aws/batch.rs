@@ -120,15 +120,15 @@ impl Queue {
     }
 
     /// The oldest waiter and those after it with the same capacity change,
-    /// at most [`MOST_PER_BATCH`].
-    fn take_batch(&mut self) -> Vec<Waiter> {
+    /// at most `most`.
+    fn take_batch(&mut self, most: usize) -> Vec<Waiter> {
         let Some(decrement) = self.waiting.front().map(|w| w.decrement) else {
             return Vec::new();
         };
         let mut batch = Vec::new();
         let mut rest = VecDeque::with_capacity(self.waiting.len());
         for w in self.waiting.drain(..) {
-            if w.decrement == decrement && batch.len() < MOST_PER_BATCH {
+            if w.decrement == decrement && batch.len() < most {
                 batch.push(w);
             } else {
                 rest.push_back(w);
@@ -227,8 +227,12 @@ impl Batcher {
         // milliseconds apart, and sent at once each went alone.
         loop {
             let slot = self.slots.acquire().await.expect("never closed");
-            // Before the first read of the hooks, batches are assumed.
-            let batches_run = self.batching().is_none_or(|b| b == Batching::On);
+            // Read (or recalled) before the batch forms: while the group's
+            // hooks keep VMs one by one, a slot takes one VM, so a burst
+            // spreads over the slots as without batches instead of going
+            // call after call through one.
+            let batches_run = self.hooks_allow_batches(aws).await;
+            let most = if batches_run { MOST_PER_BATCH } else { 1 };
             let batch = {
                 let mut queue = self.queue.lock().expect("batch queue lock");
                 if !queue.holds(seq) {
@@ -236,11 +240,11 @@ impl Batcher {
                 }
                 match queue.filling(batches_run) {
                     Some(until) => Err(until),
-                    None => Ok(queue.take_batch()),
+                    None => Ok(queue.take_batch(most)),
                 }
             };
             match batch {
-                Ok(batch) => self.send(aws, batch).await,
+                Ok(batch) => self.send(aws, batch, batches_run).await,
                 Err(until) => {
                     drop(slot);
                     tokio::time::sleep_until(until).await;
@@ -258,14 +262,12 @@ impl Batcher {
     }
 
     /// Send one batch and answer each of its waiters.
-    async fn send(&self, aws: &AwsAutoScalingGroup, batch: Vec<Waiter>) {
+    async fn send(&self, aws: &AwsAutoScalingGroup, batch: Vec<Waiter>, batches_run: bool) {
         let Some(decrement) = batch.first().map(|w| w.decrement) else {
             return;
         };
         let ids: Vec<String> = batch.iter().map(|w| w.instance_id.clone()).collect();
-        // The hooks are read whatever the size, so the pool's condition
-        // says whether batches would run.
-        let replies = if self.hooks_allow_batches(aws).await && ids.len() >= FEWEST_PER_BATCH {
+        let replies = if batches_run && ids.len() >= FEWEST_PER_BATCH {
             self.detach_and_terminate(aws, &ids, decrement).await
         } else {
             one_by_one(aws, &ids, decrement, false).await
@@ -453,10 +455,10 @@ impl Batcher {
     }
 }
 
-/// Each VM through the one-VM terminate, one after the other: a batch
-/// slot holds one call at a time then, so the group's slots keep the
-/// calls in flight to what they were without batches (a group with
-/// someone else's hook sends every VM this way).
+/// Each VM through the one-VM terminate, one after the other, in the
+/// batch's slot: a lone VM, one per slot while the group's hooks keep VMs
+/// one by one, or a batch whose tag or detach failed (the slots then keep
+/// the calls in flight to what they were without batches).
 async fn one_by_one(
     aws: &AwsAutoScalingGroup,
     ids: &[String],
@@ -492,17 +494,24 @@ mod tests {
     #[test]
     fn a_batch_takes_the_oldest_kind_in_order_and_at_most_twenty() {
         let mut q = queue(&[true, false, true, true]);
-        let ids: Vec<String> = q.take_batch().into_iter().map(|w| w.instance_id).collect();
-        assert_eq!(ids, ["i-0", "i-2", "i-3"]);
-        let ids: Vec<String> = q.take_batch().into_iter().map(|w| w.instance_id).collect();
-        assert_eq!(ids, ["i-1"]);
-        assert!(q.take_batch().is_empty());
+        let take = |q: &mut Queue, most| -> Vec<String> {
+            q.take_batch(most)
+                .into_iter()
+                .map(|w| w.instance_id)
+                .collect()
+        };
+        assert_eq!(take(&mut q, MOST_PER_BATCH), ["i-0", "i-2", "i-3"]);
+        assert_eq!(take(&mut q, MOST_PER_BATCH), ["i-1"]);
+        assert!(take(&mut q, MOST_PER_BATCH).is_empty());
 
         let mut q = queue(&[true; 45]);
-        assert_eq!(q.take_batch().len(), MOST_PER_BATCH);
-        assert_eq!(q.take_batch().len(), MOST_PER_BATCH);
+        assert_eq!(q.take_batch(MOST_PER_BATCH).len(), MOST_PER_BATCH);
+        assert_eq!(q.take_batch(MOST_PER_BATCH).len(), MOST_PER_BATCH);
         assert!(q.holds(44) && !q.holds(0));
-        assert_eq!(q.take_batch().len(), 5);
+        // One by one (the group's hooks): a slot takes the oldest alone.
+        assert_eq!(take(&mut q, 1), ["i-40"]);
+        assert!(q.holds(41) && !q.holds(40));
+        assert_eq!(q.take_batch(MOST_PER_BATCH).len(), 4);
     }
 
     #[test]

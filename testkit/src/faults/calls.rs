@@ -160,7 +160,7 @@ impl CloudCalls {
                 throttle_rate: 0.3,
                 error_rate: 0.1,
                 error_after_forward_rate: 0.15,
-                only_actions: vec![],
+                ..Default::default()
             }),
             CloudCalls::Gce { .. } => {
                 let failure = json!({"code": "RESOURCE_NOT_READY",

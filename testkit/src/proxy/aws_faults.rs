@@ -8,9 +8,10 @@
 //! forwards the request and then replaces moto's answer by a `500` (the
 //! dangerous case: the call was carried out but the caller sees an error).
 //! Everything else is forwarded as is (but for the launch times of VMs a
-//! test made older, `launch_times`). It counts requests per `Action`
-//! (parsed from the form body) and by outcome, and records every
-//! `TerminateInstanceInAutoScalingGroup` call with its instance and result.
+//! test made older, `launch_times`), after a latency a test may set. It
+//! counts requests per `Action` (parsed from the form body), by outcome and
+//! the most at once, and records every `TerminateInstanceInAutoScalingGroup`
+//! call with its instance and result.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,11 @@ pub struct AwsFaults {
     pub error_after_forward_rate: f64,
     /// Only these Actions are affected (all when empty).
     pub only_actions: Vec<String>,
+    /// Added before each forwarded request of those Actions goes to moto,
+    /// which answers in milliseconds where a real region takes longer: it
+    /// makes calls that overlap in time overlap in the counts too
+    /// (`ActionStats::most_at_once`).
+    pub latency: std::time::Duration,
 }
 
 /// Requests seen for one `Action`.
@@ -50,6 +56,8 @@ pub struct ActionStats {
     /// Forwarded to moto (including those answered 500 afterwards).
     pub forwarded: u64,
     pub failed_after_forward: u64,
+    /// The most requests of this Action in the proxy at the same time.
+    pub most_at_once: u64,
 }
 
 /// One `TerminateInstanceInAutoScalingGroup` request.
@@ -72,6 +80,41 @@ struct Inner {
     request_ids: std::sync::atomic::AtomicU64,
     /// How much earlier than moto says each of these instances launched.
     older: Mutex<BTreeMap<String, SignedDuration>>,
+    /// Requests in the proxy now, per Action.
+    in_flight: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Counts a request in flight from its arrival to its answer.
+struct InFlight {
+    inner: Arc<Inner>,
+    action: String,
+}
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>, action: &str) -> InFlight {
+        let now = {
+            let mut in_flight = inner.in_flight.lock().unwrap();
+            let n = in_flight.entry(action.to_owned()).or_default();
+            *n += 1;
+            *n
+        };
+        let mut stats = inner.stats.lock().unwrap();
+        let s = stats.entry(action.to_owned()).or_default();
+        s.most_at_once = s.most_at_once.max(now);
+        InFlight {
+            inner: inner.clone(),
+            action: action.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = self.inner.in_flight.lock().unwrap();
+        if let Some(n) = in_flight.get_mut(&self.action) {
+            *n -= 1;
+        }
+    }
 }
 
 pub struct FaultProxy {
@@ -93,6 +136,7 @@ impl FaultProxy {
             terminates: Mutex::new(Vec::new()),
             request_ids: std::sync::atomic::AtomicU64::new(1),
             older: Mutex::new(BTreeMap::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -124,6 +168,7 @@ impl FaultProxy {
     }
 
     /// Every request so far, all Actions together.
+    /// (`most_at_once`: the most of any one Action.)
     pub fn total(&self) -> ActionStats {
         let mut t = ActionStats::default();
         for s in self.inner.stats.lock().unwrap().values() {
@@ -132,6 +177,7 @@ impl FaultProxy {
             t.server_errors += s.server_errors;
             t.forwarded += s.forwarded;
             t.failed_after_forward += s.failed_after_forward;
+            t.most_at_once = t.most_at_once.max(s.most_at_once);
         }
         t
     }
@@ -242,9 +288,10 @@ async fn process(
     let id = inner
         .request_ids
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _in_flight = InFlight::enter(&inner, &action);
+    let faults = inner.faults.lock().unwrap().clone();
+    let applies = faults.only_actions.is_empty() || faults.only_actions.contains(&action);
     let decision = {
-        let faults = inner.faults.lock().unwrap().clone();
-        let applies = faults.only_actions.is_empty() || faults.only_actions.contains(&action);
         let mut rng = inner.rng.lock().unwrap();
         // Always draw three numbers, so a configuration change does not shift
         // the sequence of later decisions.
@@ -319,6 +366,9 @@ async fn process(
         Decision::Forward | Decision::ErrorAfterForward => {}
     }
 
+    if applies {
+        tokio::time::sleep(faults.latency).await;
+    }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let upstream = inner.upstream.send(method, path, headers, body).await;
     let upstream = match upstream {
