@@ -256,8 +256,11 @@ async fn nomad_faults_back_off_and_the_pool_converges() {
     let faulty_start = Instant::now();
     let mut mark = before.clone();
     let mut first = true;
-    for (name, cfg, dur) in &phases_cfg {
-        w.sim.post("/sim/faults", cfg.clone()).await;
+    for (phase, (name, cfg, dur)) in phases_cfg.iter().enumerate() {
+        // nomad-sim's dice from the test's seed: a failing run replays.
+        let mut cfg = cfg.clone();
+        cfg["seed"] = json!(seed ^ phase as u64);
+        w.sim.post("/sim/faults", cfg).await;
         if first {
             w.apply_pool(&w.pool_manifest("pool", pool_spec(4, 2, Some(&proxy.url))))
                 .await;
@@ -279,7 +282,8 @@ async fn nomad_faults_back_off_and_the_pool_converges() {
         mark = now;
     }
     // 30 % 5xx everywhere persists until the pool has converged.
-    w.sim.post("/sim/faults", json!({"error_rate": 0.3})).await;
+    let weather = json!({"error_rate": 0.3, "seed": seed ^ phases_cfg.len() as u64});
+    w.sim.post("/sim/faults", weather).await;
     let start = Instant::now();
     let st = wait_settled(&w, &op, "pool", 4, Duration::from_secs(150)).await;
     let now = nomad_requests(&w.sim).await;

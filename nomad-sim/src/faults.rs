@@ -6,9 +6,10 @@
 //! the state frozen when the fault was set, with that copy's (lower)
 //! indexes and `X-Nomad-LastContact` / `X-Nomad-KnownLeader` as configured.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Cluster, StateError};
@@ -43,6 +44,31 @@ impl Default for StaleReads {
             rate: 1.0,
             frozen_at_index: 0,
         }
+    }
+}
+
+/// The dice of the rate faults: seeded from `Faults::seed` when it is
+/// set (not serialized), the thread's random source otherwise.
+#[derive(Clone, Default)]
+pub struct Dice(Option<Arc<Mutex<StdRng>>>);
+
+impl Dice {
+    pub fn seeded(seed: u64) -> Dice {
+        Dice(Some(Arc::new(Mutex::new(StdRng::seed_from_u64(seed)))))
+    }
+
+    /// A draw in `0..1`.
+    fn roll(&self) -> f64 {
+        match &self.0 {
+            Some(rng) => rng.lock().unwrap().random(),
+            None => rand::rng().random(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Dice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dice(seeded: {})", self.0.is_some())
     }
 }
 
@@ -86,8 +112,15 @@ pub struct Faults {
     /// cuts bodies short: the status and headers are Nomad's, the body is
     /// not valid JSON. Scoped by `path_prefix`; the event stream is never cut.
     pub truncated_json: bool,
+    /// Seeds the dice of `error_rate`, `drop_rate` and `stale_reads.rate`
+    /// when set: the same requests in the same order then meet the same
+    /// faults, so a failing run can be replayed. Unset, every draw is
+    /// fresh.
+    pub seed: Option<u64>,
     #[serde(skip)]
     pub follower: FollowerState,
+    #[serde(skip)]
+    pub dice: Dice,
 }
 
 #[derive(Debug, PartialEq)]
@@ -136,7 +169,7 @@ impl Faults {
                 return None;
             }
         }
-        if sr.rate < 1.0 && rand::rng().random::<f64>() >= sr.rate {
+        if sr.rate < 1.0 && self.dice.roll() >= sr.rate {
             return None;
         }
         Some(state)
@@ -149,11 +182,10 @@ impl Faults {
         if self.leader_lost && path != "/v1/agent/self" && path != "/v1/status/leader" {
             return FaultAction::NoLeader;
         }
-        let mut rng = rand::rng();
-        if self.drop_rate > 0.0 && rng.random::<f64>() < self.drop_rate {
+        if self.drop_rate > 0.0 && self.dice.roll() < self.drop_rate {
             return FaultAction::Drop;
         }
-        if self.error_rate > 0.0 && rng.random::<f64>() < self.error_rate {
+        if self.error_rate > 0.0 && self.dice.roll() < self.error_rate {
             return FaultAction::Error;
         }
         FaultAction::None

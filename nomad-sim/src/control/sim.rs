@@ -82,6 +82,10 @@ pub(super) async fn set_faults(app: &App, req: Request<Incoming>) -> Result<Resp
         sr.frozen_at_index = snap.index;
         f.follower = crate::faults::FollowerState(Some(Arc::new(snap)));
     }
+    if let Some(seed) = f.seed {
+        // Each POST starts the sequence again.
+        f.dice = crate::faults::Dice::seeded(seed);
+    }
     *app.faults.lock().unwrap() = f.clone();
     Ok(ok(&serde_json::to_value(f).unwrap()))
 }

@@ -47,6 +47,32 @@ async fn faults_are_injected_and_scoped() {
     assert!(stats["faults_injected"]["Drop"].as_u64().unwrap() >= 1);
 }
 
+/// A seed makes the dice repeatable: the same requests meet the same
+/// faults after the same POST, so a failing run can be replayed.
+#[tokio::test]
+async fn seeded_faults_repeat_their_sequence() {
+    let t = start().await;
+    t.nodes(json!({"count": 1})).await;
+    let statuses = |seed: u64| {
+        let t = &t;
+        async move {
+            let faults = json!({"error_rate": 0.5, "path_prefix": "/v1/nodes", "seed": seed});
+            t.post_ok("/sim/faults", faults).await;
+            let mut seen = Vec::new();
+            for _ in 0..40 {
+                seen.push(t.get("/v1/nodes").await.status().as_u16());
+            }
+            seen
+        }
+    };
+    let first = statuses(7).await;
+    assert!(first.contains(&500) && first.contains(&200), "{first:?}");
+    assert_eq!(statuses(7).await, first, "the same seed, the same faults");
+    assert_ne!(statuses(8).await, first, "another seed, other faults");
+    let echoed = t.get_json("/sim/faults").await;
+    assert_eq!(echoed["seed"], 8, "{echoed}");
+}
+
 #[tokio::test]
 async fn workload_scheduler_and_stats() {
     let t = start().await;
