@@ -13,7 +13,20 @@ remaining candidates of the halving target would drop (BENCHMARKS.md, issue
 - `no-selected-event`: without the `Selected` Event;
 - `first-record-draining`: without the `Cordoned` status (the first record
   `Draining`, written before the drain);
-- `both`.
+- `both`;
+- `floor`: the fewest writes a retirement could make and still be one
+  object with a finalizer and a record before each side effect: create,
+  `Draining` (before the drain), `Terminating`, finalizer removal, delete;
+  no Events and no final phase (neither of which the issue allows to
+  drop): a lower bound on what any variant of the model costs;
+- `no-condition-messages`: `today`'s writes with the three conditions'
+  messages empty (the status's own `message` still says it): what the
+  size of a status costs, against its count.
+
+`VARIANTS=a,b` picks variants (`today` first: the others are set against
+it). `WATCHERS=N` keeps N watches of the retirements open meanwhile, as the
+operator's (and the scale-in bench's) are during a run: what the watch
+fan-out of these writes costs.
 
     tests/env/up.sh && . target/testenv/env && kubectl apply -k crds/
     kubectl create ns wcost
@@ -27,6 +40,7 @@ import concurrent.futures as cf
 import copy
 import os
 import sys
+import threading
 import time
 
 import requests
@@ -75,6 +89,9 @@ def status(i, phase):
           "conditions": [condition("Progressing", "False" if finished else "True", phase, message),
                          condition("Reconciling", "False" if finished else "True", phase, message),
                          condition("Stalled", "False", "AsExpected", "")]}
+    if not CONDITION_MESSAGES:
+        for c in st["conditions"]:
+            c["message"] = ""
     if phase in ("Draining", "Terminating", "Retired"):
         st["drainStartedAt"] = T0
         st["drainDeadline"] = "2026-12-06T02:00:00Z"
@@ -103,7 +120,15 @@ def ok(r):
     return r.json()
 
 
+CONDITION_MESSAGES = True
+
+
 def retirement(variant, prefix):
+    global CONDITION_MESSAGES
+    CONDITION_MESSAGES = variant != "no-condition-messages"
+    if variant == "no-condition-messages":
+        variant = "today"
+
     def run(i):
         name = f"{prefix}-{i}"
         obj = ok(http.post(BASE, json={
@@ -116,15 +141,18 @@ def retirement(variant, prefix):
         if variant in ("today", "first-record-draining"):
             ok(event(name, "Selected", f"node client-{i:05d} selected for retirement (ScaleIn)"))
         phases = ["Cordoned", "Draining", "Terminating", "Retired"]
-        if variant in ("first-record-draining", "both"):
+        if variant in ("first-record-draining", "both", "floor"):
             phases.remove("Cordoned")
+        if variant == "floor":
+            phases.remove("Retired")
         for phase in phases:
             body = copy.deepcopy(obj)
             # The operator's watch drops managedFields; its replaces carry none.
             body["metadata"].pop("managedFields", None)
             body["status"] = status(i, phase)
             obj = ok(http.put(f"{BASE}/{name}/status", json=body))
-        ok(event(name, "Retired", status(i, "Retired")["message"]))
+        if variant != "floor":
+            ok(event(name, "Retired", status(i, "Retired")["message"]))
         body = copy.deepcopy(obj)
         body["metadata"].pop("managedFields", None)
         body["metadata"]["finalizers"] = []
@@ -141,7 +169,24 @@ def measure(variant, prefix):
     return 1000 * (cpu_seconds() - before) / N
 
 
-VARIANTS = ["today", "no-selected-event", "first-record-draining", "both"]
+def watch():
+    """One watch of the retirements, read to the end, opened again if it
+    closes (the API server ends a watch after its timeout)."""
+    while True:
+        try:
+            with http.get(f"{BASE}?watch=1&allowWatchBookmarks=true", stream=True,
+                          timeout=3600) as r:
+                for _ in r.iter_lines():
+                    pass
+        except requests.RequestException as e:
+            print(f"watch: {e}", flush=True)
+
+
+for _ in range(int(os.environ.get("WATCHERS", "0"))):
+    threading.Thread(target=watch, daemon=True).start()
+time.sleep(1.0)
+VARIANTS = os.environ.get(
+    "VARIANTS", "today,no-selected-event,first-record-draining,both").split(",")
 spent = {v: [] for v in VARIANTS}
 RUN_ID = f"{int(time.time()) % 100000}"
 for rnd in range(ROUNDS):
