@@ -45,13 +45,15 @@ pub use gone::GoneNodes;
 pub use node_list::NodeList;
 use nodes::{Regressions, watch_nodes};
 
-/// How long one blocking query waits for a change (Nomad's maximum).
 /// How many blocking allocations a retirement's status names.
 const MAX_BLOCKING_ALLOCATIONS: usize = 10;
+/// How long one blocking query waits for a change (Nomad's maximum).
 const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 /// Reads of node details run at most this many at once, so discovering a
 /// pool of thousands does not flood Nomad.
 const DETAIL_CONCURRENCY: usize = 8;
+/// The longest a failing watch waits before it asks again (client-go's
+/// reflector waits as long at most).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How soon a node whose attributes could not be read is read again.
 const DETAIL_RETRY: Duration = Duration::from_secs(5);
