@@ -245,6 +245,50 @@ fn error_response(status: StatusCode, kind: &str, code: &str, message: &str, id:
         .unwrap()
 }
 
+impl Inner {
+    /// What happens to one request. Always draws the same numbers, so a
+    /// configuration change does not shift the sequence of later decisions.
+    fn decide(&self, faults: &AwsFaults, applies: bool) -> Decision {
+        let mut rng = self.rng.lock().unwrap();
+        let (a, b, c, half) = (
+            rng.random::<f64>(),
+            rng.random::<f64>(),
+            rng.random::<f64>(),
+            rng.random_bool(0.5),
+        );
+        if !applies {
+            Decision::Forward
+        } else if a < faults.throttle_rate {
+            Decision::Throttle
+        } else if b < faults.error_rate {
+            Decision::ServerError(if half {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            })
+        } else if c < faults.error_after_forward_rate {
+            Decision::ErrorAfterForward
+        } else {
+            Decision::Forward
+        }
+    }
+
+    fn count(&self, action: &str, decision: &Decision) {
+        let mut stats = self.stats.lock().unwrap();
+        let s = stats.entry(action.to_owned()).or_default();
+        s.requests += 1;
+        match decision {
+            Decision::Throttle => s.throttled += 1,
+            Decision::ServerError(_) => s.server_errors += 1,
+            Decision::ErrorAfterForward => {
+                s.forwarded += 1;
+                s.failed_after_forward += 1;
+            }
+            Decision::Forward => s.forwarded += 1,
+        }
+    }
+}
+
 enum Decision {
     Forward,
     Throttle,
@@ -291,46 +335,8 @@ async fn process(
     let _in_flight = InFlight::enter(&inner, &action);
     let faults = inner.faults.lock().unwrap().clone();
     let applies = faults.only_actions.is_empty() || faults.only_actions.contains(&action);
-    let decision = {
-        let mut rng = inner.rng.lock().unwrap();
-        // Always draw three numbers, so a configuration change does not shift
-        // the sequence of later decisions.
-        let (a, b, c, half) = (
-            rng.random::<f64>(),
-            rng.random::<f64>(),
-            rng.random::<f64>(),
-            rng.random_bool(0.5),
-        );
-        if !applies {
-            Decision::Forward
-        } else if a < faults.throttle_rate {
-            Decision::Throttle
-        } else if b < faults.error_rate {
-            Decision::ServerError(if half {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            })
-        } else if c < faults.error_after_forward_rate {
-            Decision::ErrorAfterForward
-        } else {
-            Decision::Forward
-        }
-    };
-    {
-        let mut stats = inner.stats.lock().unwrap();
-        let s = stats.entry(action.clone()).or_default();
-        s.requests += 1;
-        match decision {
-            Decision::Throttle => s.throttled += 1,
-            Decision::ServerError(_) => s.server_errors += 1,
-            Decision::ErrorAfterForward => {
-                s.forwarded += 1;
-                s.failed_after_forward += 1;
-            }
-            Decision::Forward => s.forwarded += 1,
-        }
-    }
+    let decision = inner.decide(&faults, applies);
+    inner.count(&action, &decision);
     let record_terminate = |upstream: Option<u16>, answered: u16| {
         if action == "TerminateInstanceInAutoScalingGroup" {
             inner.terminates.lock().unwrap().push(TerminateCall {
