@@ -245,31 +245,8 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         armed.ended = Ended::default();
         return;
     };
-    // Most wake-ups end here: a look at the nodes that changed, nothing read.
-    let mut ended = armed.ended.update(&armed.candidates, changed, &snapshot);
-    // Kept among the ended until the reconcile lets them go, which wakes
-    // the lane.
-    ended.retain(|id| !armed.busy.holds(id, &armed.candidates[id].name));
-    if !ended.is_empty() {
-        // Nor on a view that does not show our last Nomad write to the
-        // client yet (a drain the reconcile just sent, once `Busy` let it
-        // go): its drain state is older than that drain. The event that
-        // shows the write wakes the lane again.
-        let unobserved = rt.writes.unobserved(&snapshot);
-        ended.retain(|id| !unobserved.contains(id));
-    }
+    let ended = to_look_at(rt, armed, changed, &snapshot);
     if ended.is_empty() {
-        return;
-    }
-    let visibility = rt.visibility.state();
-    if visibility.gap().is_some() || matches!(visibility, VisibilityState::Checking) {
-        // No termination the token cannot prove safe: the reconcile says why.
-        return;
-    }
-    if rt.visibility.change_unseen() || rt.watch.index_regression_unseen() {
-        // Allocation answers from before either may be wrong (filtered by
-        // what the token could not see, or from the cluster's past): the
-        // reconcile restarts the watches first (`observe`).
         return;
     }
     let ignore_system_jobs = armed.pool.spec.drain.ignore_system_jobs;
@@ -325,6 +302,17 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         allocs: &allocs,
         listed: &listed,
     };
+    decide_all(rt, armed, &facts, decided).await;
+}
+
+/// Decide the clients whose reads are all in, and keep or drop each as its
+/// decision says.
+async fn decide_all(
+    rt: &Arc<PoolRuntime>,
+    armed: &mut Armed,
+    facts: &Facts<'_>,
+    decided: Vec<String>,
+) {
     // Concurrently: a wave of drains that end together (jobs of one length)
     // each waited for the records written before its own, one API server
     // round trip apiece (BENCHMARKS.md, eleventh pass). One decision per VM
@@ -334,7 +322,6 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
         (decided.into_iter()).partition(|id| vms.insert(armed.candidates[id].instance.clone()));
     let outcomes: Vec<(String, Decided)> = {
         let armed = &*armed;
-        let facts = &facts;
         futures::stream::iter(now)
             .map(|node_id| async move {
                 let decided = decide(rt, armed, facts, &node_id).await;
@@ -360,6 +347,46 @@ async fn pass(rt: &Arc<PoolRuntime>, armed: &mut Armed) {
             }
         }
     }
+}
+
+/// The candidates whose drain ended that a pass may look at now: none
+/// that the reconcile holds, none on a view that does not show our last
+/// write to it yet, and none at all while the token's view or Nomad's
+/// index is in question (the reconcile says why).
+fn to_look_at(
+    rt: &PoolRuntime,
+    armed: &mut Armed,
+    changed: Option<HashSet<String>>,
+    snapshot: &NodesSnapshot,
+) -> Vec<String> {
+    // Most wake-ups end here: a look at the nodes that changed, nothing read.
+    let mut ended = armed.ended.update(&armed.candidates, changed, snapshot);
+    // Kept among the ended until the reconcile lets them go, which wakes
+    // the lane.
+    ended.retain(|id| !armed.busy.holds(id, &armed.candidates[id].name));
+    if !ended.is_empty() {
+        // Nor on a view that does not show our last Nomad write to the
+        // client yet (a drain the reconcile just sent, once `Busy` let it
+        // go): its drain state is older than that drain. The event that
+        // shows the write wakes the lane again.
+        let unobserved = rt.writes.unobserved(snapshot);
+        ended.retain(|id| !unobserved.contains(id));
+    }
+    if ended.is_empty() {
+        return ended;
+    }
+    let visibility = rt.visibility.state();
+    if visibility.gap().is_some() || matches!(visibility, VisibilityState::Checking) {
+        // No termination the token cannot prove safe: the reconcile says why.
+        return Vec::new();
+    }
+    if rt.visibility.change_unseen() || rt.watch.index_regression_unseen() {
+        // Allocation answers from before either may be wrong (filtered by
+        // what the token could not see, or from the cluster's past): the
+        // reconcile restarts the watches first (`observe`).
+        return Vec::new();
+    }
+    ended
 }
 
 /// The candidates whose drain ended, kept from pass to pass: all of them
