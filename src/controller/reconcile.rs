@@ -175,17 +175,8 @@ async fn apply(
     failures
         .extend(hook::upkeep(&ctx, &pool, &rt, &seen, &planned.plan, hook_check.as_ref()).await);
     let behind = persist::write_behind(&pool, &ctx, &persisted.behind).await;
-    // Where a slow reconcile spends its time (cumulative milliseconds).
-    debug!(
-        connect_ms = connected.as_millis() as u64,
-        plan_ms = planned_at.as_millis() as u64,
-        status_ms = written_at.as_millis() as u64,
-        actions_ms = started.elapsed().as_millis() as u64,
-        status_written = persisted.written,
-        actions = planned.plan.actions.len(),
-        retiring = planned.plan.retiring.len(),
-        "reconciled"
-    );
+    let steps_done_at = [connected, planned_at, written_at, started.elapsed()];
+    log_timings(steps_done_at, persisted.written, &planned.plan);
 
     // Report.
     hook::retirement_events(&rt, &seen, &mut planned.plan, capped);
@@ -217,6 +208,22 @@ async fn apply(
     let look = next_look(&planned.plan, persisted.progress_waits, &seen.group);
     let look = hook::next_look(look, hook_check.as_ref());
     Ok(Requeue::requeue(look))
+}
+
+/// Where a slow reconcile spends its time: when it had connected, planned,
+/// written its records and acted (cumulative since its start).
+fn log_timings(steps_done_at: [Duration; 4], status_written: bool, plan: &super::plan::Plan) {
+    let [connect, planned, written, acted] = steps_done_at.map(|d| d.as_millis() as u64);
+    debug!(
+        connect_ms = connect,
+        plan_ms = planned,
+        status_ms = written,
+        actions_ms = acted,
+        status_written,
+        actions = plan.actions.len(),
+        retiring = plan.retiring.len(),
+        "reconciled"
+    );
 }
 
 /// Persist the write-ahead records, each terminate and drain started as

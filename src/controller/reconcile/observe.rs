@@ -92,24 +92,7 @@ pub async fn observe(
         }
         NodesState::Ready(s) => s,
     };
-    // Only what a feature the spec turned on needs: each costs cloud calls.
-    // A view read before a feature was turned on lacks its facts until the
-    // next read; the planner takes a missing fact as "not due".
-    rt.provider.read_launch_facts(LaunchFacts {
-        launch_time: pool.spec.max_node_age.is_some(),
-        launch_spec: pool.spec.replace_drifted,
-    });
-    let observed = rt
-        .group
-        .get()
-        .await
-        .map_err(|e| Trouble::from_provider(&e, &rt.provider.group()))?;
-    // Nothing is done to a group its tag does not give to this pool: not
-    // even to clients already in flight, which stay as they are until the
-    // tag names the pool again (see provider::ownership).
-    authority::group_owned(pool, &rt.provider.group(), &observed.group)
-        .map_err(Trouble::refused)?;
-
+    let observed = owned_group(pool, rt).await?;
     let status = pool.status.clone().unwrap_or_default();
     let retirements = ledger
         .of_pool(pool)
@@ -121,18 +104,7 @@ pub async fn observe(
     });
     let mut spec = pool.spec.clone();
     spec.retire.extend(tracked.hand_made.iter().cloned());
-    // Read before the allocation facts: facts gathered under an earlier
-    // answer may have been filtered by what the token could not see.
-    // Both checks run (no short circuit): each marks its news as seen.
-    let visibility_changed = rt.visibility.changed_since_seen();
-    let index_went_backwards = rt.watch.index_went_backwards_since_seen();
-    if visibility_changed || index_went_backwards {
-        rt.watch.restart_allocation_watches();
-    }
-    if index_went_backwards {
-        // Their indexes belong to the cluster's past.
-        rt.writes.clear();
-    }
+    restart_stale_watches(rt);
     if !tracked.entries.is_empty() {
         rt.watch.probe_index(snapshot.index);
     }
@@ -189,6 +161,47 @@ pub async fn observe(
         unhealthy_since,
         clientless_since,
     })
+}
+
+/// The pool's cloud group as last read, if its tag gives it to this pool.
+async fn owned_group(
+    pool: &NomadClientPool,
+    rt: &PoolRuntime,
+) -> Result<crate::controller::group::Observed, NotObserved> {
+    // Only what a feature the spec turned on needs: each costs cloud calls.
+    // A view read before a feature was turned on lacks its facts until the
+    // next read; the planner takes a missing fact as "not due".
+    rt.provider.read_launch_facts(LaunchFacts {
+        launch_time: pool.spec.max_node_age.is_some(),
+        launch_spec: pool.spec.replace_drifted,
+    });
+    let observed = rt
+        .group
+        .get()
+        .await
+        .map_err(|e| Trouble::from_provider(&e, &rt.provider.group()))?;
+    // Nothing is done to a group its tag does not give to this pool: not
+    // even to clients already in flight, which stay as they are until the
+    // tag names the pool again (see provider::ownership).
+    authority::group_owned(pool, &rt.provider.group(), &observed.group)
+        .map_err(Trouble::refused)?;
+    Ok(observed)
+}
+
+/// Read before the allocation facts: facts gathered under an earlier
+/// answer may have been filtered by what the token could not see, or come
+/// from a cluster's past. Both checks run (no short circuit): each marks
+/// its news as seen.
+fn restart_stale_watches(rt: &PoolRuntime) {
+    let visibility_changed = rt.visibility.changed_since_seen();
+    let index_went_backwards = rt.watch.index_went_backwards_since_seen();
+    if visibility_changed || index_went_backwards {
+        rt.watch.restart_allocation_watches();
+    }
+    if index_went_backwards {
+        // Their indexes belong to the cluster's past.
+        rt.writes.clear();
+    }
 }
 
 impl Observed {

@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// What a frame's events are applied to (`apply_events`): the list as of
+/// `index`, the pool's selector, and the nodes whose instance is unread.
+struct Listed<'a> {
+    index: u64,
+    selector: &'a PoolSelector,
+    nodes: &'a mut NodeList,
+    missing: &'a mut HashSet<String>,
+}
+
 /// The node-list watch: one full list, then Nomad's Node event stream
 /// (subscribed before the list, see `Subscription`), whose
 /// payloads carry whole nodes (instance IDs included) so a change costs one
@@ -448,45 +457,70 @@ impl NodeWatch {
                     return Ok(StreamEnd::IndexWentBackwards);
                 }
             }
-            let mut changed = Vec::new();
-            for ev in frame.events {
-                let Some(node) = ev.payload.node else {
-                    continue;
-                };
-                if ev.topic != "Node" || ev.index <= index {
-                    continue;
-                }
-                if ev.kind == "NodeDeregistration" {
-                    self.gone.deregistered(&node.id, ev.index);
-                } else {
-                    self.gone.seen(&node.id);
-                }
-                if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
-                    if nodes.remove(&node.id) {
-                        changed.push(node.id.clone());
-                    }
-                    missing.remove(&node.id);
-                    if self.instance_ids.contains_key(&node.id) {
-                        self.forget_instance_later(nodes);
-                    }
-                } else {
-                    if let Some(instance) = instance_of(&node, self.instance_attribute) {
-                        self.set_instance(&node.id, instance);
-                        missing.remove(&node.id);
-                    } else if !self.instance_ids.contains_key(&node.id) {
-                        missing.insert(node.id.clone());
-                    }
-                    self.note_opt_out(&node);
-                    nodes.upsert(Arc::new(node.to_stub()));
-                    changed.push(node.id.clone());
-                }
-                last = last.max(ev.index);
-            }
+            let listed = Listed {
+                index,
+                selector,
+                nodes: &mut *nodes,
+                missing: &mut missing,
+            };
+            let changed = self.apply_events(frame.events, listed, &mut last);
             if !changed.is_empty() {
                 self.publish(last, nodes.clone(), Some(&changed));
             }
         }
         Ok(StreamEnd::Closed)
+    }
+
+    /// Apply one frame's node events to the list (events at or below the
+    /// list's `index` are already in it); the IDs of the nodes that changed.
+    /// `last` becomes the highest index applied.
+    fn apply_events(
+        &mut self,
+        events: Vec<crate::nomad::NomadEvent>,
+        listed: Listed<'_>,
+        last: &mut u64,
+    ) -> Vec<String> {
+        let Listed {
+            index,
+            selector,
+            nodes,
+            missing,
+        } = listed;
+        let mut changed = Vec::new();
+        for ev in events {
+            let Some(node) = ev.payload.node else {
+                continue;
+            };
+            if ev.topic != "Node" || ev.index <= index {
+                continue;
+            }
+            if ev.kind == "NodeDeregistration" {
+                self.gone.deregistered(&node.id, ev.index);
+            } else {
+                self.gone.seen(&node.id);
+            }
+            if ev.kind == "NodeDeregistration" || !selector.matches(&node) {
+                if nodes.remove(&node.id) {
+                    changed.push(node.id.clone());
+                }
+                missing.remove(&node.id);
+                if self.instance_ids.contains_key(&node.id) {
+                    self.forget_instance_later(nodes);
+                }
+            } else {
+                if let Some(instance) = instance_of(&node, self.instance_attribute) {
+                    self.set_instance(&node.id, instance);
+                    missing.remove(&node.id);
+                } else if !self.instance_ids.contains_key(&node.id) {
+                    missing.insert(node.id.clone());
+                }
+                self.note_opt_out(&node);
+                nodes.upsert(Arc::new(node.to_stub()));
+                changed.push(node.id.clone());
+            }
+            *last = (*last).max(ev.index);
+        }
+        changed
     }
 
     /// Fallback for a Nomad without a usable event stream: blocking queries
