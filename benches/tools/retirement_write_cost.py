@@ -23,6 +23,10 @@ remaining candidates of the halving target would drop (BENCHMARKS.md, issue
   messages empty (the status's own `message` still says it): what the
   size of a status costs, against its count.
 
+`CONCURRENCY=N` writes N retirements at once (8 by default). `PACE=R`
+starts R retirements a second instead of all at once: the scale-in bench
+retires ~5 a second, and the CPU a write costs depends on the rate (the
+environment's idle cost is in the figure then, as it is in the bench's).
 `VARIANTS=a,b` picks variants (`today` first: the others are set against
 it). `WATCHERS=N` keeps N watches of the retirements open meanwhile, as the
 operator's (and the scale-in bench's) are during a run: what the watch
@@ -50,6 +54,10 @@ SERVER = os.environ["NPO_KUBE_SERVER"]
 RUN = os.path.join(os.environ["NPO_TESTENV_DIR"], "run")
 NS = "wcost"
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+# Retirements written at once (the operator's bursts run up to 16 writes).
+CONCURRENCY = int(os.environ.get("CONCURRENCY", "8"))
+# Retirements started per second; 0: all at once, CONCURRENCY at a time.
+PACE = float(os.environ.get("PACE", "0"))
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 BASE = f"{SERVER}/apis/nomadpool.dev/v1alpha1/namespaces/{NS}/nomadclientretirements"
 EVENTS = f"{SERVER}/apis/events.k8s.io/v1/namespaces/{NS}/events"
@@ -60,7 +68,7 @@ http = requests.Session()
 http.cert = (os.environ["NPO_KUBE_CLIENT_CERT"], os.environ["NPO_KUBE_CLIENT_KEY"])
 http.verify = False  # the client certificate is what matters here
 http.trust_env = False
-http.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=16))
+http.mount("https://", requests.adapters.HTTPAdapter(pool_maxsize=64))
 
 
 def cpu_seconds():
@@ -162,10 +170,23 @@ def retirement(variant, prefix):
 
 
 def measure(variant, prefix):
-    before = cpu_seconds()
-    with cf.ThreadPoolExecutor(8) as pool:
-        list(pool.map(retirement(variant, prefix), range(N)))
+    before, started = cpu_seconds(), time.monotonic()
+    run = retirement(variant, prefix)
+    with cf.ThreadPoolExecutor(CONCURRENCY) as pool:
+        if PACE > 0:
+            # One retirement started every 1/PACE s, as a scale-in's
+            # retirements arrive, not all at once.
+            futures = []
+            for i in range(N):
+                futures.append(pool.submit(run, i))
+                time.sleep(1.0 / PACE)
+            for f in futures:
+                f.result()
+        else:
+            list(pool.map(run, range(N)))
+    elapsed = time.monotonic() - started
     time.sleep(1.0)  # the watch fan-out of the last writes
+    print(f"  {variant}: {N} retirements in {elapsed:.1f} s", flush=True)
     return 1000 * (cpu_seconds() - before) / N
 
 
