@@ -53,7 +53,7 @@ const BLOCKING_WAIT: Duration = Duration::from_secs(300);
 /// pool of thousands does not flood Nomad.
 const DETAIL_CONCURRENCY: usize = 8;
 /// The longest a failing watch waits before it asks again (client-go's
-/// reflector waits as long at most).
+/// reflector backs off to 30 s as well, before its jitter).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How soon a node whose attributes could not be read is read again.
 const DETAIL_RETRY: Duration = Duration::from_secs(5);

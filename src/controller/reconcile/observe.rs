@@ -188,10 +188,11 @@ async fn owned_group(
     Ok(observed)
 }
 
-/// Read before the allocation facts: facts gathered under an earlier
-/// answer may have been filtered by what the token could not see, or come
-/// from a cluster's past. Both checks run (no short circuit): each marks
-/// its news as seen.
+/// Restart the allocation watches when the token's view changed or
+/// Nomad's index went back since the last look. Run before the allocation
+/// facts are read: facts gathered under an earlier answer may have been
+/// filtered by what the token could not see, or come from the cluster's
+/// past. Both checks run (no short circuit): each marks its news as seen.
 fn restart_stale_watches(rt: &PoolRuntime) {
     let visibility_changed = rt.visibility.changed_since_seen();
     let index_went_backwards = rt.watch.index_went_backwards_since_seen();
