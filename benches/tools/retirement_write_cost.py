@@ -201,6 +201,7 @@ def watch():
                     pass
         except requests.RequestException as e:
             print(f"watch: {e}", flush=True)
+        time.sleep(1.0)  # a refused watch is not retried in a tight loop
 
 
 for _ in range(int(os.environ.get("WATCHERS", "0"))):
