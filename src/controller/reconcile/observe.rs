@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::super::conditions::{Problem, Trouble};
+use super::super::group::Observed as GroupObserved;
 use super::super::plan::{
     self, Action, AllocFacts, AllocationVisibility, InstanceNodes, NodeFacts, PoolView,
 };
@@ -23,6 +24,7 @@ use crate::api::{
     DrainPolicy, NomadClientPool, NomadClientPoolSpec, NomadClientPoolStatus,
     NomadClientRetirement, RetiringNode,
 };
+use crate::provider::ProviderError;
 use crate::provider::{GroupState, LaunchFacts};
 
 /// Everything one reconcile saw of the pool, before planning.
@@ -167,7 +169,7 @@ pub async fn observe(
 async fn owned_group(
     pool: &NomadClientPool,
     rt: &PoolRuntime,
-) -> Result<crate::controller::group::Observed, NotObserved> {
+) -> Result<GroupObserved, NotObserved> {
     // Only what a feature the spec turned on needs: each costs cloud calls.
     // A view read before a feature was turned on lacks its facts until the
     // next read; the planner takes a missing fact as "not due".
@@ -175,14 +177,19 @@ async fn owned_group(
         launch_time: pool.spec.max_node_age.is_some(),
         launch_spec: pool.spec.replace_drifted,
     });
-    let observed = rt
-        .group
-        .get()
-        .await
-        .map_err(|e| Trouble::from_provider(&e, &rt.provider.group()))?;
-    // Nothing is done to a group its tag does not give to this pool: not
-    // even to clients already in flight, which stay as they are until the
-    // tag names the pool again (see provider::ownership).
+    Ok(owned(pool, rt, rt.group.get().await)?)
+}
+
+/// A read of the pool's cloud group, if it worked and the group's tag gives
+/// it to this pool. Nothing is done to a group its tag does not give to
+/// this pool: not even to clients already in flight, which stay as they
+/// are until the tag names the pool again (see provider::ownership).
+fn owned(
+    pool: &NomadClientPool,
+    rt: &PoolRuntime,
+    read: Result<GroupObserved, ProviderError>,
+) -> Result<GroupObserved, Trouble> {
+    let observed = read.map_err(|e| Trouble::from_provider(&e, &rt.provider.group()))?;
     authority::group_owned(pool, &rt.provider.group(), &observed.group)
         .map_err(Trouble::refused)?;
     Ok(observed)
@@ -269,13 +276,7 @@ pub async fn plan(
         .iter()
         .any(|a| matches!(a, Action::SetDesiredCapacity { .. }));
     if seen.group_age > Duration::ZERO && sets_capacity {
-        let fresh = rt
-            .group
-            .read_now()
-            .await
-            .map_err(|e| Trouble::from_provider(&e, &rt.provider.group()))?;
-        authority::group_owned(pool, &rt.provider.group(), &fresh.group)
-            .map_err(Trouble::refused)?;
+        let fresh = owned(pool, rt, rt.group.read_now().await)?;
         seen.group = fresh.group;
         seen.group_age = fresh.age;
         planned = plan::plan(&seen.view(load.as_deref()));
